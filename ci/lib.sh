@@ -1,0 +1,43 @@
+# shellcheck shell=bash
+# Shared paths and helpers for ci/setup, ci/test-all and the suites in ci/suites/.
+# Sourced, never run. Every suite may rely on these variables.
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CI_DIR="$REPO/target/ci"          # everything CI builds or installs lives here
+BIN_DIR="$CI_DIR/bin"             # concurrent-socket, concurrent-socket-faults, loadtest, wsctl
+VENV="$CI_DIR/venv"               # python3 venv from ci/requirements.txt (traefik, checkov)
+VENV27="$CI_DIR/venv27"           # python2.7 venv with Autobahn's wstest
+TOOLS_DIR="$CI_DIR/tools/bin"     # cargo-installed tools (nixpkgs-fmt, deadnix)
+NODE_DIR="$REPO/ci/node"          # node_modules for the browser and dashboard checks
+LOG_DIR="$CI_DIR/logs"
+SHARED="${SHARED:-$REPO/../shared}"
+export REPO CI_DIR BIN_DIR VENV VENV27 TOOLS_DIR NODE_DIR LOG_DIR SHARED
+export PATH="$BIN_DIR:$TOOLS_DIR:$VENV/bin:$PATH"
+export TF_CLI_CONFIG_FILE=/dev/null
+export NIX_CONFIG=$'experimental-features = nix-command flakes\nsubstituters ='
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+die() { log "FATAL: $*" >&2; exit 1; }
+
+# retry N CMD...: run CMD up to N times, 5 s apart (package mirrors and the dpkg lock are busy at times).
+retry() {
+  local tries=$1 n=1; shift
+  until "$@"; do
+    [ "$n" -ge "$tries" ] && return 1
+    log "retrying ($n/$tries): $*"; n=$((n + 1)); sleep 5
+  done
+}
+
+# free_port: a TCP port on 127.0.0.1 that nothing listens on right now.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# wait_http URL [SECONDS]: wait until URL answers 2xx.
+wait_http() {
+  local url=$1 deadline=$((SECONDS + ${2:-20}))
+  until curl -fsS -o /dev/null "$url"; do
+    [ "$SECONDS" -ge "$deadline" ] && return 1
+    sleep 0.1
+  done
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# shellcheck on every shell script in the repository.
+set -euo pipefail
+. "$(dirname "$0")/../lib.sh"
+cd "$REPO"
+mapfile -t scripts < <(git ls-files -co --exclude-standard | grep -v '^ci/node/' |
+  while read -r f; do [ -f "$f" ] && head -c 64 "$f" | grep -qE '^#!.*(ba)?sh|shellcheck shell=' && echo "$f"; done)
+echo "checking ${#scripts[@]} scripts"
+shellcheck -x -P SCRIPTDIR "${scripts[@]}"
