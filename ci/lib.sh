@@ -36,7 +36,7 @@ free_port() {
 # wait_http URL [SECONDS]: wait until URL answers 2xx.
 wait_http() {
   local url=$1 deadline=$((SECONDS + ${2:-20}))
-  until curl -fsS -o /dev/null "$url"; do
+  until curl -fs -o /dev/null "$url"; do
     [ "$SECONDS" -ge "$deadline" ] && return 1
     sleep 0.1
   done
