@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# shellcheck on every shell script in the repository.
+# Lints every shell script in the repository with shellcheck.
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 cd "$REPO"
