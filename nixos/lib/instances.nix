@@ -7,7 +7,7 @@
 #
 #   nix-instantiate --eval --strict --json -E \
 #     '(import ./nixos/lib/instances.nix { }).envFile { MAX_CONNECTIONS = 20000; ALLOWED_ORIGINS = [ "https://a.example" ]; }'
-{ }:
+{}:
 let
   inherit (builtins)
     all
@@ -64,9 +64,9 @@ rec {
   # Every problem of an instance set, as messages naming the instance and the field;
   # [ ] when it is good. `active` (optional) is the colour that must receive traffic first.
   check =
-    {
-      instances,
-      active ? null,
+    { instances
+    , active ? null
+    ,
     }:
     let
       names = attrNames instances;
@@ -125,13 +125,15 @@ rec {
   envFile =
     settings:
     concatStringsSep "" (
-      map (
-        name:
-        let
-          escaped = replaceStrings [ "\\" "\"" ] [ "\\\\" "\\\"" ] (renderValue settings.${name});
-        in
-        "${name}=\"${escaped}\"\n"
-      ) (attrNames settings)
+      map
+        (
+          name:
+          let
+            escaped = replaceStrings [ "\\" "\"" ] [ "\\\\" "\\\"" ] (renderValue settings.${name});
+          in
+          "${name}=\"${escaped}\"\n"
+        )
+        (attrNames settings)
     );
 
   # What the NixOS module layers on the packaged template units for one instance:
@@ -170,9 +172,11 @@ rec {
   # the defaults of the same colour, or empty settings.
   withDefaults =
     instances:
-    mapAttrs (
-      name: inst:
-      assert isAttrs inst;
-      { settings = { }; } // (defaultInstances.${name} or { }) // inst
-    ) instances;
+    mapAttrs
+      (
+        name: inst:
+          assert isAttrs inst;
+          { settings = { }; } // (defaultInstances.${name} or { }) // inst
+      )
+      instances;
 }

@@ -21,7 +21,7 @@
 #     apiAddress = "127.0.0.1:8082"; dynamicDir = "/tmp/traefik-dynamic"; }'
 #
 # The JSON printed is the file: Traefik reads JSON as YAML.
-{ }:
+{}:
 let
   inherit (builtins)
     attrNames
@@ -95,16 +95,16 @@ rec {
   #                  entry from the right (behind N trusted proxies)
   #   hstsSeconds    Strict-Transport-Security max-age (0 = no header)
   base =
-    {
-      instances ? instancesLib.defaultInstances,
-      rateLimits ? { },
-      entryPoints ? [ "web" ],
-      host ? null,
-      certResolver ? null,
-      clientIpDepth ? 0,
-      hstsSeconds ? (if certResolver == null then 0 else 31536000),
-      healthCheck ? { },
-      circuitBreaker ? defaultCircuitBreaker,
+    { instances ? instancesLib.defaultInstances
+    , rateLimits ? { }
+    , entryPoints ? [ "web" ]
+    , host ? null
+    , certResolver ? null
+    , clientIpDepth ? 0
+    , hstsSeconds ? (if certResolver == null then 0 else 31536000)
+    , healthCheck ? { }
+    , circuitBreaker ? defaultCircuitBreaker
+    ,
     }:
     let
       full = instancesLib.withDefaults instances;
@@ -177,14 +177,16 @@ rec {
           compress.compress.minResponseBodyBytes = 1024;
         };
         services = listToAttrs (
-          map (colour: {
-            name = serviceName colour;
-            value.loadBalancer = {
-              servers = [ { url = instancesLib.upstreamUrl full.${colour}; } ];
-              healthCheck = defaultHealthCheck // healthCheck;
-              passHostHeader = true;
-            };
-          }) (attrNames full)
+          map
+            (colour: {
+              name = serviceName colour;
+              value.loadBalancer = {
+                servers = [{ url = instancesLib.upstreamUrl full.${colour}; }];
+                healthCheck = defaultHealthCheck // healthCheck;
+                passHostHeader = true;
+              };
+            })
+            (attrNames full)
         );
       };
     };
@@ -204,10 +206,12 @@ rec {
     in
     orThrow "traefik routing" errors {
       http.services.${activeServiceName}.weighted = {
-        services = map (c: {
-          name = serviceName c;
-          weight = weights.${c};
-        }) colours;
+        services = map
+          (c: {
+            name = serviceName c;
+            weight = weights.${c};
+          })
+          colours;
         healthCheck = { };
       };
     };
@@ -222,15 +226,15 @@ rec {
   # `dynamicDir` null leaves the file provider to the caller (the NixOS module sets it
   # through services.traefik.dynamic.dir).
   static =
-    {
-      webAddress ? ":80",
-      websecureAddress ? ":443",
-      apiAddress ? "127.0.0.1:8082",
-      acme ? null,
-      dynamicDir ? null,
-      logLevel ? "INFO",
-      logFile ? null,
-      accessLogFile ? null,
+    { webAddress ? ":80"
+    , websecureAddress ? ":443"
+    , apiAddress ? "127.0.0.1:8082"
+    , acme ? null
+    , dynamicDir ? null
+    , logLevel ? "INFO"
+    , logFile ? null
+    , accessLogFile ? null
+    ,
     }:
     let
       errors =

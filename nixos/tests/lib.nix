@@ -1,0 +1,186 @@
+# Assertions over the pure-Nix library (nixos/lib/): ports, per-instance unit settings,
+# environment files and the Traefik files the module writes. Evaluates to
+# { passed = N; } when every case holds; otherwise evaluation fails listing each failing
+# case with what it got. Run from the repository root:
+#
+#   nix-instantiate --eval --strict --json nixos/tests/lib.nix
+let
+  inherit (builtins)
+    attrNames
+    concatStringsSep
+    filter
+    length
+    map
+    toJSON
+    tryEval
+    ;
+
+  instances = import ../lib/instances.nix { };
+  traefik = import ../lib/traefik.nix { };
+
+  # A case: its name, what the library gave, what it must be.
+  eq = name: got: want: { inherit name got want; };
+
+  # Evaluation must fail (a throw naming the problem, not a broken file).
+  fails = name: expr: {
+    inherit name;
+    got = (tryEval expr).success;
+    want = false;
+  };
+
+  base = traefik.base { };
+  routers = base.http.routers;
+  middlewares = base.http.middlewares;
+  services = base.http.services;
+
+  loadTestBase = traefik.base {
+    instances = {
+      blue.port = 4001;
+      green.port = 4002;
+    };
+    rateLimits.ws.average = 1000;
+  };
+
+  tlsBase = traefik.base {
+    host = "ws.example.com";
+    entryPoints = [ "websecure" ];
+    certResolver = traefik.certResolverName;
+  };
+
+  split = traefik.routing {
+    weights = {
+      green = 10;
+      blue = 90;
+      red = 0;
+    };
+  };
+
+  acmeStatic = traefik.static {
+    acme = {
+      email = "ops@example.com";
+      storage = "/var/lib/traefik/acme.json";
+    };
+  };
+  plainStatic = traefik.static { dynamicDir = "/var/lib/concurrent-socket/traefik"; };
+
+  blueUnits = instances.unitSettings "blue" instances.defaultInstances.blue;
+
+  # Names a router or weighted service refers to that no file defines.
+  dangling =
+    let
+      referencedMiddlewares = builtins.concatLists (map (r: routers.${r}.middlewares) (attrNames routers));
+      defined = attrNames services ++ attrNames (traefik.seedRouting "blue").http.services;
+      referencedServices = map (r: routers.${r}.service) (attrNames routers)
+        ++ map (s: s.name) split.http.services.ws-active.weighted.services;
+    in
+    filter (m: !(middlewares ? ${m})) referencedMiddlewares ++ filter (s: !(builtins.elem s defined)) referencedServices;
+
+  cases = [
+    # Ports and units (docs/architecture.md, "Ports and instances on a host").
+    (eq "default colours" (attrNames instances.defaultInstances) [ "blue" "green" ])
+    (eq "blue ports" (with instances.defaultInstances.blue; [ port metricsPort ]) [ 3001 9464 ])
+    (eq "green ports" (with instances.defaultInstances.green; [ port metricsPort ]) [ 3002 9465 ])
+    (eq "blue public socket" blueUnits.socket { unit = "ws@blue.socket"; listenStreams = [ "" "127.0.0.1:3001" ]; })
+    (eq "blue metrics socket" blueUnits.metricsSocket { unit = "ws-metrics@blue.socket"; listenStreams = [ "" "127.0.0.1:9464" ]; })
+    (eq "blue service and env file" [ blueUnits.service blueUnits.envFileName ] [ "ws@blue.service" "concurrent-socket/blue.env" ])
+    (eq "no settings, empty env file" blueUnits.envFileText "")
+    (eq "env file rendering"
+      (instances.envFile {
+        MAX_CONNECTIONS = 20000;
+        ALLOWED_ORIGINS = [ "https://a.example" "https://b.example" ];
+        ENABLE_ECHO = true;
+        LOG_LEVEL = "info,concurrent_socket=\"debug\"";
+      })
+      ''
+        ALLOWED_ORIGINS="https://a.example,https://b.example"
+        ENABLE_ECHO="true"
+        LOG_LEVEL="info,concurrent_socket=\"debug\""
+        MAX_CONNECTIONS="20000"
+      '')
+    (eq "partial instance completed from defaults" (instances.withDefaults { green.port = 5002; }).green { port = 5002; metricsPort = 9465; settings = { }; })
+
+    # Instance checks: every problem named, none for the defaults.
+    (eq "defaults are valid" (instances.check { instances = instances.defaultInstances; active = "green"; }) [ ])
+    (eq "unknown active colour" (instances.check { instances = instances.defaultInstances; active = "red"; }) [ "active colour 'red' is not one of the instances (blue, green)" ])
+    (eq "port clash" (instances.check { instances = instances.defaultInstances // { green = instances.defaultInstances.green // { metricsPort = 3001; }; }; })
+      [ "port 3001 is used twice (every port and metricsPort must be distinct)" ])
+    (eq "bad name, port, variable, value"
+      (instances.check {
+        instances = {
+          Blue = { port = 70000; metricsPort = 9464; settings = { max = 1; LOG_LEVEL = "a\nb"; ALLOWED_ORIGINS = [{ }]; }; };
+        };
+      })
+      [
+        "instance name 'Blue' must match [a-z][a-z0-9-]*"
+        "instance Blue: port must be an integer in 1..65535, got 70000"
+        "instance Blue: setting 'max' is not an environment variable name ([A-Z][A-Z0-9_]*)"
+        "instance Blue: setting ALLOWED_ORIGINS a list may hold only strings and integers"
+        "instance Blue: setting LOG_LEVEL must not contain a line break"
+      ])
+    (eq "no instances" (instances.check { instances = { }; }) [ "at least one instance is required" ])
+
+    # base.yml: routers, middlewares and services of docs/architecture.md.
+    (eq "routers" (attrNames routers) [ "ws" "ws-http" ])
+    (eq "ws router rule" routers.ws.rule "PathPrefix(`/ws/`)")
+    (eq "ws-http router rule" routers.ws-http.rule "PathPrefix(`/`)")
+    (eq "ws router wins" (routers.ws.priority > routers.ws-http.priority) true)
+    (eq "both routers forward to ws-active" [ routers.ws.service routers.ws-http.service ] [ "ws-active" "ws-active" ])
+    (eq "ws middlewares: WebSocket rate limit, no compression" routers.ws.middlewares [ "ws-ratelimit" "circuit-breaker" "security-headers" ])
+    (eq "ws-http middlewares: API rate limit and compression" routers.ws-http.middlewares [ "api-ratelimit" "circuit-breaker" "security-headers" "compress" ])
+    (eq "original design rate limits" [ middlewares.api-ratelimit.rateLimit.average middlewares.ws-ratelimit.rateLimit.average ] [ 10 5 ])
+    (eq "rate limit by client address" middlewares.ws-ratelimit.rateLimit.sourceCriterion { ipStrategy.depth = 0; })
+    (eq "no HSTS on plain HTTP" (middlewares.security-headers.headers ? stsSeconds) false)
+    (eq "circuit breaker expression" middlewares.circuit-breaker.circuitBreaker.expression traefik.defaultCircuitBreaker)
+    (eq "one service per colour" (attrNames services) [ "ws-blue" "ws-green" ])
+    (eq "blue upstream" services.ws-blue.loadBalancer.servers [{ url = "http://127.0.0.1:3001"; }])
+    (eq "health check on /ready" services.ws-green.loadBalancer.healthCheck.path "/ready")
+    (eq "routers bind to web" routers.ws.entryPoints [ "web" ])
+    (eq "nothing dangling" dangling [ ])
+
+    # Overrides used by load tests: ports and one rate limit, the rest kept.
+    (eq "override ports" loadTestBase.http.services.ws-green.loadBalancer.servers [{ url = "http://127.0.0.1:4002"; }])
+    (eq "override one rate limit field" (with loadTestBase.http.middlewares.ws-ratelimit.rateLimit; [ average burst ]) [ 1000 10 ])
+    (eq "API limit untouched" loadTestBase.http.middlewares.api-ratelimit.rateLimit.average 10)
+
+    # TLS with a host name.
+    (eq "host in rule" tlsBase.http.routers.ws.rule "Host(`ws.example.com`) && PathPrefix(`/ws/`)")
+    (eq "TLS on both routers" (map (r: tlsBase.http.routers.${r}.tls) [ "ws" "ws-http" ]) [{ certResolver = "letsencrypt"; } { certResolver = "letsencrypt"; }])
+    (eq "HSTS with TLS" tlsBase.http.middlewares.security-headers.headers.stsSeconds 31536000)
+
+    # Bad arguments stop evaluation instead of writing a broken file.
+    (fails "zero rate" (traefik.base { rateLimits.api.average = 0; }))
+    (fails "unknown rate limit" (traefik.base { rateLimits.chat.average = 1; }))
+    (fails "port clash in base" (traefik.base { instances = { blue = { }; green.port = 3001; }; }))
+    (fails "no entry point" (traefik.base { entryPoints = [ ]; }))
+
+    # routing.yml: only ws-active, only positive weights.
+    (eq "seed routing" (traefik.seedRouting "green") {
+      http.services.ws-active.weighted = {
+        services = [{ name = "ws-green"; weight = 1; }];
+        healthCheck = { };
+      };
+    })
+    (eq "split keeps positive weights" split.http.services.ws-active.weighted.services [{ name = "ws-blue"; weight = 90; } { name = "ws-green"; weight = 10; }])
+    (eq "routing defines only ws-active" (attrNames split.http.services) [ "ws-active" ])
+    (fails "all weights zero" (traefik.routing { weights.blue = 0; }))
+    (fails "negative weight" (traefik.routing { weights = { blue = 1; green = -1; }; }))
+    (fails "bad colour" (traefik.routing { weights."Blue!" = 1; }))
+
+    # Static configuration.
+    (eq "ACME redirects web to websecure" acmeStatic.entryPoints.web.http.redirections.entryPoint.to "websecure")
+    (eq "ACME resolver" acmeStatic.certificatesResolvers.letsencrypt.acme { email = "ops@example.com"; storage = "/var/lib/traefik/acme.json"; httpChallenge.entryPoint = "web"; })
+    (eq "no ACME, no resolver" (plainStatic ? certificatesResolvers) false)
+    (eq "no ACME, no redirect" (plainStatic.entryPoints.web ? http) false)
+    (eq "API on loopback" plainStatic.entryPoints.traefik.address "127.0.0.1:8082")
+    (eq "metrics on the API entry point" plainStatic.metrics.prometheus.entryPoint "traefik")
+    (eq "file provider watches the directory" plainStatic.providers.file { directory = "/var/lib/concurrent-socket/traefik"; watch = true; })
+    (fails "ACME without e-mail" (traefik.static { acme = { email = ""; storage = "/x"; }; }))
+  ];
+
+  failed = filter (c: c.got != c.want) cases;
+  describe = c: "${c.name}: got ${toJSON c.got}, want ${toJSON c.want}";
+in
+if failed == [ ] then
+  { passed = length cases; }
+else
+  throw "${toString (length failed)} of ${toString (length cases)} library cases failed:\n${concatStringsSep "\n" (map describe failed)}"
