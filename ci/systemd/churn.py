@@ -2,12 +2,12 @@
 restarts under socket activation.
 
 Opens new WebSocket connections at a steady rate (open loop: a slow or stalled server does not
-slow the schedule down) for a fixed time. Each attempt connects to /ws/chat/<id>, waits for
+slow the schedule down) for --duration seconds, or until --stop-file exists. Each attempt connects to /ws/chat/<id>, waits for
 `connection_established` and closes with 1000. Before that, it opens --hold connections that
 stay open, and records how each one ends (the `goodbye` reason and the close code).
 
 Writes one JSON report (to --report, else stdout):
-  attempts, succeeded, failed, failures: {kind: count} (refused, reset, timeout, http_NNN,
+  attempts, succeeded, failed, server_ids: {serverId: count} of the successful attempts, failures: {kind: count} (refused, reset, timeout, http_NNN,
   closed_before_established, unexpected_first_message, other), failure_examples,
   longest_gap_s: the longest time with no successful attempt (from the first attempt's start),
   gap_start_s/gap_end_s (relative to the first attempt), latency_p50_s/p99_s/max_s,
@@ -18,6 +18,7 @@ Exit status: 0 when the report was written (judging it is the caller's job), 2 o
 import argparse
 import asyncio
 import json
+import os
 import resource
 import sys
 import time
@@ -38,6 +39,7 @@ def parse_args():
     parser.add_argument("--prefix", default="churn", help="connection id prefix (A-Z a-z 0-9 _ -)")
     parser.add_argument("--report", help="write the JSON report here instead of stdout")
     parser.add_argument("--ready-file", help="touch this file once the held connections are open")
+    parser.add_argument("--stop-file", help="stop opening connections once this file exists")
     args = parser.parse_args()
     if not args.url.startswith(("ws://", "wss://")):
         parser.error(f"--url must start with ws:// or wss://, got {args.url!r}")
@@ -87,13 +89,13 @@ async def expect_established(ws):
 
 
 async def attempt(url, conn_id, timeout):
-    """One churn attempt: (start, end, error or None), times from time.monotonic()."""
+    """One churn attempt: (start, end, serverId or the error), times from time.monotonic()."""
     start = time.monotonic()
     try:
         async with asyncio.timeout(timeout):
             async with connect(f"{url}/ws/chat/{conn_id}", open_timeout=None, compression=None) as ws:
-                await expect_established(ws)
-        return start, time.monotonic(), None
+                established = await expect_established(ws)
+        return start, time.monotonic(), str(established.get("serverId"))
     except Exception as error:  # every failure is data for the report
         return start, time.monotonic(), error
 
@@ -130,10 +132,14 @@ async def run(args):
     begin = time.monotonic()
     attempts = []
     for i in range(total):
+        if args.stop_file and os.path.exists(args.stop_file):
+            break
         delay = begin + i / args.rate - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
         attempts.append(asyncio.create_task(attempt(args.url, f"{args.prefix}-{i}", args.timeout)))
+    if not attempts:
+        raise SystemExit("churn: no attempt made (the stop file existed from the start)")
     results = await asyncio.gather(*attempts)
 
     done, pending = await asyncio.wait(held_tasks, timeout=0) if held_tasks else (set(), set())
@@ -144,14 +150,15 @@ async def run(args):
 
 
 def summarize(results, begin, held_ended, held_errors, still_open, held_opened):
-    successes = sorted(end for start, end, error in results if error is None)
-    failures = [error for _, _, error in results if error is not None]
+    successes = sorted(end for _, end, outcome in results if isinstance(outcome, str))
+    failures = [outcome for _, _, outcome in results if not isinstance(outcome, str)]
     gap, gap_start, gap_end = longest_gap(begin, successes, max(end for _, end, _ in results))
-    latencies = sorted(end - start for start, end, error in results if error is None)
+    latencies = sorted(end - start for start, end, outcome in results if isinstance(outcome, str))
     return {
         "attempts": len(results),
         "succeeded": len(successes),
         "failed": len(failures),
+        "server_ids": dict(Counter(outcome for _, _, outcome in results if isinstance(outcome, str))),
         "failures": dict(Counter(failure_kind(e) for e in failures)),
         "failure_examples": sorted({f"{type(e).__name__}: {e}" for e in failures})[:5],
         "longest_gap_s": round(gap, 3),

@@ -1,0 +1,264 @@
+#!/usr/bin/env bash
+# The systemd units (systemd/) under a real systemd, with the real server binary.
+#  0. `systemd-analyze verify` prints nothing for every unit; `systemd-analyze security` scores
+#     ws@.service <= 1.5 (printed).
+# Then, in a container with systemd as PID 1 (ci/systemd/lib.sh), units installed by
+# systemd/install.sh:
+#  1. ws@green.socket alone: the first connection starts ws@green.service, which counts as
+#     started only once the server said READY=1.
+#  2. `systemctl restart ws@green.service` under a steady stream of new connections: none
+#     refused or failed; connections open before it get goodbye server_shutdown and close 1001.
+#  3. `kill -9` of the main process: systemd restarts it, the socket stays open (no refusal).
+#  4. The faults build that stops feeding the watchdog is killed (SIGABRT) and restarted.
+#  5. journalctl -u ws@green -o json has the server's structured fields for ws@green.service.
+#  6. ws@blue and ws@green serve side by side on their own ports.
+#  7. A bad setting fails the start in ExecStartPre (check-config), naming the variable.
+# RESULT/MEASURED lines: exposure score, restart gap and failed attempts, kill -9 gap, watchdog.
+# Adaptations to this container, each said where it is made: LimitNOFILE=20000 (lib.sh), and
+# MAX_CONNECTIONS_PER_IP=0 in the instances' settings (every test client is 127.0.0.1).
+set -euo pipefail
+. "$(dirname "$0")/../lib.sh"
+. "$REPO/ci/systemd/lib.sh"
+
+CHURN_RATE=${CHURN_RATE:-300}       # new connections per second during restarts
+HELD=${HELD:-50}                    # connections open across the graceful restart
+PYTHON="$VENV/bin/python"
+WORK=$(mktemp -d)
+cleanup() { stop_systemd; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+for bin in concurrent-socket concurrent-socket-faults; do
+  [ -x "$BIN_DIR/$bin" ] || die "$BIN_DIR/$bin missing (ci/test-all builds it)"
+done
+"$PYTHON" -c 'import websockets' 2> /dev/null || die "python websockets missing in $VENV (ci/setup)"
+
+# --- 0. static checks, on the host, in a private mount namespace --------------------------
+UNITS=(ws@blue.socket ws-metrics@blue.socket ws@blue.service ws@green.socket ws-metrics@green.socket ws@green.service)
+
+static_checks() {
+  # install.sh into tmpfs-covered system paths: the host's own units and files stay untouched,
+  # and verify finds the ExecStart binary where the units say.
+  # shellcheck disable=SC2016  # expanded by the inner bash, from its arguments
+  unshare -m --propagation private bash -c '
+    set -euo pipefail
+    for dir in /run/systemd /etc/systemd/system /etc/concurrent-socket /usr/local/bin; do
+      mkdir -p "$dir" && mount -t tmpfs tmpfs "$dir"
+    done
+    "$1/systemd/install.sh" --no-reload "$2" > /dev/null
+    shift 2
+    echo "--- verify"
+    systemd-analyze verify --man=no "$@" 2>&1
+    echo "--- security"
+    systemd-analyze security --offline=true --no-pager ws@green.service 2>&1' _ \
+    "$REPO" "$BIN_DIR/concurrent-socket" "${UNITS[@]}" > "$WORK/static.txt"
+  local verify score
+  verify=$(sed -n '/^--- verify$/,/^--- security$/{/^---/d;p}' "$WORK/static.txt")
+  [ -z "$verify" ] || { cat "$WORK/static.txt"; die "systemd-analyze verify printed the above"; }
+  echo "RESULT systemd-analyze verify: no output for ${UNITS[*]}"
+  score=$(sed -n 's/.*Overall exposure level for ws@green.service: \([0-9.]*\) .*/\1/p' "$WORK/static.txt")
+  [ -n "$score" ] || { cat "$WORK/static.txt"; die "no exposure score in systemd-analyze security's output"; }
+  grep -v '^✓' "$WORK/static.txt" | sed -n '/^--- security$/,$p'
+  echo "MEASURED systemd-analyze security ws@green.service exposure: $score (must be <= 1.5)"
+  awk -v s="$score" 'BEGIN { exit !(s <= 1.5) }' || die "exposure $score is above 1.5"
+}
+
+# --- helpers -----------------------------------------------------------------------------
+# churn NAME PORT ARGS...: ci/systemd/churn.py in the container's network; report $WORK/NAME.json.
+churn() {
+  local name=$1 port=$2; shift 2
+  IN_NET "$PYTHON" "$REPO/ci/systemd/churn.py" --url "ws://127.0.0.1:$port" --prefix "$name" \
+    --report "$WORK/$name.json" "$@"
+}
+# field NAME JQ: one value of a churn report.
+field() { jq -r "$2" "$WORK/$1.json"; }
+
+prop() { IN systemctl show -P "$2" "$1"; }
+
+# journal_json UNIT: the unit's journal as JSON lines.
+journal_json() { IN journalctl -u "$1" -o json --no-pager; }
+
+wait_file() {
+  local file=$1 deadline=$((SECONDS + ${2:-30}))
+  until [ -e "$file" ]; do
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 0.05
+  done
+}
+
+set_instance_settings() {
+  local name=$1; shift
+  # Every client of this test connects from 127.0.0.1, standing for many real clients.
+  printf '%s\n' "MAX_CONNECTIONS_PER_IP=0" "$@" | IN tee "/etc/concurrent-socket/$name.env" > /dev/null
+}
+
+# --- 1. socket activation and READY=1 -----------------------------------------------------
+first_connection_starts_service() {
+  IN systemctl start ws@green.socket
+  [ "$(IN systemctl is-active ws@green.service)" = inactive ] || die "ws@green.service ran before any connection"
+  churn activation 3002 --rate 1 --duration 1
+  [ "$(field activation .succeeded)" = 1 ] || { cat "$WORK/activation.json"; die "the first connection failed"; }
+  [ "$(field activation '.server_ids.green')" = 1 ] || die "first connection not served by green: $(field activation .server_ids)"
+  [ "$(IN systemctl is-active ws@green.service)" = active ] || die "ws@green.service not active after the first connection"
+  [ "$(IN systemctl is-active ws-metrics@green.socket)" = active ] || die "ws-metrics@green.socket not pulled in"
+
+  # Started only after READY=1: the server was already running (and logging) while systemd
+  # still held the unit in "activating"; the unit turned active after it.
+  local pid exec_start active_enter first_log
+  pid=$(main_pid ws@green.service)
+  exec_start=$(prop ws@green.service ExecMainStartTimestampMonotonic)
+  active_enter=$(prop ws@green.service ActiveEnterTimestampMonotonic)
+  first_log=$(journal_json ws@green.service | jq -r --arg pid "$pid" 'select(._PID == $pid) | .__MONOTONIC_TIMESTAMP' | head -1)
+  [ -n "$first_log" ] || die "no journal entry from the server (pid $pid)"
+  if [ "$exec_start" -ge "$first_log" ] || [ "$first_log" -ge "$active_enter" ]; then
+    die "not gated on READY=1: exec $exec_start, first server log $first_log, active $active_enter (µs)"
+  fi
+  echo "RESULT activation: first connection started ws@green.service; active $(((active_enter - exec_start) / 1000)) ms after exec, once READY=1 came (Type=$(prop ws@green.service Type))"
+}
+
+# --- 2. graceful restart under churn --------------------------------------------------------
+restart_under_churn() {
+  local old_pid new_pid
+  old_pid=$(main_pid ws@green.service)
+  churn restart 3002 --rate "$CHURN_RATE" --duration 60 --hold "$HELD" \
+    --ready-file "$WORK/restart.ready" --stop-file "$WORK/restart.stop" &
+  local churn_pid=$!
+  wait_file "$WORK/restart.ready" || die "held connections did not open"
+  sleep 2
+  local t0=$SECONDS
+  IN systemctl restart ws@green.service
+  log "systemctl restart returned after $((SECONDS - t0)) s"
+  sleep 2
+  touch "$WORK/restart.stop"
+  wait "$churn_pid" || die "churn client failed"
+  new_pid=$(main_pid ws@green.service)
+  [ "$new_pid" != "$old_pid" ] || die "ws@green.service main pid unchanged ($old_pid): no restart happened"
+
+  jq -c . "$WORK/restart.json"
+  echo "MEASURED restart: longest gap without a successful connection $(field restart .longest_gap_s) s; failed attempts $(field restart .failed) of $(field restart .attempts) at $CHURN_RATE/s; latency p99 $(field restart .latency_p99_s) s, max $(field restart .latency_max_s) s"
+  [ "$(field restart .failed)" = 0 ] || die "connection attempts failed during the restart: $(field restart .failures)"
+  [ "$(field restart '.held.goodbye.server_shutdown // 0')" = "$HELD" ] ||
+    die "not every held connection got goodbye server_shutdown: $(field restart .held)"
+  [ "$(field restart '.held.close_codes["1001"] // 0')" = "$HELD" ] ||
+    die "not every held connection was closed with 1001: $(field restart .held)"
+  echo "RESULT restart: 0 failed connection attempts; $HELD/$HELD held connections got goodbye server_shutdown and close 1001"
+}
+
+# --- 3. kill -9 ------------------------------------------------------------------------------
+kill9_under_churn() {
+  local old_pid socket_since restarts_before
+  old_pid=$(main_pid ws@green.service)
+  socket_since=$(prop ws@green.socket ActiveEnterTimestampMonotonic)
+  restarts_before=$(prop ws@green.service NRestarts)
+  churn kill9 3002 --rate "$CHURN_RATE" --duration 60 --stop-file "$WORK/kill9.stop" &
+  local churn_pid=$!
+  sleep 2
+  IN kill -9 "$old_pid"
+  local deadline=$((SECONDS + 20))
+  until [ "$(main_pid ws@green.service)" != "$old_pid" ] && [ "$(IN systemctl is-active ws@green.service)" = active ]; do
+    [ "$SECONDS" -lt "$deadline" ] || die "ws@green.service not restarted 20 s after kill -9"
+    sleep 0.05
+  done
+  sleep 2
+  touch "$WORK/kill9.stop"
+  wait "$churn_pid" || die "churn client failed"
+
+  jq -c . "$WORK/kill9.json"
+  [ "$(prop ws@green.service NRestarts)" -gt "$restarts_before" ] || die "NRestarts did not grow"
+  [ "$(prop ws@green.socket ActiveEnterTimestampMonotonic)" = "$socket_since" ] || die "ws@green.socket was restarted"
+  [ "$(IN systemctl is-active ws@green.socket)" = active ] || die "ws@green.socket is no longer active"
+  local refused
+  refused=$(field kill9 '.failures.refused // 0')
+  echo "MEASURED kill -9: longest gap without a successful connection $(field kill9 .longest_gap_s) s; failed attempts $(field kill9 .failed) of $(field kill9 .attempts) ($(field kill9 .failures)), refused $refused"
+  [ "$refused" = 0 ] || die "$refused connection attempts refused: the socket closed"
+  echo "RESULT kill -9: systemd restarted ws@green.service (NRestarts $(prop ws@green.service NRestarts)); socket never closed, 0 refused"
+}
+
+# --- 4. watchdog -----------------------------------------------------------------------------
+watchdog_kills_stalled_server() {
+  local dropin=/etc/systemd/system/ws@green.service.d/faults.conf stall_ms=1000
+  printf '%s\n' "# CI only: the fault-injection build, which stops feeding the watchdog." "[Service]" \
+    "ExecStart=" "ExecStart=$CONTAINER_BINDIR/concurrent-socket-faults" \
+    "Environment=FAULT_WATCHDOG_STALL_AFTER_MS=$stall_ms" | IN tee "$dropin" > /dev/null
+  IN systemctl daemon-reload
+  IN systemctl restart ws@green.service
+  local faulty_pid started=$SECONDS
+  faulty_pid=$(main_pid ws@green.service)
+  local deadline=$((SECONDS + 60))
+  until IN journalctl -u ws@green.service -o cat --no-pager | grep -q "Failed with result 'watchdog'" &&
+    [ "$(main_pid ws@green.service)" != "$faulty_pid" ] && [ "$(IN systemctl is-active ws@green.service)" = active ]; do
+    [ "$SECONDS" -lt "$deadline" ] || { IN journalctl -u ws@green.service --no-pager | tail -20; die "stalled server not killed and restarted by the watchdog"; }
+    sleep 0.2
+  done
+  local took=$((SECONDS - started))
+  IN journalctl -u ws@green.service -o cat --no-pager | grep -E 'Watchdog timeout|SIGABRT|watchdog' | tail -3
+  IN rm "$dropin"
+  IN systemctl daemon-reload
+  IN systemctl restart ws@green.service
+  echo "MEASURED watchdog: server stalled after ${stall_ms} ms, killed and restarted within ${took} s (WatchdogSec=$(prop ws@green.service WatchdogUSec))"
+  echo "RESULT watchdog: stalled faults build killed (result 'watchdog') and restarted"
+}
+
+# --- 5. structured fields in the journal -------------------------------------------------
+journal_has_structured_fields() {
+  journal_json ws@green.service > "$WORK/journal.json"
+  local held closed
+  # The held connections of step 2 were closed by the restart (1001); churn ones by the client (1000).
+  held=$(jq -c --arg unit ws@green.service 'select(._SYSTEMD_UNIT == $unit and
+      (.F_CONNECTION_ID // "" | startswith("restart-held-")) and .F_CLOSE_CODE == "1001")' "$WORK/journal.json" | head -1)
+  closed=$(jq -c --arg unit ws@green.service 'select(._SYSTEMD_UNIT == $unit and
+      (.F_CONNECTION_ID // "" | startswith("restart-")) and .F_CLOSE_CODE == "1000")' "$WORK/journal.json" | head -1)
+  if [ -z "$held" ] || [ -z "$closed" ]; then
+    jq -c 'select(.F_CONNECTION_ID != null)' "$WORK/journal.json" | head -5
+    die "no journal entry of ws@green.service with the connection id and close code of a test connection"
+  fi
+  echo "$held" | jq -c '{_SYSTEMD_UNIT, MESSAGE, F_CONNECTION_ID, F_CLOSE_CODE, PRIORITY}'
+  echo "RESULT journal: ws@green.service entries carry F_CONNECTION_ID and F_CLOSE_CODE (1001 for the restart, 1000 for client closes)"
+}
+
+# --- 6. blue and green side by side ----------------------------------------------------------
+blue_and_green_side_by_side() {
+  IN systemctl start ws@blue.socket ws-metrics@blue.socket
+  churn side-blue 3001 --rate 20 --duration 1
+  churn side-green 3002 --rate 20 --duration 1
+  [ "$(field side-blue '.server_ids.blue // 0')" = 20 ] || die "port 3001 not served by blue: $(field side-blue .)"
+  [ "$(field side-green '.server_ids.green // 0')" = 20 ] || die "port 3002 not served by green: $(field side-green .)"
+  local colour port
+  for colour in blue green; do
+    port=$([ $colour = blue ] && echo 9464 || echo 9465)
+    IN_NET curl -fsS "http://127.0.0.1:$port/metrics" | grep -q "^websocket_build_info{.*server_id=\"$colour\"" ||
+      die "metrics on 127.0.0.1:$port do not come from $colour"
+  done
+  [ "$(main_pid ws@blue.service)" != "$(main_pid ws@green.service)" ] || die "blue and green share a process"
+  echo "RESULT side by side: ws@blue on 3001 (metrics 9464) and ws@green on 3002 (metrics 9465), pids $(main_pid ws@blue.service) and $(main_pid ws@green.service)"
+}
+
+# --- 7. a bad setting fails the start in check-config ---------------------------------------
+bad_setting_fails_start() {
+  set_instance_settings blue "MAX_CONNECTIONS=lots"
+  if IN systemctl restart ws@blue.service 2> /dev/null; then die "ws@blue.service started with MAX_CONNECTIONS=lots"; fi
+  local line
+  line=$(journal_json ws@blue.service | jq -r 'select(.SYSLOG_IDENTIFIER == "concurrent-socket" and (.MESSAGE | tostring | test("MAX_CONNECTIONS"))) | .MESSAGE' | head -1)
+  [ -n "$line" ] || { IN journalctl -u ws@blue.service --no-pager | tail -20; die "no journal line naming MAX_CONNECTIONS"; }
+  echo "RESULT bad setting: ws@blue.service failed in ExecStartPre (check-config) with: $line"
+  set_instance_settings blue
+  IN systemctl reset-failed ws@blue.service ws@blue.socket ws-metrics@blue.socket
+  IN systemctl start ws@blue.socket ws-metrics@blue.socket
+  churn fixed-blue 3001 --rate 1 --duration 1
+  [ "$(field fixed-blue '.server_ids.blue // 0')" = 1 ] || die "ws@blue did not serve again after the fix"
+}
+
+main() {
+  static_checks
+  boot_systemd ci-ws-systemd
+  install_units blue green
+  set_instance_settings green
+  set_instance_settings blue
+  first_connection_starts_service
+  restart_under_churn
+  kill9_under_churn
+  watchdog_kills_stalled_server
+  journal_has_structured_fields
+  blue_and_green_side_by_side
+  bad_setting_fails_start
+}
+main
