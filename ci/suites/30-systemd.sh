@@ -70,7 +70,7 @@ churn() {
     --report "$WORK/$name.json" "$@"
 }
 # field NAME JQ: one value of a churn report.
-field() { jq -r "$2" "$WORK/$1.json"; }
+field() { jq -rc "$2" "$WORK/$1.json"; }
 
 prop() { IN systemctl show -P "$2" "$1"; }
 
@@ -178,7 +178,7 @@ watchdog_kills_stalled_server() {
   local dropin=/etc/systemd/system/ws@green.service.d/faults.conf stall_ms=1000
   printf '%s\n' "# CI only: the fault-injection build, which stops feeding the watchdog." "[Service]" \
     "ExecStart=" "ExecStart=$CONTAINER_BINDIR/concurrent-socket-faults" \
-    "Environment=FAULT_WATCHDOG_STALL_AFTER_MS=$stall_ms" | IN tee "$dropin" > /dev/null
+    "Environment=FAULT_WATCHDOG_STALL_AFTER_MS=$stall_ms" | IN sh -c "mkdir -p ${dropin%/*} && cat > $dropin"
   IN systemctl daemon-reload
   IN systemctl restart ws@green.service
   local faulty_pid started=$SECONDS

@@ -2,16 +2,18 @@
 restarts under socket activation.
 
 Opens new WebSocket connections at a steady rate (open loop: a slow or stalled server does not
-slow the schedule down) for --duration seconds, or until --stop-file exists. Each attempt connects to /ws/chat/<id>, waits for
-`connection_established` and closes with 1000. Before that, it opens --hold connections that
-stay open, and records how each one ends (the `goodbye` reason and the close code).
+slow the schedule down) for --duration seconds, or until --stop-file exists. Each attempt
+connects to /ws/chat/<id>, waits for `connection_established` and closes with 1000. Before
+that, it opens --hold connections that stay open, and records how each one ends (the
+`goodbye` reason and the close code).
 
 Writes one JSON report (to --report, else stdout):
-  attempts, succeeded, failed, server_ids: {serverId: count} of the successful attempts, failures: {kind: count} (refused, reset, timeout, http_NNN,
+  attempts, succeeded, failed, server_ids: {serverId: count} of the successful attempts,
+  failures: {kind: count} (refused, reset, timeout, http_NNN, dropped_during_handshake,
   closed_before_established, unexpected_first_message, other), failure_examples,
   longest_gap_s: the longest time with no successful attempt (from the first attempt's start),
   gap_start_s/gap_end_s (relative to the first attempt), latency_p50_s/p99_s/max_s,
-  held: {opened, goodbye: {reason: count}, close_codes: {code: count}, still_open}.
+  held: {opened, goodbye: {reason: count}, close_codes: {code: count}, errors, still_open}.
 Exit status: 0 when the report was written (judging it is the caller's job), 2 on bad usage.
 """
 
@@ -25,7 +27,7 @@ import time
 from collections import Counter
 
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
 
 def parse_args():
@@ -68,6 +70,8 @@ def failure_kind(error):
         return "refused"
     if isinstance(error, (ConnectionResetError, BrokenPipeError, EOFError)):
         return "reset"
+    if isinstance(error, InvalidMessage):
+        return "dropped_during_handshake"
     if isinstance(error, TimeoutError):
         return "timeout"
     if isinstance(error, ConnectionClosed):
