@@ -1,0 +1,51 @@
+# The concurrent-socket fleet on AWS: N WebSocket hosts (module ws-host, role "ws") behind a
+# Network Load Balancer, one monitoring host (role "monitoring") that scrapes them and receives
+# their logs, in a new or an existing VPC. Files: network.tf (VPC), security.tf (security
+# groups), iam.tf (instance profiles), hosts.tf (instances), nlb.tf (load balancer), dns.tf
+# (Route53), outputs.tf.
+
+locals {
+  common_tags = merge(var.tags, {
+    Fleet     = var.name
+    ManagedBy = "terraform"
+  })
+
+  # Nix's name for the AMI's architecture.
+  nix_system = var.architecture == "arm64" ? "aarch64-linux" : "x86_64-linux"
+
+  # Ports on a WebSocket host (docs/architecture.md). Traefik's entry points are public through
+  # the NLB; the metrics listeners are opened to the monitoring host only.
+  traefik_ports = { http = 80, https = 443 }
+  metrics_ports = {
+    blue    = 9464 # ws-metrics@blue
+    green   = 9465 # ws-metrics@green
+    traefik = 8082 # Traefik's API/metrics entry point
+    node    = 9100 # prometheus-node-exporter
+  }
+  # On the monitoring host: where the WebSocket hosts push logs, and Grafana.
+  loki_port    = 3100
+  grafana_port = 3000
+}
+
+data "aws_ami" "nixos" {
+  count       = var.ami_id == null ? 1 : 0
+  most_recent = true
+  owners      = ["427812963091"] # the NixOS project's AWS account (nixos.org/download, "Amazon EC2")
+
+  filter {
+    name   = "name"
+    values = ["nixos/${var.nixos_release}*"]
+  }
+  filter {
+    name   = "architecture"
+    values = [var.architecture]
+  }
+  filter {
+    name   = "virtualization-type"
+    values = ["hvm"]
+  }
+}
+
+locals {
+  ami_id = var.ami_id != null ? var.ami_id : data.aws_ami.nixos[0].id
+}

@@ -1,0 +1,239 @@
+variable "name" {
+  description = "Name of the fleet: the prefix of every resource and the value of the Fleet tag."
+  type        = string
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,19}$", var.name))
+    error_message = "name must be 2 to 20 lower-case letters, digits or dashes, starting with a letter (it prefixes the load balancer's 32-character name)."
+  }
+}
+
+variable "tags" {
+  description = "Tags added to every resource (on top of Fleet, ManagedBy and Role)."
+  type        = map(string)
+  default     = {}
+  validation {
+    condition     = alltrue([for k in keys(var.tags) : !startswith(lower(k), "aws:")])
+    error_message = "Tag keys starting with aws: are reserved by AWS."
+  }
+}
+
+# --- network ---
+
+variable "vpc_id" {
+  description = "An existing VPC to use; null creates a new VPC with public subnets across availability zones."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.vpc_id == null || can(regex("^vpc-[0-9a-f]+$", var.vpc_id))
+    error_message = "vpc_id must be null or look like vpc-0123456789abcdef0."
+  }
+}
+
+variable "subnet_ids" {
+  description = "Public subnets of the existing VPC (one per availability zone, at least two); required with vpc_id, ignored without."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for s in var.subnet_ids : can(regex("^subnet-[0-9a-f]+$", s))])
+    error_message = "Every subnet id must look like subnet-0123456789abcdef0."
+  }
+  validation {
+    condition     = var.vpc_id == null || length(var.subnet_ids) >= 2
+    error_message = "With vpc_id, subnet_ids must name at least two public subnets in different availability zones."
+  }
+}
+
+variable "vpc_cidr" {
+  description = "CIDR of the new VPC (when vpc_id is null); each availability zone gets a /24 of it."
+  type        = string
+  default     = "10.40.0.0/16"
+  validation {
+    condition     = can(cidrhost(var.vpc_cidr, 0)) && tonumber(split("/", var.vpc_cidr)[1]) <= 21
+    error_message = "vpc_cidr must be an IPv4 CIDR of /21 or larger."
+  }
+}
+
+variable "az_count" {
+  description = "Number of availability zones of the new VPC (hosts are spread across them)."
+  type        = number
+  default     = 2
+  validation {
+    condition     = var.az_count >= 2 && var.az_count <= 6 && floor(var.az_count) == var.az_count
+    error_message = "az_count must be a whole number from 2 to 6 (the load balancer needs two zones)."
+  }
+}
+
+variable "admin_cidrs" {
+  description = "Networks allowed to SSH to the hosts (for the rollout's nixos-rebuild --target-host) and to open Grafana. Never 0.0.0.0/0."
+  type        = list(string)
+  validation {
+    condition     = length(var.admin_cidrs) > 0 && alltrue([for c in var.admin_cidrs : can(cidrhost(c, 0)) && !endswith(c, "/0")])
+    error_message = "admin_cidrs must list at least one valid CIDR, and none may be a /0 (the whole internet)."
+  }
+}
+
+# --- hosts ---
+
+variable "host_count" {
+  description = "Number of WebSocket hosts (each runs blue and green behind Traefik)."
+  type        = number
+  default     = 3
+  validation {
+    condition     = var.host_count >= 1 && var.host_count <= 100 && floor(var.host_count) == var.host_count
+    error_message = "host_count must be a whole number from 1 to 100."
+  }
+}
+
+variable "instance_type" {
+  description = "Instance type of the WebSocket hosts."
+  type        = string
+  default     = "c7i.xlarge"
+}
+
+variable "monitoring_instance_type" {
+  description = "Instance type of the monitoring host (Prometheus, Grafana, Loki)."
+  type        = string
+  default     = "m7i.large"
+}
+
+variable "root_volume_gb" {
+  description = "Root volume of each WebSocket host in GiB."
+  type        = number
+  default     = 40
+}
+
+variable "monitoring_volume_gb" {
+  description = "Root volume of the monitoring host in GiB (30 days of metrics, 14 to 30 days of logs)."
+  type        = number
+  default     = 200
+}
+
+variable "architecture" {
+  description = "CPU architecture of the hosts: x86_64 or arm64 (instance types must match)."
+  type        = string
+  default     = "x86_64"
+  validation {
+    condition     = contains(["x86_64", "arm64"], var.architecture)
+    error_message = "architecture must be x86_64 or arm64."
+  }
+}
+
+variable "nixos_release" {
+  description = "NixOS release of the official AMI the hosts boot from (for example 25.05)."
+  type        = string
+  default     = "25.05"
+  validation {
+    condition     = can(regex("^[0-9]{2}\\.(05|11)$", var.nixos_release))
+    error_message = "nixos_release must look like 25.05 or 25.11."
+  }
+}
+
+variable "ami_id" {
+  description = "An AMI to use instead of the newest official NixOS AMI of nixos_release."
+  type        = string
+  default     = null
+}
+
+variable "flake_ref" {
+  description = "Flake reference of this repository that new hosts boot (pin a revision, e.g. github:acme/concurrent-socket/<rev>)."
+  type        = string
+  validation {
+    condition     = can(regex("^(github:|gitlab:|git\\+https://|git\\+ssh://|https://|path:)[^'\"\\s]+$", var.flake_ref))
+    error_message = "flake_ref must be a flake reference (github:, gitlab:, git+https://, git+ssh://, https:// or path:) without quotes or spaces."
+  }
+}
+
+variable "ssh_key_name" {
+  description = "EC2 key pair installed for root on first boot; null to rely on ssh_authorized_keys only."
+  type        = string
+  default     = null
+}
+
+variable "ssh_authorized_keys" {
+  description = "Public keys allowed to log in as root (the rollout's SSH); written into the NixOS configuration."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for k in var.ssh_authorized_keys : can(regex("^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|sk-ssh-ed25519@openssh.com) [A-Za-z0-9+/=]+", k))])
+    error_message = "Every entry of ssh_authorized_keys must be an OpenSSH public key line."
+  }
+}
+
+variable "acme_email" {
+  description = "E-mail address for Let's Encrypt (Traefik's ACME resolver on the WebSocket hosts)."
+  type        = string
+  validation {
+    condition     = can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", var.acme_email))
+    error_message = "acme_email must be an e-mail address."
+  }
+}
+
+variable "server_settings" {
+  description = "Server environment (docs/architecture.md, e.g. MAX_CONNECTIONS) applied to both colours on every WebSocket host."
+  type        = map(string)
+  default     = {}
+  validation {
+    condition     = alltrue([for k in keys(var.server_settings) : can(regex("^[A-Z][A-Z0-9_]*$", k))])
+    error_message = "server_settings keys must be upper-case environment variable names."
+  }
+}
+
+# --- load balancer ---
+
+variable "tcp_idle_timeout_seconds" {
+  description = "NLB TCP idle timeout of the listeners (60 to 6000 s; AWS's default is 350). WebSockets idle between heartbeats must outlive it."
+  type        = number
+  default     = 3600
+  validation {
+    condition     = var.tcp_idle_timeout_seconds >= 60 && var.tcp_idle_timeout_seconds <= 6000
+    error_message = "tcp_idle_timeout_seconds must be from 60 to 6000."
+  }
+}
+
+variable "deregistration_delay_seconds" {
+  description = "How long the NLB keeps a deregistered host draining before the rollout may touch it (0 to 3600 s)."
+  type        = number
+  default     = 30
+  validation {
+    condition     = var.deregistration_delay_seconds >= 0 && var.deregistration_delay_seconds <= 3600
+    error_message = "deregistration_delay_seconds must be from 0 to 3600."
+  }
+}
+
+variable "deletion_protection" {
+  description = "Protect the load balancer from deletion (turn off only to destroy the fleet)."
+  type        = bool
+  default     = true
+}
+
+variable "access_logs_bucket" {
+  description = "S3 bucket for the NLB's access logs (TLS listeners only log); null for none."
+  type        = string
+  default     = null
+}
+
+# --- DNS ---
+
+variable "route53_zone_id" {
+  description = "Route53 hosted zone for the service and Grafana records; null for no DNS records."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.route53_zone_id == null || can(regex("^Z[0-9A-Z]+$", var.route53_zone_id))
+    error_message = "route53_zone_id must be null or a hosted zone id like Z0123456789ABCDEFGHIJ."
+  }
+}
+
+variable "domain_name" {
+  description = "Public name of the service (an alias of the NLB; grafana.<domain_name> for the monitoring host). Required with route53_zone_id."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.domain_name == null || can(regex("^([a-z0-9]([a-z0-9-]*[a-z0-9])?\\.)+[a-z]{2,}$", var.domain_name))
+    error_message = "domain_name must be null or a lower-case DNS name like ws.example.com."
+  }
+  validation {
+    condition     = var.route53_zone_id == null || var.domain_name != null
+    error_message = "route53_zone_id needs domain_name (the record to create)."
+  }
+}
