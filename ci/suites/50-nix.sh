@@ -1,0 +1,262 @@
+#!/usr/bin/env bash
+# Nix: every .nix file parses, is nixpkgs-fmt formatted and has no dead code; the pure
+# library's assertions (nixos/tests/lib.nix) hold; the Traefik files it renders match
+# Traefik v3's JSON schemas and, loaded into a real Traefik in front of two real servers
+# (blue and green), raise no error, route to the seeded colour, and switch new connections
+# to green when routing.yml is rewritten while a WebSocket opened before stays up; the
+# flake's outputs have the expected structure (with an empty stand-in for nixpkgs, which
+# is not reachable offline: structure only, nothing is built).
+set -euo pipefail
+. "$(dirname "$0")/../lib.sh"
+cd "$REPO"
+# No nixbld group here (no daemon, no builds): silence Nix's warning about it.
+export NIX_CONFIG="$NIX_CONFIG"$'\nbuild-users-group ='
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+PYTHON="$VENV/bin/python"
+SERVER_BIN=${SERVER_BIN:-$BIN_DIR/concurrent-socket}   # override to try a debug build
+WS_SERVER_ID=("$PYTHON" "$REPO/nixos/tests/ws-server-id.py")
+
+# traefik_lib EXPR: evaluate `(import nixos/lib/traefik.nix { }).EXPR` to JSON.
+traefik_lib() {
+  nix-instantiate --eval --strict --json -E "(import $REPO/nixos/lib/traefik.nix { }).$1"
+}
+
+# write_atomically FILE < content: what wsctl does (write aside, rename over).
+write_atomically() {
+  cat > "$1.tmp" && mv "$1.tmp" "$1"
+}
+
+# ---- static checks of every .nix file ----------------------------------------------------
+mapfile -t nix_files < <(git ls-files -co --exclude-standard '*.nix')
+[ ${#nix_files[@]} -gt 0 ] || die "no .nix files found"
+for f in "${nix_files[@]}"; do
+  nix-instantiate --parse "$f" > /dev/null || die "$f does not parse"
+done
+nixpkgs-fmt --check "${nix_files[@]}" || die "run nixpkgs-fmt on the files above"
+deadnix --fail "${nix_files[@]}" || die "deadnix found unused code"
+echo "RESULT nix files: ${#nix_files[@]} parse, are nixpkgs-fmt clean and deadnix clean"
+
+# ---- the pure library ------------------------------------------------------------------
+passed=$(nix-instantiate --eval --strict --json nixos/tests/lib.nix | jq -r .passed)
+echo "RESULT nixos/lib: $passed assertions passed (nixos/tests/lib.nix)"
+
+# The VM test cannot boot here; its Python must at least compile.
+nix-instantiate --eval --strict --json \
+  -E "(import $REPO/nixos/tests/blue-green.nix { self = null; }).testScript" | jq -r . > "$WORK/testScript.py"
+"$PYTHON" -m py_compile "$WORK/testScript.py" "$REPO/nixos/tests/ws-server-id.py"
+
+# ---- rendered Traefik files against the JSON schemas -------------------------------------
+BLUE_PORT=$(free_port) GREEN_PORT=$(free_port)
+BLUE_METRICS=$(free_port) GREEN_METRICS=$(free_port)
+WEB=$(free_port) WEBSECURE=$(free_port) API=$(free_port)
+DYN="$WORK/dynamic"
+mkdir -p "$WORK/render" "$DYN"
+INSTANCES="{ blue = { port = $BLUE_PORT; metricsPort = $BLUE_METRICS; }; green = { port = $GREEN_PORT; metricsPort = $GREEN_METRICS; }; }"
+
+traefik_lib "static { webAddress = \"127.0.0.1:$WEB\"; websecureAddress = \"127.0.0.1:$WEBSECURE\";
+  apiAddress = \"127.0.0.1:$API\"; dynamicDir = \"$DYN\"; logFile = \"$WORK/traefik.log\";
+  accessLogFile = \"$WORK/access.log\"; }" > "$WORK/render/static.json"
+traefik_lib 'static { acme = { email = "ops@example.com"; storage = "/var/lib/traefik/acme.json";
+  caServer = "https://acme-staging-v02.api.letsencrypt.org/directory"; }; }' > "$WORK/render/static-acme.json"
+traefik_lib "base { instances = $INSTANCES; }" > "$WORK/render/base.json"
+traefik_lib 'base { host = "ws.example.com"; entryPoints = [ "websecure" ]; certResolver = "letsencrypt"; clientIpDepth = 1; }' \
+  > "$WORK/render/base-tls.json"
+traefik_lib 'seedRouting "blue"' > "$WORK/render/routing-blue.json"
+traefik_lib 'routing { weights = { green = 1; }; }' > "$WORK/render/routing-green.json"
+traefik_lib 'routing { weights = { blue = 90; green = 10; }; }' > "$WORK/render/routing-split.json"
+traefik_lib "base { instances = $INSTANCES; rateLimits.ws = { average = 1; burst = 1; }; }" > "$WORK/render/base-strict.json"
+
+"$PYTHON" - "$SHARED/schemas" "$WORK/render" <<'PY'
+import json, pathlib, sys
+from jsonschema import validators
+
+schemas, render = map(pathlib.Path, sys.argv[1:])
+def validator(name):
+    schema = json.loads((schemas / name).read_text())
+    cls = validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+static, dynamic = validator("traefik-v3.json"), validator("traefik-v3-file-provider.json")
+failures = 0
+for path in sorted(render.glob("*.json")):
+    v = static if path.name.startswith("static") else dynamic
+    errors = list(v.iter_errors(json.loads(path.read_text())))
+    for e in errors:
+        print(f"{path.name}: {'/'.join(map(str, e.absolute_path))}: {e.message}")
+    failures += len(errors)
+if failures:
+    sys.exit(f"{failures} schema violations")
+print(f"RESULT traefik schemas: {len(list(render.glob('*.json')))} rendered files valid")
+PY
+
+# ---- a real Traefik in front of two real servers -------------------------------------------
+start_server() {
+  local colour=$1 port=$2 metrics=$3
+  HOST=127.0.0.1 PORT=$port METRICS_ADDR=127.0.0.1:$metrics SERVER_ID=$colour \
+    "$SERVER_BIN" > "$WORK/$colour.log" 2>&1 &
+  PIDS+=($!)
+  wait_http "http://127.0.0.1:$port/ready" 20 || { cat "$WORK/$colour.log"; die "$colour did not become ready"; }
+}
+start_server blue "$BLUE_PORT" "$BLUE_METRICS"
+start_server green "$GREEN_PORT" "$GREEN_METRICS"
+
+cp "$WORK/render/base.json" "$DYN/base.yml"
+cp "$WORK/render/routing-blue.json" "$DYN/routing.yml"
+cp "$WORK/render/static.json" "$WORK/static.yml"   # Traefik picks the parser by extension
+"$VENV/bin/traefik" --configFile="$WORK/static.yml" > "$WORK/traefik.out" 2>&1 &
+TRAEFIK_PID=$!
+PIDS+=("$TRAEFIK_PID")
+api() { curl -fsS "http://127.0.0.1:$API/api/$1"; }
+wait_http "http://127.0.0.1:$API/ping" 20 || { cat "$WORK/traefik.out"; die "traefik did not start"; }
+
+# The file provider loads asynchronously: wait for the last router, and for blue's health check.
+deadline=$((SECONDS + 20))
+until api http/services/ws-blue@file 2>/dev/null | jq -e '.serverStatus[] == "UP"' > /dev/null; do
+  [ $SECONDS -lt $deadline ] || { cat "$WORK/traefik.log"; die "ws-blue never became UP in Traefik"; }
+  sleep 0.2
+done
+
+api overview | jq -e '[.http.routers, .http.services, .http.middlewares] | all(.errors == 0 and .warnings == 0)' > /dev/null ||
+  { api overview; die "Traefik reports errors or warnings"; }
+broken=$(for kind in routers services middlewares; do
+  api "http/$kind" | jq -r --arg kind "$kind" '.[] | select(.status != "enabled" or (.error // [] | length) > 0)
+    | "\($kind) \(.name): \(.status) \(.error // [] | join("; "))"'
+done)
+[ -z "$broken" ] || die "Traefik: $broken"
+routers=$(api http/routers | jq -r '[.[] | select(.provider == "file") | .name] | sort | join(" ")')
+services=$(api http/services | jq -r '[.[] | select(.provider == "file") | .name] | sort | join(" ")')
+middlewares=$(api http/middlewares | jq -r '[.[] | select(.provider == "file") | .name] | sort | join(" ")')
+[ "$routers" = "ws-http@file ws@file" ] || die "routers: $routers"
+[ "$services" = "ws-active@file ws-blue@file ws-green@file" ] || die "services: $services"
+[ "$middlewares" = "api-ratelimit@file circuit-breaker@file compress@file security-headers@file ws-ratelimit@file" ] ||
+  die "middlewares: $middlewares"
+echo "RESULT traefik: routers [$routers], services [$services], middlewares [$middlewares] enabled, no errors"
+
+# ---- routing: seeded colour, then a switch while a WebSocket stays open --------------------
+WS_URL="ws://127.0.0.1:$WEB/ws/chat"
+first=$("${WS_SERVER_ID[@]}" "$WS_URL/probe-before")
+[ "$first" = blue ] || die "seeded routing: serverId $first, want blue"
+
+# A connection opened on blue before the switch must keep working after it.
+"$PYTHON" - "$WS_URL/held" "$WORK/held.ready" "$WORK/held.go" > "$WORK/held.out" 2>&1 <<'PY' &
+import json, os, sys, time
+from websockets.sync.client import connect
+
+url, ready, go = sys.argv[1:]
+with connect(url, open_timeout=5) as ws:
+    hello = json.loads(ws.recv(timeout=5))
+    with open(ready, "w") as f:
+        f.write(hello["serverId"])
+    deadline = time.monotonic() + 60
+    while not os.path.exists(go):
+        if time.monotonic() > deadline:
+            sys.exit("never told to go on")
+        time.sleep(0.05)
+    ws.send(json.dumps({"type": "message", "id": "after-switch", "data": {"n": 1}}))
+    while True:
+        msg = json.loads(ws.recv(timeout=5))
+        if msg.get("type") == "message_response" and msg.get("id") == "after-switch":
+            print(hello["serverId"], "answered", json.dumps(msg["data"]))
+            break
+PY
+HELD_PID=$!
+PIDS+=("$HELD_PID")
+deadline=$((SECONDS + 10))
+until [ -s "$WORK/held.ready" ]; do
+  [ $SECONDS -lt $deadline ] || { cat "$WORK/held.out"; die "held connection did not open"; }
+  sleep 0.05
+done
+[ "$(cat "$WORK/held.ready")" = blue ] || die "held connection landed on $(cat "$WORK/held.ready")"
+
+switch_start=$(date +%s%N)
+write_atomically "$DYN/routing.yml" < "$WORK/render/routing-green.json"
+deadline=$((SECONDS + 20))
+until [ "$("${WS_SERVER_ID[@]}" "$WS_URL/probe-after")" = green ]; do
+  [ $SECONDS -lt $deadline ] || die "new connections never moved to green"
+  sleep 0.25   # below the WebSocket rate limit of 5 upgrades/s
+done
+switch_ms=$((($(date +%s%N) - switch_start) / 1000000))
+kill -0 "$TRAEFIK_PID" || die "Traefik exited during the switch"
+touch "$WORK/held.go"
+wait "$HELD_PID" || { cat "$WORK/held.out"; die "the WebSocket opened before the switch broke"; }
+echo "RESULT switch: routing.yml rewritten, new connections on green after ${switch_ms} ms, same Traefik process"
+echo "RESULT switch: WebSocket opened on blue before the switch answered after it ($(cat "$WORK/held.out"))"
+
+# ---- the HTTP router: security headers, compression ---------------------------------------
+headers=$(curl -fsS -D - -o /dev/null "http://127.0.0.1:$WEB/health")
+grep -qi '^x-frame-options: DENY' <<< "$headers" || die "no X-Frame-Options on /health: $headers"
+grep -qi '^x-content-type-options: nosniff' <<< "$headers" || die "no X-Content-Type-Options on /health: $headers"
+page=$(curl -sS -D - -o /dev/null -H 'Accept-Encoding: gzip' "http://127.0.0.1:$WEB/" | tr -d '\r')
+echo "RESULT http router: security headers on /health; GET / with Accept-Encoding gzip: $(head -1 <<< "$page"), $(grep -i '^content-encoding:' <<< "$page" || echo 'not compressed')"
+
+# ---- the WebSocket rate limit, tightened through a live base.yml rewrite --------------------
+write_atomically "$DYN/base.yml" < "$WORK/render/base-strict.json"
+deadline=$((SECONDS + 20))
+until api http/middlewares/ws-ratelimit@file | jq -e '.rateLimit.average == 1' > /dev/null; do
+  [ $SECONDS -lt $deadline ] || die "Traefik never loaded the new base.yml"
+  sleep 0.1
+done
+read -r accepted limited other < <("$PYTHON" - "$WS_URL" <<'PY'
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+def attempt(i):
+    try:
+        with connect(f"{sys.argv[1]}/burst-{i}", open_timeout=5):
+            return "accepted"
+    except InvalidStatus as e:
+        return "limited" if e.response.status_code == 429 else f"status {e.response.status_code}"
+
+with ThreadPoolExecutor(20) as pool:
+    results = list(pool.map(attempt, range(20)))
+print(results.count("accepted"), results.count("limited"), len(results) - results.count("accepted") - results.count("limited"))
+PY
+)
+[ "$other" -eq 0 ] || die "upgrade burst: $other answers other than 101 and 429"
+if [ "$limited" -eq 0 ] || [ "$accepted" -eq 0 ]; then
+  die "upgrade burst at 1/s: $accepted accepted, $limited limited (want some of each)"
+fi
+echo "RESULT rate limit: 20 simultaneous upgrades at ws average 1/s burst 1: $accepted accepted, $limited got 429"
+
+# ---- Traefik's log: no errors, no unknown keys ---------------------------------------------
+if grep -E ' ERR |level=error|"level":"error"' "$WORK/traefik.log" "$WORK/traefik.out"; then
+  die "Traefik logged errors (above)"
+fi
+if grep -Ei 'field not found|unknown (key|field)' "$WORK/traefik.log" "$WORK/traefik.out"; then
+  die "Traefik rejected keys (above)"
+fi
+echo "RESULT traefik log: no ERR lines, no unknown keys"
+
+# ---- the flake's structure (nixpkgs replaced by an empty flake) ----------------------------
+mkdir -p "$WORK/flake" "$WORK/stub"
+cp -r flake.nix Cargo.toml nixos "$WORK/flake/"
+echo '{ outputs = _: { }; }' > "$WORK/stub/flake.nix"
+flake_eval() {
+  nix eval --json --no-write-lock-file --override-input nixpkgs "path:$WORK/stub" \
+    "path:$WORK/flake#$1" --apply "$2" 2> "$WORK/flake-eval.err" || { cat "$WORK/flake-eval.err"; die "flake: $1"; }
+}
+names='builtins.mapAttrs (_: builtins.attrNames)'
+expect_json() {
+  [ "$(jq -cS . <<< "$2")" = "$(jq -cS . <<< "$3")" ] || die "flake $1: got $2, want $3"
+}
+systems='["aarch64-linux","x86_64-linux"]'
+expect_json packages "$(flake_eval packages "$names")" \
+  "{\"aarch64-linux\":[\"default\",\"dockerImage\",\"loadtest\",\"wsctl\"],\"x86_64-linux\":[\"default\",\"dockerImage\",\"loadtest\",\"wsctl\"]}"
+expect_json checks "$(flake_eval checks "$names")" \
+  "{\"aarch64-linux\":[\"build\",\"clippy\",\"nixos-lib\",\"tests\",\"vm-blue-green\"],\"x86_64-linux\":[\"build\",\"clippy\",\"nixos-lib\",\"tests\",\"vm-blue-green\"]}"
+expect_json devShells "$(flake_eval devShells "$names")" '{"aarch64-linux":["default"],"x86_64-linux":["default"]}'
+expect_json formatter "$(flake_eval formatter builtins.attrNames)" "$systems"
+expect_json nixosModules "$(flake_eval nixosModules 'm: builtins.mapAttrs (_: builtins.isFunction) m')" '{"default":true}'
+echo "RESULT flake: packages, checks, devShells, formatter and nixosModules have the expected names (structure only)"

@@ -1,0 +1,147 @@
+{
+  description = "concurrent-socket: a WebSocket server with its operations as code (blue/green behind Traefik, Prometheus, Grafana, Loki)";
+
+  # services.traefik.dynamic.dir (the watched directory blue/green relies on) and the
+  # Grafana secret-key handling the module follows are those of NixOS 26.05.
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
+
+  outputs = { self, nixpkgs }:
+    let
+      systems = [ "x86_64-linux" "aarch64-linux" ];
+      # builtins only: the outputs' names evaluate without nixpkgs (ci/suites/50-nix.sh).
+      forAllSystems = f: builtins.listToAttrs (map (system: { name = system; value = f system; }) systems);
+      pkgsFor = system: nixpkgs.legacyPackages.${system};
+      version = (builtins.fromTOML (builtins.readFile ./Cargo.toml)).package.version;
+
+      # One binary of the Cargo workspace, built from the committed Cargo.lock.
+      workspaceBinary = pkgs: { member, description, postInstall ? "" }:
+        pkgs.rustPlatform.buildRustPackage {
+          pname = member;
+          inherit version postInstall;
+          src = pkgs.lib.cleanSource ./.;
+          cargoLock.lockFile = ./Cargo.lock;
+          cargoBuildFlags = [ "--package" member ];
+          cargoTestFlags = [ "--package" member ];
+          meta = {
+            inherit description;
+            license = pkgs.lib.licenses.mit;
+            mainProgram = member;
+            platforms = pkgs.lib.platforms.linux;
+          };
+        };
+
+      server = pkgs: workspaceBinary pkgs {
+        member = "concurrent-socket";
+        description = "WebSocket server (protocol v1) with its systemd units, dashboards and alert rules";
+        # Units as docs/architecture.md names them, with the binary path filled in;
+        # dashboards and rules where the NixOS module looks for them.
+        postInstall = ''
+          install -Dm644 -t $out/lib/systemd/system systemd/*.socket systemd/*.service
+          substituteInPlace $out/lib/systemd/system/ws@.service --replace-fail @bindir@ $out/bin
+          if grep -rl @bindir@ $out/lib/systemd/system; then
+            echo "unsubstituted @bindir@ left in the units above" >&2
+            exit 1
+          fi
+          install -Dm644 -t $out/share/concurrent-socket/grafana grafana/*.json
+          install -Dm644 -t $out/share/concurrent-socket/alerts alerts/*.yml
+        '';
+      };
+
+      # The server package rebuilt to run one cargo command instead of the build.
+      cargoCheck = pkgs: name: command: (server pkgs).overrideAttrs (old: {
+        pname = "concurrent-socket-${name}";
+        nativeBuildInputs = old.nativeBuildInputs ++ [ pkgs.clippy ];
+        buildPhase = ''
+          runHook preBuild
+          ${command}
+          runHook postBuild
+        '';
+        doCheck = false;
+        installPhase = "touch $out";
+        postInstall = "";
+      });
+    in
+    {
+      packages = forAllSystems (system:
+        let pkgs = pkgsFor system; in
+        {
+          default = server pkgs;
+          loadtest = workspaceBinary pkgs {
+            member = "loadtest";
+            description = "Load generator for concurrent-socket (ramp, stress, spike, smoke, soak)";
+          };
+          wsctl = workspaceBinary pkgs {
+            member = "wsctl";
+            description = "Blue/green deploy command for concurrent-socket hosts";
+          };
+          # For container platforms: the server alone, as nobody, listening on all
+          # interfaces (no systemd sockets there).
+          dockerImage = pkgs.dockerTools.buildLayeredImage {
+            name = "concurrent-socket";
+            tag = version;
+            config = {
+              Entrypoint = [ "${server pkgs}/bin/concurrent-socket" ];
+              User = "65534:65534";
+              Env = [ "HOST=0.0.0.0" "PORT=3001" "METRICS_ADDR=0.0.0.0:9464" ];
+              ExposedPorts = {
+                "3001/tcp" = { };
+                "9464/tcp" = { };
+              };
+            };
+          };
+        });
+
+      nixosModules.default = { lib, pkgs, ... }: {
+        imports = [ ./nixos/module.nix ];
+        services.concurrent-socket = {
+          package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.default;
+          wsctlPackage = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.wsctl;
+        };
+      };
+
+      devShells = forAllSystems (system:
+        let pkgs = pkgsFor system; in
+        {
+          # The toolchain and every tool the CI suites drive.
+          default = pkgs.mkShell {
+            inputsFrom = [ self.packages.${system}.default ];
+            packages = with pkgs; [
+              clippy
+              rustfmt
+              rust-analyzer
+              traefik
+              prometheus
+              prometheus.cli
+              prometheus-alertmanager
+              redis
+              shellcheck
+              yamllint
+              jq
+              curl
+              wrk
+              hyperfine
+              nixpkgs-fmt
+              deadnix
+              nodejs
+              chromium
+              (python3.withPackages (ps: [ ps.websockets ps.jsonschema ps.prometheus-client ]))
+            ];
+          };
+        });
+
+      checks = forAllSystems (system:
+        let pkgs = pkgsFor system; in
+        {
+          build = self.packages.${system}.default;
+          clippy = cargoCheck pkgs "clippy" "cargo clippy --offline --workspace --all-targets -- -D warnings";
+          tests = cargoCheck pkgs "tests" "cargo test --offline --workspace";
+          # The pure library's assertions run while this check is evaluated.
+          nixos-lib = pkgs.runCommand "concurrent-socket-nixos-lib"
+            { passed = (import ./nixos/tests/lib.nix).passed; }
+            ''echo "$passed cases passed" > $out'';
+          vm-blue-green = pkgs.testers.runNixOSTest (import ./nixos/tests/blue-green.nix { inherit self; });
+        });
+
+      formatter = forAllSystems (system: (pkgsFor system).nixpkgs-fmt);
+    };
+}

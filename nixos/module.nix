@@ -1,0 +1,621 @@
+# NixOS module `services.concurrent-socket`: blue and green instances of the server
+# (socket-activated template units from the package, per-instance ports and settings layered
+# on as drop-ins), Traefik in front with the WebSocket routing in a mutable directory so a
+# blue/green switch never restarts it, host tuning for many connections, and the
+# monitoring stack (Prometheus, Grafana, Loki fed by Grafana Alloy).
+#
+# The logic that needs no nixpkgs (ports, unit settings, Traefik files) lives in ./lib and
+# is tested by nixos/tests/lib.nix; this file maps it onto NixOS options.
+{ config, lib, pkgs, ... }:
+let
+  inherit (lib)
+    concatLists
+    concatMapAttrs
+    filter
+    filterAttrs
+    hasSuffix
+    literalExpression
+    mapAttrs
+    mapAttrs'
+    mapAttrsToList
+    mkEnableOption
+    mkIf
+    mkMerge
+    mkOption
+    nameValuePair
+    optional
+    optionalAttrs
+    types
+    ;
+
+  cfg = config.services.concurrent-socket;
+  instancesLib = import ./lib/instances.nix { };
+  traefikLib = import ./lib/traefik.nix { };
+  json = pkgs.formats.json { };
+
+  stateDir = "/var/lib/concurrent-socket";
+  traefikDir = "${stateDir}/traefik";
+  lokiPort = 3100;
+  grafanaPort = 3000;
+
+  # The instances as the pure library takes them: unset (null) settings dropped.
+  instances = mapAttrs
+    (_: inst: {
+      inherit (inst) port metricsPort;
+      settings = filterAttrs (n: v: n != "_module" && v != null) inst.settings;
+    })
+    cfg.instances;
+
+  acme = cfg.traefik.acme.email != null;
+
+  baseFile = json.generate "base.yml" (traefikLib.base {
+    inherit instances;
+    inherit (cfg.traefik) rateLimits clientIpDepth;
+    host = cfg.traefik.domain;
+    entryPoints = [ (if acme then "websecure" else "web") ];
+    certResolver = if acme then traefikLib.certResolverName else null;
+  });
+  seedRoutingFile = json.generate "routing.yml" (traefikLib.seedRouting cfg.activeColour);
+
+  # Rule files shipped in the repository's alerts/ directory.
+  shippedRuleFiles =
+    let
+      dir = ../alerts;
+      isRules = name: hasSuffix ".yml" name || hasSuffix ".yaml" name;
+    in
+    map (name: dir + "/${name}") (filter isRules (builtins.attrNames (builtins.readDir dir)));
+
+  # The start commands of ws@.service, for an instance pinned to another package. The
+  # empty entries reset the template's commands.
+  serverCommands = package: {
+    ExecStartPre = [ "" "${package}/bin/concurrent-socket check-config" ];
+    ExecStart = [ "" "${package}/bin/concurrent-socket" ];
+  };
+
+  # Settings the server reads, typed; any other variable is accepted as is (freeform).
+  setting = type: description: mkOption {
+    type = types.nullOr type;
+    default = null;
+    inherit description;
+  };
+  settingsModule = {
+    freeformType = with types; attrsOf (oneOf [ str int bool (listOf str) ]);
+    options = {
+      MAX_CONNECTIONS = setting types.ints.positive "Open WebSockets at most; above it, 503 with Retry-After (server default 10000).";
+      MAX_CONNECTIONS_PER_IP = setting types.ints.unsigned "Open WebSockets per client IP, 0 = no limit (server default 1000).";
+      HEARTBEAT_INTERVAL = setting types.ints.positive "Milliseconds between heartbeats and pings; a peer silent for two intervals is dead (server default 30000).";
+      CONNECTION_TIMEOUT = setting types.ints.positive "Milliseconds without a client message before `goodbye idle_timeout` (server default 300000).";
+      SHUTDOWN_TIMEOUT = setting types.ints.positive "Milliseconds from SIGTERM to exit, over which goodbyes are spread (server default 10000). Keep it below the unit's TimeoutStopSec.";
+      LOG_LEVEL = setting types.str "tracing filter: `info`, `debug` or a full EnvFilter directive (server default info).";
+      MAX_MESSAGE_BYTES = setting types.ints.positive "Largest accepted client message in bytes (server default 65536).";
+      RATE_LIMIT_MSGS_PER_SEC = setting types.ints.unsigned "Messages per second per connection, 0 = off (server default 100).";
+      ALLOWED_ORIGINS = setting (types.listOf types.str) "Origins allowed to upgrade; empty = same origin as Host only; `[ \"*\" ]` = any.";
+      TRUSTED_PROXIES = setting (types.listOf types.str) "IPs or CIDRs whose X-Forwarded-For is believed. Traefik on this host connects from 127.0.0.1.";
+      ENABLE_ECHO = setting types.bool "Serve /ws/echo (server default false).";
+      HSTS_MAX_AGE = setting types.ints.unsigned "Strict-Transport-Security max-age sent by the server, 0 = none (Traefik already sets it when ACME is on).";
+      SERVER_ID = setting types.str "`serverId` and the `server_id` label (the unit's default is the colour).";
+    };
+  };
+
+  instanceModule = { name, ... }:
+    let
+      defaults = instancesLib.defaultInstances.${name} or null;
+      portOption = what: description: mkOption ({
+        type = types.port;
+        inherit description;
+      } // optionalAttrs (defaults != null) { default = defaults.${what}; });
+    in
+    {
+      options = {
+        port = portOption "port" "Loopback TCP port of the public listener (ws@${name}.socket), where Traefik forwards.";
+        metricsPort = portOption "metricsPort" "Loopback TCP port of the Prometheus listener (ws-metrics@${name}.socket).";
+        package = mkOption {
+          type = types.nullOr types.package;
+          default = null;
+          description = "Server package for this instance only (for example a candidate build on green); null = services.concurrent-socket.package.";
+        };
+        settings = mkOption {
+          type = types.submodule settingsModule;
+          default = { };
+          example = literalExpression ''{ MAX_CONNECTIONS = 50000; ALLOWED_ORIGINS = [ "https://app.example.com" ]; }'';
+          description = ''
+            Environment of the server (docs/architecture.md, "Server configuration"), written to
+            /etc/concurrent-socket/${name}.env. Lists are joined with commas, booleans written
+            `true`/`false`. PORT, HOST and METRICS_ADDR are owned by the socket units.
+          '';
+        };
+      };
+    };
+
+  rateLimitOption = default: what: mkOption {
+    type = types.submodule {
+      options = {
+        average = mkOption {
+          type = types.ints.positive;
+          default = default.average;
+          description = "Sustained requests per second per client for ${what}.";
+        };
+        burst = mkOption {
+          type = types.ints.positive;
+          default = default.burst;
+          description = "Requests per client let through at once above the average for ${what}.";
+        };
+      };
+    };
+    default = { };
+    description = "Traefik rate limit for ${what}, per client IP.";
+  };
+in
+{
+  options.services.concurrent-socket = {
+    enable = mkEnableOption "concurrent-socket, a blue/green WebSocket server behind Traefik";
+
+    package = mkOption {
+      type = types.package;
+      defaultText = literalExpression "concurrent-socket.packages.\${system}.default";
+      description = "The server package: binary, systemd units (lib/systemd/system), dashboards and alert rules.";
+    };
+
+    wsctlPackage = mkOption {
+      type = types.package;
+      defaultText = literalExpression "concurrent-socket.packages.\${system}.wsctl";
+      description = "The `wsctl` deploy command (installed system-wide).";
+    };
+
+    instances = mkOption {
+      type = types.attrsOf (types.submodule instanceModule);
+      default = { };
+      example = literalExpression ''{ green.package = candidate; blue.settings.MAX_CONNECTIONS = 50000; }'';
+      description = ''
+        Server instances, each a ws@NAME.service with its own sockets. `blue` (3001, metrics
+        9464) and `green` (3002, metrics 9465) always exist; other names need both ports.
+        To run a single colour, override the whole set with `lib.mkForce`.
+      '';
+    };
+
+    activeColour = mkOption {
+      type = types.str;
+      default = "blue";
+      description = ''
+        The colour Traefik routes to on a fresh host. It seeds
+        ${traefikDir}/routing.yml and ${stateDir}/active only when they do not exist:
+        after that, `wsctl deploy` owns them and rebuilds never change the live routing.
+      '';
+    };
+
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Open Traefik's HTTP and HTTPS ports. The instances listen on loopback only.";
+    };
+
+    tuning = {
+      enable = mkOption {
+        type = types.bool;
+        default = true;
+        description = "Apply the kernel settings below for many concurrent connections.";
+      };
+      somaxconn = mkOption {
+        type = types.ints.positive;
+        default = 65535;
+        description = "net.core.somaxconn: cap of every listen backlog (the socket units ask for 65535), i.e. connections queued while an instance restarts.";
+      };
+      synBacklog = mkOption {
+        type = types.ints.positive;
+        default = 65535;
+        description = "net.ipv4.tcp_max_syn_backlog: half-open connections kept during a reconnect storm.";
+      };
+      localPortRange = mkOption {
+        type = types.str;
+        default = "1024 65535";
+        description = "net.ipv4.ip_local_port_range: ephemeral ports for Traefik's connections to the instances (one per proxied WebSocket).";
+      };
+      fileMax = mkOption {
+        type = types.ints.positive;
+        default = 2097152;
+        description = "fs.file-max: open files system-wide (each connection costs Traefik two and the server one).";
+      };
+      limitNOFILE = mkOption {
+        type = types.ints.positive;
+        default = 1048576;
+        description = "LimitNOFILE of every ws@ instance: the per-process ceiling on connections.";
+      };
+    };
+
+    traefik = {
+      enable = mkOption {
+        type = types.bool;
+        default = true;
+        description = "Run Traefik in front of the instances. Blue/green switching (`wsctl`) needs it.";
+      };
+      httpPort = mkOption {
+        type = types.port;
+        default = 80;
+        description = "Port of the `web` entry point (redirects to HTTPS when ACME is on).";
+      };
+      httpsPort = mkOption {
+        type = types.port;
+        default = 443;
+        description = "Port of the `websecure` entry point.";
+      };
+      apiPort = mkOption {
+        type = types.port;
+        default = 8082;
+        description = "Loopback port of Traefik's API, ping and Prometheus metrics.";
+      };
+      domain = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "ws.example.com";
+        description = "Public host name the routers answer for; null = any host. Required with ACME.";
+      };
+      acme = {
+        email = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          example = "ops@example.com";
+          description = "Let's Encrypt account e-mail. Setting it turns on HTTPS with certificates for `domain` (HTTP-01 challenge) and redirects HTTP to HTTPS.";
+        };
+        caServer = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          example = "https://acme-staging-v02.api.letsencrypt.org/directory";
+          description = "ACME directory; null = Let's Encrypt production.";
+        };
+      };
+      rateLimits = {
+        api = rateLimitOption traefikLib.defaultRateLimits.api "plain HTTP requests (everything but /ws/)";
+        ws = rateLimitOption traefikLib.defaultRateLimits.ws "WebSocket upgrades (/ws/)";
+      };
+      clientIpDepth = mkOption {
+        type = types.ints.unsigned;
+        default = 0;
+        description = "0: rate-limit by the peer address. N: by the N-th X-Forwarded-For entry from the right, when N trusted proxies (a cloud load balancer) sit in front of Traefik.";
+      };
+    };
+
+    prometheus = {
+      enable = mkOption {
+        type = types.bool;
+        default = true;
+        description = "Run Prometheus scraping both colours (job concurrent-socket, label colour) and Traefik (job traefik), with the shipped alert rules.";
+      };
+      retentionTime = mkOption {
+        type = types.str;
+        default = "30d";
+        description = "How long Prometheus keeps samples.";
+      };
+      scrapeInterval = mkOption {
+        type = types.str;
+        default = "15s";
+        description = "Scrape and rule evaluation interval.";
+      };
+      ruleFiles = mkOption {
+        type = types.listOf types.path;
+        default = shippedRuleFiles;
+        defaultText = literalExpression "the rule files of the repository's alerts/ directory";
+        description = "Alerting and recording rule files Prometheus loads.";
+      };
+      alertmanager = {
+        enable = mkEnableOption "a local Alertmanager receiving Prometheus' alerts";
+        configuration = mkOption {
+          type = types.attrs;
+          default = {
+            route.receiver = "default";
+            receivers = [{ name = "default"; }];
+          };
+          description = "Alertmanager configuration (receivers, routes). The default receives and notifies nobody.";
+        };
+      };
+    };
+
+    grafana = {
+      enable = mkOption {
+        type = types.bool;
+        default = true;
+        description = "Run Grafana on 127.0.0.1:${toString grafanaPort} with Prometheus and Loki datasources and the shipped dashboards.";
+      };
+      secretKeyFile = mkOption {
+        type = types.str;
+        default = "/var/lib/grafana/secret_key";
+        description = "File holding Grafana's secret key; generated on first start when missing.";
+      };
+    };
+
+    loki = {
+      enable = mkOption {
+        type = types.bool;
+        default = true;
+        description = "Run Loki on 127.0.0.1:${toString lokiPort} and ship the journal to it with Grafana Alloy.";
+      };
+      retention = mkOption {
+        type = types.str;
+        default = "336h";
+        description = "How long Loki keeps log lines (14 days).";
+      };
+      errorRetention = mkOption {
+        type = types.str;
+        default = "720h";
+        description = "How long Loki keeps lines of priority error and worse (30 days).";
+      };
+    };
+  };
+
+  config = mkIf cfg.enable (mkMerge [
+    {
+      # blue and green exist unless the whole set is replaced (lib.mkForce).
+      services.concurrent-socket.instances = {
+        blue = { };
+        green = { };
+      };
+
+      assertions =
+        map (message: { assertion = false; inherit message; })
+          (instancesLib.check { inherit instances; active = cfg.activeColour; })
+        ++ concatLists (mapAttrsToList
+          (name: inst: map
+            (v: {
+              assertion = !(inst.settings ? ${v});
+              message = "services.concurrent-socket.instances.${name}.settings.${v}: the socket units own the listen addresses; set port/metricsPort instead.";
+            }) [ "PORT" "HOST" "METRICS_ADDR" ])
+          instances)
+        ++ [{
+          assertion = cfg.traefik.acme.email == null || cfg.traefik.domain != null;
+          message = "services.concurrent-socket.traefik.acme.email needs traefik.domain (the certificate's name).";
+        }];
+
+      systemd.packages = [ cfg.package ];
+      environment.systemPackages = [ cfg.wsctlPackage ];
+
+      environment.etc = mapAttrs'
+        (name: inst:
+          let units = instancesLib.unitSettings name inst; in
+          nameValuePair units.envFileName { text = units.envFileText; })
+        instances;
+
+      systemd.services = mapAttrs'
+        (name: _:
+          nameValuePair "ws@${name}" {
+            overrideStrategy = "asDropin";
+            wantedBy = [ "multi-user.target" ];
+            # A restart closes every WebSocket of the colour, so `nixos-rebuild switch` never
+            # restarts an instance: `wsctl deploy` restarts the idle colour, checks it, then
+            # moves new connections to it.
+            restartIfChanged = false;
+            serviceConfig = { LimitNOFILE = cfg.tuning.limitNOFILE; }
+              // optionalAttrs (cfg.instances.${name}.package != null) (serverCommands cfg.instances.${name}.package);
+          })
+        instances;
+
+      systemd.sockets = concatMapAttrs
+        (name: inst:
+          let units = instancesLib.unitSettings name inst; in
+          {
+            "ws@${name}" = {
+              overrideStrategy = "asDropin";
+              wantedBy = [ "sockets.target" ];
+              inherit (units.socket) listenStreams;
+            };
+            "ws-metrics@${name}" = {
+              overrideStrategy = "asDropin";
+              wantedBy = [ "sockets.target" ];
+              inherit (units.metricsSocket) listenStreams;
+            };
+          })
+        instances;
+
+      systemd.tmpfiles.settings."20-concurrent-socket" = {
+        ${stateDir}.d = {
+          mode = "0755";
+          user = "root";
+          group = "root";
+        };
+        # `f` writes only when the file is missing: wsctl owns it afterwards.
+        "${stateDir}/active".f = {
+          mode = "0644";
+          argument = cfg.activeColour;
+        };
+      };
+
+      boot.kernel.sysctl = mkIf cfg.tuning.enable {
+        "net.core.somaxconn" = cfg.tuning.somaxconn;
+        "net.ipv4.tcp_max_syn_backlog" = cfg.tuning.synBacklog;
+        "net.ipv4.ip_local_port_range" = cfg.tuning.localPortRange;
+        "fs.file-max" = cfg.tuning.fileMax;
+      };
+    }
+
+    (mkIf cfg.traefik.enable {
+      services.traefik = {
+        enable = true;
+        static.settings = traefikLib.static {
+          webAddress = ":${toString cfg.traefik.httpPort}";
+          websecureAddress = ":${toString cfg.traefik.httpsPort}";
+          apiAddress = "127.0.0.1:${toString cfg.traefik.apiPort}";
+          acme =
+            if acme then {
+              inherit (cfg.traefik.acme) email caServer;
+              storage = "${config.services.traefik.dataDir}/acme.json";
+            } else null;
+        };
+        # Watched by Traefik's file provider: rewriting routing.yml (wsctl) reloads the
+        # routing without restarting Traefik, so live WebSockets stay up.
+        dynamic.dir = traefikDir;
+      };
+
+      systemd.tmpfiles.settings."20-concurrent-socket" = {
+        # Replaced on every activation: routers, middlewares and per-colour services.
+        "${traefikDir}/base.yml"."L+".argument = "${baseFile}";
+        # `C` copies only when the file is missing: the live routing is wsctl's.
+        "${traefikDir}/routing.yml".C.argument = "${seedRoutingFile}";
+      };
+
+      networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall [ cfg.traefik.httpPort cfg.traefik.httpsPort ];
+    })
+
+    (mkIf cfg.prometheus.enable {
+      services.prometheus = {
+        enable = true;
+        listenAddress = "127.0.0.1";
+        inherit (cfg.prometheus) retentionTime ruleFiles;
+        globalConfig = {
+          scrape_interval = cfg.prometheus.scrapeInterval;
+          evaluation_interval = cfg.prometheus.scrapeInterval;
+        };
+        scrapeConfigs = [
+          {
+            job_name = "concurrent-socket";
+            static_configs = mapAttrsToList
+              (name: inst: {
+                targets = [ (instancesLib.metricsTarget inst) ];
+                labels.colour = name;
+              })
+              instances;
+          }
+        ] ++ optional cfg.traefik.enable {
+          job_name = "traefik";
+          static_configs = [{ targets = [ "127.0.0.1:${toString cfg.traefik.apiPort}" ]; }];
+        };
+        alertmanagers = optional cfg.prometheus.alertmanager.enable {
+          static_configs = [{ targets = [ "127.0.0.1:${toString config.services.prometheus.alertmanager.port}" ]; }];
+        };
+        alertmanager = mkIf cfg.prometheus.alertmanager.enable {
+          enable = true;
+          listenAddress = "127.0.0.1";
+          inherit (cfg.prometheus.alertmanager) configuration;
+        };
+      };
+    })
+
+    (mkIf cfg.grafana.enable {
+      services.grafana = {
+        enable = true;
+        settings = {
+          server = {
+            http_addr = "127.0.0.1";
+            http_port = grafanaPort;
+          };
+          security.secret_key = "$__file{${cfg.grafana.secretKeyFile}}";
+        };
+        provision = {
+          enable = true;
+          # Dashboards refer to the datasources by these uids.
+          datasources.settings.datasources =
+            optional cfg.prometheus.enable
+              {
+                name = "Prometheus";
+                type = "prometheus";
+                uid = "prometheus";
+                url = "http://127.0.0.1:${toString config.services.prometheus.port}";
+                isDefault = true;
+              }
+            ++ optional cfg.loki.enable {
+              name = "Loki";
+              type = "loki";
+              uid = "loki";
+              url = "http://127.0.0.1:${toString lokiPort}";
+            };
+          dashboards.settings.providers = [{
+            name = "concurrent-socket";
+            folder = "concurrent-socket";
+            options.path = "${cfg.package}/share/concurrent-socket/grafana";
+          }];
+        };
+      };
+      # Grafana refuses to start without a secret key; make one, once.
+      systemd.services.grafana.preStart = ''
+        if [ ! -s ${cfg.grafana.secretKeyFile} ]; then
+          (umask 077; head -c 32 /dev/urandom | base64 > ${cfg.grafana.secretKeyFile})
+        fi
+      '';
+    })
+
+    (mkIf cfg.loki.enable {
+      services.loki = {
+        enable = true;
+        configuration = {
+          auth_enabled = false;
+          server = {
+            http_listen_address = "127.0.0.1";
+            http_listen_port = lokiPort;
+            grpc_listen_address = "127.0.0.1";
+            grpc_listen_port = 9096;
+          };
+          common = {
+            path_prefix = config.services.loki.dataDir;
+            replication_factor = 1;
+            ring = {
+              instance_addr = "127.0.0.1";
+              kvstore.store = "inmemory";
+            };
+            storage.filesystem = {
+              chunks_directory = "${config.services.loki.dataDir}/chunks";
+              rules_directory = "${config.services.loki.dataDir}/rules";
+            };
+          };
+          schema_config.configs = [{
+            from = "2026-01-01";
+            store = "tsdb";
+            object_store = "filesystem";
+            schema = "v13";
+            index = {
+              prefix = "index_";
+              period = "24h";
+            };
+          }];
+          limits_config = {
+            retention_period = cfg.loki.retention;
+            # Alloy labels each line with its journal priority (label `level`).
+            retention_stream = [{
+              selector = ''{level=~"emerg|alert|crit|error"}'';
+              priority = 1;
+              period = cfg.loki.errorRetention;
+            }];
+          };
+          compactor = {
+            working_directory = "${config.services.loki.dataDir}/compactor";
+            retention_enabled = true;
+            delete_request_store = "filesystem";
+          };
+        };
+      };
+
+      services.alloy.enable = true;
+      # Journal -> Loki with labels unit (systemd unit), instance (the colour of ws@COLOUR)
+      # and level (journal priority, for the longer error retention).
+      environment.etc."alloy/config.alloy".text = ''
+        loki.relabel "journal" {
+          forward_to = []
+
+          rule {
+            source_labels = ["__journal__systemd_unit"]
+            target_label  = "unit"
+          }
+
+          rule {
+            source_labels = ["__journal__systemd_unit"]
+            regex         = "ws@(.+)\\.service"
+            target_label  = "instance"
+          }
+
+          rule {
+            source_labels = ["__journal_priority_keyword"]
+            target_label  = "level"
+          }
+        }
+
+        loki.source.journal "journal" {
+          forward_to    = [loki.write.local.receiver]
+          relabel_rules = loki.relabel.journal.rules
+          labels        = { job = "systemd-journal" }
+        }
+
+        loki.write "local" {
+          endpoint {
+            url = "http://127.0.0.1:${toString lokiPort}/loki/api/v1/push"
+          }
+        }
+      '';
+    })
+  ]);
+}

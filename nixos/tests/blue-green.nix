@@ -1,0 +1,75 @@
+# NixOS VM test (pkgs.testers.runNixOSTest): boots the module with its defaults, connects
+# through Traefik to the active colour, switches with `wsctl deploy --to green` and checks
+# that new connections land on green while Traefik keeps running; then that Prometheus
+# scrapes both colours and Traefik, and that Loki holds the instances' journal lines.
+# Run: nix build .#checks.x86_64-linux.vm-blue-green
+{ self }:
+{
+  name = "concurrent-socket-blue-green";
+
+  nodes.machine = { pkgs, ... }:
+    let
+      wsServerId = pkgs.writers.writePython3Bin "ws-server-id"
+        { libraries = [ pkgs.python3Packages.websockets ]; }
+        (builtins.readFile ./ws-server-id.py);
+    in
+    {
+      imports = [ self.nixosModules.default ];
+      services.concurrent-socket.enable = true;
+      environment.systemPackages = [ wsServerId pkgs.curl pkgs.jq ];
+      virtualisation.memorySize = 2048;
+    };
+
+  testScript = ''
+    import json
+
+    routing = "/var/lib/concurrent-socket/traefik/routing.yml"
+
+    def server_id(connection):
+        return machine.succeed(f"ws-server-id ws://127.0.0.1/ws/chat/{connection}").strip()
+
+    def weighted_services():
+        doc = json.loads(machine.succeed(f"cat {routing}"))
+        return [s["name"] for s in doc["http"]["services"]["ws-active"]["weighted"]["services"]]
+
+    start_all()
+    machine.wait_for_unit("traefik.service")
+    machine.wait_for_unit("sockets.target")
+    machine.wait_until_succeeds("curl -fsS http://127.0.0.1/ready", timeout=60)
+
+    with subtest("the seeded colour answers through Traefik"):
+        assert weighted_services() == ["ws-blue"], weighted_services()
+        assert server_id("before-switch") == "blue"
+        traefik_pid = machine.succeed("systemctl show -P MainPID traefik.service").strip()
+
+    with subtest("wsctl deploy --to green moves new connections to green"):
+        machine.succeed("wsctl deploy --to green")
+        assert weighted_services() == ["ws-green"], weighted_services()
+        assert machine.succeed("cat /var/lib/concurrent-socket/active").strip() == "green"
+        # Traefik's file provider picks the new routing.yml up within a moment.
+        machine.wait_until_succeeds(
+            "test \"$(ws-server-id ws://127.0.0.1/ws/chat/after-switch)\" = green", timeout=30
+        )
+
+    with subtest("the switch did not restart Traefik"):
+        assert machine.succeed("systemctl show -P MainPID traefik.service").strip() == traefik_pid
+
+    with subtest("Prometheus scrapes both colours and Traefik"):
+        machine.wait_for_unit("prometheus.service")
+        query = "curl -fsS 'http://127.0.0.1:9090/api/v1/query' --data-urlencode 'query=up == 1'"
+        machine.wait_until_succeeds(
+            query + " | jq -e '[.data.result[].metric | .colour // .job] | index(\"blue\") and index(\"green\") and index(\"traefik\")'",
+            timeout=60,
+        )
+
+    with subtest("Loki holds the instances' journal lines"):
+        machine.wait_for_unit("loki.service")
+        machine.wait_for_unit("alloy.service")
+        machine.wait_until_succeeds(
+            "curl -fsS -G http://127.0.0.1:3100/loki/api/v1/query_range"
+            " --data-urlencode 'query={instance=\"green\", unit=\"ws@green.service\"}'"
+            " | jq -e '.data.result | length > 0'",
+            timeout=90,
+        )
+  '';
+}
