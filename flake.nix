@@ -42,7 +42,7 @@
             echo "unsubstituted @bindir@ left in the units above" >&2
             exit 1
           fi
-          install -Dm644 -t $out/share/concurrent-socket/grafana grafana/*.json
+          install -Dm644 -t $out/share/concurrent-socket/grafana/dashboards grafana/dashboards/*.json
           install -Dm644 -t $out/share/concurrent-socket/alerts alerts/*.yml
         '';
       };
@@ -96,6 +96,7 @@
         services.concurrent-socket = {
           package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.default;
           wsctlPackage = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.wsctl;
+          loadtestPackage = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.loadtest;
         };
       };
 

@@ -47,12 +47,15 @@ let
     cfg.instances;
 
   acme = cfg.traefik.acme.email != null;
+  # With ACME, `web` only redirects: host-local probes (wsctl) use a plain loopback entry point.
+  loopbackAddress = "127.0.0.1:${toString cfg.traefik.loopbackPort}";
+  publicUrl = if acme then "ws://${loopbackAddress}" else "ws://127.0.0.1:${toString cfg.traefik.httpPort}";
 
   baseFile = json.generate "base.yml" (traefikLib.base {
     inherit instances;
     inherit (cfg.traefik) rateLimits clientIpDepth;
     host = cfg.traefik.domain;
-    entryPoints = [ (if acme then "websecure" else "web") ];
+    entryPoints = if acme then [ "websecure" "loopback" ] else [ "web" ];
     certResolver = if acme then traefikLib.certResolverName else null;
   });
   seedRoutingFile = json.generate "routing.yml" (traefikLib.seedRouting cfg.activeColour);
@@ -61,9 +64,17 @@ let
   shippedRuleFiles =
     let
       dir = ../alerts;
-      isRules = name: hasSuffix ".yml" name || hasSuffix ".yaml" name;
+      entries = builtins.readDir dir;
+      isRules = name: entries.${name} == "regular" && (hasSuffix ".yml" name || hasSuffix ".yaml" name);
     in
-    map (name: dir + "/${name}") (filter isRules (builtins.attrNames (builtins.readDir dir)));
+    map (name: dir + "/${name}") (filter isRules (builtins.attrNames entries));
+
+  # wsctl's view of the host (wsctl/src/config.rs): the same ports, URLs and directories.
+  wsctlConfig = json.generate "wsctl.json" {
+    instances = mapAttrs (_: inst: { inherit (inst) port metricsPort; }) instances;
+    inherit publicUrl stateDir traefikDir;
+    loadtest = "${cfg.loadtestPackage}/bin/loadtest";
+  };
 
   # The start commands of ws@.service, for an instance pinned to another package. The
   # empty entries reset the template's commands.
@@ -162,6 +173,12 @@ in
       description = "The `wsctl` deploy command (installed system-wide).";
     };
 
+    loadtestPackage = mkOption {
+      type = types.package;
+      defaultText = literalExpression "concurrent-socket.packages.\${system}.loadtest";
+      description = "The load generator: installed system-wide, and run by `wsctl deploy` against the new colour before it gets traffic.";
+    };
+
     instances = mkOption {
       type = types.attrsOf (types.submodule instanceModule);
       default = { };
@@ -242,6 +259,11 @@ in
         type = types.port;
         default = 8082;
         description = "Loopback port of Traefik's API, ping and Prometheus metrics.";
+      };
+      loopbackPort = mkOption {
+        type = types.port;
+        default = 8081;
+        description = "With ACME only: loopback port of a plain-HTTP entry point `loopback` serving the same routers, through which `wsctl` checks the host (`web` then only redirects).";
       };
       domain = mkOption {
         type = types.nullOr types.str;
@@ -365,13 +387,14 @@ in
         }];
 
       systemd.packages = [ cfg.package ];
-      environment.systemPackages = [ cfg.wsctlPackage ];
+      environment.systemPackages = [ cfg.wsctlPackage cfg.loadtestPackage ];
 
       environment.etc = mapAttrs'
         (name: inst:
           let units = instancesLib.unitSettings name inst; in
           nameValuePair units.envFileName { text = units.envFileText; })
-        instances;
+        instances
+      // { "concurrent-socket/wsctl.json".source = wsctlConfig; };
 
       systemd.services = mapAttrs'
         (name: _:
@@ -432,6 +455,7 @@ in
           webAddress = ":${toString cfg.traefik.httpPort}";
           websecureAddress = ":${toString cfg.traefik.httpsPort}";
           apiAddress = "127.0.0.1:${toString cfg.traefik.apiPort}";
+          loopbackAddress = if acme then loopbackAddress else null;
           acme =
             if acme then {
               inherit (cfg.traefik.acme) email caServer;
@@ -518,7 +542,7 @@ in
           dashboards.settings.providers = [{
             name = "concurrent-socket";
             folder = "concurrent-socket";
-            options.path = "${cfg.package}/share/concurrent-socket/grafana";
+            options.path = "${cfg.package}/share/concurrent-socket/grafana/dashboards";
           }];
         };
       };

@@ -223,12 +223,15 @@ rec {
   # `traefik` (loopback) for the API, ping and Prometheus metrics. With `acme`
   # ({ email; storage; caServer ? null; }), `web` redirects to `websecure` and
   # certificates come from Let's Encrypt through the HTTP-01 challenge on `web`.
+  # `loopbackAddress` adds a plain entry point `loopback` for probes from the host itself
+  # (wsctl), which `web` cannot serve once it redirects to HTTPS.
   # `dynamicDir` null leaves the file provider to the caller (the NixOS module sets it
   # through services.traefik.dynamic.dir).
   static =
     { webAddress ? ":80"
     , websecureAddress ? ":443"
     , apiAddress ? "127.0.0.1:8082"
+    , loopbackAddress ? null
     , acme ? null
     , dynamicDir ? null
     , logLevel ? "INFO"
@@ -263,7 +266,8 @@ rec {
           }
           // optionalAttrs (acme != null) { http.tls.certResolver = certResolverName; };
           traefik.address = apiAddress;
-        };
+        }
+        // optionalAttrs (loopbackAddress != null) { loopback.address = loopbackAddress; };
         # The API answers on the loopback `traefik` entry point only.
         api = {
           insecure = true;

@@ -62,6 +62,7 @@ let
     };
   };
   plainStatic = traefik.static { dynamicDir = "/var/lib/concurrent-socket/traefik"; };
+  loopbackStatic = traefik.static { loopbackAddress = "127.0.0.1:8081"; };
 
   blueUnits = instances.unitSettings "blue" instances.defaultInstances.blue;
 
@@ -172,6 +173,8 @@ let
     (eq "no ACME, no resolver" (plainStatic ? certificatesResolvers) false)
     (eq "no ACME, no redirect" (plainStatic.entryPoints.web ? http) false)
     (eq "API on loopback" plainStatic.entryPoints.traefik.address "127.0.0.1:8082")
+    (eq "entry points" (builtins.attrNames plainStatic.entryPoints) [ "traefik" "web" "websecure" ])
+    (eq "loopback entry point for host probes" loopbackStatic.entryPoints.loopback { address = "127.0.0.1:8081"; })
     (eq "metrics on the API entry point" plainStatic.metrics.prometheus.entryPoint "traefik")
     (eq "file provider watches the directory" plainStatic.providers.file { directory = "/var/lib/concurrent-socket/traefik"; watch = true; })
     (fails "ACME without e-mail" (traefik.static { acme = { email = ""; storage = "/x"; }; }))
