@@ -31,12 +31,12 @@ let
   cfg = config.services.concurrent-socket;
   instancesLib = import ./lib/instances.nix { };
   traefikLib = import ./lib/traefik.nix { };
+  monitoringLib = import ./lib/monitoring.nix { };
   json = pkgs.formats.json { };
 
   stateDir = "/var/lib/concurrent-socket";
   traefikDir = "${stateDir}/traefik";
-  lokiPort = 3100;
-  grafanaPort = 3000;
+  lokiUrl = "http://127.0.0.1:${toString monitoringLib.ports.loki}";
 
   # The instances as the pure library takes them: unset (null) settings dropped.
   instances = mapAttrs
@@ -335,7 +335,7 @@ in
       enable = mkOption {
         type = types.bool;
         default = true;
-        description = "Run Grafana on 127.0.0.1:${toString grafanaPort} with Prometheus and Loki datasources and the shipped dashboards.";
+        description = "Run Grafana on 127.0.0.1:${toString monitoringLib.ports.grafana} with Prometheus and Loki datasources and the shipped dashboards.";
       };
       secretKeyFile = mkOption {
         type = types.str;
@@ -348,7 +348,7 @@ in
       enable = mkOption {
         type = types.bool;
         default = true;
-        description = "Run Loki on 127.0.0.1:${toString lokiPort} and ship the journal to it with Grafana Alloy.";
+        description = "Run Loki on 127.0.0.1:${toString monitoringLib.ports.loki} and ship the journal to it with Grafana Alloy.";
       };
       retention = mkOption {
         type = types.str;
@@ -481,24 +481,15 @@ in
       services.prometheus = {
         enable = true;
         listenAddress = "127.0.0.1";
+        port = monitoringLib.ports.prometheus;
         inherit (cfg.prometheus) retentionTime ruleFiles;
         globalConfig = {
           scrape_interval = cfg.prometheus.scrapeInterval;
           evaluation_interval = cfg.prometheus.scrapeInterval;
         };
-        scrapeConfigs = [
-          {
-            job_name = "concurrent-socket";
-            static_configs = mapAttrsToList
-              (name: inst: {
-                targets = [ (instancesLib.metricsTarget inst) ];
-                labels.colour = name;
-              })
-              instances;
-          }
-        ] ++ optional cfg.traefik.enable {
-          job_name = "traefik";
-          static_configs = [{ targets = [ "127.0.0.1:${toString cfg.traefik.apiPort}" ]; }];
+        scrapeConfigs = monitoringLib.scrapeConfigs {
+          inherit instances;
+          traefikTarget = if cfg.traefik.enable then "127.0.0.1:${toString cfg.traefik.apiPort}" else null;
         };
         alertmanagers = optional cfg.prometheus.alertmanager.enable {
           static_configs = [{ targets = [ "127.0.0.1:${toString config.services.prometheus.alertmanager.port}" ]; }];
@@ -517,28 +508,16 @@ in
         settings = {
           server = {
             http_addr = "127.0.0.1";
-            http_port = grafanaPort;
+            http_port = monitoringLib.ports.grafana;
           };
           security.secret_key = "$__file{${cfg.grafana.secretKeyFile}}";
         };
         provision = {
           enable = true;
-          # Dashboards refer to the datasources by these uids.
-          datasources.settings.datasources =
-            optional cfg.prometheus.enable
-              {
-                name = "Prometheus";
-                type = "prometheus";
-                uid = "prometheus";
-                url = "http://127.0.0.1:${toString config.services.prometheus.port}";
-                isDefault = true;
-              }
-            ++ optional cfg.loki.enable {
-              name = "Loki";
-              type = "loki";
-              uid = "loki";
-              url = "http://127.0.0.1:${toString lokiPort}";
-            };
+          datasources.settings.datasources = monitoringLib.grafanaDatasources {
+            prometheusUrl = if cfg.prometheus.enable then "http://127.0.0.1:${toString monitoringLib.ports.prometheus}" else null;
+            lokiUrl = if cfg.loki.enable then lokiUrl else null;
+          };
           dashboards.settings.providers = [{
             name = "concurrent-socket";
             folder = "concurrent-socket";
@@ -557,89 +536,13 @@ in
     (mkIf cfg.loki.enable {
       services.loki = {
         enable = true;
-        configuration = {
-          auth_enabled = false;
-          server = {
-            http_listen_address = "127.0.0.1";
-            http_listen_port = lokiPort;
-            grpc_listen_address = "127.0.0.1";
-            grpc_listen_port = 9096;
-          };
-          common = {
-            path_prefix = config.services.loki.dataDir;
-            replication_factor = 1;
-            ring = {
-              instance_addr = "127.0.0.1";
-              kvstore.store = "inmemory";
-            };
-            storage.filesystem = {
-              chunks_directory = "${config.services.loki.dataDir}/chunks";
-              rules_directory = "${config.services.loki.dataDir}/rules";
-            };
-          };
-          schema_config.configs = [{
-            from = "2026-01-01";
-            store = "tsdb";
-            object_store = "filesystem";
-            schema = "v13";
-            index = {
-              prefix = "index_";
-              period = "24h";
-            };
-          }];
-          limits_config = {
-            retention_period = cfg.loki.retention;
-            # Alloy labels each line with its journal priority (label `level`).
-            retention_stream = [{
-              selector = ''{level=~"emerg|alert|crit|error"}'';
-              priority = 1;
-              period = cfg.loki.errorRetention;
-            }];
-          };
-          compactor = {
-            working_directory = "${config.services.loki.dataDir}/compactor";
-            retention_enabled = true;
-            delete_request_store = "filesystem";
-          };
+        configuration = monitoringLib.lokiConfig {
+          inherit (config.services.loki) dataDir;
+          inherit (cfg.loki) retention errorRetention;
         };
       };
-
       services.alloy.enable = true;
-      # Journal -> Loki with labels unit (systemd unit), instance (the colour of ws@COLOUR)
-      # and level (journal priority, for the longer error retention).
-      environment.etc."alloy/config.alloy".text = ''
-        loki.relabel "journal" {
-          forward_to = []
-
-          rule {
-            source_labels = ["__journal__systemd_unit"]
-            target_label  = "unit"
-          }
-
-          rule {
-            source_labels = ["__journal__systemd_unit"]
-            regex         = "ws@(.+)\\.service"
-            target_label  = "instance"
-          }
-
-          rule {
-            source_labels = ["__journal_priority_keyword"]
-            target_label  = "level"
-          }
-        }
-
-        loki.source.journal "journal" {
-          forward_to    = [loki.write.local.receiver]
-          relabel_rules = loki.relabel.journal.rules
-          labels        = { job = "systemd-journal" }
-        }
-
-        loki.write "local" {
-          endpoint {
-            url = "http://127.0.0.1:${toString lokiPort}/loki/api/v1/push"
-          }
-        }
-      '';
+      environment.etc."alloy/config.alloy".text = monitoringLib.alloyConfig { inherit lokiUrl; };
     })
   ]);
 }

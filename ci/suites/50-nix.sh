@@ -4,6 +4,7 @@
 # Traefik v3's JSON schemas and, loaded into a real Traefik in front of two real servers
 # (blue and green), raise no error, route to the seeded colour, and switch new connections
 # to green when routing.yml is rewritten while a WebSocket opened before stays up; the
+# Prometheus configuration it renders passes promtool and scrapes both colours and Traefik; the
 # flake's outputs have the expected structure (with an empty stand-in for nixpkgs, which
 # is not reachable offline: structure only, nothing is built).
 set -euo pipefail
@@ -238,6 +239,29 @@ if grep -Ei 'field not found|unknown (key|field)' "$WORK/traefik.log" "$WORK/tra
   die "Traefik rejected keys (above)"
 fi
 echo "RESULT traefik log: no ERR lines, no unknown keys"
+
+# ---- Prometheus as the module configures it, scraping the real servers and Traefik ----------
+PROM=$(free_port)
+rule_files=$(printf '"%s" ' "$REPO"/alerts/*.yml)
+nix-instantiate --eval --strict --json -E "(import $REPO/nixos/lib/monitoring.nix { }).prometheusConfig {
+  instances = $INSTANCES; traefikTarget = \"127.0.0.1:$API\"; ruleFiles = [ $rule_files ]; interval = \"1s\"; }" \
+  > "$WORK/prometheus.yml"
+promtool check config "$WORK/prometheus.yml" > "$WORK/promtool.out" 2>&1 || { cat "$WORK/promtool.out"; die "promtool rejects the configuration"; }
+prometheus --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/prometheus" \
+  --web.listen-address="127.0.0.1:$PROM" > "$WORK/prometheus.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$PROM/-/ready" 30 || { cat "$WORK/prometheus.log"; die "prometheus did not start"; }
+up_query() {
+  curl -fsS "http://127.0.0.1:$PROM/api/v1/query" --data-urlencode 'query=up == 1' |
+    jq -r '[.data.result[].metric | "\(.job)/\(.colour // "-")"] | sort | join(" ")'
+}
+want_up="concurrent-socket/blue concurrent-socket/green traefik/-"
+deadline=$((SECONDS + 30))
+until [ "$(up_query)" = "$want_up" ]; do
+  [ $SECONDS -lt $deadline ] || die "Prometheus up targets: '$(up_query)', want '$want_up'"
+  sleep 0.5
+done
+echo "RESULT prometheus: promtool accepts the module's configuration with alerts/*.yml; up: $want_up"
 
 # ---- the flake's structure (nixpkgs replaced by an empty flake) ----------------------------
 mkdir -p "$WORK/flake" "$WORK/stub"

@@ -17,6 +17,7 @@ let
 
   instances = import ../lib/instances.nix { };
   traefik = import ../lib/traefik.nix { };
+  monitoring = import ../lib/monitoring.nix { };
 
   # A case: its name, what the library gave, what it must be.
   eq = name: got: want: { inherit name got want; };
@@ -65,6 +66,13 @@ let
   loopbackStatic = traefik.static { loopbackAddress = "127.0.0.1:8081"; };
 
   blueUnits = instances.unitSettings "blue" instances.defaultInstances.blue;
+
+  scrape = monitoring.scrapeConfigs { };
+  loki = monitoring.lokiConfig { };
+  alloy = monitoring.alloyConfig { };
+  alloyLines = builtins.filter builtins.isString (builtins.split "\n" alloy);
+  # Alloy's configuration, checked line by line (indentation included).
+  alloyHas = line: builtins.elem line alloyLines;
 
   # Names a router or weighted service refers to that no file defines.
   dangling =
@@ -178,6 +186,31 @@ let
     (eq "metrics on the API entry point" plainStatic.metrics.prometheus.entryPoint "traefik")
     (eq "file provider watches the directory" plainStatic.providers.file { directory = "/var/lib/concurrent-socket/traefik"; watch = true; })
     (fails "ACME without e-mail" (traefik.static { acme = { email = ""; storage = "/x"; }; }))
+
+    # Monitoring (docs/architecture.md, "Metrics"): jobs, labels, retentions, journal labels.
+    (eq "scrape jobs" (map (j: j.job_name) scrape) [ "concurrent-socket" "traefik" ])
+    (eq "one target per colour, labelled" (builtins.head scrape).static_configs [
+      { targets = [ "127.0.0.1:9464" ]; labels.colour = "blue"; }
+      { targets = [ "127.0.0.1:9465" ]; labels.colour = "green"; }
+    ])
+    (eq "Traefik metrics on its API port" (builtins.elemAt scrape 1).static_configs [{ targets = [ "127.0.0.1:8082" ]; }])
+    (eq "no Traefik job without Traefik" (map (j: j.job_name) (monitoring.scrapeConfigs { traefikTarget = null; })) [ "concurrent-socket" ])
+    (eq "prometheus.yml alerting" (monitoring.prometheusConfig { alertmanagerTarget = "127.0.0.1:9093"; }).alerting.alertmanagers [{ static_configs = [{ targets = [ "127.0.0.1:9093" ]; }]; }])
+    (eq "log retention 14 days" loki.limits_config.retention_period "336h")
+    (eq "error retention 30 days" loki.limits_config.retention_stream [{ selector = "{level=~\"emerg|alert|crit|error\"}"; priority = 1; period = "720h"; }])
+    (eq "compactor enforces retention" (with loki.compactor; [ retention_enabled delete_request_store ]) [ true "filesystem" ])
+    (eq "Alloy labels unit, instance (colour) and level"
+      (map alloyHas [
+        "    source_labels = [\"__journal__systemd_unit\"]"
+        "    target_label  = \"unit\""
+        "    regex         = \"ws@(.+)\\\\.service\""
+        "    target_label  = \"instance\""
+        "    source_labels = [\"__journal_priority_keyword\"]"
+        "    target_label  = \"level\""
+      ]) [ true true true true true true ])
+    (eq "Alloy pushes to Loki" (alloyHas "    url = \"http://127.0.0.1:3100/loki/api/v1/push\"") true)
+    (eq "datasource uids" (map (d: d.uid) (monitoring.grafanaDatasources { })) [ "prometheus" "loki" ])
+    (eq "no Loki datasource without Loki" (map (d: d.uid) (monitoring.grafanaDatasources { lokiUrl = null; })) [ "prometheus" ])
   ];
 
   failed = filter (c: c.got != c.want) cases;
