@@ -13,14 +13,18 @@ locals {
   # Nix's name for the AMI's architecture.
   nix_system = var.architecture == "arm64" ? "aarch64-linux" : "x86_64-linux"
 
-  # Ports on a WebSocket host (docs/architecture.md). Traefik's entry points are public through
-  # the NLB; the metrics listeners are opened to the monitoring host only.
-  traefik_ports = { http = 80, https = 443 }
+  # Ports on a WebSocket host (docs/architecture.md, terraform/nixos/fleet-host.nix). Traefik's
+  # entry points are public through the NLB. Its `nlb-health` entry point answers the NLB's
+  # health check. The server's and Traefik's metrics listen on loopback only; fleet-host.nix
+  # exposes each on the private network through systemd-socket-proxyd, on the ports below,
+  # which only the monitoring host may reach.
+  traefik_ports     = { http = 80, https = 443 }
+  health_check_port = 8081
   metrics_ports = {
-    blue    = 9464 # ws-metrics@blue
-    green   = 9465 # ws-metrics@green
-    traefik = 8082 # Traefik's API/metrics entry point
-    node    = 9100 # prometheus-node-exporter
+    blue    = 19464 # -> 127.0.0.1:9464, ws-metrics@blue
+    green   = 19465 # -> 127.0.0.1:9465, ws-metrics@green
+    traefik = 18082 # -> 127.0.0.1:8082, Traefik's metrics entry point
+    node    = 9100  # prometheus-node-exporter
   }
   # On the monitoring host: where the WebSocket hosts push logs, and Grafana.
   loki_port    = 3100

@@ -74,3 +74,87 @@ locals {
   vpc_id     = local.create_vpc ? aws_vpc.this[0].id : var.vpc_id
   subnet_ids = local.create_vpc ? aws_subnet.public[*].id : var.subnet_ids
 }
+
+# VPC flow logs (accepted and rejected flows) of the new VPC, to an encrypted CloudWatch log
+# group: who talked to the hosts, for incident response. An existing VPC keeps its own logging.
+resource "aws_flow_log" "this" {
+  count                = local.create_vpc ? 1 : 0
+  vpc_id               = aws_vpc.this[0].id
+  traffic_type         = "ALL"
+  log_destination_type = "cloud-watch-logs"
+  log_destination      = aws_cloudwatch_log_group.flow_logs[0].arn
+  iam_role_arn         = aws_iam_role.flow_logs[0].arn
+  tags                 = merge(local.common_tags, { Name = "${var.name}-flow-logs" })
+}
+
+resource "aws_cloudwatch_log_group" "flow_logs" {
+  count             = local.create_vpc ? 1 : 0
+  name              = "/vpc/${var.name}/flow-logs"
+  retention_in_days = var.flow_log_retention_days
+  kms_key_id        = aws_kms_key.logs[0].arn
+  tags              = local.common_tags
+}
+
+data "aws_caller_identity" "current" {}
+
+resource "aws_kms_key" "logs" {
+  count                   = local.create_vpc ? 1 : 0
+  description             = "${var.name}: encrypts the VPC flow logs"
+  enable_key_rotation     = true
+  deletion_window_in_days = 30
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [
+      {
+        Sid       = "AccountAdministers"
+        Effect    = "Allow"
+        Principal = { AWS = "arn:aws:iam::${data.aws_caller_identity.current.account_id}:root" }
+        Action    = "kms:*"
+        Resource  = "*"
+      },
+      {
+        Sid       = "CloudWatchLogsEncryptsThisFleetsLogs"
+        Effect    = "Allow"
+        Principal = { Service = "logs.${data.aws_region.current.name}.amazonaws.com" }
+        Action    = ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
+        Resource  = "*"
+        Condition = {
+          ArnEquals = {
+            "kms:EncryptionContext:aws:logs:arn" = "arn:aws:logs:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:log-group:/vpc/${var.name}/flow-logs"
+          }
+        }
+      },
+    ]
+  })
+  tags = local.common_tags
+}
+
+resource "aws_iam_role" "flow_logs" {
+  count       = local.create_vpc ? 1 : 0
+  name        = "${var.name}-flow-logs"
+  description = "VPC flow logs of fleet ${var.name} write to their log group"
+  assume_role_policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Effect    = "Allow"
+      Principal = { Service = "vpc-flow-logs.amazonaws.com" }
+      Action    = "sts:AssumeRole"
+      Condition = { StringEquals = { "aws:SourceAccount" = data.aws_caller_identity.current.account_id } }
+    }]
+  })
+  tags = local.common_tags
+}
+
+resource "aws_iam_role_policy" "flow_logs" {
+  count = local.create_vpc ? 1 : 0
+  name  = "write-flow-logs"
+  role  = aws_iam_role.flow_logs[0].id
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Effect   = "Allow"
+      Action   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
+      Resource = "${aws_cloudwatch_log_group.flow_logs[0].arn}:*"
+    }]
+  })
+}

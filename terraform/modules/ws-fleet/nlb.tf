@@ -2,12 +2,16 @@
 # Traefik terminates TLS (its ACME certificates) and sees the client's own address (client IP
 # preservation of instance targets), which the server's per-IP connection cap relies on.
 #
-# Health check: HTTP GET /ready on Traefik's port 80, not Traefik's ping and not a colour's own
-# port. Traefik routes /ready to the active colour (routing.yml), so a host is healthy only when
-# its Traefik runs AND the colour it sends traffic to is ready; a draining or starting server
-# answers 503 and the host leaves the rotation. Both target groups use the same check.
+# Health check: HTTP GET /ready on Traefik's `nlb-health` entry point (port 8081, added by
+# terraform/nixos/fleet-host.nix), where one router sends /ready to the `ws-active` service.
+# So a host is healthy only when its Traefik runs AND the colour it routes to is ready: a
+# starting or draining server answers 503 and the host leaves the rotation. Not Traefik's ping
+# (healthy with both colours down), not a colour's own port (loopback, and it bypasses
+# Traefik), and not /ready on port 80 or 443: with ACME, port 80 redirects to HTTPS, and with a
+# domain the routers require a Host header that the NLB's health checks do not send.
 
 resource "aws_lb" "this" {
+  # checkov:skip=CKV2_AWS_20: An ALB check; this is an NLB passing TCP through, and Traefik on the hosts redirects HTTP to HTTPS itself.
   name                             = "${var.name}-nlb"
   load_balancer_type               = "network"
   internal                         = false
@@ -44,7 +48,7 @@ resource "aws_lb_target_group" "traefik" {
 
   health_check {
     protocol            = "HTTP"
-    port                = tostring(local.traefik_ports.http)
+    port                = tostring(local.health_check_port)
     path                = "/ready"
     matcher             = "200"
     interval            = 10

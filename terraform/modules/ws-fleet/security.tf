@@ -43,6 +43,12 @@ locals {
       description = "NLB to Traefik (${name}), client traffic and health checks"
     }
   }
+  health_rules = {
+    "ws-health-from-nlb" = {
+      sg          = "ws", port = local.health_check_port, cidr = null, source_sg = "nlb"
+      description = "NLB health checks to Traefik's nlb-health entry point"
+    }
+  }
   metrics_rules = {
     for name, port in local.metrics_ports : "ws-metrics-${name}-from-monitoring" => {
       sg          = "ws", port = port, cidr = null, source_sg = "monitoring"
@@ -63,7 +69,7 @@ locals {
     }
   }
 
-  ingress_rules = merge(local.public_rules, local.nlb_to_ws_rules, local.metrics_rules, local.admin_rules, local.loki_rules)
+  ingress_rules = merge(local.public_rules, local.nlb_to_ws_rules, local.health_rules, local.metrics_rules, local.admin_rules, local.loki_rules)
 }
 
 resource "aws_vpc_security_group_ingress_rule" "this" {
@@ -78,9 +84,9 @@ resource "aws_vpc_security_group_ingress_rule" "this" {
   tags                         = merge(local.common_tags, { Name = each.key })
 }
 
-# The NLB forwards only to the hosts' Traefik ports.
+# The NLB forwards only to the hosts' Traefik ports and health-checks them.
 resource "aws_vpc_security_group_egress_rule" "nlb_to_ws" {
-  for_each                     = local.traefik_ports
+  for_each                     = merge(local.traefik_ports, { health = local.health_check_port })
   security_group_id            = aws_security_group.nlb.id
   description                  = "NLB to Traefik (${each.key})"
   ip_protocol                  = "tcp"

@@ -119,9 +119,9 @@ variable "architecture" {
 }
 
 variable "nixos_release" {
-  description = "NixOS release of the official AMI the hosts boot from (for example 25.05)."
+  description = "NixOS release of the official AMI the hosts boot from (for example 26.05, the release of the flake's nixpkgs)."
   type        = string
-  default     = "25.05"
+  default     = "26.05"
   validation {
     condition     = can(regex("^[0-9]{2}\\.(05|11)$", var.nixos_release))
     error_message = "nixos_release must look like 25.05 or 25.11."
@@ -235,5 +235,15 @@ variable "domain_name" {
   validation {
     condition     = var.route53_zone_id == null || var.domain_name != null
     error_message = "route53_zone_id needs domain_name (the record to create)."
+  }
+}
+
+variable "flow_log_retention_days" {
+  description = "Days the new VPC's flow logs are kept (a CloudWatch Logs retention value)."
+  type        = number
+  default     = 365
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.flow_log_retention_days)
+    error_message = "flow_log_retention_days must be a CloudWatch Logs retention value (1, 3, 5, 7, 14, 30, ..., 365, 400, ..., 3653)."
   }
 }

@@ -2,44 +2,7 @@
 # apply the module against generated values and check what it would create.
 
 mock_provider "aws" {
-  mock_data "aws_availability_zones" {
-    defaults = {
-      names = ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
-    }
-  }
-  mock_data "aws_ami" {
-    defaults = {
-      id = "ami-0123456789abcdef0"
-    }
-  }
-  mock_data "aws_region" {
-    defaults = {
-      name = "eu-west-1"
-    }
-  }
-  mock_resource "aws_instance" {
-    defaults = {
-      availability_zone = "eu-west-1a"
-      private_ip        = "10.40.0.10"
-      public_ip         = "198.51.100.10"
-    }
-  }
-  mock_resource "aws_lb_target_group" {
-    defaults = {
-      arn = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/fleet/0123456789abcdef"
-    }
-  }
-  mock_resource "aws_eip" {
-    defaults = {
-      public_ip = "198.51.100.200"
-    }
-  }
-  mock_resource "aws_lb" {
-    defaults = {
-      dns_name = "fleet-nlb-0123456789.elb.eu-west-1.amazonaws.com"
-      arn      = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/net/fleet-nlb/0123456789abcdef"
-    }
-  }
+  source = "../../mocks"
 }
 
 variables {
@@ -101,14 +64,14 @@ run "no_security_group_opens_ssh_or_metrics_to_the_internet" {
     condition = alltrue([
       for rule in aws_vpc_security_group_ingress_rule.this :
       rule.referenced_security_group_id == aws_security_group.monitoring.id && rule.cidr_ipv4 == null
-      if contains([9464, 9465, 8082, 9100], rule.from_port)
+      if contains([19464, 19465, 18082, 9100], rule.from_port)
     ])
-    error_message = "The metrics ports (9464, 9465, 8082, 9100) must be open to the monitoring host's security group only."
+    error_message = "The metrics ports (19464, 19465, 18082, 9100) must be open to the monitoring host's security group only."
   }
   assert {
     condition = length([
       for rule in aws_vpc_security_group_ingress_rule.this : rule
-      if contains([9464, 9465, 8082, 9100], rule.from_port) && rule.security_group_id == aws_security_group.ws.id
+      if contains([19464, 19465, 18082, 9100], rule.from_port) && rule.security_group_id == aws_security_group.ws.id
     ]) == 4
     error_message = "Each metrics port of the WebSocket hosts must have its rule from the monitoring host."
   }
@@ -116,9 +79,9 @@ run "no_security_group_opens_ssh_or_metrics_to_the_internet" {
     condition = alltrue([
       for rule in aws_vpc_security_group_ingress_rule.this :
       rule.referenced_security_group_id == aws_security_group.nlb.id
-      if rule.security_group_id == aws_security_group.ws.id && contains([80, 443], rule.from_port)
+      if rule.security_group_id == aws_security_group.ws.id && contains([80, 443, 8081], rule.from_port)
     ])
-    error_message = "Traefik on the WebSocket hosts must take 80/443 from the NLB only."
+    error_message = "Traefik on the WebSocket hosts must take 80/443 and health checks (8081) from the NLB only."
   }
 }
 
@@ -182,8 +145,8 @@ run "load_balancer_suits_websockets" {
     error_message = "The NLB must pass TCP through with a one-hour idle timeout."
   }
   assert {
-    condition     = alltrue([for tg in aws_lb_target_group.traefik : tg.health_check[0].path == "/ready" && tg.health_check[0].protocol == "HTTP" && tg.health_check[0].port == "80" && tg.health_check[0].matcher == "200"])
-    error_message = "Both target groups must check HTTP /ready through Traefik's port 80 and accept only 200."
+    condition     = alltrue([for tg in aws_lb_target_group.traefik : tg.health_check[0].path == "/ready" && tg.health_check[0].protocol == "HTTP" && tg.health_check[0].port == "8081" && tg.health_check[0].matcher == "200"])
+    error_message = "Both target groups must check HTTP /ready on Traefik's nlb-health entry point (8081) and accept only 200."
   }
   assert {
     condition     = alltrue([for tg in aws_lb_target_group.traefik : tg.preserve_client_ip == "true" && tg.connection_termination == false])

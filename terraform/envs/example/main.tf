@@ -1,0 +1,29 @@
+# Example environment: one fleet of concurrent-socket WebSocket hosts with its monitoring host,
+# in a new VPC, from the module terraform/modules/ws-fleet. Copy this directory per
+# environment (staging, production), fill terraform.tfvars from terraform.tfvars.example and
+# enable the remote state in backend.tf.
+
+provider "aws" {
+  region = var.region
+  default_tags {
+    tags = { Environment = var.environment }
+  }
+}
+
+module "fleet" {
+  source = "../../modules/ws-fleet"
+
+  name                = "${var.name}-${var.environment}"
+  host_count          = var.host_count
+  instance_type       = var.instance_type
+  admin_cidrs         = var.admin_cidrs
+  flake_ref           = var.flake_ref
+  acme_email          = var.acme_email
+  ssh_key_name        = var.ssh_key_name
+  ssh_authorized_keys = var.ssh_authorized_keys
+  server_settings     = var.server_settings
+  route53_zone_id     = var.route53_zone_id
+  domain_name         = var.domain_name
+  deletion_protection = var.deletion_protection
+  tags                = merge(var.tags, { Environment = var.environment, Service = "concurrent-socket" })
+}

@@ -1,0 +1,102 @@
+variable "region" {
+  description = "AWS region of the fleet."
+  type        = string
+  default     = "eu-west-1"
+  validation {
+    condition     = can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", var.region))
+    error_message = "region must be an AWS region name like eu-west-1."
+  }
+}
+
+variable "name" {
+  description = "Service name; resources are named <name>-<environment>-..."
+  type        = string
+  default     = "ws"
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9]{0,7}$", var.name))
+    error_message = "name must be 1 to 8 lower-case letters or digits, starting with a letter."
+  }
+}
+
+variable "environment" {
+  description = "Environment name (a tag and part of every resource name)."
+  type        = string
+  default     = "example"
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9]{0,10}$", var.environment))
+    error_message = "environment must be 1 to 11 lower-case letters or digits, starting with a letter."
+  }
+}
+
+variable "host_count" {
+  description = "Number of WebSocket hosts."
+  type        = number
+  default     = 3
+  validation {
+    condition     = var.host_count >= 2 && floor(var.host_count) == var.host_count
+    error_message = "host_count must be a whole number of at least 2: a rollout takes hosts out of the load balancer in turn."
+  }
+}
+
+variable "instance_type" {
+  description = "Instance type of the WebSocket hosts."
+  type        = string
+  default     = "c7i.xlarge"
+}
+
+variable "admin_cidrs" {
+  description = "Networks of the operators (SSH for the rollout, Grafana)."
+  type        = list(string)
+}
+
+variable "flake_ref" {
+  description = "Flake reference of this repository, pinned to a revision, that new hosts boot."
+  type        = string
+}
+
+variable "acme_email" {
+  description = "Let's Encrypt account e-mail for Traefik."
+  type        = string
+}
+
+variable "ssh_key_name" {
+  description = "EC2 key pair for root on first boot (null: ssh_authorized_keys only)."
+  type        = string
+  default     = null
+}
+
+variable "ssh_authorized_keys" {
+  description = "Operators' SSH public keys for root (the rollout logs in as root)."
+  type        = list(string)
+  default     = []
+}
+
+variable "server_settings" {
+  description = "Server environment for both colours (docs/architecture.md)."
+  type        = map(string)
+  default     = { MAX_CONNECTIONS = "50000" }
+}
+
+variable "route53_zone_id" {
+  description = "Hosted zone for the DNS records; null for none."
+  type        = string
+  default     = null
+}
+
+variable "domain_name" {
+  description = "Public name of the service (with route53_zone_id: an alias of the NLB)."
+  type        = string
+  default     = null
+}
+
+variable "deletion_protection" {
+  description = "Protect the load balancer from deletion."
+  type        = bool
+  default     = true
+}
+
+variable "tags" {
+  description = "Extra tags for every resource (team, cost centre)."
+  type        = map(string)
+  default     = {}
+}

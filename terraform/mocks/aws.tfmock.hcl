@@ -1,0 +1,63 @@
+# Values of the mocked AWS provider shared by the tests of terraform/modules/ws-fleet and
+# terraform/envs/example: what the assertions rely on, and well-formed ARNs where the provider's
+# own validation (which still runs under a mock) wants one.
+
+mock_data "aws_availability_zones" {
+  defaults = {
+    names = ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
+  }
+}
+mock_data "aws_ami" {
+  defaults = {
+    id = "ami-0123456789abcdef0"
+  }
+}
+mock_data "aws_region" {
+  defaults = {
+    name = "eu-west-1"
+  }
+}
+mock_resource "aws_instance" {
+  defaults = {
+    availability_zone = "eu-west-1a"
+    private_ip        = "10.40.0.10"
+    public_ip         = "198.51.100.10"
+  }
+}
+mock_resource "aws_lb_target_group" {
+  defaults = {
+    arn = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/fleet/0123456789abcdef"
+  }
+}
+mock_resource "aws_eip" {
+  defaults = {
+    public_ip = "198.51.100.200"
+  }
+}
+mock_resource "aws_lb" {
+  defaults = {
+    dns_name = "fleet-nlb-0123456789.elb.eu-west-1.amazonaws.com"
+    arn      = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/net/fleet-nlb/0123456789abcdef"
+  }
+}
+
+mock_resource "aws_cloudwatch_log_group" {
+  defaults = {
+    arn = "arn:aws:logs:eu-west-1:123456789012:log-group:/vpc/fleet/flow-logs"
+  }
+}
+mock_resource "aws_iam_role" {
+  defaults = {
+    arn = "arn:aws:iam::123456789012:role/fleet"
+  }
+}
+mock_resource "aws_kms_key" {
+  defaults = {
+    arn = "arn:aws:kms:eu-west-1:123456789012:key/00000000-0000-0000-0000-000000000000"
+  }
+}
+mock_data "aws_caller_identity" {
+  defaults = {
+    account_id = "123456789012"
+  }
+}
