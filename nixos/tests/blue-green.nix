@@ -1,6 +1,6 @@
 # NixOS VM test (pkgs.testers.runNixOSTest): boots the module with its defaults, connects
 # through Traefik to the active colour, switches with `wsctl deploy --to green` and checks
-# that new connections land on green while Traefik keeps running; then that Prometheus
+# that new connections land on green while Traefik keeps running. Also that Prometheus
 # scrapes both colours and Traefik, and that Loki holds the instances' journal lines.
 # Run: nix build .#checks.x86_64-linux.vm-blue-green
 { self }:
@@ -42,6 +42,14 @@
         assert server_id("before-switch") == "blue"
         traefik_pid = machine.succeed("systemctl show -P MainPID traefik.service").strip()
 
+    with subtest("Prometheus scrapes both colours and Traefik (both run until the first deploy)"):
+        machine.wait_for_unit("prometheus.service")
+        query = "curl -fsS 'http://127.0.0.1:9090/api/v1/query' --data-urlencode 'query=up == 1'"
+        machine.wait_until_succeeds(
+            query + " | jq -e '[.data.result[].metric | .colour // .job] | index(\"blue\") and index(\"green\") and index(\"traefik\")'",
+            timeout=60,
+        )
+
     with subtest("wsctl deploy --to green moves new connections to green"):
         machine.succeed("wsctl deploy --to green")
         assert weighted_services() == ["ws-green"], weighted_services()
@@ -53,14 +61,6 @@
 
     with subtest("the switch did not restart Traefik"):
         assert machine.succeed("systemctl show -P MainPID traefik.service").strip() == traefik_pid
-
-    with subtest("Prometheus scrapes both colours and Traefik"):
-        machine.wait_for_unit("prometheus.service")
-        query = "curl -fsS 'http://127.0.0.1:9090/api/v1/query' --data-urlencode 'query=up == 1'"
-        machine.wait_until_succeeds(
-            query + " | jq -e '[.data.result[].metric | .colour // .job] | index(\"blue\") and index(\"green\") and index(\"traefik\")'",
-            timeout=60,
-        )
 
     with subtest("Loki holds the instances' journal lines"):
         machine.wait_for_unit("loki.service")
