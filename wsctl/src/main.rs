@@ -1,3 +1,40 @@
+//! wsctl: the operator's command for blue/green deploys of concurrent-socket (docs/deploy.md).
+
+mod atomic;
+mod cli;
+mod colour;
+mod commands;
+mod config;
+mod deploy;
+mod health;
+mod host;
+mod loadgate;
+mod lock;
+mod probe;
+mod report;
+mod routing;
+mod state;
+mod status;
+mod systemd;
+
+use clap::Parser;
+
 fn main() {
-    println!("Hello, world!");
+    let cli = cli::Cli::parse();
+    let json = cli.json;
+    let code = match commands::run(cli) {
+        Ok(code) => code,
+        Err(refusal) => {
+            let message = format!("{:#}", refusal.error);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "outcome": "refused", "exitCode": refusal.code, "error": message })
+                );
+            }
+            eprintln!("wsctl: {message}");
+            refusal.code
+        }
+    };
+    std::process::exit(code);
 }

@@ -1,0 +1,208 @@
+//! Each subcommand from parsed arguments to an exit code: configuration, preconditions,
+//! the lock, then the deploy or rollback order of deploy.rs on the real host.
+
+use anyhow::{Context, Result, bail, ensure};
+
+use crate::cli::{Cli, Command, DeployArgs, RenderArgs, RollbackArgs};
+use crate::colour::Colour;
+use crate::config::{Config, Overrides};
+use crate::deploy::{self, DeployPlan, Host};
+use crate::host::{SystemdHost, Timings};
+use crate::lock::{DeployLock, LockError};
+use crate::report::{EXIT_LOCKED, EXIT_REFUSED, Outcome, Report, Reporter, StepLog};
+use crate::routing::{RoutingFile, Weights};
+use crate::state::ActiveFile;
+use crate::status;
+
+/// A command that stopped before changing anything.
+pub struct Refusal {
+    pub code: i32,
+    pub error: anyhow::Error,
+}
+
+impl From<anyhow::Error> for Refusal {
+    fn from(error: anyhow::Error) -> Self {
+        Refusal {
+            code: EXIT_REFUSED,
+            error,
+        }
+    }
+}
+
+impl From<LockError> for Refusal {
+    fn from(e: LockError) -> Self {
+        match e {
+            LockError::Held { .. } => Refusal {
+                code: EXIT_LOCKED,
+                error: e.into(),
+            },
+            LockError::Io(error) => Refusal {
+                code: EXIT_REFUSED,
+                error,
+            },
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> Result<i32, Refusal> {
+    let reporter = Reporter::new(cli.json);
+    let config = Config::load(Overrides {
+        config: cli.config,
+        public_url: cli.public_url,
+        loadtest: cli.loadtest,
+        state_dir: cli.state_dir,
+        traefik_dir: cli.traefik_dir,
+    });
+    match cli.command {
+        Command::RenderRouting(args) => render_routing(&args),
+        Command::Status => {
+            let status = status::gather(&config?);
+            if reporter.json() {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status).expect("status serialises")
+                );
+            } else {
+                status.print();
+            }
+            Ok(0)
+        }
+        Command::Deploy(args) => deploy(&config?, &args, &reporter),
+        Command::Rollback(args) => rollback(&config?, &args, &reporter),
+    }
+}
+
+fn render_routing(args: &RenderArgs) -> Result<i32, Refusal> {
+    let weights = match (&args.active, &args.weights) {
+        (Some(colour), _) => Weights::only(colour),
+        (None, Some(spec)) => Weights::parse_spec(spec)?,
+        (None, None) => unreachable!("clap requires one of --active and --weights"),
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&weights.render()).expect("a JSON value serialises")
+    );
+    Ok(0)
+}
+
+/// The colour serving now: the recorded one, else the one routing.yml sends everything to.
+fn current_colour(config: &Config) -> Result<(Colour, Option<Weights>)> {
+    let routing = RoutingFile::in_dir(&config.traefik_dir);
+    let weights = routing.read()?;
+    let recorded = ActiveFile::in_dir(&config.state_dir).read()?;
+    let active = match (recorded, weights.as_ref().and_then(Weights::sole_colour)) {
+        (Some(c), _) => c,
+        (None, Some(c)) => c.clone(),
+        (None, None) => bail!(
+            "no active colour: neither {} nor a routing.yml sending everything to one colour ({}); \
+             write one with `wsctl render-routing --active blue`",
+            config.state_dir.join("active").display(),
+            routing.path().display()
+        ),
+    };
+    config.instance(&active)?;
+    Ok((active, weights))
+}
+
+fn timings(args: &DeployArgs) -> Timings {
+    Timings {
+        ready_timeout: args.ready_timeout,
+        load_test_timeout: args.load_test_timeout,
+        load_test_args: args.load_test_args.clone(),
+        verify_connections: args.switch.verify_connections,
+        verify_window: args.verify_window,
+        switch_timeout: args.switch.switch_timeout,
+    }
+}
+
+fn deploy(config: &Config, args: &DeployArgs, reporter: &Reporter) -> Result<i32, Refusal> {
+    config.instance(&args.to)?;
+    let lock = DeployLock::acquire(&config.state_dir, &format!("deploy --to {}", args.to))?;
+    Ok(deploy_locked(config, args, reporter, lock)?)
+}
+
+fn deploy_locked(
+    config: &Config,
+    args: &DeployArgs,
+    reporter: &Reporter,
+    lock: DeployLock,
+) -> Result<i32> {
+    let (from, weights) = current_colour(config)?;
+    ensure!(from != args.to, "{} is already the active colour", args.to);
+    ensure!(
+        weights.as_ref() == Some(&Weights::only(&from)),
+        "routing.yml ({}) must send every new connection to {from} before a deploy; \
+         `wsctl rollback --to {from}` restores that",
+        weights.map_or("absent".to_owned(), |w| w.to_string())
+    );
+    let plan = DeployPlan {
+        shift: Weights::shift(&from, &args.to, args.steps)?,
+        from,
+        to: args.to.clone(),
+        step_interval: args.step_interval,
+    };
+    let mut host = SystemdHost::new(config, timings(args));
+    // The colour to return to must be serving: without it there is nothing to roll back to.
+    host.check_health(&plan.from).with_context(|| {
+        format!(
+            "{} (the active colour) must be serving before a deploy",
+            plan.from
+        )
+    })?;
+    let report = if args.dry_run {
+        drop(lock);
+        planned(&plan, &host, reporter)?
+    } else {
+        deploy::deploy(&plan, &mut host, reporter)
+    };
+    reporter.finish(&report);
+    Ok(report.outcome.exit_code())
+}
+
+fn planned(plan: &DeployPlan, host: &SystemdHost, reporter: &Reporter) -> Result<Report> {
+    reporter.heading(&format!("deploy {} -> {} (dry run)", plan.from, plan.to));
+    let mut steps = StepLog::new(reporter);
+    host.describe(plan, &mut steps)?;
+    Ok(Report {
+        command: format!("deploy --to {} --dry-run", plan.to),
+        from: plan.from.clone(),
+        to: plan.to.clone(),
+        outcome: Outcome::Planned,
+        failed_step: None,
+        error: None,
+        steps: steps.records,
+        rollback: Vec::new(),
+        total_seconds: 0.0,
+    })
+}
+
+fn rollback(config: &Config, args: &RollbackArgs, reporter: &Reporter) -> Result<i32, Refusal> {
+    let _lock = DeployLock::acquire(&config.state_dir, "rollback")?;
+    Ok(rollback_locked(config, args, reporter)?)
+}
+
+fn rollback_locked(config: &Config, args: &RollbackArgs, reporter: &Reporter) -> Result<i32> {
+    let (current, weights) = current_colour(config)?;
+    let to = match &args.to {
+        Some(to) => to.clone(),
+        None => config.other_colour(&current)?,
+    };
+    config.instance(&to)?;
+    let fully_routed = weights.as_ref() == Some(&Weights::only(&to));
+    ensure!(
+        !(current == to && fully_routed),
+        "{to} is already active and receives every new connection"
+    );
+    // The colour left behind: the recorded one, or the other one when that is `to` (an
+    // unfinished switch being undone).
+    let from = if current != to {
+        current
+    } else {
+        config.other_colour(&to)?
+    };
+    let timings = Timings::switch_only(args.switch.verify_connections, args.switch.switch_timeout);
+    let mut host = SystemdHost::new(config, timings);
+    let report = deploy::switch_back(&from, &to, !args.no_drain, &mut host, reporter);
+    reporter.finish(&report);
+    Ok(report.outcome.exit_code())
+}

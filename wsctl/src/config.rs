@@ -1,0 +1,274 @@
+//! Where wsctl finds things: each colour's loopback ports, Traefik's public URL, the
+//! `loadtest` binary, the state and Traefik directories. Defaults are docs/architecture.md's;
+//! a JSON file (`$WSCTL_CONFIG`, default /etc/concurrent-socket/wsctl.json) overrides them,
+//! and flags or environment variables override the file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde::Deserialize;
+
+use crate::colour::Colour;
+
+pub const DEFAULT_CONFIG: &str = "/etc/concurrent-socket/wsctl.json";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/concurrent-socket";
+/// Traefik's `web` entry point on the same host.
+pub const DEFAULT_PUBLIC_URL: &str = "ws://127.0.0.1:80";
+/// The instances listen on loopback only; Traefik is their public side.
+const INSTANCE_HOST: &str = "127.0.0.1";
+
+/// One colour's listeners (the same field names as nixos/lib/instances.nix).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Instance {
+    pub port: u16,
+    pub metrics_port: u16,
+}
+
+impl Instance {
+    /// Public listener, for /health and /ready.
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{INSTANCE_HOST}:{}{path}", self.port)
+    }
+
+    /// Public listener, for the load test against this colour alone.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{INSTANCE_HOST}:{}", self.port)
+    }
+
+    pub fn metrics_url(&self) -> String {
+        format!("http://{INSTANCE_HOST}:{}/metrics", self.metrics_port)
+    }
+}
+
+/// The file's shape; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ConfigFile {
+    instances: Option<BTreeMap<Colour, Instance>>,
+    public_url: Option<String>,
+    loadtest: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    traefik_dir: Option<PathBuf>,
+}
+
+/// Values given on the command line or in the environment; they win over the file.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub public_url: Option<String>,
+    pub loadtest: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub traefik_dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub instances: BTreeMap<Colour, Instance>,
+    /// Traefik's WebSocket entry point, as clients reach it (`ws://HOST:PORT`).
+    pub public_url: String,
+    pub loadtest: PathBuf,
+    pub state_dir: PathBuf,
+    pub traefik_dir: PathBuf,
+}
+
+impl Config {
+    /// The file named by `overrides.config` must exist; the default file may be absent.
+    pub fn load(overrides: Overrides) -> Result<Self> {
+        let file = match &overrides.config {
+            Some(path) => read_file(path)?,
+            None if Path::new(DEFAULT_CONFIG).exists() => read_file(Path::new(DEFAULT_CONFIG))?,
+            None => ConfigFile::default(),
+        };
+        Self::resolve(file, overrides)
+    }
+
+    fn resolve(file: ConfigFile, overrides: Overrides) -> Result<Self> {
+        let state_dir = overrides
+            .state_dir
+            .or(file.state_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let config = Config {
+            instances: file.instances.unwrap_or_else(default_instances),
+            public_url: overrides
+                .public_url
+                .or(file.public_url)
+                .unwrap_or_else(|| DEFAULT_PUBLIC_URL.to_owned()),
+            loadtest: overrides
+                .loadtest
+                .or(file.loadtest)
+                .unwrap_or_else(|| PathBuf::from("loadtest")),
+            traefik_dir: overrides
+                .traefik_dir
+                .or(file.traefik_dir)
+                .unwrap_or_else(|| state_dir.join("traefik")),
+            state_dir,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        ensure!(
+            self.instances.len() >= 2,
+            "blue/green needs at least two instances, got {}",
+            self.instances.len()
+        );
+        let mut seen = BTreeMap::new();
+        for (colour, inst) in &self.instances {
+            for port in [inst.port, inst.metrics_port] {
+                ensure!(port != 0, "instance {colour}: port 0 is not a port");
+                if let Some(other) = seen.insert(port, colour) {
+                    bail!("port {port} is used by both {other} and {colour}");
+                }
+            }
+        }
+        let rest = self
+            .public_url
+            .strip_prefix("ws://")
+            .with_context(|| format!("public URL must be ws://HOST:PORT (Traefik's plain entry point on this host), got '{}'", self.public_url))?;
+        ensure!(
+            !rest.is_empty() && !rest.contains('/'),
+            "public URL must be ws://HOST:PORT without a path, got '{}'",
+            self.public_url
+        );
+        Ok(())
+    }
+
+    pub fn instance(&self, colour: &Colour) -> Result<&Instance> {
+        self.instances.get(colour).with_context(|| {
+            let known: Vec<&str> = self.instances.keys().map(Colour::as_str).collect();
+            format!(
+                "unknown colour '{colour}' (configured: {})",
+                known.join(", ")
+            )
+        })
+    }
+
+    /// The one colour other than `colour`, when there are exactly two.
+    pub fn other_colour(&self, colour: &Colour) -> Result<Colour> {
+        let others: Vec<&Colour> = self.instances.keys().filter(|c| *c != colour).collect();
+        match others.as_slice() {
+            [one] => Ok((*one).clone()),
+            _ => bail!("more than two colours are configured: name the target with --to"),
+        }
+    }
+}
+
+fn default_instances() -> BTreeMap<Colour, Instance> {
+    BTreeMap::from([
+        (
+            "blue".parse().expect("valid"),
+            Instance {
+                port: 3001,
+                metrics_port: 9464,
+            },
+        ),
+        (
+            "green".parse().expect("valid"),
+            Instance {
+                port: 3002,
+                metrics_port: 9465,
+            },
+        ),
+    ])
+}
+
+fn read_file(path: &Path) -> Result<ConfigFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("bad config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<Config> {
+        Config::resolve(serde_json::from_str(json)?, Overrides::default())
+    }
+
+    #[test]
+    fn defaults_follow_the_architecture_document() {
+        let c = parse("{}").unwrap();
+        let blue = c.instance(&"blue".parse().unwrap()).unwrap();
+        let green = c.instance(&"green".parse().unwrap()).unwrap();
+        assert_eq!(
+            (blue.port, blue.metrics_port, green.port, green.metrics_port),
+            (3001, 9464, 3002, 9465)
+        );
+        assert_eq!(green.ws_url(), "ws://127.0.0.1:3002");
+        assert_eq!(blue.metrics_url(), "http://127.0.0.1:9464/metrics");
+        assert_eq!(
+            c.traefik_dir,
+            Path::new("/var/lib/concurrent-socket/traefik")
+        );
+        assert_eq!(
+            c.other_colour(&"blue".parse().unwrap()).unwrap().as_str(),
+            "green"
+        );
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let file: ConfigFile =
+            serde_json::from_str(r#"{"publicUrl":"ws://127.0.0.1:8080","stateDir":"/s"}"#).unwrap();
+        let c = Config::resolve(
+            file,
+            Overrides {
+                public_url: Some("ws://127.0.0.1:9000".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.public_url, "ws://127.0.0.1:9000");
+        assert_eq!(c.traefik_dir, Path::new("/s/traefik"));
+    }
+
+    #[test]
+    fn bad_files_are_errors_that_say_what_is_wrong() {
+        let cases = [
+            (
+                r#"{"instances":{"blue":{"port":1,"metricsPort":2}}}"#,
+                "at least two",
+            ),
+            (
+                r#"{"instances":{"blue":{"port":1,"metricsPort":2},"green":{"port":2,"metricsPort":3}}}"#,
+                "port 2",
+            ),
+            (
+                r#"{"instances":{"Blue":{"port":1,"metricsPort":2}}}"#,
+                "colour name",
+            ),
+            (
+                r#"{"instances":{"blue":{"port":70000,"metricsPort":2}}}"#,
+                "70000",
+            ),
+            (r#"{"publicUrl":"http://x:1"}"#, "ws://HOST:PORT"),
+            (r#"{"publicUrl":"ws://x:1/ws"}"#, "without a path"),
+            (r#"{"colour":"blue"}"#, "unknown field"),
+        ];
+        for (json, expected) in cases {
+            let err = format!("{:#}", parse(json).unwrap_err());
+            assert!(err.contains(expected), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_named_file_that_does_not_exist_is_an_error() {
+        let err = Config::load(Overrides {
+            config: Some("/nonexistent/wsctl.json".into()),
+            ..Overrides::default()
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("/nonexistent/wsctl.json"));
+    }
+
+    #[test]
+    fn an_unknown_colour_names_the_configured_ones() {
+        let c = parse("{}").unwrap();
+        let err = c.instance(&"red".parse().unwrap()).unwrap_err().to_string();
+        assert!(err.contains("blue, green"), "{err}");
+    }
+}

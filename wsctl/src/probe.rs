@@ -1,0 +1,248 @@
+//! New WebSocket connections through Traefik, as a client makes them: which server answers
+//! (`serverId` of `connection_established`, wire protocol v1). This is how a switch is
+//! verified from the outside rather than trusted.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use tungstenite::{HandshakeError, Message};
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+const PROBE_PAUSE: Duration = Duration::from_millis(100);
+
+/// Open one connection to `public_url` (ws://HOST:PORT), read `connection_established`,
+/// close, and return its `serverId`.
+pub fn server_id(public_url: &str) -> Result<String> {
+    static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+    let connection_id = format!(
+        "wsctl-probe-{}-{}",
+        std::process::id(),
+        SEQUENCE.fetch_add(1, Ordering::Relaxed)
+    );
+    let url = format!("{public_url}/ws/chat/{connection_id}");
+    connect_and_identify(public_url, &url).with_context(|| format!("new connection to {url}"))
+}
+
+fn connect_and_identify(public_url: &str, url: &str) -> Result<String> {
+    let authority = public_url
+        .strip_prefix("ws://")
+        .context("not a ws:// URL")?;
+    let addr = authority
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {authority}"))?
+        .next()
+        .with_context(|| format!("{authority} resolves to no address"))?;
+    let stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).context("TCP connect")?;
+    stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
+    stream.set_write_timeout(Some(PROBE_TIMEOUT))?;
+    let (mut socket, _) = tungstenite::client(url, stream).map_err(|e| match e {
+        HandshakeError::Failure(tungstenite::Error::Http(response)) => {
+            let body = response
+                .body()
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            anyhow::anyhow!(
+                "upgrade refused: HTTP {} {}",
+                response.status(),
+                body.trim()
+            )
+        }
+        other => anyhow::anyhow!("upgrade failed: {other}"),
+    })?;
+    let server = loop {
+        match socket.read().context("reading connection_established")? {
+            Message::Text(text) => break established_server_id(&text)?,
+            Message::Close(frame) => bail!("closed before connection_established: {frame:?}"),
+            _ => continue,
+        }
+    };
+    // A clean close, so the server counts a client_close rather than a transport error.
+    let _ = socket.close(None);
+    while socket.read().is_ok() {}
+    Ok(server)
+}
+
+fn established_server_id(text: &str) -> Result<String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).with_context(|| format!("first message is not JSON: {text}"))?;
+    if value["type"] != "connection_established" {
+        bail!("first message is not connection_established: {text}");
+    }
+    value["serverId"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("connection_established without serverId: {text}"))
+}
+
+/// How a run of probes went.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Landing {
+    pub attempts: u32,
+    /// Connections answered by another server, before the run in a row began.
+    pub elsewhere: u32,
+    pub failed: u32,
+    pub last_error: Option<String>,
+}
+
+impl std::fmt::Display for Landing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} connections, {} elsewhere, {} failed",
+            self.attempts, self.elsewhere, self.failed
+        )
+    }
+}
+
+/// Whether a failed connection ends the run (a switch being verified) or is retried until
+/// the deadline (a rollback, when the colour left behind may be dying).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnFailure {
+    Fail,
+    Retry,
+}
+
+/// Probe until `in_a_row` consecutive new connections land on `expected`, within `timeout`.
+/// Traefik reloads routing.yml a moment after it changes: connections landing elsewhere
+/// before the first one on `expected` are that moment, not an error.
+pub fn wait_landing(
+    public_url: &str,
+    expected: &str,
+    in_a_row: u32,
+    timeout: Duration,
+    on_failure: OnFailure,
+) -> Result<Landing> {
+    landing_loop(
+        || server_id(public_url),
+        expected,
+        in_a_row,
+        timeout,
+        on_failure,
+    )
+}
+
+fn landing_loop(
+    mut probe: impl FnMut() -> Result<String>,
+    expected: &str,
+    in_a_row: u32,
+    timeout: Duration,
+    on_failure: OnFailure,
+) -> Result<Landing> {
+    let deadline = Instant::now() + timeout;
+    let mut landing = Landing::default();
+    let mut run = 0;
+    while run < in_a_row {
+        if Instant::now() >= deadline {
+            bail!(
+                "only {run} of {in_a_row} new connections in a row reached {expected} in {} ({landing}{})",
+                humantime::format_duration(timeout),
+                landing
+                    .last_error
+                    .as_ref()
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default()
+            );
+        }
+        landing.attempts += 1;
+        match probe() {
+            Ok(server) if server == expected => run += 1,
+            Ok(server) if run > 0 => {
+                bail!("a new connection reached {server} after {run} had reached {expected}")
+            }
+            Ok(_) => landing.elsewhere += 1,
+            Err(e) if on_failure == OnFailure::Fail => return Err(e),
+            Err(e) => {
+                landing.failed += 1;
+                landing.last_error = Some(format!("{e:#}"));
+                run = 0;
+            }
+        }
+        sleep(PROBE_PAUSE);
+    }
+    Ok(landing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scripted(answers: &[&str]) -> impl FnMut() -> Result<String> {
+        let mut answers: Vec<String> = answers.iter().rev().map(|s| s.to_string()).collect();
+        move || match answers.pop().expect("more probes than scripted") {
+            a if a == "fail" => bail!("connection refused"),
+            a => Ok(a),
+        }
+    }
+
+    const LONG: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn waits_for_the_reload_then_counts_a_run() {
+        let l = landing_loop(
+            scripted(&["blue", "blue", "green", "green", "green"]),
+            "green",
+            3,
+            LONG,
+            OnFailure::Fail,
+        )
+        .unwrap();
+        assert_eq!((l.attempts, l.elsewhere, l.failed), (5, 2, 0));
+    }
+
+    #[test]
+    fn a_connection_elsewhere_after_the_switch_fails() {
+        let err = landing_loop(
+            scripted(&["green", "blue"]),
+            "green",
+            3,
+            LONG,
+            OnFailure::Fail,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("reached blue after 1"), "{err}");
+    }
+
+    #[test]
+    fn a_failed_connection_fails_a_verification_but_not_a_rollback() {
+        assert!(landing_loop(scripted(&["fail"]), "green", 1, LONG, OnFailure::Fail).is_err());
+        let l = landing_loop(
+            scripted(&["green", "fail", "blue", "blue", "blue"]),
+            "blue",
+            3,
+            LONG,
+            OnFailure::Retry,
+        )
+        .unwrap();
+        assert_eq!((l.failed, l.elsewhere), (1, 1));
+    }
+
+    #[test]
+    fn gives_up_at_the_deadline_with_what_it_saw() {
+        let err = landing_loop(
+            || Ok("blue".to_owned()),
+            "green",
+            1,
+            Duration::from_millis(250),
+            OnFailure::Fail,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("only 0 of 1"), "{err}");
+    }
+
+    #[test]
+    fn reads_the_server_id_of_connection_established() {
+        let id = established_server_id(
+            r#"{"type":"connection_established","connectionId":"a","serverId":"green","heartbeatIntervalMs":30000,"ts":1}"#,
+        )
+        .unwrap();
+        assert_eq!(id, "green");
+        assert!(established_server_id(r#"{"type":"heartbeat","ts":1}"#).is_err());
+        assert!(established_server_id("not json").is_err());
+    }
+}

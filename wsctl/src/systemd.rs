@@ -1,0 +1,169 @@
+//! systemd control through `systemctl`: starting and stopping a colour's units and reading
+//! their state. The same commands work with the units of systemd/ on a plain host and with
+//! the NixOS module, which installs the same template units.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::colour::Colour;
+
+/// What `systemctl show` says about a service.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnitState {
+    pub active_state: String,
+    pub sub_state: String,
+    /// 0 when no process runs.
+    pub main_pid: u32,
+    /// Restarts systemd made by itself (Restart=on-failure): a crash shows here.
+    pub n_restarts: u32,
+    pub result: String,
+}
+
+impl UnitState {
+    /// Type=notify: "active (running)" only after the server sent READY=1.
+    pub fn is_running(&self) -> bool {
+        self.active_state == "active" && self.sub_state == "running"
+    }
+
+    fn parse(text: &str) -> Result<Self> {
+        let props: HashMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
+        let get = |name: &str| {
+            props
+                .get(name)
+                .copied()
+                .with_context(|| format!("systemctl show printed no {name}"))
+        };
+        let number = |name: &str| -> Result<u32> {
+            let v = get(name)?;
+            v.parse()
+                .with_context(|| format!("systemctl show: {name}={v} is not a number"))
+        };
+        Ok(UnitState {
+            active_state: get("ActiveState")?.to_owned(),
+            sub_state: get("SubState")?.to_owned(),
+            main_pid: number("MainPID")?,
+            n_restarts: number("NRestarts")?,
+            result: get("Result")?.to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for UnitState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.active_state, self.sub_state)?;
+        if self.main_pid != 0 {
+            write!(f, ", pid {}", self.main_pid)?;
+        }
+        if self.result != "success" {
+            write!(f, ", result {}", self.result)?;
+        }
+        Ok(())
+    }
+}
+
+pub fn show(unit: &str) -> Result<UnitState> {
+    let out = systemctl(&[
+        "show",
+        "-p",
+        "ActiveState,SubState,MainPID,NRestarts,Result",
+        unit,
+    ])?;
+    UnitState::parse(&out).with_context(|| format!("state of {unit}"))
+}
+
+/// Start the colour's sockets and then its service, and wait until systemd reports it
+/// running (READY=1 received). A service already running is restarted, so that it runs the
+/// binary installed now.
+pub fn start_colour(colour: &Colour, timeout: Duration) -> Result<UnitState> {
+    let service = colour.service_unit();
+    let sockets = colour.socket_units();
+    systemctl(&["start", &sockets[0], &sockets[1]])?;
+    systemctl(&["stop", &service])?;
+    // --no-block: our own deadline, and the states on the way, rather than systemctl's.
+    systemctl(&["start", "--no-block", &service])?;
+    wait_running(&service, timeout)
+}
+
+/// Stop the service and its sockets in one transaction: with the sockets left listening,
+/// any connection (a Traefik health check) would start the service again.
+pub fn stop_colour(colour: &Colour) -> Result<UnitState> {
+    let service = colour.service_unit();
+    let [metrics, public] = colour.socket_units();
+    systemctl(&["stop", &service, &public, &metrics])?;
+    show(&service)
+}
+
+fn wait_running(unit: &str, timeout: Duration) -> Result<UnitState> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let state = show(unit)?;
+        if state.is_running() {
+            return Ok(state);
+        }
+        if state.active_state == "failed" {
+            bail!("{unit} failed to start: {state} (journalctl -u {unit})");
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{unit} not running after {}: {state} (journalctl -u {unit})",
+                humantime::format_duration(timeout)
+            );
+        }
+        sleep(Duration::from_millis(100));
+    }
+}
+
+fn systemctl(args: &[&str]) -> Result<String> {
+    let out = Command::new("systemctl")
+        .args(args)
+        .output()
+        .context("cannot run systemctl (is this a systemd host?)")?;
+    if !out.status.success() {
+        bail!(
+            "systemctl {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    String::from_utf8(out.stdout).context("systemctl printed non-UTF-8 output")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_systemctl_show() {
+        let s = UnitState::parse(
+            "ActiveState=active\nSubState=running\nMainPID=412\nNRestarts=0\nResult=success\n",
+        )
+        .unwrap();
+        assert!(s.is_running());
+        assert_eq!((s.main_pid, s.n_restarts), (412, 0));
+        assert_eq!(s.to_string(), "active (running), pid 412");
+    }
+
+    #[test]
+    fn a_starting_or_failed_unit_is_not_running() {
+        let s = UnitState::parse("ActiveState=activating\nSubState=start-pre\nMainPID=0\nNRestarts=2\nResult=exit-code\n")
+            .unwrap();
+        assert!(!s.is_running());
+        assert_eq!(s.to_string(), "activating (start-pre), result exit-code");
+    }
+
+    #[test]
+    fn missing_or_garbled_properties_are_errors() {
+        assert!(UnitState::parse("ActiveState=active\n").is_err());
+        let err =
+            UnitState::parse("ActiveState=a\nSubState=b\nMainPID=x\nNRestarts=0\nResult=success\n")
+                .unwrap_err();
+        assert!(err.to_string().contains("MainPID=x"), "{err}");
+    }
+}
