@@ -47,16 +47,17 @@ let
     cfg.instances;
 
   acme = cfg.traefik.acme.email != null;
-  # With ACME, `web` only redirects: host-local probes (wsctl) use a plain loopback entry point.
+  # Probes from the host itself (wsctl) use a plain loopback entry point: the public routers
+  # may want TLS (ACME) or a host name.
   loopbackAddress = "127.0.0.1:${toString cfg.traefik.loopbackPort}";
-  publicUrl = if acme then "ws://${loopbackAddress}" else "ws://127.0.0.1:${toString cfg.traefik.httpPort}";
 
   baseFile = json.generate "base.yml" (traefikLib.base {
     inherit instances;
     inherit (cfg.traefik) rateLimits clientIpDepth;
     host = cfg.traefik.domain;
-    entryPoints = if acme then [ "websecure" "loopback" ] else [ "web" ];
+    entryPoints = [ (if acme then "websecure" else "web") ];
     certResolver = if acme then traefikLib.certResolverName else null;
+    loopbackEntryPoint = "loopback";
   });
   seedRoutingFile = json.generate "routing.yml" (traefikLib.seedRouting cfg.activeColour);
 
@@ -72,7 +73,8 @@ let
   # wsctl's view of the host (wsctl/src/config.rs): the same ports, URLs and directories.
   wsctlConfig = json.generate "wsctl.json" {
     instances = mapAttrs (_: inst: { inherit (inst) port metricsPort; }) instances;
-    inherit publicUrl stateDir traefikDir;
+    publicUrl = "ws://${loopbackAddress}";
+    inherit stateDir traefikDir;
     loadtest = "${cfg.loadtestPackage}/bin/loadtest";
   };
 
@@ -263,7 +265,7 @@ in
       loopbackPort = mkOption {
         type = types.port;
         default = 8081;
-        description = "With ACME only: loopback port of a plain-HTTP entry point `loopback` serving the same routers, through which `wsctl` checks the host (`web` then only redirects).";
+        description = "Loopback port of the plain-HTTP entry point `loopback`, with twins of both routers that need no host name or TLS: `wsctl` checks the host through it.";
       };
       domain = mkOption {
         type = types.nullOr types.str;
@@ -455,7 +457,7 @@ in
           webAddress = ":${toString cfg.traefik.httpPort}";
           websecureAddress = ":${toString cfg.traefik.httpsPort}";
           apiAddress = "127.0.0.1:${toString cfg.traefik.apiPort}";
-          loopbackAddress = if acme then loopbackAddress else null;
+          inherit loopbackAddress;
           acme =
             if acme then {
               inherit (cfg.traefik.acme) email caServer;

@@ -62,23 +62,27 @@ echo "RESULT VM test: testScript passes pyflakes, ws-server-id.py passes flake8"
 # ---- rendered Traefik files against the JSON schemas -------------------------------------
 BLUE_PORT=$(free_port) GREEN_PORT=$(free_port)
 BLUE_METRICS=$(free_port) GREEN_METRICS=$(free_port)
-WEB=$(free_port) WEBSECURE=$(free_port) API=$(free_port)
+WEB=$(free_port) WEBSECURE=$(free_port) API=$(free_port) LOOPBACK=$(free_port)
 DYN="$WORK/dynamic"
 mkdir -p "$WORK/render" "$DYN"
 INSTANCES="{ blue = { port = $BLUE_PORT; metricsPort = $BLUE_METRICS; }; green = { port = $GREEN_PORT; metricsPort = $GREEN_METRICS; }; }"
+# As the module renders it: public routers for one host name, loopback twins for the host.
+HOST_NAME=ws.example.com
+BASE_ARGS="instances = $INSTANCES; host = \"$HOST_NAME\"; loopbackEntryPoint = \"loopback\";"
 
 traefik_lib "static { webAddress = \"127.0.0.1:$WEB\"; websecureAddress = \"127.0.0.1:$WEBSECURE\";
-  apiAddress = \"127.0.0.1:$API\"; dynamicDir = \"$DYN\"; logFile = \"$WORK/traefik.log\";
+  apiAddress = \"127.0.0.1:$API\"; loopbackAddress = \"127.0.0.1:$LOOPBACK\";
+  dynamicDir = \"$DYN\"; logFile = \"$WORK/traefik.log\";
   accessLogFile = \"$WORK/access.log\"; }" > "$WORK/render/static.json"
 traefik_lib 'static { acme = { email = "ops@example.com"; storage = "/var/lib/traefik/acme.json";
   caServer = "https://acme-staging-v02.api.letsencrypt.org/directory"; }; }' > "$WORK/render/static-acme.json"
-traefik_lib "base { instances = $INSTANCES; }" > "$WORK/render/base.json"
+traefik_lib "base { $BASE_ARGS }" > "$WORK/render/base.json"
 traefik_lib 'base { host = "ws.example.com"; entryPoints = [ "websecure" ]; certResolver = "letsencrypt"; clientIpDepth = 1; }' \
   > "$WORK/render/base-tls.json"
 traefik_lib 'seedRouting "blue"' > "$WORK/render/routing-blue.json"
 traefik_lib 'routing { weights = { green = 1; }; }' > "$WORK/render/routing-green.json"
 traefik_lib 'routing { weights = { blue = 90; green = 10; }; }' > "$WORK/render/routing-split.json"
-traefik_lib "base { instances = $INSTANCES; rateLimits.ws = { average = 1; burst = 1; }; }" > "$WORK/render/base-strict.json"
+traefik_lib "base { $BASE_ARGS rateLimits.ws = { average = 1; burst = 1; }; }" > "$WORK/render/base-strict.json"
 
 "$PYTHON" - "$SHARED/schemas" "$WORK/render" <<'PY'
 import json, pathlib, sys
@@ -140,14 +144,16 @@ done)
 routers=$(api http/routers | jq -r '[.[] | select(.provider == "file") | .name] | sort | join(" ")')
 services=$(api http/services | jq -r '[.[] | select(.provider == "file") | .name] | sort | join(" ")')
 middlewares=$(api http/middlewares | jq -r '[.[] | select(.provider == "file") | .name] | sort | join(" ")')
-[ "$routers" = "ws-http@file ws@file" ] || die "routers: $routers"
+[ "$routers" = "ws-http-loopback@file ws-http@file ws-loopback@file ws@file" ] || die "routers: $routers"
 [ "$services" = "ws-active@file ws-blue@file ws-green@file" ] || die "services: $services"
 [ "$middlewares" = "api-ratelimit@file circuit-breaker@file compress@file security-headers@file ws-ratelimit@file" ] ||
   die "middlewares: $middlewares"
 echo "RESULT traefik: routers [$routers], services [$services], middlewares [$middlewares] enabled, no errors"
 
 # ---- routing: seeded colour, then a switch while a WebSocket stays open --------------------
-WS_URL="ws://127.0.0.1:$WEB/ws/chat"
+# WebSockets go through the loopback entry point, as wsctl's do; the public one is checked
+# with curl below (it wants the host name).
+WS_URL="ws://127.0.0.1:$LOOPBACK/ws/chat"
 first=$("${WS_SERVER_ID[@]}" "$WS_URL/probe-before")
 [ "$first" = blue ] || die "seeded routing: serverId $first, want blue"
 
@@ -197,11 +203,13 @@ echo "RESULT switch: routing.yml rewritten, new connections on green after ${swi
 echo "RESULT switch: WebSocket opened on blue before the switch answered after it ($(cat "$WORK/held.out"))"
 
 # ---- the HTTP router: security headers, compression ---------------------------------------
-headers=$(curl -fsS -D - -o /dev/null "http://127.0.0.1:$WEB/health")
+headers=$(curl -fsS -D - -o /dev/null -H "Host: $HOST_NAME" "http://127.0.0.1:$WEB/health")
+other_host=$(curl -sS -o /dev/null -w '%{http_code}' -H 'Host: elsewhere.example' "http://127.0.0.1:$WEB/health")
+[ "$other_host" = 404 ] || die "public entry point answered $other_host for another host name, want 404"
 grep -qi '^x-frame-options: DENY' <<< "$headers" || die "no X-Frame-Options on /health: $headers"
 grep -qi '^x-content-type-options: nosniff' <<< "$headers" || die "no X-Content-Type-Options on /health: $headers"
-page=$(curl -sS -D - -o /dev/null -H 'Accept-Encoding: gzip' "http://127.0.0.1:$WEB/" | tr -d '\r')
-echo "RESULT http router: security headers on /health; GET / with Accept-Encoding gzip: $(head -1 <<< "$page"), $(grep -i '^content-encoding:' <<< "$page" || echo 'not compressed')"
+page=$(curl -sS -D - -o /dev/null -H "Host: $HOST_NAME" -H 'Accept-Encoding: gzip' "http://127.0.0.1:$WEB/" | tr -d '\r')
+echo "RESULT http router: Host $HOST_NAME routed with security headers, other hosts 404; GET / with Accept-Encoding gzip: $(head -1 <<< "$page"), $(grep -i '^content-encoding:' <<< "$page" || echo 'not compressed')"
 
 # ---- the WebSocket rate limit, tightened through a live base.yml rewrite --------------------
 write_atomically "$DYN/base.yml" < "$WORK/render/base-strict.json"

@@ -29,6 +29,7 @@ let
     filter
     isAttrs
     isInt
+    mapAttrs
     isFloat
     listToAttrs
     throw
@@ -91,6 +92,8 @@ rec {
   #   entryPoints    entry points the routers bind to
   #   host           null, or the public host name the routers require
   #   certResolver   null (plain HTTP), or the ACME resolver giving the routers TLS
+  #   loopbackEntryPoint  null, or an entry point for twins of both routers (`ws-loopback`,
+  #                  `ws-http-loopback`) without host rule or TLS, for probes from the host
   #   clientIpDepth  0: rate-limit by the peer address; N: by the N-th X-Forwarded-For
   #                  entry from the right (behind N trusted proxies)
   #   hstsSeconds    Strict-Transport-Security max-age (0 = no header)
@@ -100,6 +103,7 @@ rec {
     , entryPoints ? [ "web" ]
     , host ? null
     , certResolver ? null
+    , loopbackEntryPoint ? null
     , clientIpDepth ? 0
     , hstsSeconds ? (if certResolver == null then 0 else 31536000)
     , healthCheck ? { }
@@ -121,14 +125,34 @@ rec {
         ++ (if isInt clientIpDepth && clientIpDepth >= 0 then [ ] else [ "clientIpDepth must be an integer >= 0" ]);
 
       tls = optionalAttrs (certResolver != null) { tls.certResolver = certResolver; };
-      router =
-        rule: priority: middlewares:
-        {
-          inherit entryPoints priority middlewares;
-          rule = withHost host rule;
-          service = activeServiceName;
-        }
-        // tls;
+      # The two routes; each becomes a public router and, on request, a loopback twin.
+      routes = {
+        # Explicit priorities: the WebSocket route wins whatever the rule lengths.
+        ws = {
+          rule = "PathPrefix(`/ws/`)";
+          priority = 200;
+          middlewares = [ "ws-ratelimit" "circuit-breaker" "security-headers" ];
+        };
+        ws-http = {
+          rule = "PathPrefix(`/`)";
+          priority = 100;
+          middlewares = [ "api-ratelimit" "circuit-breaker" "security-headers" "compress" ];
+        };
+      };
+      publicRouter = route: {
+        inherit entryPoints;
+        inherit (route) priority middlewares;
+        rule = withHost host route.rule;
+        service = activeServiceName;
+      }
+      // tls;
+      # Plain HTTP on a loopback entry point, any Host: what wsctl on the host itself reaches
+      # when the public routers want TLS or a host name.
+      loopbackRouter = route: {
+        entryPoints = [ loopbackEntryPoint ];
+        inherit (route) rule priority middlewares;
+        service = activeServiceName;
+      };
       rateLimit = limit: {
         rateLimit = {
           inherit (limit) average burst;
@@ -139,19 +163,10 @@ rec {
     in
     orThrow "traefik base" errors {
       http = {
-        routers = {
-          # Explicit priorities: the WebSocket router wins whatever the rule lengths.
-          ws = router "PathPrefix(`/ws/`)" 200 [
-            "ws-ratelimit"
-            "circuit-breaker"
-            "security-headers"
-          ];
-          ws-http = router "PathPrefix(`/`)" 100 [
-            "api-ratelimit"
-            "circuit-breaker"
-            "security-headers"
-            "compress"
-          ];
+        routers = mapAttrs (_: publicRouter) routes
+          // optionalAttrs (loopbackEntryPoint != null) {
+          ws-loopback = loopbackRouter routes.ws;
+          ws-http-loopback = loopbackRouter routes.ws-http;
         };
         middlewares = {
           ws-ratelimit = rateLimit limits.ws;
@@ -224,7 +239,7 @@ rec {
   # ({ email; storage; caServer ? null; }), `web` redirects to `websecure` and
   # certificates come from Let's Encrypt through the HTTP-01 challenge on `web`.
   # `loopbackAddress` adds a plain entry point `loopback` for probes from the host itself
-  # (wsctl), which `web` cannot serve once it redirects to HTTPS.
+  # (wsctl), which `web` cannot serve once it redirects to HTTPS or wants a host name.
   # `dynamicDir` null leaves the file provider to the caller (the NixOS module sets it
   # through services.traefik.dynamic.dir).
   static =

@@ -48,6 +48,13 @@ let
     certResolver = traefik.certResolverName;
   };
 
+  loopbackBase = traefik.base {
+    host = "ws.example.com";
+    entryPoints = [ "websecure" ];
+    certResolver = traefik.certResolverName;
+    loopbackEntryPoint = "loopback";
+  };
+
   split = traefik.routing {
     weights = {
       green = 10;
@@ -155,6 +162,18 @@ let
     (eq "host in rule" tlsBase.http.routers.ws.rule "Host(`ws.example.com`) && PathPrefix(`/ws/`)")
     (eq "TLS on both routers" (map (r: tlsBase.http.routers.${r}.tls) [ "ws" "ws-http" ]) [{ certResolver = "letsencrypt"; } { certResolver = "letsencrypt"; }])
     (eq "HSTS with TLS" tlsBase.http.middlewares.security-headers.headers.stsSeconds 31536000)
+
+    # Loopback twins for probes from the host: same route, no host rule, no TLS.
+    (eq "loopback routers" (attrNames loopbackBase.http.routers) [ "ws" "ws-http" "ws-http-loopback" "ws-loopback" ])
+    (eq "loopback WebSocket router" loopbackBase.http.routers.ws-loopback {
+      entryPoints = [ "loopback" ];
+      rule = "PathPrefix(`/ws/`)";
+      priority = 200;
+      middlewares = [ "ws-ratelimit" "circuit-breaker" "security-headers" ];
+      service = "ws-active";
+    })
+    (eq "loopback HTTP router keeps compression" loopbackBase.http.routers.ws-http-loopback.middlewares routers.ws-http.middlewares)
+    (eq "public routers keep host and TLS" (with loopbackBase.http.routers.ws; [ rule tls.certResolver ]) [ "Host(`ws.example.com`) && PathPrefix(`/ws/`)" "letsencrypt" ])
 
     # Bad arguments stop evaluation instead of writing a broken file.
     (fails "zero rate" (traefik.base { rateLimits.api.average = 0; }))
