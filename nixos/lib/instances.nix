@@ -35,6 +35,8 @@ let
   uniq = values: if values == [ ] then [ ] else [ (head values) ] ++ uniq (filter (v: v != head values) (tail values));
 
   validPort = port: isInt port && port >= 1 && port <= 65535;
+
+  concatMapList = f: list: builtins.concatLists (map f list);
 in
 rec {
   # Loopback only: the public side of a host is Traefik (docs/architecture.md).
@@ -163,20 +165,16 @@ rec {
   upstreamUrl = inst: "http://${listenAddress}:${toString inst.port}";
   metricsTarget = inst: "${listenAddress}:${toString inst.metricsPort}";
 
-  # Apply unitSettings to every instance.
-  allUnitSettings = instances: mapAttrs unitSettings instances;
-
-  concatMapList = f: list: builtins.concatLists (map f list);
-
   # Accepted for callers that pass a partial instance (ports only): fills the rest from
   # the defaults of the same colour, or empty settings.
   withDefaults =
     instances:
-    mapAttrs
-      (
-        name: inst:
-          assert isAttrs inst;
-          { settings = { }; } // (defaultInstances.${name} or { }) // inst
-      )
-      instances;
+    if !(isAttrs instances) then
+      throw "instances must be an attribute set of colours, got ${builtins.typeOf instances}"
+    else
+      mapAttrs
+        (name: inst:
+        if isAttrs inst then { settings = { }; } // (defaultInstances.${name} or { }) // inst
+        else throw "instance ${name} must be an attribute set ({ port; metricsPort; settings; }), got ${builtins.typeOf inst}")
+        instances;
 }

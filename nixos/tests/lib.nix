@@ -180,6 +180,7 @@ let
     (fails "unknown rate limit" (traefik.base { rateLimits.chat.average = 1; }))
     (fails "port clash in base" (traefik.base { instances = { blue = { }; green.port = 3001; }; }))
     (fails "no entry point" (traefik.base { entryPoints = [ ]; }))
+    (fails "instance not a set" (traefik.base { instances.blue = 3001; }))
 
     # routing.yml: only ws-active, only positive weights.
     (eq "seed routing" (traefik.seedRouting "green") {
