@@ -28,10 +28,10 @@ let
     concatStringsSep
     filter
     isAttrs
-    isInt
-    mapAttrs
     isFloat
+    isInt
     listToAttrs
+    mapAttrs
     throw
     ;
 
@@ -112,9 +112,15 @@ rec {
     }:
     let
       full = instancesLib.withDefaults instances;
+      limitFor =
+        name:
+        let
+          given = if isAttrs rateLimits then rateLimits.${name} or { } else throw "traefik base: rateLimits must be { api = { ... }; ws = { ... }; }";
+        in
+        if isAttrs given then defaultRateLimits.${name} // given else throw "traefik base: rateLimits.${name} must be { average; burst; }";
       limits = {
-        api = defaultRateLimits.api // (rateLimits.api or { });
-        ws = defaultRateLimits.ws // (rateLimits.ws or { });
+        api = limitFor "api";
+        ws = limitFor "ws";
       };
       errors =
         instancesLib.check { instances = full; }
@@ -212,11 +218,13 @@ rec {
   routing =
     { weights }:
     let
-      colours = filter (c: weights.${c} > 0) (attrNames weights);
+      names = if isAttrs weights then attrNames weights else [ ];
+      validWeight = c: isNumber weights.${c} && weights.${c} >= 0;
+      colours = filter (c: validWeight c && weights.${c} > 0) names;
       errors =
-        (if isAttrs weights then [ ] else [ "weights must be an attribute set" ])
-        ++ map (c: "weights.${c} must be a number >= 0") (filter (c: !(isNumber weights.${c}) || weights.${c} < 0) (attrNames weights))
-        ++ map (c: "weights: '${c}' is not a valid colour name") (filter (c: !(instancesLib.validName c)) (attrNames weights))
+        (if isAttrs weights then [ ] else [ "weights must be an attribute set of colour = number" ])
+        ++ map (c: "weights.${c} must be a number >= 0") (filter (c: !(validWeight c)) names)
+        ++ map (c: "weights: '${c}' is not a valid colour name") (filter (c: !(instancesLib.validName c)) names)
         ++ (if colours != [ ] then [ ] else [ "at least one colour needs a positive weight" ]);
     in
     orThrow "traefik routing" errors {

@@ -178,6 +178,7 @@ let
     # Bad arguments stop evaluation instead of writing a broken file.
     (fails "zero rate" (traefik.base { rateLimits.api.average = 0; }))
     (fails "unknown rate limit" (traefik.base { rateLimits.chat.average = 1; }))
+    (fails "rate limit not a set" (traefik.base { rateLimits.ws = 5; }))
     (fails "port clash in base" (traefik.base { instances = { blue = { }; green.port = 3001; }; }))
     (fails "no entry point" (traefik.base { entryPoints = [ ]; }))
     (fails "instance not a set" (traefik.base { instances.blue = 3001; }))
@@ -194,6 +195,8 @@ let
     (fails "all weights zero" (traefik.routing { weights.blue = 0; }))
     (fails "negative weight" (traefik.routing { weights = { blue = 1; green = -1; }; }))
     (fails "bad colour" (traefik.routing { weights."Blue!" = 1; }))
+    (fails "weight not a number" (traefik.routing { weights = { blue = "1"; }; }))
+    (fails "weights not a set" (traefik.routing { weights = [ "blue" ]; }))
 
     # Static configuration.
     (eq "ACME redirects web to websecure" acmeStatic.entryPoints.web.http.redirections.entryPoint.to "websecure")
