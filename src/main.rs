@@ -1,3 +1,48 @@
-fn main() {
-    println!("Hello, world!");
+//! The `concurrent-socket` binary: parse the command line, validate the configuration, then
+//! serve (or, for `check-config`, print the effective configuration).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use concurrent_socket::config::{Cli, Command, Config};
+use concurrent_socket::{app, logging};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_raw(&cli.settings) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!(
+                "invalid configuration ({} bad variable{}):",
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" }
+            );
+            for error in errors {
+                eprintln!("  {error}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    if cli.command == Some(Command::CheckConfig) {
+        print!("{config}");
+        return ExitCode::SUCCESS;
+    }
+    logging::init(&config.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(app::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serve");
+            ExitCode::FAILURE
+        }
+    }
 }

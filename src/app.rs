@@ -1,0 +1,232 @@
+//! The server assembled: shared state, the public and metrics listeners, readiness, the
+//! systemd notifications and watchdog, and the shutdown sequence from signal to exit.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::Config;
+use crate::listener::{self, AcceptHealth, PeerAddr, TrackedListener};
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::shutdown::{self, DrainPlan, Lifecycle, Phase};
+use crate::{routes, systemd};
+
+/// How often `STATUS=` is refreshed.
+const STATUS_INTERVAL: Duration = Duration::from_secs(5);
+/// Accepting may fail this long (file descriptors exhausted, say) before the watchdog stops.
+const ACCEPT_FAILURE_TOLERANCE: Duration = Duration::from_secs(10);
+
+/// Everything the handlers and connections share.
+pub struct AppState {
+    pub config: Config,
+    pub metrics: Metrics,
+    pub registry: Arc<Registry>,
+    pub lifecycle: Lifecycle,
+    #[cfg(feature = "fault-injection")]
+    pub faults: crate::faults::Faults,
+}
+
+impl AppState {
+    pub fn new(config: Config) -> Arc<AppState> {
+        let metrics = Metrics::new(
+            config.max_connections,
+            env!("CARGO_PKG_VERSION"),
+            &config.server_id,
+        );
+        let registry = Registry::new(config.max_connections, config.max_connections_per_ip);
+        Arc::new(AppState {
+            metrics,
+            registry,
+            lifecycle: Lifecycle::default(),
+            #[cfg(feature = "fault-injection")]
+            faults: crate::faults::Faults::from_env(),
+            config,
+        })
+    }
+
+    fn status_line(&self) -> String {
+        format!(
+            "{} connections, {}",
+            self.registry.len(),
+            self.lifecycle.phase().as_str()
+        )
+    }
+}
+
+/// Why the server could not run.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(
+                |axum::extract::State(state): axum::extract::State<Arc<AppState>>| async move {
+                    (
+                        [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+                        state.metrics.render(),
+                    )
+                },
+            ),
+        )
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                "not found: metrics are at /metrics\n",
+            )
+                .into_response()
+        })
+        .with_state(state)
+}
+
+fn tokio_listener(listener: std::net::TcpListener, what: &str) -> Result<TcpListener, StartError> {
+    TcpListener::from_std(listener)
+        .map_err(|e| StartError(format!("cannot use the {what} socket: {e}")))
+}
+
+/// Runs the server until a signal has drained it.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let sockets = listener::open(config.listen_addr())
+        .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen_addr())))?;
+    let metrics_socket = match sockets.metrics {
+        Some(socket) => socket,
+        None => listener::bind_metrics(config.metrics_addr).map_err(|e| {
+            StartError(format!(
+                "cannot listen on METRICS_ADDR {}: {e}",
+                config.metrics_addr
+            ))
+        })?,
+    };
+    let state = AppState::new(config);
+    #[cfg(feature = "fault-injection")]
+    state.faults.arm_crash();
+
+    let public = tokio_listener(sockets.public, "public")?;
+    let metrics_listener = tokio_listener(metrics_socket, "metrics")?;
+    let public_addr = public.local_addr().map_err(|e| StartError(e.to_string()))?;
+    let metrics_addr = metrics_listener
+        .local_addr()
+        .map_err(|e| StartError(e.to_string()))?;
+
+    let accept_health = Arc::new(AcceptHealth::default());
+    let epoch = Instant::now();
+    let stop_http = CancellationToken::new();
+    let public_server = {
+        let app =
+            routes::router(Arc::clone(&state)).into_make_service_with_connect_info::<PeerAddr>();
+        let listener = TrackedListener::new(public, Arc::clone(&accept_health), epoch);
+        let stop = stop_http.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        })
+    };
+    let metrics_server = {
+        let app = metrics_router(Arc::clone(&state));
+        let stop = stop_http.clone();
+        tokio::spawn(async move {
+            axum::serve(metrics_listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        })
+    };
+
+    state.lifecycle.set(Phase::Ready);
+    info!(addr = %public_addr, metrics_addr = %metrics_addr, socket_activated = sockets.activated,
+        server_id = %state.config.server_id, version = env!("CARGO_PKG_VERSION"), "listening");
+    systemd::ready(&state.status_line());
+    let background = spawn_background(&state, &public_server, accept_health, epoch);
+
+    let signal = shutdown::wait_for_signal()
+        .await
+        .map_err(|e| StartError(format!("cannot handle signals: {e}")))?;
+    let started = Instant::now();
+    state.lifecycle.set(Phase::Draining);
+    state.metrics.draining.set(1);
+    systemd::stopping(&state.status_line());
+    info!(
+        signal,
+        connections = state.registry.len(),
+        "shutdown: draining"
+    );
+
+    let plan = DrainPlan::for_timeout(state.config.shutdown_timeout);
+    let left = shutdown::drain(&state.registry, plan, started).await;
+    stop_http.cancel();
+    let remaining = (started + plan.deadline).saturating_duration_since(Instant::now());
+    let _ = tokio::time::timeout(remaining, async {
+        let _ = public_server.await;
+        let _ = metrics_server.await;
+    })
+    .await;
+    background.abort();
+    info!(
+        left,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "shutdown complete"
+    );
+    Ok(())
+}
+
+/// The status refresher and, when systemd asks for one, the watchdog.
+fn spawn_background(
+    state: &Arc<AppState>,
+    public_server: &JoinHandle<std::io::Result<()>>,
+    accept: Arc<AcceptHealth>,
+    epoch: Instant,
+) -> JoinHandle<()> {
+    let state = Arc::clone(state);
+    let server_alive = public_server.abort_handle();
+    tokio::spawn(async move {
+        let status = async {
+            let mut tick = tokio::time::interval(STATUS_INTERVAL);
+            loop {
+                tick.tick().await;
+                systemd::status(&state.status_line());
+            }
+        };
+        let Some(period) = systemd::watchdog_interval() else {
+            return status.await;
+        };
+        #[cfg(feature = "fault-injection")]
+        let stall_after = state.faults.watchdog_stall_after;
+        let healthy = || {
+            if server_alive.is_finished() {
+                return Err("the public accept loop has stopped".to_owned());
+            }
+            if let Some(failing) = accept
+                .failing_for(epoch)
+                .filter(|d| *d > ACCEPT_FAILURE_TOLERANCE)
+            {
+                return Err(format!("accepting connections has failed for {failing:?}"));
+            }
+            #[cfg(feature = "fault-injection")]
+            if stall_after.is_some_and(|after| epoch.elapsed() >= after) {
+                return Err("FAULT_WATCHDOG_STALL_AFTER_MS reached".to_owned());
+            }
+            Ok(())
+        };
+        info!(
+            period_ms = period.as_millis() as u64,
+            "systemd watchdog enabled"
+        );
+        tokio::join!(status, systemd::run_watchdog(period, healthy));
+    })
+}

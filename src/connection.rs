@@ -1,0 +1,334 @@
+//! One protocol v1 chat connection, from upgrade to close, in a single task: it reads client
+//! frames, answers them through the bounded outbox, sends heartbeats and pings, watches for
+//! idle and dead peers, slow consumers and floods, and obeys `replaced` and shutdown commands.
+//! One task and one timer per connection keep an idle socket small.
+
+use std::net::IpAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, WebSocket};
+use tokio::time::{Sleep, sleep_until};
+use tracing::{debug, info};
+
+use crate::app::AppState;
+use crate::metrics::DisconnectReason;
+use crate::protocol::{
+    ErrorCode, GoodbyeReason, ProtocolError, ServerMessage, now_ms, parse_client_frame,
+};
+use crate::ratelimit::{RateLimiter, Verdict};
+use crate::registry::{Admission, Command, Registration};
+use crate::socket::{self, Full, Io, Outbox, ReadFailure};
+
+/// How a connection ends.
+enum Ending {
+    /// Say `goodbye` with this reason, then close with its code.
+    Goodbye(GoodbyeReason),
+    /// The peer closed, or the connection broke.
+    Closed(DisconnectReason),
+    /// A read error: close with the error's code when possible.
+    ReadError(ReadFailure),
+}
+
+/// The state of one connection beyond its socket.
+struct Session {
+    state: Arc<AppState>,
+    registration: Registration,
+    outbox: Outbox,
+    limiter: RateLimiter,
+    heartbeat: Duration,
+    idle_timeout: Duration,
+    next_heartbeat: Instant,
+    last_message: Instant,
+    last_frame: Instant,
+    ping_sent: Option<Instant>,
+    received_close: bool,
+}
+
+/// Runs a chat connection to its end. `admission` is the slot reserved before the upgrade.
+pub async fn run(
+    mut socket: WebSocket,
+    state: Arc<AppState>,
+    admission: Admission,
+    id: String,
+    peer: IpAddr,
+) {
+    let opened = Instant::now();
+    let registration = state.registry.register(admission, Some(&id));
+    if state.lifecycle.is_draining() {
+        // Upgraded after the drain took its snapshot: leave at once too.
+        registration.control().send(Command::Shutdown);
+    }
+    state.metrics.connections_total.inc();
+    state.metrics.connections_active.inc();
+    let config = &state.config;
+    let mut session = Session {
+        outbox: Outbox::new(config.outbound_queue_bytes, opened),
+        limiter: RateLimiter::new(config.rate_limit_msgs_per_sec, opened),
+        heartbeat: config.heartbeat_interval,
+        idle_timeout: config.connection_timeout,
+        next_heartbeat: opened + config.heartbeat_interval,
+        last_message: opened,
+        last_frame: opened,
+        ping_sent: None,
+        received_close: false,
+        registration,
+        state: Arc::clone(&state),
+    };
+    info!(connection_id = %id, peer = %peer, server_id = %state.config.server_id, "connection opened");
+
+    let ending = match session.welcome(&id) {
+        Ok(()) => session.serve(&mut socket).await,
+        Err(Full) => Ending::Goodbye(GoodbyeReason::SlowConsumer),
+    };
+    let reason = session.finish(&mut socket, ending).await;
+
+    let metrics = &state.metrics;
+    metrics.disconnect(reason);
+    metrics.connections_active.dec();
+    metrics
+        .connection_duration
+        .observe(opened.elapsed().as_secs_f64());
+    info!(connection_id = %id, peer = %peer, server_id = %state.config.server_id, reason = reason.as_str(),
+        duration_ms = opened.elapsed().as_millis() as u64, "connection closed");
+}
+
+impl Session {
+    fn send(&mut self, message: &ServerMessage<'_>, received: Option<Instant>) -> Result<(), Full> {
+        self.outbox
+            .push(Message::Text(message.to_json().into()), received)?;
+        self.state.metrics.message_out(message.kind());
+        Ok(())
+    }
+
+    fn welcome(&mut self, id: &str) -> Result<(), Full> {
+        let config = &self.state.config;
+        let hello = ServerMessage::ConnectionEstablished {
+            connection_id: id,
+            server_id: &config.server_id,
+            heartbeat_interval_ms: config.heartbeat_interval.as_millis() as u64,
+            ts: now_ms(),
+        };
+        let text = hello.to_json();
+        self.outbox.push(Message::Text(text.into()), None)?;
+        self.state.metrics.message_out("connection_established");
+        Ok(())
+    }
+
+    /// When the single timer must fire next: the next heartbeat or the idle deadline.
+    fn next_deadline(&self) -> Instant {
+        self.next_heartbeat
+            .min(self.last_message + self.idle_timeout)
+    }
+
+    async fn serve(&mut self, socket: &mut WebSocket) -> Ending {
+        let mut timer: std::pin::Pin<&mut Sleep> = pin!(sleep_until(self.next_deadline().into()));
+        let state = Arc::clone(&self.state);
+        let control = Arc::clone(self.registration.control());
+        loop {
+            let step = tokio::select! {
+                biased;
+                command = control.recv() => Err(match command {
+                    Command::Replaced => Ending::Goodbye(GoodbyeReason::Replaced),
+                    Command::Shutdown => Ending::Goodbye(GoodbyeReason::ServerShutdown),
+                }),
+                () = &mut timer => {
+                    let step = self.on_timer(Instant::now());
+                    timer.as_mut().reset(self.next_deadline().into());
+                    step
+                }
+                io = socket::next_io(socket, &mut self.outbox, &state.metrics) => {
+                    let step = self.on_io(io);
+                    #[cfg(feature = "fault-injection")]
+                    state.faults.delay_response().await;
+                    step
+                }
+            };
+            if let Err(ending) = step {
+                return ending;
+            }
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant) -> Result<(), Ending> {
+        if now >= self.last_message + self.idle_timeout {
+            return Err(Ending::Goodbye(GoodbyeReason::IdleTimeout));
+        }
+        if now < self.next_heartbeat {
+            return Ok(());
+        }
+        let silent_limit = self.heartbeat * 2;
+        if now.saturating_duration_since(self.last_frame) >= silent_limit {
+            return Err(Ending::Closed(DisconnectReason::DeadPeer));
+        }
+        if self
+            .outbox
+            .stalled_for(now)
+            .is_some_and(|stall| stall >= silent_limit)
+        {
+            return Err(Ending::Goodbye(GoodbyeReason::SlowConsumer));
+        }
+        self.next_heartbeat = now + self.heartbeat;
+        self.send(&ServerMessage::Heartbeat { ts: now_ms() }, None)
+            .map_err(slow)?;
+        self.outbox
+            .push(Message::Ping(Default::default()), None)
+            .map_err(slow)?;
+        self.ping_sent = Some(now);
+        Ok(())
+    }
+
+    fn on_io(&mut self, io: Io) -> Result<(), Ending> {
+        let frame = match io {
+            Io::Read(Some(Ok(frame))) => frame,
+            Io::Read(Some(Err(error))) => {
+                return Err(Ending::ReadError(ReadFailure::classify(&error)));
+            }
+            Io::Read(None) => return Err(Ending::Closed(self.closed_reason())),
+            Io::WriteFailed(_) => return Err(Ending::Closed(DisconnectReason::TransportError)),
+        };
+        let now = Instant::now();
+        self.last_frame = now;
+        match frame {
+            Message::Text(text) => self.on_text(text.as_str(), now),
+            Message::Binary(_) => {
+                self.last_message = now;
+                self.state.metrics.message_in("invalid");
+                let error = ProtocolError {
+                    code: ErrorCode::UnsupportedFrame,
+                    message: "binary frames are not supported".into(),
+                    id: None,
+                };
+                self.reject(&error, now)
+            }
+            Message::Pong(_) => {
+                if let Some(sent) = self.ping_sent.take() {
+                    self.state
+                        .metrics
+                        .ping_rtt
+                        .observe(now.duration_since(sent).as_secs_f64());
+                }
+                Ok(())
+            }
+            // tungstenite answers pings itself.
+            Message::Ping(_) => Ok(()),
+            Message::Close(frame) => {
+                // tungstenite queues the close reply; the next read flushes it and ends the stream.
+                self.received_close = true;
+                debug!(close_code = frame.as_ref().map(|f| f.code), "client closed");
+                Ok(())
+            }
+        }
+    }
+
+    fn closed_reason(&self) -> DisconnectReason {
+        if self.received_close {
+            DisconnectReason::ClientClose
+        } else {
+            DisconnectReason::TransportError
+        }
+    }
+
+    fn on_text(&mut self, text: &str, now: Instant) -> Result<(), Ending> {
+        self.last_message = now;
+        match self.limiter.check(now) {
+            Verdict::Allow => {}
+            Verdict::Limited => {
+                self.state.metrics.message_in("invalid");
+                let error = ProtocolError {
+                    code: ErrorCode::RateLimited,
+                    message: format!(
+                        "more than {} messages per second",
+                        self.state.config.rate_limit_msgs_per_sec
+                    ),
+                    id: None,
+                };
+                return self.reject(&error, now);
+            }
+            Verdict::Abusive => {
+                self.state.metrics.message_in("invalid");
+                self.state.metrics.error(ErrorCode::RateLimited);
+                return Err(Ending::Goodbye(GoodbyeReason::PolicyViolation));
+            }
+        }
+        match parse_client_frame(text, self.state.config.max_message_bytes) {
+            Ok(request) => {
+                self.state.metrics.message_in(request.kind());
+                let answer = ServerMessage::answer(&request, now_ms());
+                let json = answer.to_json();
+                let kind = answer.kind();
+                self.outbox
+                    .push(Message::Text(json.into()), Some(now))
+                    .map_err(slow)?;
+                self.state.metrics.message_out(kind);
+                Ok(())
+            }
+            Err(error) => {
+                self.state.metrics.message_in("invalid");
+                self.reject(&error, now)
+            }
+        }
+    }
+
+    /// Answers a request that cannot be served with an `error`.
+    fn reject(&mut self, error: &ProtocolError, received: Instant) -> Result<(), Ending> {
+        self.state.metrics.error(error.code);
+        self.send(&ServerMessage::error(error, now_ms()), Some(received))
+            .map_err(slow)
+    }
+
+    /// Ends the connection as `ending` says; returns the reason for the metrics.
+    async fn finish(&mut self, socket: &mut WebSocket, ending: Ending) -> DisconnectReason {
+        let metrics = &self.state.metrics;
+        match ending {
+            Ending::Goodbye(reason) => {
+                if reason == GoodbyeReason::SlowConsumer {
+                    self.outbox.clear();
+                }
+                let goodbye = ServerMessage::goodbye(reason, now_ms());
+                self.outbox
+                    .push_last(Message::Text(goodbye.to_json().into()));
+                metrics.message_out("goodbye");
+                let frame = socket::close_frame(reason.close_code(), reason.as_str());
+                socket::close_gracefully(socket, &mut self.outbox, metrics, frame).await;
+                goodbye_disconnect_reason(reason)
+            }
+            Ending::Closed(reason) => reason,
+            Ending::ReadError(failure) => {
+                let mut last_words = Vec::new();
+                if failure == ReadFailure::TooLarge {
+                    metrics.error(ErrorCode::MessageTooLarge);
+                    let goodbye = ServerMessage::goodbye(GoodbyeReason::MessageTooLarge, now_ms());
+                    last_words.push(Message::Text(goodbye.to_json().into()));
+                    metrics.message_out("goodbye");
+                } else if failure != ReadFailure::Transport {
+                    metrics.error(ErrorCode::WebsocketProtocol);
+                }
+                if let Some(frame) = failure.close_frame() {
+                    last_words.push(Message::Close(Some(frame)));
+                    socket::close_after_read_error(socket, &mut self.outbox, last_words).await;
+                }
+                match failure {
+                    ReadFailure::TooLarge => DisconnectReason::MessageTooLarge,
+                    _ => DisconnectReason::TransportError,
+                }
+            }
+        }
+    }
+}
+
+fn slow(_: Full) -> Ending {
+    Ending::Goodbye(GoodbyeReason::SlowConsumer)
+}
+
+fn goodbye_disconnect_reason(reason: GoodbyeReason) -> DisconnectReason {
+    match reason {
+        GoodbyeReason::ServerShutdown => DisconnectReason::ServerShutdown,
+        GoodbyeReason::IdleTimeout => DisconnectReason::IdleTimeout,
+        GoodbyeReason::Replaced => DisconnectReason::Replaced,
+        GoodbyeReason::PolicyViolation => DisconnectReason::PolicyViolation,
+        GoodbyeReason::MessageTooLarge => DisconnectReason::MessageTooLarge,
+        GoodbyeReason::SlowConsumer => DisconnectReason::SlowConsumer,
+    }
+}

@@ -1,0 +1,121 @@
+//! Per-connection message rate limit: a token bucket (one second of burst), plus a count of
+//! rejected messages that turns persistent flooding into a `policy_violation` close.
+
+use std::time::{Duration, Instant};
+
+/// Window in which rejected messages are counted towards a policy violation.
+const STRIKE_WINDOW: Duration = Duration::from_secs(10);
+/// Fewest rejected messages per window that count as abuse, for small rates.
+const MIN_STRIKES: u32 = 10;
+
+/// What to do with one client message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    /// Over the rate: answer `rate_limited`.
+    Limited,
+    /// Over the rate for too long: close with `policy_violation`.
+    Abusive,
+}
+
+/// The limiter of one connection (rate 0 = never limits).
+#[derive(Debug)]
+pub struct RateLimiter {
+    rate: f32,
+    tokens: f32,
+    refilled: Instant,
+    strikes: u32,
+    strike_window_start: Instant,
+}
+
+impl RateLimiter {
+    pub fn new(messages_per_second: u32, now: Instant) -> RateLimiter {
+        let rate = messages_per_second as f32;
+        RateLimiter {
+            rate,
+            tokens: rate,
+            refilled: now,
+            strikes: 0,
+            strike_window_start: now,
+        }
+    }
+
+    /// More rejected messages than this within [`STRIKE_WINDOW`] is abuse: one second's worth
+    /// of the allowed rate, at least [`MIN_STRIKES`].
+    fn strike_limit(&self) -> u32 {
+        (self.rate as u32).max(MIN_STRIKES)
+    }
+
+    pub fn check(&mut self, now: Instant) -> Verdict {
+        if self.rate == 0.0 {
+            return Verdict::Allow;
+        }
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f32();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Verdict::Allow;
+        }
+        if now.saturating_duration_since(self.strike_window_start) > STRIKE_WINDOW {
+            self.strike_window_start = now;
+            self.strikes = 0;
+        }
+        self.strikes += 1;
+        if self.strikes > self.strike_limit() {
+            Verdict::Abusive
+        } else {
+            Verdict::Limited
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allows_the_rate_then_limits_then_calls_it_abuse() {
+        let t0 = Instant::now();
+        let mut limiter = RateLimiter::new(20, t0);
+        let verdicts: Vec<Verdict> = (0..51).map(|_| limiter.check(t0)).collect();
+        assert!(verdicts[..20].iter().all(|v| *v == Verdict::Allow));
+        assert!(verdicts[20..40].iter().all(|v| *v == Verdict::Limited));
+        assert_eq!(verdicts[40], Verdict::Abusive);
+    }
+
+    #[test]
+    fn tokens_refill_over_time() {
+        let t0 = Instant::now();
+        let mut limiter = RateLimiter::new(10, t0);
+        for _ in 0..10 {
+            assert_eq!(limiter.check(t0), Verdict::Allow);
+        }
+        assert_eq!(limiter.check(t0), Verdict::Limited);
+        assert_eq!(
+            limiter.check(t0 + Duration::from_millis(100)),
+            Verdict::Allow
+        );
+    }
+
+    #[test]
+    fn strikes_reset_after_the_window() {
+        let t0 = Instant::now();
+        let mut limiter = RateLimiter::new(1, t0);
+        limiter.check(t0);
+        for _ in 0..MIN_STRIKES {
+            assert_eq!(limiter.check(t0), Verdict::Limited);
+        }
+        let later = t0 + STRIKE_WINDOW + Duration::from_millis(1);
+        limiter.tokens = 0.0;
+        limiter.refilled = later;
+        assert_eq!(limiter.check(later), Verdict::Limited);
+    }
+
+    #[test]
+    fn zero_rate_is_off() {
+        let t0 = Instant::now();
+        let mut limiter = RateLimiter::new(0, t0);
+        assert!((0..1000).all(|_| limiter.check(t0) == Verdict::Allow));
+    }
+}

@@ -1,0 +1,261 @@
+//! Admission and bookkeeping of open WebSockets: the hard cap (a semaphore permit reserved
+//! before the upgrade and held for the whole life of the socket, because axum's limits stop
+//! at the upgrade), the per-IP counts, and the map of live connections behind `replaced` and
+//! the shutdown drain. Every slot is released by `Drop`, so no exit path can leak one.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+/// What another part of the server asks a connection to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Command {
+    /// Another connection took the same `connectionId`.
+    Replaced = 1,
+    /// The server is draining: say goodbye and close with 1001.
+    Shutdown = 2,
+}
+
+/// The mailbox of one connection: a single pending command and a wake-up. Much smaller than a
+/// channel (a channel allocates a block of slots per connection).
+#[derive(Debug, Default)]
+pub struct Control {
+    command: AtomicU8,
+    notify: Notify,
+}
+
+impl Control {
+    /// Delivers `command` unless an earlier one is pending (the first one wins).
+    pub fn send(&self, command: Command) {
+        if self
+            .command
+            .compare_exchange(0, command as u8, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Waits for the command.
+    pub async fn recv(&self) -> Command {
+        loop {
+            if let Some(command) = self.pending() {
+                return command;
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    fn pending(&self) -> Option<Command> {
+        match self.command.load(Ordering::Acquire) {
+            1 => Some(Command::Replaced),
+            2 => Some(Command::Shutdown),
+            _ => None,
+        }
+    }
+}
+
+/// Why an upgrade was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdmitError {
+    AtCapacity,
+    IpLimit,
+}
+
+#[derive(Default)]
+struct Tables {
+    per_ip: HashMap<IpAddr, u32>,
+    live: HashMap<u64, Arc<Control>>,
+    by_id: HashMap<Box<str>, u64>,
+}
+
+/// All open WebSockets of this process.
+pub struct Registry {
+    permits: Arc<Semaphore>,
+    max_per_ip: u32,
+    next_serial: AtomicU64,
+    tables: Mutex<Tables>,
+}
+
+/// A reserved slot (global permit and per-IP count), taken before the upgrade.
+pub struct Admission {
+    registry: Arc<Registry>,
+    ip: IpAddr,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// A live connection's entry; removing it on drop frees its slot.
+pub struct Registration {
+    admission: Admission,
+    serial: u64,
+    id: Option<Box<str>>,
+    control: Arc<Control>,
+}
+
+impl Registry {
+    /// `max_per_ip` 0 means no per-IP limit.
+    pub fn new(max_connections: u32, max_per_ip: u32) -> Arc<Registry> {
+        Arc::new(Registry {
+            permits: Arc::new(Semaphore::new(max_connections as usize)),
+            max_per_ip,
+            next_serial: AtomicU64::new(1),
+            tables: Mutex::new(Tables::default()),
+        })
+    }
+
+    fn tables(&self) -> MutexGuard<'_, Tables> {
+        // A panic while holding the lock cannot leave the maps half-updated (each update is
+        // a single insert or remove), so a poisoned lock is still consistent.
+        self.tables
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reserves a slot for a client at `ip`, or says why not.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, AdmitError> {
+        let permit = Arc::clone(&self.permits)
+            .try_acquire_owned()
+            .map_err(|_| AdmitError::AtCapacity)?;
+        let mut tables = self.tables();
+        let count = tables.per_ip.entry(ip).or_insert(0);
+        if self.max_per_ip > 0 && *count >= self.max_per_ip {
+            if *count == 0 {
+                tables.per_ip.remove(&ip);
+            }
+            return Err(AdmitError::IpLimit);
+        }
+        *count += 1;
+        Ok(Admission {
+            registry: Arc::clone(self),
+            ip,
+            _permit: permit,
+        })
+    }
+
+    /// Records an upgraded connection; a previous one with the same `id` is told it was replaced.
+    pub fn register(&self, admission: Admission, id: Option<&str>) -> Registration {
+        let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
+        let control = Arc::new(Control::default());
+        let mut tables = self.tables();
+        tables.live.insert(serial, Arc::clone(&control));
+        if let Some(id) = id
+            && let Some(previous) = tables.by_id.insert(id.into(), serial)
+            && let Some(old) = tables.live.get(&previous)
+        {
+            old.send(Command::Replaced);
+        }
+        drop(tables);
+        Registration {
+            admission,
+            serial,
+            id: id.map(Into::into),
+            control,
+        }
+    }
+
+    /// Number of open WebSockets.
+    pub fn len(&self) -> usize {
+        self.tables().live.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The mailboxes of every open WebSocket, oldest first.
+    pub fn snapshot(&self) -> Vec<Arc<Control>> {
+        let tables = self.tables();
+        let mut live: Vec<(u64, Arc<Control>)> = tables
+            .live
+            .iter()
+            .map(|(s, c)| (*s, Arc::clone(c)))
+            .collect();
+        drop(tables);
+        live.sort_unstable_by_key(|(serial, _)| *serial);
+        live.into_iter().map(|(_, control)| control).collect()
+    }
+
+    /// Open WebSockets of one client IP.
+    pub fn count_for(&self, ip: IpAddr) -> u32 {
+        self.tables().per_ip.get(&ip).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut tables = self.registry.tables();
+        if let Some(count) = tables.per_ip.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                tables.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Registration {
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut tables = self.admission.registry.tables();
+        tables.live.remove(&self.serial);
+        if let Some(id) = &self.id
+            && tables.by_id.get(id) == Some(&self.serial)
+        {
+            tables.by_id.remove(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+
+    #[test]
+    fn cap_and_per_ip_limit_release_on_drop() {
+        let registry = Registry::new(3, 2);
+        let a1 = registry.admit(A).unwrap();
+        let _a2 = registry.admit(A).unwrap();
+        assert_eq!(registry.admit(A).err(), Some(AdmitError::IpLimit));
+        let _b1 = registry.admit(B).unwrap();
+        assert_eq!(registry.admit(B).err(), Some(AdmitError::AtCapacity));
+        drop(a1);
+        assert_eq!(registry.count_for(A), 1);
+        assert!(registry.admit(A).is_ok());
+    }
+
+    #[tokio::test]
+    async fn same_id_replaces_the_older_connection() {
+        let registry = Registry::new(10, 0);
+        let first = registry.register(registry.admit(A).unwrap(), Some("alice"));
+        let second = registry.register(registry.admit(A).unwrap(), Some("alice"));
+        assert_eq!(first.control().recv().await, Command::Replaced);
+        assert_eq!(second.control().pending(), None);
+        drop(first);
+        // The older entry leaving must not unmap the newer one.
+        let third = registry.register(registry.admit(A).unwrap(), Some("alice"));
+        assert_eq!(second.control().recv().await, Command::Replaced);
+        drop((second, third));
+        assert!(registry.is_empty());
+        assert_eq!(registry.count_for(A), 0);
+    }
+
+    #[test]
+    fn first_command_wins() {
+        let control = Control::default();
+        control.send(Command::Replaced);
+        control.send(Command::Shutdown);
+        assert_eq!(control.pending(), Some(Command::Replaced));
+    }
+}

@@ -1,0 +1,292 @@
+//! The public HTTP surface: the WebSocket upgrade routes with their admission checks (id,
+//! Origin, draining, capacity, per-IP), `/health`, `/ready`, the test page, JSON errors for
+//! everything else, and the security headers on every response.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::header::{self, HeaderName, HeaderValue};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use serde_json::json;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tracing::debug;
+
+use crate::access::{client_ip, origin_allowed};
+use crate::app::AppState;
+use crate::listener::PeerAddr;
+use crate::metrics::RejectReason;
+use crate::protocol::is_valid_connection_id;
+use crate::registry::{Admission, AdmitError};
+use crate::shutdown::Phase;
+use crate::{connection, echo, socket};
+
+/// Content-Security-Policy of every response: the test page loads only its own script and
+/// stylesheet and connects only back to this server.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+                   img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+/// Seconds a client should wait before retrying when the server is full.
+const RETRY_AFTER_FULL: &str = "5";
+/// Seconds before retrying a draining server (a healthy peer usually takes over at once).
+const RETRY_AFTER_DRAINING: &str = "1";
+
+const INDEX_HTML: &str = include_str!("static/index.html");
+const APP_JS: &str = include_str!("static/app.js");
+const APP_CSS: &str = include_str!("static/app.css");
+
+/// The router of the public listener.
+pub fn router(state: Arc<AppState>) -> Router {
+    let mut router = Router::new()
+        .route(
+            "/",
+            get(|| async { static_asset("text/html; charset=utf-8", INDEX_HTML) }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { static_asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/app.css",
+            get(|| async { static_asset("text/css; charset=utf-8", APP_CSS) }),
+        )
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/ws/chat/{*id}", get(chat_upgrade))
+        .route("/ws/chat", any(invalid_connection_id))
+        .route("/ws/chat/", any(invalid_connection_id));
+    if state.config.enable_echo {
+        router = router.route("/ws/echo", get(echo_upgrade));
+    }
+    let router = router
+        .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not_found") })
+        .method_not_allowed_fallback(|| async {
+            json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+        });
+    security_headers(router, state.config.hsts_max_age).with_state(state)
+}
+
+fn security_headers(router: Router<Arc<AppState>>, hsts_max_age: u64) -> Router<Arc<AppState>> {
+    let fixed = [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        ),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
+        (
+            HeaderName::from_static("cross-origin-opener-policy"),
+            HeaderValue::from_static("same-origin"),
+        ),
+    ];
+    let mut router = router;
+    for (name, value) in fixed {
+        router = router.layer(SetResponseHeaderLayer::overriding(name, value));
+    }
+    if hsts_max_age > 0 {
+        let value = HeaderValue::from_str(&format!("max-age={hsts_max_age}; includeSubDomains"))
+            .expect("a number makes a valid header value");
+        router = router.layer(SetResponseHeaderLayer::overriding(
+            header::STRICT_TRANSPORT_SECURITY,
+            value,
+        ));
+    }
+    router
+}
+
+fn static_asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn json_error(status: StatusCode, error: &str) -> Response {
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({ "error": error })),
+    )
+        .into_response()
+}
+
+fn retry_later(status: StatusCode, error: &str, retry_after: &'static str) -> Response {
+    let mut response = json_error(status, error);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static(retry_after));
+    response
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let status = if state.lifecycle.is_draining() {
+        "draining"
+    } else {
+        "ok"
+    };
+    let body = json!({
+        "status": status,
+        "connections": state.registry.len(),
+        "uptimeSeconds": state.lifecycle.started.elapsed().as_secs(),
+        "serverId": state.config.server_id,
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+}
+
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    let phase = state.lifecycle.phase();
+    #[cfg(feature = "fault-injection")]
+    let phase = if state.faults.ready_503 {
+        Phase::Starting
+    } else {
+        phase
+    };
+    let status = if phase == Phase::Ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({ "status": phase.as_str() })),
+    )
+        .into_response()
+}
+
+async fn invalid_connection_id(State(state): State<Arc<AppState>>) -> Response {
+    state.metrics.rejected(RejectReason::InvalidConnectionId);
+    json_error(StatusCode::BAD_REQUEST, "invalid_connection_id")
+}
+
+/// Why an upgrade was refused before it happened.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    ForbiddenOrigin,
+    Draining,
+    AtCapacity,
+    IpLimit,
+}
+
+impl Refusal {
+    fn reason(self) -> RejectReason {
+        match self {
+            Refusal::ForbiddenOrigin => RejectReason::ForbiddenOrigin,
+            Refusal::Draining => RejectReason::Draining,
+            Refusal::AtCapacity => RejectReason::AtCapacity,
+            Refusal::IpLimit => RejectReason::IpLimit,
+        }
+    }
+
+    fn into_response(self) -> Response {
+        let error = self.reason().as_str();
+        match self {
+            Refusal::ForbiddenOrigin => json_error(StatusCode::FORBIDDEN, error),
+            Refusal::Draining => {
+                retry_later(StatusCode::SERVICE_UNAVAILABLE, error, RETRY_AFTER_DRAINING)
+            }
+            Refusal::AtCapacity => {
+                retry_later(StatusCode::SERVICE_UNAVAILABLE, error, RETRY_AFTER_FULL)
+            }
+            Refusal::IpLimit => retry_later(StatusCode::TOO_MANY_REQUESTS, error, RETRY_AFTER_FULL),
+        }
+    }
+}
+
+/// The checks every upgrade passes, in order: Origin, draining, capacity, per-IP.
+fn check_admission(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<(Admission, IpAddr), Refusal> {
+    if !origin_allowed(headers, &state.config.allowed_origins) {
+        return Err(Refusal::ForbiddenOrigin);
+    }
+    if state.lifecycle.is_draining() {
+        return Err(Refusal::Draining);
+    }
+    let ip = client_ip(peer.ip(), headers, &state.config.trusted_proxies);
+    match state.registry.admit(ip) {
+        Ok(admission) => Ok((admission, ip)),
+        Err(AdmitError::AtCapacity) => Err(Refusal::AtCapacity),
+        Err(AdmitError::IpLimit) => Err(Refusal::IpLimit),
+    }
+}
+
+/// Admits an upgrade, or counts and logs the refusal.
+fn admit(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<(Admission, IpAddr), Refusal> {
+    check_admission(state, headers, peer).inspect_err(|refusal| {
+        state.metrics.rejected(refusal.reason());
+        debug!(peer = %peer, reason = refusal.reason().as_str(), "upgrade refused");
+    })
+}
+
+fn upgrade_required() -> Response {
+    let mut response = json_error(StatusCode::UPGRADE_REQUIRED, "upgrade_required");
+    response
+        .headers_mut()
+        .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    response
+}
+
+async fn chat_upgrade(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let id = match id {
+        Ok(Path(id)) if is_valid_connection_id(&id) => id,
+        _ => return invalid_connection_id(State(state)).await,
+    };
+    let Ok(upgrade) = upgrade else {
+        return upgrade_required();
+    };
+    let (admission, ip) = match admit(&state, &headers, peer) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal.into_response(),
+    };
+    socket::configure(upgrade, state.config.max_message_bytes)
+        .on_failed_upgrade(|error| debug!(%error, "upgrade failed"))
+        .on_upgrade(move |ws| connection::run(ws, state, admission, id, ip))
+}
+
+async fn echo_upgrade(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let Ok(upgrade) = upgrade else {
+        return upgrade_required();
+    };
+    let (admission, ip) = match admit(&state, &headers, peer) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal.into_response(),
+    };
+    socket::configure(upgrade, state.config.max_message_bytes)
+        .on_failed_upgrade(|error| debug!(%error, "upgrade failed"))
+        .on_upgrade(move |ws| echo::run(ws, state, admission, ip))
+}

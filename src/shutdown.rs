@@ -1,0 +1,154 @@
+//! The server's lifecycle (starting, ready, draining) and graceful shutdown: waiting for
+//! SIGTERM or SIGINT, telling every open WebSocket to say goodbye at evenly spaced moments over
+//! the drain window (so that thousands of clients do not reconnect in the same instant), and
+//! waiting for them to close until the deadline. axum's graceful shutdown does not see
+//! upgraded sockets, so the registry is the source of truth here.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::time::sleep_until;
+use tracing::{info, warn};
+
+use crate::registry::{Command, Registry};
+
+/// Where the process is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    Starting = 0,
+    Ready = 1,
+    Draining = 2,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Ready => "ready",
+            Phase::Draining => "draining",
+        }
+    }
+}
+
+/// The shared, lock-free phase.
+#[derive(Debug)]
+pub struct Lifecycle {
+    phase: AtomicU8,
+    pub started: Instant,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Lifecycle {
+            phase: AtomicU8::new(Phase::Starting as u8),
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Lifecycle {
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Acquire) {
+            0 => Phase::Starting,
+            1 => Phase::Ready,
+            _ => Phase::Draining,
+        }
+    }
+
+    pub fn set(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.phase() == Phase::Draining
+    }
+}
+
+/// Waits for SIGTERM or SIGINT and returns its name.
+pub async fn wait_for_signal() -> std::io::Result<&'static str> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+/// The timing of a drain, all derived from `SHUTDOWN_TIMEOUT`.
+#[derive(Debug, Clone, Copy)]
+pub struct DrainPlan {
+    /// Goodbyes are spread evenly over this window from the signal.
+    pub window: Duration,
+    /// Whatever is still open at this moment is dropped, and the process exits.
+    pub deadline: Duration,
+}
+
+impl DrainPlan {
+    /// Goodbyes over the first half of the timeout, so that closing handshakes have the second
+    /// half; the hard deadline leaves a margin (a tenth, at most one second) to exit before
+    /// whoever sent the signal gives up (systemd's TimeoutStopSec).
+    pub fn for_timeout(timeout: Duration) -> DrainPlan {
+        let margin = (timeout / 10).min(Duration::from_secs(1));
+        DrainPlan {
+            window: timeout / 2,
+            deadline: timeout - margin,
+        }
+    }
+}
+
+/// Says goodbye to every open WebSocket over the drain window, then waits until all are closed
+/// or the deadline passes. Returns how many were still open at the end.
+pub async fn drain(registry: &Registry, plan: DrainPlan, started: Instant) -> usize {
+    let connections = registry.snapshot();
+    let count = connections.len() as u32;
+    info!(
+        connections = count,
+        window_ms = plan.window.as_millis() as u64,
+        "draining: spreading goodbyes"
+    );
+    for (index, control) in connections.iter().enumerate() {
+        let at = started
+            + plan
+                .window
+                .mul_f64(f64::from(index as u32) / f64::from(count.max(1)));
+        sleep_until(at.into()).await;
+        control.send(Command::Shutdown);
+    }
+    drop(connections);
+    let deadline = started + plan.deadline;
+    while !registry.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = registry.len();
+    if left > 0 {
+        warn!(
+            connections = left,
+            "shutdown deadline reached: dropping the connections still open"
+        );
+    }
+    left
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_leaves_room_before_the_timeout() {
+        let plan = DrainPlan::for_timeout(Duration::from_secs(10));
+        assert_eq!(plan.window, Duration::from_secs(5));
+        assert_eq!(plan.deadline, Duration::from_secs(9));
+        let plan = DrainPlan::for_timeout(Duration::from_millis(500));
+        assert_eq!(plan.deadline, Duration::from_millis(450));
+    }
+
+    #[test]
+    fn phases_round_trip() {
+        let lifecycle = Lifecycle::default();
+        assert_eq!(lifecycle.phase(), Phase::Starting);
+        lifecycle.set(Phase::Draining);
+        assert!(lifecycle.is_draining());
+    }
+}
