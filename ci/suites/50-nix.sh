@@ -38,7 +38,12 @@ write_atomically() {
 }
 
 # ---- static checks of every .nix file ----------------------------------------------------
-mapfile -t nix_files < <(git ls-files -co --exclude-standard '*.nix')
+list_nix_files() {
+  { git ls-files -co --exclude-standard '*.nix' 2>/dev/null ||
+    find . -name '*.nix' -not -path './target/*' -not -path './ci/node/*' -printf '%P\n'; } |
+    while read -r f; do [ -f "$f" ] && echo "$f"; done
+}
+mapfile -t nix_files < <(list_nix_files)
 [ ${#nix_files[@]} -gt 0 ] || die "no .nix files found"
 for f in "${nix_files[@]}"; do
   nix-instantiate --parse "$f" > /dev/null || die "$f does not parse"
