@@ -222,11 +222,11 @@ blue_and_green_side_by_side() {
   churn side-green 3002 --rate 20 --duration 1
   [ "$(field side-blue '.server_ids.blue // 0')" = 20 ] || die "port 3001 not served by blue: $(field side-blue .)"
   [ "$(field side-green '.server_ids.green // 0')" = 20 ] || die "port 3002 not served by green: $(field side-green .)"
-  local colour port
+  local colour port metrics
   for colour in blue green; do
     port=$([ $colour = blue ] && echo 9464 || echo 9465)
-    IN_NET curl -fsS "http://127.0.0.1:$port/metrics" | grep -q "^websocket_build_info{.*server_id=\"$colour\"" ||
-      die "metrics on 127.0.0.1:$port do not come from $colour"
+    metrics=$(IN_NET curl -fsS --max-time 10 "http://127.0.0.1:$port/metrics") || die "no metrics on 127.0.0.1:$port"
+    grep -q "^websocket_build_info{.*server_id=\"$colour\"" <<< "$metrics" || die "metrics on 127.0.0.1:$port do not come from $colour"
   done
   [ "$(main_pid ws@blue.service)" != "$(main_pid ws@green.service)" ] || die "blue and green share a process"
   echo "RESULT side by side: ws@blue on 3001 (metrics 9464) and ws@green on 3002 (metrics 9465), pids $(main_pid ws@blue.service) and $(main_pid ws@green.service)"
