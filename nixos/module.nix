@@ -350,7 +350,7 @@ in
       enable = mkOption {
         type = types.bool;
         default = true;
-        description = "Run Loki on 127.0.0.1:${toString monitoringLib.ports.loki} and ship the journal to it with Grafana Alloy.";
+        description = "Run Loki on 127.0.0.1:${toString monitoringLib.ports.loki} (filesystem storage, retention enforced by its compactor).";
       };
       retention = mkOption {
         type = types.str;
@@ -361,6 +361,21 @@ in
         type = types.str;
         default = "720h";
         description = "How long Loki keeps lines of priority error and worse (30 days).";
+      };
+
+      alloy = {
+        enable = mkOption {
+          type = types.bool;
+          default = cfg.loki.enable;
+          defaultText = literalExpression "config.services.concurrent-socket.loki.enable";
+          description = "Ship the journal to Loki with Grafana Alloy, labelled `unit`, `instance` (the colour of a ws@ unit) and `level` (journal priority).";
+        };
+        lokiUrl = mkOption {
+          type = types.str;
+          default = lokiUrl;
+          example = "http://10.0.0.10:3100";
+          description = "The Loki Alloy pushes to: this host's, or a central one.";
+        };
       };
     };
   };
@@ -543,8 +558,11 @@ in
           inherit (cfg.loki) retention errorRetention;
         };
       };
+    })
+
+    (mkIf cfg.alloy.enable {
       services.alloy.enable = true;
-      environment.etc."alloy/config.alloy".text = monitoringLib.alloyConfig { inherit lokiUrl; };
+      environment.etc."alloy/config.alloy".text = monitoringLib.alloyConfig { inherit (cfg.alloy) lokiUrl; };
     })
   ]);
 }
