@@ -14,6 +14,8 @@ locals {
     domain            = var.domain_name
     sshAuthorizedKeys = var.ssh_authorized_keys
     serverSettings    = var.server_settings
+    metricsPorts      = local.metrics_ports
+    healthCheckPort   = local.health_check_port
     stateVersion      = var.nixos_release
   }
   monitoring_settings = {

@@ -1,0 +1,225 @@
+# The roles of a fleet host on AWS, imported by the flake that Terraform's ws-host module writes
+# to /etc/nixos (templates/flake.nix.tftpl). It reads the host's settings (fleet.json, as
+# `fleet`) and the package of each colour (`colourPackages`, pinned separately so that a
+# rollout changes the idle colour only):
+#
+# - role "ws": services.concurrent-socket (blue and green behind Traefik) from nixos/module.nix;
+#   an `nlb-health` Traefik entry point for the NLB's health check; the loopback metrics
+#   listeners exposed to the monitoring host on the private network; the journal shipped to
+#   the monitoring host's Loki by Grafana Alloy.
+# - role "monitoring": Prometheus (finding the WebSocket hosts by EC2 tags), Grafana and Loki,
+#   configured with the same pure library as the single-host module (nixos/lib/monitoring.nix).
+#
+# Every port comes from fleet.json, written from terraform/modules/ws-fleet/main.tf, the same
+# place the security groups take them from.
+{ config, lib, pkgs, fleet, colourPackages, ... }:
+let
+  inherit (lib) mapAttrs' mkBefore mkIf mkMerge nameValuePair;
+
+  monitoringLib = import ../../nixos/lib/monitoring.nix { };
+  json = pkgs.formats.json { };
+  isWs = fleet.role == "ws";
+
+  # Loopback listeners (docs/architecture.md) and the private ports, chosen by Terraform, that
+  # relay them to the monitoring host.
+  relayed = lib.optionalAttrs isWs {
+    blue = { port = fleet.metricsPorts.blue; target = 9464; };
+    green = { port = fleet.metricsPorts.green; target = 9465; };
+    traefik = { port = fleet.metricsPorts.traefik; target = 8082; };
+  };
+  healthPort = fleet.healthCheckPort;
+  traefikDir = "/var/lib/concurrent-socket/traefik";
+
+  # One router on the `nlb-health` entry point: /ready of whichever colour `ws-active`
+  # (routing.yml, rewritten by wsctl) sends traffic to. No Host rule and no redirect, since the
+  # NLB's health checks send neither a host name nor TLS.
+  healthRouting = json.generate "nlb-health.yml" {
+    http.routers.nlb-health = {
+      entryPoints = [ "nlb-health" ];
+      rule = "Path(`/ready`)";
+      service = "ws-active";
+    };
+  };
+
+  # Terraform passes server settings as strings; the module's settings are typed.
+  listSettings = [ "ALLOWED_ORIGINS" "TRUSTED_PROXIES" ];
+  typedSetting = name: value:
+    if builtins.elem name listSettings then lib.splitString "," value
+    else if builtins.match "[0-9]+" value != null then lib.toInt value
+    else if value == "true" || value == "false" then value == "true"
+    else value;
+  serverSettings = lib.mapAttrs typedSetting (fleet.serverSettings or { });
+
+  # Prometheus relabelling of EC2 discovery: scrape the private address on the given port and
+  # name the target by the host's Name tag.
+  ec2Targets = port: {
+    region = fleet.region;
+    inherit port;
+    filters =
+      lib.mapAttrsToList (name: value: { name = "tag:${name}"; values = [ value ]; }) fleet.discoveryTags
+      ++ [{ name = "instance-state-name"; values = [ "running" ]; }];
+  };
+  hostRelabel = [
+    { source_labels = [ "__meta_ec2_tag_Name" ]; target_label = "instance"; }
+    { source_labels = [ "__meta_ec2_availability_zone" ]; target_label = "availability_zone"; }
+  ];
+  colourRelabel = colour: {
+    source_labels = [ "__address__" ];
+    regex = ".*:${toString fleet.metricsPorts.${colour}}";
+    target_label = "colour";
+    replacement = colour;
+  };
+
+  ruleFiles =
+    let dir = ../../alerts;
+    in map (name: dir + "/${name}")
+      (builtins.filter (lib.hasSuffix ".yml") (builtins.attrNames (builtins.readDir dir)));
+
+  grafanaAdminPassword = "/var/lib/grafana/admin-password";
+in
+{
+  config = mkMerge [
+    {
+      # The first boot ran the bootstrap; from now on new systems arrive from the rollout.
+      virtualisation.amazon-init.enable = false;
+      nix.settings.experimental-features = [ "nix-command" "flakes" ];
+      services.openssh = {
+        enable = true;
+        settings = {
+          PasswordAuthentication = false;
+          KbdInteractiveAuthentication = false;
+          PermitRootLogin = "prohibit-password";
+        };
+      };
+      users.users.root.openssh.authorizedKeys.keys = fleet.sshAuthorizedKeys;
+      services.prometheus.exporters.node = {
+        enable = true;
+        port = fleet.metricsPorts.node;
+        openFirewall = isWs;
+      };
+      system.stateVersion = fleet.stateVersion;
+    }
+
+    (mkIf isWs {
+      services.concurrent-socket = {
+        enable = true;
+        openFirewall = true;
+        instances.blue = { package = colourPackages.blue; settings = serverSettings; };
+        instances.green = { package = colourPackages.green; settings = serverSettings; };
+        traefik = {
+          inherit (fleet) domain;
+          acme.email = if fleet.domain == null then null else fleet.acmeEmail;
+        };
+        # The fleet's monitoring stack runs on the monitoring host.
+        prometheus.enable = false;
+        grafana.enable = false;
+        loki.enable = false;
+      };
+
+      services.traefik.static.settings.entryPoints.nlb-health.address = ":${toString healthPort}";
+      systemd.tmpfiles.settings."30-fleet-host"."${traefikDir}/nlb-health.yml"."L+".argument = "${healthRouting}";
+
+      # systemd-socket-proxyd relays each loopback metrics listener to the private network,
+      # where the security group admits the monitoring host only.
+      systemd.sockets = mapAttrs'
+        (name: relay: nameValuePair "metrics-relay-${name}" {
+          wantedBy = [ "sockets.target" ];
+          listenStreams = [ (toString relay.port) ];
+        })
+        relayed;
+      systemd.services = mapAttrs'
+        (name: relay: nameValuePair "metrics-relay-${name}" {
+          requires = [ "metrics-relay-${name}.socket" ];
+          after = [ "metrics-relay-${name}.socket" ];
+          serviceConfig = {
+            ExecStart = "${config.systemd.package}/lib/systemd/systemd-socket-proxyd --exit-idle-time=5min 127.0.0.1:${toString relay.target}";
+            DynamicUser = true;
+            PrivateTmp = true;
+            ProtectSystem = "strict";
+          };
+        })
+        relayed;
+
+      networking.firewall.allowedTCPPorts = [ healthPort ] ++ lib.mapAttrsToList (_: relay: relay.port) relayed;
+
+      services.alloy.enable = true;
+      environment.etc."alloy/config.alloy".text = monitoringLib.alloyConfig {
+        lokiUrl = "http://${fleet.monitoringAddress}:${toString monitoringLib.ports.loki}";
+      };
+    })
+
+    (mkIf (!isWs) {
+      services.prometheus = {
+        enable = true;
+        listenAddress = "127.0.0.1";
+        port = monitoringLib.ports.prometheus;
+        retentionTime = "30d";
+        inherit ruleFiles;
+        globalConfig = {
+          scrape_interval = "15s";
+          evaluation_interval = "15s";
+        };
+        scrapeConfigs = [
+          {
+            job_name = "concurrent-socket";
+            ec2_sd_configs = map (colour: ec2Targets fleet.metricsPorts.${colour}) [ "blue" "green" ];
+            relabel_configs = hostRelabel ++ map colourRelabel [ "blue" "green" ];
+          }
+          {
+            job_name = "traefik";
+            ec2_sd_configs = [ (ec2Targets fleet.metricsPorts.traefik) ];
+            relabel_configs = hostRelabel;
+          }
+          {
+            job_name = "node";
+            ec2_sd_configs = [ (ec2Targets fleet.metricsPorts.node) ];
+            relabel_configs = hostRelabel;
+          }
+        ];
+      };
+
+      services.loki = {
+        enable = true;
+        # Pushed to by the WebSocket hosts' Alloy: listen on the private network (the
+        # security group admits the WebSocket hosts only).
+        configuration = lib.recursiveUpdate
+          (monitoringLib.lokiConfig { inherit (config.services.loki) dataDir; })
+          { server.http_listen_address = "0.0.0.0"; };
+      };
+
+      services.grafana = {
+        enable = true;
+        settings = {
+          server = {
+            http_addr = "0.0.0.0";
+            http_port = fleet.grafanaPort;
+            domain = if fleet.grafanaDomain == null then "localhost" else fleet.grafanaDomain;
+          };
+          security = {
+            secret_key = "$__file{/var/lib/grafana/secret_key}";
+            admin_password = "$__file{${grafanaAdminPassword}}";
+          };
+        };
+        provision = {
+          enable = true;
+          datasources.settings.datasources = monitoringLib.grafanaDatasources { };
+          dashboards.settings.providers = [{
+            name = "concurrent-socket";
+            folder = "concurrent-socket";
+            options.path = "${config.services.concurrent-socket.package}/share/concurrent-socket/grafana/dashboards";
+          }];
+        };
+      };
+      # Grafana's secret key and admin password, made once on the host (read the password with
+      # `ssh root@<monitoring> cat /var/lib/grafana/admin-password`).
+      systemd.services.grafana.preStart = mkBefore ''
+        for secret in /var/lib/grafana/secret_key ${grafanaAdminPassword}; do
+          if [ ! -s "$secret" ]; then
+            (umask 077; head -c 24 /dev/urandom | base64 > "$secret")
+          fi
+        done
+      '';
+      networking.firewall.allowedTCPPorts = [ fleet.grafanaPort monitoringLib.ports.loki ];
+    })
+  ];
+}

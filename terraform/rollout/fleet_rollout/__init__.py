@@ -1,0 +1,1 @@
+"""Rolls a new concurrent-socket version across the fleet that Terraform made (docs/fleet.md)."""

@@ -1,0 +1,143 @@
+"""The rollout's own bookkeeping: step order, stopping after the first failed batch, the fleet
+state it reports. ssh, aws and nixos-rebuild are replaced on PATH by small scripts that log
+their arguments and answer like the hosts would (wsctl status, the colour pins, target health):
+these tests check what fleet-rollout does with the answers, not AWS or the hosts themselves."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROLLOUT_DIR = Path(__file__).resolve().parents[1]
+OLD = "github:acme/concurrent-socket/old"
+NEW = "github:acme/concurrent-socket/new"
+
+SSH = r'''#!/usr/bin/env bash
+# ssh stand-in: the host is the argument before "--"; its state lives in $HOSTS_DIR/<ip>/.
+set -euo pipefail
+echo "ssh $*" >> "$CALL_LOG"
+while [ "$1" != "--" ]; do target=$1; shift; done; shift
+dir="$HOSTS_DIR/${target#*@}"; mkdir -p "$dir"
+[ -e "$dir/active" ] || echo blue > "$dir/active"
+[ -e "$dir/pins" ] || printf '{"blue": "%s", "green": "%s"}\n' "$OLD_REF" "$OLD_REF" > "$dir/pins"
+case "$*" in
+  "wsctl status --json") printf '{"active": "%s", "instances": []}\n' "$(cat "$dir/active")" ;;
+  "cat /etc/nixos/colours.json") cat "$dir/pins" ;;
+  "sh -c "*) cat > "$dir/pins" ;;
+  "wsctl deploy --to "*)
+    if [ -e "$dir/fail-deploy" ]; then echo "deploy failed: green never became ready; rolled back to blue" >&2; exit 1; fi
+    echo "$4" > "$dir/active" ;;
+  *) echo "unexpected remote command: $*" >&2; exit 99 ;;
+esac
+'''
+
+AWS = r'''#!/usr/bin/env bash
+set -euo pipefail
+echo "aws $*" >> "$CALL_LOG"
+case "$*" in
+  *describe-target-health*) cat "$TARGET_HEALTH" ;;
+esac
+'''
+
+NIXOS_REBUILD = r'''#!/usr/bin/env bash
+set -euo pipefail
+echo "nixos-rebuild $*" >> "$CALL_LOG"
+'''
+
+
+@pytest.fixture
+def env(tmp_path, outputs):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in {"ssh": SSH, "aws": AWS, "nixos-rebuild": NIXOS_REBUILD}.items():
+        path = bin_dir / name
+        path.write_text(text)
+        path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    hosts = outputs["ws_hosts"]["value"]
+    health = {"TargetHealthDescriptions": [
+        {"Target": {"Id": h["instance_id"], "Port": 80}, "TargetHealth": {"State": "healthy"}} for h in hosts.values()
+    ]}
+    (tmp_path / "health.json").write_text(json.dumps(health))
+    return {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "CALL_LOG": str(tmp_path / "calls.log"),
+        "HOSTS_DIR": str(tmp_path / "hosts"),
+        "TARGET_HEALTH": str(tmp_path / "health.json"),
+        "OLD_REF": OLD,
+        "PYTHONPATH": str(ROLLOUT_DIR),
+    }
+
+
+def run(env, outputs_file, *args):
+    # This Python directly rather than the fleet-rollout wrapper: a pyenv shim for python3
+    # would put its own bin directory, with a real aws, ahead of the stand-ins on PATH.
+    return subprocess.run([sys.executable, "-m", "fleet_rollout", "--flake-ref", NEW, "--outputs", str(outputs_file), *args],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def calls(env) -> list[str]:
+    return Path(env["CALL_LOG"]).read_text().splitlines()
+
+
+def host_state(env, ip: str) -> tuple[str, dict]:
+    dir_ = Path(env["HOSTS_DIR"]) / ip
+    return (dir_ / "active").read_text().strip(), json.loads((dir_ / "pins").read_text())
+
+
+def test_every_host_moves_to_its_idle_colour(env, outputs_file):
+    done = run(env, outputs_file, "--max-unavailable", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "RESULT rollout: 4 done, 0 failed, 0 untouched" in done.stdout
+    for n in range(1, 5):
+        active, pins = host_state(env, f"198.51.100.{n}")
+        assert active == "green"
+        assert pins == {"blue": OLD, "green": NEW}, "the active colour's pin must not move"
+    log = calls(env)
+    first = [c for c in log if "198.51.100.1" in c or "i-00000000000000001" in c]
+    kinds = [c.split()[0] + (" " + c.split()[4] if c.startswith("aws") else "") for c in first]
+    assert kinds == ["ssh", "ssh", "aws deregister-targets", "aws deregister-targets", "aws wait", "aws wait",
+                     "ssh", "nixos-rebuild", "ssh", "ssh",
+                     "aws register-targets", "aws register-targets", "aws wait", "aws wait"]
+
+
+def test_stops_after_the_first_failed_batch_and_reports_the_fleet(env, outputs_file):
+    (Path(env["HOSTS_DIR"]) / "198.51.100.2").mkdir(parents=True)
+    (Path(env["HOSTS_DIR"]) / "198.51.100.2" / "fail-deploy").touch()
+    done = run(env, outputs_file, "--max-unavailable", "1")
+    assert done.returncode == 1
+    out = done.stdout
+    assert "DONE      ws-prod-ws-01: green active (was blue), in service" in out
+    assert "FAILED    ws-prod-ws-02 at deploy: deploy failed: green never became ready; rolled back to blue; OUT of the load balancer" in out
+    assert "UNTOUCHED ws-prod-ws-03" in out and "UNTOUCHED ws-prod-ws-04" in out
+    assert "RESULT rollout: 1 done, 1 failed, 2 untouched" in out
+    assert "register-targets --target-group-arn" in out.split("== fleet state")[1], "the report says how to put the host back"
+    log = calls(env)
+    for untouched in ("198.51.100.3", "i-00000000000000003", "198.51.100.4", "i-00000000000000004"):
+        assert not any(untouched in c for c in log), f"{untouched} must not be touched"
+    assert not any("register-targets" in c and "i-00000000000000002" in c and "deregister" not in c for c in log), \
+        "the failed host stays out of the load balancer"
+
+
+def test_refuses_to_start_when_a_host_is_unhealthy(env, outputs_file):
+    health = json.loads(Path(env["TARGET_HEALTH"]).read_text())
+    health["TargetHealthDescriptions"][2]["TargetHealth"]["State"] = "unhealthy"
+    Path(env["TARGET_HEALTH"]).write_text(json.dumps(health))
+    done = run(env, outputs_file)
+    assert done.returncode == 1
+    assert "refusing to start" in done.stderr and "ws-prod-ws-03 (http: unhealthy)" in done.stderr
+    assert not any("deregister" in c for c in calls(env))
+
+
+def test_a_host_without_active_colour_fails_before_leaving_the_load_balancer(env, outputs_file):
+    dir_ = Path(env["HOSTS_DIR"]) / "198.51.100.1"
+    dir_.mkdir(parents=True)
+    (dir_ / "active").write_text("null\n")
+    done = run(env, outputs_file, "--hosts", "ws-prod-ws-01")
+    assert done.returncode == 1
+    assert "FAILED    ws-prod-ws-01 at status" in done.stdout and "still in service" in done.stdout
+    assert not any("deregister" in c for c in calls(env))
