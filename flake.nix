@@ -13,12 +13,26 @@
       pkgsFor = system: nixpkgs.legacyPackages.${system};
       version = (builtins.fromTOML (builtins.readFile ./Cargo.toml)).package.version;
 
+      # The repository without what no Rust build reads, so that editing docs, CI, Terraform
+      # or the NixOS module does not rebuild the binaries.
+      rustSource = lib: lib.fileset.toSource {
+        root = ./.;
+        fileset = lib.fileset.difference ./. (lib.fileset.unions [
+          ./ci
+          ./docs
+          ./nixos
+          ./terraform
+          ./flake.nix
+          (lib.fileset.maybeMissing ./flake.lock)
+        ]);
+      };
+
       # One binary of the Cargo workspace, built from the committed Cargo.lock.
       workspaceBinary = pkgs: { member, description, postInstall ? "" }:
         pkgs.rustPlatform.buildRustPackage {
           pname = member;
           inherit version postInstall;
-          src = pkgs.lib.cleanSource ./.;
+          src = rustSource pkgs.lib;
           cargoLock.lockFile = ./Cargo.lock;
           cargoBuildFlags = [ "--package" member ];
           cargoTestFlags = [ "--package" member ];
