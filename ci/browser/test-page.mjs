@@ -1,0 +1,130 @@
+// Drives the server's test page (GET /) in headless Chromium, as a person would: connect with
+// an id, send a message and a ping, disconnect. Checks what the page shows against the frames
+// the browser really received, and that the page works under the server's strict CSP: no CSP
+// violation, console error or page error. Element ids are the ones src/static/index.html lists.
+//
+//   node test-page.mjs BASE_URL SCREENSHOT.png
+//
+// Exit status 0 when every check passed, 1 otherwise (each failure printed on its own line).
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+// playwright-core lives in ci/node/node_modules, which ES module resolution from this folder
+// would not find.
+const require = createRequire(new URL('../node/package.json', import.meta.url));
+const { chromium } = require('playwright-core');
+
+const [baseUrl, screenshotPath] = process.argv.slice(2);
+if (!baseUrl || !screenshotPath) {
+  console.error('usage: node test-page.mjs BASE_URL SCREENSHOT.png');
+  process.exit(2);
+}
+const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+const STEP_TIMEOUT_MS = 10_000;
+const CONNECTION_ID = 'browser-ci-1';
+const MESSAGE_DATA = { hello: 'browser', n: [1, 2.5, null] };
+
+const failures = [];
+const check = (ok, what) => {
+  if (!ok) failures.push(what);
+  return ok;
+};
+
+const profile = mkdtempSync(path.join(tmpdir(), 'cs-chromium-'));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  headless: true,
+  args: CHROMIUM_ARGS,
+  viewport: { width: 1000, height: 700 },
+});
+try {
+  await drive(context.pages()[0] ?? await context.newPage());
+} catch (error) {
+  failures.push(`the page flow broke off: ${error.message.split('\n')[0]}`);
+} finally {
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+}
+
+for (const failure of failures) console.log(`FAIL ${failure}`);
+process.exit(failures.length === 0 ? 0 : 1);
+
+async function drive(page) {
+  page.setDefaultTimeout(STEP_TIMEOUT_MS);
+  const problems = [];
+  page.on('console', (msg) => {
+    if (msg.type() === 'error' || msg.type() === 'warning') {
+      problems.push(`console ${msg.type()}: ${msg.text()} (${msg.location().url || 'no url'})`);
+    }
+  });
+  page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+  // Recorded by the page itself, so inline scripts or styles the CSP blocks are seen too.
+  await page.addInitScript(() => {
+    window.cspViolations = [];
+    document.addEventListener('securitypolicyviolation', (e) =>
+      window.cspViolations.push(`${e.violatedDirective} blocked ${e.blockedURI || 'inline'}`));
+  });
+  const received = [];
+  page.on('websocket', (ws) => ws.on('framereceived', ({ payload }) => received.push(JSON.parse(payload))));
+
+  const response = await page.goto(`${baseUrl}/`);
+  check(response.status() === 200, `GET / answered ${response.status()}`);
+  const csp = response.headers()['content-security-policy'] ?? '';
+  check(csp.includes("default-src 'none'") || csp.includes("default-src 'self'"), `weak or missing CSP: "${csp}"`);
+  console.log(`RESULT browser: page served with Content-Security-Policy: ${csp}`);
+
+  await page.fill('#connection-id', CONNECTION_ID);
+  await page.click('#connect');
+  await expectText(page, '#state', 'open');
+  const established = await shownMessage(page, 'connection_established');
+  check(established.connectionId === CONNECTION_ID, `connection_established for ${established.connectionId}`);
+  check(typeof established.serverId === 'string' && established.serverId.length > 0, 'no serverId shown');
+
+  await page.fill('#message', JSON.stringify(MESSAGE_DATA));
+  await page.click('#send-message');
+  const response1 = await shownMessage(page, 'message_response');
+  check(response1.id === '1', `message_response id ${response1.id}, expected "1"`);
+  check(JSON.stringify(response1.data) === JSON.stringify(MESSAGE_DATA),
+    `message_response data ${JSON.stringify(response1.data)}`);
+
+  await page.click('#send-ping');
+  const pong = await shownMessage(page, 'pong');
+  check(pong.id === '2', `pong id ${pong.id}, expected "2"`);
+
+  await page.click('#disconnect');
+  await expectText(page, '#state', 'closed');
+  await expectText(page, '#close-code', '1000');
+  await page.screenshot({ path: screenshotPath, fullPage: true });
+
+  // What the page shows is exactly what the browser received.
+  const shown = await page.$$eval('#log .in', (lines) => lines.map((l) => l.dataset.type));
+  const types = received.map((m) => m.type);
+  check(JSON.stringify(shown) === JSON.stringify(types),
+    `the page shows ${JSON.stringify(shown)} but the browser received ${JSON.stringify(types)}`);
+  console.log(`RESULT browser: received and shown ${types.join(', ')}; closed with 1000`);
+
+  const violations = await page.evaluate(() => window.cspViolations);
+  check(violations.length === 0, `CSP violations: ${violations.join('; ')}`);
+  check(problems.length === 0, `console: ${problems.join('; ')}`);
+  console.log(`RESULT browser: ${violations.length} CSP violations, ${problems.length} console errors or warnings`);
+}
+
+async function expectText(page, selector, text) {
+  await page.waitForFunction(([s, t]) => document.querySelector(s)?.textContent === t, [selector, text])
+    .catch(async () => {
+      throw new Error(`${selector} shows "${await page.textContent(selector)}", expected "${text}"`);
+    });
+}
+
+// The server message of this type as the page shows it (the JSON after the arrow).
+async function shownMessage(page, type) {
+  const line = page.locator(`#log .in[data-type="${type}"]`).last();
+  await line.waitFor();
+  const text = await line.textContent();
+  return JSON.parse(text.slice(text.indexOf('{')));
+}

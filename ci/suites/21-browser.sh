@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The test page (GET /) driven in headless Chromium (Debian's, through npm playwright-core):
+# connect with an id, send a message and a ping, see the answers, disconnect and see the close
+# code, with no CSP violation or console error under the server's strict CSP
+# (ci/browser/test-page.mjs). The screenshot is kept in $LOG_DIR/browser/.
+set -euo pipefail
+. "$(dirname "$0")/../lib.sh"
+. "$REPO/ci/server.sh"
+
+WORK="$LOG_DIR/browser"
+rm -rf "$WORK"
+mkdir -p "$WORK"
+trap stop_server EXIT
+
+start_server "$WORK"
+status=0
+node "$REPO/ci/browser/test-page.mjs" "$SERVER_URL" "$WORK/test-page.png" || status=1
+[ -s "$WORK/test-page.png" ] && echo "RESULT browser: screenshot $WORK/test-page.png"
+stop_server || { log "the server did not exit cleanly on SIGTERM"; status=1; }
+exit "$status"
