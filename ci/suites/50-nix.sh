@@ -52,6 +52,11 @@ nixpkgs-fmt --check "${nix_files[@]}" || die "run nixpkgs-fmt on the files above
 deadnix --fail "${nix_files[@]}" || die "deadnix found unused code"
 echo "RESULT nix files: ${#nix_files[@]} parse, are nixpkgs-fmt clean and deadnix clean"
 
+# The host configuration of docs/nixos.md must at least be valid Nix.
+awk '/^```nix$/ { on = 1; next } /^```$/ { on = 0 } on' docs/nixos.md > "$WORK/docs-host.nix"
+[ -s "$WORK/docs-host.nix" ] || die "docs/nixos.md has no nix example"
+nix-instantiate --parse "$WORK/docs-host.nix" > /dev/null || die "the example in docs/nixos.md does not parse"
+
 # ---- the pure library ------------------------------------------------------------------
 passed=$(nix-instantiate --eval --strict --json nixos/tests/lib.nix | jq -r .passed)
 echo "RESULT nixos/lib: $passed assertions passed (nixos/tests/lib.nix)"
