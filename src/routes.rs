@@ -39,6 +39,8 @@ const RETRY_AFTER_DRAINING: &str = "1";
 const INDEX_HTML: &str = include_str!("static/index.html");
 const APP_JS: &str = include_str!("static/app.js");
 const APP_CSS: &str = include_str!("static/app.css");
+/// The page's icon: without one, browsers ask for /favicon.ico and log its 404 as an error.
+const FAVICON_SVG: &str = include_str!("static/favicon.svg");
 
 /// The router of the public listener.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -54,6 +56,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/app.css",
             get(|| async { static_asset("text/css; charset=utf-8", APP_CSS) }),
+        )
+        .route(
+            "/favicon.svg",
+            get(|| async { static_asset("image/svg+xml", FAVICON_SVG) }),
         )
         .route("/health", get(health))
         .route("/ready", get(ready))
