@@ -29,6 +29,8 @@ pub enum ConnectFailure {
     Protocol,
     /// No local address or port was available (ephemeral ports, source address).
     AddressUnavailable,
+    /// Still connecting when the run (or a ramp-down) no longer wanted the user.
+    Unfinished,
     Other,
 }
 
@@ -42,6 +44,7 @@ impl ConnectFailure {
             Self::HttpStatus(code) => format!("http_{code}"),
             Self::Protocol => "protocol".into(),
             Self::AddressUnavailable => "address_unavailable".into(),
+            Self::Unfinished => "unfinished".into(),
             Self::Other => "other".into(),
         }
     }

@@ -95,7 +95,11 @@ pub async fn run_user(
     while !stop.is_cancelled() {
         let attempt = tokio::select! {
             biased;
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => {
+                // A server that never completes a handshake must not pass for lack of data.
+                ctx.recorder.connect_failed(ConnectFailure::Unfinished, reconnecting);
+                return;
+            }
             result = connect(&ctx, &id, source) => result,
         };
         let end = match attempt {
