@@ -44,6 +44,8 @@ struct Session {
     last_frame: Instant,
     ping_sent: Option<Instant>,
     received_close: bool,
+    /// The code of the client's close frame, if it sent one with a code.
+    client_close_code: Option<u16>,
 }
 
 /// Runs a chat connection to its end. `admission` is the slot reserved before the upgrade.
@@ -73,6 +75,7 @@ pub async fn run(
         last_frame: opened,
         ping_sent: None,
         received_close: false,
+        client_close_code: None,
         registration,
         state: Arc::clone(&state),
     };
@@ -82,7 +85,7 @@ pub async fn run(
         Ok(()) => session.serve(&mut socket).await,
         Err(Full) => Ending::Goodbye(GoodbyeReason::SlowConsumer),
     };
-    let reason = session.finish(&mut socket, ending).await;
+    let (reason, close_code) = session.finish(&mut socket, ending).await;
 
     let metrics = &state.metrics;
     metrics.disconnect(reason);
@@ -91,7 +94,7 @@ pub async fn run(
         .connection_duration
         .observe(opened.elapsed().as_secs_f64());
     info!(connection_id = %id, peer = %peer, server_id = %state.config.server_id, reason = reason.as_str(),
-        duration_ms = opened.elapsed().as_millis() as u64, "connection closed");
+        close_code, duration_ms = opened.elapsed().as_millis() as u64, "connection closed");
 }
 
 impl Session {
@@ -216,7 +219,8 @@ impl Session {
             Message::Close(frame) => {
                 // tungstenite queues the close reply; the next read flushes it and ends the stream.
                 self.received_close = true;
-                debug!(close_code = frame.as_ref().map(|f| f.code), "client closed");
+                self.client_close_code = frame.as_ref().map(|f| f.code);
+                debug!(close_code = self.client_close_code, "client closed");
                 Ok(())
             }
         }
@@ -278,8 +282,13 @@ impl Session {
             .map_err(slow)
     }
 
-    /// Ends the connection as `ending` says; returns the reason for the metrics.
-    async fn finish(&mut self, socket: &mut WebSocket, ending: Ending) -> DisconnectReason {
+    /// Ends the connection as `ending` says; returns why, and the close code sent or received
+    /// (none when the connection broke without a close frame).
+    async fn finish(
+        &mut self,
+        socket: &mut WebSocket,
+        ending: Ending,
+    ) -> (DisconnectReason, Option<u16>) {
         let metrics = &self.state.metrics;
         match ending {
             Ending::Goodbye(reason) => {
@@ -292,9 +301,9 @@ impl Session {
                 metrics.message_out("goodbye");
                 let frame = socket::close_frame(reason.close_code(), reason.as_str());
                 socket::close_gracefully(socket, &mut self.outbox, metrics, frame).await;
-                goodbye_disconnect_reason(reason)
+                (goodbye_disconnect_reason(reason), Some(reason.close_code()))
             }
-            Ending::Closed(reason) => reason,
+            Ending::Closed(reason) => (reason, self.client_close_code),
             Ending::ReadError(failure) => {
                 let mut last_words = Vec::new();
                 if failure == ReadFailure::TooLarge {
@@ -305,14 +314,16 @@ impl Session {
                 } else if failure != ReadFailure::Transport {
                     metrics.error(ErrorCode::WebsocketProtocol);
                 }
+                let close_code = failure.close_frame().map(|frame| frame.code);
                 if let Some(frame) = failure.close_frame() {
                     last_words.push(Message::Close(Some(frame)));
                     socket::close_after_read_error(socket, &mut self.outbox, last_words).await;
                 }
-                match failure {
+                let reason = match failure {
                     ReadFailure::TooLarge => DisconnectReason::MessageTooLarge,
                     _ => DisconnectReason::TransportError,
-                }
+                };
+                (reason, close_code)
             }
         }
     }
