@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Terraform fleet (terraform/, docs/fleet.md): fmt, init and validate of every root module,
+# `terraform test` with the mocked AWS provider, checkov, the rendered first-boot script and
+# host flake, the fleet-host NixOS module, and the fleet-rollout tool's tests.
+set -euo pipefail
+. "$(dirname "$0")/../lib.sh"
+
+TF_DIR="$REPO/terraform"
+PLUGIN_DIR=/opt/tf-plugins
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"; find "$TF_DIR" -name .terraform -type d -prune -exec rm -rf {} +' EXIT
+export TF_IN_AUTOMATION=1 TF_INPUT=0 CHECKPOINT_DISABLE=1
+
+# Terraform and the AWS provider come with this machine's image, not from ci/setup (no
+# provider registry is reachable). Without them nothing below means anything: fail loudly.
+loud_failure() {
+  printf '\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n' >&2
+  printf '!!! TERRAFORM SUITE CANNOT RUN: %s\n' "$*" >&2
+  printf '!!! The fleet configuration (terraform/) was NOT checked.\n' >&2
+  printf '!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\n' >&2
+  echo "RESULT terraform: NOT RUN ($*)"
+  exit 1
+}
+command -v terraform >/dev/null || loud_failure "no terraform binary on PATH (expected /usr/local/bin/terraform)"
+[ -d "$PLUGIN_DIR/registry.terraform.io/hashicorp/aws" ] ||
+  loud_failure "no hashicorp/aws provider in $PLUGIN_DIR"
+[ -x "$VENV/bin/checkov" ] || loud_failure "checkov is not installed in $VENV (ci/requirements.txt)"
+[ -x "$VENV/bin/pytest" ] || loud_failure "pytest is not installed in $VENV (ci/requirements.txt)"
+log "$(terraform version | head -1), provider(s): $(ls "$PLUGIN_DIR"/registry.terraform.io/hashicorp/aws)"
+
+cd "$TF_DIR"
+ROOTS=(modules/ws-host modules/ws-fleet envs/example)
+
+log "terraform fmt -check -recursive"
+terraform fmt -check -recursive -diff
+
+tests_passed=0
+for root in "${ROOTS[@]}"; do
+  log "init + validate: $root"
+  terraform -chdir="$root" init -backend=false -plugin-dir="$PLUGIN_DIR" -input=false -no-color > "$WORK/init.log" ||
+    { cat "$WORK/init.log"; die "terraform init failed in $root"; }
+  terraform -chdir="$root" validate -no-color
+  if [ -d "$root/tests" ]; then
+    log "terraform test: $root"
+    terraform -chdir="$root" test -no-color | tee "$WORK/test.log"
+    summary=$(grep -E '^Success! [0-9]+ passed, 0 failed' "$WORK/test.log") ||
+      die "terraform test in $root did not end in success"
+    n=$(sed -E 's/^Success! ([0-9]+) passed.*/\1/' <<<"$summary")
+    [ "$n" -gt 0 ] || die "terraform test in $root ran no test"
+    echo "RESULT terraform test $root: $n passed, 0 failed"
+    tests_passed=$((tests_passed + n))
+  fi
+done
+echo "RESULT terraform tests: $tests_passed passed"
+
+log "checkov (each skip is justified beside its resource)"
+# Exit status 1 means failed checks, which the summary below reports; anything else is broken.
+"$VENV/bin/checkov" -d "$TF_DIR" --framework terraform --skip-download -o json > "$WORK/results_json.json" || [ $? -eq 1 ]
+summary=$(jq -c '.summary' "$WORK/results_json.json") || die "checkov wrote no JSON report"
+jq -r '.results.failed_checks[]? | "FAILED \(.check_id) \(.resource) \(.file_path):\(.file_line_range[0])"' "$WORK/results_json.json"
+jq -r '.results.skipped_checks[]? | "skipped \(.check_id) \(.resource): \(.check_result.suppress_comment)"' "$WORK/results_json.json"
+read -r passed failed skipped < <(jq -r '"\(.passed) \(.failed) \(.skipped)"' <<<"$summary")
+echo "RESULT checkov: $passed passed, $failed failed, $skipped skipped (justified)"
+[ "$failed" -eq 0 ] || die "checkov found $failed failed check(s)"
+[ "$passed" -gt 0 ] || die "checkov checked nothing"
+unjustified=$(jq '[.results.skipped_checks[]? | select((.check_result.suppress_comment // "") | length < 20)] | length' "$WORK/results_json.json")
+[ "$unjustified" -eq 0 ] || die "$unjustified checkov skip(s) without a justification"
+
+# The first-boot script and the host flake as Terraform renders them for a WebSocket host.
+log "rendered user data: bash -n, shellcheck; host flake: nix-instantiate --parse"
+render() {
+  terraform -chdir=modules/ws-host console -var name=ws-01 -var role=ws -var ami_id=ami-0123 \
+    -var instance_type=c7i.large -var subnet_id=subnet-0a -var 'security_group_ids=["sg-0a"]' \
+    -var instance_profile_name=ws -var root_volume_gb=40 \
+    -var 'nixos={flake_ref="github:acme/concurrent-socket/0123abc", system="x86_64-linux", settings={fleet="f"}}' \
+    <<<"$1" | sed '1{/^<<EOT$/d}; ${/^EOT$/d}'
+}
+render 'local.user_data' > "$WORK/user-data.sh"
+head -c 2 "$WORK/user-data.sh" | grep -q '#!' || die "user data does not start with #! (amazon-init would treat it as Nix)"
+bash -n "$WORK/user-data.sh"
+shellcheck -s bash "$WORK/user-data.sh"
+render 'local.nixos_files["flake.nix"]' > "$WORK/flake.nix"
+nix-instantiate --parse "$WORK/flake.nix" > /dev/null
+nix-instantiate --parse nixos/fleet-host.nix > /dev/null
+if [ -x "$TOOLS_DIR/nixpkgs-fmt" ] && [ -x "$TOOLS_DIR/deadnix" ]; then
+  "$TOOLS_DIR/nixpkgs-fmt" --check nixos/fleet-host.nix
+  "$TOOLS_DIR/deadnix" --fail nixos/fleet-host.nix
+else
+  die "nixpkgs-fmt or deadnix missing in $TOOLS_DIR (ci/setup installs them)"
+fi
+echo "RESULT fleet host files: user data passes shellcheck, flake.nix and fleet-host.nix parse"
+
+log "fleet-rollout: pytest"
+(cd rollout && "$VENV/bin/pytest" -q -p no:cacheprovider tests) | tee "$WORK/pytest.log"
+rollout_summary=$(tail -1 "$WORK/pytest.log")
+echo "RESULT fleet-rollout tests: $rollout_summary"
