@@ -13,9 +13,9 @@ locals {
     "fleet.json" = jsonencode(merge(var.nixos.settings, { role = var.role }))
   }
   user_data = templatefile("${path.module}/templates/bootstrap.sh.tftpl", {
-    flake_nix  = local.nixos_files["flake.nix"]
-    fleet_json = local.nixos_files["fleet.json"]
-    flake_ref  = var.nixos.flake_ref
+    flake_nix    = local.nixos_files["flake.nix"]
+    fleet_json   = local.nixos_files["fleet.json"]
+    colours_json = jsonencode({ blue = var.nixos.flake_ref, green = var.nixos.flake_ref })
   })
 }
 
