@@ -1,5 +1,6 @@
 # Assertions over the pure-Nix library (nixos/lib/): ports, per-instance unit settings,
-# environment files and the Traefik files the module writes. Evaluates to
+# environment files, the Traefik files the module writes, and the monitoring wiring
+# (scrape jobs, Loki retention, Alloy labels, Grafana datasources). Evaluates to
 # { passed = N; } when every case holds; otherwise evaluation fails listing each failing
 # case with what it got. Run from the repository root:
 #
