@@ -4,15 +4,15 @@
 //! journald in its own mount and pid namespaces (tests/journald.sh). Needs root, `unshare`,
 //! `systemd-cat` and systemd-journald; says why and passes without them.
 
+mod common;
 mod launch;
 
 use std::io::{BufRead, BufReader, Lines, Write};
 use std::path::Path;
 use std::process::{ChildStdout, Command, Stdio};
 
-use futures_util::SinkExt;
-use launch::{BIN, configure, connect, next_json, wait_for_200};
-use serde_json::Value;
+use launch::{BIN, PATIENCE, chat, configure, wait_for_200};
+use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -103,20 +103,20 @@ async fn connection_records_reach_journald_with_their_fields() {
 
     wait_for_200(addrs.public, "/health").await;
     let connection_id = format!("journal-{}", std::process::id());
-    let (mut client, _) = connect(addrs.public, &connection_id).await;
-    let request = serde_json::json!({"type": "message", "id": "1", "data": PAYLOAD}).to_string();
-    client.send(Message::Text(request.into())).await.unwrap();
-    assert_eq!(
-        next_json(&mut client).await.expect("an answer")["type"],
-        "message_response"
-    );
+    let (mut client, _) = chat(addrs.public, &connection_id).await;
+    client
+        .send_json(&json!({"type": "message", "id": "1", "data": PAYLOAD}))
+        .await;
+    assert_eq!(client.recv_reply().await["type"], "message_response");
     let bye = CloseFrame {
         code: CloseCode::Normal,
         reason: "done".into(),
     };
     client.send(Message::Close(Some(bye))).await.unwrap();
-    assert!(
-        next_json(&mut client).await.is_none(),
+    let (echoed, _) = client.recv_until_close(PATIENCE).await;
+    assert_eq!(
+        echoed.map(|frame| frame.code),
+        Some(CloseCode::Normal),
         "the server answers the close"
     );
 

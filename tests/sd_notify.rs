@@ -3,15 +3,14 @@
 //! count, `WATCHDOG=1` repeatedly at half of `WATCHDOG_USEC`, and `STOPPING=1` on SIGTERM, in
 //! that order.
 
+mod common;
 mod launch;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use launch::{
-    BIN, PATIENCE, Server, assert_clean_exit, configure, connect, is_listening, next_json,
-};
+use launch::{BIN, PATIENCE, Server, assert_clean_exit, chat, configure, is_listening};
 use tokio::net::UnixDatagram;
 use tokio::sync::mpsc;
 
@@ -122,7 +121,7 @@ async fn ready_status_watchdog_then_stopping() {
     );
 
     // The periodic status follows the connection count.
-    let (mut client, _) = connect(addrs.public, "notified-1").await;
+    let (mut client, _) = chat(addrs.public, "notified-1").await;
     receiver
         .until(status + 1, "STATUS= counting the connection", |l| {
             l == "STATUS=1 connections, ready"
@@ -144,12 +143,13 @@ async fn ready_status_watchdog_then_stopping() {
         "READY=1 sent again: {:?}",
         receiver.lines
     );
-    let goodbye = next_json(&mut client).await.expect("a goodbye");
-    assert_eq!(goodbye["reason"], "server_shutdown", "{goodbye}");
+    let (close, seen) = client.recv_until_close(PATIENCE).await;
     assert!(
-        next_json(&mut client).await.is_none(),
-        "the connection closes after the goodbye"
+        seen.iter()
+            .any(|m| m["type"] == "goodbye" && m["reason"] == "server_shutdown"),
+        "{seen:?}"
     );
+    assert_eq!(close.map(|frame| u16::from(frame.code)), Some(1001));
     assert_clean_exit(server.wait());
     receiver.take_queued();
     assert!(

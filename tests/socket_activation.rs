@@ -2,10 +2,11 @@
 //! with `LISTEN_FDS` (and `LISTEN_FDNAMES`), exactly as systemd passes `ws@.socket` and
 //! `ws-metrics@.socket`, and then binds neither `PORT` nor `METRICS_ADDR` itself.
 
+mod common;
 mod launch;
 
 use launch::{
-    Server, assert_clean_exit, connect, get, is_listening, listening_socket, pass_sockets,
+    Server, assert_clean_exit, chat, get, is_listening, listening_socket, pass_sockets,
     server_command, wait_for_200,
 };
 use serde_json::Value;
@@ -24,7 +25,7 @@ async fn serves_on_a_single_passed_socket() {
     let health: Value = serde_json::from_str(&wait_for_200(public_addr, "/health").await).unwrap();
     assert_eq!(health["status"], "ok", "{health}");
     assert_eq!(health["serverId"], "activated-one", "{health}");
-    let (_client, welcome) = connect(public_addr, "activated-1").await;
+    let (_client, welcome) = chat(public_addr, "activated-1").await;
     assert_eq!(welcome["connectionId"], "activated-1");
     assert_eq!(welcome["serverId"], "activated-one");
 
@@ -54,7 +55,7 @@ async fn serves_on_named_ws_and_metrics_sockets() {
     drop((public, metrics));
 
     wait_for_200(public_addr, "/health").await;
-    let (_client, welcome) = connect(public_addr, "named-1").await;
+    let (_client, welcome) = chat(public_addr, "named-1").await;
     assert_eq!(welcome["serverId"], "activated-two");
     let scrape = wait_for_200(metrics_addr, "/metrics").await;
     assert!(

@@ -1,7 +1,8 @@
 //! Starting the real server binary the way systemd does, for the socket activation, sd_notify
-//! and journald tests: listening sockets placed on fds 3, 4, ... with `LISTEN_FDS`, a child
-//! that is stopped with SIGTERM (or killed when a test fails) and whose log is shown when a
-//! test fails, and small HTTP and WebSocket probes.
+//! and journald tests: any command line (a wrapper shell, `unshare`), listening sockets placed
+//! on fds 3, 4, ... with `LISTEN_FDS`, a child stopped with SIGTERM (or killed when a test
+//! fails) whose log is shown when a test fails, and HTTP probes by address. The WebSocket
+//! client and free ports come from the shared harness (tests/common).
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 use std::fs::File;
@@ -13,9 +14,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use serde_json::Value;
-use tokio_tungstenite::tungstenite::Message;
+
+use crate::common::{Client, free_port};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_concurrent-socket");
 /// How long the server gets to start or to stop before the test gives up (a bound against a
@@ -41,14 +42,6 @@ const MAX_PASSED_FDS: usize = 8;
 pub struct Addrs {
     pub public: SocketAddr,
     pub metrics: SocketAddr,
-}
-
-/// A loopback port nothing listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// A listening loopback socket on a port of the kernel's choosing.
@@ -246,32 +239,13 @@ pub fn is_listening(addr: SocketAddr) -> bool {
     std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
 }
 
-/// An open protocol v1 connection.
-pub type Client =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Connects to `/ws/chat/{id}` and returns the connection with its `connection_established`.
-pub async fn connect(addr: SocketAddr, id: &str) -> (Client, Value) {
-    let (mut client, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/chat/{id}"))
+/// Connects to `/ws/chat/{id}` on `addr` and reads `connection_established`.
+pub async fn chat(addr: SocketAddr, id: &str) -> (Client, Value) {
+    let url = format!("ws://{addr}/ws/chat/{id}");
+    let mut client = Client::connect(&url)
         .await
-        .unwrap_or_else(|e| panic!("cannot connect to {addr} as {id}: {e}"));
-    let welcome = next_json(&mut client).await.expect("a first message");
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+    let welcome = client.recv_json().await;
     assert_eq!(welcome["type"], "connection_established", "{welcome}");
     (client, welcome)
-}
-
-/// The next text message as JSON, skipping control frames; `None` when the connection ends.
-pub async fn next_json(client: &mut Client) -> Option<Value> {
-    loop {
-        let frame = tokio::time::timeout(PATIENCE, client.next())
-            .await
-            .expect("a frame in time")?;
-        match frame.ok()? {
-            Message::Text(text) => {
-                return Some(serde_json::from_str(&text).expect("server messages are JSON"));
-            }
-            Message::Close(_) => return None,
-            _ => continue,
-        }
-    }
 }
