@@ -130,7 +130,11 @@ start_server green "$GREEN_PORT" "$GREEN_METRICS"
 
 cp "$WORK/render/base.json" "$DYN/base.yml"
 cp "$WORK/render/routing-blue.json" "$DYN/routing.yml"
-cp "$WORK/render/static.json" "$WORK/static.yml"   # Traefik picks the parser by extension
+# Traefik picks the parser by extension. The loopback entry point gets a 2 s readTimeout
+# (Traefik's default is 60 s) to show below that it cuts slow requests but not idle
+# WebSockets.
+jq '.entryPoints.loopback.transport.respondingTimeouts.readTimeout = "2s"' \
+  "$WORK/render/static.json" > "$WORK/static.yml"
 "$VENV/bin/traefik" --configFile="$WORK/static.yml" > "$WORK/traefik.out" 2>&1 &
 TRAEFIK_PID=$!
 PIDS+=("$TRAEFIK_PID")
@@ -173,15 +177,17 @@ import json, os, sys, time
 from websockets.sync.client import connect
 
 url, ready, go = sys.argv[1:]
+IDLE = 4  # seconds without a frame either way: twice the entry point's readTimeout
 with connect(url, open_timeout=5) as ws:
     hello = json.loads(ws.recv(timeout=5))
+    opened = time.monotonic()
     with open(ready, "w") as f:
         f.write(hello["serverId"])
-    deadline = time.monotonic() + 60
     while not os.path.exists(go):
-        if time.monotonic() > deadline:
+        if time.monotonic() > opened + 60:
             sys.exit("never told to go on")
         time.sleep(0.05)
+    time.sleep(max(0, opened + IDLE - time.monotonic()))
     ws.send(json.dumps({"type": "message", "id": "after-switch", "data": {"n": 1}}))
     while True:
         msg = json.loads(ws.recv(timeout=5))
@@ -210,7 +216,17 @@ kill -0 "$TRAEFIK_PID" || die "Traefik exited during the switch"
 touch "$WORK/held.go"
 wait "$HELD_PID" || { cat "$WORK/held.out"; die "the WebSocket opened before the switch broke"; }
 echo "RESULT switch: routing.yml rewritten, new connections on green after ${switch_ms} ms, same Traefik process"
-echo "RESULT switch: WebSocket opened on blue before the switch answered after it ($(cat "$WORK/held.out"))"
+echo "RESULT switch: WebSocket opened on blue before the switch answered after it, idle 4 s past a 2 s readTimeout ($(cat "$WORK/held.out"))"
+
+# The control: the same readTimeout does cut a request whose headers never end.
+"$PYTHON" - "$LOOPBACK" <<'PY' || die "Traefik kept a half-sent request open: the readTimeout control failed"
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+s.settimeout(15)
+sys.exit(0 if s.recv(1) == b"" else "answered instead of closing")
+PY
+echo "RESULT traefik timeouts: readTimeout closes a half-sent request but not an idle WebSocket (upgraded connections are exempt; default 60 s)"
 
 # ---- the HTTP router: security headers, compression ---------------------------------------
 headers=$(curl -fsS -D - -o /dev/null -H "Host: $HOST_NAME" "http://127.0.0.1:$WEB/health")
