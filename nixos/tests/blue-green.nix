@@ -1,6 +1,7 @@
 # NixOS VM test (pkgs.testers.runNixOSTest): boots the module with its defaults, connects
 # through Traefik to the active colour, switches with `wsctl deploy --to green` and checks
-# that new connections land on green while Traefik keeps running. Also that Prometheus
+# that new connections land on green while Traefik keeps running, and that re-activating
+# the system changes neither the routing nor the running colour. Also that Prometheus
 # scrapes both colours and Traefik, and that Loki holds the instances' journal lines.
 # Run: nix build .#checks.x86_64-linux.vm-blue-green
 { self }:
@@ -60,6 +61,14 @@
         )
 
     with subtest("the switch did not restart Traefik"):
+        assert machine.succeed("systemctl show -P MainPID traefik.service").strip() == traefik_pid
+
+    with subtest("re-activating the system keeps wsctl's routing and the running colour"):
+        green_pid = machine.succeed("systemctl show -P MainPID ws@green.service").strip()
+        machine.succeed("/run/current-system/bin/switch-to-configuration test")
+        assert weighted_services() == ["ws-green"], weighted_services()
+        assert machine.succeed("cat /var/lib/concurrent-socket/active").strip() == "green"
+        assert machine.succeed("systemctl show -P MainPID ws@green.service").strip() == green_pid
         assert machine.succeed("systemctl show -P MainPID traefik.service").strip() == traefik_pid
 
     with subtest("Loki holds the instances' journal lines"):
