@@ -78,9 +78,20 @@ churn() {
 field() { jq -rc "$2" "$WORK/$1.json"; }
 
 prop() { IN systemctl show -P "$2" "$1"; }
+# prop_us UNIT PROPERTY: a timestamp property in µs since the epoch.
+prop_us() {
+  local text
+  text=$(IN systemctl show --timestamp=us+utc -P "$2" "$1")
+  date -d "${text#* }" +%s%6N # drop the weekday
+}
 
-# journal_json UNIT: the unit's journal as JSON lines.
-journal_json() { IN journalctl -u "$1" -o json --no-pager; }
+# journal_json UNIT: the unit's journal as JSON lines, in a file (jq may stop reading early);
+# prints the file's name.
+journal_json() {
+  local file="$LOG_DIR/30-systemd-$1.json"
+  IN journalctl -u "$1" -o json --no-pager > "$file"
+  echo "$file"
+}
 
 wait_file() {
   local file=$1 deadline=$((SECONDS + ${2:-30}))
@@ -106,16 +117,19 @@ first_connection_starts_service() {
   [ "$(IN systemctl is-active ws@green.service)" = active ] || die "ws@green.service not active after the first connection"
   [ "$(IN systemctl is-active ws-metrics@green.socket)" = active ] || die "ws-metrics@green.socket not pulled in"
 
-  # Started only after READY=1: the server was already running (and logging) while systemd
-  # still held the unit in "activating"; the unit turned active after it.
+  # Started only after READY=1: the server was already running and logging while systemd
+  # still held the unit in "activating"; the unit turned active after that. Times are the
+  # realtime clock in µs: journald stamps a record when the server sends it
+  # (_SOURCE_REALTIME_TIMESTAMP), which orders it against systemd's own timestamps.
   local pid exec_start active_enter first_log
   pid=$(main_pid ws@green.service)
-  exec_start=$(prop ws@green.service ExecMainStartTimestampMonotonic)
-  active_enter=$(prop ws@green.service ActiveEnterTimestampMonotonic)
-  first_log=$(journal_json ws@green.service | jq -r --arg pid "$pid" 'select(._PID == $pid) | .__MONOTONIC_TIMESTAMP' | head -1)
-  [ -n "$first_log" ] || die "no journal entry from the server (pid $pid)"
+  exec_start=$(prop_us ws@green.service ExecMainStartTimestamp)
+  active_enter=$(prop_us ws@green.service ActiveEnterTimestamp)
+  first_log=$(jq -nr --arg pid "$pid" 'first(inputs | select(._PID == $pid and ._SOURCE_REALTIME_TIMESTAMP))
+    | ._SOURCE_REALTIME_TIMESTAMP' "$(journal_json ws@green.service)")
+  [ -n "$first_log" ] || die "no journal record from the server (pid $pid)"
   if [ "$exec_start" -ge "$first_log" ] || [ "$first_log" -ge "$active_enter" ]; then
-    die "not gated on READY=1: exec $exec_start, first server log $first_log, active $active_enter (µs)"
+    die "not gated on READY=1: exec $exec_start, first server record $first_log, active $active_enter (µs)"
   fi
   echo "RESULT activation: first connection started ws@green.service; active $(((active_enter - exec_start) / 1000)) ms after exec, once READY=1 came (Type=$(prop ws@green.service Type))"
 }
@@ -205,15 +219,15 @@ watchdog_kills_stalled_server() {
 
 # --- 5. structured fields in the journal -------------------------------------------------
 journal_has_structured_fields() {
-  local journal="$LOG_DIR/30-systemd-green.json" held closed
-  journal_json ws@green.service > "$journal"
+  local journal held closed
+  journal=$(journal_json ws@green.service)
   # The held connections of step 2 were closed by the restart (1001); churn ones by the client (1000).
-  held=$(jq -c 'select(._SYSTEMD_UNIT == "ws@green.service" and (.CONNECTION_ID // "" | startswith("restart-held-"))
-      and .REASON == "server_shutdown" and .CLOSE_CODE == "1001")' "$journal" | head -1)
-  closed=$(jq -c 'select(._SYSTEMD_UNIT == "ws@green.service" and (.CONNECTION_ID // "" | test("^restart-[0-9]+$"))
-      and .REASON == "client_close" and .CLOSE_CODE == "1000")' "$journal" | head -1)
+  held=$(jq -nc 'first(inputs | select(._SYSTEMD_UNIT == "ws@green.service" and
+      (.CONNECTION_ID // "" | startswith("restart-held-")) and .REASON == "server_shutdown" and .CLOSE_CODE == "1001"))' "$journal")
+  closed=$(jq -nc 'first(inputs | select(._SYSTEMD_UNIT == "ws@green.service" and
+      (.CONNECTION_ID // "" | test("^restart-[0-9]+$")) and .REASON == "client_close" and .CLOSE_CODE == "1000"))' "$journal")
   if [ -z "$held" ] || [ -z "$closed" ]; then
-    jq -c 'select(.CONNECTION_ID != null) | {_SYSTEMD_UNIT, MESSAGE, CONNECTION_ID, REASON, CLOSE_CODE}' "$journal" | tail -5
+    jq -sc 'map(select(.CONNECTION_ID != null) | {_SYSTEMD_UNIT, MESSAGE, CONNECTION_ID, REASON, CLOSE_CODE}) | .[-5:][]' "$journal"
     die "no journal entry of ws@green.service with the connection id, reason and close code of a test connection"
   fi
   jq -c '{_SYSTEMD_UNIT, MESSAGE, CONNECTION_ID, REASON, CLOSE_CODE, DURATION_MS, PRIORITY}' <<< "$held"
@@ -242,8 +256,10 @@ blue_and_green_side_by_side() {
 bad_setting_fails_start() {
   set_instance_settings blue "MAX_CONNECTIONS=lots"
   if IN systemctl restart ws@blue.service 2> /dev/null; then die "ws@blue.service started with MAX_CONNECTIONS=lots"; fi
+  [ "$(prop ws@blue.service ExecMainPID)" = 0 ] || die "the server itself ran with the bad setting"
   local line
-  line=$(journal_json ws@blue.service | jq -r 'select(.SYSLOG_IDENTIFIER == "concurrent-socket" and (.MESSAGE | tostring | test("MAX_CONNECTIONS"))) | .MESSAGE' | head -1)
+  line=$(jq -nr 'first(inputs | select(.SYSLOG_IDENTIFIER == "concurrent-socket" and (.MESSAGE | tostring | test("MAX_CONNECTIONS.*lots"))))
+    | .MESSAGE | sub("^\\s+"; "")' "$(journal_json ws@blue.service)")
   [ -n "$line" ] || { IN journalctl -u ws@blue.service --no-pager | tail -20; die "no journal line naming MAX_CONNECTIONS"; }
   echo "RESULT bad setting: ws@blue.service failed in ExecStartPre (check-config) with: $line"
   set_instance_settings blue
