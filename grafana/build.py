@@ -32,10 +32,10 @@ def datasource_var(name, label, plugin, uid):
     }
 
 
-def query_var(name, label, query, datasource):
+def query_var(name, label, query, datasource, regex=""):
     return {
         "name": name, "label": label, "type": "query", "datasource": datasource,
-        "query": query, "refresh": 2, "sort": 1,
+        "query": query, "regex": regex, "refresh": 2, "sort": 1,
         "multi": True, "includeAll": True,
         "current": {"text": ["All"], "value": ["$__all"]}, "options": [], "hide": 0,
     }
@@ -51,6 +51,10 @@ def textbox_var(name, label):
 COLOUR_VAR = query_var("colour", "Colour", 'label_values(up{job="concurrent-socket"}, colour)', PROM)
 INSTANCE_VAR = query_var(
     "instance", "Instance", 'label_values(up{job="concurrent-socket", colour=~"$colour"}, instance)', PROM)
+# The host part of the servers' instance labels (host:port, one port per colour), for the
+# deploy view that puts a host's two colours side by side.
+HOST_VAR = query_var("host", "Host", 'label_values(up{job="concurrent-socket"}, instance)', PROM,
+                     regex="/^(.+?)(?::[0-9]+)?$/")
 PROM_VAR = datasource_var("datasource", "Prometheus", "prometheus", "prometheus")
 LOKI_VAR = datasource_var("loki", "Loki", "loki", "loki")
 
@@ -301,7 +305,7 @@ def overview():
 
 
 def deploy():
-    s = 'job="concurrent-socket", instance=~"$instance"'
+    s = 'job="concurrent-socket", instance=~"($host)(:[0-9]+)?"'
     colour_services = 'service=~"ws-(blue|green)@file"'
     panels = [
         row("Blue against green"),
@@ -370,7 +374,7 @@ def deploy():
     return dashboard("concurrent-socket-deploy", "concurrent-socket: deploy",
                      "Blue against green during a deploy: connections moving, traffic share, "
                      "drain, errors and Traefik answers.",
-                     [PROM_VAR, INSTANCE_VAR], panels, ["concurrent-socket"], refresh="5s")
+                     [PROM_VAR, HOST_VAR], panels, ["concurrent-socket"], refresh="5s")
 
 
 def logs_dashboard():

@@ -48,9 +48,26 @@ export function parseLabelValues(query) {
   return m ? { selector: m[1].trim(), label: m[2] } : null;
 }
 
-/** Regex-escaped alternation, as Grafana formats a multi-value variable in a regex matcher. */
+/**
+ * What a variable offers from the label values it found: with a `/pattern/` regex, the
+ * first capture group of each value that matches (the whole match without a group), like
+ * Grafana; duplicates removed, sorted.
+ */
+export function applyVariableRegex(values, regex) {
+  if (!regex) return [...new Set(values)].sort();
+  const m = /^\/(.*)\/([a-z]*)$/s.exec(regex);
+  if (!m) throw new Error(`variable regex ${regex} is not /pattern/flags`);
+  const re = new RegExp(m[1], m[2]);
+  const out = values.map((v) => re.exec(v)).filter(Boolean).map((x) => x[1] ?? x[0]);
+  return [...new Set(out)].sort();
+}
+
+/**
+ * Alternation of regex-escaped values, as Grafana's Prometheus datasource formats a
+ * multi-value variable: the escape is doubled because it lands inside a PromQL string.
+ */
 export function regexValue(values) {
-  const escaped = values.map((v) => v.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
+  const escaped = values.map((v) => v.replace(/[.*+?^${}()|[\]\\]/g, '\\\\$&'));
   return escaped.length === 1 ? escaped[0] : `(${escaped.join('|')})`;
 }
 

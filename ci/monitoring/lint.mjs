@@ -14,7 +14,7 @@ import { createRequire } from 'node:module';
 import { logqlParser } from './deps.mjs';
 import { syntaxErrors } from './promql.mjs';
 import {
-  BUILT_INS, loadDashboards, panels, parseLabelValues, queries, referencedVariables, substitute, variables,
+  applyVariableRegex, BUILT_INS, loadDashboards, panels, parseLabelValues, queries, referencedVariables, substitute, variables,
 } from './grafana.mjs';
 import { loadAlertTests, loadRules } from './rules.mjs';
 
@@ -85,6 +85,14 @@ function checkDashboards() {
       else if (errors.length) problem(q.where, `${q.type} syntax error ${errors.join('; ')} in ${expr}`);
     }
     for (const v of variables(dashboard).filter((x) => x.type === 'query')) {
+      for (const name of referencedVariables(v.query)) {
+        if (!known.has(name)) problem(`${file} / variable ${v.name}`, `undefined variable $${name}`);
+      }
+      try {
+        applyVariableRegex([], v.regex);
+      } catch (error) {
+        problem(`${file} / variable ${v.name}`, error.message);
+      }
       const lv = parseLabelValues(v.query);
       if (!lv) problem(`${file} / variable ${v.name}`, `not label_values(selector, label): ${v.query}`);
       else if (v.datasourceType === 'prometheus') {

@@ -18,7 +18,7 @@
  */
 import { selectors, signals } from './promql.mjs';
 import {
-  BUILT_INS, loadDashboards, parseLabelValues, queries, regexValue, substitute, variables,
+  applyVariableRegex, BUILT_INS, loadDashboards, parseLabelValues, queries, regexValue, substitute, variables,
 } from './grafana.mjs';
 import { loadRules } from './rules.mjs';
 
@@ -68,8 +68,8 @@ async function resolveVariables(file, dashboard) {
     if (v.type !== 'query' || v.datasourceType !== 'prometheus') continue;
     const { selector, label } = parseLabelValues(v.query);
     const series = await expectSeries(`${file} / variable ${v.name}`, substitute(selector, values));
-    const found = [...new Set(series.map((s) => s.metric[label]).filter(Boolean))].sort();
-    if (series.length && !found.length) failures.push(`${file} / variable ${v.name}: no series has label ${label}`);
+    const found = applyVariableRegex(series.map((s) => s.metric[label]).filter(Boolean), v.regex);
+    if (series.length && !found.length) failures.push(`${file} / variable ${v.name}: no value of label ${label} (regex ${v.regex || 'none'})`);
     values[v.name] = regexValue(found);
   }
   return values;
