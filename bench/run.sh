@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# Benchmarks concurrent-socket against the reference peers (Bun + Elysia, Node + ws), one
+# after another on this machine, with loadtest as the client; prints a Markdown table of
+# every figure side by side and as ratios (docs/benchmarks.md quotes its output).
+#
+#   bench/run.sh                      # all three servers, all figures (about 10 minutes)
+#   SERVERS="concurrent-socket elysia" bench/run.sh
+#
+# Figures, each on a freshly started server:
+#   idle     RSS per idle connection at 10,000 connections (heartbeat 30 s)
+#   hold     the most connections held for 30 s with a 1 s heartbeat (pings + heartbeats),
+#            target 19,000; memory slope -> projections for 100,000 and 1,000,000
+#   echo     closed-loop echo throughput (1,000 connections, 1 message in flight each) and
+#            the server's CPU seconds per 100,000 messages (/proc/PID/stat)
+#   latency  p50/p99/p99.9 round trip at a fixed open-loop 20,000 messages/s
+#   churn    handshakes per second (200 users connecting, closing, reconnecting)
+#
+# Environment: LOADTEST (target/release/loadtest), SERVER_BIN (target/release/concurrent-socket),
+# PEERS_SRC (../shared/peers), PEERS_DIR (a writable copy with node_modules; made in a
+# temporary directory with `npm ci` when unset), OUT (results directory, default target/ci/bench).
+set -euo pipefail
+# shellcheck source=ci/lib.sh
+. "$(dirname "$0")/../ci/lib.sh"
+
+LOADTEST=${LOADTEST:-$REPO/target/release/loadtest}
+SERVER_BIN=${SERVER_BIN:-$REPO/target/release/concurrent-socket}
+PEERS_SRC=${PEERS_SRC:-$SHARED/peers}
+SERVERS=${SERVERS:-concurrent-socket elysia node-ws}
+read -ra SERVER_LIST <<< "$SERVERS"
+OUT=${OUT:-$CI_DIR/bench}
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+RUN_DIR="$OUT/$STAMP"
+mkdir -p "$RUN_DIR"
+TMP=$(mktemp -d)
+PID=
+
+cleanup() {
+  stop_server
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+for bin in "$LOADTEST" "$SERVER_BIN"; do
+  [ -x "$bin" ] || die "$bin is missing: cargo build --release --workspace --bins"
+done
+
+# Peers: a writable copy of each with its node_modules (the bun npm package brings Bun).
+if [ -z "${PEERS_DIR:-}" ]; then
+  PEERS_DIR="$TMP/peers"
+  mkdir -p "$PEERS_DIR"
+  for peer in elysia node-ws; do
+    [[ " $SERVERS " == *" $peer "* ]] || continue
+    cp -r "$PEERS_SRC/$peer" "$PEERS_DIR/"
+    log "npm ci for $peer"
+    (cd "$PEERS_DIR/$peer" && retry 3 npm ci --silent --no-audit --no-fund)
+  done
+fi
+
+PORT=$(free_port)
+METRICS_PORT=$(free_port)
+URL="ws://127.0.0.1:$PORT"
+
+# start_server NAME HEARTBEAT_MS: start NAME on $PORT with limits that do not interfere;
+# sets PID (the server process itself, for /proc).
+start_server() {
+  local name=$1 heartbeat=$2
+  local -a common=(PORT="$PORT" HOST=127.0.0.1 HEARTBEAT_INTERVAL="$heartbeat" MAX_CONNECTIONS=25000
+    RATE_LIMIT_MSGS_PER_SEC=0 MAX_CONNECTIONS_PER_IP=0 SERVER_ID="bench-$name"
+    SHUTDOWN_TIMEOUT=2000 SHUTDOWN_TIMEOUT_MS=2000)
+  case $name in
+    concurrent-socket)
+      env "${common[@]}" METRICS_ADDR="127.0.0.1:$METRICS_PORT" LOG_LEVEL=warn "$SERVER_BIN" \
+        > "$RUN_DIR/$name.log" 2>&1 &
+      ;;
+    elysia)
+      (cd "$PEERS_DIR/elysia" && exec env "${common[@]}" node_modules/.bin/bun server.ts) \
+        > "$RUN_DIR/$name.log" 2>&1 &
+      ;;
+    node-ws)
+      (cd "$PEERS_DIR/node-ws" && exec env "${common[@]}" node server.js) > "$RUN_DIR/$name.log" 2>&1 &
+      ;;
+    *) die "unknown server $name" ;;
+  esac
+  PID=$!
+  wait_http "http://127.0.0.1:$PORT/health" 30 || { tail -20 "$RUN_DIR/$name.log"; die "$name did not start"; }
+  sleep 1
+}
+
+stop_server() {
+  [ -n "$PID" ] || return 0
+  kill -TERM "$PID" 2>/dev/null || true
+  wait "$PID" 2>/dev/null || true
+  PID=
+}
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$PID/status"; }
+# CPU seconds (user + system) the server has used so far.
+cpu_seconds() {
+  awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print ($12 + $13) / hz }' "/proc/$PID/stat"
+}
+server_connections() { curl -fsS "http://127.0.0.1:$PORT/health" | jq -r .connections; }
+
+# load NAME ARGS...: run loadtest (JSON to $RUN_DIR/SERVER-NAME.json); a failed threshold
+# is data here, not an error.
+# The client's own CPU seconds (workers included) go to SERVER-NAME.client-cpu.
+load() {
+  local name=$1 rc=0 TIMEFORMAT='{"user_s": %U, "system_s": %S, "wall_s": %R}'
+  shift
+  { time "$LOADTEST" custom --url "$URL" --quiet --json --timeout 10s "$@" \
+    > "$RUN_DIR/$SERVER-$name.json" 2> "$RUN_DIR/$SERVER-$name.err"; } 2> "$RUN_DIR/$SERVER-$name.client-cpu" || rc=$?
+  [ "$rc" -le 1 ] || { cat "$RUN_DIR/$SERVER-$name.err"; die "loadtest $name against $SERVER: exit $rc"; }
+}
+
+# sample_memory FILE SECONDS: every second, "connections rss_kib" of the server.
+sample_memory() {
+  local file=$1 seconds=$2 i
+  for ((i = 0; i < seconds; i++)); do
+    echo "$(server_connections 2>/dev/null || echo 0) $(rss_kib)" >> "$file"
+    sleep 1
+  done
+}
+
+bench_idle() {
+  start_server "$SERVER" 30000
+  local before after
+  before=$(rss_kib)
+  load idle --users 10000 --ramp 10s --duration 25s --rate 0 &
+  local load_pid=$!
+  sleep 25
+  after=$(rss_kib)
+  local held
+  held=$(server_connections)
+  wait "$load_pid"
+  stop_server
+  jq -n --argjson before "$before" --argjson after "$after" --argjson held "$held" \
+    '{rss_before_kib: $before, rss_at_10k_kib: $after, connections: $held,
+      rss_per_connection_kib: (($after - $before) / $held)}' > "$RUN_DIR/$SERVER-idle-rss.json"
+}
+
+bench_hold() {
+  start_server "$SERVER" 1000
+  local base
+  base=$(rss_kib)
+  load hold --users 19000 --ramp 20s --duration 30s --rate 0 --workers 2 &
+  local load_pid=$!
+  sample_memory "$RUN_DIR/$SERVER-hold-memory.txt" 48
+  wait "$load_pid"
+  stop_server
+  # Least-squares slope of RSS over connections, from the samples above 1,000 connections.
+  awk -v base="$base" '$1 > 1000 { n++; sx += $1; sy += $2; sxx += $1 * $1; sxy += $1 * $2; if ($1 > max) { max = $1; rss = $2 } }
+    END { slope = (n * sxy - sx * sy) / (n * sxx - sx * sx); icpt = (sy - slope * sx) / n;
+      printf "{\"base_rss_kib\": %d, \"max_connections_seen\": %d, \"rss_at_max_kib\": %d, \"slope_kib_per_connection\": %.3f, \"projected_100k_mib\": %.0f, \"projected_1m_mib\": %.0f}\n",
+        base, max, rss, slope, (icpt + slope * 100000) / 1024, (icpt + slope * 1000000) / 1024 }' \
+    "$RUN_DIR/$SERVER-hold-memory.txt" > "$RUN_DIR/$SERVER-hold-memory.json"
+}
+
+bench_echo() {
+  start_server "$SERVER" 30000
+  local cpu0 cpu1
+  cpu0=$(cpu_seconds)
+  load echo --users 1000 --ramp 2s --duration 20s --closed-loop 1 --payload-bytes 64
+  cpu1=$(cpu_seconds)
+  stop_server
+  jq -n --argjson c0 "$cpu0" --argjson c1 "$cpu1" --slurpfile r "$RUN_DIR/$SERVER-echo.json" \
+    '$r[0] as $r | ([$r.timeline[] | select(.second > 3 and .second <= 22) | .answered]) as $hold |
+     {cpu_seconds: ($c1 - $c0), answered: $r.messages.answered,
+      msgs_per_s: (($hold | add) / ($hold | length)),
+      cpu_s_per_100k: (($c1 - $c0) / $r.messages.answered * 100000)}' > "$RUN_DIR/$SERVER-echo-cpu.json"
+}
+
+bench_latency() {
+  start_server "$SERVER" 30000
+  load latency --users 1000 --ramp 2s --duration 20s --rate 20 --payload-bytes 64
+  stop_server
+}
+
+bench_churn() {
+  start_server "$SERVER" 30000
+  load churn --users 200 --ramp 0s --duration 15s --churn
+  stop_server
+}
+
+log "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+uptime > "$RUN_DIR/uptime-start.txt"
+for SERVER in "${SERVER_LIST[@]}"; do
+  for figure in idle hold echo latency churn; do
+    log "$SERVER: $figure (load average $(cut -d' ' -f1-3 /proc/loadavg))" | tee -a "$RUN_DIR/progress.log"
+    "bench_$figure"
+  done
+done
+uptime > "$RUN_DIR/uptime-end.txt"
+python3 "$REPO/bench/table.py" "$RUN_DIR" "${SERVER_LIST[@]}" | tee "$RUN_DIR/table.md"
+log "results in $RUN_DIR"

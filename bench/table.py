@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Turns one bench/run.sh results directory into the Markdown table of docs/benchmarks.md:
+every figure per server, side by side, and concurrent-socket's ratio to each peer."""
+
+import json
+import sys
+from pathlib import Path
+
+
+def load(path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def dig(doc, *keys):
+    for key in keys:
+        if doc is None:
+            return None
+        doc = doc.get(key) if isinstance(doc, dict) else None
+    return doc
+
+
+def figures(run, server):
+    f = lambda name: load(run / f"{server}-{name}.json")  # noqa: E731
+    hold = f("hold")
+    hold_failures = None
+    if hold:
+        hold_failures = sum(dig(hold, "connections", "failures").values()) + sum(
+            dig(hold, "disconnects", "by_close_code").values()
+        )
+    rtt = dig(f("latency"), "latency", "round_trip") or {}
+    # Connections open through the whole hold: from 2 s after the 20 s ramp to the last full
+    # second (the timeline's last entry is the final drain).
+    held = [p["active"] for p in (dig(hold, "timeline") or [])[:-1] if p["second"] >= 22]
+    return {
+        "RSS per idle connection at 10,000 (KiB)": dig(f("idle-rss"), "rss_per_connection_kib"),
+        "connections held through 30 s, 1 s heartbeat (target 19,000)": min(held) if held else None,
+        "  most connections open at once": dig(hold, "connections", "peak_active"),
+        "  failed connects + server-side disconnects while holding": hold_failures,
+        "  RSS at that count (MiB)": (dig(f("hold-memory"), "rss_at_max_kib") or 0) / 1024 or None,
+        "  memory slope (KiB per connection)": dig(f("hold-memory"), "slope_kib_per_connection"),
+        "  projected RSS, 100,000 connections (MiB)": dig(f("hold-memory"), "projected_100k_mib"),
+        "  projected RSS, 1,000,000 connections (MiB)": dig(f("hold-memory"), "projected_1m_mib"),
+        "closed-loop echo, 1,000 connections (msgs/s)": dig(f("echo-cpu"), "msgs_per_s"),
+        "server CPU seconds per 100,000 messages": dig(f("echo-cpu"), "cpu_s_per_100k"),
+        "open loop 20,000 msgs/s: answered per second": dig(f("latency"), "messages", "answered_per_s"),
+        "  failed messages": dig(f("latency"), "messages", "failed"),
+        "  round trip p50 (ms)": rtt.get("p50_ms"),
+        "  round trip p99 (ms)": rtt.get("p99_ms"),
+        "  round trip p99.9 (ms)": rtt.get("p999_ms"),
+        "handshakes per second (200 users churning)": dig(f("churn"), "connections", "established_per_s"),
+    }
+
+
+def fmt(value):
+    if value is None:
+        return "n/a"
+    if isinstance(value, float) and abs(value) < 100:
+        return f"{value:.2f}"
+    return f"{value:,.0f}"
+
+
+def main():
+    run = Path(sys.argv[1])
+    servers = sys.argv[2:]
+    table = {server: figures(run, server) for server in servers}
+    ours, peers = servers[0], servers[1:]
+    header = ["figure"] + servers + [f"{ours} / {peer}" for peer in peers]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for name in table[ours]:
+        row = [name] + [fmt(table[s][name]) for s in servers]
+        for peer in peers:
+            a, b = table[ours][name], table[peer][name]
+            row.append(f"{a / b:.2f}x" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else "")
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
