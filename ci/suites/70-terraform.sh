@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Terraform fleet (terraform/, docs/fleet.md): fmt, init and validate of every root module,
 # `terraform test` with the mocked AWS provider, checkov, the rendered first-boot script and
-# host flake, the fleet-host NixOS module, and the fleet-rollout tool's tests.
+# host flake, the fleet-host NixOS module (parse, assertions, its Prometheus configuration
+# through promtool, its NLB health check through the real Traefik and server), and the
+# fleet-rollout tool's tests.
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 
@@ -67,7 +69,7 @@ unjustified=$(jq '[.results.skipped_checks[]? | select((.check_result.suppress_c
 [ "$unjustified" -eq 0 ] || die "$unjustified checkov skip(s) without a justification"
 
 # The first-boot script and the host flake as Terraform renders them for a WebSocket host.
-log "rendered user data: bash -n, shellcheck; host flake: nix-instantiate --parse"
+log "rendered user data: bash -n, shellcheck; host flake and NixOS files: parse, fmt, deadnix"
 render() {
   terraform -chdir=modules/ws-host console -var name=ws-01 -var role=ws -var ami_id=ami-0123 \
     -var instance_type=c7i.large -var subnet_id=subnet-0a -var 'security_group_ids=["sg-0a"]' \
@@ -81,14 +83,34 @@ bash -n "$WORK/user-data.sh"
 shellcheck -s bash "$WORK/user-data.sh"
 render 'local.nixos_files["flake.nix"]' > "$WORK/flake.nix"
 nix-instantiate --parse "$WORK/flake.nix" > /dev/null
-nix-instantiate --parse nixos/fleet-host.nix > /dev/null
-if [ -x "$TOOLS_DIR/nixpkgs-fmt" ] && [ -x "$TOOLS_DIR/deadnix" ]; then
-  "$TOOLS_DIR/nixpkgs-fmt" --check nixos/fleet-host.nix
-  "$TOOLS_DIR/deadnix" --fail nixos/fleet-host.nix
-else
-  die "nixpkgs-fmt or deadnix missing in $TOOLS_DIR (ci/setup installs them)"
-fi
-echo "RESULT fleet host files: user data passes shellcheck, flake.nix and fleet-host.nix parse"
+mapfile -t nix_files < <(find nixos -name '*.nix' | sort)
+for f in "${nix_files[@]}"; do nix-instantiate --parse "$f" > /dev/null; done
+for tool in nixpkgs-fmt deadnix; do
+  [ -x "$TOOLS_DIR/$tool" ] || die "$tool missing in $TOOLS_DIR (ci/setup installs it)"
+done
+"$TOOLS_DIR/nixpkgs-fmt" --check "${nix_files[@]}"
+"$TOOLS_DIR/deadnix" --fail "${nix_files[@]}"
+echo "RESULT fleet host files: user data passes shellcheck; flake.nix and ${#nix_files[@]} .nix files parse, fmt and deadnix clean"
+
+log "fleet-lib.nix: pure assertions"
+cases=$(nix-instantiate --eval --strict nixos/tests/fleet-lib.nix 2>/dev/null) ||
+  { nix-instantiate --eval --strict nixos/tests/fleet-lib.nix; die "fleet-lib assertions failed"; }
+echo "RESULT fleet-lib.nix: $(grep -oE '[0-9]+' <<<"$cases") cases passed"
+
+log "the monitoring host's scrape configuration: promtool check config"
+nix-instantiate --eval --strict --json -E 'let fleet = import ./nixos/fleet-lib.nix { }; in {
+    global.scrape_interval = "15s";
+    scrape_configs = fleet.scrapeConfigs {
+      region = "eu-west-1";
+      discoveryTags = { Fleet = "ws-prod"; Role = "ws"; };
+      metricsPorts = { blue = 19464; green = 19465; traefik = 18082; node = 9100; };
+    };
+  }' > "$WORK/prometheus.yml"
+promtool check config "$WORK/prometheus.yml"
+echo "RESULT fleet prometheus config: promtool check config passed ($(jq '.scrape_configs | length' "$WORK/prometheus.yml") jobs)"
+
+log "the NLB health check through the real Traefik and server"
+bash nixos/tests/nlb-health.sh
 
 log "fleet-rollout: pytest"
 (cd rollout && "$VENV/bin/pytest" -q -p no:cacheprovider tests) | tee "$WORK/pytest.log"

@@ -16,59 +16,15 @@
 let
   inherit (lib) mapAttrs' mkBefore mkIf mkMerge nameValuePair;
 
+  fleetLib = import ./fleet-lib.nix { };
   monitoringLib = import ../../nixos/lib/monitoring.nix { };
   json = pkgs.formats.json { };
   isWs = fleet.role == "ws";
 
-  # Loopback listeners (docs/architecture.md) and the private ports, chosen by Terraform, that
-  # relay them to the monitoring host.
-  relayed = lib.optionalAttrs isWs {
-    blue = { port = fleet.metricsPorts.blue; target = 9464; };
-    green = { port = fleet.metricsPorts.green; target = 9465; };
-    traefik = { port = fleet.metricsPorts.traefik; target = 8082; };
-  };
+  relays = lib.optionalAttrs isWs (fleetLib.relays fleet.metricsPorts);
   healthPort = fleet.healthCheckPort;
   traefikDir = "/var/lib/concurrent-socket/traefik";
-
-  # One router on the `nlb-health` entry point: /ready of whichever colour `ws-active`
-  # (routing.yml, rewritten by wsctl) sends traffic to. No Host rule and no redirect, since the
-  # NLB's health checks send neither a host name nor TLS.
-  healthRouting = json.generate "nlb-health.yml" {
-    http.routers.nlb-health = {
-      entryPoints = [ "nlb-health" ];
-      rule = "Path(`/ready`)";
-      service = "ws-active";
-    };
-  };
-
-  # Terraform passes server settings as strings; the module's settings are typed.
-  listSettings = [ "ALLOWED_ORIGINS" "TRUSTED_PROXIES" ];
-  typedSetting = name: value:
-    if builtins.elem name listSettings then lib.splitString "," value
-    else if builtins.match "[0-9]+" value != null then lib.toInt value
-    else if value == "true" || value == "false" then value == "true"
-    else value;
-  serverSettings = lib.mapAttrs typedSetting (fleet.serverSettings or { });
-
-  # Prometheus relabelling of EC2 discovery: scrape the private address on the given port and
-  # name the target by the host's Name tag.
-  ec2Targets = port: {
-    region = fleet.region;
-    inherit port;
-    filters =
-      lib.mapAttrsToList (name: value: { name = "tag:${name}"; values = [ value ]; }) fleet.discoveryTags
-      ++ [{ name = "instance-state-name"; values = [ "running" ]; }];
-  };
-  hostRelabel = [
-    { source_labels = [ "__meta_ec2_tag_Name" ]; target_label = "instance"; }
-    { source_labels = [ "__meta_ec2_availability_zone" ]; target_label = "availability_zone"; }
-  ];
-  colourRelabel = colour: {
-    source_labels = [ "__address__" ];
-    regex = ".*:${toString fleet.metricsPorts.${colour}}";
-    target_label = "colour";
-    replacement = colour;
-  };
+  serverSettings = fleetLib.typedSettings (fleet.serverSettings or { });
 
   ruleFiles =
     let dir = ../../alerts;
@@ -116,8 +72,9 @@ in
         loki.enable = false;
       };
 
-      services.traefik.static.settings.entryPoints.nlb-health.address = ":${toString healthPort}";
-      systemd.tmpfiles.settings."30-fleet-host"."${traefikDir}/nlb-health.yml"."L+".argument = "${healthRouting}";
+      services.traefik.static.settings.entryPoints.${fleetLib.healthEntryPoint}.address = ":${toString healthPort}";
+      systemd.tmpfiles.settings."30-fleet-host"."${traefikDir}/nlb-health.yml"."L+".argument =
+        "${json.generate "nlb-health.yml" fleetLib.healthRouting}";
 
       # systemd-socket-proxyd relays each loopback metrics listener to the private network,
       # where the security group admits the monitoring host only.
@@ -126,7 +83,7 @@ in
           wantedBy = [ "sockets.target" ];
           listenStreams = [ (toString relay.port) ];
         })
-        relayed;
+        relays;
       systemd.services = mapAttrs'
         (name: relay: nameValuePair "metrics-relay-${name}" {
           requires = [ "metrics-relay-${name}.socket" ];
@@ -138,9 +95,9 @@ in
             ProtectSystem = "strict";
           };
         })
-        relayed;
+        relays;
 
-      networking.firewall.allowedTCPPorts = [ healthPort ] ++ lib.mapAttrsToList (_: relay: relay.port) relayed;
+      networking.firewall.allowedTCPPorts = [ healthPort ] ++ lib.mapAttrsToList (_: relay: relay.port) relays;
 
       services.alloy.enable = true;
       environment.etc."alloy/config.alloy".text = monitoringLib.alloyConfig {
@@ -159,23 +116,7 @@ in
           scrape_interval = "15s";
           evaluation_interval = "15s";
         };
-        scrapeConfigs = [
-          {
-            job_name = "concurrent-socket";
-            ec2_sd_configs = map (colour: ec2Targets fleet.metricsPorts.${colour}) [ "blue" "green" ];
-            relabel_configs = hostRelabel ++ map colourRelabel [ "blue" "green" ];
-          }
-          {
-            job_name = "traefik";
-            ec2_sd_configs = [ (ec2Targets fleet.metricsPorts.traefik) ];
-            relabel_configs = hostRelabel;
-          }
-          {
-            job_name = "node";
-            ec2_sd_configs = [ (ec2Targets fleet.metricsPorts.node) ];
-            relabel_configs = hostRelabel;
-          }
-        ];
+        scrapeConfigs = fleetLib.scrapeConfigs { inherit (fleet) region discoveryTags metricsPorts; };
       };
 
       services.loki = {
