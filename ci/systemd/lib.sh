@@ -48,6 +48,7 @@ boot_systemd() {
   SYSTEMD_LOG="$LOG_DIR/$name-console.log"
   mkdir -p "$LOG_DIR"
   # A private /run/systemd keeps nspawn's own bookkeeping off the host.
+  mkdir -p /run/systemd
   unshare -m --propagation private bash -c 'mount -t tmpfs tmpfs /run/systemd && exec "$@"' _ \
     systemd-nspawn --volatile=yes -D / -b --register=no --keep-unit --console=read-only \
     --private-network -M "$name" \
