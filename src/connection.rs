@@ -37,8 +37,9 @@ struct Session {
     registration: Registration,
     outbox: Outbox,
     limiter: RateLimiter,
-    heartbeat: Duration,
-    idle_timeout: Duration,
+    id: Box<str>,
+    peer: IpAddr,
+    opened: Instant,
     next_heartbeat: Instant,
     last_message: Instant,
     last_frame: Instant,
@@ -49,13 +50,17 @@ struct Session {
 }
 
 /// Runs a chat connection to its end. `admission` is the slot reserved before the upgrade.
-pub async fn run(
-    mut socket: WebSocket,
+///
+/// The set-up is synchronous and the returned future captures only the session and the
+/// socket: an `async fn` would keep its arguments and its locals in separate slots of the
+/// task, and the task's size is paid by every idle connection.
+pub fn run(
+    socket: WebSocket,
     state: Arc<AppState>,
     admission: Admission,
     id: String,
     peer: IpAddr,
-) {
+) -> impl Future<Output = ()> + Send {
     let opened = Instant::now();
     let registration = state.registry.register(admission, Some(&id));
     if state.lifecycle.is_draining() {
@@ -68,33 +73,30 @@ pub async fn run(
     let mut session = Session {
         outbox: Outbox::new(config.outbound_queue_bytes, opened),
         limiter: RateLimiter::new(config.rate_limit_msgs_per_sec, opened),
-        heartbeat: config.heartbeat_interval,
-        idle_timeout: config.connection_timeout,
         next_heartbeat: opened + config.heartbeat_interval,
+        opened,
         last_message: opened,
         last_frame: opened,
         ping_sent: None,
         received_close: false,
         client_close_code: None,
         registration,
-        state: Arc::clone(&state),
+        peer,
+        id: id.into_boxed_str(),
+        state,
     };
-    info!(connection_id = %id, peer = %peer, server_id = %state.config.server_id, "connection opened");
-
-    let ending = match session.welcome(&id) {
-        Ok(()) => session.serve(&mut socket).await,
-        Err(Full) => Ending::Goodbye(GoodbyeReason::SlowConsumer),
-    };
-    let (reason, close_code) = session.finish(&mut socket, ending).await;
-
-    let metrics = &state.metrics;
-    metrics.disconnect(reason);
-    metrics.connections_active.dec();
-    metrics
-        .connection_duration
-        .observe(opened.elapsed().as_secs_f64());
-    info!(connection_id = %id, peer = %peer, server_id = %state.config.server_id, reason = reason.as_str(),
-        close_code, duration_ms = opened.elapsed().as_millis() as u64, "connection closed");
+    info!(connection_id = %session.id, peer = %peer, server_id = %session.state.config.server_id, "connection opened");
+    let welcomed = session.welcome();
+    let mut socket = socket;
+    async move {
+        let ending = match welcomed {
+            Ok(()) => session.serve(&mut socket).await,
+            Err(Full) => Ending::Goodbye(GoodbyeReason::SlowConsumer),
+        };
+        // Boxed: the closing steps are allocated only when closing.
+        let (reason, close_code) = Box::pin(session.finish(&mut socket, ending)).await;
+        session.report_closed(reason, close_code);
+    }
 }
 
 impl Session {
@@ -105,10 +107,10 @@ impl Session {
         Ok(())
     }
 
-    fn welcome(&mut self, id: &str) -> Result<(), Full> {
+    fn welcome(&mut self) -> Result<(), Full> {
         let config = &self.state.config;
         let hello = ServerMessage::ConnectionEstablished {
-            connection_id: id,
+            connection_id: &self.id,
             server_id: &config.server_id,
             heartbeat_interval_ms: config.heartbeat_interval.as_millis() as u64,
             ts: now_ms(),
@@ -119,10 +121,31 @@ impl Session {
         Ok(())
     }
 
+    /// Counts and logs the end of the connection.
+    fn report_closed(&self, reason: DisconnectReason, close_code: Option<u16>) {
+        let metrics = &self.state.metrics;
+        metrics.disconnect(reason);
+        metrics.connections_active.dec();
+        metrics
+            .connection_duration
+            .observe(self.opened.elapsed().as_secs_f64());
+        info!(connection_id = %self.id, peer = %self.peer, server_id = %self.state.config.server_id,
+            reason = reason.as_str(), close_code, duration_ms = self.opened.elapsed().as_millis() as u64,
+            "connection closed");
+    }
+
+    fn heartbeat(&self) -> Duration {
+        self.state.config.heartbeat_interval
+    }
+
+    fn idle_timeout(&self) -> Duration {
+        self.state.config.connection_timeout
+    }
+
     /// When the single timer must fire next: the next heartbeat or the idle deadline.
     fn next_deadline(&self) -> Instant {
         self.next_heartbeat
-            .min(self.last_message + self.idle_timeout)
+            .min(self.last_message + self.idle_timeout())
     }
 
     async fn serve(&mut self, socket: &mut WebSocket) -> Ending {
@@ -155,13 +178,13 @@ impl Session {
     }
 
     fn on_timer(&mut self, now: Instant) -> Result<(), Ending> {
-        if now >= self.last_message + self.idle_timeout {
+        if now >= self.last_message + self.idle_timeout() {
             return Err(Ending::Goodbye(GoodbyeReason::IdleTimeout));
         }
         if now < self.next_heartbeat {
             return Ok(());
         }
-        let silent_limit = self.heartbeat * 2;
+        let silent_limit = self.heartbeat() * 2;
         if now.saturating_duration_since(self.last_frame) >= silent_limit {
             return Err(Ending::Closed(DisconnectReason::DeadPeer));
         }
@@ -172,7 +195,7 @@ impl Session {
         {
             return Err(Ending::Goodbye(GoodbyeReason::SlowConsumer));
         }
-        self.next_heartbeat = now + self.heartbeat;
+        self.next_heartbeat = now + self.heartbeat();
         self.send(&ServerMessage::Heartbeat { ts: now_ms() }, None)
             .map_err(slow)?;
         self.outbox

@@ -102,8 +102,8 @@ impl Outbox {
     fn pop(&mut self) -> Option<Outgoing> {
         let out = self.queue.pop_front()?;
         self.queued_bytes -= message_len(&out.message);
-        if self.queue.is_empty() && self.queue.capacity() > 4 {
-            // After a burst, give the memory back: idle sockets should stay small.
+        if self.queue.is_empty() {
+            // Give the memory back: an idle socket should hold no queue at all.
             self.queue = VecDeque::new();
         }
         Some(out)
