@@ -102,7 +102,7 @@ async function checkRules() {
   const rules = loadRules();
   let operands = 0;
   for (const rule of rules) {
-    const where = `${rule.file} / ${rule.kind} ${rule.name}`;
+    const where = `${rule.file} / ${rule.kind} ${rule.kind === 'record' ? recordedSelector(rule) : rule.name}`;
     if (rule.kind === 'record') {
       await expectQueryAndSelectors(where, rule.expr);
       await expectSeries(`${where} (recorded series)`, recordedSelector(rule));
@@ -128,8 +128,8 @@ async function checkRuleHealth() {
 const dashboards = await checkDashboards();
 const rules = await checkRules();
 const loaded = await checkRuleHealth();
-console.log(`RESULT truth: ${dashboards.count} dashboard queries returned series (${dashboards.skipped} LogQL queries syntax-checked only, no Loki here)`);
-console.log(`RESULT truth: ${rules.alerts} alerts (${rules.operands} signal operands) and ${rules.records} recording rules returned series; ${loaded} rules loaded and healthy`);
-console.log(`RESULT truth: ${cache.size} distinct PromQL queries sent to Prometheus, ${failures.length} failed`);
+console.log(`RESULT truth: ${dashboards.count} dashboard PromQL queries checked (${dashboards.skipped} LogQL queries syntax-checked only, no Loki here)`);
+console.log(`RESULT truth: ${rules.alerts} alerts (${rules.operands} signal operands) and ${rules.records} recording rules checked; ${loaded} rules loaded in Prometheus`);
+console.log(`RESULT truth: ${cache.size} distinct queries sent to Prometheus, ${failures.length} failed (error or no series)`);
 for (const f of failures) console.error(`FAILED ${f}`);
 process.exit(failures.length ? 1 : 0);
