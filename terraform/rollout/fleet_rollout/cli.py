@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         runner = Runner(args.step_timeout)
         if not args.skip_preflight:
             try:
-                problems = preflight(fleet, runner, list(fleet.hosts))
+                problems = preflight(fleet, runner, chosen)
             except StepFailed as failure:
                 problems = [str(failure)]
             if problems:

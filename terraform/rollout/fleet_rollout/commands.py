@@ -107,15 +107,15 @@ def parse_pins(stdout: str) -> dict[str, str]:
     return {c: pins[c] for c in COLOURS}
 
 
-def unhealthy_targets(stdout: str, hosts: list[Host], listener: str) -> list[str]:
-    """Hosts that are not `healthy` in a describe-target-health answer, with their state."""
+NOT_REGISTERED = "not registered"
+
+
+def target_states(stdout: str, hosts: list[Host], listener: str) -> dict[str, str]:
+    """Each host's state in a describe-target-health answer (healthy, unhealthy, draining,
+    initial, ...; "not registered" when the target group does not list it)."""
     try:
         descriptions = json.loads(stdout)["TargetHealthDescriptions"]
+        states = {d["Target"]["Id"]: d["TargetHealth"]["State"] for d in descriptions}
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise StatusError(f"describe-target-health ({listener}) gave no TargetHealthDescriptions: {err}") from err
-    states = {d["Target"]["Id"]: d["TargetHealth"]["State"] for d in descriptions}
-    return [
-        f"{h.name} ({listener}: {states.get(h.instance_id, 'not registered')})"
-        for h in hosts
-        if states.get(h.instance_id) != "healthy"
-    ]
+    return {h.name: states.get(h.instance_id, NOT_REGISTERED) for h in hosts}

@@ -108,16 +108,25 @@ def _parse(step: str, parser, stdout: str):
         raise StepFailed(step, str(err)) from err
 
 
-def preflight(fleet: Fleet, runner: Runner, hosts: list[Host]) -> list[str]:
-    """Every host of the fleet healthy in every target group, or the list of those that are not:
-    a rollout must not take capacity out of a fleet that is already short of it."""
+def preflight(fleet: Fleet, runner: Runner, selected: list[Host]) -> list[str]:
+    """Problems that forbid starting: a rollout must not take capacity out of a fleet already
+    short of it, so every host must be healthy in every target group. A selected host that is
+    not registered at all is accepted: it is one a stopped rollout left out, and this rollout
+    will bring it back."""
+    chosen = {h.name for h in selected}
     problems: list[str] = []
     for listener in fleet.target_groups:
-        stdout = runner.run("preflight", hosts[0], commands.describe_target_health(fleet, listener))
+        stdout = runner.run("preflight", selected[0], commands.describe_target_health(fleet, listener))
         try:
-            problems += commands.unhealthy_targets(stdout, hosts, listener)
+            states = commands.target_states(stdout, list(fleet.hosts), listener)
         except StatusError as err:
             problems.append(str(err))
+            continue
+        problems += [
+            f"{name} ({listener}: {state})"
+            for name, state in states.items()
+            if state != "healthy" and not (state == commands.NOT_REGISTERED and name in chosen)
+        ]
     return problems
 
 

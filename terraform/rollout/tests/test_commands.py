@@ -67,15 +67,17 @@ def test_pins():
         commands.parse_pins("")
 
 
-def test_unhealthy_targets_are_listed(fleet):
+def test_target_states(fleet):
     answer = {"TargetHealthDescriptions": [
         {"Target": {"Id": fleet.hosts[0].instance_id, "Port": 80}, "TargetHealth": {"State": "healthy"}},
         {"Target": {"Id": fleet.hosts[1].instance_id, "Port": 80}, "TargetHealth": {"State": "draining"}},
         {"Target": {"Id": fleet.hosts[2].instance_id, "Port": 80}, "TargetHealth": {"State": "healthy"}},
     ]}
-    assert commands.unhealthy_targets(json.dumps(answer), list(fleet.hosts), "http") == [
-        "ws-prod-ws-02 (http: draining)",
-        "ws-prod-ws-04 (http: not registered)",
-    ]
-    with pytest.raises(StatusError):
-        commands.unhealthy_targets("{}", list(fleet.hosts), "http")
+    assert commands.target_states(json.dumps(answer), list(fleet.hosts), "http") == {
+        "ws-prod-ws-01": "healthy",
+        "ws-prod-ws-02": "draining",
+        "ws-prod-ws-03": "healthy",
+        "ws-prod-ws-04": "not registered",
+    }
+    with pytest.raises(StatusError, match="gave no TargetHealthDescriptions"):
+        commands.target_states("{}", list(fleet.hosts), "http")

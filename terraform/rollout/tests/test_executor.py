@@ -133,6 +133,17 @@ def test_refuses_to_start_when_a_host_is_unhealthy(env, outputs_file):
     assert not any("deregister" in c for c in calls(env))
 
 
+def test_a_host_left_out_by_a_stopped_rollout_can_be_rolled_again(env, outputs_file):
+    health = json.loads(Path(env["TARGET_HEALTH"]).read_text())
+    del health["TargetHealthDescriptions"][1]  # ws-prod-ws-02, deregistered after a failure
+    Path(env["TARGET_HEALTH"]).write_text(json.dumps(health))
+    refused = run(env, outputs_file, "--hosts", "ws-prod-ws-03")
+    assert refused.returncode == 1 and "ws-prod-ws-02 (http: not registered)" in refused.stderr
+    done = run(env, outputs_file, "--hosts", "ws-prod-ws-02,ws-prod-ws-04")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "RESULT rollout: 2 done, 0 failed, 0 untouched" in done.stdout
+
+
 def test_a_host_without_active_colour_fails_before_leaving_the_load_balancer(env, outputs_file):
     dir_ = Path(env["HOSTS_DIR"]) / "198.51.100.1"
     dir_.mkdir(parents=True)
