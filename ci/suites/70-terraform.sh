@@ -27,7 +27,9 @@ command -v terraform >/dev/null || loud_failure "no terraform binary on PATH (ex
 [ -d "$PLUGIN_DIR/registry.terraform.io/hashicorp/aws" ] ||
   loud_failure "no hashicorp/aws provider in $PLUGIN_DIR"
 [ -x "$VENV/bin/checkov" ] || loud_failure "checkov is not installed in $VENV (ci/requirements.txt)"
-[ -x "$VENV/bin/pytest" ] || loud_failure "pytest is not installed in $VENV (ci/requirements.txt)"
+for tool in pytest flake8; do
+  [ -x "$VENV/bin/$tool" ] || loud_failure "$tool is not installed in $VENV (ci/requirements.txt)"
+done
 log "$(terraform version | head -1), provider(s): $(ls "$PLUGIN_DIR"/registry.terraform.io/hashicorp/aws)"
 
 cd "$TF_DIR"
@@ -112,7 +114,8 @@ echo "RESULT fleet prometheus config: promtool check config passed ($(jq '.scrap
 log "the NLB health check through the real Traefik and server"
 bash nixos/tests/nlb-health.sh
 
-log "fleet-rollout: pytest"
+log "fleet-rollout: flake8, pytest"
+(cd rollout && "$VENV/bin/flake8")
 (cd rollout && "$VENV/bin/pytest" -q -p no:cacheprovider tests) | tee "$WORK/pytest.log"
 rollout_summary=$(tail -1 "$WORK/pytest.log")
 echo "RESULT fleet-rollout tests: $rollout_summary"

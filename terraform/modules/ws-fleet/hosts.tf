@@ -25,7 +25,6 @@ locals {
     discoveryTags = { Fleet = var.name, Role = "ws" }
     region        = data.aws_region.current.name
     metricsPorts  = local.metrics_ports
-    lokiPort      = local.loki_port
     grafanaPort   = local.grafana_port
     grafanaDomain = local.grafana_fqdn
     stateVersion  = var.nixos_release

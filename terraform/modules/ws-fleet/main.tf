@@ -26,7 +26,8 @@ locals {
     traefik = 18082 # -> 127.0.0.1:8082, Traefik's metrics entry point
     node    = 9100  # prometheus-node-exporter
   }
-  # On the monitoring host: where the WebSocket hosts push logs, and Grafana.
+  # On the monitoring host: where the WebSocket hosts push logs (Loki's port is fixed by
+  # nixos/lib/monitoring.nix), and Grafana.
   loki_port    = 3100
   grafana_port = 3000
 }

@@ -40,7 +40,7 @@ locals {
   nlb_to_ws_rules = {
     for name, port in local.traefik_ports : "ws-${name}-from-nlb" => {
       sg          = "ws", port = port, cidr = null, source_sg = "nlb"
-      description = "NLB to Traefik (${name}), client traffic and health checks"
+      description = "NLB to Traefik (${name}), client traffic"
     }
   }
   health_rules = {

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import commands
 from .commands import Settings, StatusError
@@ -32,7 +32,6 @@ class Outcome:
     in_service: bool = True  # registered with the load balancer
     from_colour: str = ""
     to_colour: str = ""
-    log: list[str] = field(default_factory=list)
 
 
 class Runner:
