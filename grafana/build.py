@@ -266,8 +266,10 @@ def overview():
                               "{{colour}} {{instance}}")],
                    "bytes per connection", width=8),
         timeseries("CPU",
-                   "CPU time used per second by each server process; 100% is one full core.",
-                   "percentunit", [(f"rate(process_cpu_seconds_total{{{s}}}{RATE})", "{{colour}} {{instance}}")],
+                   "CPU time used per second by each server process over 5 minutes; 100% is one "
+                   "full core. The process collector counts whole CPU seconds, so a shorter "
+                   "window would show steps, not load. WebSocketHighCPUUsage warns above 80%.",
+                   "percentunit", [(f"instance:process_cpu_seconds:rate5m{{{s}}}", "{{colour}} {{instance}}")],
                    "of one core", width=8),
         timeseries("Open files",
                    "Open file descriptors (one per connection plus a few) against the process "
@@ -360,16 +362,20 @@ def deploy():
                    "reqps", [(f'sum by (router, code) (rate(traefik_router_requests_total{{{TRAEFIK}, '
                               f'router=~"ws@file|ws-http@file", code=~"5.."}}{RATE}))', "{{router}} {{code}}")],
                    "requests/s"),
+        stat("Scrape target up per colour",
+             "1 while Prometheus can scrape the colour. The idle colour is stopped on "
+             "purpose and shows 0; during a deploy both show 1 until the old one drained.",
+             "bool", [(f"up{{{s}}}", "{{colour}}")], width=6),
         stat("Version per colour",
              "The build each colour runs (websocket_build_info), to tell the new release from the old.",
-             "none", [(f"websocket_build_info{{{s}}}", "{{colour}} {{version}}")], width=8),
+             "none", [(f"websocket_build_info{{{s}}}", "{{colour}} {{version}}")], width=6),
         stat("Traefik health check per colour",
              "Traefik's view of each colour's /ready (1 healthy, 0 not). Only colours "
              "routing.yml has ever routed to are health-checked.",
-             "bool", [(f"traefik_service_server_up{{{TRAEFIK}, {colour_services}}}", "{{service}}")], width=8),
+             "bool", [(f"traefik_service_server_up{{{TRAEFIK}, {colour_services}}}", "{{service}}")], width=6),
         stat("Uptime per colour",
              "Time since each colour's process started: the new colour's is the deploy's age.",
-             "s", [(f"time() - process_start_time_seconds{{{s}}}", "{{colour}}")], width=8),
+             "s", [(f"time() - process_start_time_seconds{{{s}}}", "{{colour}}")], width=6),
     ]
     return dashboard("concurrent-socket-deploy", "concurrent-socket: deploy",
                      "Blue against green during a deploy: connections moving, traffic share, "

@@ -75,9 +75,16 @@ async function resolveVariables(file, dashboard) {
   return values;
 }
 
+/** True when some series has a finite value other than 0. */
+const moves = (series) => series.some((s) => {
+  const v = Number(s.value[1]);
+  return Number.isFinite(v) && v !== 0;
+});
+
 async function checkDashboards() {
   let count = 0;
   let skipped = 0;
+  const flat = [];
   for (const { file, dashboard } of loadDashboards()) {
     const values = await resolveVariables(file, dashboard);
     for (const q of queries(file, dashboard)) {
@@ -86,10 +93,12 @@ async function checkDashboards() {
         continue;
       }
       count += 1;
-      await expectQueryAndSelectors(q.where, substitute(q.expr, values));
+      const expr = substitute(q.expr, values);
+      await expectQueryAndSelectors(q.where, expr);
+      if (!moves((await query(expr)).series ?? [])) flat.push(q.where);
     }
   }
-  return { count, skipped };
+  return { count, skipped, flat };
 }
 
 /** The recorded series of a recording rule, narrowed by the labels the rule adds. */
@@ -129,6 +138,8 @@ const dashboards = await checkDashboards();
 const rules = await checkRules();
 const loaded = await checkRuleHealth();
 console.log(`RESULT truth: ${dashboards.count} dashboard PromQL queries checked (${dashboards.skipped} LogQL queries syntax-checked only, no Loki here)`);
+console.log(`RESULT truth: ${dashboards.count - dashboards.flat.length} of ${dashboards.count} dashboard queries show non-zero data after the traffic`);
+if (dashboards.flat.length) console.log(`  only zeros or NaN (information, not a failure): ${dashboards.flat.join('; ')}`);
 console.log(`RESULT truth: ${rules.alerts} alerts (${rules.operands} signal operands) and ${rules.records} recording rules checked; ${loaded} rules loaded in Prometheus`);
 console.log(`RESULT truth: ${cache.size} distinct queries sent to Prometheus, ${failures.length} failed (error or no series)`);
 for (const f of failures) console.error(`FAILED ${f}`);
