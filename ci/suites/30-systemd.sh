@@ -14,8 +14,9 @@
 #  6. ws@blue and ws@green serve side by side on their own ports.
 #  7. A bad setting fails the start in ExecStartPre (check-config), naming the variable.
 # RESULT/MEASURED lines: exposure score, restart gap and failed attempts, kill -9 gap, watchdog.
-# Adaptations to this container, each said where it is made: LimitNOFILE=20000 (lib.sh), and
-# MAX_CONNECTIONS_PER_IP=0 in the instances' settings (every test client is 127.0.0.1).
+# Adaptations to this container, each said where it is made: LimitNOFILE=20000 (lib.sh),
+# MAX_CONNECTIONS_PER_IP=0 in the instances' settings (every test client is 127.0.0.1), and
+# step 4's drop-in running the faults build instead of the server.
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 . "$REPO/ci/systemd/lib.sh"
@@ -24,7 +25,9 @@ CHURN_RATE=${CHURN_RATE:-300}       # new connections per second during restarts
 HELD=${HELD:-50}                    # connections open across the graceful restart
 PYTHON="$VENV/bin/python"
 WORK=$(mktemp -d)
+CHURN_PID=""                        # the churn client running in the background, if any
 cleanup() {
+  [ -z "$CHURN_PID" ] || kill "$CHURN_PID" 2> /dev/null || true
   # The container's whole journal, for whoever reads a failure: it is gone after poweroff.
   [ -z "$SYSTEMD_NSPAWN_PID" ] || IN journalctl --no-pager -o short-precise > "$LOG_DIR/30-systemd-journal.log" 2>&1 || true
   stop_systemd
@@ -140,7 +143,7 @@ restart_under_churn() {
   old_pid=$(main_pid ws@green.service)
   churn restart 3002 --rate "$CHURN_RATE" --duration 60 --hold "$HELD" \
     --ready-file "$WORK/restart.ready" --stop-file "$WORK/restart.stop" &
-  local churn_pid=$!
+  CHURN_PID=$!
   wait_file "$WORK/restart.ready" || die "held connections did not open"
   sleep 2
   local t0=$SECONDS
@@ -148,7 +151,8 @@ restart_under_churn() {
   log "systemctl restart returned after $((SECONDS - t0)) s"
   sleep 2
   touch "$WORK/restart.stop"
-  wait "$churn_pid" || die "churn client failed"
+  wait "$CHURN_PID" || die "churn client failed"
+  CHURN_PID=""
   new_pid=$(main_pid ws@green.service)
   [ "$new_pid" != "$old_pid" ] || die "ws@green.service main pid unchanged ($old_pid): no restart happened"
 
@@ -169,7 +173,7 @@ kill9_under_churn() {
   socket_since=$(prop ws@green.socket ActiveEnterTimestampMonotonic)
   restarts_before=$(prop ws@green.service NRestarts)
   churn kill9 3002 --rate "$CHURN_RATE" --duration 60 --stop-file "$WORK/kill9.stop" &
-  local churn_pid=$!
+  CHURN_PID=$!
   sleep 2
   local killed_us=${EPOCHREALTIME/./}
   IN kill -9 "$old_pid"
@@ -180,7 +184,8 @@ kill9_under_churn() {
   done
   sleep 2
   touch "$WORK/kill9.stop"
-  wait "$churn_pid" || die "churn client failed"
+  wait "$CHURN_PID" || die "churn client failed"
+  CHURN_PID=""
 
   jq -c . "$WORK/kill9.json"
   [ "$(prop ws@green.service NRestarts)" -gt "$restarts_before" ] || die "NRestarts did not grow"

@@ -82,6 +82,7 @@ install_units() {
   for bin in concurrent-socket-faults wsctl loadtest; do
     [ -x "$BIN_DIR/$bin" ] && IN install -m 0755 "$CONTAINER_CI_BIN/$bin" "$CONTAINER_BINDIR/$bin"
   done
+  log "container drop-in ws@.service.d/ci-container.conf: LimitNOFILE=$CONTAINER_FILE_LIMIT (the unit asks 131072; the hard limit here is $CONTAINER_FILE_LIMIT)"
   IN mkdir -p /etc/systemd/system/ws@.service.d
   printf '%s\n' "# CI only: containers here cannot raise the open-file hard limit above $CONTAINER_FILE_LIMIT." \
     "[Service]" "LimitNOFILE=$CONTAINER_FILE_LIMIT" | IN tee /etc/systemd/system/ws@.service.d/ci-container.conf > /dev/null
