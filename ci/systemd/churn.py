@@ -14,7 +14,8 @@ Writes one JSON report (to --report, else stdout):
   longest_gap_s: the longest time with no successful attempt (from the first attempt's start),
   gap_start_s/gap_end_s (relative to the first attempt), latency_p50_s/p99_s/max_s,
   held: {opened, goodbye: {reason: count}, close_codes: {code: count}, errors, still_open}.
-Exit status: 0 when the report was written (judging it is the caller's job), 2 on bad usage.
+Exit status: 0 when the report was written (judging it is the caller's job), 1 when a held
+connection could not be opened, 2 on bad usage.
 """
 
 import argparse
@@ -128,7 +129,9 @@ async def run(args):
         await asyncio.wait([asyncio.create_task(opened.wait()), held_tasks[-1]], timeout=args.timeout,
                            return_when=asyncio.FIRST_COMPLETED)
         if not opened.is_set():
-            raise SystemExit(f"churn: held connection {i} did not open: {held_tasks[-1]}")
+            task = held_tasks[-1]
+            why = task.exception() if task.done() else f"no connection_established in {args.timeout} s"
+            raise SystemExit(f"churn: held connection {i} did not open: {why!r}")
     if args.ready_file:
         open(args.ready_file, "w").close()
 
@@ -183,7 +186,7 @@ def summarize(results, begin, held_ended, held_errors, still_open, held_opened):
 
 def longest_gap(begin, success_times, last_end):
     """Longest stretch without a success, from `begin` to the last attempt's end."""
-    marks = [begin, *success_times, max(last_end, success_times[-1] if success_times else begin)]
+    marks = [begin, *success_times, last_end]
     best = (0.0, begin, begin)
     for earlier, later in zip(marks, marks[1:]):
         if later - earlier > best[0]:
