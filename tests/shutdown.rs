@@ -1,0 +1,119 @@
+//! Graceful shutdown over real sockets: on SIGTERM or SIGINT every client gets `goodbye`
+//! `server_shutdown` (reconnect) and close 1001 after the answers to what it already sent,
+//! `/ready` and new upgrades answer 503 while draining, and the process exits 0 by its deadline
+//! even when a client never completes the closing handshake.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Client, Server, WAIT};
+use serde_json::json;
+use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+const CLIENTS: usize = 20;
+
+#[tokio::test]
+async fn sigterm_drains_every_client_and_exits_zero_before_the_deadline() {
+    let mut server = Server::start(&[("SHUTDOWN_TIMEOUT", "3000")]).await;
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        clients.push(Client::chat(&server, &format!("drain{i}")).await.0);
+    }
+    // This one never reads again, so it never answers the close: the deadline must end it.
+    let (stuck, _) = Client::chat(&server, "stuck").await;
+    for client in &mut clients {
+        client
+            .send_json(&json!({"type": "ping", "id": "before"}))
+            .await;
+    }
+
+    let signalled = Instant::now();
+    server.signal("TERM");
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| tokio::spawn(async move { client.recv_until_close(WAIT).await }))
+        .collect();
+
+    // While draining: not ready, no new upgrades, still alive.
+    let mut ready = server.get_json("/ready").await;
+    while ready.0 == 200 {
+        ready = server.get_json("/ready").await;
+    }
+    assert_eq!(ready, (503, json!({"status": "draining"})));
+    match Client::connect(&server.ws_url("/ws/chat/late")).await {
+        Err(tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+            assert!(response.headers().contains_key("retry-after"));
+            let body: serde_json::Value =
+                serde_json::from_slice(response.body().as_ref().unwrap()).unwrap();
+            assert_eq!(body, json!({"error": "draining"}));
+        }
+        other => panic!(
+            "expected 503 while draining, got {:?}",
+            other.map(|_| "an upgrade")
+        ),
+    }
+    let (status, health) = server.get_json("/health").await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("draining")));
+    assert_eq!(server.metric("websocket_draining").await, Some(1.0));
+
+    let mut goodbye_times = Vec::new();
+    for reader in readers {
+        let (frame, seen) = reader.await.unwrap();
+        let types: Vec<&str> = seen.iter().map(|m| m["type"].as_str().unwrap()).collect();
+        let pong = types
+            .iter()
+            .position(|t| *t == "pong")
+            .expect("the ping sent before the signal is answered");
+        let goodbye = seen.last().expect("a goodbye");
+        assert_eq!(goodbye["type"], "goodbye", "{types:?}");
+        assert!(pong < types.len() - 1, "answer before goodbye: {types:?}");
+        assert_eq!(
+            (goodbye["reason"].as_str(), goodbye["reconnect"].as_bool()),
+            (Some("server_shutdown"), Some(true))
+        );
+        assert_eq!(frame.expect("a close frame").code, CloseCode::Away);
+        goodbye_times.push(goodbye["ts"].as_u64().unwrap());
+    }
+
+    let status = server
+        .wait_exit(Duration::from_secs(15))
+        .await
+        .expect("the server exits");
+    let elapsed = signalled.elapsed();
+    assert!(status.success(), "exit status {status:?}");
+    goodbye_times.sort_unstable();
+    println!(
+        "MEASURED shutdown: {CLIENTS} goodbyes spread over {} ms, exit after {} ms (SHUTDOWN_TIMEOUT 3000 ms)",
+        goodbye_times.last().unwrap() - goodbye_times[0],
+        elapsed.as_millis()
+    );
+    drop(stuck);
+}
+
+#[tokio::test]
+async fn sigint_drains_too() {
+    let mut server = Server::start(&[("SHUTDOWN_TIMEOUT", "1000")]).await;
+    let (mut client, _) = Client::chat(&server, "int").await;
+    server.signal("INT");
+    let (frame, seen) = client.recv_until_close(WAIT).await;
+    assert_eq!(seen.last().unwrap()["reason"], "server_shutdown");
+    assert_eq!(frame.unwrap().code, CloseCode::Away);
+    assert!(server.wait_exit(WAIT).await.expect("exits").success());
+}
+
+#[tokio::test]
+async fn an_idle_server_exits_at_once() {
+    let mut server = Server::start(&[("SHUTDOWN_TIMEOUT", "60000")]).await;
+    server.signal("TERM");
+    // Nothing to drain: no need to wait for the 60 s timeout.
+    assert!(
+        server
+            .wait_exit(WAIT)
+            .await
+            .expect("exits well before the timeout")
+            .success()
+    );
+}
