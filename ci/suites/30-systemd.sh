@@ -146,9 +146,11 @@ restart_under_churn() {
   CHURN_PID=$!
   wait_file "$WORK/restart.ready" || die "held connections did not open"
   sleep 2
-  local t0=$SECONDS
+  local restart_us=${EPOCHREALTIME/./} stopped_ms ready_ms
   IN systemctl restart ws@green.service
-  log "systemctl restart returned after $((SECONDS - t0)) s"
+  # systemd's view: the old process's drain, then the new one's start up to READY=1.
+  stopped_ms=$((($(prop_us ws@green.service ExecMainStartTimestamp) - restart_us) / 1000))
+  ready_ms=$((($(prop_us ws@green.service ActiveEnterTimestamp) - restart_us) / 1000))
   sleep 2
   touch "$WORK/restart.stop"
   wait "$CHURN_PID" || die "churn client failed"
@@ -158,6 +160,7 @@ restart_under_churn() {
 
   jq -c . "$WORK/restart.json"
   echo "MEASURED restart: longest gap without a successful connection $(field restart .longest_gap_s) s; failed attempts $(field restart .failed) of $(field restart .attempts) at $CHURN_RATE/s; latency p99 $(field restart .latency_p99_s) s, max $(field restart .latency_max_s) s"
+  echo "MEASURED restart: new server process started ${stopped_ms} ms after \`systemctl restart\` (the old one's drain of $HELD connections), ready ${ready_ms} ms after it"
   [ "$(field restart .failed)" = 0 ] || die "connection attempts failed during the restart: $(field restart .failures)"
   [ "$(field restart '.held.goodbye.server_shutdown // 0')" = "$HELD" ] ||
     die "not every held connection got goodbye server_shutdown: $(field restart .held)"

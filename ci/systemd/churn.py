@@ -94,13 +94,16 @@ async def expect_established(ws):
 
 
 async def attempt(url, conn_id, timeout):
-    """One churn attempt: (start, end, serverId or the error), times from time.monotonic()."""
+    """One churn attempt: (start, end, serverId or the error), times from time.monotonic().
+    A success ends when `connection_established` arrives (the closing handshake that follows
+    is not the server's availability, and under a burst it mostly measures this client)."""
     start = time.monotonic()
     try:
         async with asyncio.timeout(timeout):
             async with connect(f"{url}/ws/chat/{conn_id}", open_timeout=None, compression=None) as ws:
                 established = await expect_established(ws)
-        return start, time.monotonic(), str(established.get("serverId"))
+                established_at = time.monotonic()
+        return start, established_at, str(established.get("serverId"))
     except Exception as error:  # every failure is data for the report
         return start, time.monotonic(), error
 
