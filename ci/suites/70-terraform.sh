@@ -83,8 +83,34 @@ render 'local.user_data' > "$WORK/user-data.sh"
 head -c 2 "$WORK/user-data.sh" | grep -q '#!' || die "user data does not start with #! (amazon-init would treat it as Nix)"
 bash -n "$WORK/user-data.sh"
 shellcheck -s bash "$WORK/user-data.sh"
-render 'local.nixos_files["flake.nix"]' > "$WORK/flake.nix"
-nix-instantiate --parse "$WORK/flake.nix" > /dev/null
+mkdir -p "$WORK/host" "$WORK/nixpkgs-stub"
+render 'local.nixos_files["flake.nix"]' > "$WORK/host/flake.nix"
+render 'local.nixos_files["fleet.json"]' | jq -r . > "$WORK/host/fleet.json"
+nix-instantiate --parse "$WORK/host/flake.nix" > /dev/null
+
+# The host flake's wiring, evaluated with this repository as the concurrent-socket, blue and
+# green inputs and a stub nixpkgs whose nixosSystem returns its arguments (no nixpkgs offline):
+# the output name, the system, fleet.json as specialArgs, both colour packages, and the
+# modules, of which fleet-host.nix must exist in the repository's source.
+log "host flake: evaluate its wiring with a stub nixpkgs"
+echo '{ outputs = _: { lib.nixosSystem = args: { inherit args; }; }; }' > "$WORK/nixpkgs-stub/flake.nix"
+overrides=()
+for input in concurrent-socket blue green; do
+  overrides+=(--override-input "$input" "git+file://$REPO" --override-input "$input/nixpkgs" "path:$WORK/nixpkgs-stub")
+done
+nix eval --json --no-write-lock-file "path:$WORK/host#nixosConfigurations.fleet-host.args" "${overrides[@]}" --apply '
+  a: {
+    inherit (a) system;
+    fleet = a.specialArgs.fleet;
+    colours = builtins.attrNames a.specialArgs.colourPackages;
+    modules = map (m: if builtins.isFunction m then "function" else { path = toString m; exists = builtins.pathExists m; }) a.modules;
+  }' > "$WORK/host-flake.json"
+jq -e '.system == "x86_64-linux" and .fleet.role == "ws" and .colours == ["blue", "green"]
+  and (.modules[0].path | endswith("/nixos/modules/virtualisation/amazon-image.nix"))
+  and .modules[1] == "function"
+  and (.modules[2].path | endswith("/terraform/nixos/fleet-host.nix")) and .modules[2].exists' \
+  "$WORK/host-flake.json" > /dev/null || { cat "$WORK/host-flake.json"; die "the host flake is not wired as expected"; }
+echo "RESULT host flake: nixosConfigurations.fleet-host wired (system, fleet.json, blue/green packages, 3 modules)"
 mapfile -t nix_files < <(find nixos -name '*.nix' | sort)
 for f in "${nix_files[@]}"; do nix-instantiate --parse "$f" > /dev/null; done
 for tool in nixpkgs-fmt deadnix; do
