@@ -134,6 +134,7 @@ first_connection_starts_service() {
   if [ "$exec_start" -ge "$first_log" ] || [ "$first_log" -ge "$active_enter" ]; then
     die "not gated on READY=1: exec $exec_start, first server record $first_log, active $active_enter (µs)"
   fi
+  echo "MEASURED open-file limit of the server process: $(IN grep 'Max open files' "/proc/$pid/limits" | awk '{print $4}') (LimitNOFILE=$(prop ws@green.service LimitNOFILE))"
   echo "RESULT activation: first connection started ws@green.service; active $(((active_enter - exec_start) / 1000)) ms after exec, once READY=1 came (Type=$(prop ws@green.service Type))"
 }
 

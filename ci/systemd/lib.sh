@@ -30,8 +30,9 @@
 #   IN_NET curl -fsS http://127.0.0.1:3001/health
 #
 # Containers here cannot raise the open-file hard limit above 20,000, while ws@.service asks
-# for 131,072 (100,000 connections): install_units adds ws@.service.d/ci-container.conf with
-# LimitNOFILE=20000, else every start would fail with "Failed to adjust resource limit".
+# for 131,072 (100,000 connections). systemd would silently clamp it to 20,000; install_units
+# says so instead, with ws@.service.d/ci-container.conf (LimitNOFILE=20000), so that
+# `systemctl show -P LimitNOFILE` tells the limit the server really gets.
 
 CONTAINER_REPO=/opt/concurrent-socket/src        # the repository, read-only
 CONTAINER_CI_BIN=/opt/concurrent-socket/ci-bin   # $BIN_DIR, read-only
