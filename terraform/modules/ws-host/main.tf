@@ -54,6 +54,10 @@ resource "aws_instance" "this" {
   volume_tags = merge(var.tags, { Name = "${var.name}-root", Role = var.role })
 
   lifecycle {
+    precondition {
+      condition     = length(local.user_data) <= 16384
+      error_message = "The bootstrap user data is over EC2's 16 KiB limit: fewer or shorter ssh_authorized_keys or server settings."
+    }
     # The bootstrap runs once; afterwards NixOS manages the system and new versions arrive by
     # `nixos-rebuild --target-host` (terraform/rollout). A newer AMI or bootstrap must not
     # replace or restart a serving host.

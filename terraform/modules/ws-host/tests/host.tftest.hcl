@@ -81,3 +81,15 @@ run "rejects_a_tiny_root_volume" {
   }
   expect_failures = [var.root_volume_gb]
 }
+
+run "refuses_user_data_over_the_ec2_limit" {
+  command = plan
+  variables {
+    nixos = {
+      flake_ref = "github:acme/concurrent-socket/0123abc"
+      system    = "x86_64-linux"
+      settings  = { sshAuthorizedKeys = [for i in range(60) : "ssh-rsa ${join("", [for j in range(70) : "AAAA"])} key-${i}"] }
+    }
+  }
+  expect_failures = [aws_instance.this]
+}
