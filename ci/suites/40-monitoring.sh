@@ -7,8 +7,9 @@
 #     (configuration rendered by nixos/lib/traefik.nix), a real Prometheus loading alerts/;
 #     `loadtest smoke` and traffic with bad input through Traefik; then every dashboard query and every rule
 #     expression must return series from Prometheus (ci/monitoring/truth.mjs);
-#  3. the blue/green down alerts against real processes: green drained by SIGTERM must not
-#     raise WebSocketServerDown, blue killed with clients must.
+#  3. the blue/green down alerts against real processes: blue killed with clients while green
+#     is up raises nothing; green drained by SIGTERM raises nothing for green, and leaves blue's
+#     crash as WebSocketServerDown (no colour left) with WebSocketBothColoursDown.
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 # shellcheck source=ci/traefik.sh
@@ -78,26 +79,33 @@ log "blue/green down alerts against real processes"
 HOLD_PID=$!
 wait_prom 'websocket_connections_active{colour="blue"} >= 5 and on () websocket_connections_active{colour="green"} >= 5' 20 ||
   die "the held connections did not show in Prometheus"
+alert_states() { # alertname -> "colour-or-host state" lines
+  curl -fsS "$PROM_URL/api/v1/alerts" |
+    jq -r --arg name "$1" '.data.alerts[] | select(.labels.alertname == $name) | "\(.labels.colour // .labels.host) \(.state)"'
+}
+# Blue crashes with clients while green is up (a crash during a handover): no page.
+kill -KILL "$BLUE_PID"
+wait "$BLUE_PID" 2>/dev/null || true
+wait_prom 'up{colour="blue"} == 0' 15 || die "Prometheus did not see blue go down"
+sleep 3  # several rule evaluations
+if alert_states WebSocketServerDown | grep -q .; then
+  die "WebSocketServerDown raised for blue while green was up: $(alert_states WebSocketServerDown)"
+fi
+# Green, now the only colour, is stopped on purpose: it drains, and blue's crash is the page.
 drain_start=$EPOCHREALTIME
 kill -TERM "$GREEN_PID"
 wait "$GREEN_PID" || die "green exited with an error after SIGTERM"
 awk -v a="$drain_start" -v b="$EPOCHREALTIME" \
   'BEGIN { printf "MEASURED green drain with 5 clients: %.2f s from SIGTERM to exit (SHUTDOWN_TIMEOUT=4000 ms)\n", b - a }'
-kill -KILL "$BLUE_PID"
-wait "$BLUE_PID" 2>/dev/null || true
 wait "$HOLD_PID" || true
 HOLD_PID=
 echo "held connections: $(cat "$WORK/hold.json")"
 [ "$(prom_value 'max_over_time(websocket_draining{colour="green"}[1m])')" = 1 ] ||
   die "Prometheus never saw green draining: the drain is shorter than a scrape interval"
 
-alert_states() { # alertname -> "colour state" lines
-  curl -fsS "$PROM_URL/api/v1/alerts" |
-    jq -r --arg name "$1" '.data.alerts[] | select(.labels.alertname == $name) | "\(.labels.colour // .labels.host) \(.state)"'
-}
 deadline=$((SECONDS + 20))
 until alert_states WebSocketServerDown | grep -q '^blue '; do
-  [ "$SECONDS" -ge "$deadline" ] && die "WebSocketServerDown did not go pending for blue, killed with 5 clients"
+  [ "$SECONDS" -ge "$deadline" ] && die "WebSocketServerDown did not go pending for blue, killed with 5 clients, nothing up"
   sleep 1
 done
 until alert_states WebSocketBothColoursDown | grep -q .; do
@@ -108,5 +116,5 @@ sleep 3  # more evaluations with green down: it must stay silent
 if alert_states WebSocketServerDown | grep -q '^green '; then
   die "WebSocketServerDown raised for green, which was drained on purpose"
 fi
-echo "RESULT down alerts: killed blue -> WebSocketServerDown $(alert_states WebSocketServerDown | tr '\n' ' ');" \
-  "drained green -> silent; both down -> WebSocketBothColoursDown $(alert_states WebSocketBothColoursDown | tr '\n' ' ')"
+echo "RESULT down alerts: blue killed while green up -> silent; green drained -> silent, blue's crash now" \
+  "WebSocketServerDown $(alert_states WebSocketServerDown | tr '\n' ' ')and WebSocketBothColoursDown $(alert_states WebSocketBothColoursDown | tr '\n' ' ')"
