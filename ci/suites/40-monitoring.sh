@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Monitoring that tells the truth (docs/monitoring.md):
-#  1. static: promtool check + unit tests of every alert, amtool on the Alertmanager
+#  1. static: yamllint, promtool check + unit tests of every alert, amtool on the Alertmanager
 #     example, dashboards rebuilt from grafana/build.py unchanged, panel/rule lint (units,
 #     descriptions, runbook anchors, PromQL and LogQL syntax), tsc against @grafana/schema;
 #  2. the truth test: the real server as blue and green, the real Traefik in front
@@ -28,6 +28,8 @@ cleanup() {
 trap cleanup EXIT
 
 log "static checks"
+# Syntax, indentation, duplicate keys (long annotation lines are fine).
+yamllint -s -d '{extends: default, rules: {line-length: disable, document-start: disable}}' alerts/
 promtool check rules alerts/*.yml
 promtool test rules alerts/tests/*.yml
 amtool check-config alerts/alertmanager/alertmanager.yml
