@@ -5,9 +5,6 @@
 
 provider "aws" {
   region = var.region
-  default_tags {
-    tags = { Environment = var.environment }
-  }
 }
 
 module "fleet" {

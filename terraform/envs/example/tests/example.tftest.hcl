@@ -1,5 +1,5 @@
-# The example environment applied with a mocked AWS provider: the module wiring, the tags the
-# environment adds and the outputs the rollout reads.
+# The example environment applied with a mocked AWS provider: the module wiring and the outputs
+# the rollout reads (the module's own tests cover security groups, hardening and tags).
 
 mock_provider "aws" {
   source = "../../mocks"
