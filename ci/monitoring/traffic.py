@@ -30,23 +30,34 @@ CLOSE_TIMEOUT = 2
 CLIENT_TIMEOUT = 30  # no single client may take longer than this
 
 
+def positive(kind):
+    """An argparse type: `kind` (int or float) above zero, else a clear usage error."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0: {text}")
+        return value
+    return parse
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     modes = parser.add_subparsers(dest="mode", required=True)
     load = modes.add_parser("load", help="send messages, bad input and excess connections")
     load.add_argument("url", help="ws://HOST:PORT of Traefik's web entry point")
-    load.add_argument("--connections", type=int, default=20)
-    load.add_argument("--messages", type=int, default=20)
-    load.add_argument("--over-cap", type=int, default=20, help="extra simultaneous connections")
-    load.add_argument("--max-message-bytes", type=int, default=65536)
+    load.add_argument("--connections", type=positive(int), default=20, help="well-behaved clients")
+    load.add_argument("--messages", type=positive(int), default=20, help="messages per client")
+    load.add_argument("--over-cap", type=positive(int), default=20, help="extra simultaneous connections")
+    load.add_argument("--max-message-bytes", type=positive(int), default=65536,
+                      help="the server's MAX_MESSAGE_BYTES (one message exceeds it)")
     hold = modes.add_parser("hold", help="hold idle connections open")
     hold.add_argument("urls", nargs="+", help="ws://HOST:PORT of each server")
-    hold.add_argument("--count", type=int, default=5)
-    hold.add_argument("--seconds", type=float, default=60)
-    args = parser.parse_args()
-    if min(getattr(args, "connections", 1), getattr(args, "count", 1)) < 1:
-        parser.error("counts must be positive")
-    return args
+    hold.add_argument("--count", type=positive(int), default=5, help="connections per URL")
+    hold.add_argument("--seconds", type=positive(float), default=60, help="longest hold")
+    return parser.parse_args()
 
 
 def chat(url, name):
@@ -63,7 +74,8 @@ async def expect_type(ws, wanted):
 
 async def talk(url, index, messages, seen):
     """One well-behaved client with a few bad frames in the middle."""
-    async with connect(chat(url, f"truth-{index}"), open_timeout=OPEN_TIMEOUT, close_timeout=CLOSE_TIMEOUT) as ws:
+    async with connect(chat(url, f"truth-{index}"), open_timeout=OPEN_TIMEOUT,
+                       close_timeout=CLOSE_TIMEOUT) as ws:
         seen["server:" + (await expect_type(ws, "connection_established"))["serverId"]] += 1
         for i in range(messages):
             await ws.send(json.dumps({"type": "message", "id": str(i), "data": {"n": i}}))
@@ -79,7 +91,8 @@ async def talk(url, index, messages, seen):
 
 async def flood(url, seen):
     """Sends faster than RATE_LIMIT_MSGS_PER_SEC allows, until the server says rate_limited."""
-    async with connect(chat(url, "truth-flood"), open_timeout=OPEN_TIMEOUT, close_timeout=CLOSE_TIMEOUT) as ws:
+    async with connect(chat(url, "truth-flood"), open_timeout=OPEN_TIMEOUT,
+                       close_timeout=CLOSE_TIMEOUT) as ws:
         await expect_type(ws, "connection_established")
         for i in range(300):
             await ws.send(json.dumps({"type": "message", "id": str(i), "data": i}))
@@ -118,7 +131,8 @@ async def load(args):
     seen = Counter()
     clients = [talk(args.url, i, args.messages, seen) for i in range(args.connections)]
     clients += [flood(args.url, seen), oversize(args.url, args.max_message_bytes, seen)]
-    results = await asyncio.gather(*(asyncio.wait_for(c, CLIENT_TIMEOUT) for c in clients), return_exceptions=True)
+    results = await asyncio.gather(*(asyncio.wait_for(c, CLIENT_TIMEOUT) for c in clients),
+                                   return_exceptions=True)
     for r in results:
         if isinstance(r, BaseException):
             seen[f"client_error:{type(r).__name__}"] += 1
@@ -133,7 +147,8 @@ async def load(args):
 
 async def hold_one(url, index, seconds, seen):
     try:
-        async with connect(chat(url, f"truth-hold-{index}"), open_timeout=OPEN_TIMEOUT, close_timeout=CLOSE_TIMEOUT) as ws:
+        async with connect(chat(url, f"truth-hold-{index}"), open_timeout=OPEN_TIMEOUT,
+                           close_timeout=CLOSE_TIMEOUT) as ws:
             await expect_type(ws, "connection_established")
             seen["held"] += 1
             async with asyncio.timeout(seconds):
