@@ -31,12 +31,14 @@ pub struct AppState {
     pub metrics: Metrics,
     pub registry: Arc<Registry>,
     pub lifecycle: Lifecycle,
+    /// The public socket came from systemd: draining stops accepting instead of answering 503.
+    pub socket_activated: bool,
     #[cfg(feature = "fault-injection")]
     pub faults: crate::faults::Faults,
 }
 
 impl AppState {
-    pub fn new(config: Config) -> Arc<AppState> {
+    pub fn new(config: Config, socket_activated: bool) -> Arc<AppState> {
         let metrics = Metrics::new(
             config.max_connections,
             env!("CARGO_PKG_VERSION"),
@@ -47,6 +49,7 @@ impl AppState {
             metrics,
             registry,
             lifecycle: Lifecycle::default(),
+            socket_activated,
             #[cfg(feature = "fault-injection")]
             faults: crate::faults::Faults::from_env(),
             config,
@@ -113,7 +116,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             ))
         })?,
     };
-    let state = AppState::new(config);
+    let state = AppState::new(config, sockets.activated);
     #[cfg(feature = "fault-injection")]
     state.faults.arm_crash();
 
@@ -127,10 +130,17 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let accept_health = Arc::new(AcceptHealth::default());
     let epoch = Instant::now();
     let stop_http = CancellationToken::new();
+    let stop_accepting = CancellationToken::new();
     let public_server = {
         let app =
             routes::router(Arc::clone(&state)).into_make_service_with_connect_info::<PeerAddr>();
-        let listener = TrackedListener::new(public, Arc::clone(&accept_health), epoch);
+        let listener = TrackedListener::new(
+            public,
+            Arc::clone(&accept_health),
+            epoch,
+            stop_accepting.clone(),
+        )
+        .map_err(|e| StartError(format!("cannot use the public socket: {e}")))?;
         let stop = stop_http.clone();
         tokio::spawn(async move {
             axum::serve(listener, app)
@@ -166,6 +176,11 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         connections = state.registry.len(),
         "shutdown: draining"
     );
+    if state.socket_activated {
+        // systemd keeps the socket and queues new connections for the next process: refuse
+        // nobody, accept nothing more here (docs/architecture.md, systemd units).
+        stop_accepting.cancel();
+    }
 
     let plan = DrainPlan::for_timeout(state.config.shutdown_timeout);
     let left = shutdown::drain(&state.registry, plan, started).await;

@@ -15,7 +15,8 @@ use axum::serve::IncomingStream;
 use listenfd::ListenFd;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, error};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info};
 
 /// Backlog of the public socket (the kernel caps it at `net.core.somaxconn`).
 pub const PUBLIC_BACKLOG: i32 = 4096;
@@ -122,40 +123,51 @@ impl Connected<IncomingStream<'_, TrackedListener>> for PeerAddr {
     }
 }
 
-/// The public listener for `axum::serve`, recording accept failures.
+/// The public listener for `axum::serve`: records accept failures, and can stop accepting
+/// for good (dropping its socket) while the connections already accepted go on being served.
 pub struct TrackedListener {
-    inner: TcpListener,
+    inner: Option<TcpListener>,
+    local_addr: SocketAddr,
     health: Arc<AcceptHealth>,
     epoch: Instant,
+    stop: CancellationToken,
 }
 
 impl TrackedListener {
-    pub fn new(inner: TcpListener, health: Arc<AcceptHealth>, epoch: Instant) -> Self {
-        TrackedListener {
-            inner,
+    /// `stop` cancelled: close the listening socket and accept nothing more.
+    pub fn new(
+        inner: TcpListener,
+        health: Arc<AcceptHealth>,
+        epoch: Instant,
+        stop: CancellationToken,
+    ) -> io::Result<Self> {
+        let local_addr = inner.local_addr()?;
+        Ok(TrackedListener {
+            inner: Some(inner),
+            local_addr,
             health,
             epoch,
-        }
+            stop,
+        })
     }
-}
 
-impl axum::serve::Listener for TrackedListener {
-    type Io = TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
+    async fn accept_one(
+        listener: &TcpListener,
+        health: &AcceptHealth,
+        epoch: Instant,
+    ) -> (TcpStream, SocketAddr) {
         loop {
-            match self.inner.accept().await {
+            match listener.accept().await {
                 Ok((stream, addr)) => {
-                    self.health.failing_since_ms.store(0, Ordering::Relaxed);
+                    health.failing_since_ms.store(0, Ordering::Relaxed);
                     if let Err(e) = stream.set_nodelay(true) {
                         debug!(error = %e, "could not set TCP_NODELAY");
                     }
                     return (stream, addr);
                 }
                 Err(e) => {
-                    let now = (self.epoch.elapsed().as_millis() as u64).max(1);
-                    let _ = self.health.failing_since_ms.compare_exchange(
+                    let now = (epoch.elapsed().as_millis() as u64).max(1);
+                    let _ = health.failing_since_ms.compare_exchange(
                         0,
                         now,
                         Ordering::Relaxed,
@@ -167,9 +179,29 @@ impl axum::serve::Listener for TrackedListener {
             }
         }
     }
+}
+
+impl axum::serve::Listener for TrackedListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
+        if let Some(listener) = &self.inner {
+            tokio::select! {
+                accepted = Self::accept_one(listener, &self.health, self.epoch) => return accepted,
+                () = self.stop.cancelled() => {}
+            }
+        }
+        // Stopped: under socket activation systemd keeps the socket and queues new
+        // connections for the next process.
+        if self.inner.take().is_some() {
+            info!(addr = %self.local_addr, "stopped accepting on the public socket");
+        }
+        std::future::pending().await
+    }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
+        Ok(self.local_addr)
     }
 }
 

@@ -225,7 +225,9 @@ fn check_admission(
     if !origin_allowed(headers, &state.config.allowed_origins) {
         return Err(Refusal::ForbiddenOrigin);
     }
-    if state.lifecycle.is_draining() {
+    // Under socket activation the listening socket is closed when draining starts, so what
+    // still arrives came on a connection accepted before: serve it, its goodbye follows at once.
+    if state.lifecycle.is_draining() && !state.socket_activated {
         return Err(Refusal::Draining);
     }
     let ip = client_ip(peer.ip(), headers, &state.config.trusted_proxies);
