@@ -7,11 +7,17 @@
   let socket = null;
   let nextId = 1;
 
+  // Longer messages are shown cut, so that a huge one does not flood the log.
+  const MAX_SHOWN_CHARS = 500;
+
   function log(kind, text, type) {
+    const shown = text.length > MAX_SHOWN_CHARS
+      ? `${text.slice(0, MAX_SHOWN_CHARS)}… (${text.length} characters)`
+      : text;
     const line = document.createElement('div');
     line.className = kind;
     if (type) line.dataset.type = type;
-    line.textContent = `${new Date().toISOString().slice(11, 23)} ${kind === 'in' ? '<-' : kind === 'out' ? '->' : '--'} ${text}`;
+    line.textContent = `${new Date().toISOString().slice(11, 23)} ${kind === 'in' ? '<-' : kind === 'out' ? '->' : '--'} ${shown}`;
     $('log').append(line);
     $('log').scrollTop = $('log').scrollHeight;
   }
