@@ -1,6 +1,7 @@
 // Drives the server's test page (GET /) in headless Chromium, as a person would: connect with
 // an id, send a message and a ping, disconnect. Checks what the page shows against the frames
-// the browser really received, and that the page works under the server's strict CSP: no CSP
+// the browser really received (also when the server closes with 1009 after a message far over
+// its limit), and that the page works under the server's strict CSP: no CSP
 // violation, console error or page error. Element ids are the ones src/static/index.html lists.
 //
 //   node test-page.mjs BASE_URL SCREENSHOT.png
@@ -28,6 +29,8 @@ const CHROMIUM_ARGS = [
 const STEP_TIMEOUT_MS = 10_000;
 const CONNECTION_ID = 'browser-ci-1';
 const MESSAGE_DATA = { hello: 'browser', n: [1, 2.5, null] };
+// Far over the MAX_MESSAGE_BYTES the suite starts the server with (ci/suites/21-browser.sh).
+const OVERSIZED_BYTES = 1024 * 1024;
 
 const failures = [];
 const check = (ok, what) => {
@@ -99,6 +102,17 @@ async function drive(page) {
   await page.click('#disconnect');
   await expectText(page, '#state', 'closed');
   await expectText(page, '#close-code', '1000');
+
+  // A server-side close: a message far over MAX_MESSAGE_BYTES ends with goodbye and 1009.
+  await page.fill('#connection-id', `${CONNECTION_ID}-large`);
+  await page.click('#connect');
+  await expectText(page, '#state', 'open');
+  await page.fill('#message', 'x'.repeat(OVERSIZED_BYTES));
+  await page.click('#send-message');
+  await expectText(page, '#state', 'closed');
+  await expectText(page, '#close-code', '1009');
+  const goodbye = await shownMessage(page, 'goodbye');
+  check(goodbye.reason === 'message_too_large', `goodbye reason ${goodbye.reason}`);
   await page.screenshot({ path: screenshotPath, fullPage: true });
 
   // What the page shows is exactly what the browser received.
@@ -106,7 +120,7 @@ async function drive(page) {
   const types = received.map((m) => m.type);
   check(JSON.stringify(shown) === JSON.stringify(types),
     `the page shows ${JSON.stringify(shown)} but the browser received ${JSON.stringify(types)}`);
-  console.log(`RESULT browser: received and shown ${types.join(', ')}; closed with 1000`);
+  console.log(`RESULT browser: received and shown ${types.join(', ')}; closed with 1000, then 1009`);
 
   const violations = await page.evaluate(() => window.cspViolations);
   check(violations.length === 0, `CSP violations: ${violations.join('; ')}`);

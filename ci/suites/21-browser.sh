@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test page (GET /) driven in headless Chromium (Debian's, through npm playwright-core):
 # connect with an id, send a message and a ping, see the answers, disconnect and see the close
-# code, with no CSP violation or console error under the server's strict CSP
-# (ci/browser/test-page.mjs). The screenshot is kept in $LOG_DIR/browser/.
+# code (1000, then 1009 after a message far over MAX_MESSAGE_BYTES), with no CSP violation or
+# console error under the server's strict CSP (ci/browser/test-page.mjs). The screenshot is
+# kept in $LOG_DIR/browser/.
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 . "$REPO/ci/server.sh"
@@ -12,7 +13,8 @@ rm -rf "$WORK"
 mkdir -p "$WORK"
 trap stop_server EXIT
 
-start_server "$WORK"
+# A small message limit, so that the page can send a message far over it (close 1009).
+start_server "$WORK" MAX_MESSAGE_BYTES=1024
 status=0
 node "$REPO/ci/browser/test-page.mjs" "$SERVER_URL" "$WORK/test-page.png" || status=1
 [ -s "$WORK/test-page.png" ] && echo "RESULT browser: screenshot $WORK/test-page.png"
