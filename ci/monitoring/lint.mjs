@@ -12,6 +12,7 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { logqlParser } from './deps.mjs';
+import { syntaxErrors as lezerErrors } from './lezer.mjs';
 import { syntaxErrors } from './promql.mjs';
 import {
   applyVariableRegex, BUILT_INS, loadDashboards, panels, parseLabelValues, queries, referencedVariables, substitute, variables,
@@ -26,13 +27,7 @@ const GRAPH_TYPES = new Set(['timeseries', 'stat', 'gauge', 'bargauge', 'barchar
 const problems = [];
 const problem = (where, what) => problems.push(`${where}: ${what}`);
 
-function logqlErrors(expr) {
-  const errors = [];
-  logqlParser.parse(expr).iterate({
-    enter(n) { if (n.type.isError) errors.push(`at ${n.from}: near ${JSON.stringify(expr.slice(n.from, n.from + 20))}`); },
-  });
-  return errors;
-}
+const logqlErrors = (expr) => lezerErrors(logqlParser, expr);
 
 // Placeholder values that keep a query's syntax as Grafana would send it.
 function placeholderValues(dashboard) {

@@ -6,6 +6,7 @@
  * own and must return series even while the alert is not firing.
  */
 import { promqlParser } from './deps.mjs';
+import { syntaxErrors as lezerErrors } from './lezer.mjs';
 
 const COMPARISONS = new Set(['Eql', 'Neq', 'Gtr', 'Lss', 'Gte', 'Lte']);
 const SET_OPERATORS = new Set(['And', 'Or', 'Unless']);
@@ -22,16 +23,8 @@ function children(node) {
   return out;
 }
 
-/** Every syntax error as "at N: ...", empty when the expression parses. */
-export function syntaxErrors(expr) {
-  const errors = [];
-  promqlParser.parse(expr).iterate({
-    enter(n) {
-      if (n.type.isError) errors.push(`at ${n.from}: near ${JSON.stringify(expr.slice(n.from, n.from + 20))}`);
-    },
-  });
-  return errors;
-}
+/** Every PromQL syntax error as "at N: ...", empty when the expression parses. */
+export const syntaxErrors = (expr) => lezerErrors(promqlParser, expr);
 
 /** The text of every vector selector (also those inside range selectors), deduplicated. */
 export function selectors(expr) {
@@ -42,7 +35,7 @@ export function selectors(expr) {
   return [...out];
 }
 
-const operator = (node) => children(node).find((c) => COMPARISONS.has(c.name) || SET_OPERATORS.has(c.name));
+const filteringOperator = (node) => children(node).find((c) => COMPARISONS.has(c.name) || SET_OPERATORS.has(c.name));
 
 const isBool = (node) => children(node).some((c) => c.name === 'BoolModifier');
 
@@ -59,7 +52,7 @@ function functionArgs(node) {
 /** True when the node filters series: a comparison without `bool`, a set operator, absent(). */
 function filters(expr, node) {
   if (node.name === 'BinaryExpr') {
-    const op = operator(node);
+    const op = filteringOperator(node);
     if (op && (SET_OPERATORS.has(op.name) || (COMPARISONS.has(op.name) && !isBool(node)))) return true;
   }
   return node.name === 'FunctionCall' && ABSENT.has(functionName(expr, node));
