@@ -136,8 +136,14 @@ def execute(fleet: Fleet, settings: Settings, runner: Runner, plan: list[list[Ho
     by_host = {o.host.name: o for o in outcomes}
     for number, batch in enumerate(plan, 1):
         print(f"== batch {number}/{len(plan)}: {', '.join(h.name for h in batch)}", flush=True)
-        with ThreadPoolExecutor(max_workers=len(batch)) as pool:
-            list(pool.map(lambda h: roll_host(fleet, settings, runner, by_host[h.name]), batch))
+        try:
+            with ThreadPoolExecutor(max_workers=len(batch)) as pool:
+                list(pool.map(lambda h: roll_host(fleet, settings, runner, by_host[h.name]), batch))
+        except KeyboardInterrupt:
+            # Ctrl-C reached the running commands too (same process group): each host of the
+            # batch has recorded the step it failed at; leaving the pool waited for them.
+            print(f"== interrupted during batch {number}", flush=True)
+            break
         if any(by_host[h.name].state == "failed" for h in batch):
             print(f"== stopping after batch {number}: a host failed", flush=True)
             break

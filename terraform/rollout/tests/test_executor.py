@@ -5,9 +5,11 @@ these tests check what fleet-rollout does with the answers, not AWS or the hosts
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,7 @@ case "$*" in
   "cat /etc/nixos/colours.json") cat "$dir/pins" ;;
   "sh -c "*) cat > "$dir/pins" ;;
   "wsctl deploy --to "*)
+    if [ -e "$dir/slow-deploy" ]; then touch "$dir/deploying"; sleep 60; fi
     if [ -e "$dir/fail-deploy" ]; then echo "deploy failed: green never became ready; rolled back to blue" >&2; exit 1; fi
     echo "$4" > "$dir/active" ;;
   *) echo "unexpected remote command: $*" >&2; exit 99 ;;
@@ -121,6 +124,29 @@ def test_stops_after_the_first_failed_batch_and_reports_the_fleet(env, outputs_f
         assert not any(untouched in c for c in log), f"{untouched} must not be touched"
     assert not any("register-targets" in c and "i-00000000000000002" in c and "deregister" not in c for c in log), \
         "the failed host stays out of the load balancer"
+
+
+def test_ctrl_c_stops_with_the_fleet_state(env, outputs_file):
+    host_dir = Path(env["HOSTS_DIR"]) / "198.51.100.1"
+    host_dir.mkdir(parents=True)
+    (host_dir / "slow-deploy").touch()
+    proc = subprocess.Popen([sys.executable, "-m", "fleet_rollout", "--flake-ref", NEW, "--outputs", str(outputs_file)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        for _ in range(600):  # until the first host's deploy runs (at most 60 s)
+            if (host_dir / "deploying").exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert (host_dir / "deploying").exists(), "the deploy never started"
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1
+    assert "== interrupted during batch 1" in out
+    assert "FAILED    ws-prod-ws-01 at deploy" in out and "OUT of the load balancer" in out
+    assert "UNTOUCHED ws-prod-ws-02" in out and "RESULT rollout: 0 done, 1 failed, 3 untouched" in out
 
 
 def test_refuses_to_start_when_a_host_is_unhealthy(env, outputs_file):
