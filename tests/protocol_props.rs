@@ -10,7 +10,8 @@ use std::collections::HashSet;
 use std::fmt;
 
 use concurrent_socket::protocol::{
-    ClientMessage, ErrorCode, MAX_ID_CHARS, ServerMessage, parse_client_frame,
+    ClientMessage, ErrorCode, MAX_ID_CHARS, ServerMessage, is_valid_connection_id,
+    parse_client_frame,
 };
 use proptest::prelude::*;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
@@ -349,5 +350,18 @@ proptest! {
             Expected::Error { code: ErrorCode::InvalidMessage, id: None }
         };
         prop_assert_eq!(actual(&text, MAX_BYTES), want);
+    }
+
+    /// A `connectionId` is 1 to 64 of `A-Z a-z 0-9 _ -`, nothing else (no other letters,
+    /// no percent-encoding, no path separators).
+    #[test]
+    fn connection_ids_are_exactly_the_spec_alphabet(id in prop_oneof![
+        "[A-Za-z0-9_-]{0,70}",
+        "[A-Za-z0-9_-]{0,40}[^A-Za-z0-9_-][A-Za-z0-9_-]{0,40}",
+        any::<String>(),
+    ]) {
+        let spec = (1..=64).contains(&id.chars().count())
+            && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        prop_assert_eq!(is_valid_connection_id(&id), spec, "{:?}", id);
     }
 }
