@@ -38,6 +38,8 @@ amtool config routes test --config.file=alerts/alertmanager/alertmanager.yml \
 amtool config routes test --config.file=alerts/alertmanager/alertmanager.yml \
   --verify.receivers=team-chat severity=warning 2>/dev/null
 python3 grafana/build.py --check
+node --test ci/monitoring/promql.test.mjs > "$WORK/node-test.log" || { cat "$WORK/node-test.log"; die "promql.mjs tests failed"; }
+echo "RESULT promql.mjs unit tests: $(grep -E '^# (pass|fail) ' "$WORK/node-test.log" | tr -d '#' | tr '\n' ' ')"
 node ci/monitoring/lint.mjs
 node ci/monitoring/typecheck.mjs "$WORK/tsc"
 echo "RESULT promtool: $(grep -c 'alertname:' alerts/tests/*.yml) alert evaluations in unit tests pass"
