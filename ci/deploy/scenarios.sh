@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The deploy scenarios of ci/suites/60-deploy.sh, run by it in the container's network
-# namespace (IN_NET) with SYSTEMD_LEADER and WORK set; blue is running and routed.
+# namespace (IN_NET) with CONTAINER_LEADER (the container's PID 1) and WORK set; blue is
+# running and routed.
 # Traefik (ci/traefik.sh) runs here too; wsctl runs inside the container (IN), as an
 # operator would, and ci/deploy/traffic.py sends client traffic through Traefik meanwhile.
 #
@@ -9,7 +10,9 @@
 #   3. green is killed (kill -9) right after the switch: rolled back
 #   4. a normal blue -> green deploy, with a second deploy started meanwhile (refused by the
 #      lock); then `wsctl status` and a dry run
-#   5. `wsctl rollback` back to blue, started again, while green serves
+#   5. `wsctl rollback` refused while blue is stopped, then back to blue, started again,
+#      while green serves
+#   6. blue -> green again, shifting the weights in 3 steps
 # Each failure scenario ends with traffic on blue, green stopped, exit 1. RESULT lines give
 # per scenario: failed connection attempts, reconnects, longest gap, deploy time.
 set -euo pipefail
@@ -19,7 +22,8 @@ set -euo pipefail
 . "$REPO/ci/traefik.sh"
 # shellcheck source=ci/systemd/lib.sh
 . "$REPO/ci/systemd/lib.sh"
-: "${SYSTEMD_LEADER:?set by 60-deploy.sh}" "${WORK:?set by 60-deploy.sh}"
+: "${CONTAINER_LEADER:?set by 60-deploy.sh}" "${WORK:?set by 60-deploy.sh}"
+SYSTEMD_LEADER=$CONTAINER_LEADER # what IN and main_pid of ci/systemd/lib.sh enter
 
 CLIENTS=${CLIENTS:-20}       # long-lived clients that reconnect on goodbye
 NEW_RATE=${NEW_RATE:-20}     # new short-lived connections per second
@@ -37,7 +41,8 @@ PUBLIC="ws://127.0.0.1:$TRAEFIK_WEB"
 [ -z "$(traefik_errors)" ] || die "Traefik reports broken configuration: $(traefik_errors)"
 
 wsctl() {
-  IN env WSCTL_PUBLIC_URL="$PUBLIC" WSCTL_LOADTEST="$CONTAINER_BINDIR/loadtest" "$CONTAINER_BINDIR/wsctl" "$@"
+  IN env WSCTL_PUBLIC_URL="$PUBLIC" WSCTL_TRAEFIK_API="http://127.0.0.1:$TRAEFIK_API" \
+    WSCTL_LOADTEST="$CONTAINER_BINDIR/loadtest" "$CONTAINER_BINDIR/wsctl" "$@"
 }
 
 # The deploy as the scenarios run it: shorter waits than production, same steps.
@@ -51,6 +56,7 @@ green_faults() {
     IN rm -f "$dropin"
     IN install -m 0644 "$CONTAINER_REPO/systemd/instances/green.env" /etc/concurrent-socket/green.env
   else
+    IN mkdir -p "$(dirname "$dropin")"
     printf '%s\n' "[Service]" "ExecStartPre=" "ExecStartPre=$CONTAINER_BINDIR/concurrent-socket-faults check-config" \
       "ExecStart=" "ExecStart=$CONTAINER_BINDIR/concurrent-socket-faults" | IN tee "$dropin" > /dev/null
     printf '%s\n' "$@" | IN tee /etc/concurrent-socket/green.env > /dev/null
@@ -102,6 +108,8 @@ result_line() {
   local name=$1
   echo "RESULT $name: wsctl exit $DEPLOY_RC ($(d "$name" '.outcome')$(d "$name" 'if .failedStep then " at " + .failedStep else "" end')), failed connection attempts $(t "$name" .failed_attempts) of $(t "$name" '.new.attempts + .clients.opened'), reconnects $(t "$name" .clients.reconnects), longest gap $(t "$name" .clients.longest_gap_s)s, deploy time $(d "$name" '.totalSeconds * 10 | round / 10')s"
   echo "MEASURED $name steps: $(d "$name" '[.steps[], .rollback[] | "\(.name) \(.seconds * 100 | round / 100)s"] | join(", ")')"
+  [ "$(t "$name" .failed_attempts)" -eq 0 ] ||
+    echo "MEASURED $name failures: $(t "$name" '[.failures[] | "\(.t * 1000 | round / 1000) \(.client) \(.kind): \(.error)"] | join("; ")')"
 }
 
 # The end state of a deploy that must have been rolled back to blue.
@@ -213,11 +221,17 @@ result_line normal
 
 # --- status, dry run and manual rollback ---------------------------------------------------
 wsctl --json status > "$WORK/status.json"
-jq -e '.active == "green" and .routing == "green=1" and
+jq -e '.active == "green" and .routing == "green=1" and .traefikApplies == "green=1" and .warnings == [] and
   ([.instances[] | select(.colour == "green") | .unit.activeState == "active" and .health.serverId == "green"] == [true]) and
   ([.instances[] | select(.colour == "blue") | .unit.activeState] == ["inactive"])' "$WORK/status.json" > /dev/null ||
   die "wsctl status after the deploy: $(cat "$WORK/status.json")"
 wsctl status | sed 's/^/    /'
+
+refused_rc=0
+wsctl rollback > "$WORK/refused.log" 2>&1 || refused_rc=$?
+[ "$refused_rc" -eq 2 ] || die "rollback to a stopped blue exited $refused_rc, expected 2 (refused)"
+[ "$(cat "$WORK/state/active")" = green ] || die "a refused rollback changed the active colour"
+echo "RESULT refused rollback (blue stopped): exit 2: $(tail -1 "$WORK/refused.log")"
 
 IN systemctl start ws-metrics@blue.socket ws@blue.socket ws@blue.service
 wsctl --json deploy --to blue --dry-run > "$WORK/dry.json" 2> /dev/null
@@ -235,4 +249,18 @@ result_line rollback
   die "rollback: at the end clients are on $(t rollback .clients.final_server)"
 [ "$(cat "$WORK/state/active")" = blue ] || die "rollback: active file says $(cat "$WORK/state/active")"
 [ "$(IN systemctl is-active ws@green.service)" = inactive ] || die "rollback: green still runs"
+
+# --- 6. a gradual shift through Traefik's weighted service ---------------------------------
+log "scenario 6: blue -> green in 3 weight steps"
+start_traffic gradual
+run_deploy gradual "${DEPLOY_ARGS[@]}" --steps 3 --step-interval 2s
+stop_traffic gradual
+result_line gradual
+[ "$DEPLOY_RC" -eq 0 ] || die "gradual deploy exited $DEPLOY_RC"
+d gradual '.steps[] | select(.name == "switch") | .detail' | grep -q 'blue=2,green=1.*blue=1,green=2.*green=1' ||
+  die "gradual: the switch did not go through the weights: $(d gradual '.steps[] | select(.name == "switch") | .detail')"
+[ "$(t gradual .failed_attempts)" -eq 0 ] || die "gradual: failed connection attempts: $(t gradual .failures)"
+[ "$(t gradual '.clients.final_server.green // 0')" -eq "$CLIENTS" ] ||
+  die "gradual: at the end clients are on $(t gradual .clients.final_server)"
+[ -z "$(traefik_errors)" ] || die "Traefik reports broken configuration: $(traefik_errors)"
 log "all deploy scenarios passed"

@@ -7,6 +7,7 @@
 # with test overrides; `wsctl render-routing` checked against the lib's routing), the
 # container and its units. The scenarios run in the container's network namespace, where
 # the instances listen on their loopback ports: ci/deploy/scenarios.sh.
+# KEEP_WORK=1 keeps the work directory (traffic and wsctl reports, Traefik's logs).
 set -euo pipefail
 # shellcheck source=ci/lib.sh
 . "$(dirname "$0")/../lib.sh"
@@ -22,7 +23,7 @@ WORK=$(mktemp -d /tmp/ci-deploy.XXXXXX)
 export WORK
 cleanup() {
   stop_systemd
-  rm -rf "$WORK"
+  if [ -n "${KEEP_WORK:-}" ]; then log "KEEP_WORK: reports, logs and state kept in $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
@@ -66,4 +67,4 @@ install_units blue green
 IN systemctl start ws-metrics@blue.socket ws@blue.socket ws@blue.service
 wait_active ws@blue.service
 
-IN_NET env SYSTEMD_LEADER="$SYSTEMD_LEADER" bash "$REPO/ci/deploy/scenarios.sh"
+IN_NET env CONTAINER_LEADER="$SYSTEMD_LEADER" bash "$REPO/ci/deploy/scenarios.sh"

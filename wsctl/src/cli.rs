@@ -32,6 +32,14 @@ pub struct Cli {
         value_name = "ws://HOST:PORT"
     )]
     pub public_url: Option<String>,
+    /// Traefik's API, to see which routing it applies [default: http://127.0.0.1:8082].
+    #[arg(
+        long,
+        global = true,
+        env = "WSCTL_TRAEFIK_API",
+        value_name = "http://HOST:PORT"
+    )]
+    pub traefik_api: Option<String>,
     /// The loadtest binary [default: loadtest from PATH].
     #[arg(long, global = true, env = "WSCTL_LOADTEST", value_name = "PATH")]
     pub loadtest: Option<PathBuf>,

@@ -13,6 +13,7 @@ use crate::report::{EXIT_LOCKED, EXIT_REFUSED, Outcome, Report, Reporter, StepLo
 use crate::routing::{RoutingFile, Weights};
 use crate::state::ActiveFile;
 use crate::status;
+use crate::traefik_api;
 
 /// A command that stopped before changing anything.
 pub struct Refusal {
@@ -49,6 +50,7 @@ pub fn run(cli: Cli) -> Result<i32, Refusal> {
     let config = Config::load(Overrides {
         config: cli.config,
         public_url: cli.public_url,
+        traefik_api: cli.traefik_api,
         loadtest: cli.loadtest,
         state_dir: cli.state_dir,
         traefik_dir: cli.traefik_dir,
@@ -134,6 +136,12 @@ fn deploy_locked(
         "routing.yml ({}) must send every new connection to {from} before a deploy; \
          `wsctl rollback --to {from}` restores that",
         weights.map_or("absent".to_owned(), |w| w.to_string())
+    );
+    let applied = traefik_api::applied(&config.traefik_api)?;
+    ensure!(
+        applied == Weights::only(&from),
+        "Traefik applies routing {applied}, not routing.yml's {from}=1: is it watching {}?",
+        config.traefik_dir.display()
     );
     let plan = DeployPlan {
         shift: Weights::shift(&from, &args.to, args.steps)?,

@@ -15,6 +15,8 @@ pub const DEFAULT_CONFIG: &str = "/etc/concurrent-socket/wsctl.json";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/concurrent-socket";
 /// Traefik's `web` entry point on the same host.
 pub const DEFAULT_PUBLIC_URL: &str = "ws://127.0.0.1:80";
+/// Traefik's API entry point (docs/architecture.md).
+pub const DEFAULT_TRAEFIK_API: &str = "http://127.0.0.1:8082";
 /// The instances listen on loopback only; Traefik is their public side.
 const INSTANCE_HOST: &str = "127.0.0.1";
 
@@ -48,6 +50,7 @@ impl Instance {
 struct ConfigFile {
     instances: Option<BTreeMap<Colour, Instance>>,
     public_url: Option<String>,
+    traefik_api: Option<String>,
     loadtest: Option<PathBuf>,
     state_dir: Option<PathBuf>,
     traefik_dir: Option<PathBuf>,
@@ -58,6 +61,7 @@ struct ConfigFile {
 pub struct Overrides {
     pub config: Option<PathBuf>,
     pub public_url: Option<String>,
+    pub traefik_api: Option<String>,
     pub loadtest: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub traefik_dir: Option<PathBuf>,
@@ -68,6 +72,8 @@ pub struct Config {
     pub instances: BTreeMap<Colour, Instance>,
     /// Traefik's WebSocket entry point, as clients reach it (`ws://HOST:PORT`).
     pub public_url: String,
+    /// Traefik's API, to see which routing it applies (`http://HOST:PORT`).
+    pub traefik_api: String,
     pub loadtest: PathBuf,
     pub state_dir: PathBuf,
     pub traefik_dir: PathBuf,
@@ -95,6 +101,10 @@ impl Config {
                 .public_url
                 .or(file.public_url)
                 .unwrap_or_else(|| DEFAULT_PUBLIC_URL.to_owned()),
+            traefik_api: overrides
+                .traefik_api
+                .or(file.traefik_api)
+                .unwrap_or_else(|| DEFAULT_TRAEFIK_API.to_owned()),
             loadtest: overrides
                 .loadtest
                 .or(file.loadtest)
@@ -132,6 +142,11 @@ impl Config {
             !rest.is_empty() && !rest.contains('/'),
             "public URL must be ws://HOST:PORT without a path, got '{}'",
             self.public_url
+        );
+        ensure!(
+            self.traefik_api.starts_with("http://") && !self.traefik_api.ends_with('/'),
+            "Traefik API URL must be http://HOST:PORT, got '{}'",
+            self.traefik_api
         );
         Ok(())
     }
@@ -248,6 +263,7 @@ mod tests {
             (r#"{"publicUrl":"http://x:1"}"#, "ws://HOST:PORT"),
             (r#"{"publicUrl":"ws://x:1/ws"}"#, "without a path"),
             (r#"{"colour":"blue"}"#, "unknown field"),
+            (r#"{"traefikApi":"127.0.0.1:8082"}"#, "http://HOST:PORT"),
         ];
         for (json, expected) in cases {
             let err = format!("{:#}", parse(json).unwrap_err());

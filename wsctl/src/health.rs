@@ -8,8 +8,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Instance;
-
-const HTTP_TIMEOUT: Duration = Duration::from_secs(3);
+use crate::http::get;
 
 /// The body of `GET /health`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -63,27 +62,6 @@ fn sum_of(exposition: &str, name: &str) -> Option<f64> {
         .reduce(|a, b| a + b)
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(HTTP_TIMEOUT))
-        .http_status_as_error(false)
-        .build()
-        .new_agent()
-}
-
-/// Status code and body of a GET.
-fn get(url: &str) -> Result<(u16, String)> {
-    let mut response = agent()
-        .get(url)
-        .call()
-        .with_context(|| format!("GET {url}"))?;
-    let body = response
-        .body_mut()
-        .read_to_string()
-        .with_context(|| format!("GET {url}: reading the body"))?;
-    Ok((response.status().as_u16(), body))
-}
-
 pub fn health(inst: &Instance) -> Result<Health> {
     let url = inst.http_url("/health");
     let (status, body) = get(&url)?;
@@ -103,18 +81,13 @@ pub fn ready(inst: &Instance) -> Result<()> {
     }
 }
 
-/// Poll `/ready` every 100 ms until it answers 200 or `timeout` passes.
+/// Poll `/ready` every 100 ms until it answers 200; past `timeout`, the last answer is the error.
 pub fn wait_ready(inst: &Instance, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         match ready(inst) {
             Ok(()) => return Ok(()),
-            Err(e) if Instant::now() >= deadline => {
-                return Err(e.context(format!(
-                    "not ready after {}",
-                    humantime::format_duration(timeout)
-                )));
-            }
+            Err(e) if Instant::now() >= deadline => return Err(e),
             Err(_) => sleep(Duration::from_millis(100)),
         }
     }

@@ -18,6 +18,7 @@ use crate::report::StepLog;
 use crate::routing::{RoutingFile, Weights};
 use crate::state::ActiveFile;
 use crate::systemd::{self, UnitState};
+use crate::traefik_api;
 
 /// Time between two checks while a colour is watched.
 const WATCH_TICK: Duration = Duration::from_millis(500);
@@ -180,11 +181,14 @@ impl<'c> SystemdHost<'c> {
         steps.plan(
             "switch",
             format!(
-                "write {}: {} (each held {} while watched), then record {to} in {}",
+                "write {}: {} (each held {} while watched), then record {to} in {}; \
+                 each applied by Traefik ({}) within {}",
                 self.routing.path().display(),
                 routings.join(" -> "),
                 within(plan.step_interval),
-                self.active.path().display()
+                self.active.path().display(),
+                self.config.traefik_api,
+                within(t.switch_timeout)
             ),
         );
         steps.plan(
@@ -222,7 +226,12 @@ impl Host for SystemdHost<'_> {
         let unit = systemd::start_colour(colour, self.timings.ready_timeout)?;
         let running_after = started.elapsed();
         let left = self.timings.ready_timeout.saturating_sub(running_after);
-        health::wait_ready(inst, left)?;
+        health::wait_ready(inst, left).with_context(|| {
+            format!(
+                "not ready within --ready-timeout {}",
+                humantime::format_duration(self.timings.ready_timeout)
+            )
+        })?;
         Ok(format!(
             "{} {unit} after {:.2}s, /ready 200 after {:.2}s",
             colour.service_unit(),
@@ -277,11 +286,22 @@ impl Host for SystemdHost<'_> {
 
     fn route(&mut self, weights: &Weights) -> Result<String> {
         self.routing.write(weights)?;
-        let Some(sole) = weights.sole_colour() else {
-            return Ok(format!("routing {weights}"));
+        let recorded = match weights.sole_colour() {
+            Some(sole) => {
+                self.active.write(sole)?;
+                format!(", active {sole}")
+            }
+            None => String::new(),
         };
-        self.active.write(sole)?;
-        Ok(format!("routing {weights}, active {sole}"))
+        let took = traefik_api::wait_applied(
+            &self.config.traefik_api,
+            weights,
+            self.timings.switch_timeout,
+        )?;
+        Ok(format!(
+            "routing {weights}{recorded}, applied by Traefik after {:.2}s",
+            took.as_secs_f64()
+        ))
     }
 
     fn watch(&mut self, colour: &Colour, period: Duration) -> Result<String> {
@@ -304,7 +324,7 @@ impl Host for SystemdHost<'_> {
         )?;
         let more = self.observe(colour, t.verify_window, true)?;
         Ok(format!(
-            "{} in a row on {colour} ({landing} before Traefik reloaded), {more} more over {}; process and error counters unchanged",
+            "{} in a row on {colour} ({landing}), {more} more over {}; process and error counters unchanged",
             t.verify_connections,
             humantime::format_duration(t.verify_window)
         ))

@@ -8,6 +8,7 @@ mod config;
 mod deploy;
 mod health;
 mod host;
+mod http;
 mod loadgate;
 mod lock;
 mod probe;
@@ -16,6 +17,7 @@ mod routing;
 mod state;
 mod status;
 mod systemd;
+mod traefik_api;
 
 use clap::Parser;
 

@@ -84,7 +84,7 @@ fn established_server_id(text: &str) -> Result<String> {
 #[serde(rename_all = "camelCase")]
 pub struct Landing {
     pub attempts: u32,
-    /// Connections answered by another server, before the run in a row began.
+    /// Connections answered by another server (each restarts the run in a row).
     pub elsewhere: u32,
     pub failed: u32,
     pub last_error: Option<String>,
@@ -109,8 +109,8 @@ pub enum OnFailure {
 }
 
 /// Probe until `in_a_row` consecutive new connections land on `expected`, within `timeout`.
-/// Traefik reloads routing.yml a moment after it changes: connections landing elsewhere
-/// before the first one on `expected` are that moment, not an error.
+/// Traefik applies a new routing.yml a moment (about 2 s, its provider throttle) after it
+/// changes: connections landing elsewhere meanwhile are that moment, not an error.
 pub fn wait_landing(
     public_url: &str,
     expected: &str,
@@ -152,10 +152,11 @@ fn landing_loop(
         landing.attempts += 1;
         match probe() {
             Ok(server) if server == expected => run += 1,
-            Ok(server) if run > 0 => {
-                bail!("a new connection reached {server} after {run} had reached {expected}")
+            // Before Traefik applies the new routing, or while a gradual shift still splits.
+            Ok(_) => {
+                landing.elsewhere += 1;
+                run = 0;
             }
-            Ok(_) => landing.elsewhere += 1,
             Err(e) if on_failure == OnFailure::Fail => return Err(e),
             Err(e) => {
                 landing.failed += 1;
@@ -196,16 +197,10 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_elsewhere_after_the_switch_fails() {
-        let err = landing_loop(
-            scripted(&["green", "blue"]),
-            "green",
-            3,
-            LONG,
-            OnFailure::Fail,
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("reached blue after 1"), "{err}");
+    fn a_connection_elsewhere_restarts_the_run() {
+        let answers = ["green", "blue", "green", "green", "green"];
+        let l = landing_loop(scripted(&answers), "green", 3, LONG, OnFailure::Fail).unwrap();
+        assert_eq!((l.attempts, l.elsewhere), (5, 1));
     }
 
     #[test]

@@ -93,10 +93,21 @@ impl Weights {
 
     /// Read back what `render` (or the NixOS module's seed) wrote.
     pub fn from_rendered(value: &Value) -> Result<Self> {
-        let services = value
-            .pointer(&format!("/http/services/{ACTIVE_SERVICE}/weighted/services"))
-            .and_then(Value::as_array)
-            .with_context(|| format!("no weighted service {ACTIVE_SERVICE} (http.services.{ACTIVE_SERVICE}.weighted.services)"))?;
+        let weighted = value
+            .pointer(&format!("/http/services/{ACTIVE_SERVICE}/weighted"))
+            .with_context(|| {
+                format!(
+                    "no weighted service {ACTIVE_SERVICE} (http.services.{ACTIVE_SERVICE}.weighted)"
+                )
+            })?;
+        Self::from_weighted(weighted)
+    }
+
+    /// From a `weighted` service's configuration, as written or as Traefik's API shows it.
+    pub fn from_weighted(weighted: &Value) -> Result<Self> {
+        let services = weighted["services"]
+            .as_array()
+            .context("the weighted service lists no services")?;
         let pairs = services
             .iter()
             .map(|s| {

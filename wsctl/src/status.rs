@@ -9,6 +9,7 @@ use crate::health::{self, Health};
 use crate::routing::RoutingFile;
 use crate::state::ActiveFile;
 use crate::systemd::{self, UnitState};
+use crate::traefik_api;
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -17,6 +18,8 @@ pub struct Status {
     pub active: Option<Colour>,
     /// routing.yml's weights, `blue=1` or `blue=3,green=1`.
     pub routing: Option<String>,
+    /// The weights Traefik applies now, per its API.
+    pub traefik_applies: Option<String>,
     /// Problems reading the state: unreadable files, recorded colour != routed colour.
     pub warnings: Vec<String>,
     pub instances: Vec<InstanceStatus>,
@@ -56,6 +59,17 @@ pub fn gather(config: &Config) -> Status {
             "recorded active colour {active} but routing.yml says {w} (a switch did not finish?)"
         ));
     }
+    let traefik_applies = traefik_api::applied(&config.traefik_api)
+        .map(|w| w.to_string())
+        .map_err(|e| warnings.push(format!("{e:#}")))
+        .ok();
+    if let (Some(file), Some(live)) = (weights.as_ref().map(ToString::to_string), &traefik_applies)
+        && &file != live
+    {
+        warnings.push(format!(
+            "Traefik applies {live}, routing.yml says {file} (reload pending or failed)"
+        ));
+    }
     let instances = config
         .instances
         .iter()
@@ -76,6 +90,7 @@ pub fn gather(config: &Config) -> Status {
     Status {
         active,
         routing: weights.map(|w| w.to_string()),
+        traefik_applies,
         warnings,
         instances,
     }
@@ -95,9 +110,10 @@ impl Status {
                 .map_or("(none recorded)".to_owned(), ToString::to_string)
         };
         println!(
-            "active: {}   routing: {}",
+            "active: {}   routing.yml: {}   Traefik applies: {}",
             shown(&self.active),
-            self.routing.as_deref().unwrap_or("(no routing.yml)")
+            self.routing.as_deref().unwrap_or("(none)"),
+            self.traefik_applies.as_deref().unwrap_or("(unknown)")
         );
         for w in &self.warnings {
             println!("warning: {w}");
