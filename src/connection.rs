@@ -219,7 +219,9 @@ impl Session {
         match frame {
             Message::Text(text) => self.on_text(text.as_str(), now),
             Message::Binary(_) => {
-                self.last_message = now;
+                if !self.admit_message(now)? {
+                    return Ok(());
+                }
                 self.state.metrics.message_in("invalid");
                 let error = ProtocolError {
                     code: ErrorCode::UnsupportedFrame,
@@ -257,10 +259,12 @@ impl Session {
         }
     }
 
-    fn on_text(&mut self, text: &str, now: Instant) -> Result<(), Ending> {
+    /// Every client message (text or binary frame) resets the idle timer and costs a token:
+    /// `Ok(false)` when it was refused with `rate_limited`, an error when it is abuse.
+    fn admit_message(&mut self, now: Instant) -> Result<bool, Ending> {
         self.last_message = now;
         match self.limiter.check(now) {
-            Verdict::Allow => {}
+            Verdict::Allow => Ok(true),
             Verdict::Limited => {
                 self.state.metrics.message_in("invalid");
                 let error = ProtocolError {
@@ -271,13 +275,19 @@ impl Session {
                     ),
                     id: None,
                 };
-                return self.reject(&error, now);
+                self.reject(&error, now).map(|()| false)
             }
             Verdict::Abusive => {
                 self.state.metrics.message_in("invalid");
                 self.state.metrics.error(ErrorCode::RateLimited);
-                return Err(Ending::Goodbye(GoodbyeReason::PolicyViolation));
+                Err(Ending::Goodbye(GoodbyeReason::PolicyViolation))
             }
+        }
+    }
+
+    fn on_text(&mut self, text: &str, now: Instant) -> Result<(), Ending> {
+        if !self.admit_message(now)? {
+            return Ok(());
         }
         match parse_client_frame(text, self.state.config.max_message_bytes) {
             Ok(request) => {
