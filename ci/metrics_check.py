@@ -5,7 +5,8 @@
 2. Scrapes /metrics right after start-up: every listed series must already exist (the contract
    says labelled series start at 0, so dashboards and alerts always find them).
 3. Makes known traffic over real WebSockets: one connection that sends a `message`, a `ping`,
-   invalid JSON, an unknown type and a binary frame, then closes with 1000; one upgrade with a
+   invalid JSON, an unknown type and a binary frame, waits for a heartbeat (and the server's
+   ping, answered by the client), then closes with 1000; one upgrade with a
    bad connection id (400) and one from a forbidden Origin (403).
 4. Scrapes again (while the connection is open and after it closed) and checks that the
    values moved exactly as that traffic implies.
@@ -101,9 +102,17 @@ def check_contract(scraped, names, series, label_names):
     return failures
 
 
+async def reply(ws):
+    """The next server message that is not a heartbeat."""
+    while True:
+        message = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        if message["type"] != "heartbeat":
+            return message
+
+
 async def converse(ws):
     """Known traffic on an open connection; returns the server messages it received."""
-    received = [json.loads(await asyncio.wait_for(ws.recv(), 5))]
+    received = [await reply(ws)]
     for frame in (
         json.dumps({"type": "message", "id": "m1", "data": {"n": 1}}),
         json.dumps({"type": "ping", "id": "p1"}),
@@ -112,8 +121,14 @@ async def converse(ws):
         b"\x00\x01binary",
     ):
         await ws.send(frame)
-        received.append(json.loads(await asyncio.wait_for(ws.recv(), 5)))
+        received.append(await reply(ws))
     return received
+
+
+async def heartbeat(ws):
+    """Waits for a `heartbeat` (the server pings at the same interval; the client answers)."""
+    while json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] != "heartbeat":
+        pass
 
 
 async def rejected_upgrade(url, **kwargs):
@@ -142,6 +157,7 @@ async def run(args):
 
     async with connect(f"{ws_base}/ws/chat/metrics-check", open_timeout=5, close_timeout=5) as ws:
         received = await converse(ws)
+        await heartbeat(ws)
         opened = scrape(args.metrics)
     (out / "open.prom").write_text(opened)
     expect(failures, "server messages", [m["type"] for m in received],
@@ -195,9 +211,14 @@ async def run(args):
     invalid_in = value(s, "websocket_messages_total", direction="in", type="invalid")
     if not invalid_in or invalid_in < 2:
         failures.append(f"messages in invalid: got {invalid_in}, expected at least 2 (invalid JSON, unknown type)")
-    latency = value(s, "websocket_message_latency_seconds_count")
-    if not latency or latency < 2:
-        failures.append(f"message latencies observed: got {latency}, expected at least 2 (message, ping)")
+    at_least = [
+        ("message latencies observed (message, ping)", value(s, "websocket_message_latency_seconds_count"), 2),
+        ("messages out heartbeat", value(s, "websocket_messages_total", direction="out", type="heartbeat"), 1),
+        ("ping round trips observed", value(s, "websocket_ping_rtt_seconds_count"), 1),
+    ]
+    for what, got, wanted in at_least:
+        if not got or got < wanted:
+            failures.append(f"{what}: got {got}, expected at least {wanted}")
 
     print(f"RESULT metrics: {len(names)} metric names and {len(series)} labelled series of "
           "docs/architecture.md checked at start-up and after traffic")

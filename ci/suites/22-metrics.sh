@@ -13,7 +13,8 @@ mkdir -p "$WORK"
 trap stop_server EXIT
 
 MAX_CONNECTIONS=250
-start_server "$WORK" MAX_CONNECTIONS=$MAX_CONNECTIONS SERVER_ID=metrics-ci
+# Heartbeats (and pings) every 300 ms, so that their metrics move within the run.
+start_server "$WORK" MAX_CONNECTIONS=$MAX_CONNECTIONS SERVER_ID=metrics-ci HEARTBEAT_INTERVAL=300
 "$VENV/bin/python" "$REPO/ci/metrics_check.py" --server "$SERVER_URL" --metrics "$METRICS_URL" \
   --architecture "$REPO/docs/architecture.md" --max-connections "$MAX_CONNECTIONS" \
   --server-id metrics-ci --out-dir "$WORK"
