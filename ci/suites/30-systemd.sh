@@ -199,7 +199,7 @@ kill9_under_churn() {
   refused=$(field kill9 '.failures.refused // 0')
   # From the kill to the new process's READY=1, as systemd recorded it.
   down_ms=$((($(prop_us ws@green.service ActiveEnterTimestamp) - killed_us) / 1000))
-  echo "MEASURED kill -9: longest gap without a successful connection $(field kill9 .longest_gap_s) s; failed attempts $(field kill9 .failed) of $(field kill9 .attempts) ($(field kill9 .failures)), refused $refused"
+  echo "MEASURED kill -9: longest gap without a successful connection $(field kill9 .longest_gap_s) s; failed attempts $(field kill9 .failed) of $(field kill9 .attempts) (in flight on the killed process: $(field kill9 .failures)), refused $refused"
   [ "$refused" = 0 ] || die "$refused connection attempts refused: the socket closed"
   echo "RESULT kill -9: systemd restarted ws@green.service (NRestarts $(prop ws@green.service NRestarts)), ready again $down_ms ms after the kill; socket never closed, 0 refused"
 }
