@@ -19,7 +19,7 @@ locals {
   # exposes each on the private network through systemd-socket-proxyd, on the ports below,
   # which only the monitoring host may reach.
   traefik_ports     = { http = 80, https = 443 }
-  health_check_port = 8081
+  health_check_port = 8083
   metrics_ports = {
     blue    = 19464 # -> 127.0.0.1:9464, ws-metrics@blue
     green   = 19465 # -> 127.0.0.1:9465, ws-metrics@green

@@ -2,7 +2,7 @@
 # Traefik terminates TLS (its ACME certificates) and sees the client's own address (client IP
 # preservation of instance targets), which the server's per-IP connection cap relies on.
 #
-# Health check: HTTP GET /ready on Traefik's `nlb-health` entry point (port 8081, added by
+# Health check: HTTP GET /ready on Traefik's `nlb-health` entry point (port 8083, added by
 # terraform/nixos/fleet-host.nix), where one router sends /ready to the `ws-active` service.
 # So a host is healthy only when its Traefik runs AND the colour it routes to is ready: a
 # starting or draining server answers 503 and the host leaves the rotation. Not Traefik's ping

@@ -79,9 +79,9 @@ run "no_security_group_opens_ssh_or_metrics_to_the_internet" {
     condition = alltrue([
       for rule in aws_vpc_security_group_ingress_rule.this :
       rule.referenced_security_group_id == aws_security_group.nlb.id
-      if rule.security_group_id == aws_security_group.ws.id && contains([80, 443, 8081], rule.from_port)
+      if rule.security_group_id == aws_security_group.ws.id && contains([80, 443, 8083], rule.from_port)
     ])
-    error_message = "Traefik on the WebSocket hosts must take 80/443 and health checks (8081) from the NLB only."
+    error_message = "Traefik on the WebSocket hosts must take 80/443 and health checks (8083) from the NLB only."
   }
 }
 
@@ -145,8 +145,8 @@ run "load_balancer_suits_websockets" {
     error_message = "The NLB must pass TCP through with a one-hour idle timeout."
   }
   assert {
-    condition     = alltrue([for tg in aws_lb_target_group.traefik : tg.health_check[0].path == "/ready" && tg.health_check[0].protocol == "HTTP" && tg.health_check[0].port == "8081" && tg.health_check[0].matcher == "200"])
-    error_message = "Both target groups must check HTTP /ready on Traefik's nlb-health entry point (8081) and accept only 200."
+    condition     = alltrue([for tg in aws_lb_target_group.traefik : tg.health_check[0].path == "/ready" && tg.health_check[0].protocol == "HTTP" && tg.health_check[0].port == "8083" && tg.health_check[0].matcher == "200"])
+    error_message = "Both target groups must check HTTP /ready on Traefik's nlb-health entry point (8083) and accept only 200."
   }
   assert {
     condition     = alltrue([for tg in aws_lb_target_group.traefik : tg.preserve_client_ip == "true" && tg.connection_termination == false])
