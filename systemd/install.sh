@@ -67,7 +67,7 @@ install_instance() {
   if [ -e "$root$confdir/$name.env" ]; then
     echo "kept $root$confdir/$name.env (already there)"
   else
-    install -m 0644 "$SRC_DIR/instances/$name.env" "$root$confdir/$name.env"
+    install -m 0640 "$SRC_DIR/instances/$name.env" "$root$confdir/$name.env"
     echo "installed $root$confdir/$name.env"
   fi
   echo "installed instance $name"
