@@ -1,6 +1,7 @@
 //! The server assembled: shared state, the public and metrics listeners, readiness, the
 //! systemd notifications and watchdog, and the shutdown sequence from signal to exit.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,8 @@ use crate::{routes, systemd};
 const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 /// Accepting may fail this long (file descriptors exhausted, say) before the watchdog stops.
 const ACCEPT_FAILURE_TOLERANCE: Duration = Duration::from_secs(10);
+/// Longest wait for the accept loop to take the watchdog's probe connection.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Everything the handlers and connections share.
 pub struct AppState {
@@ -162,7 +165,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     info!(addr = %public_addr, metrics_addr = %metrics_addr, socket_activated = sockets.activated,
         server_id = %state.config.server_id, version = env!("CARGO_PKG_VERSION"), "listening");
     systemd::ready(&state.status_line());
-    let background = spawn_background(&state, &public_server, accept_health, epoch);
+    let background = spawn_background(&state, &public_server, accept_health, epoch, public_addr);
 
     let signal = shutdown::wait_for_signal()
         .await
@@ -206,6 +209,7 @@ fn spawn_background(
     public_server: &JoinHandle<std::io::Result<()>>,
     accept: Arc<AcceptHealth>,
     epoch: Instant,
+    public_addr: SocketAddr,
 ) -> JoinHandle<()> {
     let state = Arc::clone(state);
     let server_alive = public_server.abort_handle();
@@ -222,7 +226,7 @@ fn spawn_background(
         };
         #[cfg(feature = "fault-injection")]
         let stall_after = state.faults.watchdog_stall_after;
-        let healthy = || {
+        let healthy = || async {
             if server_alive.is_finished() {
                 return Err("the public accept loop has stopped".to_owned());
             }
@@ -231,6 +235,12 @@ fn spawn_background(
                 .filter(|d| *d > ACCEPT_FAILURE_TOLERANCE)
             {
                 return Err(format!("accepting connections has failed for {failing:?}"));
+            }
+            // While draining the loop may have stopped accepting on purpose.
+            if !state.lifecycle.is_draining() {
+                accept
+                    .probe(public_addr, (period / 4).min(PROBE_TIMEOUT))
+                    .await?;
             }
             #[cfg(feature = "fault-injection")]
             if stall_after.is_some_and(|after| epoch.elapsed() >= after) {

@@ -5,7 +5,7 @@
 //! watchdog.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener as StdListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -101,6 +101,8 @@ fn take(fds: &mut ListenFd, index: usize, name: &str) -> io::Result<StdListener>
 pub struct AcceptHealth {
     /// Milliseconds after `epoch` when accepting started failing; 0 = accepting works.
     failing_since_ms: AtomicU64,
+    /// Connections accepted so far.
+    accepted: AtomicU64,
 }
 
 impl AcceptHealth {
@@ -110,6 +112,41 @@ impl AcceptHealth {
             0 => None,
             since => Some(epoch.elapsed().saturating_sub(Duration::from_millis(since))),
         }
+    }
+
+    /// Proves the accept loop works end to end: connects to the public socket at `addr` and
+    /// waits until the loop has accepted a connection since (this one or any other).
+    pub async fn probe(&self, addr: SocketAddr, within: Duration) -> Result<(), String> {
+        let before = self.accepted.load(Ordering::Relaxed);
+        let probe = async {
+            let _connection = TcpStream::connect(probe_target(addr))
+                .await
+                .map_err(|e| format!("cannot connect to the public socket {addr}: {e}"))?;
+            while self.accepted.load(Ordering::Relaxed) == before {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Ok(())
+        };
+        tokio::time::timeout(within, probe)
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "the accept loop took no connection within {within:?}"
+                ))
+            })
+    }
+}
+
+/// Where to connect to reach a listener bound to `addr` from this host.
+fn probe_target(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
     }
 }
 
@@ -160,6 +197,7 @@ impl TrackedListener {
             match listener.accept().await {
                 Ok((stream, addr)) => {
                     health.failing_since_ms.store(0, Ordering::Relaxed);
+                    health.accepted.fetch_add(1, Ordering::Relaxed);
                     if let Err(e) = stream.set_nodelay(true) {
                         debug!(error = %e, "could not set TCP_NODELAY");
                     }
@@ -208,6 +246,29 @@ impl axum::serve::Listener for TrackedListener {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn probe_sees_the_accept_loop_work_and_stall() {
+        let listener =
+            TcpListener::from_std(bind("0.0.0.0:0".parse().unwrap(), 16).unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let health = Arc::new(AcceptHealth::default());
+        let within = Duration::from_millis(500);
+        // Nothing accepts yet: the kernel completes the handshake, but the loop takes nothing.
+        assert!(health.probe(addr, within).await.is_err());
+        let stop = CancellationToken::new();
+        let mut tracked =
+            TrackedListener::new(listener, Arc::clone(&health), Instant::now(), stop.clone())
+                .unwrap();
+        let accepting = tokio::spawn(async move {
+            loop {
+                axum::serve::Listener::accept(&mut tracked).await;
+            }
+        });
+        assert_eq!(health.probe(addr, within).await, Ok(()));
+        stop.cancel();
+        accepting.abort();
+    }
 
     #[test]
     fn binds_with_a_large_backlog_on_a_free_port() {

@@ -122,10 +122,8 @@ impl Registry {
             .map_err(|_| AdmitError::AtCapacity)?;
         let mut tables = self.tables();
         let count = tables.per_ip.entry(ip).or_insert(0);
+        // At the limit the count is at least 1, so the entry is never left at 0.
         if self.max_per_ip > 0 && *count >= self.max_per_ip {
-            if *count == 0 {
-                tables.per_ip.remove(&ip);
-            }
             return Err(AdmitError::IpLimit);
         }
         *count += 1;

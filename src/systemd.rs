@@ -33,12 +33,15 @@ pub fn watchdog_interval() -> Option<Duration> {
 
 /// Pets the watchdog at half its period while `healthy()` holds. Running as a task on the
 /// runtime is itself the runtime probe: a stuck runtime sends nothing.
-pub async fn run_watchdog(period: Duration, healthy: impl Fn() -> Result<(), String>) {
+pub async fn run_watchdog<F>(period: Duration, healthy: impl Fn() -> F)
+where
+    F: Future<Output = Result<(), String>>,
+{
     let mut tick = tokio::time::interval(period / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match healthy() {
+        match healthy().await {
             Ok(()) => {
                 debug!("watchdog ping");
                 notify(&[NotifyState::Watchdog]);
