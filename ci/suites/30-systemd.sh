@@ -49,17 +49,29 @@ static_checks() {
   # shellcheck disable=SC2016  # expanded by the inner bash, from its arguments
   unshare -m --propagation private bash -c '
     set -euo pipefail
-    for dir in /run/systemd /etc/systemd/system /etc/concurrent-socket /usr/local/bin; do
+    for dir in /run/systemd /etc/systemd/system /usr/local/bin; do
       mkdir -p "$dir" && mount -t tmpfs tmpfs "$dir"
     done
-    "$1/systemd/install.sh" --no-reload "$2" > /dev/null
+    conf=/run/systemd/ci-conf
+    "$1/systemd/install.sh" --no-reload --confdir "$conf" "$2" > /dev/null
+    # A second run (an upgrade) keeps the operator'"'"'s settings.
+    again=$("$1/systemd/install.sh" --no-reload --confdir "$conf" "$2")
+    grep -q "^kept $conf/blue.env" <<< "$again" || { echo "install.sh overwrote a settings file: $again"; exit 1; }
     shift 2
     echo "--- verify"
     systemd-analyze verify --man=no "$@" 2>&1
     echo "--- security"
     systemd-analyze security --offline=true --no-pager ws@green.service 2>&1' _ \
-    "$REPO" "$BIN_DIR/concurrent-socket" "${UNITS[@]}" > "$WORK/static.txt"
-  local verify score
+    "$REPO" "$BIN_DIR/concurrent-socket" "${UNITS[@]}" > "$WORK/static.txt" || { cat "$WORK/static.txt"; die "installing the units failed"; }
+  local verify score bad out
+  # Bad input: a clear "install.sh: ..." line and a failure, before anything is installed.
+  for bad in "--bogus" "--bindir relative $BIN_DIR/concurrent-socket" "--instances red $BIN_DIR/concurrent-socket" \
+    "/nonexistent/concurrent-socket" "--root"; do
+    # shellcheck disable=SC2086  # each case is a word list
+    if out=$("$REPO/systemd/install.sh" $bad 2>&1); then die "install.sh accepted: $bad"; fi
+    grep -q '^install.sh: ' <<< "$out" || die "install.sh $bad failed without a clear message: $out"
+  done
+  echo "RESULT install.sh: installs, keeps existing settings on a second run, rejects 5 kinds of bad input"
   verify=$(sed -n '/^--- verify$/,/^--- security$/{/^---/d;p}' "$WORK/static.txt")
   [ -z "$verify" ] || { cat "$WORK/static.txt"; die "systemd-analyze verify printed the above"; }
   echo "RESULT systemd-analyze verify: no output for ${UNITS[*]}"
