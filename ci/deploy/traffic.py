@@ -158,6 +158,8 @@ async def converse(ws, stats, stop):
     finally:
         sending.cancel()
         stopping.cancel()
+        # A send that failed because the connection closed is that same loss, seen twice.
+        await asyncio.gather(sending, return_exceptions=True)
 
 
 async def new_connections(base, rate, stats, stop):

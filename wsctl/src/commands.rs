@@ -1,14 +1,14 @@
 //! Each subcommand from parsed arguments to an exit code: configuration, preconditions,
 //! the lock, then the deploy or rollback order of deploy.rs on the real host.
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 
 use crate::cli::{Cli, Command, DeployArgs, RenderArgs, RollbackArgs};
-use crate::colour::Colour;
 use crate::config::{Config, Overrides};
 use crate::deploy::{self, DeployPlan, Host};
 use crate::host::{SystemdHost, Timings};
 use crate::lock::{DeployLock, LockError};
+use crate::plan::{self, OnDisk};
 use crate::report::{EXIT_LOCKED, EXIT_REFUSED, Outcome, Report, Reporter, StepLog};
 use crate::routing::{RoutingFile, Weights};
 use crate::state::ActiveFile;
@@ -87,23 +87,11 @@ fn render_routing(args: &RenderArgs) -> Result<i32, Refusal> {
     Ok(0)
 }
 
-/// The colour serving now: the recorded one, else the one routing.yml sends everything to.
-fn current_colour(config: &Config) -> Result<(Colour, Option<Weights>)> {
-    let routing = RoutingFile::in_dir(&config.traefik_dir);
-    let weights = routing.read()?;
-    let recorded = ActiveFile::in_dir(&config.state_dir).read()?;
-    let active = match (recorded, weights.as_ref().and_then(Weights::sole_colour)) {
-        (Some(c), _) => c,
-        (None, Some(c)) => c.clone(),
-        (None, None) => bail!(
-            "no active colour: neither {} nor a routing.yml sending everything to one colour ({}); \
-             write one with `wsctl render-routing --active blue`",
-            config.state_dir.join("active").display(),
-            routing.path().display()
-        ),
-    };
-    config.instance(&active)?;
-    Ok((active, weights))
+fn on_disk(config: &Config) -> Result<OnDisk> {
+    Ok(OnDisk {
+        recorded: ActiveFile::in_dir(&config.state_dir).read()?,
+        routing: RoutingFile::in_dir(&config.traefik_dir).read()?,
+    })
 }
 
 fn timings(args: &DeployArgs) -> Timings {
@@ -129,14 +117,7 @@ fn deploy_locked(
     reporter: &Reporter,
     lock: DeployLock,
 ) -> Result<i32> {
-    let (from, weights) = current_colour(config)?;
-    ensure!(from != args.to, "{} is already the active colour", args.to);
-    ensure!(
-        weights.as_ref() == Some(&Weights::only(&from)),
-        "routing.yml ({}) must send every new connection to {from} before a deploy; \
-         `wsctl rollback --to {from}` restores that",
-        weights.map_or("absent".to_owned(), |w| w.to_string())
-    );
+    let from = plan::deploy_source(&on_disk(config)?, &args.to)?;
     let applied = traefik_api::applied(&config.traefik_api)?;
     ensure!(
         applied == Weights::only(&from),
@@ -190,24 +171,10 @@ fn rollback(config: &Config, args: &RollbackArgs, reporter: &Reporter) -> Result
 }
 
 fn rollback_locked(config: &Config, args: &RollbackArgs, reporter: &Reporter) -> Result<i32> {
-    let (current, weights) = current_colour(config)?;
-    let to = match &args.to {
-        Some(to) => to.clone(),
-        None => config.other_colour(&current)?,
-    };
+    let (from, to) = plan::rollback_colours(&on_disk(config)?, args.to.as_ref(), |c| {
+        config.other_colour(c)
+    })?;
     config.instance(&to)?;
-    let fully_routed = weights.as_ref() == Some(&Weights::only(&to));
-    ensure!(
-        !(current == to && fully_routed),
-        "{to} is already active and receives every new connection"
-    );
-    // The colour left behind: the recorded one, or the other one when that is `to` (an
-    // unfinished switch being undone).
-    let from = if current != to {
-        current
-    } else {
-        config.other_colour(&to)?
-    };
     let timings = Timings::switch_only(args.switch.verify_connections, args.switch.switch_timeout);
     let mut host = SystemdHost::new(config, timings);
     let report = deploy::switch_back(&from, &to, !args.no_drain, &mut host, reporter);

@@ -11,6 +11,7 @@ mod host;
 mod http;
 mod loadgate;
 mod lock;
+mod plan;
 mod probe;
 mod report;
 mod routing;
