@@ -55,6 +55,7 @@ pub struct Messages {
     pub errored: u64,
     pub timed_out: u64,
     pub unanswered: u64,
+    pub unsent: u64,
     pub late: u64,
     pub failed: u64,
     /// `null` when nothing was sent.
@@ -157,9 +158,10 @@ impl Report {
             errored: c.errored,
             timed_out: c.timed_out,
             unanswered: c.unanswered,
+            unsent: c.unsent,
             late: c.late,
             failed: c.messages_failed(),
-            error_rate_pct: pct(c.messages_failed(), c.sent),
+            error_rate_pct: pct(c.messages_failed(), c.messages_due()),
             answered_per_s: per_second(c.answered, elapsed_s),
             protocol_errors: c.protocol_errors,
             server_errors: c.server_errors.clone(),
@@ -167,7 +169,7 @@ impl Report {
         let observed = Observed {
             connect_attempts: connections.attempts,
             connect_p95_ms: latency.connect.as_ref().map(|l| l.p95_ms),
-            messages_sent: messages.sent,
+            messages_due: c.messages_due(),
             round_trip_p95_ms: latency.round_trip.as_ref().map(|l| l.p95_ms),
             success_pct: connections.success_rate_pct,
             error_pct: messages.error_rate_pct,
@@ -222,13 +224,14 @@ impl Report {
         }
         let _ = writeln!(
             t,
-            "  messages     sent {}  answered {}  failed {} (errored {}, timed out {}, unanswered {})  error rate {}  {:.0}/s",
+            "  messages     sent {}  answered {}  failed {} (errored {}, timed out {}, unanswered {}, unsent {})  error rate {}  {:.0}/s",
             m.sent,
             m.answered,
             m.failed,
             m.errored,
             m.timed_out,
             m.unanswered,
+            m.unsent,
             opt_pct(m.error_rate_pct),
             m.answered_per_s
         );

@@ -72,6 +72,9 @@ pub struct Counts {
     pub timed_out: u64,
     /// `message`s still pending when their connection ended.
     pub unanswered: u64,
+    /// `message`s due on the open-loop schedule but not yet written when the user stopped:
+    /// the server read too slowly to take them (they count as failed, not as nothing).
+    pub unsent: u64,
     /// `message_response`s that came after their message had timed out.
     pub late: u64,
     /// Protocol violations seen on established connections (bad JSON, unknown id...).
@@ -111,6 +114,7 @@ impl Counts {
         self.errored += other.errored;
         self.timed_out += other.timed_out;
         self.unanswered += other.unanswered;
+        self.unsent += other.unsent;
         self.late += other.late;
         self.protocol_errors += other.protocol_errors;
         add_map(&mut self.server_errors, &other.server_errors);
@@ -123,9 +127,15 @@ impl Counts {
         self.connect_failures.values().sum()
     }
 
-    /// Messages that got no good answer: errored, timed out or lost with their connection.
+    /// Messages that got no good answer: errored, timed out, lost with their connection, or
+    /// never sent although due.
     pub fn messages_failed(&self) -> u64 {
-        self.errored + self.timed_out + self.unanswered
+        self.errored + self.timed_out + self.unanswered + self.unsent
+    }
+
+    /// Messages the schedule called for: those sent and those due but not sent.
+    pub fn messages_due(&self) -> u64 {
+        self.sent + self.unsent
     }
 }
 
@@ -369,13 +379,15 @@ mod tests {
             sent: 2,
             errored: 4,
             unanswered: 1,
+            unsent: 2,
             ..Counts::default()
         };
         bump(&mut b.close_codes, "1001");
         bump(&mut b.close_codes, "1000");
         a.merge(&b);
         assert_eq!(a.sent, 5);
-        assert_eq!(a.messages_failed(), 6);
+        assert_eq!(a.messages_due(), 7);
+        assert_eq!(a.messages_failed(), 8);
         assert_eq!(a.close_codes["1001"], 2);
         assert_eq!(a.close_codes["1000"], 1);
         assert_eq!(a.connect_failed(), 1);

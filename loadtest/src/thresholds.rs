@@ -34,7 +34,8 @@ impl Default for Thresholds {
 pub struct Observed {
     pub connect_attempts: u64,
     pub connect_p95_ms: Option<f64>,
-    pub messages_sent: u64,
+    /// Messages sent or due to be sent (the error rate's denominator).
+    pub messages_due: u64,
     pub round_trip_p95_ms: Option<f64>,
     pub success_pct: Option<f64>,
     pub error_pct: Option<f64>,
@@ -129,7 +130,7 @@ fn millis(d: Duration) -> f64 {
 /// that never answers must not pass a deploy gate.
 pub fn evaluate(limits: &Thresholds, seen: &Observed) -> Vec<Verdict> {
     let connected = seen.connect_attempts > 0;
-    let messaged = seen.messages_sent > 0;
+    let messaged = seen.messages_due > 0;
     vec![
         judge(
             "connect_p95",
@@ -174,7 +175,7 @@ mod tests {
         Observed {
             connect_attempts: 100,
             connect_p95_ms: Some(12.0),
-            messages_sent: 1000,
+            messages_due: 1000,
             round_trip_p95_ms: Some(3.5),
             success_pct: Some(100.0),
             error_pct: Some(0.0),

@@ -212,6 +212,15 @@ async fn connect(
     }
 }
 
+/// How many sends, one per `interval` from `next_due` on, are due by `now`.
+fn overdue(next_due: Instant, now: Instant, interval: Duration) -> u64 {
+    if next_due > now {
+        return 0;
+    }
+    let periods = (now - next_due).as_nanos() / interval.as_nanos().max(1);
+    u64::try_from(periods).unwrap_or(u64::MAX).saturating_add(1)
+}
+
 /// The fields of a server message that a user looks at; `data` is skipped unread.
 #[derive(Deserialize)]
 struct ServerMessage<'a> {
@@ -282,7 +291,12 @@ impl<'a> Session<'a> {
             let expiry = self.pending.front().map(|&(_, at)| at + self.ctx.timeout);
             tokio::select! {
                 biased;
-                () = stop.cancelled() => break self.finish().await,
+                () = stop.cancelled() => {
+                    if let (Some(due), Some(interval)) = (open_loop_due, interval) {
+                        self.count_overdue(due, interval);
+                    }
+                    break self.finish().await;
+                }
                 frame = self.ws.next() => {
                     if let Some(end) = self.on_frame(frame) {
                         break end;
@@ -320,6 +334,13 @@ impl<'a> Session<'a> {
         self.pending.push_back((id, scheduled));
         self.ctx.recorder.count(|c| c.sent += 1);
         self.ws.send(Message::Text(text.into())).await
+    }
+
+    /// Counts the sends the schedule called for up to now that were not made: a server that
+    /// does not read must not shrink the load it is judged on.
+    fn count_overdue(&self, next_due: Instant, interval: Duration) {
+        let unsent = overdue(next_due, Instant::now(), interval);
+        self.ctx.recorder.count(|c| c.unsent += unsent);
     }
 
     fn expire(&mut self) {
@@ -455,6 +476,16 @@ mod tests {
             let ceiling = Duration::from_millis((100u64 << n.min(6)).min(5_000));
             assert!(d >= ceiling / 2 && d <= ceiling, "{n}: {d:?}");
         }
+    }
+
+    #[test]
+    fn overdue_sends_are_counted_from_the_schedule() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(overdue(t0 + ms(1), t0, ms(50)), 0, "not due yet");
+        assert_eq!(overdue(t0, t0, ms(50)), 1, "due right now");
+        assert_eq!(overdue(t0, t0 + ms(149), ms(50)), 3);
+        assert_eq!(overdue(t0, t0 + ms(150), ms(50)), 4);
     }
 
     #[test]
