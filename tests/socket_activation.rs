@@ -5,11 +5,13 @@
 mod common;
 mod launch;
 
+use common::Client;
 use launch::{
-    Server, assert_clean_exit, chat, get, is_listening, listening_socket, pass_sockets,
+    PATIENCE, Server, assert_clean_exit, chat, get, is_listening, listening_socket, pass_sockets,
     server_command, wait_for_200,
 };
 use serde_json::Value;
+use tokio_tungstenite::MaybeTlsStream;
 
 /// One unnamed socket (`LISTEN_FDS=1`) is the public listener; metrics stay on `METRICS_ADDR`.
 #[tokio::test]
@@ -117,4 +119,51 @@ fn refuses_unnamed_sockets_it_cannot_tell_apart() {
         log.contains("`ws`"),
         "the error does not name the missing socket: {log}"
     );
+}
+
+/// A restart on the same socket, as `systemctl restart` does with a socket unit: the socket
+/// stays open in the manager (here, this test) across the restart, so a client arriving while
+/// no server runs is queued by the kernel, not refused, and the next server answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_on_the_same_socket_refuses_no_client() {
+    let socket = listening_socket();
+    let addr = socket.local_addr().unwrap();
+    let start = |server_id: &str| {
+        let (mut command, _) = server_command(server_id);
+        pass_sockets(&mut command, &[&socket], None);
+        Server::spawn(command)
+    };
+
+    let mut first = start("generation-1");
+    wait_for_200(addr, "/health").await;
+    let (mut old_client, welcome) = chat(addr, "before-restart").await;
+    assert_eq!(welcome["serverId"], "generation-1");
+    first.signal(libc::SIGTERM);
+    let (close, seen) = old_client.recv_until_close(PATIENCE).await;
+    assert!(
+        seen.iter().any(|m| m["reason"] == "server_shutdown"),
+        "{seen:?}"
+    );
+    assert_eq!(close.map(|frame| u16::from(frame.code)), Some(1001));
+    assert_clean_exit(first.wait());
+
+    // No server runs now: the kernel completes the client's TCP handshake on the backlog.
+    let queued = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("queued, not refused");
+    let waiting = tokio::spawn(async move {
+        let url = format!("ws://{addr}/ws/chat/during-restart");
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(queued))
+            .await
+            .expect("upgraded by the next server");
+        Client { ws }.recv_json().await
+    });
+    let mut second = start("generation-2");
+    let welcome = tokio::time::timeout(PATIENCE, waiting)
+        .await
+        .expect("served")
+        .unwrap();
+    assert_eq!(welcome["serverId"], "generation-2", "{welcome}");
+    assert_eq!(welcome["connectionId"], "during-restart");
+    assert_clean_exit(second.terminate());
 }
