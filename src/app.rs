@@ -15,11 +15,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::Config;
-use crate::listener::{self, AcceptHealth, PeerAddr, TrackedListener};
+use crate::listener::{self, AcceptHealth, TrackedListener};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::shutdown::{self, DrainPlan, Lifecycle, Phase};
-use crate::{routes, systemd};
+use crate::{routes, serve, systemd};
 
 /// How often `STATUS=` is refreshed.
 const STATUS_INTERVAL: Duration = Duration::from_secs(5);
@@ -134,32 +134,23 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let epoch = Instant::now();
     let stop_http = CancellationToken::new();
     let stop_accepting = CancellationToken::new();
-    let public_server = {
-        let app =
-            routes::router(Arc::clone(&state)).into_make_service_with_connect_info::<PeerAddr>();
-        let listener = TrackedListener::new(
-            public,
-            Arc::clone(&accept_health),
-            epoch,
-            stop_accepting.clone(),
-        )
-        .map_err(|e| StartError(format!("cannot use the public socket: {e}")))?;
-        let stop = stop_http.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        })
-    };
-    let metrics_server = {
-        let app = metrics_router(Arc::clone(&state));
-        let stop = stop_http.clone();
-        tokio::spawn(async move {
-            axum::serve(metrics_listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        })
-    };
+    let listener = TrackedListener::new(
+        public,
+        Arc::clone(&accept_health),
+        epoch,
+        stop_accepting.clone(),
+    )
+    .map_err(|e| StartError(format!("cannot use the public socket: {e}")))?;
+    let public_server = tokio::spawn(serve::serve(
+        listener,
+        routes::router(Arc::clone(&state)),
+        stop_http.clone(),
+    ));
+    let metrics_server = tokio::spawn(serve::serve(
+        metrics_listener,
+        metrics_router(Arc::clone(&state)),
+        stop_http.clone(),
+    ));
 
     state.lifecycle.set(Phase::Ready);
     info!(addr = %public_addr, metrics_addr = %metrics_addr, socket_activated = sockets.activated,
@@ -206,7 +197,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 /// The status refresher and, when systemd asks for one, the watchdog.
 fn spawn_background(
     state: &Arc<AppState>,
-    public_server: &JoinHandle<std::io::Result<()>>,
+    public_server: &JoinHandle<()>,
     accept: Arc<AcceptHealth>,
     epoch: Instant,
     public_addr: SocketAddr,

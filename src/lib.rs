@@ -16,6 +16,7 @@ pub mod protocol;
 pub mod ratelimit;
 pub mod registry;
 pub mod routes;
+pub mod serve;
 pub mod shutdown;
 pub mod socket;
 pub mod systemd;

@@ -10,8 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::extract::connect_info::Connected;
-use axum::serve::IncomingStream;
 use listenfd::ListenFd;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
@@ -150,17 +148,7 @@ fn probe_target(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// The TCP peer of a request on the public listener (axum's `ConnectInfo`).
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
-
-impl Connected<IncomingStream<'_, TrackedListener>> for PeerAddr {
-    fn connect_info(stream: IncomingStream<'_, TrackedListener>) -> Self {
-        PeerAddr(*stream.remote_addr())
-    }
-}
-
-/// The public listener for `axum::serve`: records accept failures, and can stop accepting
+/// The public listener (an `axum::serve::Listener`, served by [`crate::serve::serve`]): records accept failures, and can stop accepting
 /// for good (dropping its socket) while the connections already accepted go on being served.
 pub struct TrackedListener {
     inner: Option<TcpListener>,

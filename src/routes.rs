@@ -20,7 +20,6 @@ use tracing::debug;
 
 use crate::access::{client_ip, origin_allowed};
 use crate::app::AppState;
-use crate::listener::PeerAddr;
 use crate::metrics::RejectReason;
 use crate::protocol::is_valid_connection_id;
 use crate::registry::{Admission, AdmitError};
@@ -260,7 +259,7 @@ fn upgrade_required() -> Response {
 
 async fn chat_upgrade(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -283,7 +282,7 @@ async fn chat_upgrade(
 
 async fn echo_upgrade(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {

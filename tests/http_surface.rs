@@ -337,3 +337,21 @@ async fn serving_with_a_bad_variable_fails_at_start() {
             .contains("HEARTBEAT_INTERVAL")
     );
 }
+
+#[tokio::test]
+async fn a_connection_that_sends_no_request_is_closed() {
+    use tokio::io::AsyncReadExt;
+    let server = Server::start(&[]).await;
+    let mut idle = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    // The server's header-read timeout is 10 s; it must hang up by itself well within 30 s.
+    let mut buffer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        idle.read_to_end(&mut buffer),
+    )
+    .await;
+    assert!(
+        read.is_ok_and(|r| r.is_ok()),
+        "the idle connection is still open"
+    );
+}
