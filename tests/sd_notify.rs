@@ -193,3 +193,22 @@ async fn no_watchdog_pings_for_another_pid() {
     receiver.until(0, "STOPPING=1", |l| l == "STOPPING=1").await;
     assert_clean_exit(server.wait());
 }
+
+/// `WATCHDOG_USEC` without `WATCHDOG_PID` (systemd allows it) enables the watchdog too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchdog_without_watchdog_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let mut receiver = Receiver::bind(&socket_path);
+    let (mut command, _) = launch::server_command("notify-no-pid");
+    command
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", WATCHDOG_USEC);
+    let mut server = Server::spawn(command);
+
+    let ready = receiver.until(0, "READY=1", |l| l == "READY=1").await;
+    receiver
+        .until(ready, "WATCHDOG=1", |l| l == "WATCHDOG=1")
+        .await;
+    assert_clean_exit(server.terminate());
+}
