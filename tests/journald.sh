@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A private systemd-journald for tests/journald.rs, isolated from the host. Runs inside
 # `unshare --mount --pid --fork --mount-proc --propagation private` (it is PID 1 there, so
-# everything it starts ends with it): mounts tmpfs over the journal's directories, starts
+# everything it starts ends with it): mounts tmpfs over /run and /var/log, starts
 # journald, runs the server (SERVER_BIN, environment from the caller) with its stdout
 # connected to the journal the way systemd connects a service's (JOURNAL_STREAM = DEV:INODE of
 # that stream) and prints "started". A line on stdin stops the server with SIGTERM; once the
@@ -25,10 +25,11 @@ wait_for() {
 
 journal_has() { journalctl --all --no-pager -o cat | grep -q "$1"; }
 
-for dir in /run/systemd /run/log /var/log/journal; do
-  mkdir -p "$dir"
-  mount -t tmpfs tmpfs "$dir"
-done
+# Fresh tmpfs over /run and /var/log: journald's directories are created there, so nothing
+# of the host's is seen or changed.
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /var/log
+mkdir -p /run/systemd /run/log /var/log/journal
 /lib/systemd/systemd-journald &
 journald=$!
 server=
