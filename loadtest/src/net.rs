@@ -10,10 +10,6 @@ use serde::{Deserialize, Serialize};
 pub struct Target {
     /// The URL as given, without a trailing slash.
     pub base: String,
-    /// The `Host` header value.
-    pub authority: String,
-    /// The path prefix before `/ws/chat/` (usually empty).
-    pub prefix: String,
     /// The resolved address.
     pub addr: SocketAddr,
 }
@@ -56,8 +52,6 @@ impl Target {
         }
         Ok(Target {
             base: format!("ws://{authority}{prefix}"),
-            authority: authority.to_owned(),
-            prefix,
             addr,
         })
     }
@@ -153,7 +147,6 @@ mod tests {
         let t = Target::parse("ws://127.0.0.1/edge/").unwrap();
         assert_eq!(t.addr.port(), 80);
         assert_eq!(t.chat_url("x"), "ws://127.0.0.1/edge/ws/chat/x");
-        assert_eq!(t.authority, "127.0.0.1");
     }
 
     #[test]
