@@ -181,13 +181,23 @@ bench_churn() {
 }
 
 log "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-uptime > "$RUN_DIR/uptime-start.txt"
+{
+  echo "cpu: $(nproc) x $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
+  echo "kernel: $(uname -r)"
+  echo "memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+  echo "open files (hard): $(ulimit -Hn)"
+  echo "node: $(node --version 2>/dev/null || echo none)"
+  [ -x "$PEERS_DIR/elysia/node_modules/.bin/bun" ] && echo "bun: $("$PEERS_DIR/elysia/node_modules/.bin/bun" --version)"
+  echo "concurrent-socket: $(git -C "$REPO" log -1 --format='%h %s')"
+  echo "start: $(uptime)"
+} > "$RUN_DIR/machine.txt"
 for SERVER in "${SERVER_LIST[@]}"; do
   for figure in idle hold echo latency churn; do
     log "$SERVER: $figure (load average $(cut -d' ' -f1-3 /proc/loadavg))" | tee -a "$RUN_DIR/progress.log"
     "bench_$figure"
   done
 done
-uptime > "$RUN_DIR/uptime-end.txt"
+echo "end: $(uptime)" >> "$RUN_DIR/machine.txt"
+cat "$RUN_DIR/machine.txt"
 python3 "$REPO/bench/table.py" "$RUN_DIR" "${SERVER_LIST[@]}" | tee "$RUN_DIR/table.md"
 log "results in $RUN_DIR"
