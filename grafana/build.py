@@ -362,8 +362,8 @@ def deploy():
                    "5xx answers per interval on the ws and ws-http routers: a clean switch has "
                    "none. Traefik creates a router/code series at its first such answer, which "
                    "increase() cannot see; a series born within the interval counts in full.",
-                   "short", [(f"sum by (router, code) ({TRAEFIK_5XX} unless {TRAEFIK_5XX} offset $__rate_interval)"
-                              f" or sum by (router, code) (increase({TRAEFIK_5XX}{RATE}))", "{{router}} {{code}}")],
+                   "short", [(f"sum by (router, code) (({TRAEFIK_5XX} unless {TRAEFIK_5XX} offset $__rate_interval)"
+                              f" or increase({TRAEFIK_5XX}{RATE}))", "{{router}} {{code}}")],
                    "answers per interval"),
         stat("Scrape target up per colour",
              "1 while Prometheus can scrape the colour. The idle colour is stopped on "
