@@ -12,16 +12,19 @@
  * every query must also return series on its own, so a fallback such as `or vector(0)` or
  * `absent()` cannot hide a metric that does not exist. Recording rules are checked twice:
  * their expression, and the recorded series Prometheus wrote. Finally every rule group
- * must be healthy in /api/v1/rules (no evaluation error).
+ * must be healthy in /api/v1/rules (no evaluation error), and every PromQL line of
+ * docs/runbook.md (its "Confirm" queries) must return series, taken apart the same way.
  *
  * Usage: truth.mjs PROMETHEUS_URL
  */
+import { readFileSync } from 'node:fs';
 import { selectors, signals } from './promql.mjs';
 import {
   applyVariableRegex, BUILT_INS, loadDashboards, parseLabelValues, queries, regexValue, substitute, variables,
 } from './grafana.mjs';
 import { loadRules } from './rules.mjs';
 
+const RUNBOOK = new URL('../../docs/runbook.md', import.meta.url).pathname;
 const base = process.argv[2];
 if (!base) {
   console.error('usage: truth.mjs PROMETHEUS_URL');
@@ -125,6 +128,28 @@ async function checkRules() {
   return { alerts: rules.filter((r) => r.kind === 'alert').length, records: rules.filter((r) => r.kind === 'record').length, operands };
 }
 
+/** [{where, expr}] for every line of every ```promql block of docs/runbook.md. */
+function runbookQueries() {
+  const out = [];
+  let section = '';
+  let inBlock = false;
+  readFileSync(RUNBOOK, 'utf8').split('\n').forEach((line, index) => {
+    if (line.startsWith('## ')) section = line.slice(3).trim();
+    if (line.startsWith('```')) inBlock = line.trim() === '```promql';
+    else if (inBlock && line.trim()) out.push({ where: `runbook.md / ${section} / line ${index + 1}`, expr: line.trim() });
+  });
+  return out;
+}
+
+/** The runbook's confirmation queries, taken apart like alert expressions. */
+async function checkRunbook() {
+  const queries = runbookQueries();
+  for (const q of queries) {
+    for (const signal of signals(q.expr)) await expectQueryAndSelectors(`${q.where} (${signal})`, signal);
+  }
+  return queries.length;
+}
+
 async function checkRuleHealth() {
   const body = await (await fetch(`${base}/api/v1/rules`)).json();
   const rules = body.data.groups.flatMap((g) => g.rules.map((r) => ({ ...r, group: g.name })));
@@ -137,10 +162,12 @@ async function checkRuleHealth() {
 const dashboards = await checkDashboards();
 const rules = await checkRules();
 const loaded = await checkRuleHealth();
+const runbook = await checkRunbook();
 console.log(`RESULT truth: ${dashboards.count} dashboard PromQL queries checked (${dashboards.skipped} LogQL queries syntax-checked only, no Loki here)`);
 console.log(`RESULT truth: ${dashboards.count - dashboards.flat.length} of ${dashboards.count} dashboard queries show non-zero data after the traffic`);
 if (dashboards.flat.length) console.log(`  only zeros or NaN (information, not a failure): ${dashboards.flat.join('; ')}`);
 console.log(`RESULT truth: ${rules.alerts} alerts (${rules.operands} signal operands) and ${rules.records} recording rules checked; ${loaded} rules loaded in Prometheus`);
+console.log(`RESULT truth: ${runbook} PromQL queries of docs/runbook.md checked`);
 console.log(`RESULT truth: ${cache.size} distinct queries sent to Prometheus, ${failures.length} failed (error or no series)`);
 for (const f of failures) console.error(`FAILED ${f}`);
 process.exit(failures.length ? 1 : 0);
