@@ -5,8 +5,9 @@
 #     descriptions, runbook anchors, PromQL and LogQL syntax), tsc against @grafana/schema;
 #  2. the truth test: the real server as blue and green, the real Traefik in front
 #     (configuration rendered by nixos/lib/traefik.nix), a real Prometheus loading alerts/;
-#     `loadtest smoke` and traffic with bad input through Traefik; then every dashboard query and every rule
-#     expression must return series from Prometheus (ci/monitoring/truth.mjs);
+#     `loadtest smoke` and traffic with bad input through Traefik; then every dashboard
+#     query, every rule expression and every runbook query must return series from
+#     Prometheus (ci/monitoring/truth.mjs);
 #  3. the blue/green down alerts against real processes: blue killed with clients while green
 #     is up raises nothing; green drained by SIGTERM raises nothing for green, and leaves blue's
 #     crash as WebSocketServerDown (no colour left) with WebSocketBothColoursDown.
@@ -21,7 +22,7 @@ cd "$REPO"
 WORK=$(mktemp -d /tmp/ci-monitoring.XXXXXX)
 HOLD_PID=
 cleanup() {
-  [ -n "$HOLD_PID" ] && kill "$HOLD_PID" 2>/dev/null
+  if [ -n "$HOLD_PID" ]; then kill "$HOLD_PID" 2>/dev/null || true; fi
   stop_stack
   rm -rf "$WORK"
 }
