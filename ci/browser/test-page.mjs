@@ -1,8 +1,8 @@
 // Drives the server's test page (GET /) in headless Chromium, as a person would: connect with
-// an id, send a message and a ping, disconnect. Checks what the page shows against the frames
-// the browser really received (also when the server closes with 1009 after a message far over
-// its limit), and that the page works under the server's strict CSP: no CSP
-// violation, console error or page error. Element ids are the ones src/static/index.html lists.
+// an id, send a message and a ping, disconnect; then send a message far over the server's limit
+// and see the server close with 1009. Checks what the page shows against the frames the browser
+// really received, and that the page works under the server's strict CSP: no CSP violation,
+// console error or page error. Element ids are the ones src/static/index.html lists.
 //
 //   node test-page.mjs BASE_URL SCREENSHOT.png
 //
@@ -35,7 +35,6 @@ const OVERSIZED_BYTES = 1024 * 1024;
 const failures = [];
 const check = (ok, what) => {
   if (!ok) failures.push(what);
-  return ok;
 };
 
 const profile = mkdtempSync(path.join(tmpdir(), 'cs-chromium-'));
@@ -46,7 +45,14 @@ const context = await chromium.launchPersistentContext(profile, {
   viewport: { width: 1000, height: 700 },
 });
 try {
-  await drive(context.pages()[0] ?? await context.newPage());
+  const page = context.pages()[0] ?? await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT_MS);
+  const watch = await watchPage(page);
+  await openPage(page);
+  await exchange(page);
+  await serverClose(page);
+  await page.screenshot({ path: screenshotPath, fullPage: true });
+  await checkWatched(page, watch);
 } catch (error) {
   failures.push(`the page flow broke off: ${error.message.split('\n')[0]}`);
 } finally {
@@ -57,43 +63,46 @@ try {
 for (const failure of failures) console.log(`FAIL ${failure}`);
 process.exit(failures.length === 0 ? 0 : 1);
 
-async function drive(page) {
-  page.setDefaultTimeout(STEP_TIMEOUT_MS);
-  const problems = [];
+// Records console errors and warnings, page errors, CSP violations (seen by the page itself,
+// so blocked inline scripts or styles count too) and every WebSocket frame the browser receives.
+async function watchPage(page) {
+  const watch = { problems: [], received: [] };
   page.on('console', (msg) => {
     if (msg.type() === 'error' || msg.type() === 'warning') {
-      problems.push(`console ${msg.type()}: ${msg.text()} (${msg.location().url || 'no url'})`);
+      watch.problems.push(`console ${msg.type()}: ${msg.text()} (${msg.location().url || 'no url'})`);
     }
   });
-  page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
-  // Recorded by the page itself, so inline scripts or styles the CSP blocks are seen too.
+  page.on('pageerror', (error) => watch.problems.push(`page error: ${error.message}`));
   await page.addInitScript(() => {
     window.cspViolations = [];
     document.addEventListener('securitypolicyviolation', (e) =>
       window.cspViolations.push(`${e.violatedDirective} blocked ${e.blockedURI || 'inline'}`));
   });
-  const received = [];
-  page.on('websocket', (ws) => ws.on('framereceived', ({ payload }) => received.push(JSON.parse(payload))));
+  page.on('websocket', (ws) => ws.on('framereceived', ({ payload }) => watch.received.push(JSON.parse(payload))));
+  return watch;
+}
 
+async function openPage(page) {
   const response = await page.goto(`${baseUrl}/`);
   check(response.status() === 200, `GET / answered ${response.status()}`);
   const csp = response.headers()['content-security-policy'] ?? '';
   check(csp.includes("default-src 'none'") || csp.includes("default-src 'self'"), `weak or missing CSP: "${csp}"`);
   console.log(`RESULT browser: page served with Content-Security-Policy: ${csp}`);
+}
 
-  await page.fill('#connection-id', CONNECTION_ID);
-  await page.click('#connect');
-  await expectText(page, '#state', 'open');
+// Connect, send a message and a ping, see their answers, disconnect (1000).
+async function exchange(page) {
+  await connectAs(page, CONNECTION_ID);
   const established = await shownMessage(page, 'connection_established');
   check(established.connectionId === CONNECTION_ID, `connection_established for ${established.connectionId}`);
   check(typeof established.serverId === 'string' && established.serverId.length > 0, 'no serverId shown');
 
   await page.fill('#message', JSON.stringify(MESSAGE_DATA));
   await page.click('#send-message');
-  const response1 = await shownMessage(page, 'message_response');
-  check(response1.id === '1', `message_response id ${response1.id}, expected "1"`);
-  check(JSON.stringify(response1.data) === JSON.stringify(MESSAGE_DATA),
-    `message_response data ${JSON.stringify(response1.data)}`);
+  const answer = await shownMessage(page, 'message_response');
+  check(answer.id === '1', `message_response id ${answer.id}, expected "1"`);
+  check(JSON.stringify(answer.data) === JSON.stringify(MESSAGE_DATA),
+    `message_response data ${JSON.stringify(answer.data)}`);
 
   await page.click('#send-ping');
   const pong = await shownMessage(page, 'pong');
@@ -102,20 +111,21 @@ async function drive(page) {
   await page.click('#disconnect');
   await expectText(page, '#state', 'closed');
   await expectText(page, '#close-code', '1000');
+}
 
-  // A server-side close: a message far over MAX_MESSAGE_BYTES ends with goodbye and 1009.
-  await page.fill('#connection-id', `${CONNECTION_ID}-large`);
-  await page.click('#connect');
-  await expectText(page, '#state', 'open');
+// A server-side close: a message far over MAX_MESSAGE_BYTES ends with goodbye and 1009.
+async function serverClose(page) {
+  await connectAs(page, `${CONNECTION_ID}-large`);
   await page.fill('#message', 'x'.repeat(OVERSIZED_BYTES));
   await page.click('#send-message');
   await expectText(page, '#state', 'closed');
   await expectText(page, '#close-code', '1009');
   const goodbye = await shownMessage(page, 'goodbye');
   check(goodbye.reason === 'message_too_large', `goodbye reason ${goodbye.reason}`);
-  await page.screenshot({ path: screenshotPath, fullPage: true });
+}
 
-  // What the page shows is exactly what the browser received.
+// What the page showed is exactly what the browser received, and nothing went wrong on the way.
+async function checkWatched(page, { problems, received }) {
   const shown = await page.$$eval('#log .in', (lines) => lines.map((l) => l.dataset.type));
   const types = received.map((m) => m.type);
   check(JSON.stringify(shown) === JSON.stringify(types),
@@ -126,6 +136,12 @@ async function drive(page) {
   check(violations.length === 0, `CSP violations: ${violations.join('; ')}`);
   check(problems.length === 0, `console: ${problems.join('; ')}`);
   console.log(`RESULT browser: ${violations.length} CSP violations, ${problems.length} console errors or warnings`);
+}
+
+async function connectAs(page, id) {
+  await page.fill('#connection-id', id);
+  await page.click('#connect');
+  await expectText(page, '#state', 'open');
 }
 
 async function expectText(page, selector, text) {
