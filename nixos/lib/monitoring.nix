@@ -33,6 +33,9 @@ rec {
     [
       {
         job_name = "concurrent-socket";
+        # A drain lasts SHUTDOWN_TIMEOUT (10 s by default): scrape often enough to see
+        # `websocket_draining` rise, which the down alerts rely on (docs/monitoring.md).
+        scrape_interval = "5s";
         static_configs = map
           (colour: {
             targets = [ (instancesLib.metricsTarget full.${colour}) ];
@@ -121,7 +124,8 @@ rec {
     };
 
   # Grafana Alloy: the journal to Loki, labelled `unit` (the systemd unit), `instance` (the
-  # colour of a ws@COLOUR unit) and `level` (the journal priority keyword).
+  # colour of a ws@COLOUR unit), `level` (the journal priority keyword) and `host` (so that a
+  # fleet's hosts shipping to one Loki stay apart).
   alloyConfig = { lokiUrl ? "http://127.0.0.1:${toString ports.loki}" }: ''
     loki.relabel "journal" {
       forward_to = []
@@ -140,6 +144,11 @@ rec {
       rule {
         source_labels = ["__journal_priority_keyword"]
         target_label  = "level"
+      }
+
+      rule {
+        source_labels = ["__journal__hostname"]
+        target_label  = "host"
       }
     }
 
