@@ -22,10 +22,10 @@ set -euo pipefail
 . "$REPO/ci/traefik.sh"
 # shellcheck source=ci/systemd/lib.sh
 . "$REPO/ci/systemd/lib.sh"
-: "${CONTAINER_LEADER:?set by 60-deploy.sh}" "${WORK:?set by 60-deploy.sh}"
+: "${CONTAINER_LEADER:?set by 60-deploy.sh}" "${WORK:?set by 60-deploy.sh}" "${TEST_SETTINGS:?set by 60-deploy.sh}"
 SYSTEMD_LEADER=$CONTAINER_LEADER # what IN and main_pid of ci/systemd/lib.sh enter
 
-CLIENTS=${CLIENTS:-20}       # long-lived clients that reconnect on goodbye
+CLIENTS=${CLIENTS:-100}      # long-lived clients that reconnect on goodbye
 NEW_RATE=${NEW_RATE:-20}     # new short-lived connections per second
 DYNAMIC=$WORK/state/traefik  # /var/lib/concurrent-socket/traefik inside the container
 TRAFFIC_PID=""
@@ -49,17 +49,20 @@ wsctl() {
 DEPLOY_ARGS=(--json deploy --to green --ready-timeout 10s --verify-window 3s --switch-timeout 10s)
 
 # green_faults [VAR=VALUE...]: green runs the faults build with these settings; none: the
-# real server with its shipped settings.
+# real server. Both with the shipped settings file and the suite's TEST_SETTINGS.
 green_faults() {
   local dropin=/etc/systemd/system/ws@green.service.d/faults.conf
+  {
+    cat "$REPO/systemd/instances/green.env"
+    echo "$TEST_SETTINGS"
+    printf '%s\n' "$@"
+  } | IN tee /etc/concurrent-socket/green.env > /dev/null
   if [ $# -eq 0 ]; then
     IN rm -f "$dropin"
-    IN install -m 0644 "$CONTAINER_REPO/systemd/instances/green.env" /etc/concurrent-socket/green.env
   else
     IN mkdir -p "$(dirname "$dropin")"
     printf '%s\n' "[Service]" "ExecStartPre=" "ExecStartPre=$CONTAINER_BINDIR/concurrent-socket-faults check-config" \
       "ExecStart=" "ExecStart=$CONTAINER_BINDIR/concurrent-socket-faults" | IN tee "$dropin" > /dev/null
-    printf '%s\n' "$@" | IN tee /etc/concurrent-socket/green.env > /dev/null
   fi
   IN systemctl daemon-reload
 }
@@ -84,11 +87,20 @@ start_traffic() {
 }
 
 stop_traffic() {
-  local name=$1
+  local name=$1 port deadline
   sleep 2 # clients that were told to reconnect get the time to
   touch "$WORK/$name.stop"
   wait "$TRAFFIC_PID" || die "traffic client failed"
   TRAFFIC_PID=""
+  # The clients closed every connection: the servers must have let go of them before the
+  # next scenario counts its own.
+  for port in 3001 3002; do
+    deadline=$((SECONDS + 15))
+    while [ "$(connections_of "$port" 2> /dev/null || echo 0)" -gt 0 ]; do
+      [ "$SECONDS" -lt "$deadline" ] || die "$name: port $port still holds $(connections_of "$port") connections 15 s after the clients closed"
+      sleep 0.1
+    done
+  done
 }
 
 # run_deploy NAME ARGS...: wsctl ARGS, JSON report in NAME.deploy.json; sets DEPLOY_RC.
