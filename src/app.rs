@@ -144,11 +144,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let public_server = tokio::spawn(serve::serve(
         listener,
         routes::router(Arc::clone(&state)),
+        state.config.http_idle_timeout,
         stop_http.clone(),
     ));
     let metrics_server = tokio::spawn(serve::serve(
         metrics_listener,
         metrics_router(Arc::clone(&state)),
+        state.config.http_idle_timeout,
         stop_http.clone(),
     ));
 

@@ -80,6 +80,9 @@ pub struct RawSettings {
     /// Bytes of answers queued for one connection before it is closed as a slow consumer
     #[arg(long, env = "OUTBOUND_QUEUE_BYTES", default_value = "1048576")]
     pub outbound_queue_bytes: String,
+    /// Milliseconds an HTTP connection may wait for request headers (idle keep-alive included)
+    #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value = "100000")]
+    pub http_idle_timeout: String,
 }
 
 /// Which browser origins may open a WebSocket.
@@ -113,6 +116,7 @@ pub struct Config {
     pub enable_echo: bool,
     pub hsts_max_age: u64,
     pub outbound_queue_bytes: usize,
+    pub http_idle_timeout: Duration,
 }
 
 /// One bad variable: its name, the value given, and what is wrong with it.
@@ -333,6 +337,11 @@ impl Config {
             &raw.outbound_queue_bytes,
             integer_in(1024usize, 1 << 30),
         );
+        let http_idle_timeout = v.check(
+            "HTTP_IDLE_TIMEOUT",
+            &raw.http_idle_timeout,
+            millis_in(100, 3_600_000),
+        );
 
         if !v.errors.is_empty() {
             return Err(v.errors);
@@ -357,6 +366,7 @@ impl Config {
                 enable_echo: enable_echo?,
                 hsts_max_age: hsts_max_age?,
                 outbound_queue_bytes: outbound_queue_bytes?,
+                http_idle_timeout: http_idle_timeout?,
             })
         })();
         Ok(config.expect("every missing value was reported as an error"))
@@ -409,7 +419,12 @@ impl fmt::Display for Config {
         writeln!(f, "SERVER_ID={}", self.server_id)?;
         writeln!(f, "ENABLE_ECHO={}", self.enable_echo)?;
         writeln!(f, "HSTS_MAX_AGE={}", self.hsts_max_age)?;
-        writeln!(f, "OUTBOUND_QUEUE_BYTES={}", self.outbound_queue_bytes)
+        writeln!(f, "OUTBOUND_QUEUE_BYTES={}", self.outbound_queue_bytes)?;
+        writeln!(
+            f,
+            "HTTP_IDLE_TIMEOUT={}",
+            self.http_idle_timeout.as_millis()
+        )
     }
 }
 

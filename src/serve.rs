@@ -16,20 +16,22 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::debug;
 
-/// How long a client may take to send a request's headers, and how long a keep-alive
-/// connection may sit idle between requests.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Serves `router` on every connection `listener` accepts until `stop` is cancelled; then
 /// stops accepting, lets requests in flight finish and closes idle connections. Upgraded
 /// WebSockets are not HTTP connections any more: they are untouched.
-pub async fn serve<L>(mut listener: L, router: Router, stop: CancellationToken)
-where
+/// `idle_timeout` bounds how long a connection may take to send a request's headers, and how
+/// long a keep-alive connection may sit idle between requests.
+pub async fn serve<L>(
+    mut listener: L,
+    router: Router,
+    idle_timeout: Duration,
+    stop: CancellationToken,
+) where
     L: axum::serve::Listener<Io = TcpStream, Addr = SocketAddr>,
 {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(idle_timeout);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => accepted,
