@@ -2,9 +2,9 @@
 
 Reads REPORT_DIR/index.json and each case's report, prints RESULT lines (case counts by
 behaviour, the NON-STRICT and INFORMATIONAL cases, the close codes the server sent when it had
-to fail the connection) and exits 1 when a case FAILED or when the server failed a connection
-without a close code wstest accepts (for example dropping TCP instead of closing with 1002 or
-1007). Case reports are read with Python's json, which accepts the lone surrogate escapes the
+to fail the connection) and exits 1 when a case FAILED, when a case other than the two known
+ones is NON-STRICT, or when the server failed a connection without a close code wstest accepts
+(for example dropping TCP instead of closing with 1002 or 1007). Case reports are read with Python's json, which accepts the lone surrogate escapes the
 UTF-8 cases contain.
 
     python3 autobahn_report.py REPORT_DIR AGENT
@@ -17,6 +17,10 @@ from pathlib import Path
 
 BEHAVIOURS = ["OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED", "FAILED"]
 MIN_CASES = 250
+# Invalid UTF-8 in the middle of one text frame sent in chops: tungstenite validates a frame
+# only once all of it has arrived, so the connection fails at the end of the frame instead of
+# at the first bad byte ("fail fast"). Any other NON-STRICT case is a regression.
+KNOWN_NON_STRICT = {"6.4.3", "6.4.4"}
 
 
 def case_order(case_id):
@@ -41,6 +45,11 @@ def main(report_dir, agent):
           + ", ".join(f"{code} x{n}" for code, n in sorted(codes.items())))
 
     problems = [f"case {i} FAILED: {cases[i]['result']}" for i in ids if cases[i]["behavior"] == "FAILED"]
+    problems += [
+        f"case {i} is NON-STRICT: {cases[i]['result']}"
+        for i in ids
+        if cases[i]["behavior"] == "NON-STRICT" and i not in KNOWN_NON_STRICT
+    ]
     problems += [
         f"case {i}: the server closed with {cases[i]['remoteCloseCode']}, "
         f"expected one of {cases[i]['expectedClose']['closeCode']}"
