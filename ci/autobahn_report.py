@@ -4,8 +4,8 @@ Reads REPORT_DIR/index.json and each case's report, prints RESULT lines (case co
 behaviour, the NON-STRICT and INFORMATIONAL cases, the close codes the server sent when it had
 to fail the connection) and exits 1 when a case FAILED, when a case other than the two known
 ones is NON-STRICT, or when the server failed a connection without a close code wstest accepts
-(for example dropping TCP instead of closing with 1002 or 1007). Case reports are read with Python's json, which accepts the lone surrogate escapes the
-UTF-8 cases contain.
+(for example dropping TCP instead of closing with 1002 or 1007). Case reports are read with
+Python's json, which accepts the lone surrogate escapes the UTF-8 cases contain.
 
     python3 autobahn_report.py REPORT_DIR AGENT
 """
