@@ -16,8 +16,9 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::listener::{self, AcceptHealth, TrackedListener};
+use crate::metrics::DisconnectReason;
 use crate::metrics::Metrics;
-use crate::registry::Registry;
+use crate::registry::{Admission, Command, Registration, Registry};
 use crate::shutdown::{self, DrainPlan, Lifecycle, Phase};
 use crate::{routes, serve, systemd};
 
@@ -57,6 +58,27 @@ impl AppState {
             faults: crate::faults::Faults::from_env(),
             config,
         })
+    }
+
+    /// Records an upgraded WebSocket (either endpoint) and counts it as open. One opened
+    /// after the drain took its snapshot is told to leave at once.
+    pub fn open_connection(&self, admission: Admission, id: Option<&str>) -> Registration {
+        let registration = self.registry.register(admission, id);
+        if self.lifecycle.is_draining() {
+            registration.control().send(Command::Shutdown);
+        }
+        self.metrics.connections_total.inc();
+        self.metrics.connections_active.inc();
+        registration
+    }
+
+    /// Counts the end of a WebSocket opened at `opened`.
+    pub fn count_closed(&self, reason: DisconnectReason, opened: Instant) {
+        self.metrics.disconnect(reason);
+        self.metrics.connections_active.dec();
+        self.metrics
+            .connection_duration
+            .observe(opened.elapsed().as_secs_f64());
     }
 
     fn status_line(&self) -> String {

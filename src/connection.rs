@@ -55,20 +55,14 @@ struct Session {
 /// socket: an `async fn` would keep its arguments and its locals in separate slots of the
 /// task, and the task's size is paid by every idle connection.
 pub fn run(
-    socket: WebSocket,
+    mut socket: WebSocket,
     state: Arc<AppState>,
     admission: Admission,
     id: String,
     peer: IpAddr,
 ) -> impl Future<Output = ()> + Send {
     let opened = Instant::now();
-    let registration = state.registry.register(admission, Some(&id));
-    if state.lifecycle.is_draining() {
-        // Upgraded after the drain took its snapshot: leave at once too.
-        registration.control().send(Command::Shutdown);
-    }
-    state.metrics.connections_total.inc();
-    state.metrics.connections_active.inc();
+    let registration = state.open_connection(admission, Some(&id));
     let config = &state.config;
     let mut session = Session {
         outbox: Outbox::new(config.outbound_queue_bytes, opened),
@@ -87,7 +81,6 @@ pub fn run(
     };
     info!(connection_id = %session.id, peer = %peer, server_id = %session.state.config.server_id, "connection opened");
     let welcomed = session.welcome();
-    let mut socket = socket;
     async move {
         let ending = match welcomed {
             Ok(()) => session.serve(&mut socket).await,
@@ -100,11 +93,20 @@ pub fn run(
 }
 
 impl Session {
-    fn send(&mut self, message: &ServerMessage<'_>, received: Option<Instant>) -> Result<(), Full> {
-        self.outbox
-            .push(Message::Text(message.to_json().into()), received)?;
-        self.state.metrics.message_out(message.kind());
+    /// Queues a serialised server message of type `kind` (answering a frame read at `received`).
+    fn queue(
+        &mut self,
+        json: String,
+        kind: &'static str,
+        received: Option<Instant>,
+    ) -> Result<(), Full> {
+        self.outbox.push(Message::Text(json.into()), received)?;
+        self.state.metrics.message_out(kind);
         Ok(())
+    }
+
+    fn send(&mut self, message: &ServerMessage<'_>, received: Option<Instant>) -> Result<(), Full> {
+        self.queue(message.to_json(), message.kind(), received)
     }
 
     fn welcome(&mut self) -> Result<(), Full> {
@@ -115,20 +117,14 @@ impl Session {
             heartbeat_interval_ms: config.heartbeat_interval.as_millis() as u64,
             ts: now_ms(),
         };
-        let text = hello.to_json();
-        self.outbox.push(Message::Text(text.into()), None)?;
-        self.state.metrics.message_out("connection_established");
-        Ok(())
+        // `hello` borrows the session: serialise it before queueing.
+        let (json, kind) = (hello.to_json(), hello.kind());
+        self.queue(json, kind, None)
     }
 
     /// Counts and logs the end of the connection.
     fn report_closed(&self, reason: DisconnectReason, close_code: Option<u16>) {
-        let metrics = &self.state.metrics;
-        metrics.disconnect(reason);
-        metrics.connections_active.dec();
-        metrics
-            .connection_duration
-            .observe(self.opened.elapsed().as_secs_f64());
+        self.state.count_closed(reason, self.opened);
         info!(connection_id = %self.id, peer = %self.peer, server_id = %self.state.config.server_id,
             reason = reason.as_str(), close_code, duration_ms = self.opened.elapsed().as_millis() as u64,
             "connection closed");
@@ -293,13 +289,7 @@ impl Session {
             Ok(request) => {
                 self.state.metrics.message_in(request.kind());
                 let answer = ServerMessage::answer(&request, now_ms());
-                let json = answer.to_json();
-                let kind = answer.kind();
-                self.outbox
-                    .push(Message::Text(json.into()), Some(now))
-                    .map_err(slow)?;
-                self.state.metrics.message_out(kind);
-                Ok(())
+                self.send(&answer, Some(now)).map_err(slow)
             }
             Err(error) => {
                 self.state.metrics.message_in("invalid");

@@ -20,15 +20,8 @@ use crate::socket::{self, Io, Outbox, ReadFailure};
 
 pub async fn run(mut ws: WebSocket, state: Arc<AppState>, admission: Admission, peer: IpAddr) {
     let opened = Instant::now();
-    let registration = state.registry.register(admission, None);
-    if state.lifecycle.is_draining() {
-        registration
-            .control()
-            .send(crate::registry::Command::Shutdown);
-    }
+    let registration = state.open_connection(admission, None);
     let metrics = &state.metrics;
-    metrics.connections_total.inc();
-    metrics.connections_active.inc();
     debug!(peer = %peer, "echo connection opened");
 
     // Echoes may be as large as the hard limit; the outbox holds one of them plus the next.
@@ -80,11 +73,7 @@ pub async fn run(mut ws: WebSocket, state: Arc<AppState>, admission: Admission, 
             },
         }
     };
-    metrics.disconnect(reason);
-    metrics.connections_active.dec();
-    metrics
-        .connection_duration
-        .observe(opened.elapsed().as_secs_f64());
+    state.count_closed(reason, opened);
     debug!(peer = %peer, reason = reason.as_str(), "echo connection closed");
     drop(registration);
 }
