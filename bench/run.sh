@@ -8,8 +8,9 @@
 #
 # Figures, each on a freshly started server:
 #   idle     RSS per idle connection at 10,000 connections (heartbeat 30 s)
-#   hold     the most connections held for 30 s with a 1 s heartbeat (pings + heartbeats),
+#   hold     the most connections held for 30 s with a 5 s heartbeat (pings + heartbeats),
 #            target 19,000; memory slope -> projections for 100,000 and 1,000,000
+#   hold_1s  the same with a 1 s heartbeat (19,000 pings and heartbeats per second)
 #   echo     closed-loop echo throughput (1,000 connections, 1 message in flight each) and
 #            the server's CPU seconds per 100,000 messages (/proc/PID/stat)
 #   latency  p50/p99/p99.9 round trip at a fixed open-loop 20,000 messages/s
@@ -137,15 +138,28 @@ bench_idle() {
       rss_per_connection_kib: (($after - $before) / $held)}' > "$RUN_DIR/$SERVER-idle-rss.json"
 }
 
-bench_hold() {
-  start_server "$SERVER" 1000
+# hold_connections NAME HEARTBEAT_MS: 19,000 idle users for 30 s after a 20 s ramp, with
+# the server's RSS and connection count sampled every second.
+hold_connections() {
+  local name=$1 heartbeat=$2
+  start_server "$SERVER" "$heartbeat"
   local base
   base=$(rss_kib)
-  load hold --users 19000 --ramp 20s --duration 30s --rate 0 --workers 2 &
+  load "$name" --users 19000 --ramp 20s --duration 30s --rate 0 --workers 2 &
   local load_pid=$!
-  sample_memory "$RUN_DIR/$SERVER-hold-memory.txt" 48
+  sample_memory "$RUN_DIR/$SERVER-$name-memory.txt" 48
   wait "$load_pid"
   stop_server
+  echo "$base"
+}
+
+bench_hold_1s() {
+  hold_connections hold-1s 1000 > /dev/null
+}
+
+bench_hold() {
+  local base
+  base=$(hold_connections hold 5000)
   # Least-squares slope of RSS over connections, from the samples above 1,000 connections.
   awk -v base="$base" '$1 > 1000 { n++; sx += $1; sy += $2; sxx += $1 * $1; sxy += $1 * $2; if ($1 > max) { max = $1; rss = $2 } }
     END { slope = (n * sxy - sx * sy) / (n * sxx - sx * sx); icpt = (sy - slope * sx) / n;
@@ -192,7 +206,7 @@ log "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}'
   echo "start: $(uptime)"
 } > "$RUN_DIR/machine.txt"
 for SERVER in "${SERVER_LIST[@]}"; do
-  for figure in idle hold echo latency churn; do
+  for figure in idle hold hold_1s echo latency churn; do
     log "$SERVER: $figure (load average $(cut -d' ' -f1-3 /proc/loadavg))" | tee -a "$RUN_DIR/progress.log"
     "bench_$figure"
   done

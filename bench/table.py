@@ -22,27 +22,37 @@ def dig(doc, *keys):
     return doc
 
 
+def held(report):
+    """Connections open through the whole hold: the fewest from 2 s after the 20 s ramp to
+    the last full second (the timeline's last entry is the final drain)."""
+    counts = [p["active"] for p in (dig(report, "timeline") or [])[:-1] if p["second"] >= 22]
+    return min(counts) if counts else None
+
+
+def troubles(report):
+    if report is None:
+        return None
+    failures = dig(report, "connections", "failures") or {}
+    disconnects = dig(report, "disconnects", "by_close_code") or {}
+    return sum(failures.values()) + sum(disconnects.values())
+
+
 def figures(run, server):
     f = lambda name: load(run / f"{server}-{name}.json")  # noqa: E731
-    hold = f("hold")
-    hold_failures = None
-    if hold:
-        hold_failures = sum(dig(hold, "connections", "failures").values()) + sum(
-            dig(hold, "disconnects", "by_close_code").values()
-        )
+    hold, hold_1s = f("hold"), f("hold-1s")
     rtt = dig(f("latency"), "latency", "round_trip") or {}
-    # Connections open through the whole hold: from 2 s after the 20 s ramp to the last full
-    # second (the timeline's last entry is the final drain).
-    held = [p["active"] for p in (dig(hold, "timeline") or [])[:-1] if p["second"] >= 22]
     return {
         "RSS per idle connection at 10,000 (KiB)": dig(f("idle-rss"), "rss_per_connection_kib"),
-        "connections held through 30 s, 1 s heartbeat (target 19,000)": min(held) if held else None,
+        "connections held through 30 s, 5 s heartbeat (target 19,000)": held(hold),
         "  most connections open at once": dig(hold, "connections", "peak_active"),
-        "  failed connects + server-side disconnects while holding": hold_failures,
+        "  failed connects + server-side disconnects": troubles(hold),
         "  RSS at that count (MiB)": (dig(f("hold-memory"), "rss_at_max_kib") or 0) / 1024 or None,
         "  memory slope (KiB per connection)": dig(f("hold-memory"), "slope_kib_per_connection"),
         "  projected RSS, 100,000 connections (MiB)": dig(f("hold-memory"), "projected_100k_mib"),
         "  projected RSS, 1,000,000 connections (MiB)": dig(f("hold-memory"), "projected_1m_mib"),
+        "connections held through 30 s, 1 s heartbeat (target 19,000)": held(hold_1s),
+        "  most connections open at once (1 s heartbeat)": dig(hold_1s, "connections", "peak_active"),
+        "  failed connects + server-side disconnects (1 s heartbeat)": troubles(hold_1s),
         "closed-loop echo, 1,000 connections (msgs/s)": dig(f("echo-cpu"), "msgs_per_s"),
         "server CPU seconds per 100,000 messages": dig(f("echo-cpu"), "cpu_s_per_100k"),
         "open loop 20,000 msgs/s: answered per second": dig(f("latency"), "messages", "answered_per_s"),

@@ -457,7 +457,7 @@ impl<'a> Session<'a> {
             reason: "".into(),
         };
         if self.ws.close(Some(frame)).await.is_ok() {
-            let _ = timeout(Duration::from_secs(1), async {
+            let _ = timeout(Duration::from_secs(2), async {
                 while let Some(Ok(_)) = self.ws.next().await {}
             })
             .await;
