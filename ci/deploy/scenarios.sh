@@ -7,7 +7,7 @@
 #
 #   1. green fails its health check (faults build, FAULT_READY_503=1): rolled back
 #   2. green fails the smoke load test (FAULT_RESPONSE_DELAY_MS=1500): rolled back
-#   3. green is killed (kill -9) right after the switch: rolled back
+#   3. green is killed (kill -9) as soon as Traefik routes to it: rolled back
 #   4. a normal blue -> green deploy, with a second deploy started meanwhile (refused by the
 #      lock); then `wsctl status` and a dry run
 #   5. `wsctl rollback` refused while blue is stopped, then back to blue, started again,
@@ -170,11 +170,12 @@ d load-fail '.error' | grep -q 'round_trip_p95' || die "load-fail: the report do
 [ "$(t load-fail .failed_attempts)" -eq 0 ] || die "load-fail: failed attempts: $(t load-fail .failures)"
 
 # --- 3. green crashes right after the switch -----------------------------------------------
-log "scenario 3: green is killed (kill -9) as soon as routing.yml points at it"
+log "scenario 3: green is killed (kill -9) as soon as Traefik routes to it"
 green_faults
 start_traffic crash
 (
-  until grep -q '"ws-green"' "$DYNAMIC/routing.yml"; do sleep 0.01; done
+  until curl -fsS "http://127.0.0.1:$TRAEFIK_API/api/http/services/ws-active@file" 2> /dev/null |
+    jq -e '[.weighted.services[].name] == ["ws-green"]' > /dev/null; do sleep 0.01; done
   IN kill -9 "$(main_pid ws@green.service)"
   date +%s.%N > "$WORK/crash.killed"
 ) &
