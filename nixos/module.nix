@@ -354,6 +354,7 @@ in
       };
       retention = mkOption {
         type = types.str;
+    };
         default = "336h";
         description = "How long Loki keeps log lines (14 days).";
       };
@@ -363,19 +364,18 @@ in
         description = "How long Loki keeps lines of priority error and worse (30 days).";
       };
 
-      alloy = {
-        enable = mkOption {
-          type = types.bool;
-          default = cfg.loki.enable;
-          defaultText = literalExpression "config.services.concurrent-socket.loki.enable";
-          description = "Ship the journal to Loki with Grafana Alloy, labelled `unit`, `instance` (the colour of a ws@ unit) and `level` (journal priority).";
-        };
-        lokiUrl = mkOption {
-          type = types.str;
-          default = lokiUrl;
-          example = "http://10.0.0.10:3100";
-          description = "The Loki Alloy pushes to: this host's, or a central one.";
-        };
+    alloy = {
+      enable = mkOption {
+        type = types.bool;
+        default = cfg.loki.enable;
+        defaultText = literalExpression "config.services.concurrent-socket.loki.enable";
+        description = "Ship the journal to Loki with Grafana Alloy, labelled `unit`, `instance` (the colour of a ws@ unit), `level` (journal priority) and `host`.";
+      };
+      lokiUrl = mkOption {
+        type = types.str;
+        default = lokiUrl;
+        example = "http://10.0.0.10:3100";
+        description = "The Loki Alloy pushes to: this host's, or a central one (with loki.enable = false).";
       };
     };
   };

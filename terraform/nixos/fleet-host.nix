@@ -66,7 +66,12 @@ in
           inherit (fleet) domain;
           acme.email = if fleet.domain == null then null else fleet.acmeEmail;
         };
-        # The fleet's monitoring stack runs on the monitoring host.
+        alloy = {
+          enable = true;
+          lokiUrl = "http://${fleet.monitoringAddress}:${toString monitoringLib.ports.loki}";
+        };
+        # The fleet's monitoring stack runs on the monitoring host; Alloy ships this host's
+        # journal to its Loki.
         prometheus.enable = false;
         grafana.enable = false;
         loki.enable = false;
@@ -98,11 +103,6 @@ in
         relays;
 
       networking.firewall.allowedTCPPorts = [ healthPort ] ++ lib.mapAttrsToList (_: relay: relay.port) relays;
-
-      services.alloy.enable = true;
-      environment.etc."alloy/config.alloy".text = monitoringLib.alloyConfig {
-        lokiUrl = "http://${fleet.monitoringAddress}:${toString monitoringLib.ports.loki}";
-      };
     })
 
     (mkIf (!isWs) {
