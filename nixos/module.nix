@@ -354,7 +354,6 @@ in
       };
       retention = mkOption {
         type = types.str;
-    };
         default = "336h";
         description = "How long Loki keeps log lines (14 days).";
       };
@@ -363,6 +362,7 @@ in
         default = "720h";
         description = "How long Loki keeps lines of priority error and worse (30 days).";
       };
+    };
 
     alloy = {
       enable = mkOption {
