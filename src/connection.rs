@@ -329,24 +329,20 @@ impl Session {
             Ending::Closed(reason) => (reason, self.client_close_code),
             Ending::ReadError(failure) => {
                 let mut last_words = Vec::new();
+                if let Some(code) = failure.error_code() {
+                    metrics.error(code);
+                }
                 if failure == ReadFailure::TooLarge {
-                    metrics.error(ErrorCode::MessageTooLarge);
                     let goodbye = ServerMessage::goodbye(GoodbyeReason::MessageTooLarge, now_ms());
                     last_words.push(Message::Text(goodbye.to_json().into()));
                     metrics.message_out("goodbye");
-                } else if failure != ReadFailure::Transport {
-                    metrics.error(ErrorCode::WebsocketProtocol);
                 }
                 let close_code = failure.close_frame().map(|frame| frame.code);
                 if let Some(frame) = failure.close_frame() {
                     last_words.push(Message::Close(Some(frame)));
                     socket::close_after_read_error(socket, &mut self.outbox, last_words).await;
                 }
-                let reason = match failure {
-                    ReadFailure::TooLarge => DisconnectReason::MessageTooLarge,
-                    _ => DisconnectReason::TransportError,
-                };
-                (reason, close_code)
+                (failure.disconnect_reason(), close_code)
             }
         }
     }

@@ -14,16 +14,35 @@ use tracing::debug;
 
 use crate::app::AppState;
 use crate::metrics::DisconnectReason;
-use crate::protocol::ErrorCode;
-use crate::registry::Admission;
-use crate::socket::{self, Io, Outbox, ReadFailure};
+use crate::registry::{Admission, Control};
+use crate::socket::{self, Full, Io, Outbox, ReadFailure};
 
 pub async fn run(mut ws: WebSocket, state: Arc<AppState>, admission: Admission, peer: IpAddr) {
     let opened = Instant::now();
     let registration = state.open_connection(admission, None);
-    let metrics = &state.metrics;
     debug!(peer = %peer, "echo connection opened");
+    let reason = echo_until_the_end(&mut ws, &state, registration.control(), opened).await;
+    state.count_closed(reason, opened);
+    debug!(peer = %peer, reason = reason.as_str(), "echo connection closed");
+}
 
+/// What to do after one socket event.
+enum Next {
+    Continue,
+    /// Close with this code and reason string.
+    Close(u16, &'static str, DisconnectReason),
+    /// The connection is over.
+    Over(DisconnectReason),
+}
+
+/// Echoes frames until the connection ends; returns why it ended.
+async fn echo_until_the_end(
+    ws: &mut WebSocket,
+    state: &AppState,
+    control: &Control,
+    opened: Instant,
+) -> DisconnectReason {
+    let metrics = &state.metrics;
     // Echoes may be as large as the hard limit; the outbox holds one of them plus the next.
     let mut outbox = Outbox::new(
         state.config.max_message_bytes * socket::HARD_LIMIT_FACTOR,
@@ -33,47 +52,53 @@ pub async fn run(mut ws: WebSocket, state: Arc<AppState>, admission: Admission, 
     let mut last_message = opened;
     let mut timer = pin!(sleep_until((opened + idle_timeout).into()));
     let mut received_close = false;
-    let reason = loop {
-        tokio::select! {
+    loop {
+        let next = tokio::select! {
             biased;
-            _ = registration.control().recv() => {
-                let frame = socket::close_frame(1001, "server shutdown");
-                socket::close_gracefully(&mut ws, &mut outbox, metrics, frame).await;
-                break DisconnectReason::ServerShutdown;
-            }
+            _ = control.recv() => Next::Close(1001, "server shutdown", DisconnectReason::ServerShutdown),
             () = &mut timer => {
                 if Instant::now() >= last_message + idle_timeout {
-                    let frame = socket::close_frame(1000, "idle timeout");
-                    socket::close_gracefully(&mut ws, &mut outbox, metrics, frame).await;
-                    break DisconnectReason::IdleTimeout;
+                    Next::Close(1000, "idle timeout", DisconnectReason::IdleTimeout)
+                } else {
+                    timer.as_mut().reset((last_message + idle_timeout).into());
+                    Next::Continue
                 }
-                timer.as_mut().reset((last_message + idle_timeout).into());
             }
-            io = socket::next_io(&mut ws, &mut outbox, metrics) => match io {
+            io = socket::next_io(ws, &mut outbox, metrics) => match io {
                 Io::Read(Some(Ok(message @ (Message::Text(_) | Message::Binary(_))))) => {
                     last_message = Instant::now();
-                    if outbox.push(message, None).is_err() {
-                        let frame = socket::close_frame(1013, "slow consumer");
-                        socket::close_gracefully(&mut ws, &mut outbox, metrics, frame).await;
-                        break DisconnectReason::SlowConsumer;
+                    match outbox.push(message, None) {
+                        Ok(()) => Next::Continue,
+                        Err(Full) => Next::Close(1013, "slow consumer", DisconnectReason::SlowConsumer),
                     }
                 }
-                Io::Read(Some(Ok(Message::Close(_)))) => received_close = true,
-                Io::Read(Some(Ok(_))) => {}
+                Io::Read(Some(Ok(Message::Close(_)))) => {
+                    received_close = true;
+                    Next::Continue
+                }
+                Io::Read(Some(Ok(_))) => Next::Continue,
                 Io::Read(Some(Err(error))) => {
                     let failure = ReadFailure::classify(&error);
-                    if let Some(frame) = failure.close_frame() {
-                        metrics.error(if failure == ReadFailure::TooLarge { ErrorCode::MessageTooLarge } else { ErrorCode::WebsocketProtocol });
-                        socket::close_after_read_error(&mut ws, &mut outbox, vec![Message::Close(Some(frame))]).await;
+                    if let Some(code) = failure.error_code() {
+                        metrics.error(code);
                     }
-                    break if failure == ReadFailure::TooLarge { DisconnectReason::MessageTooLarge } else { DisconnectReason::TransportError };
+                    if let Some(frame) = failure.close_frame() {
+                        socket::close_after_read_error(ws, &mut outbox, vec![Message::Close(Some(frame))]).await;
+                    }
+                    Next::Over(failure.disconnect_reason())
                 }
-                Io::Read(None) if received_close => break DisconnectReason::ClientClose,
-                Io::Read(None) | Io::WriteFailed(_) => break DisconnectReason::TransportError,
+                Io::Read(None) if received_close => Next::Over(DisconnectReason::ClientClose),
+                Io::Read(None) | Io::WriteFailed(_) => Next::Over(DisconnectReason::TransportError),
             },
+        };
+        match next {
+            Next::Continue => {}
+            Next::Close(code, why, reason) => {
+                socket::close_gracefully(ws, &mut outbox, metrics, socket::close_frame(code, why))
+                    .await;
+                return reason;
+            }
+            Next::Over(reason) => return reason,
         }
-    };
-    state.count_closed(reason, opened);
-    debug!(peer = %peer, reason = reason.as_str(), "echo connection closed");
-    drop(registration);
+    }
 }

@@ -12,7 +12,8 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite;
 
-use crate::metrics::Metrics;
+use crate::metrics::{DisconnectReason, Metrics};
+use crate::protocol::ErrorCode;
 
 /// tungstenite reads into a buffer of this size (its default, 128 KiB, is allocated and
 /// zero-filled for every socket up front). Larger frames still arrive whole: the buffer is
@@ -201,6 +202,23 @@ impl ReadFailure {
             }
             Some(WsError::Protocol(_)) => ReadFailure::Protocol,
             _ => ReadFailure::Transport,
+        }
+    }
+
+    /// The `websocket_errors_total` code to count, if the peer misbehaved.
+    pub fn error_code(self) -> Option<ErrorCode> {
+        match self {
+            ReadFailure::TooLarge => Some(ErrorCode::MessageTooLarge),
+            ReadFailure::Protocol | ReadFailure::InvalidUtf8 => Some(ErrorCode::WebsocketProtocol),
+            ReadFailure::Transport => None,
+        }
+    }
+
+    /// The `websocket_disconnects_total` reason.
+    pub fn disconnect_reason(self) -> DisconnectReason {
+        match self {
+            ReadFailure::TooLarge => DisconnectReason::MessageTooLarge,
+            _ => DisconnectReason::TransportError,
         }
     }
 
