@@ -74,6 +74,7 @@ let
   wsctlConfig = json.generate "wsctl.json" {
     instances = mapAttrs (_: inst: { inherit (inst) port metricsPort; }) instances;
     publicUrl = "ws://${loopbackAddress}";
+    traefikApi = "http://127.0.0.1:${toString cfg.traefik.apiPort}";
     inherit stateDir traefikDir;
     loadtest = "${cfg.loadtestPackage}/bin/loadtest";
   };
@@ -106,6 +107,8 @@ let
       TRUSTED_PROXIES = setting (types.listOf types.str) "IPs or CIDRs whose X-Forwarded-For is believed. Traefik on this host connects from 127.0.0.1.";
       ENABLE_ECHO = setting types.bool "Serve /ws/echo (server default false).";
       HSTS_MAX_AGE = setting types.ints.unsigned "Strict-Transport-Security max-age sent by the server, 0 = none (Traefik already sets it when ACME is on).";
+      HTTP_IDLE_TIMEOUT = setting types.ints.positive "Milliseconds an HTTP connection may wait for request headers, idle keep-alive included, before it is closed (server default 100000, above Traefik's 90 s pool timeout).";
+      OUTBOUND_QUEUE_BYTES = setting types.ints.positive "Bytes of answers queued for a client that does not read before `goodbye slow_consumer` (server default 1048576).";
       SERVER_ID = setting types.str "`serverId` and the `server_id` label (the unit's default is the colour).";
     };
   };
