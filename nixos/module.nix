@@ -11,9 +11,7 @@ let
   inherit (lib)
     concatLists
     concatMapAttrs
-    filter
     filterAttrs
-    hasSuffix
     literalExpression
     mapAttrs
     mapAttrs'
@@ -60,15 +58,6 @@ let
     loopbackEntryPoint = "loopback";
   });
   seedRoutingFile = json.generate "routing.yml" (traefikLib.seedRouting cfg.activeColour);
-
-  # Rule files shipped in the repository's alerts/ directory.
-  shippedRuleFiles =
-    let
-      dir = ../alerts;
-      entries = builtins.readDir dir;
-      isRules = name: entries.${name} == "regular" && (hasSuffix ".yml" name || hasSuffix ".yaml" name);
-    in
-    map (name: dir + "/${name}") (filter isRules (builtins.attrNames entries));
 
   # wsctl's view of the host (wsctl/src/config.rs): the same ports, URLs and directories.
   wsctlConfig = json.generate "wsctl.json" {
@@ -319,7 +308,7 @@ in
       };
       ruleFiles = mkOption {
         type = types.listOf types.path;
-        default = shippedRuleFiles;
+        default = monitoringLib.ruleFiles ../alerts;
         defaultText = literalExpression "the rule files of the repository's alerts/ directory";
         description = "Alerting and recording rule files Prometheus loads.";
       };
@@ -538,11 +527,7 @@ in
             prometheusUrl = if cfg.prometheus.enable then "http://127.0.0.1:${toString monitoringLib.ports.prometheus}" else null;
             lokiUrl = if cfg.loki.enable then lokiUrl else null;
           };
-          dashboards.settings.providers = [{
-            name = "concurrent-socket";
-            folder = "concurrent-socket";
-            options.path = "${cfg.package}/share/concurrent-socket/grafana/dashboards";
-          }];
+          dashboards.settings.providers = monitoringLib.grafanaDashboardProviders "${cfg.package}/share/concurrent-socket/grafana/dashboards";
         };
       };
       # Grafana refuses to start without a secret key; make one, once.

@@ -11,7 +11,7 @@
 #     ruleFiles = [ "alerts/alerts.yml" ]; }'
 {}:
 let
-  inherit (builtins) attrNames;
+  inherit (builtins) attrNames filter match readDir;
   instancesLib = import ./instances.nix { };
 in
 rec {
@@ -21,6 +21,24 @@ rec {
     lokiGrpc = 9096;
     grafana = 3000;
   };
+
+  # A drain lasts SHUTDOWN_TIMEOUT (10 s by default): scrape the server often enough to see
+  # `websocket_draining` rise, which the down alerts rely on (docs/monitoring.md). The same
+  # on a single host and on the fleet's monitoring host.
+  serverScrapeInterval = "5s";
+
+  # The rule files of a directory (the repository's alerts/): every regular *.yml or *.yaml.
+  ruleFiles = dir:
+    let entries = readDir dir;
+    in map (name: dir + "/${name}")
+      (filter (name: entries.${name} == "regular" && match ".*\\.ya?ml" name != null) (attrNames entries));
+
+  # Grafana's provider of the shipped dashboards (grafana/dashboards in the server package).
+  grafanaDashboardProviders = dashboardsDir: [{
+    name = "concurrent-socket";
+    folder = "concurrent-socket";
+    options.path = dashboardsDir;
+  }];
 
   # One job for the server, one target per colour labelled with it; Traefik's own metrics.
   scrapeConfigs =
@@ -33,9 +51,7 @@ rec {
     [
       {
         job_name = "concurrent-socket";
-        # A drain lasts SHUTDOWN_TIMEOUT (10 s by default): scrape often enough to see
-        # `websocket_draining` rise, which the down alerts rely on (docs/monitoring.md).
-        scrape_interval = "5s";
+        scrape_interval = serverScrapeInterval;
         static_configs = map
           (colour: {
             targets = [ (instancesLib.metricsTarget full.${colour}) ];

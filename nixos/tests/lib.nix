@@ -217,13 +217,16 @@ let
       { targets = [ "127.0.0.1:9464" ]; labels.colour = "blue"; }
       { targets = [ "127.0.0.1:9465" ]; labels.colour = "green"; }
     ])
+    (eq "server scraped every 5 s (drains are seen)" (builtins.head scrape).scrape_interval "5s")
+    (eq "rule files: the YAML files of alerts/, not its subdirectories"
+      (map baseNameOf (monitoring.ruleFiles ../../alerts)) [ "alerts.yml" "recording.yml" ])
     (eq "Traefik metrics on its API port" (builtins.elemAt scrape 1).static_configs [{ targets = [ "127.0.0.1:8082" ]; }])
     (eq "no Traefik job without Traefik" (map (j: j.job_name) (monitoring.scrapeConfigs { traefikTarget = null; })) [ "concurrent-socket" ])
     (eq "prometheus.yml alerting" (monitoring.prometheusConfig { alertmanagerTarget = "127.0.0.1:9093"; }).alerting.alertmanagers [{ static_configs = [{ targets = [ "127.0.0.1:9093" ]; }]; }])
     (eq "log retention 14 days" loki.limits_config.retention_period "336h")
     (eq "error retention 30 days" loki.limits_config.retention_stream [{ selector = "{level=~\"emerg|alert|crit|error\"}"; priority = 1; period = "720h"; }])
     (eq "compactor enforces retention" (with loki.compactor; [ retention_enabled delete_request_store ]) [ true "filesystem" ])
-    (eq "Alloy labels unit, instance (colour) and level"
+    (eq "Alloy labels unit, instance (colour), level and host"
       (map alloyHas [
         "    source_labels = [\"__journal__systemd_unit\"]"
         "    target_label  = \"unit\""
@@ -231,7 +234,9 @@ let
         "    target_label  = \"instance\""
         "    source_labels = [\"__journal_priority_keyword\"]"
         "    target_label  = \"level\""
-      ]) [ true true true true true true ])
+        "    source_labels = [\"__journal__hostname\"]"
+        "    target_label  = \"host\""
+      ]) [ true true true true true true true true ])
     (eq "Alloy pushes to Loki" (alloyHas "    url = \"http://127.0.0.1:3100/loki/api/v1/push\"") true)
     (eq "datasource uids" (map (d: d.uid) (monitoring.grafanaDatasources { })) [ "prometheus" "loki" ])
     (eq "no Loki datasource without Loki" (map (d: d.uid) (monitoring.grafanaDatasources { lokiUrl = null; })) [ "prometheus" ])

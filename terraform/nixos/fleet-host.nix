@@ -26,11 +26,6 @@ let
   traefikDir = "/var/lib/concurrent-socket/traefik";
   serverSettings = fleetLib.typedSettings (fleet.serverSettings or { });
 
-  ruleFiles =
-    let dir = ../../alerts;
-    in map (name: dir + "/${name}")
-      (builtins.filter (lib.hasSuffix ".yml") (builtins.attrNames (builtins.readDir dir)));
-
   grafanaAdminPassword = "/var/lib/grafana/admin-password";
 in
 {
@@ -66,15 +61,15 @@ in
           inherit (fleet) domain;
           acme.email = if fleet.domain == null then null else fleet.acmeEmail;
         };
-        alloy = {
-          enable = true;
-          lokiUrl = "http://${fleet.monitoringAddress}:${toString monitoringLib.ports.loki}";
-        };
         # The fleet's monitoring stack runs on the monitoring host; Alloy ships this host's
         # journal to its Loki.
         prometheus.enable = false;
         grafana.enable = false;
         loki.enable = false;
+        alloy = {
+          enable = true;
+          lokiUrl = "http://${fleet.monitoringAddress}:${toString monitoringLib.ports.loki}";
+        };
       };
 
       services.traefik.static.settings.entryPoints.${fleetLib.healthEntryPoint}.address = ":${toString healthPort}";
@@ -111,7 +106,7 @@ in
         listenAddress = "127.0.0.1";
         port = monitoringLib.ports.prometheus;
         retentionTime = "30d";
-        inherit ruleFiles;
+        ruleFiles = monitoringLib.ruleFiles ../../alerts;
         globalConfig = {
           scrape_interval = "15s";
           evaluation_interval = "15s";
@@ -144,11 +139,8 @@ in
         provision = {
           enable = true;
           datasources.settings.datasources = monitoringLib.grafanaDatasources { };
-          dashboards.settings.providers = [{
-            name = "concurrent-socket";
-            folder = "concurrent-socket";
-            options.path = "${config.services.concurrent-socket.package}/share/concurrent-socket/grafana/dashboards";
-          }];
+          dashboards.settings.providers = monitoringLib.grafanaDashboardProviders
+            "${config.services.concurrent-socket.package}/share/concurrent-socket/grafana/dashboards";
         };
       };
       # Grafana's secret key and admin password, made once on the host (read the password with

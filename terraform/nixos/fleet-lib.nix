@@ -9,6 +9,7 @@ let
 
   instancesLib = import ../../nixos/lib/instances.nix { };
   traefikLib = import ../../nixos/lib/traefik.nix { };
+  monitoringLib = import ../../nixos/lib/monitoring.nix { };
 
   # Loopback listeners of a WebSocket host that the monitoring host scrapes
   # (docs/architecture.md): both colours' metrics and Traefik's API/metrics entry point.
@@ -75,7 +76,8 @@ rec {
       };
     in
     [
-      (job "concurrent-socket" (map (c: metricsPorts.${c}) colours) (map colourLabel colours))
+      ((job "concurrent-socket" (map (c: metricsPorts.${c}) colours) (map colourLabel colours))
+        // { scrape_interval = monitoringLib.serverScrapeInterval; })
       (job "traefik" [ metricsPorts.traefik ] [ ])
       (job "node" [ metricsPorts.node ] [ ])
     ];

@@ -29,6 +29,7 @@ let
       == { MAX_CONNECTIONS = 50000; ENABLE_ECHO = true; LOG_LEVEL = "info"; ALLOWED_ORIGINS = [ "https://a.example" "https://b.example" ]; };
     oneOriginIsAList = lib.typedSettings { TRUSTED_PROXIES = "10.0.0.0/8"; } == { TRUSTED_PROXIES = [ "10.0.0.0/8" ]; };
     jobsAreThoseOfASingleHost = map (j: j.job_name) scrape == [ "concurrent-socket" "traefik" "node" ];
+    serverJobScrapedAsOnASingleHost = (job "concurrent-socket").scrape_interval == "5s";
     serverJobScrapesBothColours = map (c: c.port) (job "concurrent-socket").ec2_sd_configs == [ 19464 19465 ];
     colourComesFromThePort =
       builtins.filter (r: r.target_label == "colour") (job "concurrent-socket").relabel_configs == [
