@@ -47,8 +47,10 @@
       server = pkgs: workspaceBinary pkgs {
         member = "concurrent-socket";
         description = "WebSocket server (protocol v1) with its systemd units, dashboards and alert rules";
-        # Units as docs/architecture.md names them, with the binary path filled in;
-        # dashboards and rules where the NixOS module looks for them.
+        # Units as docs/architecture.md names them, with the binary path filled in; the
+        # dashboards, which the NixOS module provisions from here, and the rules for other
+        # Prometheus hosts (the module loads them from the source tree: a list of files in a
+        # build output cannot be read at evaluation without import-from-derivation).
         postInstall = ''
           install -Dm644 -t $out/lib/systemd/system systemd/*.socket systemd/*.service
           substituteInPlace $out/lib/systemd/system/ws@.service --replace-fail @bindir@ $out/bin
