@@ -141,6 +141,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             ))
         })?,
     };
+    let mut signals = shutdown::Signals::install()
+        .map_err(|e| StartError(format!("cannot handle signals: {e}")))?;
     let state = AppState::new(config, sockets.activated);
     #[cfg(feature = "fault-injection")]
     state.faults.arm_crash();
@@ -182,9 +184,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     systemd::ready(&state.status_line());
     let background = spawn_background(&state, &public_server, accept_health, epoch, public_addr);
 
-    let signal = shutdown::wait_for_signal()
-        .await
-        .map_err(|e| StartError(format!("cannot handle signals: {e}")))?;
+    let signal = signals.recv().await;
     let started = Instant::now();
     state.lifecycle.set(Phase::Draining);
     state.metrics.draining.set(1);
