@@ -58,6 +58,8 @@ HOST_VAR = query_var("host", "Host", 'label_values(up{job="concurrent-socket"}, 
                      regex="/^(.+?)(?::[0-9]+)?$/")
 PROM_VAR = datasource_var("datasource", "Prometheus", "prometheus", "prometheus")
 LOKI_VAR = datasource_var("loki", "Loki", "loki", "loki")
+# The journal's hostname (Alloy's `host` label): a fleet's hosts all ship to one Loki.
+LOG_HOST_VAR = query_var("host", "Host", 'label_values({job="systemd-journal"}, host)', LOKI)
 
 
 # ---- panels --------------------------------------------------------------------------
@@ -387,7 +389,7 @@ def deploy():
 
 
 def logs_dashboard():
-    stream = '{unit=~"ws@.+\\\\.service", instance=~"$colour"}'
+    stream = '{unit=~"ws@.+\\\\.service", instance=~"$colour", host=~"$host"}'
     colour = {
         "name": "colour", "label": "Colour", "type": "custom", "query": "blue,green",
         "multi": True, "includeAll": True, "allValue": ".+",
@@ -410,12 +412,13 @@ def logs_dashboard():
         logs("Traefik logs",
              "Traefik's journal: configuration reloads (routing.yml rewritten by wsctl), "
              "health-check changes and proxy errors.",
-             '{unit="traefik.service"} |= "$search"'),
+             '{unit="traefik.service", host=~"$host"} |= "$search"'),
     ]
     return dashboard("concurrent-socket-logs", "concurrent-socket: logs",
                      "Journal of the ws@ units and Traefik in Loki (labels unit, instance = colour, "
-                     "level), shipped by Grafana Alloy.",
-                     [LOKI_VAR, colour, textbox_var("search", "Search")], panels, ["concurrent-socket"])
+                     "level, host), shipped by Grafana Alloy.",
+                     [LOKI_VAR, LOG_HOST_VAR, colour, textbox_var("search", "Search")], panels,
+                     ["concurrent-socket"])
 
 
 DASHBOARDS = {"overview.json": overview, "deploy.json": deploy, "logs.json": logs_dashboard}
