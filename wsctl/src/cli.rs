@@ -87,6 +87,10 @@ pub struct DeployArgs {
     /// error counters).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub verify_window: Duration,
+    /// New errors and connection rejections of the new colour (its /metrics) tolerated
+    /// while it is watched; 0: its error counters must stay flat.
+    #[arg(long, default_value_t = 0)]
+    pub allowed_errors: u32,
     #[command(flatten)]
     pub switch: SwitchArgs,
 }

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, ensure};
 use crate::cli::{Cli, Command, DeployArgs, RenderArgs, RollbackArgs};
 use crate::config::{Config, Overrides};
 use crate::deploy::{self, DeployPlan, Host};
-use crate::host::{SystemdHost, Timings};
+use crate::host::{Checks, SystemdHost};
 use crate::lock::{DeployLock, LockError};
 use crate::plan::{self, OnDisk};
 use crate::report::{EXIT_LOCKED, EXIT_REFUSED, Outcome, Report, Reporter, StepLog};
@@ -94,14 +94,15 @@ fn on_disk(config: &Config) -> Result<OnDisk> {
     })
 }
 
-fn timings(args: &DeployArgs) -> Timings {
-    Timings {
+fn checks(args: &DeployArgs) -> Checks {
+    Checks {
         ready_timeout: args.ready_timeout,
         load_test_timeout: args.load_test_timeout,
         load_test_args: args.load_test_args.clone(),
         verify_connections: args.switch.verify_connections,
         verify_window: args.verify_window,
         switch_timeout: args.switch.switch_timeout,
+        allowed_errors: args.allowed_errors,
     }
 }
 
@@ -130,7 +131,7 @@ fn deploy_locked(
         to: args.to.clone(),
         step_interval: args.step_interval,
     };
-    let mut host = SystemdHost::new(config, timings(args));
+    let mut host = SystemdHost::new(config, checks(args));
     // The colour to return to must be serving: without it there is nothing to roll back to.
     host.check_health(&plan.from).with_context(|| {
         format!(
@@ -175,8 +176,8 @@ fn rollback_locked(config: &Config, args: &RollbackArgs, reporter: &Reporter) ->
         config.other_colour(c)
     })?;
     config.instance(&to)?;
-    let timings = Timings::switch_only(args.switch.verify_connections, args.switch.switch_timeout);
-    let mut host = SystemdHost::new(config, timings);
+    let checks = Checks::switch_only(args.switch.verify_connections, args.switch.switch_timeout);
+    let mut host = SystemdHost::new(config, checks);
     let report = deploy::switch_back(&from, &to, !args.no_drain, &mut host, reporter);
     reporter.finish(&report);
     Ok(report.outcome.exit_code())

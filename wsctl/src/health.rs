@@ -22,8 +22,7 @@ pub struct Health {
 }
 
 /// Counters that must not move while a colour takes over traffic.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ErrorCounters {
     /// Sum of `websocket_errors_total` over its codes.
     pub errors: f64,
@@ -32,11 +31,12 @@ pub struct ErrorCounters {
 }
 
 impl ErrorCounters {
-    /// What grew since `baseline`, as a sentence; `None` when nothing did.
-    pub fn growth_since(&self, baseline: &ErrorCounters) -> Option<String> {
+    /// What grew since `baseline`, as a sentence, when together more than `allowed`;
+    /// `None` otherwise.
+    pub fn growth_since(&self, baseline: &ErrorCounters, allowed: u32) -> Option<String> {
         let errors = self.errors - baseline.errors;
         let rejections = self.rejections - baseline.rejections;
-        (errors > 0.0 || rejections > 0.0).then(|| {
+        (errors + rejections > f64::from(allowed)).then(|| {
             format!("websocket_errors_total +{errors}, websocket_connections_rejected_total +{rejections}")
         })
     }
@@ -143,14 +143,15 @@ websocket_connections_rejected_total{reason=\"draining\"} 1
             errors: 5.0,
             rejections: 1.0,
         };
-        assert_eq!(before.growth_since(&before), None);
+        assert_eq!(before.growth_since(&before, 0), None);
         let after = ErrorCounters {
             errors: 7.0,
             rejections: 1.0,
         };
+        assert_eq!(after.growth_since(&before, 2), None);
         assert!(
             after
-                .growth_since(&before)
+                .growth_since(&before, 1)
                 .unwrap()
                 .contains("websocket_errors_total +2")
         );

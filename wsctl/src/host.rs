@@ -23,9 +23,9 @@ use crate::traefik_api;
 /// Time between two checks while a colour is watched.
 const WATCH_TICK: Duration = Duration::from_millis(500);
 
-/// The tunables of a deploy (command-line flags).
+/// How thoroughly and how long a deploy checks (command-line flags).
 #[derive(Clone, Debug)]
-pub struct Timings {
+pub struct Checks {
     /// From `systemctl start` to systemd's READY and then `/ready` 200.
     pub ready_timeout: Duration,
     pub load_test_timeout: Duration,
@@ -36,18 +36,21 @@ pub struct Timings {
     pub verify_window: Duration,
     /// How long Traefik may take to apply a routing change.
     pub switch_timeout: Duration,
+    /// New errors and rejections of the new colour tolerated while it is watched.
+    pub allowed_errors: u32,
 }
 
-impl Timings {
+impl Checks {
     /// For a rollback, which neither starts nor load-tests a colour.
     pub fn switch_only(verify_connections: u32, switch_timeout: Duration) -> Self {
-        Timings {
+        Checks {
             ready_timeout: Duration::ZERO,
             load_test_timeout: Duration::ZERO,
             load_test_args: Vec::new(),
             verify_connections,
             verify_window: Duration::ZERO,
             switch_timeout,
+            allowed_errors: 0,
         }
     }
 }
@@ -61,7 +64,7 @@ struct Baseline {
 
 pub struct SystemdHost<'c> {
     config: &'c Config,
-    timings: Timings,
+    checks: Checks,
     routing: RoutingFile,
     active: ActiveFile,
     /// `serverId` of each colour's /health, as its connections announce it.
@@ -70,12 +73,12 @@ pub struct SystemdHost<'c> {
 }
 
 impl<'c> SystemdHost<'c> {
-    pub fn new(config: &'c Config, timings: Timings) -> Self {
+    pub fn new(config: &'c Config, checks: Checks) -> Self {
         SystemdHost {
             routing: RoutingFile::in_dir(&config.traefik_dir),
             active: ActiveFile::in_dir(&config.state_dir),
             config,
-            timings,
+            checks,
             server_ids: HashMap::new(),
             baseline: None,
         }
@@ -113,7 +116,8 @@ impl<'c> SystemdHost<'c> {
             unit.n_restarts
         );
         let counters = health::error_counters(self.config.instance(colour)?)?;
-        if let Some(growth) = counters.growth_since(&baseline.counters) {
+        if let Some(growth) = counters.growth_since(&baseline.counters, self.checks.allowed_errors)
+        {
             bail!("{colour}'s error counters grew: {growth}");
         }
         Ok(())
@@ -146,7 +150,7 @@ impl<'c> SystemdHost<'c> {
     pub fn describe(&self, plan: &DeployPlan, steps: &mut StepLog) -> Result<()> {
         let (from, to) = (&plan.from, &plan.to);
         let inst = self.config.instance(to)?;
-        let t = &self.timings;
+        let t = &self.checks;
         let [metrics_socket, socket] = to.socket_units();
         let within = |d: Duration| humantime::format_duration(d).to_string();
         steps.plan(
@@ -170,10 +174,19 @@ impl<'c> SystemdHost<'c> {
         steps.plan(
             "load-test",
             format!(
-                "{} smoke --url {} --json {} (within {})",
-                self.config.loadtest.display(),
-                inst.ws_url(),
-                t.load_test_args.join(" "),
+                "{} (within {})",
+                [
+                    self.config.loadtest.display().to_string(),
+                    "smoke".into(),
+                    "--url".into(),
+                    inst.ws_url(),
+                    "--json".into()
+                ]
+                .iter()
+                .chain(&t.load_test_args)
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(" "),
                 within(t.load_test_timeout)
             ),
         );
@@ -223,13 +236,13 @@ impl Host for SystemdHost<'_> {
     fn start(&mut self, colour: &Colour) -> Result<String> {
         let inst = self.config.instance(colour)?;
         let started = Instant::now();
-        let unit = systemd::start_colour(colour, self.timings.ready_timeout)?;
+        let unit = systemd::start_colour(colour, self.checks.ready_timeout)?;
         let running_after = started.elapsed();
-        let left = self.timings.ready_timeout.saturating_sub(running_after);
+        let left = self.checks.ready_timeout.saturating_sub(running_after);
         health::wait_ready(inst, left).with_context(|| {
             format!(
                 "not ready within --ready-timeout {}",
-                humantime::format_duration(self.timings.ready_timeout)
+                humantime::format_duration(self.checks.ready_timeout)
             )
         })?;
         Ok(format!(
@@ -259,7 +272,7 @@ impl Host for SystemdHost<'_> {
 
     fn load_test(&mut self, colour: &Colour) -> Result<String> {
         let inst = self.config.instance(colour)?;
-        let t = &self.timings;
+        let t = &self.checks;
         loadgate::smoke(
             &self.config.loadtest,
             &inst.ws_url(),
@@ -296,7 +309,7 @@ impl Host for SystemdHost<'_> {
         let took = traefik_api::wait_applied(
             &self.config.traefik_api,
             weights,
-            self.timings.switch_timeout,
+            self.checks.switch_timeout,
         )?;
         Ok(format!(
             "routing {weights}{recorded}, applied by Traefik after {:.2}s",
@@ -314,7 +327,7 @@ impl Host for SystemdHost<'_> {
 
     fn verify(&mut self, colour: &Colour) -> Result<String> {
         let expected = self.server_id(colour)?;
-        let t = self.timings.clone();
+        let t = self.checks.clone();
         let landing = probe::wait_landing(
             &self.config.public_url,
             &expected,
@@ -332,7 +345,7 @@ impl Host for SystemdHost<'_> {
 
     fn confirm_routing(&mut self, colour: &Colour) -> Result<String> {
         let expected = self.server_id(colour)?;
-        let t = &self.timings;
+        let t = &self.checks;
         let landing = probe::wait_landing(
             &self.config.public_url,
             &expected,

@@ -8,7 +8,6 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
 use tungstenite::{HandshakeError, Message};
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -80,8 +79,7 @@ fn established_server_id(text: &str) -> Result<String> {
 }
 
 /// How a run of probes went.
-#[derive(Clone, Debug, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Default)]
 pub struct Landing {
     pub attempts: u32,
     /// Connections answered by another server (each restarts the run in a row).
