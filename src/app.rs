@@ -12,7 +12,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::listener::{self, AcceptHealth, TrackedListener};
@@ -128,8 +128,29 @@ fn tokio_listener(listener: std::net::TcpListener, what: &str) -> Result<TcpList
         .map_err(|e| StartError(format!("cannot use the {what} socket: {e}")))
 }
 
+/// File descriptors the process needs besides one per WebSocket (listeners, logs, the
+/// metrics scrapes, HTTP requests in flight).
+const FD_RESERVE: u64 = 256;
+
+/// Raises the soft open-files limit to the hard one (systemd and most shells start services
+/// at a soft 1024, far below `MAX_CONNECTIONS`) and warns when it is still too low.
+fn raise_fd_limit(max_connections: u32) {
+    let needed = u64::from(max_connections) + FD_RESERVE;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < needed => warn!(
+            limit,
+            needed,
+            "the open-files limit is below MAX_CONNECTIONS plus a reserve: \
+            connections beyond it will fail to be accepted (raise LimitNOFILE=)"
+        ),
+        Ok(limit) => info!(limit, "open-files limit"),
+        Err(e) => warn!(error = %e, "cannot read or raise the open-files limit"),
+    }
+}
+
 /// Runs the server until a signal has drained it.
 pub async fn run(config: Config) -> Result<(), StartError> {
+    raise_fd_limit(config.max_connections);
     let sockets = listener::open(config.listen_addr())
         .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen_addr())))?;
     let metrics_socket = match sockets.metrics {
