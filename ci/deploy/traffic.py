@@ -106,7 +106,8 @@ async def long_lived(base, index, stats, stop, retry):
             break
         lost_at = time.monotonic()
         stats.final_server.pop(name, None)
-        stats.timeline.append({"t": time.time(), "event": f"lost:{goodbye or 'no-goodbye'}", "client": name, "server": server})
+        event = f"lost:{goodbye or 'no-goodbye'}"
+        stats.timeline.append({"t": time.time(), "event": event, "client": name, "server": server})
         if goodbye is None:
             stats.drops_without_goodbye += 1
             await asyncio.sleep(retry)
