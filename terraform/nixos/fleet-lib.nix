@@ -41,8 +41,11 @@ rec {
 
   # Terraform hands server settings over as strings; the module's options are typed.
   listSettings = [ "ALLOWED_ORIGINS" "TRUSTED_PROXIES" ];
+  # Typed `str` by the module even when they look like a number or a boolean.
+  stringSettings = [ "LOG_LEVEL" "SERVER_ID" ];
   typedSetting = name: value:
     if elem name listSettings then filter (s: isString s && s != "") (split "," value)
+    else if elem name stringSettings then value
     else if match "[0-9]+" value != null then fromJSON value
     else if value == "true" || value == "false" then value == "true"
     else value;

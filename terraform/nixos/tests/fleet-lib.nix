@@ -27,6 +27,7 @@ let
     settingsAreTyped =
       lib.typedSettings { MAX_CONNECTIONS = "50000"; ENABLE_ECHO = "true"; LOG_LEVEL = "info"; ALLOWED_ORIGINS = "https://a.example,https://b.example"; }
       == { MAX_CONNECTIONS = 50000; ENABLE_ECHO = true; LOG_LEVEL = "info"; ALLOWED_ORIGINS = [ "https://a.example" "https://b.example" ]; };
+    stringSettingsStayStrings = lib.typedSettings { SERVER_ID = "42"; LOG_LEVEL = "info"; } == { SERVER_ID = "42"; LOG_LEVEL = "info"; };
     oneOriginIsAList = lib.typedSettings { TRUSTED_PROXIES = "10.0.0.0/8"; } == { TRUSTED_PROXIES = [ "10.0.0.0/8" ]; };
     jobsAreThoseOfASingleHost = map (j: j.job_name) scrape == [ "concurrent-socket" "traefik" "node" ];
     serverJobScrapedAsOnASingleHost = (job "concurrent-socket").scrape_interval == "5s";
