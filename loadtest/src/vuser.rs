@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tokio::time::{Instant, sleep, sleep_until, timeout, timeout_at};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -291,12 +291,7 @@ impl<'a> Session<'a> {
             let expiry = self.pending.front().map(|&(_, at)| at + self.ctx.timeout);
             tokio::select! {
                 biased;
-                () = stop.cancelled() => {
-                    if let (Some(due), Some(interval)) = (open_loop_due, interval) {
-                        self.count_overdue(due, interval);
-                    }
-                    break self.finish().await;
-                }
+                () = stop.cancelled() => break self.finish(open_loop_due.zip(interval)).await,
                 frame = self.ws.next() => {
                     if let Some(end) = self.on_frame(frame) {
                         break end;
@@ -334,13 +329,6 @@ impl<'a> Session<'a> {
         self.pending.push_back((id, scheduled));
         self.ctx.recorder.count(|c| c.sent += 1);
         self.ws.send(Message::Text(text.into())).await
-    }
-
-    /// Counts the sends the schedule called for up to now that were not made: a server that
-    /// does not read must not shrink the load it is judged on.
-    fn count_overdue(&self, next_due: Instant, interval: Duration) {
-        let unsent = overdue(next_due, Instant::now(), interval);
-        self.ctx.recorder.count(|c| c.unsent += unsent);
     }
 
     fn expire(&mut self) {
@@ -429,8 +417,22 @@ impl<'a> Session<'a> {
     }
 
     /// The run is over for this user: wait a little for outstanding answers, then close.
-    async fn finish(&mut self) -> SessionEnd {
-        let deadline = Instant::now() + self.ctx.drain_grace();
+    /// Sends still due on the open-loop `schedule` (next send time, interval) are written
+    /// first; those the socket does not take before the grace ends count as `unsent`, so
+    /// that a server that does not read cannot shrink the load it is judged on.
+    async fn finish(&mut self, schedule: Option<(Instant, Duration)>) -> SessionEnd {
+        let stopped = Instant::now();
+        let deadline = stopped + self.ctx.drain_grace();
+        if let Some((mut due, interval)) = schedule {
+            while due <= stopped {
+                match timeout_at(deadline, self.send(due)).await {
+                    Ok(Ok(())) => due += interval,
+                    _ => break,
+                }
+            }
+            let unsent = overdue(due, stopped, interval);
+            self.ctx.recorder.count(|c| c.unsent += unsent);
+        }
         while !self.pending.is_empty() {
             match timeout(
                 deadline.saturating_duration_since(Instant::now()),
