@@ -60,6 +60,8 @@ nix-instantiate --parse "$WORK/docs-host.nix" > /dev/null || die "the example in
 # ---- the pure library ------------------------------------------------------------------
 passed=$(nix-instantiate --eval --strict --json nixos/tests/lib.nix | jq -r .passed)
 echo "RESULT nixos/lib: $passed assertions passed (nixos/tests/lib.nix)"
+refs=$(nix-instantiate --eval --strict --json nixos/tests/option-paths.nix | jq -r .passed)
+echo "RESULT nixos/module.nix: $refs option reads, each of an option it declares (nixos/tests/option-paths.nix)"
 
 # The VM test cannot boot here; its Python gets the lint the NixOS test driver applies
 # (pyflakes, the driver's globals as builtins), the probe the flake8 of writePython3Bin.
