@@ -8,6 +8,7 @@
 #   1. green fails its health check (faults build, FAULT_READY_503=1): rolled back
 #   2. green fails the smoke load test (FAULT_RESPONSE_DELAY_MS=1500): rolled back
 #   3. green is killed (kill -9) as soon as Traefik routes to it: rolled back
+#   3b. the operator interrupts wsctl (SIGINT) during the load test: rolled back
 #   4. a normal blue -> green deploy, with a second deploy started meanwhile (refused by the
 #      lock); then `wsctl status` and a dry run
 #   5. `wsctl rollback` refused while blue is stopped, then back to blue, started again,
@@ -196,6 +197,27 @@ jq --arg from "$(cat "$WORK/crash.killed")" --arg to "$deploy_end" \
 [ ! -s "$WORK/crash.unexpected" ] || die "crash: failures outside the documented window: $(cat "$WORK/crash.unexpected")"
 echo "RESULT crash: wsctl saw: $(d crash .error)"
 echo "RESULT crash: $(t crash .failed_attempts) failed new connections, all between the kill and the end of the rollback (allowed)"
+
+# --- 3b. the operator interrupts the deploy -------------------------------------------------
+log "scenario 3b: SIGINT to wsctl during the load test"
+start_traffic interrupted
+wsctl "${DEPLOY_ARGS[@]}" > "$WORK/interrupted.deploy.json" 2> "$WORK/interrupted.deploy.log" &
+deploying=$!
+deadline=$((SECONDS + 20))
+until grep -q 'ok\] health' "$WORK/interrupted.deploy.log"; do
+  [ "$SECONDS" -lt "$deadline" ] || die "interrupted: the deploy did not reach the load test"
+  sleep 0.05
+done
+# The lock file names the deploy's pid, as the container sees it.
+IN kill -INT "$(sed -n 's/^pid \([0-9]*\) .*/\1/p' "$WORK/state/deploy.lock")"
+DEPLOY_RC=0
+wait "$deploying" || DEPLOY_RC=$?
+sed 's/^/    wsctl: /' "$WORK/interrupted.deploy.log"
+stop_traffic interrupted
+result_line interrupted
+assert_rolled_back interrupted switch
+[ "$(d interrupted .error)" = "interrupted by a signal" ] || die "interrupted: error $(d interrupted .error)"
+[ "$(t interrupted .failed_attempts)" -eq 0 ] || die "interrupted: failed attempts: $(t interrupted .failures)"
 
 # --- 4. a normal deploy, and a second one refused by the lock ------------------------------
 log "scenario 4: blue -> green, with a concurrent deploy refused by the lock"

@@ -7,6 +7,7 @@ use crate::cli::{Cli, Command, DeployArgs, RenderArgs, RollbackArgs};
 use crate::config::{Config, Overrides};
 use crate::deploy::{self, DeployPlan, Host};
 use crate::host::{Checks, SystemdHost};
+use crate::interrupt::Interrupt;
 use crate::lock::{DeployLock, LockError};
 use crate::plan::{self, OnDisk};
 use crate::report::{EXIT_LOCKED, EXIT_REFUSED, Outcome, Report, Reporter, StepLog};
@@ -143,7 +144,7 @@ fn deploy_locked(
         drop(lock);
         planned(&plan, &host, reporter)?
     } else {
-        deploy::deploy(&plan, &mut host, reporter)
+        deploy::deploy(&plan, &mut host, reporter, &Interrupt::install()?)
     };
     reporter.finish(&report);
     Ok(report.outcome.exit_code())

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use crate::colour::Colour;
+use crate::interrupt::Interrupt;
 use crate::report::{Outcome, Report, Reporter, StepLog};
 use crate::routing::Weights;
 
@@ -44,12 +45,19 @@ pub struct DeployPlan {
     pub step_interval: Duration,
 }
 
-pub fn deploy(plan: &DeployPlan, host: &mut impl Host, reporter: &Reporter) -> Report {
+/// Run the deploy; a signal (`interrupt`) fails the step that starts next, which rolls back
+/// like any failure. The drain, once begun, is finished.
+pub fn deploy(
+    plan: &DeployPlan,
+    host: &mut impl Host,
+    reporter: &Reporter,
+    interrupt: &Interrupt,
+) -> Report {
     let started = Instant::now();
     reporter.heading(&format!("deploy {} -> {}", plan.from, plan.to));
     let mut steps = StepLog::new(reporter);
     let mut routed = false;
-    let forward = forward_steps(plan, host, &mut steps, &mut routed);
+    let forward = forward_steps(plan, host, &mut steps, &mut routed, interrupt);
     let failed_step = steps.failed_step();
     let (outcome, error, rollback) = match forward {
         Ok(()) => match steps.run("drain", || host.drain(&plan.from, &plan.to)) {
@@ -89,15 +97,21 @@ fn forward_steps(
     host: &mut impl Host,
     steps: &mut StepLog,
     routed: &mut bool,
+    interrupt: &Interrupt,
 ) -> Result<()> {
     let to = &plan.to;
-    steps.run("deploy", || host.start(to))?;
-    steps.run("health", || host.check_health(to))?;
-    steps.run("load-test", || host.load_test(to))?;
+    steps.run("deploy", || interrupt.check().and_then(|()| host.start(to)))?;
+    steps.run("health", || {
+        interrupt.check().and_then(|()| host.check_health(to))
+    })?;
+    steps.run("load-test", || {
+        interrupt.check().and_then(|()| host.load_test(to))
+    })?;
     steps.run("switch", || {
         host.mark_baseline(to)?;
         let mut shown = Vec::new();
         for (i, weights) in plan.shift.iter().enumerate() {
+            interrupt.check()?;
             *routed = true;
             shown.push(host.route(weights)?);
             if i + 1 < plan.shift.len() {
@@ -106,7 +120,11 @@ fn forward_steps(
         }
         Ok(shown.join("; "))
     })?;
-    steps.run("verify", || host.verify(to))
+    steps.run("verify", || {
+        let verified = host.verify(to)?;
+        // A signal during the verification still means: do not go on to the drain.
+        interrupt.check().map(|()| verified)
+    })
 }
 
 /// Routing back to the old colour (when it was touched), then the new colour stopped.
@@ -174,10 +192,12 @@ mod tests {
     use crate::report::StepStatus;
     use anyhow::bail;
 
-    /// Records every action; fails the one named in `fail`.
+    /// Records every action; fails the ones named in `fail`; raises the interrupt during
+    /// the one named in `signal_during`.
     struct Recorder {
         fail: Vec<&'static str>,
         calls: Vec<String>,
+        signal_during: Option<(&'static str, Interrupt)>,
     }
 
     impl Recorder {
@@ -185,11 +205,17 @@ mod tests {
             Recorder {
                 fail: fail.to_vec(),
                 calls: Vec::new(),
+                signal_during: None,
             }
         }
 
         fn act(&mut self, action: &'static str, arg: impl std::fmt::Display) -> Result<String> {
             self.calls.push(format!("{action} {arg}"));
+            if let Some((during, interrupt)) = &self.signal_during
+                && *during == action
+            {
+                interrupt.raise();
+            }
             if self.fail.contains(&action) {
                 bail!("{action} broke");
             }
@@ -242,8 +268,33 @@ mod tests {
 
     fn run(fail: &[&'static str], steps: u32) -> (Report, Vec<String>) {
         let mut host = Recorder::failing(fail);
-        let report = deploy(&plan(steps), &mut host, &Reporter::new(true));
+        let report = deploy(
+            &plan(steps),
+            &mut host,
+            &Reporter::new(true),
+            &Interrupt::default(),
+        );
         (report, host.calls)
+    }
+
+    #[test]
+    fn a_signal_fails_the_next_step_and_rolls_back() {
+        let interrupt = Interrupt::default();
+        // The signal arrives while the load test runs: the switch never happens.
+        let mut host = Recorder {
+            signal_during: Some(("load-test", interrupt.clone())),
+            ..Recorder::failing(&[])
+        };
+        let report = deploy(&plan(1), &mut host, &Reporter::new(true), &interrupt);
+        assert_eq!(report.outcome, Outcome::RolledBack);
+        assert_eq!(report.failed_step.as_deref(), Some("switch"));
+        assert_eq!(report.error.as_deref(), Some("interrupted by a signal"));
+        assert!(
+            !host.calls.iter().any(|c| c.starts_with("route")),
+            "{:?}",
+            host.calls
+        );
+        assert_eq!(host.calls.last().unwrap(), "stop green");
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod deploy;
 mod health;
 mod host;
 mod http;
+mod interrupt;
 mod loadgate;
 mod lock;
 mod plan;

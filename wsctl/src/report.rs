@@ -92,10 +92,9 @@ impl Reporter {
     /// Progress goes to stderr under `--json`, so that stdout holds only the JSON.
     fn progress(&self, line: &str) {
         if self.json {
-            eprintln!("{line}");
+            say(&mut std::io::stderr(), line);
         } else {
-            println!("{line}");
-            let _ = std::io::stdout().flush();
+            say(&mut std::io::stdout(), line);
         }
     }
 
@@ -117,10 +116,8 @@ impl Reporter {
 
     pub fn finish(&self, report: &Report) {
         if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(report).expect("a report serialises")
-            );
+            let json = serde_json::to_string_pretty(report).expect("a report serialises");
+            say(&mut std::io::stdout(), &json);
             return;
         }
         let line = match report.outcome {
@@ -150,8 +147,14 @@ impl Reporter {
                 report.error.as_deref().unwrap_or("")
             ),
         };
-        println!("{line}");
+        say(&mut std::io::stdout(), &line);
     }
+}
+
+/// Print a line, ignoring a closed terminal or pipe: a deploy whose SSH session dropped
+/// must go on to its end (or its rollback) rather than die on its next progress line.
+pub fn say(out: &mut impl Write, line: &str) {
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 /// Runs named steps, timing each, recording and printing it.
