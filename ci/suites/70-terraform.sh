@@ -124,6 +124,8 @@ log "fleet-lib.nix: pure assertions"
 cases=$(nix-instantiate --eval --strict nixos/tests/fleet-lib.nix 2>/dev/null) ||
   { nix-instantiate --eval --strict nixos/tests/fleet-lib.nix; die "fleet-lib assertions failed"; }
 echo "RESULT fleet-lib.nix: $(grep -oE '[0-9]+' <<<"$cases") cases passed"
+set_paths=$(nix-instantiate --eval --strict --json nixos/tests/fleet-host-options.nix | jq -r .passed)
+echo "RESULT fleet-host.nix: the $set_paths services.concurrent-socket options it sets are declared by nixos/module.nix"
 
 log "the monitoring host's scrape configuration: promtool check config"
 nix-instantiate --eval --strict --json -E 'let fleet = import ./nixos/fleet-lib.nix { }; in {
