@@ -28,9 +28,19 @@ const MAX_ERROR_MESSAGE_CHARS: usize = 256;
 /// What the spec says the answer to a request is.
 #[derive(Debug, PartialEq)]
 enum Expected {
-    Message { id: Option<String>, data: Value },
-    Ping { id: Option<String> },
-    Error { code: ErrorCode, id: Option<String> },
+    /// `data` is `None` when the answer's `data` is JSON a `serde_json::Value` cannot hold
+    /// (numbers beyond f64, lone surrogate escapes): valid RFC 8259, echoed as sent.
+    Message {
+        id: Option<String>,
+        data: Option<Value>,
+    },
+    Ping {
+        id: Option<String>,
+    },
+    Error {
+        code: ErrorCode,
+        id: Option<String>,
+    },
 }
 
 /// The spec's classification of a request that is valid JSON.
@@ -55,7 +65,7 @@ fn expected(text: &str, value: &Value) -> Expected {
     match field("type") {
         Some(Value::String(kind)) if kind == "message" => Expected::Message {
             id: id.map(str::to_owned),
-            data: field("data").cloned().unwrap_or(Value::Null),
+            data: Some(field("data").cloned().unwrap_or(Value::Null)),
         },
         Some(Value::String(kind)) if kind == "ping" => Expected::Ping {
             id: id.map(str::to_owned),
@@ -65,27 +75,44 @@ fn expected(text: &str, value: &Value) -> Expected {
     }
 }
 
+/// An answer as sent: `data` kept as raw JSON text.
+#[derive(serde::Deserialize)]
+struct Answer<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    id: Option<String>,
+    /// `None` when absent or `null`.
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    ts: u64,
+}
+
+impl Answer<'_> {
+    /// The text of `data`, `null` when absent.
+    fn data_text(&self) -> &str {
+        self.data.map_or("null", RawValue::get)
+    }
+}
+
 /// What the server actually answered, in the oracle's terms; checks the answer's JSON on the way.
 fn actual(text: &str, max_bytes: usize) -> Expected {
     match parse_client_frame(text, max_bytes) {
         Ok(request) => {
-            let answer: Value = serde_json::from_str(&ServerMessage::answer(&request, 7).to_json())
-                .expect("answers are JSON");
-            assert_eq!(answer["ts"], json!(7));
-            let id = answer
-                .get("id")
-                .map(|id| id.as_str().expect("a string id").to_owned());
+            let json = ServerMessage::answer(&request, 7).to_json();
+            let answer: Answer = serde_json::from_str(&json).expect("answers are JSON");
+            assert_eq!(answer.ts, 7);
             match request {
                 ClientMessage::Message { .. } => {
-                    assert_eq!(answer["type"], "message_response");
+                    assert_eq!(answer.kind, "message_response");
                     Expected::Message {
-                        id,
-                        data: answer["data"].clone(),
+                        data: serde_json::from_str(answer.data_text()).ok(),
+                        id: answer.id,
                     }
                 }
                 ClientMessage::Ping { .. } => {
-                    assert_eq!(answer["type"], "pong");
-                    Expected::Ping { id }
+                    assert_eq!(answer.kind, "pong");
+                    assert!(answer.data.is_none(), "{json}");
+                    Expected::Ping { id: answer.id }
                 }
             }
         }
@@ -257,15 +284,19 @@ proptest! {
         let text = format!(r#"{{ {id_text} "data" : {data_text} , "type":"message"}}"#);
         let request = parse_client_frame(&text, MAX_BYTES).expect("a valid message");
         let answer = ServerMessage::answer(&request, 1).to_json();
-        #[derive(serde::Deserialize)]
-        struct Answer<'a> {
-            #[serde(borrow)]
-            data: &'a RawValue,
-            id: Option<String>,
-        }
         let answer: Answer = serde_json::from_str(&answer).expect("answers are JSON");
-        prop_assert_eq!(answer.data.get(), data_text.as_str());
+        prop_assert_eq!(answer.data_text(), data_text.as_str());
         prop_assert_eq!(answer.id, id);
+    }
+
+    /// RFC 8259 numbers that no f64 holds come back as sent, not rounded or refused.
+    #[test]
+    fn numbers_beyond_f64_are_answered_unchanged(number in "-?[1-9][0-9]{0,30}(\\.[0-9]{1,30})?[eE][+-]?[4-9][0-9]{2,4}") {
+        let text = format!(r#"{{"type":"message","data":[{number}]}}"#);
+        let request = parse_client_frame(&text, MAX_BYTES).expect("a valid message");
+        let answer = ServerMessage::answer(&request, 1).to_json();
+        let answer: Answer = serde_json::from_str(&answer).expect("answers are JSON");
+        prop_assert_eq!(answer.data_text(), format!("[{number}]"));
     }
 
     /// Escaped spellings of the field names and of `type`'s value mean the same thing.
@@ -280,7 +311,7 @@ proptest! {
         let want = if kind == "ping" {
             Expected::Ping { id: Some("x".into()) }
         } else {
-            Expected::Message { id: Some("x".into()), data: Value::Null }
+            Expected::Message { id: Some("x".into()), data: Some(Value::Null) }
         };
         prop_assert_eq!(actual(&text, MAX_BYTES), want);
     }
