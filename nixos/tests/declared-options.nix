@@ -6,32 +6,18 @@
 #   known [ "traefik" "acme" "email" ]  true: an option, a group of options, or a path
 #                                       below an option (instances.blue.port)
 let
-  inherit (builtins) attrNames concatLists elemAt foldl' genList length map;
+  inherit (builtins) attrNames concatLists elemAt foldl' genList length listToAttrs map;
 
+  # Types are opaque: plain ones a value, type constructors a function to one.
   type = { };
-  anyType = _: type;
+  named = value: names: listToAttrs (map (name: { inherit name value; }) names);
   lib = {
     mkOption = _: { _isOption = true; };
     mkEnableOption = _: { _isOption = true; };
     literalExpression = text: text;
-    types = {
-      package = type;
-      str = type;
-      bool = type;
-      int = type;
-      port = type;
-      path = type;
-      attrs = type;
-      ints = {
-        positive = type;
-        unsigned = type;
-      };
-      nullOr = anyType;
-      listOf = anyType;
-      attrsOf = anyType;
-      oneOf = anyType;
-      submodule = anyType;
-    };
+    types = named type [ "package" "str" "bool" "int" "port" "path" "attrs" ]
+      // named (_: type) [ "nullOr" "listOf" "attrsOf" "oneOf" "submodule" ]
+      // { ints = named type [ "positive" "unsigned" ]; };
   };
 
   declared = (import ../module.nix { inherit lib; config = { }; pkgs = { }; }).options.services.concurrent-socket;
