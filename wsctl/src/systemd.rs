@@ -129,7 +129,9 @@ fn systemctl(args: &[&str]) -> Result<String> {
             "systemctl {} failed ({}): {}",
             args.join(" "),
             out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
+            String::from_utf8_lossy(&out.stderr)
+                .trim()
+                .replace('\n', "; ")
         );
     }
     String::from_utf8(out.stdout).context("systemctl printed non-UTF-8 output")
