@@ -19,7 +19,6 @@ LOKI = {"type": "loki", "uid": "${loki}"}
 # Label filters every server query carries; Grafana expands the variables.
 SERVER = 'job="concurrent-socket", colour=~"$colour", instance=~"$instance"'
 TRAEFIK = 'job="traefik"'
-TRAEFIK_5XX = 'traefik_router_requests_total{job="traefik", router=~"ws@file|ws-http@file", code=~"5.."}'
 RATE = "[$__rate_interval]"
 
 
@@ -310,7 +309,12 @@ def overview():
 
 
 def deploy():
-    s = 'job="concurrent-socket", instance=~"($host)(:[0-9]+)?"'
+    # One host: its servers and its Traefik (instance host:port on one host, the Name tag in
+    # the fleet).
+    on_host = 'instance=~"($host)(:[0-9]+)?"'
+    s = f'job="concurrent-socket", {on_host}'
+    t = f"{TRAEFIK}, {on_host}"
+    traefik_5xx = f'traefik_router_requests_total{{{t}, router=~"ws@file|ws-http@file", code=~"5.."}}'
     colour_services = 'service=~"ws-(blue|green)@file"'
     panels = [
         row("Blue against green"),
@@ -334,7 +338,7 @@ def deploy():
                    "Requests per second Traefik sent to the ws-blue and ws-green services, by "
                    "code. WebSocket upgrades are counted when the connection closes, so this lags "
                    "the switch for long-lived clients.",
-                   "reqps", [(f"sum by (service, code) (rate(traefik_service_requests_total{{{TRAEFIK}, "
+                   "reqps", [(f"sum by (service, code) (rate(traefik_service_requests_total{{{t}, "
                               f"{colour_services}}}{RATE}))", "{{service}} {{code}}")],
                    "requests/s"),
         timeseries("Rejections by colour and reason",
@@ -364,8 +368,8 @@ def deploy():
                    "5xx answers per interval on the ws and ws-http routers: a clean switch has "
                    "none. Traefik creates a router/code series at its first such answer, which "
                    "increase() cannot see; a series born within the interval counts in full.",
-                   "short", [(f"sum by (router, code) (({TRAEFIK_5XX} unless {TRAEFIK_5XX} offset $__rate_interval)"
-                              f" or increase({TRAEFIK_5XX}{RATE}))", "{{router}} {{code}}")],
+                   "short", [(f"sum by (router, code) (({traefik_5xx} unless {traefik_5xx} offset $__rate_interval)"
+                              f" or increase({traefik_5xx}{RATE}))", "{{router}} {{code}}")],
                    "answers per interval"),
         stat("Scrape target up per colour",
              "1 while Prometheus can scrape the colour. The idle colour is stopped on "
@@ -377,7 +381,7 @@ def deploy():
         stat("Traefik health check per colour",
              "Traefik's view of each colour's /ready (1 healthy, 0 not). Only colours "
              "routing.yml has ever routed to are health-checked.",
-             "bool", [(f"traefik_service_server_up{{{TRAEFIK}, {colour_services}}}", "{{service}}")], width=6),
+             "bool", [(f"traefik_service_server_up{{{t}, {colour_services}}}", "{{service}}")], width=6),
         stat("Uptime per colour",
              "Time since each colour's process started: the new colour's is the deploy's age.",
              "s", [(f"time() - process_start_time_seconds{{{s}}}", "{{colour}}")], width=6),
