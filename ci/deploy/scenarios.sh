@@ -175,15 +175,19 @@ log "scenario 3: green is killed (kill -9) as soon as Traefik routes to it"
 green_faults
 start_traffic crash
 (
+  deadline=$((SECONDS + 60))
   until curl -fsS "http://127.0.0.1:$TRAEFIK_API/api/http/services/ws-active@file" 2> /dev/null |
-    jq -e '[.weighted.services[].name] == ["ws-green"]' > /dev/null; do sleep 0.01; done
+    jq -e '[.weighted.services[].name] == ["ws-green"]' > /dev/null; do
+    [ "$SECONDS" -lt "$deadline" ] || exit 1 # the deploy never switched
+    sleep 0.01
+  done
   IN kill -9 "$(main_pid ws@green.service)"
   date +%s.%N > "$WORK/crash.killed"
 ) &
 killer=$!
 run_deploy crash "${DEPLOY_ARGS[@]}"
 deploy_end=$(date +%s.%N)
-wait "$killer" || die "crash: the kill did not happen"
+wait "$killer" || die "crash: the deploy never routed to green, so nothing was killed: $(d crash .error)"
 stop_traffic crash
 result_line crash
 assert_rolled_back crash verify
