@@ -294,7 +294,8 @@ def overview():
         timeseries("Traefik 5xx share",
                    "Share of each router's requests answered 5xx over 5 minutes (recording "
                    "rule); TraefikWebSocket5xx pages above 5% on the ws router.",
-                   "percentunit", [("router:traefik_router_requests_5xx:ratio_rate5m", "{{router}}")],
+                   "percentunit",
+                   [("instance_router:traefik_router_requests_5xx:ratio_rate5m", "{{instance}} {{router}}")],
                    "share of requests", width=8),
         timeseries("Traefik open connections",
                    "Connections open on each Traefik entry point; every WebSocket holds one on "
