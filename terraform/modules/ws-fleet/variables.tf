@@ -176,6 +176,10 @@ variable "server_settings" {
     condition     = alltrue([for k in keys(var.server_settings) : can(regex("^[A-Z][A-Z0-9_]*$", k))])
     error_message = "server_settings keys must be upper-case environment variable names."
   }
+  validation {
+    condition     = length(setintersection(keys(var.server_settings), ["PORT", "HOST", "METRICS_ADDR"])) == 0
+    error_message = "server_settings must not set PORT, HOST or METRICS_ADDR: the hosts' socket units own the listen addresses (the NixOS module refuses them)."
+  }
 }
 
 # --- load balancer ---

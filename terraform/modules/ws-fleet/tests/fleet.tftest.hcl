@@ -239,6 +239,14 @@ run "rejects_existing_vpc_without_subnets" {
   expect_failures = [var.subnet_ids]
 }
 
+run "rejects_listen_addresses_in_server_settings" {
+  command = plan
+  variables {
+    server_settings = { MAX_CONNECTIONS = "50000", PORT = "8080" }
+  }
+  expect_failures = [var.server_settings]
+}
+
 run "rejects_idle_timeout_out_of_range" {
   command = plan
   variables {
