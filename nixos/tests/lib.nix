@@ -218,8 +218,12 @@ let
       { targets = [ "127.0.0.1:9465" ]; labels.colour = "green"; }
     ])
     (eq "server scraped every 5 s (drains are seen)" (builtins.head scrape).scrape_interval "5s")
-    (eq "rule files: the YAML files of alerts/, not its subdirectories"
-      (map baseNameOf (monitoring.ruleFiles ../../alerts)) [ "alerts.yml" "recording.yml" ])
+    (eq "rule files: the YAML files of alerts/ (alerts.yml, recording.yml), not its subdirectories"
+      (
+        let names = map baseNameOf (monitoring.ruleFiles ../../alerts); in
+        [ (builtins.elem "alerts.yml" names) (builtins.elem "recording.yml" names) (builtins.all (n: builtins.match ".*\\.ya?ml" n != null) names) ]
+      )
+      [ true true true ])
     (eq "Traefik metrics on its API port" (builtins.elemAt scrape 1).static_configs [{ targets = [ "127.0.0.1:8082" ]; }])
     (eq "no Traefik job without Traefik" (map (j: j.job_name) (monitoring.scrapeConfigs { traefikTarget = null; })) [ "concurrent-socket" ])
     (eq "prometheus.yml alerting" (monitoring.prometheusConfig { alertmanagerTarget = "127.0.0.1:9093"; }).alerting.alertmanagers [{ static_configs = [{ targets = [ "127.0.0.1:9093" ]; }]; }])
