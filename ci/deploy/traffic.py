@@ -140,17 +140,17 @@ async def converse(ws, stats, stop):
             receiving = asyncio.create_task(ws.recv())
             done, _ = await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if stopping in done:
-                receiving.cancel()
+                receiving.cancel()  # safe in websockets: no message is lost
+                sending.cancel()
+                await settle(ws, pending, stats)
                 return goodbye
             try:
                 message = json.loads(receiving.result())
             except ConnectionClosed:
                 return goodbye
-            kind = message.get("type")
-            if kind == "message_response" and message.get("id") in pending:
-                pending.discard(message["id"])
-                stats.answered += 1
-            elif kind == "goodbye":
+            if count_answer(message, pending, stats):
+                continue
+            if message.get("type") == "goodbye":
                 reason = message.get("reason")
                 stats.goodbyes[reason] += 1
                 goodbye = ("reconnect:" if message.get("reconnect") else "final:") + str(reason)
@@ -161,6 +161,27 @@ async def converse(ws, stats, stop):
         stopping.cancel()
         # A send that failed because the connection closed is that same loss, seen twice.
         await asyncio.gather(sending, return_exceptions=True)
+
+
+def count_answer(message, pending, stats):
+    """True when message answers one of ours."""
+    if message.get("type") != "message_response" or message.get("id") not in pending:
+        return False
+    pending.discard(message["id"])
+    stats.answered += 1
+    return True
+
+
+async def settle(ws, pending, stats):
+    """At the end of the run, wait up to 2 s for the answers still on their way: stopping the
+    test must not count as a loss."""
+    deadline = time.monotonic() + 2.0
+    while pending and time.monotonic() < deadline:
+        try:
+            message = json.loads(await asyncio.wait_for(ws.recv(), deadline - time.monotonic()))
+        except (asyncio.TimeoutError, ConnectionClosed):
+            return
+        count_answer(message, pending, stats)
 
 
 async def new_connections(base, rate, stats, stop):
