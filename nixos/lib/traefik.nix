@@ -73,11 +73,16 @@ rec {
   defaultHealthCheck = {
     path = "/ready";
     interval = "2s";
-    timeout = "1s";
+    # One failed probe takes a colour out of rotation: a probe that is merely slow under a
+    # burst of connections must not count as one.
+    timeout = "2s";
   };
 
-  # Opens when the active colour fails at the transport or answers mostly 5xx.
-  defaultCircuitBreaker = "NetworkErrorRatio() > 0.50 || ResponseCodeRatio(500, 600, 0, 600) > 0.50";
+  # Opens when the active colour fails at the transport or answers mostly 5xx. 503 is left
+  # out: it is load shedding with Retry-After (at capacity, draining) and what Traefik itself
+  # answers while no colour is healthy; counting it kept the breaker open for its whole
+  # fallback after a colour had already recovered (measured in the deploy suite).
+  defaultCircuitBreaker = "NetworkErrorRatio() > 0.50 || ResponseCodeRatio(500, 503, 0, 600) > 0.50 || ResponseCodeRatio(504, 600, 0, 600) > 0.50";
 
   certResolverName = "letsencrypt";
 
