@@ -202,7 +202,8 @@ log "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}'
   echo "open files (hard): $(ulimit -Hn)"
   echo "node: $(node --version 2>/dev/null || echo none)"
   [ -x "$PEERS_DIR/elysia/node_modules/.bin/bun" ] && echo "bun: $("$PEERS_DIR/elysia/node_modules/.bin/bun" --version)"
-  echo "concurrent-socket: $(git -C "$REPO" log -1 --format='%h %s')"
+  echo "concurrent-socket: $SERVER_BIN (tree at $(git -C "$REPO" log -1 --format='%h %s'))"
+  echo "loadtest: $LOADTEST"
   echo "start: $(uptime)"
 } > "$RUN_DIR/machine.txt"
 for SERVER in "${SERVER_LIST[@]}"; do
