@@ -41,3 +41,10 @@ wait_http() {
     sleep 0.1
   done
 }
+
+# stop_pids PID...: end background processes a suite started, and reap them.
+stop_pids() {
+  local pid
+  for pid in "$@"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
+}

@@ -16,9 +16,7 @@ export NIX_CONFIG="$NIX_CONFIG"$'\nbuild-users-group ='
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  stop_pids "${PIDS[@]}"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
