@@ -1,7 +1,7 @@
 //! The server assembled: shared state, the public and metrics listeners, readiness, the
 //! systemd notifications and watchdog, and the shutdown sequence from signal to exit.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -123,7 +123,7 @@ fn metrics_router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-fn tokio_listener(listener: std::net::TcpListener, what: &str) -> Result<TcpListener, StartError> {
+fn tokio_listener(listener: StdListener, what: &str) -> Result<TcpListener, StartError> {
     TcpListener::from_std(listener)
         .map_err(|e| StartError(format!("cannot use the {what} socket: {e}")))
 }
@@ -148,13 +148,37 @@ fn raise_fd_limit(max_connections: u32) {
     }
 }
 
-/// Runs the server until a signal has drained it.
-pub async fn run(config: Config) -> Result<(), StartError> {
-    raise_fd_limit(config.max_connections);
-    let sockets = listener::open(config.listen_addr())
+/// The running HTTP servers and the switches that stop them.
+struct Servers {
+    public: JoinHandle<()>,
+    metrics: JoinHandle<()>,
+    public_addr: SocketAddr,
+    metrics_addr: SocketAddr,
+    accept_health: Arc<AcceptHealth>,
+    /// Closes the public listening socket (socket activation: systemd keeps it).
+    stop_accepting: CancellationToken,
+    /// Ends both HTTP servers (in-flight requests finish).
+    stop_http: CancellationToken,
+}
+
+/// The listening sockets: public and metrics, and whether systemd passed them.
+struct OpenSockets {
+    public: StdListener,
+    metrics: StdListener,
+    activated: bool,
+}
+
+/// Opens the public socket (systemd's or bound here) and the metrics socket (systemd's
+/// `metrics` or `METRICS_ADDR`).
+fn open_sockets(config: &Config) -> Result<OpenSockets, StartError> {
+    let listener::Sockets {
+        public,
+        metrics,
+        activated,
+    } = listener::open(config.listen_addr())
         .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen_addr())))?;
-    let metrics_socket = match sockets.metrics {
-        Some(socket) => socket,
+    let metrics = match metrics {
+        Some(metrics) => metrics,
         None => listener::bind_metrics(config.metrics_addr).map_err(|e| {
             StartError(format!(
                 "cannot listen on METRICS_ADDR {}: {e}",
@@ -162,50 +186,84 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             ))
         })?,
     };
+    Ok(OpenSockets {
+        public,
+        metrics,
+        activated,
+    })
+}
+
+impl Servers {
+    fn start(
+        state: &Arc<AppState>,
+        sockets: OpenSockets,
+        epoch: Instant,
+    ) -> Result<Servers, StartError> {
+        let public = tokio_listener(sockets.public, "public")?;
+        let metrics = tokio_listener(sockets.metrics, "metrics")?;
+        let public_addr = public.local_addr().map_err(|e| StartError(e.to_string()))?;
+        let metrics_addr = metrics
+            .local_addr()
+            .map_err(|e| StartError(e.to_string()))?;
+        let accept_health = Arc::new(AcceptHealth::default());
+        let (stop_accepting, stop_http) = (CancellationToken::new(), CancellationToken::new());
+        let public = TrackedListener::new(
+            public,
+            Arc::clone(&accept_health),
+            epoch,
+            stop_accepting.clone(),
+        )
+        .map_err(|e| StartError(format!("cannot use the public socket: {e}")))?;
+        let idle = state.config.http_idle_timeout;
+        Ok(Servers {
+            public: tokio::spawn(serve::serve(
+                public,
+                routes::router(Arc::clone(state)),
+                idle,
+                stop_http.clone(),
+            )),
+            metrics: tokio::spawn(serve::serve(
+                metrics,
+                metrics_router(Arc::clone(state)),
+                idle,
+                stop_http.clone(),
+            )),
+            public_addr,
+            metrics_addr,
+            accept_health,
+            stop_accepting,
+            stop_http,
+        })
+    }
+}
+
+/// Runs the server until a signal has drained it.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    raise_fd_limit(config.max_connections);
+    let sockets = open_sockets(&config)?;
     let mut signals = shutdown::Signals::install()
         .map_err(|e| StartError(format!("cannot handle signals: {e}")))?;
     let state = AppState::new(config, sockets.activated);
     #[cfg(feature = "fault-injection")]
     state.faults.arm_crash();
 
-    let public = tokio_listener(sockets.public, "public")?;
-    let metrics_listener = tokio_listener(metrics_socket, "metrics")?;
-    let public_addr = public.local_addr().map_err(|e| StartError(e.to_string()))?;
-    let metrics_addr = metrics_listener
-        .local_addr()
-        .map_err(|e| StartError(e.to_string()))?;
-
-    let accept_health = Arc::new(AcceptHealth::default());
     let epoch = Instant::now();
-    let stop_http = CancellationToken::new();
-    let stop_accepting = CancellationToken::new();
-    let listener = TrackedListener::new(
-        public,
-        Arc::clone(&accept_health),
-        epoch,
-        stop_accepting.clone(),
-    )
-    .map_err(|e| StartError(format!("cannot use the public socket: {e}")))?;
-    let public_server = tokio::spawn(serve::serve(
-        listener,
-        routes::router(Arc::clone(&state)),
-        state.config.http_idle_timeout,
-        stop_http.clone(),
-    ));
-    let metrics_server = tokio::spawn(serve::serve(
-        metrics_listener,
-        metrics_router(Arc::clone(&state)),
-        state.config.http_idle_timeout,
-        stop_http.clone(),
-    ));
-
+    let servers = Servers::start(&state, sockets, epoch)?;
     state.lifecycle.set(Phase::Ready);
-    info!(addr = %public_addr, metrics_addr = %metrics_addr, socket_activated = sockets.activated,
+    info!(addr = %servers.public_addr, metrics_addr = %servers.metrics_addr, socket_activated = state.socket_activated,
         server_id = %state.config.server_id, version = env!("CARGO_PKG_VERSION"), "listening");
     systemd::ready(&state.status_line());
-    let background = spawn_background(&state, &public_server, accept_health, epoch, public_addr);
+    let background = spawn_background(&state, &servers, epoch);
 
     let signal = signals.recv().await;
+    shut_down(&state, servers, signal).await;
+    background.abort();
+    Ok(())
+}
+
+/// Drains every WebSocket (goodbyes spread over the window), then stops the HTTP servers, all
+/// before the deadline.
+async fn shut_down(state: &AppState, servers: Servers, signal: &str) {
     let started = Instant::now();
     state.lifecycle.set(Phase::Draining);
     state.metrics.draining.set(1);
@@ -218,37 +276,30 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     if state.socket_activated {
         // systemd keeps the socket and queues new connections for the next process: refuse
         // nobody, accept nothing more here (docs/architecture.md, systemd units).
-        stop_accepting.cancel();
+        servers.stop_accepting.cancel();
     }
-
     let plan = DrainPlan::for_timeout(state.config.shutdown_timeout);
     let left = shutdown::drain(&state.registry, plan, started).await;
-    stop_http.cancel();
+    servers.stop_http.cancel();
     let remaining = (started + plan.deadline).saturating_duration_since(Instant::now());
     let _ = tokio::time::timeout(remaining, async {
-        let _ = public_server.await;
-        let _ = metrics_server.await;
+        let _ = servers.public.await;
+        let _ = servers.metrics.await;
     })
     .await;
-    background.abort();
     info!(
         left,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "shutdown complete"
     );
-    Ok(())
 }
 
 /// The status refresher and, when systemd asks for one, the watchdog.
-fn spawn_background(
-    state: &Arc<AppState>,
-    public_server: &JoinHandle<()>,
-    accept: Arc<AcceptHealth>,
-    epoch: Instant,
-    public_addr: SocketAddr,
-) -> JoinHandle<()> {
+fn spawn_background(state: &Arc<AppState>, servers: &Servers, epoch: Instant) -> JoinHandle<()> {
     let state = Arc::clone(state);
-    let server_alive = public_server.abort_handle();
+    let server_alive = servers.public.abort_handle();
+    let accept = Arc::clone(&servers.accept_health);
+    let public_addr = servers.public_addr;
     tokio::spawn(async move {
         let status = async {
             let mut tick = tokio::time::interval(STATUS_INTERVAL);
