@@ -35,6 +35,8 @@ pub struct AppState {
     pub metrics: Metrics,
     pub registry: Arc<Registry>,
     pub lifecycle: Lifecycle,
+    /// The timing of a graceful shutdown, from `SHUTDOWN_TIMEOUT`.
+    pub drain_plan: DrainPlan,
     /// The public socket came from systemd: draining stops accepting instead of answering 503.
     pub socket_activated: bool,
     #[cfg(feature = "fault-injection")]
@@ -53,6 +55,7 @@ impl AppState {
             metrics,
             registry,
             lifecycle: Lifecycle::default(),
+            drain_plan: DrainPlan::for_timeout(config.shutdown_timeout),
             socket_activated,
             #[cfg(feature = "fault-injection")]
             faults: crate::faults::Faults::from_env(),
@@ -278,7 +281,7 @@ async fn shut_down(state: &AppState, servers: Servers, signal: &str) {
         // nobody, accept nothing more here (docs/architecture.md, systemd units).
         servers.stop_accepting.cancel();
     }
-    let plan = DrainPlan::for_timeout(state.config.shutdown_timeout);
+    let plan = state.drain_plan;
     let left = shutdown::drain(&state.registry, plan, started).await;
     servers.stop_http.cancel();
     let remaining = (started + plan.deadline).saturating_duration_since(Instant::now());

@@ -25,6 +25,8 @@ use crate::socket::{self, Full, Io, Outbox, ReadFailure};
 enum Ending {
     /// Say `goodbye` with this reason, then close with its code.
     Goodbye(GoodbyeReason),
+    /// The `goodbye` was said and its grace is over: close with its code.
+    GraceOver(GoodbyeReason),
     /// The peer closed, or the connection broke.
     Closed(DisconnectReason),
     /// A read error: close with the error's code when possible.
@@ -47,6 +49,8 @@ struct Session {
     received_close: bool,
     /// The code of the client's close frame, if it sent one with a code.
     client_close_code: Option<u16>,
+    /// A `goodbye` already said, and when its grace ends (shutdown only).
+    leaving: Option<(GoodbyeReason, Instant)>,
 }
 
 /// Runs a chat connection to its end. `admission` is the slot reserved before the upgrade.
@@ -74,6 +78,7 @@ pub fn run(
         ping_sent: None,
         received_close: false,
         client_close_code: None,
+        leaving: None,
         registration,
         peer,
         id: id.into_boxed_str(),
@@ -138,8 +143,12 @@ impl Session {
         self.state.config.connection_timeout
     }
 
-    /// When the single timer must fire next: the next heartbeat or the idle deadline.
+    /// When the single timer must fire next: the end of a goodbye's grace, else the next
+    /// heartbeat or the idle deadline.
     fn next_deadline(&self) -> Instant {
+        if let Some((_, grace_end)) = self.leaving {
+            return grace_end;
+        }
         self.next_heartbeat
             .min(self.last_message + self.idle_timeout())
     }
@@ -151,10 +160,14 @@ impl Session {
         loop {
             let step = tokio::select! {
                 biased;
-                command = control.recv() => Err(match command {
-                    Command::Replaced => Ending::Goodbye(GoodbyeReason::Replaced),
-                    Command::Shutdown => Ending::Goodbye(GoodbyeReason::ServerShutdown),
-                }),
+                command = control.recv(), if self.leaving.is_none() => match command {
+                    Command::Replaced => Err(Ending::Goodbye(GoodbyeReason::Replaced)),
+                    Command::Shutdown => {
+                        self.say_goodbye_with_grace(GoodbyeReason::ServerShutdown);
+                        timer.as_mut().reset(self.next_deadline().into());
+                        Ok(())
+                    }
+                },
                 () = &mut timer => {
                     let step = self.on_timer(Instant::now());
                     timer.as_mut().reset(self.next_deadline().into());
@@ -173,7 +186,30 @@ impl Session {
         }
     }
 
+    /// Says `goodbye` but keeps answering until the client closes or the grace ends: a
+    /// request already on the wire when the goodbye left is answered, not lost (a close frame
+    /// would forbid the answer).
+    fn say_goodbye_with_grace(&mut self, reason: GoodbyeReason) {
+        self.queue_goodbye(reason);
+        self.leaving = Some((reason, Instant::now() + self.state.drain_plan.goodbye_grace));
+    }
+
+    /// Queues the last message, past the outbox's bound: it must go out.
+    fn queue_goodbye(&mut self, reason: GoodbyeReason) {
+        let goodbye = ServerMessage::goodbye(reason, now_ms());
+        self.outbox
+            .push_last(Message::Text(goodbye.to_json().into()));
+        self.state.metrics.message_out("goodbye");
+    }
+
     fn on_timer(&mut self, now: Instant) -> Result<(), Ending> {
+        if let Some((reason, grace_end)) = self.leaving {
+            return if now >= grace_end {
+                Err(Ending::GraceOver(reason))
+            } else {
+                Ok(())
+            };
+        }
         if now >= self.last_message + self.idle_timeout() {
             return Err(Ending::Goodbye(GoodbyeReason::IdleTimeout));
         }
@@ -247,11 +283,13 @@ impl Session {
         }
     }
 
+    /// Why a connection ended that the peer closed or broke: a client that closes after our
+    /// goodbye leaves for the goodbye's reason.
     fn closed_reason(&self) -> DisconnectReason {
-        if self.received_close {
-            DisconnectReason::ClientClose
-        } else {
-            DisconnectReason::TransportError
+        match (self.leaving, self.received_close) {
+            (Some((reason, _)), _) => goodbye_disconnect_reason(reason),
+            (None, true) => DisconnectReason::ClientClose,
+            (None, false) => DisconnectReason::TransportError,
         }
     }
 
@@ -318,14 +356,10 @@ impl Session {
                 if reason == GoodbyeReason::SlowConsumer {
                     self.outbox.clear();
                 }
-                let goodbye = ServerMessage::goodbye(reason, now_ms());
-                self.outbox
-                    .push_last(Message::Text(goodbye.to_json().into()));
-                metrics.message_out("goodbye");
-                let frame = socket::close_frame(reason.close_code(), reason.as_str());
-                socket::close_gracefully(socket, &mut self.outbox, metrics, frame).await;
-                (goodbye_disconnect_reason(reason), Some(reason.close_code()))
+                self.queue_goodbye(reason);
+                self.close_after_goodbye(socket, reason).await
             }
+            Ending::GraceOver(reason) => self.close_after_goodbye(socket, reason).await,
             Ending::Closed(reason) => (reason, self.client_close_code),
             Ending::ReadError(failure) => {
                 let mut last_words = Vec::new();
@@ -345,6 +379,17 @@ impl Session {
                 (failure.disconnect_reason(), close_code)
             }
         }
+    }
+
+    /// Closes with the goodbye's code once the outbox (the goodbye last) is written.
+    async fn close_after_goodbye(
+        &mut self,
+        socket: &mut WebSocket,
+        reason: GoodbyeReason,
+    ) -> (DisconnectReason, Option<u16>) {
+        let frame = socket::close_frame(reason.close_code(), reason.as_str());
+        socket::close_gracefully(socket, &mut self.outbox, &self.state.metrics, frame).await;
+        (goodbye_disconnect_reason(reason), Some(reason.close_code()))
     }
 }
 

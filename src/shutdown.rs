@@ -97,17 +97,23 @@ pub struct DrainPlan {
     pub window: Duration,
     /// Whatever is still open at this moment is dropped, and the process exits.
     pub deadline: Duration,
+    /// After its goodbye a connection keeps answering for this long, or until the client
+    /// closes, before it sends its close frame: requests that crossed the goodbye on the wire
+    /// are answered instead of lost (nothing may be sent after a close frame).
+    pub goodbye_grace: Duration,
 }
 
 impl DrainPlan {
-    /// Goodbyes over the first half of the timeout, so that closing handshakes have the second
-    /// half; the hard deadline leaves a margin (a tenth, at most one second) to exit before
-    /// whoever sent the signal gives up (systemd's TimeoutStopSec).
+    /// Goodbyes over the first half of the timeout, so that grace periods and closing
+    /// handshakes have the second half; the grace is a fifth of the timeout, at most a second;
+    /// the hard deadline leaves a margin (a tenth, at most one second) to exit before whoever
+    /// sent the signal gives up (systemd's TimeoutStopSec).
     pub fn for_timeout(timeout: Duration) -> DrainPlan {
         let margin = (timeout / 10).min(Duration::from_secs(1));
         DrainPlan {
             window: timeout / 2,
             deadline: timeout - margin,
+            goodbye_grace: (timeout / 5).min(Duration::from_secs(1)),
         }
     }
 }
@@ -154,6 +160,8 @@ mod tests {
         let plan = DrainPlan::for_timeout(Duration::from_secs(10));
         assert_eq!(plan.window, Duration::from_secs(5));
         assert_eq!(plan.deadline, Duration::from_secs(9));
+        assert_eq!(plan.goodbye_grace, Duration::from_secs(1));
+        assert!(plan.window + plan.goodbye_grace < plan.deadline);
         let plan = DrainPlan::for_timeout(Duration::from_millis(500));
         assert_eq!(plan.deadline, Duration::from_millis(450));
     }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use common::{Client, Server, WAIT};
 use serde_json::json;
 use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 const CLIENTS: usize = 20;
@@ -91,6 +92,38 @@ async fn sigterm_drains_every_client_and_exits_zero_before_the_deadline() {
         elapsed.as_millis()
     );
     drop(stuck);
+}
+
+#[tokio::test]
+async fn a_request_that_crosses_the_goodbye_is_still_answered() {
+    // SHUTDOWN_TIMEOUT 10 s: a grace of 1 s after the goodbye.
+    let mut server = Server::start(&[("SHUTDOWN_TIMEOUT", "10000")]).await;
+    let (mut client, _) = Client::chat(&server, "crossing").await;
+    server.signal("TERM");
+    let goodbye = client.recv_reply().await;
+    assert_eq!(goodbye["reason"], "server_shutdown");
+
+    // Sent after the goodbye left the server, as a client that has not read it yet would.
+    client
+        .send_json(&json!({"type": "message", "id": "crossed", "data": 1}))
+        .await;
+    let answer = client.recv_reply().await;
+    assert_eq!(
+        (answer["type"].as_str(), answer["id"].as_str()),
+        (Some("message_response"), Some("crossed"))
+    );
+
+    // The client leaves as asked; the server counts it as a shutdown, not a client close.
+    client.send(Message::Close(None)).await.unwrap();
+    let (frame, _) = client.recv_until_close(WAIT).await;
+    // The echo of our empty close frame, not a close 1001 of the server's own after its grace.
+    assert!(frame.is_none(), "{frame:?}");
+    assert!(server.wait_exit(WAIT).await.expect("exits").success());
+    let log = server.output();
+    assert!(
+        log.contains(r#""reason":"server_shutdown""#),
+        "closed as a shutdown: {log}"
+    );
 }
 
 #[tokio::test]
