@@ -154,6 +154,12 @@ async def converse(ws, stats, stop):
                 reason = message.get("reason")
                 stats.goodbyes[reason] += 1
                 goodbye = ("reconnect:" if message.get("reconnect") else "final:") + str(reason)
+                # As docs/protocol.md asks of clients: stop sending, take the answers still on
+                # their way (the server answers through its grace), then close our side.
+                sending.cancel()
+                await settle(ws, pending, stats)
+                await ws.close()
+                return goodbye
     except ConnectionClosed:
         return goodbye
     finally:
