@@ -6,8 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::http::{HeaderMap, StatusCode};
@@ -268,16 +268,13 @@ async fn chat_upgrade(
         Ok(Path(id)) if is_valid_connection_id(&id) => id,
         _ => return invalid_connection_id(State(state)).await,
     };
-    let Ok(upgrade) = upgrade else {
-        return upgrade_required();
-    };
-    let (admission, ip) = match admit(&state, &headers, peer) {
-        Ok(admitted) => admitted,
-        Err(refusal) => return refusal.into_response(),
-    };
-    socket::configure(upgrade, state.config.max_message_bytes)
-        .on_failed_upgrade(|error| debug!(%error, "upgrade failed"))
-        .on_upgrade(move |ws| connection::run(ws, state, admission, id, ip))
+    admit_and_upgrade(
+        state,
+        &headers,
+        peer,
+        upgrade,
+        move |ws, state, admission, ip| connection::run(ws, state, admission, id, ip),
+    )
 }
 
 async fn echo_upgrade(
@@ -286,14 +283,30 @@ async fn echo_upgrade(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    admit_and_upgrade(state, &headers, peer, upgrade, echo::run)
+}
+
+/// Admits an upgrade request (Origin, draining, capacity, per-IP) and hands the upgraded
+/// socket, with its reserved slot, to `serve`; answers the refusal otherwise.
+fn admit_and_upgrade<Serve, Served>(
+    state: Arc<AppState>,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    serve: Serve,
+) -> Response
+where
+    Serve: FnOnce(WebSocket, Arc<AppState>, Admission, IpAddr) -> Served + Send + 'static,
+    Served: Future<Output = ()> + Send + 'static,
+{
     let Ok(upgrade) = upgrade else {
         return upgrade_required();
     };
-    let (admission, ip) = match admit(&state, &headers, peer) {
+    let (admission, ip) = match admit(&state, headers, peer) {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };
     socket::configure(upgrade, state.config.max_message_bytes)
         .on_failed_upgrade(|error| debug!(%error, "upgrade failed"))
-        .on_upgrade(move |ws| echo::run(ws, state, admission, ip))
+        .on_upgrade(move |ws| serve(ws, state, admission, ip))
 }

@@ -91,9 +91,7 @@ wait_prom() {
 }
 
 stop_stack() {
-  local pid
-  for pid in "${STACK_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${STACK_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  stop_pids "${STACK_PIDS[@]}"
   STACK_PIDS=()
   stop_traefik
 }
