@@ -70,7 +70,21 @@ impl UserContext {
     fn drain_grace(&self) -> Duration {
         self.timeout.min(Duration::from_secs(5))
     }
+
+    /// How long a user told `goodbye` waits for its outstanding answers before it closes.
+    fn goodbye_grace(&self) -> Duration {
+        self.timeout.min(GOODBYE_GRACE)
+    }
 }
+
+/// The longest a user waits for its answers after a `goodbye`: the server answers for at most
+/// 1 s after its goodbye (a fifth of `SHUTDOWN_TIMEOUT`, capped) and then closes anyway, so a
+/// longer wait could only delay the reconnect.
+const GOODBYE_GRACE: Duration = Duration::from_secs(1);
+
+/// How long a user waits for the server's reply to its close frame, or for its close reply
+/// to be written.
+const CLOSE_REPLY_WAIT: Duration = Duration::from_secs(2);
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -241,7 +255,7 @@ fn parse(text: &str) -> Option<ServerMessage<'_>> {
 enum SessionEnd {
     /// The run no longer wants this user.
     Stopped,
-    /// The server said `goodbye` and closed.
+    /// The server said `goodbye`; the connection is closed (by whichever side closed first).
     Goodbye { reconnect: bool },
     /// Closed without `goodbye`, or the transport failed.
     Lost,
@@ -258,6 +272,10 @@ struct Session<'a> {
     next_id: u64,
     /// The `reconnect` flag of the `goodbye` received, if any.
     goodbye: Option<bool>,
+    /// We sent our close frame (the run stopped, churn, or we left after a `goodbye`).
+    closed_by_us: bool,
+    /// The server's close frame has been read.
+    closed_by_server: bool,
 }
 
 impl<'a> Session<'a> {
@@ -268,6 +286,8 @@ impl<'a> Session<'a> {
             pending: VecDeque::new(),
             next_id: 0,
             goodbye: None,
+            closed_by_us: false,
+            closed_by_server: false,
         }
     }
 
@@ -291,10 +311,21 @@ impl<'a> Session<'a> {
             let expiry = self.pending.front().map(|&(_, at)| at + self.ctx.timeout);
             tokio::select! {
                 biased;
-                () = stop.cancelled() => break self.finish(open_loop_due.zip(interval)).await,
+                () = stop.cancelled() => {
+                    let owed = open_loop_due.zip(interval);
+                    let end = self.leave(owed, self.ctx.drain_grace()).await;
+                    break end.unwrap_or(SessionEnd::Stopped);
+                }
                 frame = self.ws.next() => {
                     if let Some(end) = self.on_frame(frame) {
                         break end;
+                    }
+                    if let Some(reconnect) = self.goodbye {
+                        // The server asked us to leave: nothing falls due any more; we take
+                        // the answers still on their way (its grace answers them) and close.
+                        let owed = open_loop_due.zip(interval);
+                        let end = self.leave(owed, self.ctx.goodbye_grace()).await;
+                        break end.unwrap_or(SessionEnd::Goodbye { reconnect });
                     }
                 }
                 () = sleep_until(expiry.unwrap_or_else(Instant::now)), if expiry.is_some() => self.expire(),
@@ -312,6 +343,11 @@ impl<'a> Session<'a> {
                 }
             }
         };
+        if self.closed_by_server && !self.closed_by_us {
+            // tungstenite queued the reply to the server's close; it goes out on a flush.
+            let _ = timeout(CLOSE_REPLY_WAIT, self.ws.flush()).await;
+        }
+        self.expire();
         self.ctx
             .recorder
             .count(|c| c.unanswered += self.pending.len() as u64);
@@ -360,9 +396,10 @@ impl<'a> Session<'a> {
         match frame {
             Some(Ok(Message::Text(text))) => self.on_text(&text),
             Some(Ok(Message::Close(frame))) => {
+                self.closed_by_server = true;
                 let code =
                     frame.map_or_else(|| "1005".to_owned(), |f| u16::from(f.code).to_string());
-                self.ctx.recorder.count(|c| bump(&mut c.close_codes, &code));
+                self.record_close(&code);
                 return Some(match self.goodbye {
                     Some(reconnect) => SessionEnd::Goodbye { reconnect },
                     None => SessionEnd::Lost,
@@ -407,62 +444,95 @@ impl<'a> Session<'a> {
 
     /// The transport failed or ended without a close frame.
     fn lost(&self) -> SessionEnd {
-        self.ctx
-            .recorder
-            .count(|c| bump(&mut c.close_codes, "none"));
+        self.record_close("none");
         match self.goodbye {
             Some(reconnect) => SessionEnd::Goodbye { reconnect },
             None => SessionEnd::Lost,
         }
     }
 
-    /// The run is over for this user: wait a little for outstanding answers, then close.
-    /// Sends still due on the open-loop `schedule` (next send time, interval) are written
-    /// first; those the socket does not take before the grace ends count as `unsent`, so
-    /// that a server that does not read cannot shrink the load it is judged on.
-    async fn finish(&mut self, schedule: Option<(Instant, Duration)>) -> SessionEnd {
-        let stopped = Instant::now();
-        let deadline = stopped + self.ctx.drain_grace();
-        if let Some((mut due, interval)) = schedule {
-            while due <= stopped {
-                match timeout_at(deadline, self.send(due)).await {
-                    Ok(Ok(())) => due += interval,
-                    _ => break,
-                }
-            }
-            let unsent = overdue(due, stopped, interval);
-            self.ctx.recorder.count(|c| c.unsent += unsent);
+    /// Counts how the connection ended when the server ended it: it closed first, or it said
+    /// `goodbye` and we closed (then `code` is its reply to our close). Connections the run
+    /// ended (stop, churn) are not the server's doing and are not counted.
+    fn record_close(&self, code: &str) {
+        if self.goodbye.is_some() || !self.closed_by_us {
+            self.ctx.recorder.count(|c| bump(&mut c.close_codes, code));
+        }
+    }
+
+    /// Ends the connection from our side, because the run no longer wants this user or the
+    /// server said `goodbye`: writes the sends the open-loop `schedule` (next send time,
+    /// interval) owed by now, waits up to `grace` for the answers still pending, then closes
+    /// with 1000. Sends that fall due later are not owed: nobody wants them any more. Owed
+    /// sends the socket does not take before the grace ends count as `unsent`, so that a
+    /// server that does not read cannot shrink the load it is judged on. `Some` when the
+    /// server ended the connection while we waited.
+    async fn leave(
+        &mut self,
+        schedule: Option<(Instant, Duration)>,
+        grace: Duration,
+    ) -> Option<SessionEnd> {
+        let now = Instant::now();
+        let deadline = now + grace;
+        if let Some((next_due, interval)) = schedule {
+            self.write_owed(next_due, interval, now, deadline).await;
         }
         while !self.pending.is_empty() {
-            match timeout(
-                deadline.saturating_duration_since(Instant::now()),
-                self.ws.next(),
-            )
-            .await
-            {
+            match timeout_at(deadline, self.ws.next()).await {
                 Ok(frame) => {
+                    // An answer after its timeout is late here too, as in the session loop.
+                    self.expire();
                     if let Some(end) = self.on_frame(frame) {
-                        return end;
+                        return Some(end);
                     }
                 }
                 Err(_) => break,
             }
         }
         self.close().await;
-        SessionEnd::Stopped
+        None
     }
 
-    /// Sends a normal close and waits briefly for the server's close frame.
+    /// Writes the sends due from `due` on up to `now`, one per `interval`, until `deadline`;
+    /// counts those not written as `unsent`.
+    async fn write_owed(
+        &mut self,
+        mut due: Instant,
+        interval: Duration,
+        now: Instant,
+        deadline: Instant,
+    ) {
+        while due <= now {
+            match timeout_at(deadline, self.send(due)).await {
+                Ok(Ok(())) => due += interval,
+                _ => break,
+            }
+        }
+        let unsent = overdue(due, now, interval);
+        self.ctx.recorder.count(|c| c.unsent += unsent);
+    }
+
+    /// Sends a normal close and waits briefly for the server's close frame, still matching
+    /// the answers that come before it.
     async fn close(&mut self) {
+        self.closed_by_us = true;
         let frame = CloseFrame {
             code: CloseCode::Normal,
             reason: "".into(),
         };
-        if self.ws.close(Some(frame)).await.is_ok() {
-            let _ = timeout(Duration::from_secs(2), async {
-                while let Some(Ok(_)) = self.ws.next().await {}
-            })
-            .await;
+        // A failed write shows as the end of the stream below.
+        let _ = self.ws.close(Some(frame)).await;
+        let replied = timeout(CLOSE_REPLY_WAIT, async {
+            loop {
+                let frame = self.ws.next().await;
+                if self.on_frame(frame).is_some() {
+                    break;
+                }
+            }
+        })
+        .await;
+        if replied.is_err() {
+            self.record_close("none");
         }
     }
 }
@@ -470,6 +540,9 @@ impl<'a> Session<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats::Counts;
+    use serde_json::{Value, json};
+    use tokio::net::TcpListener;
 
     #[test]
     fn backoff_is_jittered_and_capped() {
@@ -505,5 +578,235 @@ mod tests {
         );
         assert!(parse("not json").is_none());
         assert!(parse(r#"{"id":"1"}"#).is_none(), "type is required");
+    }
+
+    /// A scripted protocol v1 server on loopback: the tests play the server's side by hand.
+    async fn listen() -> (Target, TcpListener) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}", listener.local_addr().unwrap());
+        (Target::parse(&url).unwrap(), listener)
+    }
+
+    /// Accepts one user and greets it with `connection_established`.
+    async fn accept(listener: &TcpListener) -> Ws {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+        let hello = json!({"type": "connection_established", "connectionId": "t",
+            "serverId": "script", "heartbeatIntervalMs": 30000, "ts": 1});
+        say(&mut ws, hello).await;
+        ws
+    }
+
+    async fn say(ws: &mut Ws, message: Value) {
+        ws.send(Message::Text(message.to_string().into()))
+            .await
+            .unwrap();
+    }
+
+    fn goodbye(reason: &str, reconnect: bool) -> Value {
+        json!({"type": "goodbye", "reason": reason, "reconnect": reconnect, "ts": 1})
+    }
+
+    fn answer(id: &str) -> Value {
+        json!({"type": "message_response", "id": id, "data": "x", "ts": 1})
+    }
+
+    /// The user's next frame: the id of a `message`, or the code of its close.
+    async fn next_from_user(ws: &mut Ws) -> Result<String, CloseCode> {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => {
+                let message: Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(message["type"], "message");
+                Ok(message["id"].as_str().unwrap().to_owned())
+            }
+            Some(Ok(Message::Close(Some(frame)))) => Err(frame.code),
+            other => panic!("expected a message or a close frame, got {other:?}"),
+        }
+    }
+
+    /// Reads to the end: sends tungstenite's reply to the user's close, and tells whether
+    /// the user answered our own close with a close frame.
+    async fn read_to_end(ws: &mut Ws) -> bool {
+        let mut close_seen = false;
+        while let Some(Ok(frame)) = ws.next().await {
+            close_seen |= frame.is_close();
+        }
+        close_seen
+    }
+
+    fn context(target: Target, behaviour: Behaviour) -> UserContext {
+        UserContext::new(target, behaviour, Arc::default(), "t".into())
+    }
+
+    fn closed_loop(timeout_ms: u64) -> Behaviour {
+        Behaviour {
+            rate: 0.0,
+            closed_loop_window: Some(1),
+            payload_bytes: 8,
+            timeout_ms,
+            churn: false,
+        }
+    }
+
+    /// Connects and runs one session, bounded so that a user that never leaves fails the
+    /// test instead of hanging it.
+    async fn one_session(ctx: &UserContext) -> (SessionEnd, Counts) {
+        let (ws, _) = connect(ctx, "u", None).await.unwrap();
+        let stop = CancellationToken::new();
+        let end = timeout(Duration::from_secs(20), Session::new(ctx, ws).run(&stop))
+            .await
+            .expect("the user left by itself");
+        (end, ctx.recorder.take(1).counts)
+    }
+
+    #[tokio::test]
+    async fn after_goodbye_a_user_sends_nothing_new_takes_its_answer_and_closes_first() {
+        let (target, listener) = listen().await;
+        let server = tokio::spawn(async move {
+            let mut ws = accept(&listener).await;
+            let id = next_from_user(&mut ws).await.unwrap();
+            // The answer follows the goodbye, as during the server's grace.
+            say(&mut ws, goodbye("server_shutdown", true)).await;
+            say(&mut ws, answer(&id)).await;
+            // A closed loop would send its next message at once: the old behaviour did.
+            assert_eq!(next_from_user(&mut ws).await, Err(CloseCode::Normal));
+            read_to_end(&mut ws).await;
+        });
+        let ctx = context(target, closed_loop(10_000));
+        let (end, counts) = one_session(&ctx).await;
+        server.await.unwrap();
+        assert_eq!(end, SessionEnd::Goodbye { reconnect: true });
+        assert_eq!(
+            (counts.sent, counts.answered, counts.messages_failed()),
+            (1, 1, 0)
+        );
+        assert_eq!(counts.goodbye_reasons["server_shutdown"], 1);
+        assert_eq!(
+            counts.close_codes,
+            [("1000".to_owned(), 1)].into(),
+            "the server's echo of our close"
+        );
+    }
+
+    #[tokio::test]
+    async fn open_loop_sends_due_after_goodbye_are_neither_sent_nor_unsent() {
+        let (target, listener) = listen().await;
+        let server = tokio::spawn(async move {
+            let mut ws = accept(&listener).await;
+            let mut goodbye_said = false;
+            // Answer everything, as the server's grace does, until the user closes.
+            loop {
+                match next_from_user(&mut ws).await {
+                    Ok(id) => {
+                        if !goodbye_said {
+                            say(&mut ws, goodbye("server_shutdown", false)).await;
+                            goodbye_said = true;
+                        }
+                        say(&mut ws, answer(&id)).await;
+                    }
+                    Err(code) => {
+                        assert_eq!(code, CloseCode::Normal);
+                        break;
+                    }
+                }
+            }
+            read_to_end(&mut ws).await;
+        });
+        let behaviour = Behaviour {
+            rate: 50.0,
+            closed_loop_window: None,
+            ..closed_loop(10_000)
+        };
+        let ctx = context(target, behaviour);
+        let (end, counts) = one_session(&ctx).await;
+        server.await.unwrap();
+        assert_eq!(end, SessionEnd::Goodbye { reconnect: false });
+        assert!(counts.sent >= 1, "{counts:?}");
+        assert_eq!(counts.answered, counts.sent, "{counts:?}");
+        assert_eq!(
+            (counts.unsent, counts.messages_failed()),
+            (0, 0),
+            "{counts:?}"
+        );
+        assert_eq!(counts.close_codes, [("1000".to_owned(), 1)].into());
+    }
+
+    #[tokio::test]
+    async fn answers_missing_when_the_goodbye_grace_ends_count_as_failed() {
+        let (target, listener) = listen().await;
+        let server = tokio::spawn(async move {
+            let mut ws = accept(&listener).await;
+            next_from_user(&mut ws).await.unwrap();
+            say(&mut ws, goodbye("server_shutdown", true)).await;
+            // Never answered: the user gives up after its short grace and closes.
+            assert_eq!(next_from_user(&mut ws).await, Err(CloseCode::Normal));
+            read_to_end(&mut ws).await;
+        });
+        let ctx = context(target, closed_loop(200));
+        let (end, counts) = one_session(&ctx).await;
+        server.await.unwrap();
+        assert_eq!(end, SessionEnd::Goodbye { reconnect: true });
+        assert_eq!((counts.sent, counts.answered), (1, 0));
+        assert_eq!(counts.timed_out + counts.unanswered, 1, "{counts:?}");
+        assert_eq!(counts.close_codes, [("1000".to_owned(), 1)].into());
+    }
+
+    #[tokio::test]
+    async fn a_server_that_closes_right_after_goodbye_gets_our_close_reply() {
+        let (target, listener) = listen().await;
+        let server = tokio::spawn(async move {
+            let mut ws = accept(&listener).await;
+            next_from_user(&mut ws).await.unwrap();
+            say(&mut ws, goodbye("idle_timeout", false)).await;
+            let frame = CloseFrame {
+                code: CloseCode::Normal,
+                reason: "idle_timeout".into(),
+            };
+            ws.close(Some(frame)).await.unwrap();
+            assert!(read_to_end(&mut ws).await, "the user replies to our close");
+        });
+        let ctx = context(target, closed_loop(10_000));
+        let (end, counts) = one_session(&ctx).await;
+        server.await.unwrap();
+        assert_eq!(end, SessionEnd::Goodbye { reconnect: false });
+        assert_eq!((counts.sent, counts.unanswered), (1, 1));
+        assert_eq!(counts.goodbye_reasons["idle_timeout"], 1);
+        assert_eq!(counts.close_codes, [("1000".to_owned(), 1)].into());
+    }
+
+    #[tokio::test]
+    async fn a_user_reconnects_after_goodbye_and_a_stopped_connection_is_not_counted() {
+        let (target, listener) = listen().await;
+        let stop = CancellationToken::new();
+        let stop_when_back = stop.clone();
+        let server = tokio::spawn(async move {
+            let mut first = accept(&listener).await;
+            let id = next_from_user(&mut first).await.unwrap();
+            say(&mut first, goodbye("server_shutdown", true)).await;
+            say(&mut first, answer(&id)).await;
+            assert_eq!(next_from_user(&mut first).await, Err(CloseCode::Normal));
+            read_to_end(&mut first).await;
+            let mut second = accept(&listener).await;
+            // Its first message shows that the user is past its handshake.
+            let id = next_from_user(&mut second).await.unwrap();
+            stop_when_back.cancel();
+            say(&mut second, answer(&id)).await;
+            assert_eq!(next_from_user(&mut second).await, Err(CloseCode::Normal));
+            read_to_end(&mut second).await;
+        });
+        let ctx = Arc::new(context(target, closed_loop(10_000)));
+        let user = run_user(ctx.clone(), 1, None, stop);
+        timeout(Duration::from_secs(20), user)
+            .await
+            .expect("the user stops when told");
+        server.await.unwrap();
+        let counts = ctx.recorder.take(1).counts;
+        assert_eq!((counts.connects, counts.reconnects), (2, 1));
+        assert_eq!(counts.goodbye_reasons["server_shutdown"], 1);
+        assert_eq!(
+            counts.close_codes,
+            [("1000".to_owned(), 1)].into(),
+            "only the connection the server ended"
+        );
     }
 }
