@@ -5,6 +5,7 @@
 #
 #   bench/run.sh                      # all three servers, all figures (about 10 minutes)
 #   SERVERS="concurrent-socket elysia" bench/run.sh
+#   FIGURES="echo latency" bench/run.sh   # a subset of the figures below
 #
 # Figures, each on a freshly started server:
 #   idle     RSS per idle connection at 10,000 connections (heartbeat 30 s)
@@ -28,6 +29,8 @@ SERVER_BIN=${SERVER_BIN:-$REPO/target/release/concurrent-socket}
 PEERS_SRC=${PEERS_SRC:-$SHARED/peers}
 SERVERS=${SERVERS:-concurrent-socket elysia node-ws}
 read -ra SERVER_LIST <<< "$SERVERS"
+FIGURES=${FIGURES:-idle hold hold_1s echo latency churn}
+read -ra FIGURE_LIST <<< "$FIGURES"
 OUT=${OUT:-$CI_DIR/bench}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RUN_DIR="$OUT/$STAMP"
@@ -207,7 +210,7 @@ log "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}'
   echo "start: $(uptime)"
 } > "$RUN_DIR/machine.txt"
 for SERVER in "${SERVER_LIST[@]}"; do
-  for figure in idle hold hold_1s echo latency churn; do
+  for figure in "${FIGURE_LIST[@]}"; do
     log "$SERVER: $figure (load average $(cut -d' ' -f1-3 /proc/loadavg))" | tee -a "$RUN_DIR/progress.log"
     "bench_$figure"
   done

@@ -8,8 +8,8 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{Message, WebSocket};
 use tokio::time::{Sleep, sleep_until};
+use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info};
 
 use crate::app::AppState;
@@ -19,7 +19,7 @@ use crate::protocol::{
 };
 use crate::ratelimit::{RateLimiter, Verdict};
 use crate::registry::{Admission, Command, Registration};
-use crate::socket::{self, Full, Io, Outbox, ReadFailure};
+use crate::socket::{self, Full, Io, Outbox, ReadFailure, WebSocket};
 
 /// How a connection ends.
 enum Ending {
@@ -271,12 +271,12 @@ impl Session {
                 }
                 Ok(())
             }
-            // tungstenite answers pings itself.
-            Message::Ping(_) => Ok(()),
+            // tungstenite answers pings itself, and yields raw frames only when writing.
+            Message::Ping(_) | Message::Frame(_) => Ok(()),
             Message::Close(frame) => {
                 // tungstenite queues the close reply; the next read flushes it and ends the stream.
                 self.received_close = true;
-                self.client_close_code = frame.as_ref().map(|f| f.code);
+                self.client_close_code = frame.as_ref().map(|f| u16::from(f.code));
                 debug!(close_code = self.client_close_code, "client closed");
                 Ok(())
             }
@@ -371,10 +371,11 @@ impl Session {
                     last_words.push(Message::Text(goodbye.to_json().into()));
                     metrics.message_out("goodbye");
                 }
-                let close_code = failure.close_frame().map(|frame| frame.code);
+                let close_code = failure.close_frame().map(|frame| u16::from(frame.code));
                 if let Some(frame) = failure.close_frame() {
                     last_words.push(Message::Close(Some(frame)));
-                    socket::close_after_read_error(socket, &mut self.outbox, last_words).await;
+                    socket::close_after_read_error(socket, &mut self.outbox, metrics, last_words)
+                        .await;
                 }
                 (failure.disconnect_reason(), close_code)
             }

@@ -8,14 +8,14 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::ws::{Message, WebSocket};
 use tokio::time::sleep_until;
+use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
 
 use crate::app::AppState;
 use crate::metrics::DisconnectReason;
 use crate::registry::{Admission, Control};
-use crate::socket::{self, Full, Io, Outbox, ReadFailure};
+use crate::socket::{self, Full, Io, Outbox, ReadFailure, WebSocket};
 
 pub async fn run(mut ws: WebSocket, state: Arc<AppState>, admission: Admission, peer: IpAddr) {
     let opened = Instant::now();
@@ -83,7 +83,7 @@ async fn echo_until_the_end(
                         metrics.error(code);
                     }
                     if let Some(frame) = failure.close_frame() {
-                        socket::close_after_read_error(ws, &mut outbox, vec![Message::Close(Some(frame))]).await;
+                        socket::close_after_read_error(ws, &mut outbox, metrics, vec![Message::Close(Some(frame))]).await;
                     }
                     Next::Over(failure.disconnect_reason())
                 }

@@ -20,3 +20,4 @@ pub mod serve;
 pub mod shutdown;
 pub mod socket;
 pub mod systemd;
+pub mod upgrade;

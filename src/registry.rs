@@ -7,8 +7,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use futures_util::task::AtomicWaker;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// What another part of the server asks a connection to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,12 +22,13 @@ pub enum Command {
     Shutdown = 2,
 }
 
-/// The mailbox of one connection: a single pending command and a wake-up. Much smaller than a
-/// channel (a channel allocates a block of slots per connection).
+/// The mailbox of one connection: a single pending command and the waker of the one task
+/// that reads it. Much smaller than a channel (a channel allocates a block of slots per
+/// connection), and checking it on every wake-up of the connection takes no lock.
 #[derive(Debug, Default)]
 pub struct Control {
     command: AtomicU8,
-    notify: Notify,
+    waker: AtomicWaker,
 }
 
 impl Control {
@@ -36,18 +39,22 @@ impl Control {
             .compare_exchange(0, command as u8, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            self.notify.notify_one();
+            self.waker.wake();
         }
     }
 
-    /// Waits for the command.
+    /// Waits for the command. Only one task may wait on a `Control`.
     pub async fn recv(&self) -> Command {
-        loop {
-            if let Some(command) = self.pending() {
-                return command;
-            }
-            self.notify.notified().await;
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Command> {
+        if let Some(command) = self.pending() {
+            return Poll::Ready(command);
         }
+        self.waker.register(cx.waker());
+        // A command sent before the registration woke nobody: look again.
+        self.pending().map_or(Poll::Pending, Poll::Ready)
     }
 
     fn pending(&self) -> Option<Command> {

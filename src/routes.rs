@@ -6,8 +6,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::http::{HeaderMap, StatusCode};
@@ -24,7 +22,9 @@ use crate::metrics::RejectReason;
 use crate::protocol::is_valid_connection_id;
 use crate::registry::{Admission, AdmitError};
 use crate::shutdown::Phase;
-use crate::{connection, echo, socket};
+use crate::socket::WebSocket;
+use crate::upgrade::{NotAnUpgrade, UpgradeRequest};
+use crate::{connection, echo};
 
 /// Content-Security-Policy of every response: the test page loads only its own script and
 /// stylesheet and connects only back to this server.
@@ -249,6 +249,14 @@ fn admit(
     })
 }
 
+/// Any request to a WebSocket route that is not a valid upgrade gets `426`.
+impl IntoResponse for NotAnUpgrade {
+    fn into_response(self) -> Response {
+        debug!(why = ?self, "not a WebSocket upgrade");
+        upgrade_required()
+    }
+}
+
 fn upgrade_required() -> Response {
     let mut response = json_error(StatusCode::UPGRADE_REQUIRED, "upgrade_required");
     response
@@ -262,7 +270,7 @@ async fn chat_upgrade(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    upgrade: Result<UpgradeRequest, NotAnUpgrade>,
 ) -> Response {
     let id = match id {
         Ok(Path(id)) if is_valid_connection_id(&id) => id,
@@ -281,7 +289,7 @@ async fn echo_upgrade(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    upgrade: Result<UpgradeRequest, NotAnUpgrade>,
 ) -> Response {
     admit_and_upgrade(state, &headers, peer, upgrade, echo::run)
 }
@@ -292,21 +300,23 @@ fn admit_and_upgrade<Serve, Served>(
     state: Arc<AppState>,
     headers: &HeaderMap,
     peer: SocketAddr,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    upgrade: Result<UpgradeRequest, NotAnUpgrade>,
     serve: Serve,
 ) -> Response
 where
     Serve: FnOnce(WebSocket, Arc<AppState>, Admission, IpAddr) -> Served + Send + 'static,
     Served: Future<Output = ()> + Send + 'static,
 {
-    let Ok(upgrade) = upgrade else {
-        return upgrade_required();
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(not_an_upgrade) => return not_an_upgrade.into_response(),
     };
     let (admission, ip) = match admit(&state, headers, peer) {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };
-    socket::configure(upgrade, state.config.max_message_bytes)
-        .on_failed_upgrade(|error| debug!(%error, "upgrade failed"))
-        .on_upgrade(move |ws| serve(ws, state, admission, ip))
+    upgrade.accept(move |upgraded| {
+        let ws = WebSocket::new(upgraded, state.config.max_message_bytes);
+        serve(ws, state, admission, ip)
+    })
 }

@@ -1,24 +1,35 @@
-//! The I/O side of one upgraded WebSocket, driven from the connection's single task: a
-//! bounded outbound queue written as fast as the peer reads, reading frames at the same time,
-//! the WebSocket settings that keep an idle socket small, how read errors map to close codes,
-//! and the bounded closing handshake.
+//! The I/O side of one upgraded WebSocket, driven from the connection's single task: the
+//! WebSocket protocol (tungstenite) on the connection's own TCP stream, a bounded outbound
+//! queue written as fast as the peer reads, with all the frames of one wake-up corked into
+//! one `write`, reading frames at the same time, the settings that keep an idle socket small,
+//! how read errors map to close codes, and the bounded closing handshake.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::io::{self, Read, Write};
+use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 
 use crate::metrics::{DisconnectReason, Metrics};
 use crate::protocol::ErrorCode;
+use crate::upgrade::Upgraded;
 
 /// tungstenite reads into a buffer of this size (its default, 128 KiB, is allocated and
 /// zero-filled for every socket up front). Larger frames still arrive whole: the buffer is
 /// grown to the announced frame length.
 pub const READ_BUFFER_BYTES: usize = 1024;
+/// Frames queued in one wake-up are gathered up to this many bytes before tungstenite writes
+/// them: one `write` system call carries every answer of a wake-up (a pipelining client, a
+/// heartbeat with its ping) instead of one call per frame.
+pub const CORK_BYTES: usize = 16 * 1024;
 /// Frames larger than this many times `MAX_MESSAGE_BYTES` are not read at all: the
 /// connection is closed with 1009. Between 1x and this, the message is read and answered with
 /// an `error` `message_too_large`.
@@ -26,23 +37,132 @@ pub const HARD_LIMIT_FACTOR: usize = 4;
 /// How long a closing handshake may take before the TCP connection is dropped.
 pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a connection stays open after the close frame that ends a read error. The stream
-/// cannot be read any more (tokio-tungstenite fuses it after an error), so the peer's unread
-/// bytes (the rest of an oversized frame, say) make the kernel answer our close with an RST;
-/// without this pause the RST overtakes the close frame in browsers: Chromium reports 1006
-/// instead of 1009 (ci/suites/21-browser.sh).
+/// cannot be read any more after an error, so the peer's unread bytes (the rest of an
+/// oversized frame, say) make the kernel answer our close with an RST; without this pause the
+/// RST overtakes the close frame in browsers: Chromium reports 1006 instead of 1009
+/// (ci/suites/21-browser.sh).
 pub const CLOSE_LINGER: Duration = Duration::from_millis(250);
 
-/// Applies the per-socket WebSocket settings to an upgrade.
-pub fn configure<F>(upgrade: WebSocketUpgrade<F>, max_message_bytes: usize) -> WebSocketUpgrade<F> {
+/// An upgraded WebSocket: tungstenite's protocol state on the bare TCP stream.
+pub struct WebSocket {
+    stream: TcpStream,
+    protocol: WebSocketContext,
+    /// The stream ended or failed: reading yields nothing more.
+    ended: bool,
+}
+
+impl WebSocket {
+    /// Starts the WebSocket protocol on an upgraded connection, with the per-socket settings.
+    pub fn new(upgraded: Upgraded, max_message_bytes: usize) -> WebSocket {
+        let protocol = WebSocketContext::from_partially_read(
+            upgraded.already_read,
+            Role::Server,
+            Some(config(max_message_bytes)),
+        );
+        WebSocket {
+            stream: upgraded.stream,
+            protocol,
+            ended: false,
+        }
+    }
+
+    /// The next frame, `None` once the stream has ended, or a read error (after which the
+    /// stream has ended too). Pending until a whole frame has arrived.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, WsError>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let mut io = TaskIo::new(&mut self.stream, cx);
+        match self.protocol.read(&mut io) {
+            Ok(message) => Poll::Ready(Some(Ok(message))),
+            Err(error) if would_block(&error) => Poll::Pending,
+            Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
+                self.ended = true;
+                Poll::Ready(None)
+            }
+            Err(error) => {
+                self.ended = true;
+                Poll::Ready(Some(Err(error)))
+            }
+        }
+    }
+
+    /// Hands `message` to tungstenite; `Ok(false)` when it was taken but the kernel's send
+    /// buffer is full, so that nothing more should be added until a flush gets through.
+    fn write(&mut self, message: Message, cx: &mut Context<'_>) -> Result<bool, WsError> {
+        let mut io = TaskIo::new(&mut self.stream, cx);
+        match self.protocol.write(&mut io, message) {
+            Ok(()) => Ok(true),
+            Err(error) if would_block(&error) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Writes what tungstenite holds; `Ok(false)` while the kernel does not take all of it.
+    fn flush(&mut self, cx: &mut Context<'_>) -> Result<bool, WsError> {
+        let mut io = TaskIo::new(&mut self.stream, cx);
+        match self.protocol.flush(&mut io) {
+            // A close handshake just completed: nothing is left to write.
+            Ok(()) | Err(WsError::ConnectionClosed) => Ok(true),
+            Err(error) if would_block(&error) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+fn config(max_message_bytes: usize) -> WebSocketConfig {
     let hard_limit = max_message_bytes.saturating_mul(HARD_LIMIT_FACTOR);
-    upgrade
+    WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
-        // Write every message to the kernel at once: no user-space write buffer to hold.
-        .write_buffer_size(0)
-        // A safety net only: the outbox below hands tungstenite one frame at a time.
-        .max_write_buffer_size(hard_limit.saturating_mul(2))
-        .max_message_size(hard_limit)
-        .max_frame_size(hard_limit)
+        .write_buffer_size(CORK_BYTES)
+        // A safety net only: the outbox stops feeding tungstenite while the kernel is full.
+        .max_write_buffer_size(CORK_BYTES + hard_limit.saturating_mul(2))
+        .max_message_size(Some(hard_limit))
+        .max_frame_size(Some(hard_limit))
+}
+
+fn would_block(error: &WsError) -> bool {
+    matches!(error, WsError::Io(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+/// The TCP stream as tungstenite sees it: blocking-style `Read` and `Write` that answer
+/// `WouldBlock` when the socket is not ready, after registering the task to be woken when it
+/// is.
+struct TaskIo<'a, 'b> {
+    stream: &'a mut TcpStream,
+    cx: &'a mut Context<'b>,
+}
+
+impl<'a, 'b> TaskIo<'a, 'b> {
+    fn new(stream: &'a mut TcpStream, cx: &'a mut Context<'b>) -> Self {
+        TaskIo { stream, cx }
+    }
+}
+
+fn ready<T>(poll: Poll<io::Result<T>>) -> io::Result<T> {
+    match poll {
+        Poll::Ready(result) => result,
+        Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+    }
+}
+
+impl Read for TaskIo<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut buf = ReadBuf::new(buf);
+        ready(Pin::new(&mut *self.stream).poll_read(self.cx, &mut buf))?;
+        Ok(buf.filled().len())
+    }
+}
+
+impl Write for TaskIo<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        ready(Pin::new(&mut *self.stream).poll_write(self.cx, buf))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // TCP streams buffer nothing in user space.
+        Ok(())
+    }
 }
 
 /// A message waiting to be written, with when its request was read (for the latency metric).
@@ -56,6 +176,7 @@ pub struct Outbox {
     queue: VecDeque<Outgoing>,
     queued_bytes: usize,
     limit_bytes: usize,
+    /// Frames handed to tungstenite that the kernel has not taken yet.
     unflushed: bool,
     last_progress: Instant,
 }
@@ -103,7 +224,12 @@ impl Outbox {
 
     /// How long writing has been stuck, if something is waiting to be written.
     pub fn stalled_for(&self, now: Instant) -> Option<Duration> {
-        (!self.queue.is_empty()).then(|| now.saturating_duration_since(self.last_progress))
+        (!self.is_written()).then(|| now.saturating_duration_since(self.last_progress))
+    }
+
+    /// Whether everything queued has reached the kernel.
+    fn is_written(&self) -> bool {
+        self.queue.is_empty() && !self.unflushed
     }
 
     fn pop(&mut self) -> Option<Outgoing> {
@@ -122,59 +248,66 @@ fn message_len(message: &Message) -> usize {
         Message::Text(t) => t.len(),
         Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b.len(),
         Message::Close(c) => c.as_ref().map_or(0, |c| c.reason.len() + 2),
+        Message::Frame(f) => f.len(),
     }
 }
 
 /// What happened on the socket.
 pub enum Io {
     /// A frame, `None` when the stream ended, or a read error.
-    Read(Option<Result<Message, axum::Error>>),
+    Read(Option<Result<Message, WsError>>),
     /// Writing failed: the connection is gone.
-    WriteFailed(axum::Error),
+    WriteFailed(WsError),
 }
 
 /// Writes what the outbox holds as far as the socket accepts it, then waits for the next
 /// incoming frame. Cancel-safe: nothing leaves the outbox before tungstenite has taken it.
 pub async fn next_io(socket: &mut WebSocket, outbox: &mut Outbox, metrics: &Metrics) -> Io {
-    poll_fn(|cx| poll_io(socket, outbox, metrics, cx)).await
+    poll_fn(|cx| {
+        if let Err(error) = send_queued(socket, outbox, metrics, cx) {
+            return Poll::Ready(Io::WriteFailed(error));
+        }
+        socket.poll_read(cx).map(Io::Read)
+    })
+    .await
 }
 
-fn poll_io(
+/// Moves the outbox into tungstenite and writes it, corked: every frame queued since the last
+/// wake-up goes out in one `write` when the kernel takes it. While the kernel's send buffer
+/// is full, frames stay in the outbox, where its bound counts them; the task is woken when
+/// the socket is writable again.
+fn send_queued(
     socket: &mut WebSocket,
     outbox: &mut Outbox,
     metrics: &Metrics,
     cx: &mut Context<'_>,
-) -> Poll<Io> {
-    while !outbox.queue.is_empty() {
-        match socket.poll_ready_unpin(cx) {
-            Poll::Ready(Ok(())) => {
-                let out = outbox.pop().expect("queue is not empty");
-                if let Err(e) = socket.start_send_unpin(out.message) {
-                    return Poll::Ready(Io::WriteFailed(e));
-                }
-                // With write_buffer_size 0, start_send has written the frame to the kernel
-                // (or parked it in tungstenite if the kernel buffer was full).
-                let now = Instant::now();
-                outbox.last_progress = now;
-                outbox.unflushed = true;
-                if let Some(received) = out.received {
-                    metrics
-                        .message_latency
-                        .observe(now.duration_since(received).as_secs_f64());
-                }
-            }
-            Poll::Ready(Err(e)) => return Poll::Ready(Io::WriteFailed(e)),
-            Poll::Pending => break,
-        }
-    }
+) -> Result<(), WsError> {
+    let now = Instant::now();
     if outbox.unflushed {
-        match socket.poll_flush_unpin(cx) {
-            Poll::Ready(Ok(())) => outbox.unflushed = false,
-            Poll::Ready(Err(e)) => return Poll::Ready(Io::WriteFailed(e)),
-            Poll::Pending => {}
+        if !socket.flush(cx)? {
+            return Ok(());
+        }
+        outbox.unflushed = false;
+        outbox.last_progress = now;
+    }
+    if outbox.queue.is_empty() {
+        return Ok(());
+    }
+    outbox.last_progress = now;
+    while let Some(out) = outbox.pop() {
+        let taken_whole = socket.write(out.message, cx)?;
+        if let Some(received) = out.received {
+            metrics
+                .message_latency
+                .observe(now.duration_since(received).as_secs_f64());
+        }
+        if !taken_whole {
+            outbox.unflushed = true;
+            return Ok(());
         }
     }
-    socket.poll_next_unpin(cx).map(Io::Read)
+    outbox.unflushed = !socket.flush(cx)?;
+    Ok(())
 }
 
 /// The close code a read error calls for, when the peer can still be told.
@@ -191,16 +324,14 @@ pub enum ReadFailure {
 }
 
 impl ReadFailure {
-    pub fn classify(error: &axum::Error) -> ReadFailure {
-        use tungstenite::error::{Error as WsError, ProtocolError};
-        let inner = std::error::Error::source(error).and_then(|e| e.downcast_ref::<WsError>());
-        match inner {
-            Some(WsError::Capacity(_)) => ReadFailure::TooLarge,
-            Some(WsError::Utf8(_)) => ReadFailure::InvalidUtf8,
-            Some(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
+    pub fn classify(error: &WsError) -> ReadFailure {
+        match error {
+            WsError::Capacity(_) => ReadFailure::TooLarge,
+            WsError::Utf8(_) => ReadFailure::InvalidUtf8,
+            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
                 ReadFailure::Transport
             }
-            Some(WsError::Protocol(_)) => ReadFailure::Protocol,
+            WsError::Protocol(_) => ReadFailure::Protocol,
             _ => ReadFailure::Transport,
         }
     }
@@ -236,7 +367,7 @@ impl ReadFailure {
 
 pub fn close_frame(code: u16, reason: &'static str) -> CloseFrame {
     CloseFrame {
-        code,
+        code: code.into(),
         reason: reason.into(),
     }
 }
@@ -266,16 +397,69 @@ pub async fn close_gracefully(
 pub async fn close_after_read_error(
     socket: &mut WebSocket,
     outbox: &mut Outbox,
+    metrics: &Metrics,
     last_words: Vec<Message>,
 ) {
     outbox.clear();
-    let write = async {
-        for message in last_words {
-            socket.feed(message).await?;
-        }
-        socket.flush().await
-    };
-    if let Ok(Ok(())) = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, write).await {
+    for message in last_words {
+        outbox.push_last(message);
+    }
+    let written = poll_fn(|cx| match send_queued(socket, outbox, metrics, cx) {
+        Err(error) => Poll::Ready(Err(error)),
+        Ok(()) if outbox.is_written() => Poll::Ready(Ok(())),
+        Ok(()) => Poll::Pending,
+    });
+    if let Ok(Ok(())) = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, written).await {
         tokio::time::sleep(CLOSE_LINGER).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cork_fits_in_the_write_buffer_bound() {
+        // tungstenite panics on a configuration whose bound is not above the cork; 64 is the
+        // smallest MAX_MESSAGE_BYTES the configuration accepts.
+        let config = config(64);
+        assert!(config.max_write_buffer_size > config.write_buffer_size);
+    }
+
+    #[test]
+    fn read_errors_map_to_their_close_codes() {
+        use tokio_tungstenite::tungstenite::error::CapacityError;
+        let too_large = WsError::Capacity(CapacityError::MessageTooLong {
+            size: 2,
+            max_size: 1,
+        });
+        assert_eq!(
+            ReadFailure::classify(&too_large)
+                .close_frame()
+                .map(|f| u16::from(f.code)),
+            Some(1009)
+        );
+        let bad_opcode = WsError::Protocol(ProtocolError::InvalidOpcode(3));
+        assert_eq!(
+            ReadFailure::classify(&bad_opcode)
+                .close_frame()
+                .map(|f| u16::from(f.code)),
+            Some(1002)
+        );
+        let reset = WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake);
+        assert_eq!(ReadFailure::classify(&reset), ReadFailure::Transport);
+    }
+
+    #[test]
+    fn one_message_is_always_taken_then_the_bound_holds() {
+        let now = Instant::now();
+        let mut outbox = Outbox::new(4, now);
+        outbox
+            .push(Message::text("longer than four"), None)
+            .unwrap();
+        assert!(outbox.push(Message::text("x"), None).is_err());
+        assert_eq!(outbox.stalled_for(now), Some(Duration::ZERO));
+        outbox.pop();
+        assert_eq!(outbox.stalled_for(now), None);
     }
 }
