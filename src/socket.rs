@@ -227,6 +227,12 @@ impl Outbox {
         (!self.is_written()).then(|| now.saturating_duration_since(self.last_progress))
     }
 
+    /// Whether enough is queued to be written now, more reading or not: a cork's worth, or
+    /// half the bound (a small bound must not fill up while frames are still being read).
+    fn is_corked_full(&self) -> bool {
+        self.unflushed || self.queued_bytes >= CORK_BYTES.min(self.limit_bytes / 2)
+    }
+
     /// Whether everything queued has reached the kernel.
     fn is_written(&self) -> bool {
         self.queue.is_empty() && !self.unflushed
@@ -260,14 +266,26 @@ pub enum Io {
     WriteFailed(WsError),
 }
 
-/// Writes what the outbox holds as far as the socket accepts it, then waits for the next
-/// incoming frame. Cancel-safe: nothing leaves the outbox before tungstenite has taken it.
+/// The next incoming frame; while none is ready, what the outbox holds is written, corked, as
+/// far as the socket accepts it. Cancel-safe: nothing leaves the outbox before tungstenite
+/// has taken it.
 pub async fn next_io(socket: &mut WebSocket, outbox: &mut Outbox, metrics: &Metrics) -> Io {
     poll_fn(|cx| {
-        if let Err(error) = send_queued(socket, outbox, metrics, cx) {
-            return Poll::Ready(Io::WriteFailed(error));
+        // Frames already read are answered before anything is written, so that the answers
+        // of one wake-up leave together; a client that keeps the read side busy still gets
+        // its answers once they fill the cork.
+        if outbox.is_corked_full() {
+            if let Err(error) = send_queued(socket, outbox, metrics, cx) {
+                return Poll::Ready(Io::WriteFailed(error));
+            }
         }
-        socket.poll_read(cx).map(Io::Read)
+        if let Poll::Ready(read) = socket.poll_read(cx) {
+            return Poll::Ready(Io::Read(read));
+        }
+        match send_queued(socket, outbox, metrics, cx) {
+            Ok(()) => Poll::Pending,
+            Err(error) => Poll::Ready(Io::WriteFailed(error)),
+        }
     })
     .await
 }
@@ -392,7 +410,8 @@ pub async fn close_gracefully(
     let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, handshake).await;
 }
 
-/// After a read error the stream is finished; only `last_words` (a goodbye, then the close
+/// After a read error the stream is finished; what is queued (the answers to the frames read
+/// before the bad one, in the same wake-up) and then `last_words` (a goodbye, the close
 /// frame) can still be written.
 pub async fn close_after_read_error(
     socket: &mut WebSocket,
@@ -400,7 +419,6 @@ pub async fn close_after_read_error(
     metrics: &Metrics,
     last_words: Vec<Message>,
 ) {
-    outbox.clear();
     for message in last_words {
         outbox.push_last(message);
     }

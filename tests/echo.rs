@@ -47,8 +47,10 @@ fn frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
     bytes
 }
 
-/// Reads server frames until a close frame and returns its code (None: no close frame came).
-async fn close_code(tcp: &mut TcpStream) -> Option<u16> {
+/// Reads server frames until a close frame: the payloads of the text frames before it, and
+/// the close code (None: no close frame came).
+async fn frames_until_close(tcp: &mut TcpStream) -> (Vec<String>, Option<u16>) {
+    let mut texts = Vec::new();
     let read = async {
         loop {
             let mut header = [0u8; 2];
@@ -68,12 +70,19 @@ async fn close_code(tcp: &mut TcpStream) -> Option<u16> {
             };
             let mut payload = vec![0u8; len];
             tcp.read_exact(&mut payload).await.ok()?;
-            if header[0] & 0x0f == 0x8 {
-                return Some(u16::from_be_bytes([payload[0], payload[1]]));
+            match header[0] & 0x0f {
+                0x8 => return Some(u16::from_be_bytes([payload[0], payload[1]])),
+                0x1 => texts.push(String::from_utf8(payload).expect("text frames are UTF-8")),
+                _ => {}
             }
         }
     };
-    tokio::time::timeout(WAIT, read).await.ok().flatten()
+    let code = tokio::time::timeout(WAIT, read).await.ok().flatten();
+    (texts, code)
+}
+
+async fn close_code(tcp: &mut TcpStream) -> Option<u16> {
+    frames_until_close(tcp).await.1
 }
 
 #[tokio::test]
@@ -154,4 +163,30 @@ async fn echo_frames_over_the_hard_limit_close_with_1009() {
     client.send(Message::binary(vec![0u8; 4097])).await.unwrap();
     let (frame, _) = client.recv_until_close(WAIT).await;
     assert_eq!(u16::from(frame.expect("close frame").code), 1009);
+}
+
+#[tokio::test]
+async fn frames_read_before_a_violation_are_still_answered() {
+    // The server reads every frame of one TCP read before writing the answers together: a bad
+    // frame after good ones must not swallow their answers.
+    let server = Server::start(&[("ENABLE_ECHO", "true")]).await;
+    let first = br#"{"type":"message","id":"1","data":"a"}"#;
+    let second = br#"{"type":"message","id":"2","data":"b"}"#;
+    for path in ["/ws/echo", "/ws/chat/pipelined"] {
+        let mut tcp = raw_upgrade(&server, path).await;
+        let mut burst = frame(0x81, first);
+        burst.extend(frame(0x81, second));
+        burst.extend(frame(0x80 | 0x40 | 0x1, b"rsv1"));
+        tcp.write_all(&burst).await.unwrap();
+        let (texts, code) = frames_until_close(&mut tcp).await;
+        let answered: Vec<&str> = texts
+            .iter()
+            .filter(|text| !text.contains("connection_established"))
+            .map(String::as_str)
+            .collect();
+        assert_eq!(answered.len(), 2, "{path}: {texts:?}");
+        assert!(answered[0].contains(r#""id":"1""#), "{path}: {texts:?}");
+        assert!(answered[1].contains(r#""id":"2""#), "{path}: {texts:?}");
+        assert_eq!(code, Some(1002), "{path}");
+    }
 }
