@@ -3,7 +3,7 @@
 # after another on this machine, with loadtest as the client; prints a Markdown table of
 # every figure side by side and as ratios (docs/benchmarks.md quotes its output).
 #
-#   bench/run.sh                      # all three servers, all figures (about 10 minutes)
+#   bench/run.sh                      # all three servers, all figures (about 20 minutes)
 #   SERVERS="concurrent-socket elysia" bench/run.sh
 #   FIGURES="echo latency" bench/run.sh   # a subset of the figures below
 #
@@ -13,8 +13,10 @@
 #            target 19,000; memory slope -> projections for 100,000 and 1,000,000
 #   hold_1s  the same with a 1 s heartbeat (19,000 pings and heartbeats per second)
 #   echo     closed-loop echo throughput (1,000 connections, 1 message in flight each) and
-#            the server's CPU seconds per 100,000 messages (/proc/PID/stat)
-#   latency  p50/p99/p99.9 round trip at a fixed open-loop 20,000 messages/s
+#            the server's CPU seconds per 100,000 messages (/proc/PID/stat); median of
+#            ECHO_RUNS (3) runs, each on a fresh server
+#   latency  p50/p99/p99.9 round trip at a fixed open-loop 20,000 messages/s (the run with
+#            the median p99 of ECHO_RUNS), and the median CPU per 100,000 messages
 #   churn    handshakes per second (200 users connecting, closing, reconnecting)
 #
 # Environment: LOADTEST (target/release/loadtest), SERVER_BIN (target/release/concurrent-socket),
@@ -30,6 +32,7 @@ PEERS_SRC=${PEERS_SRC:-$SHARED/peers}
 SERVERS=${SERVERS:-concurrent-socket elysia node-ws}
 read -ra SERVER_LIST <<< "$SERVERS"
 FIGURES=${FIGURES:-idle hold hold_1s echo latency churn}
+ECHO_RUNS=${ECHO_RUNS:-3}
 read -ra FIGURE_LIST <<< "$FIGURES"
 OUT=${OUT:-$CI_DIR/bench}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
@@ -171,24 +174,46 @@ bench_hold() {
     "$RUN_DIR/$SERVER-hold-memory.txt" > "$RUN_DIR/$SERVER-hold-memory.json"
 }
 
-bench_echo() {
+# measure_cpu NAME LOADTEST-ARGS...: a fresh server, one loadtest run, and the server's CPU
+# seconds during it -> SERVER-NAME-cpu.json.
+measure_cpu() {
+  local name=$1 cpu0 cpu1
+  shift
   start_server "$SERVER" 30000
-  local cpu0 cpu1
   cpu0=$(cpu_seconds)
-  load echo --users 1000 --ramp 2s --duration 20s --closed-loop 1 --payload-bytes 64
+  load "$name" "$@"
   cpu1=$(cpu_seconds)
   stop_server
-  jq -n --argjson c0 "$cpu0" --argjson c1 "$cpu1" --slurpfile r "$RUN_DIR/$SERVER-echo.json" \
+  jq -n --argjson c0 "$cpu0" --argjson c1 "$cpu1" --slurpfile r "$RUN_DIR/$SERVER-$name.json" \
     '$r[0] as $r | ([$r.timeline[] | select(.second > 3 and .second <= 22) | .answered]) as $hold |
      {cpu_seconds: ($c1 - $c0), answered: $r.messages.answered,
       msgs_per_s: (($hold | add) / ($hold | length)),
-      cpu_s_per_100k: (($c1 - $c0) / $r.messages.answered * 100000)}' > "$RUN_DIR/$SERVER-echo-cpu.json"
+      cpu_s_per_100k: (($c1 - $c0) / $r.messages.answered * 100000)}' > "$RUN_DIR/$SERVER-$name-cpu.json"
+}
+
+# The median of each figure over the runs SERVER-NAME-1..N-cpu.json -> SERVER-NAME-cpu.json,
+# with every run listed: a single run of the CPU figures varies by about 10 % here.
+median_of_runs() {
+  local name=$1
+  jq -s '{msgs_per_s: (map(.msgs_per_s) | sort | .[length / 2 | floor]),
+          cpu_s_per_100k: (map(.cpu_s_per_100k) | sort | .[length / 2 | floor]),
+          runs: .}' "$RUN_DIR/$SERVER-$name"-[0-9]*-cpu.json > "$RUN_DIR/$SERVER-$name-cpu.json"
+}
+
+bench_echo() {
+  local i
+  for ((i = 1; i <= ECHO_RUNS; i++)); do
+    measure_cpu "echo-$i" --users 1000 --ramp 2s --duration 20s --closed-loop 1 --payload-bytes 64
+  done
+  median_of_runs echo
 }
 
 bench_latency() {
-  start_server "$SERVER" 30000
-  load latency --users 1000 --ramp 2s --duration 20s --rate 20 --payload-bytes 64
-  stop_server
+  local i
+  for ((i = 1; i <= ECHO_RUNS; i++)); do
+    measure_cpu "latency-$i" --users 1000 --ramp 2s --duration 20s --rate 20 --payload-bytes 64
+  done
+  median_of_runs latency
 }
 
 bench_churn() {
