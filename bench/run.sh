@@ -18,6 +18,8 @@
 #   latency  p50/p99/p99.9 round trip at a fixed open-loop 20,000 messages/s (the run with
 #            the median p99 of ECHO_RUNS), and the median CPU per 100,000 messages
 #   churn    handshakes per second (200 users connecting, closing, reconnecting)
+#   profile  perf: the kernel's share of the server's CPU under the echo load, and the share
+#            spent receiving for the client (loopback runs it inside the server's send)
 #
 # Environment: LOADTEST (target/release/loadtest), SERVER_BIN (target/release/concurrent-socket),
 # PEERS_SRC (../shared/peers), PEERS_DIR (a writable copy with node_modules; made in a
@@ -31,7 +33,7 @@ SERVER_BIN=${SERVER_BIN:-$REPO/target/release/concurrent-socket}
 PEERS_SRC=${PEERS_SRC:-$SHARED/peers}
 SERVERS=${SERVERS:-concurrent-socket elysia node-ws}
 read -ra SERVER_LIST <<< "$SERVERS"
-FIGURES=${FIGURES:-idle hold hold_1s echo latency churn}
+FIGURES=${FIGURES:-idle hold hold_1s echo latency churn profile}
 ECHO_RUNS=${ECHO_RUNS:-3}
 read -ra FIGURE_LIST <<< "$FIGURES"
 OUT=${OUT:-$CI_DIR/bench}
@@ -214,6 +216,32 @@ bench_latency() {
     measure_cpu "latency-$i" --users 1000 --ramp 2s --duration 20s --rate 20 --payload-bytes 64
   done
   median_of_runs latency
+}
+
+# Where the server's CPU goes under the closed-loop echo load, from a perf profile: the
+# share spent in the kernel, and the share spent in net_rx_action: the TCP receive
+# processing of the *client's* socket, which loopback runs inside the server's own send
+# (a server whose clients are on other hosts does not pay it). Skipped without perf.
+bench_profile() {
+  if ! command -v perf > /dev/null; then
+    log "perf is not installed: profile skipped"
+    return 0
+  fi
+  local data="$RUN_DIR/$SERVER-perf.data" perf_pid kernel net_rx
+  start_server "$SERVER" 30000
+  perf record -q -F 499 -g -p "$PID" -o "$data" -- sleep 15 > /dev/null 2>&1 &
+  perf_pid=$!
+  load profile-load --users 1000 --ramp 2s --duration 20s --closed-loop 1 --payload-bytes 64
+  wait "$perf_pid" || true
+  stop_server
+  # Lines like "71.73%  [kernel.kallsyms]" and "29.25%  0.62%  [k] net_rx_action".
+  kernel=$(perf report -i "$data" --no-children --sort dso -g none --stdio 2> /dev/null |
+    awk '$2 == "[kernel.kallsyms]" && !seen++ {sub(/%/, "", $1); print $1}')
+  net_rx=$(perf report -i "$data" --children --sort symbol -g none --stdio 2> /dev/null |
+    awk '$3 == "[k]" && $4 == "net_rx_action" && !seen++ {sub(/%/, "", $1); print $1}')
+  jq -n --argjson kernel "${kernel:-null}" --argjson net_rx "${net_rx:-null}" \
+    '{kernel_pct: $kernel, peer_receive_pct: $net_rx}' > "$RUN_DIR/$SERVER-profile.json"
+  rm -f "$data"
 }
 
 bench_churn() {

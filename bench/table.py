@@ -77,7 +77,18 @@ def figures(run, server):
         "  round trip p99 (ms)": rtt.get("p99_ms"),
         "  round trip p99.9 (ms)": rtt.get("p999_ms"),
         "handshakes per second (200 users churning)": dig(f("churn"), "connections", "established_per_s"),
+        "share of server CPU in the kernel, closed loop (perf, %)": dig(f("profile"), "kernel_pct"),
+        "  of it, the client's TCP receive run inside the server's sends (%)": dig(f("profile"), "peer_receive_pct"),
+        "  closed-loop CPU s per 100,000 messages without the client's receive (estimate)":
+            without_peer_receive(dig(f("echo-cpu"), "cpu_s_per_100k"), dig(f("profile"), "peer_receive_pct")),
     }
+
+
+def without_peer_receive(cpu, peer_receive_pct):
+    """The CPU figure less the loopback delivery to the client, from the profile's share."""
+    if cpu is None or peer_receive_pct is None:
+        return None
+    return cpu * (1 - peer_receive_pct / 100)
 
 
 def fmt(value):
