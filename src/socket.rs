@@ -300,6 +300,9 @@ fn send_queued(
     metrics: &Metrics,
     cx: &mut Context<'_>,
 ) -> Result<(), WsError> {
+    if outbox.is_written() {
+        return Ok(());
+    }
     let now = Instant::now();
     if outbox.unflushed {
         if !socket.flush(cx)? {
