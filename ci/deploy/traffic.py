@@ -139,7 +139,9 @@ async def converse(ws, stats, stop):
         while True:
             receiving = asyncio.create_task(ws.recv())
             done, _ = await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if stopping in done:
+            # A message and the stop can complete in the same turn of the loop: the message is
+            # handled first (dropping it lost an answer now and then), the stop on the next turn.
+            if receiving not in done:
                 receiving.cancel()  # safe in websockets: no message is lost
                 sending.cancel()
                 await settle(ws, pending, stats)
