@@ -253,16 +253,12 @@ fn admit(
 impl IntoResponse for NotAnUpgrade {
     fn into_response(self) -> Response {
         debug!(why = ?self, "not a WebSocket upgrade");
-        upgrade_required()
+        let mut response = json_error(StatusCode::UPGRADE_REQUIRED, "upgrade_required");
+        response
+            .headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        response
     }
-}
-
-fn upgrade_required() -> Response {
-    let mut response = json_error(StatusCode::UPGRADE_REQUIRED, "upgrade_required");
-    response
-        .headers_mut()
-        .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    response
 }
 
 async fn chat_upgrade(
