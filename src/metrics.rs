@@ -2,8 +2,6 @@
 //! series created at start-up with value 0, and the text exposition served on the metrics
 //! listener. Label children are resolved once, so the hot path does no label lookups.
 
-use std::collections::HashMap;
-
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -115,11 +113,36 @@ pub struct Metrics {
     pub message_latency: Histogram,
     pub connection_duration: Histogram,
     pub ping_rtt: Histogram,
-    rejected: HashMap<&'static str, IntCounter>,
-    errors: HashMap<&'static str, IntCounter>,
-    disconnects: HashMap<&'static str, IntCounter>,
-    messages_in: HashMap<&'static str, IntCounter>,
-    messages_out: HashMap<&'static str, IntCounter>,
+    rejected: Children,
+    errors: Children,
+    disconnects: Children,
+    messages_in: Children,
+    messages_out: Children,
+}
+
+/// The children of a counter vector by label value, created up front so that each series
+/// exists at 0. A handful of values, counted on every message: comparing a few short strings
+/// costs less than hashing one.
+struct Children(Box<[(&'static str, IntCounter)]>);
+
+impl Children {
+    /// `label_values` without the value that tells the children apart, which comes last.
+    fn new(
+        vec: &IntCounterVec,
+        label_values: &[&str],
+        values: impl IntoIterator<Item = &'static str>,
+    ) -> Children {
+        let child = |value| vec.with_label_values(&[label_values, &[value]].concat());
+        Children(values.into_iter().map(|v| (v, child(v))).collect())
+    }
+
+    /// The child of `value`. Panics on a value not declared up front, as a new series must be.
+    fn get(&self, value: &str) -> &IntCounter {
+        self.0
+            .iter()
+            .find_map(|(v, counter)| (*v == value).then_some(counter))
+            .unwrap_or_else(|| panic!("undeclared label value {value:?}"))
+    }
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(
@@ -130,17 +153,6 @@ fn register<T: prometheus::core::Collector + Clone + 'static>(
         .register(Box::new(collector.clone()))
         .expect("metric names are unique and valid");
     collector
-}
-
-/// Creates the child of every label value up front, so each series exists at 0.
-fn children(
-    vec: &IntCounterVec,
-    values: impl IntoIterator<Item = &'static str>,
-) -> HashMap<&'static str, IntCounter> {
-    values
-        .into_iter()
-        .map(|v| (v, vec.with_label_values(&[v])))
-        .collect()
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -250,44 +262,39 @@ impl Metrics {
                 "Round trip time of server WebSocket pings, from ping written to pong read.",
                 &RTT_BUCKETS,
             ),
-            rejected: children(&rejected, RejectReason::ALL.map(RejectReason::as_str)),
-            errors: children(&errors, ErrorCode::ALL.map(ErrorCode::as_str)),
-            disconnects: children(
+            rejected: Children::new(&rejected, &[], RejectReason::ALL.map(RejectReason::as_str)),
+            errors: Children::new(&errors, &[], ErrorCode::ALL.map(ErrorCode::as_str)),
+            disconnects: Children::new(
                 &disconnects,
+                &[],
                 DisconnectReason::ALL.map(DisconnectReason::as_str),
             ),
-            messages_in: IN_TYPES
-                .into_iter()
-                .map(|t| (t, messages.with_label_values(&["in", t])))
-                .collect(),
-            messages_out: OUT_TYPES
-                .into_iter()
-                .map(|t| (t, messages.with_label_values(&["out", t])))
-                .collect(),
+            messages_in: Children::new(&messages, &["in"], IN_TYPES),
+            messages_out: Children::new(&messages, &["out"], OUT_TYPES),
             registry,
         }
     }
 
     pub fn rejected(&self, reason: RejectReason) {
-        self.rejected[reason.as_str()].inc();
+        self.rejected.get(reason.as_str()).inc();
     }
 
     pub fn error(&self, code: ErrorCode) {
-        self.errors[code.as_str()].inc();
+        self.errors.get(code.as_str()).inc();
     }
 
     pub fn disconnect(&self, reason: DisconnectReason) {
-        self.disconnects[reason.as_str()].inc();
+        self.disconnects.get(reason.as_str()).inc();
     }
 
     /// Counts a client message; `kind` is one of [`IN_TYPES`].
     pub fn message_in(&self, kind: &'static str) {
-        self.messages_in[kind].inc();
+        self.messages_in.get(kind).inc();
     }
 
     /// Counts a server message; `kind` is one of [`OUT_TYPES`].
     pub fn message_out(&self, kind: &'static str) {
-        self.messages_out[kind].inc();
+        self.messages_out.get(kind).inc();
     }
 
     /// The Prometheus text exposition of every metric.

@@ -3,6 +3,7 @@
 //! close codes. Pure functions, no I/O.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::sync::LazyLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -16,6 +17,8 @@ pub const MAX_ID_CHARS: usize = 128;
 pub const MAX_CONNECTION_ID_CHARS: usize = 64;
 /// How much of an unknown `type` is quoted back in the error message.
 const MAX_QUOTED_TYPE_CHARS: usize = 64;
+/// How much of its serialisation buffer a thread keeps between messages.
+const SCRATCH_KEPT_BYTES: usize = 16 * 1024;
 
 /// Error codes of `error` messages (and of `websocket_errors_total{code}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -238,7 +241,12 @@ pub fn parse_client_frame(
 
 /// A JSON string value, unescaped (borrowed when it has no escapes).
 fn string_field(raw: &RawValue) -> Option<Cow<'_, str>> {
-    serde_json::from_str::<Cow<'_, str>>(raw.get()).ok()
+    /// serde reads a bare `Cow<str>` as an owned copy; only a field marked `borrow` borrows.
+    #[derive(Deserialize)]
+    struct JsonString<'a>(#[serde(borrow)] Cow<'a, str>);
+    serde_json::from_str::<JsonString<'_>>(raw.get())
+        .ok()
+        .map(|JsonString(text)| text)
 }
 
 /// Whether a path segment is a valid `connectionId`.
@@ -311,11 +319,27 @@ impl ServerMessage<'_> {
         }
     }
 
-    /// The JSON text of the message.
+    /// The JSON text of the message, in an allocation of exactly its length.
+    ///
+    /// It is written into a reusable per-thread buffer and copied out: serialising into a
+    /// fresh `String` reallocates as it grows and leaves spare capacity, and a `String` with
+    /// spare capacity costs a second allocation when it becomes the frame's `Bytes`.
     pub fn to_json(&self) -> String {
-        // Serialising these types cannot fail: every field is a string, number, bool or
-        // already-valid raw JSON.
-        serde_json::to_string(self).expect("server messages always serialise")
+        thread_local! {
+            static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        }
+        SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            // Serialising these types cannot fail: every field is a string, number, bool or
+            // already-valid raw JSON.
+            serde_json::to_writer(&mut *scratch, self).expect("server messages always serialise");
+            let json = std::str::from_utf8(scratch)
+                .expect("serde_json writes UTF-8")
+                .to_owned();
+            // One huge echo must not pin its size to the thread for good.
+            scratch.shrink_to(SCRATCH_KEPT_BYTES);
+            json
+        })
     }
 
     /// The answer to a valid client message.
@@ -386,6 +410,21 @@ mod tests {
     }
 
     #[test]
+    fn plain_ids_are_borrowed_and_escaped_ones_unescaped() {
+        let m = parse_client_frame(r#"{"type":"ping","id":"a-1"}"#, 1024).unwrap();
+        assert!(matches!(
+            m,
+            ClientMessage::Ping {
+                id: Some(Cow::Borrowed("a-1"))
+            }
+        ));
+        let m = parse_client_frame(r#"{"type":"ping","id":"a\"1\u00e9"}"#, 1024).unwrap();
+        assert!(
+            matches!(m, ClientMessage::Ping { id: Some(Cow::Owned(id)) } if id == "a\"1\u{e9}")
+        );
+    }
+
+    #[test]
     fn each_error_code() {
         assert_eq!(code("{"), ErrorCode::InvalidJson);
         assert_eq!(code("hello"), ErrorCode::InvalidJson);
@@ -445,6 +484,20 @@ mod tests {
             ServerMessage::error(&err, 3).to_json(),
             r#"{"type":"error","code":"rate_limited","message":"slow down","id":"q","ts":3}"#
         );
+    }
+
+    #[test]
+    fn serialised_messages_have_no_spare_capacity() {
+        let data = format!(r#"{{"type":"message","data":"{}"}}"#, "x".repeat(20_000));
+        for text in [
+            r#"{"type":"message","data":"short"}"#,
+            &data,
+            r#"{"type":"ping"}"#,
+        ] {
+            let json =
+                ServerMessage::answer(&parse_client_frame(text, 65536).unwrap(), 1).to_json();
+            assert_eq!(json.capacity(), json.len(), "{json:.40}");
+        }
     }
 
     #[test]

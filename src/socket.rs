@@ -173,7 +173,11 @@ struct Outgoing {
 
 /// The bounded outbound queue of one connection.
 pub struct Outbox {
-    queue: VecDeque<Outgoing>,
+    /// The oldest queued message, kept inline: a connection that answers one request at a
+    /// time queues and writes without allocating a queue.
+    head: Option<Outgoing>,
+    /// The messages behind `head`, in order; empty while `head` is `None`.
+    rest: VecDeque<Outgoing>,
     queued_bytes: usize,
     limit_bytes: usize,
     /// Frames handed to tungstenite that the kernel has not taken yet.
@@ -188,7 +192,8 @@ pub struct Full;
 impl Outbox {
     pub fn new(limit_bytes: usize, now: Instant) -> Outbox {
         Outbox {
-            queue: VecDeque::new(),
+            head: None,
+            rest: VecDeque::new(),
             queued_bytes: 0,
             limit_bytes,
             unflushed: false,
@@ -199,26 +204,34 @@ impl Outbox {
     /// Queues a message. One message is always accepted into an empty queue, whatever its size.
     pub fn push(&mut self, message: Message, received: Option<Instant>) -> Result<(), Full> {
         let size = message_len(&message);
-        if !self.queue.is_empty() && self.queued_bytes + size > self.limit_bytes {
+        if !self.is_empty() && self.queued_bytes + size > self.limit_bytes {
             return Err(Full);
         }
-        self.queued_bytes += size;
-        self.queue.push_back(Outgoing { message, received });
+        self.enqueue(Outgoing { message, received });
         Ok(())
     }
 
     /// Queues a connection's last message (goodbye, close frame) past the bound.
     pub fn push_last(&mut self, message: Message) {
-        self.queued_bytes += message_len(&message);
-        self.queue.push_back(Outgoing {
+        self.enqueue(Outgoing {
             message,
             received: None,
         });
     }
 
+    fn enqueue(&mut self, out: Outgoing) {
+        self.queued_bytes += message_len(&out.message);
+        if self.head.is_none() {
+            self.head = Some(out);
+        } else {
+            self.rest.push_back(out);
+        }
+    }
+
     /// Drops everything queued (a slow consumer will not read it anyway).
     pub fn clear(&mut self) {
-        self.queue = VecDeque::new();
+        self.head = None;
+        self.rest = VecDeque::new();
         self.queued_bytes = 0;
     }
 
@@ -235,15 +248,20 @@ impl Outbox {
 
     /// Whether everything queued has reached the kernel.
     fn is_written(&self) -> bool {
-        self.queue.is_empty() && !self.unflushed
+        self.is_empty() && !self.unflushed
+    }
+
+    fn is_empty(&self) -> bool {
+        self.head.is_none()
     }
 
     fn pop(&mut self) -> Option<Outgoing> {
-        let out = self.queue.pop_front()?;
+        let out = self.head.take()?;
         self.queued_bytes -= message_len(&out.message);
-        if self.queue.is_empty() {
+        self.head = self.rest.pop_front();
+        if self.rest.is_empty() && self.rest.capacity() > 0 {
             // Give the memory back: an idle socket should hold no queue at all.
-            self.queue = VecDeque::new();
+            self.rest = VecDeque::new();
         }
         Some(out)
     }
@@ -311,7 +329,7 @@ fn send_queued(
         outbox.unflushed = false;
         outbox.last_progress = now;
     }
-    if outbox.queue.is_empty() {
+    if outbox.is_empty() {
         return Ok(());
     }
     outbox.last_progress = now;
@@ -482,5 +500,21 @@ mod tests {
         assert_eq!(outbox.stalled_for(now), Some(Duration::ZERO));
         outbox.pop();
         assert_eq!(outbox.stalled_for(now), None);
+    }
+
+    #[test]
+    fn messages_leave_in_order_and_an_empty_outbox_holds_no_queue() {
+        let mut outbox = Outbox::new(1024, Instant::now());
+        for text in ["a", "b", "c"] {
+            outbox.push(Message::text(text), None).unwrap();
+        }
+        outbox.push_last(Message::text("last"));
+        assert_eq!(outbox.queued_bytes, 7);
+        let mut order = Vec::new();
+        while let Some(out) = outbox.pop() {
+            order.push(out.message.into_text().unwrap().to_string());
+        }
+        assert_eq!(order, ["a", "b", "c", "last"]);
+        assert_eq!((outbox.queued_bytes, outbox.rest.capacity()), (0, 0));
     }
 }
