@@ -159,11 +159,35 @@ impl ProtocolError {
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(rename = "type", borrow, default)]
-    kind: Option<&'a RawValue>,
+    kind: StringField<'a>,
     #[serde(borrow, default)]
-    id: Option<&'a RawValue>,
+    id: StringField<'a>,
     #[serde(borrow, default)]
     data: Option<&'a RawValue>,
+}
+
+/// A field that must hold a string, read in the same pass as the envelope.
+#[derive(Deserialize, Default)]
+#[serde(untagged)]
+enum StringField<'a> {
+    #[default]
+    #[serde(skip_deserializing)]
+    Absent,
+    /// Unescaped; borrowed from the frame when it has no escapes.
+    Text(#[serde(borrow)] Cow<'a, str>),
+    /// Any other JSON value, `null` included.
+    NotText(IgnoredAny),
+}
+
+impl<'a> StringField<'a> {
+    /// `Ok(None)` when absent, `Err(())` when not a string.
+    fn into_text(self) -> Result<Option<Cow<'a, str>>, ()> {
+        match self {
+            StringField::Absent => Ok(None),
+            StringField::Text(text) => Ok(Some(text)),
+            StringField::NotText(_) => Err(()),
+        }
+    }
 }
 
 /// The `data` of a `message` that has none.
@@ -200,12 +224,10 @@ pub fn parse_client_frame(
             ProtocolError::new(ErrorCode::InvalidJson, "message is not valid JSON", None)
         });
     };
-    let id = match envelope.id {
-        None => None,
-        Some(raw) => Some(string_field(raw).ok_or_else(|| {
-            ProtocolError::new(ErrorCode::InvalidMessage, "id must be a string", None)
-        })?),
-    };
+    let id = envelope
+        .id
+        .into_text()
+        .map_err(|()| ProtocolError::new(ErrorCode::InvalidMessage, "id must be a string", None))?;
     if let Some(id) = &id
         && id.chars().count() > MAX_ID_CHARS
     {
@@ -215,13 +237,13 @@ pub fn parse_client_frame(
             None,
         ));
     }
-    let kind = envelope.kind.and_then(string_field).ok_or_else(|| {
-        ProtocolError::new(
+    let Ok(Some(kind)) = envelope.kind.into_text() else {
+        return Err(ProtocolError::new(
             ErrorCode::InvalidMessage,
             "type must be a string",
             id.as_deref(),
-        )
-    })?;
+        ));
+    };
     match kind.as_ref() {
         "message" => Ok(ClientMessage::Message {
             id,
@@ -237,16 +259,6 @@ pub fn parse_client_frame(
             ))
         }
     }
-}
-
-/// A JSON string value, unescaped (borrowed when it has no escapes).
-fn string_field(raw: &RawValue) -> Option<Cow<'_, str>> {
-    /// serde reads a bare `Cow<str>` as an owned copy; only a field marked `borrow` borrows.
-    #[derive(Deserialize)]
-    struct JsonString<'a>(#[serde(borrow)] Cow<'a, str>);
-    serde_json::from_str::<JsonString<'_>>(raw.get())
-        .ok()
-        .map(|JsonString(text)| text)
 }
 
 /// Whether a path segment is a valid `connectionId`.
@@ -433,6 +445,15 @@ mod tests {
         assert_eq!(code(r#"{"id":"x"}"#), ErrorCode::InvalidMessage);
         assert_eq!(code(r#"{"type":5}"#), ErrorCode::InvalidMessage);
         assert_eq!(code(r#"{"type":"ping","id":7}"#), ErrorCode::InvalidMessage);
+        assert_eq!(
+            code(r#"{"type":"ping","id":null}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            code(r#"{"type":"ping","id":{"a":[1]}}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(code(r#"{"type":null}"#), ErrorCode::InvalidMessage);
         assert_eq!(
             code(r#"{"type":"ping","type":"ping"}"#),
             ErrorCode::InvalidMessage
