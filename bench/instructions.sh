@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# User-space instructions per echoed message, counted by valgrind's callgrind: a figure that,
+# unlike CPU seconds, does not move with the load of a shared host, so it can compare two
+# builds of the server a few per cent apart. It leaves out the kernel's work (the system
+# calls, which bench/run.sh's CPU figures include).
+#
+#   bench/instructions.sh [SERVER_BINARY...]    # default: target/release/concurrent-socket
+#
+# For each binary: two runs under callgrind of the same closed-loop load (50 users, 64-byte
+# payloads), 2 s and 8 s long; the difference of their instruction totals divided by the
+# difference of their messages answered leaves out start-up, handshakes and shutdown.
+# Needs valgrind (apt-get install valgrind) and a release build of loadtest.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+LOADTEST=${LOADTEST:-$REPO/target/release/loadtest}
+PORT=${PORT:-9321}
+command -v valgrind > /dev/null || { echo "valgrind is not installed" >&2; exit 1; }
+[ -x "$LOADTEST" ] || { echo "$LOADTEST is missing: cargo build --release -p loadtest" >&2; exit 1; }
+[ $# -gt 0 ] || set -- "$REPO/target/release/concurrent-socket"
+
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+# One run: prints "<messages answered> <instructions executed>".
+run() {
+  local binary=$1 duration=$2 pid
+  env PORT="$PORT" HOST=127.0.0.1 HEARTBEAT_INTERVAL=30000 MAX_CONNECTIONS=25000 \
+    RATE_LIMIT_MSGS_PER_SEC=0 MAX_CONNECTIONS_PER_IP=0 METRICS_ADDR=127.0.0.1:$((PORT + 1)) \
+    LOG_LEVEL=warn valgrind --tool=callgrind --callgrind-out-file=/dev/null "$binary" \
+    > "$WORK/server.log" 2>&1 &
+  pid=$!
+  # valgrind starts slowly: wait for the port.
+  for _ in $(seq 100); do
+    (exec 3<> "/dev/tcp/127.0.0.1/$PORT") 2> /dev/null && break
+    sleep 0.1
+  done
+  "$LOADTEST" custom --url "ws://127.0.0.1:$PORT" --quiet --json --timeout 10s --users 50 \
+    --ramp 0s --duration "$duration" --closed-loop 1 --payload-bytes 64 > "$WORK/load.json" \
+    2> "$WORK/load.err"
+  kill "$pid"
+  wait "$pid" || true
+  echo "$(jq .messages.answered "$WORK/load.json") $(awk '/Collected :/ {print $NF}' "$WORK/server.log")"
+}
+
+for binary in "$@"; do
+  read -r short_msgs short_ir < <(run "$binary" 2s)
+  read -r long_msgs long_ir < <(run "$binary" 8s)
+  echo "$binary: $(((long_ir - short_ir) / (long_msgs - short_msgs))) instructions per message" \
+    "($short_msgs and $long_msgs messages)"
+done
