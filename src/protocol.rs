@@ -166,16 +166,17 @@ struct Envelope<'a> {
     data: Option<&'a RawValue>,
 }
 
-/// A field that must hold a string, read in the same pass as the envelope.
+/// A field that must hold a string, read in the same pass as the envelope. The variants are
+/// tried in order: the common case, a string, first.
 #[derive(Deserialize, Default)]
 #[serde(untagged)]
 enum StringField<'a> {
-    #[default]
-    #[serde(skip_deserializing)]
-    Absent,
     /// Unescaped; borrowed from the frame when it has no escapes.
     Text(#[serde(borrow)] Cow<'a, str>),
-    /// Any other JSON value, `null` included.
+    /// Missing, or `null`, which the protocol treats as missing.
+    #[default]
+    Absent,
+    /// Any other JSON value.
     NotText(IgnoredAny),
 }
 
@@ -422,6 +423,14 @@ mod tests {
     }
 
     #[test]
+    fn a_null_field_is_an_absent_one() {
+        let m = parse_client_frame(r#"{"type":"ping","id":null}"#, 1024).unwrap();
+        assert!(matches!(m, ClientMessage::Ping { id: None }));
+        let m = parse_client_frame(r#"{"type":"message","data":null,"id":"1"}"#, 1024).unwrap();
+        assert!(matches!(m, ClientMessage::Message { data, .. } if data.get() == "null"));
+    }
+
+    #[test]
     fn plain_ids_are_borrowed_and_escaped_ones_unescaped() {
         let m = parse_client_frame(r#"{"type":"ping","id":"a-1"}"#, 1024).unwrap();
         assert!(matches!(
@@ -445,10 +454,6 @@ mod tests {
         assert_eq!(code(r#"{"id":"x"}"#), ErrorCode::InvalidMessage);
         assert_eq!(code(r#"{"type":5}"#), ErrorCode::InvalidMessage);
         assert_eq!(code(r#"{"type":"ping","id":7}"#), ErrorCode::InvalidMessage);
-        assert_eq!(
-            code(r#"{"type":"ping","id":null}"#),
-            ErrorCode::InvalidMessage
-        );
         assert_eq!(
             code(r#"{"type":"ping","id":{"a":[1]}}"#),
             ErrorCode::InvalidMessage
