@@ -5,8 +5,15 @@
 # monitoring stack (Prometheus, Grafana, Loki fed by Grafana Alloy).
 #
 # The logic that needs no nixpkgs (ports, unit settings, Traefik files) lives in ./lib and
-# is tested by nixos/tests/lib.nix; this file maps it onto NixOS options.
-{ config, lib, pkgs, ... }:
+# is tested by nixos/tests/lib.nix; this file maps it onto NixOS options, and
+# nixos/tests/eval/ evaluates it with nixpkgs' module system against the options it sets.
+#
+# Traefik: the module writes Traefik's whole static configuration itself (the file provider
+# watching its directory included) and hands nixpkgs' Traefik module only that file, under
+# the name the evaluated nixpkgs declares: `staticConfigFile` (the module as NixOS has long
+# had it) or `static.file` (the refactored module). Options of other modules are set with
+# mkDefault where a user may want another value.
+{ config, options, lib, pkgs, ... }:
 let
   inherit (lib)
     concatLists
@@ -17,12 +24,14 @@ let
     mapAttrs'
     mapAttrsToList
     mkEnableOption
+    mkDefault
     mkIf
     mkMerge
     mkOption
     nameValuePair
     optional
     optionalAttrs
+    optionals
     types
     ;
 
@@ -30,6 +39,7 @@ let
   instancesLib = import ./lib/instances.nix { };
   traefikLib = import ./lib/traefik.nix { };
   monitoringLib = import ./lib/monitoring.nix { };
+  hostLib = import ./lib/host.nix { };
   json = pkgs.formats.json { };
 
   stateDir = "/var/lib/concurrent-socket";
@@ -58,6 +68,30 @@ let
     loopbackEntryPoint = "loopback";
   });
   seedRoutingFile = json.generate "routing.yml" (traefikLib.seedRouting cfg.activeColour);
+  staticFile = json.generate "traefik.yml" cfg.traefik.staticSettings;
+
+  # nixpkgs' Traefik module in the shape this nixpkgs has. Its refactor (static.settings,
+  # static.file, dynamic.dir) was merged and reverted in 2026 and may land again, possibly
+  # under other names; with renames for the old names, so `static` is looked at first.
+  traefikShape =
+    let declared = options.services.traefik; in
+    if declared ? static.file then { static.file = staticFile; }
+    else if declared ? staticConfigFile then { staticConfigFile = staticFile; }
+    else throw "services.concurrent-socket: this nixpkgs' services.traefik declares neither staticConfigFile nor static.file (it has: ${lib.concatStringsSep ", " (lib.attrNames declared)})";
+
+  # Every port the host's own sockets bind, kept out of the kernel's ephemeral range so that
+  # no outgoing connection (Traefik's to a colour, for one) holds it when a socket unit binds
+  # it again (`wsctl` restarting a drained colour, a rollback).
+  listenPorts =
+    concatLists (mapAttrsToList (_: inst: [ inst.port inst.metricsPort ]) instances)
+    ++ optionals cfg.traefik.enable (with cfg.traefik; [ httpPort httpsPort apiPort loopbackPort metricsPort ])
+    ++ optionals cfg.prometheus.enable [ config.services.prometheus.port ]
+    ++ optionals cfg.prometheus.alertmanager.enable [ config.services.prometheus.alertmanager.port ]
+    ++ optionals cfg.grafana.enable [ config.services.grafana.settings.server.http_port ]
+    ++ optionals cfg.loki.enable [ monitoringLib.ports.loki monitoringLib.ports.lokiGrpc ]
+    ++ cfg.tuning.extraReservedPorts;
+  # Ports below the ephemeral range's floor can never be handed out anyway.
+  reservedPorts = lib.filter (port: port >= 1024) listenPorts;
 
   # wsctl's view of the host (wsctl/src/config.rs): the same ports, URLs and directories.
   wsctlConfig = json.generate "wsctl.json" {
@@ -88,12 +122,12 @@ let
       MAX_CONNECTIONS_PER_IP = setting types.ints.unsigned "Open WebSockets per client IP, 0 = no limit (server default 1000).";
       HEARTBEAT_INTERVAL = setting types.ints.positive "Milliseconds between heartbeats and pings; a peer silent for two intervals is dead (server default 30000).";
       CONNECTION_TIMEOUT = setting types.ints.positive "Milliseconds without a client message before `goodbye idle_timeout` (server default 300000).";
-      SHUTDOWN_TIMEOUT = setting types.ints.positive "Milliseconds from SIGTERM to exit, over which goodbyes are spread (server default 10000). Keep it below the unit's TimeoutStopSec.";
+      SHUTDOWN_TIMEOUT = setting types.ints.positive "Milliseconds from SIGTERM to exit, over which goodbyes are spread (server default 10000). The instance's TimeoutStopSec follows it (10 s more), so systemd never kills a drain.";
       LOG_LEVEL = setting types.str "tracing filter: `info`, `debug` or a full EnvFilter directive (server default info).";
       MAX_MESSAGE_BYTES = setting types.ints.positive "Largest accepted client message in bytes (server default 65536).";
       RATE_LIMIT_MSGS_PER_SEC = setting types.ints.unsigned "Messages per second per connection, 0 = off (server default 100).";
       ALLOWED_ORIGINS = setting (types.listOf types.str) "Origins allowed to upgrade; empty = same origin as Host only; `[ \"*\" ]` = any.";
-      TRUSTED_PROXIES = setting (types.listOf types.str) "IPs or CIDRs whose X-Forwarded-For is believed. Traefik on this host connects from 127.0.0.1.";
+      TRUSTED_PROXIES = setting (types.listOf types.str) "IPs or CIDRs whose X-Forwarded-For is believed. With traefik.enable the default is [ \"127.0.0.1\" ], Traefik on this host, so that MAX_CONNECTIONS_PER_IP counts each client and not Traefik; otherwise none.";
       ENABLE_ECHO = setting types.bool "Serve /ws/echo (server default false).";
       HSTS_MAX_AGE = setting types.ints.unsigned "Strict-Transport-Security max-age sent by the server, 0 = none (Traefik already sets it when ACME is on).";
       HTTP_IDLE_TIMEOUT = setting types.ints.positive "Milliseconds an HTTP connection may wait for request headers, idle keep-alive included, before it is closed (server default 100000, above Traefik's 90 s pool timeout).";
@@ -120,7 +154,12 @@ let
           description = "Server package for this instance only (for example a candidate build on green); null = services.concurrent-socket.package.";
         };
         settings = mkOption {
-          type = types.submodule settingsModule;
+          type = types.submodule [
+            settingsModule
+            # Behind the module's Traefik every client connects from 127.0.0.1: believe its
+            # X-Forwarded-For (which Traefik sets to the real peer) unless told otherwise.
+            { TRUSTED_PROXIES = mkIf cfg.traefik.enable (mkDefault [ "127.0.0.1" ]); }
+          ];
           default = { };
           example = literalExpression ''{ MAX_CONNECTIONS = 50000; ALLOWED_ORIGINS = [ "https://app.example.com" ]; }'';
           description = ''
@@ -219,12 +258,13 @@ in
       localPortRange = mkOption {
         type = types.str;
         default = "1024 65535";
-        description = "net.ipv4.ip_local_port_range: ephemeral ports for Traefik's connections to the instances (one per proxied WebSocket).";
+        description = "net.ipv4.ip_local_port_range: ephemeral ports for Traefik's connections to the instances (one per proxied WebSocket). The ports the host listens on are reserved out of it (net.ipv4.ip_local_reserved_ports).";
       };
-      fileMax = mkOption {
-        type = types.ints.positive;
-        default = 2097152;
-        description = "fs.file-max: open files system-wide (each connection costs Traefik two and the server one).";
+      extraReservedPorts = mkOption {
+        type = types.listOf types.port;
+        default = [ ];
+        example = [ 8083 9100 ];
+        description = "Ports other services of the host listen on, reserved with the module's own (instances, Traefik, Prometheus, Alertmanager, Grafana, Loki) in net.ipv4.ip_local_reserved_ports, so that no outgoing connection takes one while its socket is closed.";
       };
       limitNOFILE = mkOption {
         type = types.ints.positive;
@@ -258,6 +298,24 @@ in
         type = types.port;
         default = 8081;
         description = "Loopback port of the plain-HTTP entry point `loopback`, with twins of both routers that need no host name or TLS: `wsctl` checks the host through it.";
+      };
+      metricsPort = mkOption {
+        type = types.port;
+        default = 8084;
+        description = "Loopback port of the entry point `metrics`, which serves Traefik's Prometheus metrics and nothing else (no API): what Prometheus scrapes, and what a fleet host relays to its monitoring host.";
+      };
+      staticSettings = mkOption {
+        type = json.type;
+        default = { };
+        example = literalExpression ''{ entryPoints.nlb-health.address = ":8083"; }'';
+        description = ''
+          Traefik's static configuration, written to a file that the module hands to nixpkgs'
+          Traefik module (`staticConfigFile`, or `static.file` in its refactored shape). The
+          module defines it from nixos/lib/traefik.nix (entry points, API, metrics, ACME, the
+          file provider watching ${traefikDir}); definitions of yours merge into it, for
+          example an extra entry point. nixpkgs' own `services.traefik.staticConfigOptions` /
+          `static.settings` are not used.
+        '';
       };
       domain = mkOption {
         type = types.nullOr types.str;
@@ -336,6 +394,11 @@ in
         default = "/var/lib/grafana/secret_key";
         description = "File holding Grafana's secret key; generated on first start when missing.";
       };
+      adminPasswordFile = mkOption {
+        type = types.str;
+        default = "/var/lib/grafana/admin-password";
+        description = "File holding the password of Grafana's `admin` user; generated on first start when missing (read it as root). Grafana reads it when it creates the admin user, on its first start.";
+      };
     };
 
     loki = {
@@ -353,6 +416,21 @@ in
         type = types.str;
         default = "720h";
         description = "How long Loki keeps lines of priority error and worse (30 days).";
+      };
+    };
+
+    binaryCache = {
+      url = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "https://cache.example.com";
+        description = "A Nix binary cache holding this flake's builds, added to nix.settings.substituters so that a host downloads the server instead of building the workspace. Needs publicKey.";
+      };
+      publicKey = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "cache.example.com-1:AAAA...=";
+        description = "The public key that signs the cache's paths (nix.settings.trusted-public-keys); Nix refuses unsigned paths.";
       };
     };
 
@@ -390,10 +468,16 @@ in
               message = "services.concurrent-socket.instances.${name}.settings.${v}: the socket units own the listen addresses; set port/metricsPort instead.";
             }) [ "PORT" "HOST" "METRICS_ADDR" ])
           instances)
-        ++ [{
-          assertion = cfg.traefik.acme.email == null || cfg.traefik.domain != null;
-          message = "services.concurrent-socket.traefik.acme.email needs traefik.domain (the certificate's name).";
-        }];
+        ++ [
+          {
+            assertion = cfg.traefik.acme.email == null || cfg.traefik.domain != null;
+            message = "services.concurrent-socket.traefik.acme.email needs traefik.domain (the certificate's name).";
+          }
+          {
+            assertion = (cfg.binaryCache.url == null) == (cfg.binaryCache.publicKey == null);
+            message = "services.concurrent-socket.binaryCache: set both url and publicKey (Nix refuses a cache's paths without the key that signed them).";
+          }
+        ];
 
       systemd.packages = [ cfg.package ];
       environment.systemPackages = [ cfg.wsctlPackage cfg.loadtestPackage ];
@@ -406,7 +490,7 @@ in
       // { "concurrent-socket/wsctl.json".source = wsctlConfig; };
 
       systemd.services = mapAttrs'
-        (name: _:
+        (name: inst:
           nameValuePair "ws@${name}" {
             overrideStrategy = "asDropin";
             wantedBy = [ "multi-user.target" ];
@@ -414,8 +498,12 @@ in
             # restarts an instance: `wsctl deploy` restarts the idle colour, checks it, then
             # moves new connections to it.
             restartIfChanged = false;
-            serviceConfig = { LimitNOFILE = cfg.tuning.limitNOFILE; }
-              // optionalAttrs (cfg.instances.${name}.package != null) (serverCommands cfg.instances.${name}.package);
+            serviceConfig = {
+              LimitNOFILE = cfg.tuning.limitNOFILE;
+              # The drain (SHUTDOWN_TIMEOUT) always ends before systemd's SIGKILL.
+              TimeoutStopSec = hostLib.stopTimeoutSeconds (inst.settings.SHUTDOWN_TIMEOUT or null);
+            }
+            // optionalAttrs (cfg.instances.${name}.package != null) (serverCommands cfg.instances.${name}.package);
           })
         instances;
 
@@ -450,33 +538,43 @@ in
       };
 
       boot.kernel.sysctl = mkIf cfg.tuning.enable {
-        "net.core.somaxconn" = cfg.tuning.somaxconn;
-        "net.ipv4.tcp_max_syn_backlog" = cfg.tuning.synBacklog;
-        "net.ipv4.ip_local_port_range" = cfg.tuning.localPortRange;
-        "fs.file-max" = cfg.tuning.fileMax;
+        "net.core.somaxconn" = mkDefault cfg.tuning.somaxconn;
+        "net.ipv4.tcp_max_syn_backlog" = mkDefault cfg.tuning.synBacklog;
+        "net.ipv4.ip_local_port_range" = mkDefault cfg.tuning.localPortRange;
+        "net.ipv4.ip_local_reserved_ports" = mkDefault (hostLib.reservedPortsValue reservedPorts);
+      };
+
+      nix.settings = mkIf (cfg.binaryCache.url != null) {
+        substituters = [ cfg.binaryCache.url ];
+        trusted-public-keys = optional (cfg.binaryCache.publicKey != null) cfg.binaryCache.publicKey;
       };
     }
 
     (mkIf cfg.traefik.enable {
-      services.traefik = {
-        enable = true;
-        static.settings = traefikLib.static {
-          webAddress = ":${toString cfg.traefik.httpPort}";
-          websecureAddress = ":${toString cfg.traefik.httpsPort}";
-          apiAddress = "127.0.0.1:${toString cfg.traefik.apiPort}";
-          inherit loopbackAddress;
-          acme =
-            if acme then {
-              inherit (cfg.traefik.acme) email caServer;
-              storage = "${config.services.traefik.dataDir}/acme.json";
-            } else null;
-        };
+      services.concurrent-socket.traefik.staticSettings = traefikLib.static {
+        webAddress = ":${toString cfg.traefik.httpPort}";
+        websecureAddress = ":${toString cfg.traefik.httpsPort}";
+        apiAddress = "127.0.0.1:${toString cfg.traefik.apiPort}";
+        metricsAddress = "127.0.0.1:${toString cfg.traefik.metricsPort}";
+        inherit loopbackAddress;
         # Watched by Traefik's file provider: rewriting routing.yml (wsctl) reloads the
         # routing without restarting Traefik, so live WebSockets stay up.
-        dynamic.dir = traefikDir;
+        dynamicDir = traefikDir;
+        acme =
+          if acme then {
+            inherit (cfg.traefik.acme) email caServer;
+            storage = "${config.services.traefik.dataDir}/acme.json";
+          } else null;
       };
 
+      services.traefik = { enable = true; } // traefikShape;
+
       systemd.tmpfiles.settings."20-concurrent-socket" = {
+        ${traefikDir}.d = {
+          mode = "0755";
+          user = "root";
+          group = "root";
+        };
         # Replaced on every activation: routers, middlewares and per-colour services.
         "${traefikDir}/base.yml"."L+".argument = "${baseFile}";
         # `C` copies only when the file is missing: the live routing is wsctl's.
@@ -489,24 +587,25 @@ in
     (mkIf cfg.prometheus.enable {
       services.prometheus = {
         enable = true;
-        listenAddress = "127.0.0.1";
-        port = monitoringLib.ports.prometheus;
-        inherit (cfg.prometheus) retentionTime ruleFiles;
+        listenAddress = mkDefault "127.0.0.1";
+        port = mkDefault monitoringLib.ports.prometheus;
+        retentionTime = mkDefault cfg.prometheus.retentionTime;
+        inherit (cfg.prometheus) ruleFiles;
         globalConfig = {
-          scrape_interval = cfg.prometheus.scrapeInterval;
-          evaluation_interval = cfg.prometheus.scrapeInterval;
+          scrape_interval = mkDefault cfg.prometheus.scrapeInterval;
+          evaluation_interval = mkDefault cfg.prometheus.scrapeInterval;
         };
         scrapeConfigs = monitoringLib.scrapeConfigs {
           inherit instances;
-          traefikTarget = if cfg.traefik.enable then "127.0.0.1:${toString cfg.traefik.apiPort}" else null;
+          traefikTarget = if cfg.traefik.enable then "127.0.0.1:${toString cfg.traefik.metricsPort}" else null;
         };
         alertmanagers = optional cfg.prometheus.alertmanager.enable {
           static_configs = [{ targets = [ "127.0.0.1:${toString config.services.prometheus.alertmanager.port}" ]; }];
         };
         alertmanager = mkIf cfg.prometheus.alertmanager.enable {
           enable = true;
-          listenAddress = "127.0.0.1";
-          inherit (cfg.prometheus.alertmanager) configuration;
+          listenAddress = mkDefault "127.0.0.1";
+          configuration = mkDefault cfg.prometheus.alertmanager.configuration;
         };
       };
     })
@@ -515,11 +614,16 @@ in
       services.grafana = {
         enable = true;
         settings = {
+          # Loopback only: reach it through an SSH tunnel (docs/nixos.md), never plain HTTP
+          # over the internet.
           server = {
-            http_addr = "127.0.0.1";
-            http_port = monitoringLib.ports.grafana;
+            http_addr = mkDefault "127.0.0.1";
+            http_port = mkDefault monitoringLib.ports.grafana;
           };
-          security.secret_key = "$__file{${cfg.grafana.secretKeyFile}}";
+          security = {
+            secret_key = mkDefault "$__file{${cfg.grafana.secretKeyFile}}";
+            admin_password = mkDefault "$__file{${cfg.grafana.adminPasswordFile}}";
+          };
         };
         provision = {
           enable = true;
@@ -530,21 +634,21 @@ in
           dashboards.settings.providers = monitoringLib.grafanaDashboardProviders "${cfg.package}/share/concurrent-socket/grafana/dashboards";
         };
       };
-      # Grafana refuses to start without a secret key; make one, once.
-      systemd.services.grafana.preStart = ''
-        if [ ! -s ${cfg.grafana.secretKeyFile} ]; then
-          (umask 077; head -c 32 /dev/urandom | base64 > ${cfg.grafana.secretKeyFile})
-        fi
-      '';
+      # Grafana refuses to start without a secret key, and its admin must not keep the
+      # password `admin`: make both, once, before Grafana first reads them.
+      systemd.services.grafana.preStart = lib.mkBefore (monitoringLib.grafanaSecretsScript [
+        cfg.grafana.secretKeyFile
+        cfg.grafana.adminPasswordFile
+      ]);
     })
 
     (mkIf cfg.loki.enable {
       services.loki = {
         enable = true;
-        configuration = monitoringLib.lokiConfig {
+        configuration = mkDefault (monitoringLib.lokiConfig {
           inherit (config.services.loki) dataDir;
           inherit (cfg.loki) retention errorRetention;
-        };
+        });
       };
     })
 

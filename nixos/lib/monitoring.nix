@@ -43,7 +43,7 @@ rec {
   # One job for the server, one target per colour labelled with it; Traefik's own metrics.
   scrapeConfigs =
     { instances ? instancesLib.defaultInstances
-    , traefikTarget ? "127.0.0.1:8082"
+    , traefikTarget ? "127.0.0.1:8084"
     }:
     let
       full = instancesLib.withDefaults instances;
@@ -68,7 +68,7 @@ rec {
   # A whole prometheus.yml, as the NixOS module's options add up to (for promtool and tests).
   prometheusConfig =
     { instances ? instancesLib.defaultInstances
-    , traefikTarget ? "127.0.0.1:8082"
+    , traefikTarget ? "127.0.0.1:8084"
     , ruleFiles ? [ ]
     , interval ? "15s"
     , alertmanagerTarget ? null
@@ -179,6 +179,17 @@ rec {
         url = "${lokiUrl}/loki/api/v1/push"
       }
     }
+  '';
+
+  # Shell lines for Grafana's preStart: a random secret (24 bytes, base64) into each of
+  # `files` that is missing or empty, readable by Grafana's user only. Grafana reads them
+  # through its `$__file{...}` provider: the secret key, the admin password.
+  grafanaSecretsScript = files: ''
+    for secret in ${builtins.concatStringsSep " " (map (f: "'${f}'") files)}; do
+      if [ ! -s "$secret" ]; then
+        (umask 077; head -c 24 /dev/urandom | base64 > "$secret")
+      fi
+    done
   '';
 
   # Datasources by fixed uid: the dashboards in grafana/ refer to `prometheus` and `loki`.

@@ -248,18 +248,21 @@ rec {
   seedRouting = active: routing { weights.${active} = 1; };
 
   # Traefik's static configuration. Entry points `web` and `websecure` for clients,
-  # `traefik` (loopback) for the API, ping and Prometheus metrics. With `acme`
+  # `traefik` (loopback) for the API and ping, and for the Prometheus metrics unless
+  # `metricsAddress` gives them an entry point `metrics` of their own (which serves nothing
+  # else, so that a relay to it exposes the metrics and not the API). With `acme`
   # ({ email; storage; caServer ? null; }), `web` redirects to `websecure` and
   # certificates come from Let's Encrypt through the HTTP-01 challenge on `web`.
   # `loopbackAddress` adds a plain entry point `loopback` for probes from the host itself
   # (wsctl), which `web` cannot serve once it redirects to HTTPS or wants a host name.
-  # `dynamicDir` null leaves the file provider to the caller (the NixOS module sets it
-  # through services.traefik.dynamic.dir).
+  # `dynamicDir` is the directory the file provider watches (base.yml, routing.yml); null
+  # leaves the file provider out.
   static =
     { webAddress ? ":80"
     , websecureAddress ? ":443"
     , apiAddress ? "127.0.0.1:8082"
     , loopbackAddress ? null
+    , metricsAddress ? null
     , acme ? null
     , dynamicDir ? null
     , logLevel ? "INFO"
@@ -295,7 +298,8 @@ rec {
           // optionalAttrs (acme != null) { http.tls.certResolver = certResolverName; };
           traefik.address = apiAddress;
         }
-        // optionalAttrs (loopbackAddress != null) { loopback.address = loopbackAddress; };
+        // optionalAttrs (loopbackAddress != null) { loopback.address = loopbackAddress; }
+        // optionalAttrs (metricsAddress != null) { metrics.address = metricsAddress; };
         # The API answers on the loopback `traefik` entry point only.
         api = {
           insecure = true;
@@ -303,7 +307,7 @@ rec {
         };
         ping.entryPoint = "traefik";
         metrics.prometheus = {
-          entryPoint = "traefik";
+          entryPoint = if metricsAddress == null then "traefik" else "metrics";
           addEntryPointsLabels = true;
           addRoutersLabels = true;
           addServicesLabels = true;

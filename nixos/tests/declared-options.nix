@@ -20,7 +20,7 @@ let
       // { ints = named type [ "positive" "unsigned" ]; };
   };
 
-  declared = (import ../module.nix { inherit lib; config = { }; pkgs = { }; }).options.services.concurrent-socket;
+  declared = (import ../module.nix { inherit lib; config = { }; options = { }; pkgs = { }; }).options.services.concurrent-socket;
 
   # Option paths as lists of names.
   optionPaths = prefix: tree:

@@ -19,6 +19,7 @@ let
   instances = import ../lib/instances.nix { };
   traefik = import ../lib/traefik.nix { };
   monitoring = import ../lib/monitoring.nix { };
+  host = import ../lib/host.nix { };
 
   # A case: its name, what the library gave, what it must be.
   eq = name: got: want: { inherit name got want; };
@@ -72,6 +73,7 @@ let
   };
   plainStatic = traefik.static { dynamicDir = "/var/lib/concurrent-socket/traefik"; };
   loopbackStatic = traefik.static { loopbackAddress = "127.0.0.1:8081"; };
+  metricsStatic = traefik.static { metricsAddress = "127.0.0.1:8084"; };
 
   blueUnits = instances.unitSettings "blue" instances.defaultInstances.blue;
 
@@ -210,6 +212,20 @@ let
     (eq "metrics on the API entry point" plainStatic.metrics.prometheus.entryPoint "traefik")
     (eq "file provider watches the directory" plainStatic.providers.file { directory = "/var/lib/concurrent-socket/traefik"; watch = true; })
     (fails "ACME without e-mail" (traefik.static { acme = { email = ""; storage = "/x"; }; }))
+    (eq "metrics alone on their own entry point" [ metricsStatic.entryPoints.metrics metricsStatic.metrics.prometheus.entryPoint metricsStatic.api.insecure metricsStatic.ping.entryPoint ]
+      [{ address = "127.0.0.1:8084"; } "metrics" true "traefik"])
+
+    # Host settings: reserved ports, stop timeouts.
+    (eq "reserved ports: sorted, once each, runs as ranges" (host.reservedPortsValue [ 9465 3002 3001 9464 8081 8082 8084 3001 9090 ]) "3001-3002,8081-8082,8084,9090,9464-9465")
+    (eq "one reserved port" (host.reservedPortsValue [ 3001 ]) "3001")
+    (eq "no reserved ports" (host.reservedPortsValue [ ]) "")
+    (fails "reserved port out of range" (host.reservedPortsValue [ 70000 ]))
+    (eq "stop timeout: the default drain plus 10 s" (host.stopTimeoutSeconds null) 20)
+    (eq "stop timeout follows SHUTDOWN_TIMEOUT, rounded up" (map host.stopTimeoutSeconds [ 30000 10500 1 ]) [ 40 21 11 ])
+    (fails "stop timeout of a zero drain" (host.stopTimeoutSeconds 0))
+    (eq "Grafana secrets made once, private"
+      (builtins.match ".*for secret in '/a' '/b'; do.*if \\[ ! -s \"\\$secret\" ].*umask 077.*" (monitoring.grafanaSecretsScript [ "/a" "/b" ]) != null)
+      true)
 
     # Monitoring (docs/architecture.md, "Metrics"): jobs, labels, retentions, journal labels.
     (eq "scrape jobs" (map (j: j.job_name) scrape) [ "concurrent-socket" "traefik" ])
@@ -224,7 +240,7 @@ let
         [ (builtins.elem "alerts.yml" names) (builtins.elem "recording.yml" names) (builtins.all (n: builtins.match ".*\\.ya?ml" n != null) names) ]
       )
       [ true true true ])
-    (eq "Traefik metrics on its API port" (builtins.elemAt scrape 1).static_configs [{ targets = [ "127.0.0.1:8082" ]; }])
+    (eq "Traefik metrics on its metrics entry point" (builtins.elemAt scrape 1).static_configs [{ targets = [ "127.0.0.1:8084" ]; }])
     (eq "no Traefik job without Traefik" (map (j: j.job_name) (monitoring.scrapeConfigs { traefikTarget = null; })) [ "concurrent-socket" ])
     (eq "prometheus.yml alerting" (monitoring.prometheusConfig { alertmanagerTarget = "127.0.0.1:9093"; }).alerting.alertmanagers [{ static_configs = [{ targets = [ "127.0.0.1:9093" ]; }]; }])
     (eq "log retention 14 days" loki.limits_config.retention_period "336h")

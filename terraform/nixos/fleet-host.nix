@@ -5,10 +5,14 @@
 #
 # - role "ws": services.concurrent-socket (blue and green behind Traefik) from nixos/module.nix;
 #   an `nlb-health` Traefik entry point for the NLB's health check; the loopback metrics
-#   listeners exposed to the monitoring host on the private network; the journal shipped to
-#   the monitoring host's Loki by Grafana Alloy.
-# - role "monitoring": Prometheus (finding the WebSocket hosts by EC2 tags), Grafana and Loki,
-#   configured with the same pure library as the single-host module (nixos/lib/monitoring.nix).
+#   listeners (both colours', Traefik's metrics-only entry point) exposed to the monitoring
+#   host on the private network; the journal shipped to the monitoring host's Loki by Grafana
+#   Alloy.
+# - role "monitoring": Prometheus (finding the WebSocket hosts by EC2 tags), Grafana (on
+#   loopback: an SSH tunnel reaches it) and Loki, configured with the same pure library as the
+#   single-host module (nixos/lib/monitoring.nix).
+# - both: the binary cache of fleet.json's `binaryCache` ({ url; publicKey; }, optional), so
+#   that hosts download the builds instead of compiling the workspace.
 #
 # Every port comes from fleet.json, written from terraform/modules/ws-fleet/main.tf, the same
 # place the security groups take them from.
@@ -27,13 +31,19 @@ let
   serverSettings = fleetLib.typedSettings (fleet.serverSettings or { });
 
   grafanaAdminPassword = "/var/lib/grafana/admin-password";
+  binaryCache = fleet.binaryCache or null;
 in
 {
   config = mkMerge [
     {
       # The first boot ran the bootstrap; from now on new systems arrive from the rollout.
       virtualisation.amazon-init.enable = false;
-      nix.settings.experimental-features = [ "nix-command" "flakes" ];
+      nix.settings = {
+        experimental-features = [ "nix-command" "flakes" ];
+      } // lib.optionalAttrs (binaryCache != null) {
+        substituters = [ binaryCache.url ];
+        trusted-public-keys = [ binaryCache.publicKey ];
+      };
       services.openssh = {
         enable = true;
         settings = {
@@ -60,7 +70,14 @@ in
         traefik = {
           inherit (fleet) domain;
           acme.email = if fleet.domain == null then null else fleet.acmeEmail;
+          # The module owns Traefik's static configuration: extra entry points go here.
+          staticSettings.entryPoints.${fleetLib.healthEntryPoint}.address = ":${toString healthPort}";
         };
+        # TRUSTED_PROXIES keeps the module's default (127.0.0.1, this host's Traefik) unless
+        # fleet.json's serverSettings name it.
+        # The relays and the health check listen here too: keep their ports out of the
+        # ephemeral range like the module's own.
+        tuning.extraReservedPorts = [ healthPort fleet.metricsPorts.node ] ++ lib.mapAttrsToList (_: relay: relay.port) relays;
         # The fleet's monitoring stack runs on the monitoring host; Alloy ships this host's
         # journal to its Loki.
         prometheus.enable = false;
@@ -72,7 +89,6 @@ in
         };
       };
 
-      services.traefik.static.settings.entryPoints.${fleetLib.healthEntryPoint}.address = ":${toString healthPort}";
       systemd.tmpfiles.settings."30-fleet-host"."${traefikDir}/nlb-health.yml"."L+".argument =
         "${json.generate "nlb-health.yml" fleetLib.healthRouting}";
 
@@ -126,8 +142,10 @@ in
       services.grafana = {
         enable = true;
         settings = {
+          # Loopback only: no plain-HTTP admin login over the internet. Operators reach it
+          # through SSH (`ssh -L 3000:127.0.0.1:3000 root@<monitoring>`).
           server = {
-            http_addr = "0.0.0.0";
+            http_addr = "127.0.0.1";
             http_port = fleet.grafanaPort;
             domain = if fleet.grafanaDomain == null then "localhost" else fleet.grafanaDomain;
           };
@@ -145,14 +163,11 @@ in
       };
       # Grafana's secret key and admin password, made once on the host (read the password with
       # `ssh root@<monitoring> cat /var/lib/grafana/admin-password`).
-      systemd.services.grafana.preStart = mkBefore ''
-        for secret in /var/lib/grafana/secret_key ${grafanaAdminPassword}; do
-          if [ ! -s "$secret" ]; then
-            (umask 077; head -c 24 /dev/urandom | base64 > "$secret")
-          fi
-        done
-      '';
-      networking.firewall.allowedTCPPorts = [ fleet.grafanaPort monitoringLib.ports.loki ];
+      systemd.services.grafana.preStart = mkBefore (monitoringLib.grafanaSecretsScript [
+        "/var/lib/grafana/secret_key"
+        grafanaAdminPassword
+      ]);
+      networking.firewall.allowedTCPPorts = [ monitoringLib.ports.loki ];
     })
   ];
 }

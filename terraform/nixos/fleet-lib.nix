@@ -12,11 +12,12 @@ let
   monitoringLib = import ../../nixos/lib/monitoring.nix { };
 
   # Loopback listeners of a WebSocket host that the monitoring host scrapes
-  # (docs/architecture.md): both colours' metrics and Traefik's API/metrics entry point.
+  # (docs/architecture.md): both colours' metrics and Traefik's metrics-only entry point
+  # (services.concurrent-socket.traefik.metricsPort; not its API, which stays on loopback).
   loopbackMetrics = {
     blue = instancesLib.defaultInstances.blue.metricsPort;
     green = instancesLib.defaultInstances.green.metricsPort;
-    traefik = 8082;
+    traefik = 8084;
   };
 
   colours = [ "blue" "green" ];

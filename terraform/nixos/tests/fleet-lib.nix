@@ -22,7 +22,7 @@ let
       lib.relays ports == {
         blue = { port = 19464; target = 9464; };
         green = { port = 19465; target = 9465; };
-        traefik = { port = 18082; target = 8082; };
+        traefik = { port = 18082; target = 8084; };
       };
     settingsAreTyped =
       lib.typedSettings { MAX_CONNECTIONS = "50000"; ENABLE_ECHO = "true"; LOG_LEVEL = "info"; ALLOWED_ORIGINS = "https://a.example,https://b.example"; }
