@@ -344,4 +344,6 @@ in
   };
   # The evaluation of failing case N (which must throw).
   refusal = n: refusal (lib.elemAt failingCases n);
+  # A single host with the module's defaults: what ci/suites/50-nix.sh runs real servers with.
+  hostConfig = evaluated "defaults" (evalHost { shape = "classic"; modules = [ enabled ]; });
 }
