@@ -171,6 +171,13 @@ let
       };
     };
 
+  # An optional string setting: null until set.
+  nullableString = example: description: mkOption {
+    type = types.nullOr types.str;
+    default = null;
+    inherit example description;
+  };
+
   rateLimitOption = default: what: mkOption {
     type = types.submodule {
       options = {
@@ -317,25 +324,13 @@ in
           `static.settings` are not used.
         '';
       };
-      domain = mkOption {
-        type = types.nullOr types.str;
-        default = null;
-        example = "ws.example.com";
-        description = "Public host name the routers answer for; null = any host. Required with ACME.";
-      };
+      domain = nullableString "ws.example.com"
+        "Public host name the routers answer for; null = any host. Required with ACME.";
       acme = {
-        email = mkOption {
-          type = types.nullOr types.str;
-          default = null;
-          example = "ops@example.com";
-          description = "Let's Encrypt account e-mail. Setting it turns on HTTPS with certificates for `domain` (HTTP-01 challenge) and redirects HTTP to HTTPS.";
-        };
-        caServer = mkOption {
-          type = types.nullOr types.str;
-          default = null;
-          example = "https://acme-staging-v02.api.letsencrypt.org/directory";
-          description = "ACME directory; null = Let's Encrypt production.";
-        };
+        email = nullableString "ops@example.com"
+          "Let's Encrypt account e-mail. Setting it turns on HTTPS with certificates for `domain` (HTTP-01 challenge) and redirects HTTP to HTTPS.";
+        caServer = nullableString "https://acme-staging-v02.api.letsencrypt.org/directory"
+          "ACME directory; null = Let's Encrypt production.";
       };
       rateLimits = {
         api = rateLimitOption traefikLib.defaultRateLimits.api "plain HTTP requests (everything but /ws/)";
@@ -420,18 +415,10 @@ in
     };
 
     binaryCache = {
-      url = mkOption {
-        type = types.nullOr types.str;
-        default = null;
-        example = "https://cache.example.com";
-        description = "A Nix binary cache holding this flake's builds, added to nix.settings.substituters so that a host downloads the server instead of building the workspace. Needs publicKey.";
-      };
-      publicKey = mkOption {
-        type = types.nullOr types.str;
-        default = null;
-        example = "cache.example.com-1:AAAA...=";
-        description = "The public key that signs the cache's paths (nix.settings.trusted-public-keys); Nix refuses unsigned paths.";
-      };
+      url = nullableString "https://cache.example.com"
+        "A Nix binary cache holding this flake's builds, added to nix.settings.substituters so that a host downloads the server instead of building the workspace. Needs publicKey.";
+      publicKey = nullableString "cache.example.com-1:AAAA...="
+        "The public key that signs the cache's paths (nix.settings.trusted-public-keys); Nix refuses unsigned paths.";
     };
 
     alloy = {

@@ -85,8 +85,27 @@ for ((i = 0; i < refusals; i++)); do
   grep -qF -- "$want" <<< "$out" || { echo "$out"; die "'$name' failed, but not with '$want'"; }
   echo "  refused as it must be ($want): $name"
 done
-echo "RESULT nixos eval (issue 13 item 1): $(($(jq .passed <<< "$summary") - refusals)) host configurations evaluate through nixpkgs' lib.evalModules (module, flake module, fleet ws/monitoring hosts, VM node + specialisation; Traefik shapes classic and refactored), $refusals known mistakes refused with their message"
-echo "RESULT VM test (issue 13 item 5): its node and specialisation 'candidate' (green on another package and settings) evaluate; booting it needs nixpkgs (nix flake check)"
+jq -r '.checks[] | "  checked in both shapes: \(.)"' <<< "$summary"
+echo "RESULT nixos eval (issue 13 item 1): $(($(jq .passed <<< "$summary") - refusals)) host configurations evaluate through nixpkgs' lib.evalModules (module, flake module, fleet ws/monitoring hosts, VM node + specialisation; Traefik shapes classic and refactored), $(jq '.checks | length' <<< "$summary") checks of what they configure hold, $refusals known mistakes refused with their message"
+# result_from_checks LABEL REGEX...: a RESULT line naming the evaluation checks that prove an
+# item (each REGEX must match at least one).
+result_from_checks() {
+  local label=$1 regex found all=()
+  shift
+  for regex in "$@"; do
+    mapfile -t found < <(jq -r --arg re "$regex" '.checks[] | select(test($re))' <<< "$summary")
+    [ ${#found[@]} -gt 0 ] || die "no evaluation check matches '$regex'"
+    all+=("${found[@]}")
+  done
+  local IFS=';'
+  echo "RESULT $label, by evaluation: ${all[*]}"
+}
+result_from_checks "VM test (issue 13 item 5)" "specialisation candidate: "
+result_from_checks "stop timeout (issue 13 item 7)" "stop timeout"
+result_from_checks "Grafana (issue 13 item 7)" "Grafana"
+result_from_checks "host builds run no tests (issue 13 item 7)" "runs no tests"
+result_from_checks "binary cache (issue 13 item 7)" ": the cache is a substituter"
+result_from_checks "other modules' options with mkDefault (issue 13 item 3)" "mkDefault" "no fs.file-max" "ports reserved|ports are reserved"
 
 # The VM test cannot boot here; its Python gets the lint the NixOS test driver applies
 # (pyflakes, the driver's globals as builtins), the probe the flake8 of writePython3Bin.
@@ -278,8 +297,8 @@ grep -qi '^content-encoding: gzip$' <<< "$page" || die "GET / with Accept-Encodi
 echo "RESULT http router: Host $HOST_NAME routed with security headers, other hosts 404; GET / with Accept-Encoding gzip: $(head -1 <<< "$page"), Content-Encoding gzip (issue 21 item 3)"
 
 # ---- the metrics entry point serves metrics and nothing else (issue 13 item 7) --------------
-curl -fsS "http://127.0.0.1:$METRICS/metrics" | grep -q '^traefik_entrypoint_requests_total' ||
-  die "no Traefik metrics on the metrics entry point"
+traefik_metrics=$(curl -fsS "http://127.0.0.1:$METRICS/metrics") || die "the metrics entry point does not answer /metrics"
+grep -q '^traefik_entrypoint_requests_total' <<< "$traefik_metrics" || die "no Traefik metrics on the metrics entry point"
 for path in /api/overview /api/rawdata /ping /dashboard/; do
   code=$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$METRICS$path")
   [ "$code" = 404 ] || die "the metrics entry point answers $path with $code, want 404 (it must not expose the API)"

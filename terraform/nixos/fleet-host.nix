@@ -65,6 +65,8 @@ in
       services.concurrent-socket = {
         enable = true;
         openFirewall = true;
+        # TRUSTED_PROXIES: the module's default (127.0.0.1, this host's Traefik) unless
+        # fleet.json's serverSettings name it.
         instances.blue = { package = colourPackages.blue; settings = serverSettings; };
         instances.green = { package = colourPackages.green; settings = serverSettings; };
         traefik = {
@@ -73,10 +75,8 @@ in
           # The module owns Traefik's static configuration: extra entry points go here.
           staticSettings.entryPoints.${fleetLib.healthEntryPoint}.address = ":${toString healthPort}";
         };
-        # TRUSTED_PROXIES keeps the module's default (127.0.0.1, this host's Traefik) unless
-        # fleet.json's serverSettings name it.
-        # The relays and the health check listen here too: keep their ports out of the
-        # ephemeral range like the module's own.
+        # The health check, the relays and the node exporter listen here too: keep their
+        # ports out of the ephemeral range like the module's own.
         tuning.extraReservedPorts = [ healthPort fleet.metricsPorts.node ] ++ lib.mapAttrsToList (_: relay: relay.port) relays;
         # The fleet's monitoring stack runs on the monitoring host; Alloy ships this host's
         # journal to its Loki.

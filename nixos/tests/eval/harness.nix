@@ -318,9 +318,10 @@ let
       args = { inherit shape; inherit (case) modules; specialArgs = case.specialArgs or { }; };
       base = evaluated "${case.name} (${shape})" (evalHost args);
       config = if case ? specialisation then evaluated "${case.name} (${shape})" (specialised args case.specialisation base) else base;
-      failed = filter (e: e.got != e.want) (case.expect shape config);
+      expectations = case.expect shape config;
+      failed = filter (e: e.got != e.want) expectations;
     in
-    if failed == [ ] then "${case.name} (${shape})"
+    if failed == [ ] then "${case.name} (${shape}): ${toString (length expectations)} checks"
     else throw "${case.name} (${shape}):\n${concatStringsSep "\n" (map (e: "  ${e.name}: got ${builtins.toJSON e.got}, want ${builtins.toJSON e.want}") failed)}";
 
   # tryEval sees throws (undeclared options, type errors, assertions) but not their text:
@@ -331,9 +332,8 @@ let
     then throw "${case.name}: evaluated, but must fail (${case.error})"
     else "refused: ${case.name}";
 
-  passedCases =
-    concatMap (shape: map (run shape) (hostCases ++ fleetCases ++ flakeCases ++ specialisationCases)) shapes
-    ++ map refused failingCases;
+  allCases = hostCases ++ fleetCases ++ flakeCases ++ specialisationCases;
+  passedCases = concatMap (shape: map (run shape) allCases) shapes ++ map refused failingCases;
 in
 {
   summary = {
@@ -341,6 +341,9 @@ in
     cases = passedCases;
     # For ci/suites/50-nix.sh: what each refusal's error message must contain.
     failing = map (c: { inherit (c) name shape error; }) failingCases;
+    # Every check the cases made (in both shapes), by name.
+    # (The names only: `expect` builds its list without reading the configuration.)
+    checks = concatMap (case: map (e: "${case.name}: ${e.name}") (case.expect "classic" null)) allCases;
   };
   # The evaluation of failing case N (which must throw).
   refusal = n: refusal (lib.elemAt failingCases n);
