@@ -15,13 +15,13 @@ use tracing_subscriber::EnvFilter;
 #[command(name = "concurrent-socket", version, about, long_about = None)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub command: Option<CliCommand>,
     #[command(flatten)]
     pub settings: RawSettings,
 }
 
 #[derive(Debug, Subcommand, PartialEq, Eq)]
-pub enum Command {
+pub enum CliCommand {
     /// Print the effective configuration, or name every bad variable and exit 1.
     CheckConfig,
 }

@@ -1,23 +1,18 @@
 //! concurrent-socket: a WebSocket server speaking protocol v1 (docs/protocol.md), built to hold
 //! tens of thousands of connections per host and to be deployed several times a day without
-//! dropping clients. `main.rs` only parses the command line and calls [`app::run`].
+//! dropping clients. `main.rs` only parses the command line and calls [`server::run`].
 
-pub mod access;
-pub mod app;
 pub mod config;
-pub mod connection;
-pub mod echo;
 #[cfg(feature = "fault-injection")]
-pub mod faults;
-pub mod listener;
+pub(crate) mod faults;
+pub(crate) mod http;
+pub(crate) mod lifecycle;
 pub mod logging;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod protocol;
-pub mod ratelimit;
-pub mod registry;
-pub mod routes;
-pub mod serve;
-pub mod shutdown;
-pub mod socket;
-pub mod systemd;
-pub mod upgrade;
+pub(crate) mod ratelimit;
+pub(crate) mod registry;
+pub mod server;
+pub(crate) mod session;
+pub(crate) mod state;
+pub(crate) mod ws;

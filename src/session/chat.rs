@@ -12,14 +12,14 @@ use tokio::time::{Sleep, sleep_until};
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info};
 
-use crate::app::AppState;
 use crate::metrics::DisconnectReason;
 use crate::protocol::{
     ErrorCode, GoodbyeReason, ProtocolError, ServerMessage, now_ms, parse_client_frame,
 };
 use crate::ratelimit::{RateLimiter, Verdict};
 use crate::registry::{Admission, Command, Registration};
-use crate::socket::{self, Full, Io, Outbox, ReadFailure, WebSocket};
+use crate::state::AppState;
+use crate::ws::{self, Full, Io, Outbox, ReadFailure, WebSocket};
 
 /// How a connection ends.
 enum Ending {
@@ -173,7 +173,7 @@ impl Session {
                     timer.as_mut().reset(self.next_deadline().into());
                     step
                 }
-                io = socket::next_io(socket, &mut self.outbox, &state.metrics) => {
+                io = ws::next_io(socket, &mut self.outbox, &state.metrics) => {
                     let step = self.on_io(io);
                     #[cfg(feature = "fault-injection")]
                     state.faults.delay_response().await;
@@ -244,7 +244,7 @@ impl Session {
                 return Err(Ending::ReadError(ReadFailure::classify(&error)));
             }
             Io::Read(None) => return Err(Ending::Closed(self.closed_reason())),
-            Io::WriteFailed(_) => return Err(Ending::Closed(DisconnectReason::TransportError)),
+            Io::WriteFailed => return Err(Ending::Closed(DisconnectReason::TransportError)),
         };
         let now = Instant::now();
         self.last_frame = now;
@@ -374,8 +374,7 @@ impl Session {
                 let close_code = failure.close_frame().map(|frame| u16::from(frame.code));
                 if let Some(frame) = failure.close_frame() {
                     last_words.push(Message::Close(Some(frame)));
-                    socket::close_after_read_error(socket, &mut self.outbox, metrics, last_words)
-                        .await;
+                    ws::close_after_read_error(socket, &mut self.outbox, metrics, last_words).await;
                 }
                 (failure.disconnect_reason(), close_code)
             }
@@ -388,8 +387,8 @@ impl Session {
         socket: &mut WebSocket,
         reason: GoodbyeReason,
     ) -> (DisconnectReason, Option<u16>) {
-        let frame = socket::close_frame(reason.close_code(), reason.as_str());
-        socket::close_gracefully(socket, &mut self.outbox, &self.state.metrics, frame).await;
+        let frame = ws::close_frame(reason.close_code(), reason.as_str());
+        ws::close_gracefully(socket, &mut self.outbox, &self.state.metrics, frame).await;
         (goodbye_disconnect_reason(reason), Some(reason.close_code()))
     }
 }

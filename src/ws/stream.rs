@@ -20,7 +20,6 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig, WebSocketC
 
 use crate::metrics::{DisconnectReason, Metrics};
 use crate::protocol::ErrorCode;
-use crate::upgrade::Upgraded;
 
 /// tungstenite reads into a buffer of this size (its default, 128 KiB, is allocated and
 /// zero-filled for every socket up front). Larger frames still arrive whole: the buffer is
@@ -53,14 +52,15 @@ pub struct WebSocket {
 
 impl WebSocket {
     /// Starts the WebSocket protocol on an upgraded connection, with the per-socket settings.
-    pub fn new(upgraded: Upgraded, max_message_bytes: usize) -> WebSocket {
+    /// `already_read`: the bytes the HTTP server read past the upgrade request.
+    pub fn new(stream: TcpStream, already_read: Vec<u8>, max_message_bytes: usize) -> WebSocket {
         let protocol = WebSocketContext::from_partially_read(
-            upgraded.already_read,
+            already_read,
             Role::Server,
             Some(config(max_message_bytes)),
         );
         WebSocket {
-            stream: upgraded.stream,
+            stream,
             protocol,
             ended: false,
         }
@@ -281,7 +281,7 @@ pub enum Io {
     /// A frame, `None` when the stream ended, or a read error.
     Read(Option<Result<Message, WsError>>),
     /// Writing failed: the connection is gone.
-    WriteFailed(WsError),
+    WriteFailed,
 }
 
 /// The next incoming frame; while none is ready, what the outbox holds is written, corked, as
@@ -292,17 +292,15 @@ pub async fn next_io(socket: &mut WebSocket, outbox: &mut Outbox, metrics: &Metr
         // Frames already read are answered before anything is written, so that the answers
         // of one wake-up leave together; a client that keeps the read side busy still gets
         // its answers once they fill the cork.
-        if outbox.is_corked_full() {
-            if let Err(error) = send_queued(socket, outbox, metrics, cx) {
-                return Poll::Ready(Io::WriteFailed(error));
-            }
+        if outbox.is_corked_full() && send_queued(socket, outbox, metrics, cx).is_err() {
+            return Poll::Ready(Io::WriteFailed);
         }
         if let Poll::Ready(read) = socket.poll_read(cx) {
             return Poll::Ready(Io::Read(read));
         }
         match send_queued(socket, outbox, metrics, cx) {
             Ok(()) => Poll::Pending,
-            Err(error) => Poll::Ready(Io::WriteFailed(error)),
+            Err(_) => Poll::Ready(Io::WriteFailed),
         }
     })
     .await
@@ -424,7 +422,7 @@ pub async fn close_gracefully(
         loop {
             match next_io(socket, outbox, metrics).await {
                 Io::Read(Some(Ok(_))) => continue,
-                Io::Read(None | Some(Err(_))) | Io::WriteFailed(_) => return,
+                Io::Read(None | Some(Err(_))) | Io::WriteFailed => return,
             }
         }
     };

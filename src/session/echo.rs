@@ -12,16 +12,16 @@ use tokio::time::sleep_until;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
 
-use crate::app::AppState;
 use crate::metrics::DisconnectReason;
 use crate::registry::{Admission, Control};
-use crate::socket::{self, Full, Io, Outbox, ReadFailure, WebSocket};
+use crate::state::AppState;
+use crate::ws::{self, Full, Io, Outbox, ReadFailure, WebSocket};
 
-pub async fn run(mut ws: WebSocket, state: Arc<AppState>, admission: Admission, peer: IpAddr) {
+pub async fn run(mut socket: WebSocket, state: Arc<AppState>, admission: Admission, peer: IpAddr) {
     let opened = Instant::now();
     let registration = state.open_connection(admission, None);
     debug!(peer = %peer, "echo connection opened");
-    let reason = echo_until_the_end(&mut ws, &state, registration.control(), opened).await;
+    let reason = echo_until_the_end(&mut socket, &state, registration.control(), opened).await;
     state.count_closed(reason, opened);
     debug!(peer = %peer, reason = reason.as_str(), "echo connection closed");
 }
@@ -37,7 +37,7 @@ enum Next {
 
 /// Echoes frames until the connection ends; returns why it ended.
 async fn echo_until_the_end(
-    ws: &mut WebSocket,
+    socket: &mut WebSocket,
     state: &AppState,
     control: &Control,
     opened: Instant,
@@ -45,7 +45,7 @@ async fn echo_until_the_end(
     let metrics = &state.metrics;
     // Echoes may be as large as the hard limit; the outbox holds one of them plus the next.
     let mut outbox = Outbox::new(
-        state.config.max_message_bytes * socket::HARD_LIMIT_FACTOR,
+        state.config.max_message_bytes * ws::HARD_LIMIT_FACTOR,
         opened,
     );
     let idle_timeout = state.config.connection_timeout;
@@ -64,7 +64,7 @@ async fn echo_until_the_end(
                     Next::Continue
                 }
             }
-            io = socket::next_io(ws, &mut outbox, metrics) => match io {
+            io = ws::next_io(socket, &mut outbox, metrics) => match io {
                 Io::Read(Some(Ok(message @ (Message::Text(_) | Message::Binary(_))))) => {
                     last_message = Instant::now();
                     match outbox.push(message, None) {
@@ -83,18 +83,18 @@ async fn echo_until_the_end(
                         metrics.error(code);
                     }
                     if let Some(frame) = failure.close_frame() {
-                        socket::close_after_read_error(ws, &mut outbox, metrics, vec![Message::Close(Some(frame))]).await;
+                        ws::close_after_read_error(socket, &mut outbox, metrics, vec![Message::Close(Some(frame))]).await;
                     }
                     Next::Over(failure.disconnect_reason())
                 }
                 Io::Read(None) if received_close => Next::Over(DisconnectReason::ClientClose),
-                Io::Read(None) | Io::WriteFailed(_) => Next::Over(DisconnectReason::TransportError),
+                Io::Read(None) | Io::WriteFailed => Next::Over(DisconnectReason::TransportError),
             },
         };
         match next {
             Next::Continue => {}
             Next::Close(code, why, reason) => {
-                socket::close_gracefully(ws, &mut outbox, metrics, socket::close_frame(code, why))
+                ws::close_gracefully(socket, &mut outbox, metrics, ws::close_frame(code, why))
                     .await;
                 return reason;
             }
