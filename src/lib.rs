@@ -6,6 +6,7 @@ pub mod config;
 #[cfg(feature = "fault-injection")]
 pub(crate) mod faults;
 pub(crate) mod http;
+pub(crate) mod label;
 pub(crate) mod lifecycle;
 pub mod logging;
 pub(crate) mod metrics;

@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use crate::config::Config;
 use crate::lifecycle::{DrainPlan, Lifecycle};
-use crate::metrics::{DisconnectReason, Metrics};
+use crate::metrics::Metrics;
+use crate::protocol::DisconnectReason;
 use crate::registry::{Admission, Command, Registration, Registry};
 
 /// Everything the handlers and connections share.
