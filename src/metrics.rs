@@ -236,40 +236,27 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    /// Whether `text` has the series `{prefix}"<value>"}} 0` for every value of `L`.
+    fn every_series_at_zero<L: Label>(text: &str, prefix: &str) -> bool {
+        L::ALL
+            .iter()
+            .all(|value| text.contains(&format!("{prefix}\"{}\"}} 0", value.name())))
+    }
+
     #[test]
     fn every_label_value_exists_at_zero() {
         let m = Metrics::new(10, "1.2.3", "blue");
         let text = m.render();
-        for reason in RejectReason::ALL {
-            assert!(text.contains(&format!(
-                "websocket_connections_rejected_total{{reason=\"{}\"}} 0",
-                reason.as_str()
-            )));
-        }
-        for reason in DisconnectReason::ALL {
-            assert!(text.contains(&format!(
-                "websocket_disconnects_total{{reason=\"{}\"}} 0",
-                reason.as_str()
-            )));
-        }
-        for code in ErrorCode::ALL {
-            assert!(text.contains(&format!(
-                "websocket_errors_total{{code=\"{}\"}} 0",
-                code.as_str()
-            )));
-        }
-        for kind in ClientType::ALL {
-            assert!(text.contains(&format!(
-                "websocket_messages_total{{direction=\"in\",type=\"{}\"}} 0",
-                kind.as_str()
-            )));
-        }
-        for kind in ServerType::ALL {
-            assert!(text.contains(&format!(
-                "websocket_messages_total{{direction=\"out\",type=\"{}\"}} 0",
-                kind.as_str()
-            )));
-        }
+        let rejected = "websocket_connections_rejected_total{reason=";
+        assert!(every_series_at_zero::<RejectReason>(&text, rejected));
+        let disconnects = "websocket_disconnects_total{reason=";
+        assert!(every_series_at_zero::<DisconnectReason>(&text, disconnects));
+        let errors = "websocket_errors_total{code=";
+        assert!(every_series_at_zero::<ErrorCode>(&text, errors));
+        let messages_in = "websocket_messages_total{direction=\"in\",type=";
+        assert!(every_series_at_zero::<ClientType>(&text, messages_in));
+        let messages_out = "websocket_messages_total{direction=\"out\",type=";
+        assert!(every_series_at_zero::<ServerType>(&text, messages_out));
         assert!(text.contains("websocket_build_info{server_id=\"blue\",version=\"1.2.3\"} 1"));
         assert!(text.contains("websocket_connections_limit 10"));
     }
