@@ -1,23 +1,57 @@
 //! concurrent-socket: a WebSocket server speaking protocol v1 (docs/protocol.md), built to hold
 //! tens of thousands of connections per host and to be deployed several times a day without
-//! dropping clients. `main.rs` only parses the command line and calls [`app::run`].
+//! dropping clients. `main.rs` parses the command line and calls [`server::run`].
+//!
+//! # Layout
+//!
+//! Layers, top first. A module uses only the layers below its own, never one beside or above
+//! it (`ci/check_layers.py` fails CI otherwise; docs/architecture.md, "Source layout").
+//!
+//! * `server`: the process. `run` takes the sockets from systemd or binds them, serves both
+//!   listeners (the accept loop), talks sd_notify, and drains every WebSocket on SIGTERM.
+//! * `http`: the public router with the admission of an upgrade (Origin, client IP,
+//!   draining, capacity, per-IP), the WebSocket handshake, and the metrics router.
+//! * `session`: what runs on an upgraded WebSocket until it ends: the chat session
+//!   (protocol v1), the echo session, and how a session ends. The channels (the broker trait
+//!   and its engines) get their folder `channels/` beside it, in the same layer.
+//! * `ws`: the transport of one WebSocket: frames in and out, the bounded outbox, write
+//!   corking, the close handshake. It knows neither the protocol nor the metrics.
+//! * `state`: `AppState`, what every handler and connection shares, and the accounting of a
+//!   WebSocket's opening and closing.
+//! * `metrics`: every Prometheus series, created at start-up for every label value.
+//! * `protocol`: the wire protocol, pure: client messages parsed, server messages written,
+//!   and the closed sets of names (error codes, goodbye and disconnect reasons, message
+//!   types) that the wire and the metrics share.
+//! * foundation: `config`, `lifecycle` (phase, drain timing), `registry` (admission slots,
+//!   live connections and their mailboxes), `ratelimit`, `logging`, `faults` (test builds),
+//!   `label` (how a set of names is declared).
+//!
+//! # One message's path
+//!
+//! 1. `server::serve` accepts the TCP connection and runs hyper on it; the upgrade request
+//!    reaches `http::router`.
+//! 2. `http::admission` checks it and reserves a slot in `registry`; `http::upgrade` answers
+//!    `101` and takes the TCP stream back from hyper.
+//! 3. `session::chat::run` registers the connection (`state`), says `connection_established`
+//!    and waits on `ws::next_io`, beside its timer and its mailbox.
+//! 4. A text frame arrives: `ws` reads it with tungstenite on the bare stream and returns it.
+//! 5. The session spends a `ratelimit` token, parses the frame (`protocol`), counts it
+//!    (`metrics`) and queues the serialised answer in its outbox.
+//! 6. Before the task sleeps again, `ws` writes every answer of the wake-up in one `write`
+//!    and reports each answer's latency, which the session records.
 
-pub mod access;
-pub mod app;
 pub mod config;
-pub mod connection;
-pub mod echo;
 #[cfg(feature = "fault-injection")]
-pub mod faults;
-pub mod listener;
+pub(crate) mod faults;
+pub(crate) mod http;
+pub(crate) mod label;
+pub(crate) mod lifecycle;
 pub mod logging;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod protocol;
-pub mod ratelimit;
-pub mod registry;
-pub mod routes;
-pub mod serve;
-pub mod shutdown;
-pub mod socket;
-pub mod systemd;
-pub mod upgrade;
+pub(crate) mod ratelimit;
+pub(crate) mod registry;
+pub mod server;
+pub(crate) mod session;
+pub(crate) mod state;
+pub(crate) mod ws;

@@ -1,11 +1,12 @@
 //! The `concurrent-socket` binary: parse the command line, validate the configuration, then
-//! serve (or, for `check-config`, print the effective configuration).
+//! serve (or, for `check-config`, print the effective configuration). The crate map is in
+//! `lib.rs`.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use concurrent_socket::config::{Cli, Command, Config};
-use concurrent_socket::{app, logging};
+use concurrent_socket::config::{Cli, CliCommand, Config};
+use concurrent_socket::{logging, server};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -23,7 +24,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if cli.command == Some(Command::CheckConfig) {
+    if cli.command == Some(CliCommand::CheckConfig) {
         print!("{config}");
         return ExitCode::SUCCESS;
     }
@@ -38,7 +39,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(app::run(config)) {
+    match runtime.block_on(server::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "cannot serve");

@@ -1,97 +1,29 @@
 //! Prometheus metrics (names and label values from docs/architecture.md): the registry, every
 //! series created at start-up with value 0, and the text exposition served on the metrics
-//! listener. Label children are resolved once, so the hot path does no label lookups.
+//! listener. Label values are typed ([`crate::label`]): each labelled series is created for
+//! every value of its enum and found by the value's position, so the hot path does no label
+//! lookup and cannot name a series that does not exist.
+
+use std::marker::PhantomData;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
-use crate::protocol::ErrorCode;
+use crate::label::{Label, labels};
+use crate::protocol::{ClientType, DisconnectReason, ErrorCode, ServerType};
 
-/// Why an upgrade was refused (`websocket_connections_rejected_total{reason}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectReason {
-    AtCapacity,
-    IpLimit,
-    Draining,
-    ForbiddenOrigin,
-    InvalidConnectionId,
-}
-
-impl RejectReason {
-    pub const ALL: [RejectReason; 5] = [
-        RejectReason::AtCapacity,
-        RejectReason::IpLimit,
-        RejectReason::Draining,
-        RejectReason::ForbiddenOrigin,
-        RejectReason::InvalidConnectionId,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RejectReason::AtCapacity => "at_capacity",
-            RejectReason::IpLimit => "ip_limit",
-            RejectReason::Draining => "draining",
-            RejectReason::ForbiddenOrigin => "forbidden_origin",
-            RejectReason::InvalidConnectionId => "invalid_connection_id",
-        }
+labels! {
+    /// Why an upgrade was refused (`websocket_connections_rejected_total{reason}`).
+    pub enum RejectReason {
+        AtCapacity = "at_capacity",
+        IpLimit = "ip_limit",
+        Draining = "draining",
+        ForbiddenOrigin = "forbidden_origin",
+        InvalidConnectionId = "invalid_connection_id",
     }
 }
-
-/// Why a WebSocket ended (`websocket_disconnects_total{reason}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DisconnectReason {
-    ClientClose,
-    ServerShutdown,
-    IdleTimeout,
-    Replaced,
-    PolicyViolation,
-    MessageTooLarge,
-    SlowConsumer,
-    DeadPeer,
-    TransportError,
-}
-
-impl DisconnectReason {
-    pub const ALL: [DisconnectReason; 9] = [
-        DisconnectReason::ClientClose,
-        DisconnectReason::ServerShutdown,
-        DisconnectReason::IdleTimeout,
-        DisconnectReason::Replaced,
-        DisconnectReason::PolicyViolation,
-        DisconnectReason::MessageTooLarge,
-        DisconnectReason::SlowConsumer,
-        DisconnectReason::DeadPeer,
-        DisconnectReason::TransportError,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DisconnectReason::ClientClose => "client_close",
-            DisconnectReason::ServerShutdown => "server_shutdown",
-            DisconnectReason::IdleTimeout => "idle_timeout",
-            DisconnectReason::Replaced => "replaced",
-            DisconnectReason::PolicyViolation => "policy_violation",
-            DisconnectReason::MessageTooLarge => "message_too_large",
-            DisconnectReason::SlowConsumer => "slow_consumer",
-            DisconnectReason::DeadPeer => "dead_peer",
-            DisconnectReason::TransportError => "transport_error",
-        }
-    }
-}
-
-/// `type` label values of client messages.
-pub const IN_TYPES: [&str; 3] = ["message", "ping", "invalid"];
-/// `type` label values of server messages.
-pub const OUT_TYPES: [&str; 6] = [
-    "connection_established",
-    "heartbeat",
-    "message_response",
-    "pong",
-    "error",
-    "goodbye",
-];
 
 const LATENCY_BUCKETS: [f64; 14] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -113,35 +45,32 @@ pub struct Metrics {
     pub message_latency: Histogram,
     pub connection_duration: Histogram,
     pub ping_rtt: Histogram,
-    rejected: Children,
-    errors: Children,
-    disconnects: Children,
-    messages_in: Children,
-    messages_out: Children,
+    rejected: Children<RejectReason>,
+    errors: Children<ErrorCode>,
+    disconnects: Children<DisconnectReason>,
+    messages_in: Children<ClientType>,
+    messages_out: Children<ServerType>,
 }
 
-/// The children of a counter vector by label value, created up front so that each series
-/// exists at 0. A handful of values, counted on every message: comparing a few short strings
-/// costs less than hashing one.
-struct Children(Box<[(&'static str, IntCounter)]>);
+/// The children of a counter vector, one per value of the label `L`, created up front so that
+/// each series exists at 0, in the order of `L::ALL`: a value's child is at its index.
+struct Children<L> {
+    counters: Box<[IntCounter]>,
+    label: PhantomData<L>,
+}
 
-impl Children {
+impl<L: Label> Children<L> {
     /// `label_values` without the value that tells the children apart, which comes last.
-    fn new(
-        vec: &IntCounterVec,
-        label_values: &[&str],
-        values: impl IntoIterator<Item = &'static str>,
-    ) -> Children {
-        let child = |value| vec.with_label_values(&[label_values, &[value]].concat());
-        Children(values.into_iter().map(|v| (v, child(v))).collect())
+    fn new(vec: &IntCounterVec, label_values: &[&str]) -> Children<L> {
+        let child = |value: L| vec.with_label_values(&[label_values, &[value.name()]].concat());
+        Children {
+            counters: L::ALL.iter().map(|&value| child(value)).collect(),
+            label: PhantomData,
+        }
     }
 
-    /// The child of `value`. Panics on a value not declared up front, as a new series must be.
-    fn get(&self, value: &str) -> &IntCounter {
-        self.0
-            .iter()
-            .find_map(|(v, counter)| (*v == value).then_some(counter))
-            .unwrap_or_else(|| panic!("undeclared label value {value:?}"))
+    fn get(&self, value: L) -> &IntCounter {
+        &self.counters[value.index()]
     }
 }
 
@@ -262,38 +191,34 @@ impl Metrics {
                 "Round trip time of server WebSocket pings, from ping written to pong read.",
                 &RTT_BUCKETS,
             ),
-            rejected: Children::new(&rejected, &[], RejectReason::ALL.map(RejectReason::as_str)),
-            errors: Children::new(&errors, &[], ErrorCode::ALL.map(ErrorCode::as_str)),
-            disconnects: Children::new(
-                &disconnects,
-                &[],
-                DisconnectReason::ALL.map(DisconnectReason::as_str),
-            ),
-            messages_in: Children::new(&messages, &["in"], IN_TYPES),
-            messages_out: Children::new(&messages, &["out"], OUT_TYPES),
+            rejected: Children::new(&rejected, &[]),
+            errors: Children::new(&errors, &[]),
+            disconnects: Children::new(&disconnects, &[]),
+            messages_in: Children::new(&messages, &["in"]),
+            messages_out: Children::new(&messages, &["out"]),
             registry,
         }
     }
 
     pub fn rejected(&self, reason: RejectReason) {
-        self.rejected.get(reason.as_str()).inc();
+        self.rejected.get(reason).inc();
     }
 
     pub fn error(&self, code: ErrorCode) {
-        self.errors.get(code.as_str()).inc();
+        self.errors.get(code).inc();
     }
 
     pub fn disconnect(&self, reason: DisconnectReason) {
-        self.disconnects.get(reason.as_str()).inc();
+        self.disconnects.get(reason).inc();
     }
 
-    /// Counts a client message; `kind` is one of [`IN_TYPES`].
-    pub fn message_in(&self, kind: &'static str) {
+    /// Counts a client message.
+    pub fn message_in(&self, kind: ClientType) {
         self.messages_in.get(kind).inc();
     }
 
-    /// Counts a server message; `kind` is one of [`OUT_TYPES`].
-    pub fn message_out(&self, kind: &'static str) {
+    /// Counts a server message.
+    pub fn message_out(&self, kind: ServerType) {
         self.messages_out.get(kind).inc();
     }
 
@@ -311,38 +236,41 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    /// Whether `text` has the series `{prefix}"<value>"}} 0` for every value of `L`.
+    fn every_series_at_zero<L: Label>(text: &str, prefix: &str) -> bool {
+        L::ALL
+            .iter()
+            .all(|value| text.contains(&format!("{prefix}\"{}\"}} 0", value.name())))
+    }
+
     #[test]
     fn every_label_value_exists_at_zero() {
         let m = Metrics::new(10, "1.2.3", "blue");
         let text = m.render();
-        for reason in RejectReason::ALL {
-            assert!(text.contains(&format!(
-                "websocket_connections_rejected_total{{reason=\"{}\"}} 0",
-                reason.as_str()
-            )));
-        }
-        for reason in DisconnectReason::ALL {
-            assert!(text.contains(&format!(
-                "websocket_disconnects_total{{reason=\"{}\"}} 0",
-                reason.as_str()
-            )));
-        }
-        for code in ErrorCode::ALL {
-            assert!(text.contains(&format!(
-                "websocket_errors_total{{code=\"{}\"}} 0",
-                code.as_str()
-            )));
-        }
-        assert!(text.contains("websocket_messages_total{direction=\"out\",type=\"goodbye\"} 0"));
+        let rejected = "websocket_connections_rejected_total{reason=";
+        assert!(every_series_at_zero::<RejectReason>(&text, rejected));
+        let disconnects = "websocket_disconnects_total{reason=";
+        assert!(every_series_at_zero::<DisconnectReason>(&text, disconnects));
+        let errors = "websocket_errors_total{code=";
+        assert!(every_series_at_zero::<ErrorCode>(&text, errors));
+        let messages_in = "websocket_messages_total{direction=\"in\",type=";
+        assert!(every_series_at_zero::<ClientType>(&text, messages_in));
+        let messages_out = "websocket_messages_total{direction=\"out\",type=";
+        assert!(every_series_at_zero::<ServerType>(&text, messages_out));
         assert!(text.contains("websocket_build_info{server_id=\"blue\",version=\"1.2.3\"} 1"));
         assert!(text.contains("websocket_connections_limit 10"));
+    }
+
+    #[test]
+    fn reject_reasons_are_listed_in_order() {
+        assert!(crate::label::is_consistent::<RejectReason>());
     }
 
     #[test]
     fn counters_move() {
         let m = Metrics::new(10, "1", "a");
         m.rejected(RejectReason::AtCapacity);
-        m.message_in("ping");
+        m.message_in(ClientType::Ping);
         assert!(
             m.render()
                 .contains("websocket_connections_rejected_total{reason=\"at_capacity\"} 1")

@@ -185,7 +185,8 @@ impl Registry {
     }
 
     /// Open WebSockets of one client IP.
-    pub fn count_for(&self, ip: IpAddr) -> u32 {
+    #[cfg(test)]
+    fn count_for(&self, ip: IpAddr) -> u32 {
         self.tables().per_ip.get(&ip).copied().unwrap_or(0)
     }
 }

@@ -5,6 +5,8 @@ set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 cd "$REPO"
 cargo fmt --all -- --check
+# The server's layers: no upward import, no cycle, ws/ knows only frames, files <= 450 lines.
+python3 ci/check_layers.py
 cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo clippy --locked -p concurrent-socket --all-targets --features fault-injection -- -D warnings
 cargo test --locked --workspace

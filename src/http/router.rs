@@ -1,5 +1,5 @@
-//! The public HTTP surface: the WebSocket upgrade routes with their admission checks (id,
-//! Origin, draining, capacity, per-IP), `/health`, `/ready`, the test page, JSON errors for
+//! The public HTTP surface: the WebSocket upgrade routes (`/ws/chat/{id}`, `/ws/echo`), each
+//! admitted then handed to its session, `/health`, `/ready`, the test page, JSON errors for
 //! everything else, and the security headers on every response.
 
 use std::net::{IpAddr, SocketAddr};
@@ -14,35 +14,31 @@ use axum::routing::{any, get};
 use axum::{Json, Router};
 use serde_json::json;
 use tower_http::set_header::SetResponseHeaderLayer;
-use tracing::debug;
 
-use crate::access::{client_ip, origin_allowed};
-use crate::app::AppState;
+use super::admission::admit;
+use super::response::json_error;
+use super::upgrade::{NotAnUpgrade, UpgradeRequest};
+use crate::lifecycle::Phase;
 use crate::metrics::RejectReason;
 use crate::protocol::is_valid_connection_id;
-use crate::registry::{Admission, AdmitError};
-use crate::shutdown::Phase;
-use crate::socket::WebSocket;
-use crate::upgrade::{NotAnUpgrade, UpgradeRequest};
-use crate::{connection, echo};
+use crate::registry::Admission;
+use crate::session::{chat, echo};
+use crate::state::AppState;
+use crate::ws::WebSocket;
 
 /// Content-Security-Policy of every response: the test page loads only its own script and
 /// stylesheet and connects only back to this server.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
                    img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
-/// Seconds a client should wait before retrying when the server is full.
-const RETRY_AFTER_FULL: &str = "5";
-/// Seconds before retrying a draining server (a healthy peer usually takes over at once).
-const RETRY_AFTER_DRAINING: &str = "1";
 
-const INDEX_HTML: &str = include_str!("static/index.html");
-const APP_JS: &str = include_str!("static/app.js");
-const APP_CSS: &str = include_str!("static/app.css");
+const INDEX_HTML: &str = include_str!("../static/index.html");
+const APP_JS: &str = include_str!("../static/app.js");
+const APP_CSS: &str = include_str!("../static/app.css");
 /// The page's icon: without one, browsers ask for /favicon.ico and log its 404 as an error.
-const FAVICON_SVG: &str = include_str!("static/favicon.svg");
+const FAVICON_SVG: &str = include_str!("../static/favicon.svg");
 
 /// The router of the public listener.
-pub fn router(state: Arc<AppState>) -> Router {
+pub(crate) fn router(state: Arc<AppState>) -> Router {
     let mut router = Router::new()
         .route(
             "/",
@@ -122,23 +118,6 @@ fn static_asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-fn json_error(status: StatusCode, error: &str) -> Response {
-    (
-        status,
-        [(header::CACHE_CONTROL, "no-store")],
-        Json(json!({ "error": error })),
-    )
-        .into_response()
-}
-
-fn retry_later(status: StatusCode, error: &str, retry_after: &'static str) -> Response {
-    let mut response = json_error(status, error);
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static(retry_after));
-    response
-}
-
 async fn health(State(state): State<Arc<AppState>>) -> Response {
     let status = if state.lifecycle.is_draining() {
         "draining"
@@ -181,86 +160,6 @@ async fn invalid_connection_id(State(state): State<Arc<AppState>>) -> Response {
     json_error(StatusCode::BAD_REQUEST, "invalid_connection_id")
 }
 
-/// Why an upgrade was refused before it happened.
-#[derive(Debug, Clone, Copy)]
-enum Refusal {
-    ForbiddenOrigin,
-    Draining,
-    AtCapacity,
-    IpLimit,
-}
-
-impl Refusal {
-    fn reason(self) -> RejectReason {
-        match self {
-            Refusal::ForbiddenOrigin => RejectReason::ForbiddenOrigin,
-            Refusal::Draining => RejectReason::Draining,
-            Refusal::AtCapacity => RejectReason::AtCapacity,
-            Refusal::IpLimit => RejectReason::IpLimit,
-        }
-    }
-
-    fn into_response(self) -> Response {
-        let error = self.reason().as_str();
-        match self {
-            Refusal::ForbiddenOrigin => json_error(StatusCode::FORBIDDEN, error),
-            Refusal::Draining => {
-                retry_later(StatusCode::SERVICE_UNAVAILABLE, error, RETRY_AFTER_DRAINING)
-            }
-            Refusal::AtCapacity => {
-                retry_later(StatusCode::SERVICE_UNAVAILABLE, error, RETRY_AFTER_FULL)
-            }
-            Refusal::IpLimit => retry_later(StatusCode::TOO_MANY_REQUESTS, error, RETRY_AFTER_FULL),
-        }
-    }
-}
-
-/// The checks every upgrade passes, in order: Origin, draining, capacity, per-IP.
-fn check_admission(
-    state: &Arc<AppState>,
-    headers: &HeaderMap,
-    peer: SocketAddr,
-) -> Result<(Admission, IpAddr), Refusal> {
-    if !origin_allowed(headers, &state.config.allowed_origins) {
-        return Err(Refusal::ForbiddenOrigin);
-    }
-    // Under socket activation the listening socket is closed when draining starts, so what
-    // still arrives came on a connection accepted before: serve it, its goodbye follows at once.
-    if state.lifecycle.is_draining() && !state.socket_activated {
-        return Err(Refusal::Draining);
-    }
-    let ip = client_ip(peer.ip(), headers, &state.config.trusted_proxies);
-    match state.registry.admit(ip) {
-        Ok(admission) => Ok((admission, ip)),
-        Err(AdmitError::AtCapacity) => Err(Refusal::AtCapacity),
-        Err(AdmitError::IpLimit) => Err(Refusal::IpLimit),
-    }
-}
-
-/// Admits an upgrade, or counts and logs the refusal.
-fn admit(
-    state: &Arc<AppState>,
-    headers: &HeaderMap,
-    peer: SocketAddr,
-) -> Result<(Admission, IpAddr), Refusal> {
-    check_admission(state, headers, peer).inspect_err(|refusal| {
-        state.metrics.rejected(refusal.reason());
-        debug!(peer = %peer, reason = refusal.reason().as_str(), "upgrade refused");
-    })
-}
-
-/// Any request to a WebSocket route that is not a valid upgrade gets `426`.
-impl IntoResponse for NotAnUpgrade {
-    fn into_response(self) -> Response {
-        debug!(why = ?self, "not a WebSocket upgrade");
-        let mut response = json_error(StatusCode::UPGRADE_REQUIRED, "upgrade_required");
-        response
-            .headers_mut()
-            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        response
-    }
-}
-
 async fn chat_upgrade(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -277,7 +176,7 @@ async fn chat_upgrade(
         &headers,
         peer,
         upgrade,
-        move |ws, state, admission, ip| connection::run(ws, state, admission, id, ip),
+        move |ws, state, admission, ip| chat::run(ws, state, admission, id, ip),
     )
 }
 
@@ -312,7 +211,11 @@ where
         Err(refusal) => return refusal.into_response(),
     };
     upgrade.accept(move |upgraded| {
-        let ws = WebSocket::new(upgraded, state.config.max_message_bytes);
+        let ws = WebSocket::new(
+            upgraded.stream,
+            upgraded.already_read,
+            state.config.max_message_bytes,
+        );
         serve(ws, state, admission, ip)
     })
 }

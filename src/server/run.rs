@@ -1,26 +1,22 @@
-//! The server assembled: shared state, the public and metrics listeners, readiness, the
+//! The server assembled: the shared state, the public and metrics listeners, readiness, the
 //! systemd notifications and watchdog, and the shutdown sequence from signal to exit.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::accept::{AcceptHealth, TrackedListener};
+use super::sockets::{self, OpenSockets};
+use super::{drain, serve, systemd};
 use crate::config::Config;
-use crate::listener::{self, AcceptHealth, TrackedListener};
-use crate::metrics::DisconnectReason;
-use crate::metrics::Metrics;
-use crate::registry::{Admission, Command, Registration, Registry};
-use crate::shutdown::{self, DrainPlan, Lifecycle, Phase};
-use crate::{routes, serve, systemd};
+use crate::http;
+use crate::lifecycle::Phase;
+use crate::state::AppState;
 
 /// How often `STATUS=` is refreshed.
 const STATUS_INTERVAL: Duration = Duration::from_secs(5);
@@ -29,68 +25,13 @@ const ACCEPT_FAILURE_TOLERANCE: Duration = Duration::from_secs(10);
 /// Longest wait for the accept loop to take the watchdog's probe connection.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Everything the handlers and connections share.
-pub struct AppState {
-    pub config: Config,
-    pub metrics: Metrics,
-    pub registry: Arc<Registry>,
-    pub lifecycle: Lifecycle,
-    /// The timing of a graceful shutdown, from `SHUTDOWN_TIMEOUT`.
-    pub drain_plan: DrainPlan,
-    /// The public socket came from systemd: draining stops accepting instead of answering 503.
-    pub socket_activated: bool,
-    #[cfg(feature = "fault-injection")]
-    pub faults: crate::faults::Faults,
-}
-
-impl AppState {
-    pub fn new(config: Config, socket_activated: bool) -> Arc<AppState> {
-        let metrics = Metrics::new(
-            config.max_connections,
-            env!("CARGO_PKG_VERSION"),
-            &config.server_id,
-        );
-        let registry = Registry::new(config.max_connections, config.max_connections_per_ip);
-        Arc::new(AppState {
-            metrics,
-            registry,
-            lifecycle: Lifecycle::default(),
-            drain_plan: DrainPlan::for_timeout(config.shutdown_timeout),
-            socket_activated,
-            #[cfg(feature = "fault-injection")]
-            faults: crate::faults::Faults::from_env(),
-            config,
-        })
-    }
-
-    /// Records an upgraded WebSocket (either endpoint) and counts it as open. One opened
-    /// after the drain took its snapshot is told to leave at once.
-    pub fn open_connection(&self, admission: Admission, id: Option<&str>) -> Registration {
-        let registration = self.registry.register(admission, id);
-        if self.lifecycle.is_draining() {
-            registration.control().send(Command::Shutdown);
-        }
-        self.metrics.connections_total.inc();
-        self.metrics.connections_active.inc();
-        registration
-    }
-
-    /// Counts the end of a WebSocket opened at `opened`.
-    pub fn count_closed(&self, reason: DisconnectReason, opened: Instant) {
-        self.metrics.disconnect(reason);
-        self.metrics.connections_active.dec();
-        self.metrics
-            .connection_duration
-            .observe(opened.elapsed().as_secs_f64());
-    }
-
-    fn status_line(&self) -> String {
-        format!(
-            "{} connections, {}",
-            self.registry.len(),
-            self.lifecycle.phase().as_str()
-        )
-    }
+/// The `STATUS=` line: the connection count and the phase.
+fn status_line(state: &AppState) -> String {
+    format!(
+        "{} connections, {}",
+        state.registry.len(),
+        state.lifecycle.phase().as_str()
+    )
 }
 
 /// Why the server could not run.
@@ -101,29 +42,6 @@ impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-fn metrics_router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route(
-            "/metrics",
-            get(
-                |axum::extract::State(state): axum::extract::State<Arc<AppState>>| async move {
-                    (
-                        [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
-                        state.metrics.render(),
-                    )
-                },
-            ),
-        )
-        .fallback(|| async {
-            (
-                StatusCode::NOT_FOUND,
-                "not found: metrics are at /metrics\n",
-            )
-                .into_response()
-        })
-        .with_state(state)
 }
 
 fn tokio_listener(listener: StdListener, what: &str) -> Result<TcpListener, StartError> {
@@ -164,38 +82,6 @@ struct Servers {
     stop_http: CancellationToken,
 }
 
-/// The listening sockets: public and metrics, and whether systemd passed them.
-struct OpenSockets {
-    public: StdListener,
-    metrics: StdListener,
-    activated: bool,
-}
-
-/// Opens the public socket (systemd's or bound here) and the metrics socket (systemd's
-/// `metrics` or `METRICS_ADDR`).
-fn open_sockets(config: &Config) -> Result<OpenSockets, StartError> {
-    let listener::Sockets {
-        public,
-        metrics,
-        activated,
-    } = listener::open(config.listen_addr())
-        .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen_addr())))?;
-    let metrics = match metrics {
-        Some(metrics) => metrics,
-        None => listener::bind_metrics(config.metrics_addr).map_err(|e| {
-            StartError(format!(
-                "cannot listen on METRICS_ADDR {}: {e}",
-                config.metrics_addr
-            ))
-        })?,
-    };
-    Ok(OpenSockets {
-        public,
-        metrics,
-        activated,
-    })
-}
-
 impl Servers {
     fn start(
         state: &Arc<AppState>,
@@ -221,13 +107,13 @@ impl Servers {
         Ok(Servers {
             public: tokio::spawn(serve::serve(
                 public,
-                routes::router(Arc::clone(state)),
+                http::router(Arc::clone(state)),
                 idle,
                 stop_http.clone(),
             )),
             metrics: tokio::spawn(serve::serve(
                 metrics,
-                metrics_router(Arc::clone(state)),
+                http::metrics_router(Arc::clone(state)),
                 idle,
                 stop_http.clone(),
             )),
@@ -243,9 +129,9 @@ impl Servers {
 /// Runs the server until a signal has drained it.
 pub async fn run(config: Config) -> Result<(), StartError> {
     raise_fd_limit(config.max_connections);
-    let sockets = open_sockets(&config)?;
-    let mut signals = shutdown::Signals::install()
-        .map_err(|e| StartError(format!("cannot handle signals: {e}")))?;
+    let sockets = sockets::open_sockets(&config).map_err(StartError)?;
+    let mut signals =
+        drain::Signals::install().map_err(|e| StartError(format!("cannot handle signals: {e}")))?;
     let state = AppState::new(config, sockets.activated);
     #[cfg(feature = "fault-injection")]
     state.faults.arm_crash();
@@ -255,7 +141,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     state.lifecycle.set(Phase::Ready);
     info!(addr = %servers.public_addr, metrics_addr = %servers.metrics_addr, socket_activated = state.socket_activated,
         server_id = %state.config.server_id, version = env!("CARGO_PKG_VERSION"), "listening");
-    systemd::ready(&state.status_line());
+    systemd::ready(&status_line(&state));
     let background = spawn_background(&state, &servers, epoch);
 
     let signal = signals.recv().await;
@@ -270,7 +156,7 @@ async fn shut_down(state: &AppState, servers: Servers, signal: &str) {
     let started = Instant::now();
     state.lifecycle.set(Phase::Draining);
     state.metrics.draining.set(1);
-    systemd::stopping(&state.status_line());
+    systemd::stopping(&status_line(state));
     info!(
         signal,
         connections = state.registry.len(),
@@ -282,7 +168,7 @@ async fn shut_down(state: &AppState, servers: Servers, signal: &str) {
         servers.stop_accepting.cancel();
     }
     let plan = state.drain_plan;
-    let left = shutdown::drain(&state.registry, plan, started).await;
+    let left = drain::drain(&state.registry, plan, started).await;
     servers.stop_http.cancel();
     let remaining = (started + plan.deadline).saturating_duration_since(Instant::now());
     let _ = tokio::time::timeout(remaining, async {
@@ -308,7 +194,7 @@ fn spawn_background(state: &Arc<AppState>, servers: &Servers, epoch: Instant) ->
             let mut tick = tokio::time::interval(STATUS_INTERVAL);
             loop {
                 tick.tick().await;
-                systemd::status(&state.status_line());
+                systemd::status(&status_line(&state));
             }
         };
         let Some(period) = systemd::watchdog_interval() else {

@@ -1,17 +1,9 @@
-//! The server's lifecycle (starting, ready, draining) and graceful shutdown: waiting for
-//! SIGTERM or SIGINT, telling every open WebSocket to say goodbye at evenly spaced moments over
-//! the drain window (so that thousands of clients do not reconnect in the same instant), and
-//! waiting for them to close until the deadline. axum's graceful shutdown does not see
-//! upgraded sockets, so the registry is the source of truth here.
+//! The server's lifecycle: its phase (starting, ready, draining), shared lock-free by every
+//! handler and connection, and the timing of a graceful shutdown derived from
+//! `SHUTDOWN_TIMEOUT` (the drain itself runs in `server::drain`).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
-
-use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::time::sleep_until;
-use tracing::{info, warn};
-
-use crate::registry::{Command, Registry};
 
 /// Where the process is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,30 +58,6 @@ impl Lifecycle {
     }
 }
 
-/// SIGTERM and SIGINT, caught from the moment this exists. Install it before serving: until
-/// then a signal takes its default action and kills the process without a drain.
-pub struct Signals {
-    term: Signal,
-    int: Signal,
-}
-
-impl Signals {
-    pub fn install() -> std::io::Result<Signals> {
-        Ok(Signals {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-        })
-    }
-
-    /// Waits for SIGTERM or SIGINT and returns its name.
-    pub async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
-        }
-    }
-}
-
 /// The timing of a drain, all derived from `SHUTDOWN_TIMEOUT`.
 #[derive(Debug, Clone, Copy)]
 pub struct DrainPlan {
@@ -116,39 +84,6 @@ impl DrainPlan {
             goodbye_grace: (timeout / 5).min(Duration::from_secs(1)),
         }
     }
-}
-
-/// Says goodbye to every open WebSocket over the drain window, then waits until all are closed
-/// or the deadline passes. Returns how many were still open at the end.
-pub async fn drain(registry: &Registry, plan: DrainPlan, started: Instant) -> usize {
-    let connections = registry.snapshot();
-    let count = connections.len() as u32;
-    info!(
-        connections = count,
-        window_ms = plan.window.as_millis() as u64,
-        "draining: spreading goodbyes"
-    );
-    for (index, control) in connections.iter().enumerate() {
-        let at = started
-            + plan
-                .window
-                .mul_f64(f64::from(index as u32) / f64::from(count.max(1)));
-        sleep_until(at.into()).await;
-        control.send(Command::Shutdown);
-    }
-    drop(connections);
-    let deadline = started + plan.deadline;
-    while !registry.is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let left = registry.len();
-    if left > 0 {
-        warn!(
-            connections = left,
-            "shutdown deadline reached: dropping the connections still open"
-        );
-    }
-    left
 }
 
 #[cfg(test)]

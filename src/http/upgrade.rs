@@ -3,7 +3,7 @@
 //! connection's own TCP stream to the caller once hyper lets go of it.
 //!
 //! axum's `WebSocketUpgrade` does the same checks but hides the stream behind its wrapper, a
-//! boxed hyper `Upgraded` and tokio-tungstenite's waker proxy; [`crate::socket`] drives
+//! boxed hyper `Upgraded` and tokio-tungstenite's waker proxy; [`crate::ws`] drives
 //! tungstenite on the bare `TcpStream` instead, which costs less CPU per message and lets it
 //! write all the answers of one wake-up in one system call.
 
@@ -17,6 +17,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tracing::{debug, error};
+
+use super::response::json_error;
 
 /// A valid WebSocket upgrade request, not yet answered.
 pub struct UpgradeRequest {
@@ -131,10 +133,22 @@ async fn take_over(on_upgrade: OnUpgrade) -> Option<Upgraded> {
             already_read: parts.read_buf.to_vec(),
         }),
         Err(_) => {
-            // Only a server built on something other than `serve::serve` gets here.
+            // Only a server built on something other than `server::serve` gets here.
             error!("upgraded connection is not a TCP stream served by hyper; dropped");
             None
         }
+    }
+}
+
+/// Any request to a WebSocket route that is not a valid upgrade gets `426`.
+impl IntoResponse for NotAnUpgrade {
+    fn into_response(self) -> Response {
+        debug!(why = ?self, "not a WebSocket upgrade");
+        let mut response = json_error(StatusCode::UPGRADE_REQUIRED, "upgrade_required");
+        response
+            .headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        response
     }
 }
 

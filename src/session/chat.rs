@@ -12,14 +12,15 @@ use tokio::time::{Sleep, sleep_until};
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info};
 
-use crate::app::AppState;
-use crate::metrics::DisconnectReason;
+use super::ending::{self, Farewell, answered_into, goodbye_frame};
 use crate::protocol::{
-    ErrorCode, GoodbyeReason, ProtocolError, ServerMessage, now_ms, parse_client_frame,
+    ClientType, DisconnectReason, ErrorCode, GoodbyeReason, ProtocolError, ServerMessage,
+    ServerType, now_ms, parse_client_frame,
 };
 use crate::ratelimit::{RateLimiter, Verdict};
 use crate::registry::{Admission, Command, Registration};
-use crate::socket::{self, Full, Io, Outbox, ReadFailure, WebSocket};
+use crate::state::AppState;
+use crate::ws::{self, Full, Io, Outbox, ReadFailure, WebSocket};
 
 /// How a connection ends.
 enum Ending {
@@ -102,7 +103,7 @@ impl Session {
     fn queue(
         &mut self,
         json: String,
-        kind: &'static str,
+        kind: ServerType,
         received: Option<Instant>,
     ) -> Result<(), Full> {
         self.outbox.push(Message::Text(json.into()), received)?;
@@ -173,7 +174,7 @@ impl Session {
                     timer.as_mut().reset(self.next_deadline().into());
                     step
                 }
-                io = socket::next_io(socket, &mut self.outbox, &state.metrics) => {
+                io = ws::next_io(socket, &mut self.outbox, answered_into(&state.metrics)) => {
                     let step = self.on_io(io);
                     #[cfg(feature = "fault-injection")]
                     state.faults.delay_response().await;
@@ -196,10 +197,8 @@ impl Session {
 
     /// Queues the last message, past the outbox's bound: it must go out.
     fn queue_goodbye(&mut self, reason: GoodbyeReason) {
-        let goodbye = ServerMessage::goodbye(reason, now_ms());
-        self.outbox
-            .push_last(Message::Text(goodbye.to_json().into()));
-        self.state.metrics.message_out("goodbye");
+        let goodbye = goodbye_frame(reason, &self.state.metrics);
+        self.outbox.push_last(goodbye);
     }
 
     fn on_timer(&mut self, now: Instant) -> Result<(), Ending> {
@@ -218,7 +217,7 @@ impl Session {
         }
         let silent_limit = self.heartbeat() * 2;
         if now.saturating_duration_since(self.last_frame) >= silent_limit {
-            return Err(Ending::Closed(DisconnectReason::DeadPeer));
+            return Err(Ending::Closed(DisconnectReason::DEAD_PEER));
         }
         if self
             .outbox
@@ -240,11 +239,9 @@ impl Session {
     fn on_io(&mut self, io: Io) -> Result<(), Ending> {
         let frame = match io {
             Io::Read(Some(Ok(frame))) => frame,
-            Io::Read(Some(Err(error))) => {
-                return Err(Ending::ReadError(ReadFailure::classify(&error)));
-            }
+            Io::Read(Some(Err(failure))) => return Err(Ending::ReadError(failure)),
             Io::Read(None) => return Err(Ending::Closed(self.closed_reason())),
-            Io::WriteFailed(_) => return Err(Ending::Closed(DisconnectReason::TransportError)),
+            Io::WriteFailed => return Err(Ending::Closed(DisconnectReason::TRANSPORT_ERROR)),
         };
         let now = Instant::now();
         self.last_frame = now;
@@ -254,7 +251,7 @@ impl Session {
                 if !self.admit_message(now)? {
                     return Ok(());
                 }
-                self.state.metrics.message_in("invalid");
+                self.state.metrics.message_in(ClientType::Invalid);
                 let error = ProtocolError {
                     code: ErrorCode::UnsupportedFrame,
                     message: "binary frames are not supported".into(),
@@ -287,9 +284,9 @@ impl Session {
     /// goodbye leaves for the goodbye's reason.
     fn closed_reason(&self) -> DisconnectReason {
         match (self.leaving, self.received_close) {
-            (Some((reason, _)), _) => goodbye_disconnect_reason(reason),
-            (None, true) => DisconnectReason::ClientClose,
-            (None, false) => DisconnectReason::TransportError,
+            (Some((reason, _)), _) => DisconnectReason::Goodbye(reason),
+            (None, true) => DisconnectReason::CLIENT_CLOSE,
+            (None, false) => DisconnectReason::TRANSPORT_ERROR,
         }
     }
 
@@ -300,7 +297,7 @@ impl Session {
         match self.limiter.check(now) {
             Verdict::Allow => Ok(true),
             Verdict::Limited => {
-                self.state.metrics.message_in("invalid");
+                self.state.metrics.message_in(ClientType::Invalid);
                 let error = ProtocolError {
                     code: ErrorCode::RateLimited,
                     message: format!(
@@ -312,7 +309,7 @@ impl Session {
                 self.reject(&error, now).map(|()| false)
             }
             Verdict::Abusive => {
-                self.state.metrics.message_in("invalid");
+                self.state.metrics.message_in(ClientType::Invalid);
                 self.state.metrics.error(ErrorCode::RateLimited);
                 Err(Ending::Goodbye(GoodbyeReason::PolicyViolation))
             }
@@ -330,7 +327,7 @@ impl Session {
                 self.send(&answer, Some(now)).map_err(slow)
             }
             Err(error) => {
-                self.state.metrics.message_in("invalid");
+                self.state.metrics.message_in(ClientType::Invalid);
                 self.reject(&error, now)
             }
         }
@@ -350,7 +347,6 @@ impl Session {
         socket: &mut WebSocket,
         ending: Ending,
     ) -> (DisconnectReason, Option<u16>) {
-        let metrics = &self.state.metrics;
         match ending {
             Ending::Goodbye(reason) => {
                 if reason == GoodbyeReason::SlowConsumer {
@@ -362,22 +358,15 @@ impl Session {
             Ending::GraceOver(reason) => self.close_after_goodbye(socket, reason).await,
             Ending::Closed(reason) => (reason, self.client_close_code),
             Ending::ReadError(failure) => {
-                let mut last_words = Vec::new();
-                if let Some(code) = failure.error_code() {
-                    metrics.error(code);
-                }
-                if failure == ReadFailure::TooLarge {
-                    let goodbye = ServerMessage::goodbye(GoodbyeReason::MessageTooLarge, now_ms());
-                    last_words.push(Message::Text(goodbye.to_json().into()));
-                    metrics.message_out("goodbye");
-                }
-                let close_code = failure.close_frame().map(|frame| u16::from(frame.code));
-                if let Some(frame) = failure.close_frame() {
-                    last_words.push(Message::Close(Some(frame)));
-                    socket::close_after_read_error(socket, &mut self.outbox, metrics, last_words)
-                        .await;
-                }
-                (failure.disconnect_reason(), close_code)
+                let metrics = &self.state.metrics;
+                ending::after_read_failure(
+                    socket,
+                    &mut self.outbox,
+                    metrics,
+                    failure,
+                    Farewell::Goodbye,
+                )
+                .await
             }
         }
     }
@@ -388,23 +377,11 @@ impl Session {
         socket: &mut WebSocket,
         reason: GoodbyeReason,
     ) -> (DisconnectReason, Option<u16>) {
-        let frame = socket::close_frame(reason.close_code(), reason.as_str());
-        socket::close_gracefully(socket, &mut self.outbox, &self.state.metrics, frame).await;
-        (goodbye_disconnect_reason(reason), Some(reason.close_code()))
+        let metrics = &self.state.metrics;
+        ending::close_for(socket, &mut self.outbox, metrics, reason, reason.as_str()).await
     }
 }
 
 fn slow(_: Full) -> Ending {
     Ending::Goodbye(GoodbyeReason::SlowConsumer)
-}
-
-fn goodbye_disconnect_reason(reason: GoodbyeReason) -> DisconnectReason {
-    match reason {
-        GoodbyeReason::ServerShutdown => DisconnectReason::ServerShutdown,
-        GoodbyeReason::IdleTimeout => DisconnectReason::IdleTimeout,
-        GoodbyeReason::Replaced => DisconnectReason::Replaced,
-        GoodbyeReason::PolicyViolation => DisconnectReason::PolicyViolation,
-        GoodbyeReason::MessageTooLarge => DisconnectReason::MessageTooLarge,
-        GoodbyeReason::SlowConsumer => DisconnectReason::SlowConsumer,
-    }
 }

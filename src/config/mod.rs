@@ -2,99 +2,20 @@
 //! flag), validated all at once so that a bad deployment names every bad variable instead of
 //! stopping at the first one, and never falls back silently to a default.
 
+mod cli;
+mod origins;
+mod values;
+
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
-use tracing_subscriber::EnvFilter;
 
-/// Command line: `concurrent-socket [FLAGS] [check-config]`.
-#[derive(Debug, Parser)]
-#[command(name = "concurrent-socket", version, about, long_about = None)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    #[command(flatten)]
-    pub settings: RawSettings,
-}
-
-#[derive(Debug, Subcommand, PartialEq, Eq)]
-pub enum Command {
-    /// Print the effective configuration, or name every bad variable and exit 1.
-    CheckConfig,
-}
-
-/// The settings as text, exactly as given; `Config::from_raw` validates them.
-#[derive(Debug, Clone, Args)]
-pub struct RawSettings {
-    /// Public listener port, 0 = any free port (ignored under socket activation)
-    #[arg(long, env = "PORT", default_value = "3001")]
-    pub port: String,
-    /// Public listener address
-    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
-    pub host: String,
-    /// Hard cap of open WebSockets; at the cap upgrades get 503 + Retry-After
-    #[arg(long, env = "MAX_CONNECTIONS", default_value = "10000")]
-    pub max_connections: String,
-    /// Milliseconds between heartbeat messages and pings; silent for two intervals = dead
-    #[arg(long, env = "HEARTBEAT_INTERVAL", default_value = "30000")]
-    pub heartbeat_interval: String,
-    /// Milliseconds without any client message before `goodbye idle_timeout`
-    #[arg(long, env = "CONNECTION_TIMEOUT", default_value = "300000")]
-    pub connection_timeout: String,
-    /// Log filter: `info`, `debug`, or a full EnvFilter directive
-    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
-    /// Largest accepted client message, in bytes
-    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value = "65536")]
-    pub max_message_bytes: String,
-    /// Messages per second per connection (0 = no limit)
-    #[arg(long, env = "RATE_LIMIT_MSGS_PER_SEC", default_value = "100")]
-    pub rate_limit_msgs_per_sec: String,
-    /// Open WebSockets per client IP (0 = no limit)
-    #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value = "1000")]
-    pub max_connections_per_ip: String,
-    /// Comma list of origins allowed to upgrade; empty = same origin as Host; `*` = any
-    #[arg(long, env = "ALLOWED_ORIGINS", default_value = "")]
-    pub allowed_origins: String,
-    /// Comma list of IPs or CIDRs whose X-Forwarded-For is believed
-    #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
-    pub trusted_proxies: String,
-    /// Milliseconds from SIGTERM to exit; goodbyes are spread over the first half
-    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10000")]
-    pub shutdown_timeout: String,
-    /// Prometheus listener address (ignored when systemd passes a `metrics` socket)
-    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9464")]
-    pub metrics_addr: String,
-    /// Sent as serverId and as the metrics label server_id (default: the hostname)
-    #[arg(long, env = "SERVER_ID")]
-    pub server_id: Option<String>,
-    /// Serve /ws/echo (for conformance suites)
-    #[arg(long, env = "ENABLE_ECHO", default_value = "false")]
-    pub enable_echo: String,
-    /// Seconds for Strict-Transport-Security; 0 = no header
-    #[arg(long, env = "HSTS_MAX_AGE", default_value = "0")]
-    pub hsts_max_age: String,
-    /// Bytes of answers queued for one connection before it is closed as a slow consumer
-    #[arg(long, env = "OUTBOUND_QUEUE_BYTES", default_value = "1048576")]
-    pub outbound_queue_bytes: String,
-    /// Milliseconds an HTTP connection may wait for request headers (idle keep-alive included)
-    #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value = "100000")]
-    pub http_idle_timeout: String,
-}
-
-/// Which browser origins may open a WebSocket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AllowedOrigins {
-    /// Only an `Origin` whose host equals the request's `Host` header.
-    SameOrigin,
-    /// Any origin (`*`).
-    Any,
-    /// Exactly these origins (`scheme://host[:port]`, lower-cased).
-    List(Vec<String>),
-}
+pub use cli::{Cli, CliCommand, RawSettings};
+use origins::origins;
+pub use origins::{AllowedOrigins, normalize_origin};
+use values::{boolean, default_server_id, integer_in, log_filter, millis_in, proxies, server_id};
 
 /// The validated configuration the server runs with.
 #[derive(Debug, Clone)]
@@ -156,122 +77,6 @@ impl Validator {
                 None
             }
         }
-    }
-}
-
-fn integer_in<T>(min: T, max: T) -> impl FnOnce(&str) -> Result<T, String>
-where
-    T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
-{
-    move |s| match s.parse::<T>() {
-        Ok(v) if v >= min && v <= max => Ok(v),
-        _ => Err(format!("expected a whole number from {min} to {max}")),
-    }
-}
-
-fn millis_in(min: u64, max: u64) -> impl FnOnce(&str) -> Result<Duration, String> {
-    move |s| {
-        integer_in(min, max)(s)
-            .map(Duration::from_millis)
-            .map_err(|e| format!("{e} (milliseconds)"))
-    }
-}
-
-fn boolean(s: &str) -> Result<bool, String> {
-    match s.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err("expected true or false".into()),
-    }
-}
-
-fn log_filter(s: &str) -> Result<String, String> {
-    if s.is_empty() {
-        return Err(
-            "expected a level (error, warn, info, debug, trace) or an EnvFilter directive".into(),
-        );
-    }
-    EnvFilter::try_new(s)
-        .map(|_| s.to_owned())
-        .map_err(|e| format!("not a valid log filter: {e}"))
-}
-
-fn comma_list(s: &str) -> impl Iterator<Item = &str> {
-    s.split(',').map(str::trim).filter(|item| !item.is_empty())
-}
-
-/// Parses `scheme://host[:port]` and returns it lower-cased, without a trailing slash.
-pub fn normalize_origin(origin: &str) -> Option<String> {
-    let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
-    let (scheme, authority) = origin.split_once("://")?;
-    let scheme_ok = matches!(scheme, "http" | "https");
-    let authority_ok = !authority.is_empty()
-        && authority
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-.:[]_".contains(c));
-    (scheme_ok && authority_ok).then_some(origin)
-}
-
-fn origins(s: &str) -> Result<AllowedOrigins, String> {
-    if s.is_empty() {
-        return Ok(AllowedOrigins::SameOrigin);
-    }
-    if s == "*" {
-        return Ok(AllowedOrigins::Any);
-    }
-    let mut list = Vec::new();
-    for item in comma_list(s) {
-        match normalize_origin(item) {
-            Some(origin) => list.push(origin),
-            None => {
-                return Err(format!(
-                    "{item:?} is not an origin like https://example.com[:port], and `*` must stand alone"
-                ));
-            }
-        }
-    }
-    Ok(AllowedOrigins::List(list))
-}
-
-fn proxies(s: &str) -> Result<Vec<IpNet>, String> {
-    comma_list(s)
-        .map(|item| {
-            item.parse::<IpNet>()
-                .or_else(|_| item.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| format!("{item:?} is not an IP address or CIDR"))
-        })
-        .collect()
-}
-
-fn server_id(s: &str) -> Result<String, String> {
-    let valid = (1..=64).contains(&s.len())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-    if valid {
-        Ok(s.to_owned())
-    } else {
-        Err("expected 1 to 64 characters of A-Z a-z 0-9 . _ -".into())
-    }
-}
-
-/// The machine's hostname, cut to a valid server id.
-fn default_server_id() -> String {
-    let host = gethostname::gethostname().to_string_lossy().into_owned();
-    let cleaned: String = host
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(64)
-        .collect();
-    if cleaned.is_empty() {
-        "concurrent-socket".into()
-    } else {
-        cleaned
     }
 }
 
@@ -431,6 +236,7 @@ impl fmt::Display for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
     fn parse(args: &[&str]) -> Result<Config, Vec<ConfigError>> {
         let mut argv = vec!["concurrent-socket"];

@@ -12,16 +12,17 @@ use tokio::time::sleep_until;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
 
-use crate::app::AppState;
-use crate::metrics::DisconnectReason;
+use super::ending::{self, Farewell, answered_into};
+use crate::protocol::{DisconnectReason, GoodbyeReason};
 use crate::registry::{Admission, Control};
-use crate::socket::{self, Full, Io, Outbox, ReadFailure, WebSocket};
+use crate::state::AppState;
+use crate::ws::{self, Full, Io, Outbox, WebSocket};
 
-pub async fn run(mut ws: WebSocket, state: Arc<AppState>, admission: Admission, peer: IpAddr) {
+pub async fn run(mut socket: WebSocket, state: Arc<AppState>, admission: Admission, peer: IpAddr) {
     let opened = Instant::now();
     let registration = state.open_connection(admission, None);
     debug!(peer = %peer, "echo connection opened");
-    let reason = echo_until_the_end(&mut ws, &state, registration.control(), opened).await;
+    let reason = echo_until_the_end(&mut socket, &state, registration.control(), opened).await;
     state.count_closed(reason, opened);
     debug!(peer = %peer, reason = reason.as_str(), "echo connection closed");
 }
@@ -29,15 +30,15 @@ pub async fn run(mut ws: WebSocket, state: Arc<AppState>, admission: Admission, 
 /// What to do after one socket event.
 enum Next {
     Continue,
-    /// Close with this code and reason string.
-    Close(u16, &'static str, DisconnectReason),
+    /// Close with the reason's code and this reason string (echo says no `goodbye`).
+    Close(GoodbyeReason, &'static str),
     /// The connection is over.
     Over(DisconnectReason),
 }
 
 /// Echoes frames until the connection ends; returns why it ended.
 async fn echo_until_the_end(
-    ws: &mut WebSocket,
+    socket: &mut WebSocket,
     state: &AppState,
     control: &Control,
     opened: Instant,
@@ -45,7 +46,7 @@ async fn echo_until_the_end(
     let metrics = &state.metrics;
     // Echoes may be as large as the hard limit; the outbox holds one of them plus the next.
     let mut outbox = Outbox::new(
-        state.config.max_message_bytes * socket::HARD_LIMIT_FACTOR,
+        state.config.max_message_bytes * ws::HARD_LIMIT_FACTOR,
         opened,
     );
     let idle_timeout = state.config.connection_timeout;
@@ -55,21 +56,21 @@ async fn echo_until_the_end(
     loop {
         let next = tokio::select! {
             biased;
-            _ = control.recv() => Next::Close(1001, "server shutdown", DisconnectReason::ServerShutdown),
+            _ = control.recv() => Next::Close(GoodbyeReason::ServerShutdown, "server shutdown"),
             () = &mut timer => {
                 if Instant::now() >= last_message + idle_timeout {
-                    Next::Close(1000, "idle timeout", DisconnectReason::IdleTimeout)
+                    Next::Close(GoodbyeReason::IdleTimeout, "idle timeout")
                 } else {
                     timer.as_mut().reset((last_message + idle_timeout).into());
                     Next::Continue
                 }
             }
-            io = socket::next_io(ws, &mut outbox, metrics) => match io {
+            io = ws::next_io(socket, &mut outbox, answered_into(metrics)) => match io {
                 Io::Read(Some(Ok(message @ (Message::Text(_) | Message::Binary(_))))) => {
                     last_message = Instant::now();
                     match outbox.push(message, None) {
                         Ok(()) => Next::Continue,
-                        Err(Full) => Next::Close(1013, "slow consumer", DisconnectReason::SlowConsumer),
+                        Err(Full) => Next::Close(GoodbyeReason::SlowConsumer, "slow consumer"),
                     }
                 }
                 Io::Read(Some(Ok(Message::Close(_)))) => {
@@ -77,25 +78,21 @@ async fn echo_until_the_end(
                     Next::Continue
                 }
                 Io::Read(Some(Ok(_))) => Next::Continue,
-                Io::Read(Some(Err(error))) => {
-                    let failure = ReadFailure::classify(&error);
-                    if let Some(code) = failure.error_code() {
-                        metrics.error(code);
-                    }
-                    if let Some(frame) = failure.close_frame() {
-                        socket::close_after_read_error(ws, &mut outbox, metrics, vec![Message::Close(Some(frame))]).await;
-                    }
-                    Next::Over(failure.disconnect_reason())
+                Io::Read(Some(Err(failure))) => {
+                    let (reason, _) = ending::after_read_failure(
+                        socket, &mut outbox, metrics, failure, Farewell::CloseFrameOnly,
+                    ).await;
+                    Next::Over(reason)
                 }
-                Io::Read(None) if received_close => Next::Over(DisconnectReason::ClientClose),
-                Io::Read(None) | Io::WriteFailed(_) => Next::Over(DisconnectReason::TransportError),
+                Io::Read(None) if received_close => Next::Over(DisconnectReason::CLIENT_CLOSE),
+                Io::Read(None) | Io::WriteFailed => Next::Over(DisconnectReason::TRANSPORT_ERROR),
             },
         };
         match next {
             Next::Continue => {}
-            Next::Close(code, why, reason) => {
-                socket::close_gracefully(ws, &mut outbox, metrics, socket::close_frame(code, why))
-                    .await;
+            Next::Close(reason, text) => {
+                let (reason, _) =
+                    ending::close_for(socket, &mut outbox, metrics, reason, text).await;
                 return reason;
             }
             Next::Over(reason) => return reason,

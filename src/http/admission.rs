@@ -1,17 +1,26 @@
-//! Who may open a WebSocket, judged from the upgrade request: the `Origin` policy
-//! (`ALLOWED_ORIGINS`) and the client's IP address, which is the TCP peer or, when the peer is
-//! a trusted proxy, the rightmost untrusted `X-Forwarded-For` entry.
+//! Who may open a WebSocket, judged before the upgrade, in order: the `Origin` policy
+//! (`ALLOWED_ORIGINS`), draining, the global cap and the per-IP limit (a slot reserved in the
+//! registry), with the client's IP address being the TCP peer or, when the peer is a trusted
+//! proxy, the rightmost untrusted `X-Forwarded-For` entry. A refusal is counted, logged and
+//! answered with its status.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
-use axum::http::HeaderMap;
 use axum::http::header::{HOST, ORIGIN};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use ipnet::IpNet;
+use tracing::debug;
 
+use super::response::{json_error, retry_later};
 use crate::config::{AllowedOrigins, normalize_origin};
+use crate::metrics::RejectReason;
+use crate::registry::{Admission, AdmitError};
+use crate::state::AppState;
 
 /// Whether the request's `Origin` may upgrade. No `Origin` (a non-browser client) is allowed.
-pub fn origin_allowed(headers: &HeaderMap, policy: &AllowedOrigins) -> bool {
+fn origin_allowed(headers: &HeaderMap, policy: &AllowedOrigins) -> bool {
     let Some(origin) = headers.get(ORIGIN) else {
         return true;
     };
@@ -53,7 +62,7 @@ fn parse_hop(entry: &str) -> Option<IpAddr> {
 /// The client's IP: the peer, unless the peer is a trusted proxy; then the `X-Forwarded-For`
 /// chain is walked from the right, skipping trusted proxies, and the first untrusted address is
 /// the client. An unparseable entry stops the walk at the last address known to be real.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     let mut client = canonical(peer);
     if !is_trusted(&client) {
@@ -77,6 +86,79 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         }
     }
     client
+}
+
+/// Seconds a client should wait before retrying when the server is full.
+const RETRY_AFTER_FULL: &str = "5";
+/// Seconds before retrying a draining server (a healthy peer usually takes over at once).
+const RETRY_AFTER_DRAINING: &str = "1";
+
+/// Why an upgrade was refused before it happened.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Refusal {
+    ForbiddenOrigin,
+    Draining,
+    AtCapacity,
+    IpLimit,
+}
+
+impl Refusal {
+    fn reason(self) -> RejectReason {
+        match self {
+            Refusal::ForbiddenOrigin => RejectReason::ForbiddenOrigin,
+            Refusal::Draining => RejectReason::Draining,
+            Refusal::AtCapacity => RejectReason::AtCapacity,
+            Refusal::IpLimit => RejectReason::IpLimit,
+        }
+    }
+
+    pub(crate) fn into_response(self) -> Response {
+        let error = self.reason().as_str();
+        match self {
+            Refusal::ForbiddenOrigin => json_error(StatusCode::FORBIDDEN, error),
+            Refusal::Draining => {
+                retry_later(StatusCode::SERVICE_UNAVAILABLE, error, RETRY_AFTER_DRAINING)
+            }
+            Refusal::AtCapacity => {
+                retry_later(StatusCode::SERVICE_UNAVAILABLE, error, RETRY_AFTER_FULL)
+            }
+            Refusal::IpLimit => retry_later(StatusCode::TOO_MANY_REQUESTS, error, RETRY_AFTER_FULL),
+        }
+    }
+}
+
+/// The checks every upgrade passes, in order: Origin, draining, capacity, per-IP.
+fn check_admission(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<(Admission, IpAddr), Refusal> {
+    if !origin_allowed(headers, &state.config.allowed_origins) {
+        return Err(Refusal::ForbiddenOrigin);
+    }
+    // Under socket activation the listening socket is closed when draining starts, so what
+    // still arrives came on a connection accepted before: serve it, its goodbye follows at once.
+    if state.lifecycle.is_draining() && !state.socket_activated {
+        return Err(Refusal::Draining);
+    }
+    let ip = client_ip(peer.ip(), headers, &state.config.trusted_proxies);
+    match state.registry.admit(ip) {
+        Ok(admission) => Ok((admission, ip)),
+        Err(AdmitError::AtCapacity) => Err(Refusal::AtCapacity),
+        Err(AdmitError::IpLimit) => Err(Refusal::IpLimit),
+    }
+}
+
+/// Admits an upgrade, or counts and logs the refusal.
+pub(crate) fn admit(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<(Admission, IpAddr), Refusal> {
+    check_admission(state, headers, peer).inspect_err(|refusal| {
+        state.metrics.rejected(refusal.reason());
+        debug!(peer = %peer, reason = refusal.reason().as_str(), "upgrade refused");
+    })
 }
 
 #[cfg(test)]

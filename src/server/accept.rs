@@ -1,98 +1,18 @@
-//! The listening sockets: adopted from systemd socket activation (`LISTEN_FDS`, names `ws` and
-//! `metrics` from `LISTEN_FDNAMES`; a single unnamed socket is the public one), or bound here
-//! with a backlog large enough for connection bursts (tokio's `bind` uses 128, which
-//! overflows and costs clients 1 s SYN retries). Also the accept loop's health, for the
-//! watchdog.
+//! The public accept loop: a listener that records accept failures for the watchdog, can be
+//! probed end to end, and can stop accepting for good at the start of a drain.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener as StdListener};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use listenfd::ListenFd;
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 
-/// Backlog of the public socket (the kernel caps it at `net.core.somaxconn`).
-pub const PUBLIC_BACKLOG: i32 = 4096;
-const METRICS_BACKLOG: i32 = 128;
 /// Pause after a failed accept (out of file descriptors, for example) before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
-
-/// Where each socket came from.
-#[derive(Debug)]
-pub struct Sockets {
-    pub public: StdListener,
-    /// `None`: bind `METRICS_ADDR`.
-    pub metrics: Option<StdListener>,
-    pub activated: bool,
-}
-
-/// Binds `addr` with SO_REUSEADDR and the given backlog, non-blocking.
-pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<StdListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(backlog)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
-}
-
-pub fn bind_metrics(addr: SocketAddr) -> io::Result<StdListener> {
-    bind(addr, METRICS_BACKLOG)
-}
-
-/// The sockets systemd passed, if any (`LISTEN_FDS` set), else a freshly bound public socket.
-pub fn open(public_addr: SocketAddr) -> io::Result<Sockets> {
-    let mut fds = ListenFd::from_env();
-    if fds.len() == 0 {
-        return Ok(Sockets {
-            public: bind(public_addr, PUBLIC_BACKLOG)?,
-            metrics: None,
-            activated: false,
-        });
-    }
-    let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
-        .map(|names| names.split(':').map(str::to_owned).collect())
-        .unwrap_or_default();
-    let index_of = |wanted: &str| names.iter().position(|name| name == wanted);
-    let public_index = match index_of("ws") {
-        Some(index) => index,
-        None if fds.len() == 1 => 0,
-        None => {
-            return Err(io::Error::other(format!(
-                "systemd passed {} sockets but none is named `ws` (LISTEN_FDNAMES={:?})",
-                fds.len(),
-                names.join(":")
-            )));
-        }
-    };
-    let public = take(&mut fds, public_index, "ws")?;
-    let metrics = match index_of("metrics") {
-        Some(index) if index != public_index => Some(take(&mut fds, index, "metrics")?),
-        _ => None,
-    };
-    Ok(Sockets {
-        public,
-        metrics,
-        activated: true,
-    })
-}
-
-fn take(fds: &mut ListenFd, index: usize, name: &str) -> io::Result<StdListener> {
-    let listener = fds.take_tcp_listener(index)?.ok_or_else(|| {
-        io::Error::other(format!(
-            "systemd socket `{name}` (fd {}) is not available",
-            index + 3
-        ))
-    })?;
-    // systemd hands sockets over in blocking mode; tokio needs them non-blocking.
-    listener.set_nonblocking(true)?;
-    Ok(listener)
-}
 
 /// Whether the accept loop works: the start of the current run of accept errors, if any.
 #[derive(Debug, Default)]
@@ -148,8 +68,9 @@ fn probe_target(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// The public listener (an `axum::serve::Listener`, served by [`crate::serve::serve`]): records accept failures, and can stop accepting
-/// for good (dropping its socket) while the connections already accepted go on being served.
+/// The public listener (an `axum::serve::Listener`, served by [`super::serve::serve`]): records
+/// accept failures, and can stop accepting for good (dropping its socket) while the
+/// connections already accepted go on being served.
 pub struct TrackedListener {
     inner: Option<TcpListener>,
     local_addr: SocketAddr,
@@ -234,6 +155,7 @@ impl axum::serve::Listener for TrackedListener {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::sockets::bind;
 
     #[tokio::test]
     async fn probe_sees_the_accept_loop_work_and_stall() {
@@ -256,11 +178,5 @@ mod tests {
         assert_eq!(health.probe(addr, within).await, Ok(()));
         stop.cancel();
         accepting.abort();
-    }
-
-    #[test]
-    fn binds_with_a_large_backlog_on_a_free_port() {
-        let listener = bind("127.0.0.1:0".parse().unwrap(), PUBLIC_BACKLOG).unwrap();
-        assert_ne!(listener.local_addr().unwrap().port(), 0);
     }
 }

@@ -1,0 +1,12 @@
+//! HTTP: the public router (the test page, `/health`, `/ready`, and the WebSocket routes with
+//! their admission: Origin, client IP, draining, limits), the WebSocket opening handshake, and
+//! the metrics listener's `/metrics`. An admitted upgrade is handed to its session.
+
+mod admission;
+mod metrics;
+mod response;
+mod router;
+mod upgrade;
+
+pub(crate) use metrics::router as metrics_router;
+pub(crate) use router::router;

@@ -1,0 +1,12 @@
+//! The process around the HTTP surface: `run` opens the sockets (systemd's or bound here),
+//! serves both listeners, reports to systemd (`READY=1`, `STATUS=`, the watchdog,
+//! `STOPPING=1`) and, on SIGTERM or SIGINT, drains every WebSocket before it returns.
+
+mod accept;
+mod drain;
+mod run;
+mod serve;
+mod sockets;
+mod systemd;
+
+pub use run::{StartError, run};

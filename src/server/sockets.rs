@@ -1,0 +1,127 @@
+//! The listening sockets: adopted from systemd socket activation (`LISTEN_FDS`, names `ws` and
+//! `metrics` from `LISTEN_FDNAMES`; a single unnamed socket is the public one), or bound here
+//! with a backlog large enough for connection bursts (tokio's `bind` uses 128, which
+//! overflows and costs clients 1 s SYN retries).
+
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdListener};
+
+use listenfd::ListenFd;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::Config;
+
+/// Backlog of the public socket (the kernel caps it at `net.core.somaxconn`).
+pub const PUBLIC_BACKLOG: i32 = 4096;
+const METRICS_BACKLOG: i32 = 128;
+
+/// Where each socket came from.
+#[derive(Debug)]
+pub struct Sockets {
+    pub public: StdListener,
+    /// `None`: bind `METRICS_ADDR`.
+    pub metrics: Option<StdListener>,
+    pub activated: bool,
+}
+
+/// Binds `addr` with SO_REUSEADDR and the given backlog, non-blocking.
+pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<StdListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+pub fn bind_metrics(addr: SocketAddr) -> io::Result<StdListener> {
+    bind(addr, METRICS_BACKLOG)
+}
+
+/// The sockets systemd passed, if any (`LISTEN_FDS` set), else a freshly bound public socket.
+pub fn open(public_addr: SocketAddr) -> io::Result<Sockets> {
+    let mut fds = ListenFd::from_env();
+    if fds.len() == 0 {
+        return Ok(Sockets {
+            public: bind(public_addr, PUBLIC_BACKLOG)?,
+            metrics: None,
+            activated: false,
+        });
+    }
+    let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
+        .map(|names| names.split(':').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let index_of = |wanted: &str| names.iter().position(|name| name == wanted);
+    let public_index = match index_of("ws") {
+        Some(index) => index,
+        None if fds.len() == 1 => 0,
+        None => {
+            return Err(io::Error::other(format!(
+                "systemd passed {} sockets but none is named `ws` (LISTEN_FDNAMES={:?})",
+                fds.len(),
+                names.join(":")
+            )));
+        }
+    };
+    let public = take(&mut fds, public_index, "ws")?;
+    let metrics = match index_of("metrics") {
+        Some(index) if index != public_index => Some(take(&mut fds, index, "metrics")?),
+        _ => None,
+    };
+    Ok(Sockets {
+        public,
+        metrics,
+        activated: true,
+    })
+}
+
+fn take(fds: &mut ListenFd, index: usize, name: &str) -> io::Result<StdListener> {
+    let listener = fds.take_tcp_listener(index)?.ok_or_else(|| {
+        io::Error::other(format!(
+            "systemd socket `{name}` (fd {}) is not available",
+            index + 3
+        ))
+    })?;
+    // systemd hands sockets over in blocking mode; tokio needs them non-blocking.
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// The listening sockets: public and metrics, and whether systemd passed them.
+pub(crate) struct OpenSockets {
+    pub(crate) public: StdListener,
+    pub(crate) metrics: StdListener,
+    pub(crate) activated: bool,
+}
+
+/// Opens the public socket (systemd's or bound here) and the metrics socket (systemd's
+/// `metrics` or `METRICS_ADDR`).
+pub(crate) fn open_sockets(config: &Config) -> Result<OpenSockets, String> {
+    let Sockets {
+        public,
+        metrics,
+        activated,
+    } = open(config.listen_addr())
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen_addr()))?;
+    let metrics = match metrics {
+        Some(metrics) => metrics,
+        None => bind_metrics(config.metrics_addr)
+            .map_err(|e| format!("cannot listen on METRICS_ADDR {}: {e}", config.metrics_addr))?,
+    };
+    Ok(OpenSockets {
+        public,
+        metrics,
+        activated,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binds_with_a_large_backlog_on_a_free_port() {
+        let listener = bind("127.0.0.1:0".parse().unwrap(), PUBLIC_BACKLOG).unwrap();
+        assert_ne!(listener.local_addr().unwrap().port(), 0);
+    }
+}
