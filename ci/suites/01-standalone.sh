@@ -20,8 +20,8 @@ git clone --quiet --no-checkout "$REPO" "$CLONE"
 git -C "$CLONE" checkout --quiet --detach "$head"
 git -C "$REPO" diff --binary HEAD > "$WORK/uncommitted.patch"
 if [ -s "$WORK/uncommitted.patch" ]; then
-  git -C "$CLONE" apply "$WORK/uncommitted.patch"
-  log "applied the uncommitted changes: $(git -C "$CLONE" diff --shortstat)"
+  git -C "$CLONE" apply --index "$WORK/uncommitted.patch"
+  log "applied the uncommitted changes to tracked files:$(git -C "$CLONE" diff --cached --shortstat)"
 fi
 untracked=$(git -C "$REPO" ls-files --others --exclude-standard | head -5)
 [ -z "$untracked" ] || log "untracked, so not in the clone: $(echo "$untracked" | paste -sd' ')"
