@@ -63,7 +63,8 @@ def main():
     print("| figure | " + " | ".join(servers) + " |")
     print("|" + "---|" * (len(servers) + 1))
     for name in FIGURES:
-        cells = [" / ".join(" ".join(fmt(v) for v in run) for run in runs[s][name]) for s in servers]
+        cells = [" / ".join(" ".join(fmt(v) for v in run) for run in runs[s][name])
+                 if any(runs[s][name]) else "n/a" for s in servers]
         print(f"| {name.strip()} | " + " | ".join(cells) + " |")
 
 

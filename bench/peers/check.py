@@ -38,6 +38,7 @@ CHECK_ENV = {
     "ALLOWED_ORIGINS": "",
 }
 HEARTBEAT_MS = int(CHECK_ENV["HEARTBEAT_INTERVAL"])
+CLOSE, PING = 0x8, 0x9
 MAX_BYTES = int(CHECK_ENV["MAX_MESSAGE_BYTES"])
 RATE = int(CHECK_ENV["RATE_LIMIT_MSGS_PER_SEC"])
 
@@ -258,14 +259,31 @@ def check_heartbeat(port):
         expect(took >= HEARTBEAT_MS / 1000 * 0.5, f"heartbeat after {took:.2f} s")
 
 
+def opcodes(stream):
+    """The opcodes of the unmasked frames in a server's byte stream after its 101 response."""
+    data = stream[stream.index(b"\r\n\r\n") + 4:]
+    found = []
+    while len(data) >= 2:
+        length, start = data[1] & 0x7F, 2
+        if length >= 126:
+            size = 2 if length == 126 else 8
+            length, start = int.from_bytes(data[2:2 + size], "big"), 2 + size
+        found.append(data[0] & 0x0F)
+        data = data[start + length:]
+    return found
+
+
 def check_dead_peer(port):
-    """A client that completes the handshake and then never answers a ping is dropped."""
+    """A client that never answers the server's pings is dropped, without a close frame."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(UPGRADE_REQUEST % b"check-dead")
-        start = time.monotonic()
-        while sock.recv(65536):
-            pass
+        start, stream = time.monotonic(), b""
+        while chunk := sock.recv(65536):
+            stream += chunk
         took = time.monotonic() - start
+    expect(stream.startswith(b"HTTP/1.1 101"), f"upgrade: {stream[:40]!r}")
+    frames = opcodes(stream)
+    expect(PING in frames and CLOSE not in frames, f"frames {frames}: pings, then TCP closed without a close frame")
     expect(2 * HEARTBEAT_MS / 1000 * 0.9 <= took <= 3 * HEARTBEAT_MS / 1000 + 1, f"dropped after {took:.2f} s")
 
 
