@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Benchmarks concurrent-socket against the reference peers (Bun + Elysia, Node + ws), one
-# after another on this machine, with loadtest as the client; prints a Markdown table of
-# every figure side by side and as ratios (docs/benchmarks.md quotes its output).
+# Benchmarks concurrent-socket against the reference peers in bench/peers/ (Bun + Elysia, Node +
+# ws), one after another on this machine, with loadtest as the client; prints a Markdown table
+# of every figure side by side and as ratios (docs/benchmarks.md quotes its output). Each
+# server first passes bench/peers/check.sh, so that no figure compares against a server that
+# answers less of the protocol. bench/rounds.sh repeats the CPU and latency figures and prints
+# their medians.
 #
 #   bench/run.sh                      # all three servers, all figures (about 20 minutes)
 #   SERVERS="concurrent-socket elysia" bench/run.sh
@@ -22,16 +25,16 @@
 #            spent receiving for the client (loopback runs it inside the server's send)
 #
 # Environment: LOADTEST (target/release/loadtest), SERVER_BIN (target/release/concurrent-socket),
-# PEERS_SRC (../shared/peers), PEERS_DIR (a writable copy with node_modules; made in a
-# temporary directory with `npm ci` when unset), OUT (results directory, default target/ci/bench).
+# OUT (results directory, default target/ci/bench), CHECK (yes; no skips the protocol check).
+# The peers' node_modules are installed with `npm ci` from their lock files when missing.
 set -euo pipefail
 # shellcheck source=ci/lib.sh
 . "$(dirname "$0")/../ci/lib.sh"
+# shellcheck source=bench/servers.sh
+. "$REPO/bench/servers.sh"
 
 LOADTEST=${LOADTEST:-$REPO/target/release/loadtest}
-SERVER_BIN=${SERVER_BIN:-$REPO/target/release/concurrent-socket}
-PEERS_SRC=${PEERS_SRC:-$SHARED/peers}
-SERVERS=${SERVERS:-concurrent-socket elysia node-ws}
+SERVERS=${SERVERS:-$ALL_SERVERS}
 read -ra SERVER_LIST <<< "$SERVERS"
 FIGURES=${FIGURES:-idle hold hold_1s echo latency churn profile}
 ECHO_RUNS=${ECHO_RUNS:-3}
@@ -40,30 +43,13 @@ OUT=${OUT:-$CI_DIR/bench}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RUN_DIR="$OUT/$STAMP"
 mkdir -p "$RUN_DIR"
-TMP=$(mktemp -d)
 PID=
 
-cleanup() {
-  stop_server
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+trap stop_server EXIT
 
-for bin in "$LOADTEST" "$SERVER_BIN"; do
-  [ -x "$bin" ] || die "$bin is missing: cargo build --release --workspace --bins"
-done
-
-# Peers: a writable copy of each with its node_modules (the bun npm package brings Bun).
-if [ -z "${PEERS_DIR:-}" ]; then
-  PEERS_DIR="$TMP/peers"
-  mkdir -p "$PEERS_DIR"
-  for peer in elysia node-ws; do
-    [[ " $SERVERS " == *" $peer "* ]] || continue
-    cp -r "$PEERS_SRC/$peer" "$PEERS_DIR/"
-    log "npm ci for $peer"
-    (cd "$PEERS_DIR/$peer" && retry 3 npm ci --silent --no-audit --no-fund)
-  done
-fi
+[ -x "$LOADTEST" ] || die "$LOADTEST is missing: cargo build --release --workspace --bins"
+for SERVER in "${SERVER_LIST[@]}"; do prepare_server "$SERVER"; done
+[ "${CHECK:-yes}" = no ] || "$REPO/bench/peers/check.sh" "${SERVER_LIST[@]}"
 
 PORT=$(free_port)
 METRICS_PORT=$(free_port)
@@ -73,24 +59,9 @@ URL="ws://127.0.0.1:$PORT"
 # sets PID (the server process itself, for /proc).
 start_server() {
   local name=$1 heartbeat=$2
-  local -a common=(PORT="$PORT" HOST=127.0.0.1 HEARTBEAT_INTERVAL="$heartbeat" MAX_CONNECTIONS=25000
-    RATE_LIMIT_MSGS_PER_SEC=0 MAX_CONNECTIONS_PER_IP=0 SERVER_ID="bench-$name"
-    SHUTDOWN_TIMEOUT=2000 SHUTDOWN_TIMEOUT_MS=2000)
-  case $name in
-    concurrent-socket)
-      env "${common[@]}" METRICS_ADDR="127.0.0.1:$METRICS_PORT" LOG_LEVEL=warn "$SERVER_BIN" \
-        > "$RUN_DIR/$name.log" 2>&1 &
-      ;;
-    elysia)
-      (cd "$PEERS_DIR/elysia" && exec env "${common[@]}" node_modules/.bin/bun server.ts) \
-        > "$RUN_DIR/$name.log" 2>&1 &
-      ;;
-    node-ws)
-      (cd "$PEERS_DIR/node-ws" && exec env "${common[@]}" node server.js) > "$RUN_DIR/$name.log" 2>&1 &
-      ;;
-    *) die "unknown server $name" ;;
-  esac
-  PID=$!
+  launch "$name" "$RUN_DIR/$name.log" PORT="$PORT" HOST=127.0.0.1 HEARTBEAT_INTERVAL="$heartbeat" \
+    MAX_CONNECTIONS=25000 RATE_LIMIT_MSGS_PER_SEC=0 MAX_CONNECTIONS_PER_IP=0 SERVER_ID="bench-$name" \
+    SHUTDOWN_TIMEOUT=2000 METRICS_ADDR="127.0.0.1:$METRICS_PORT" LOG_LEVEL=warn
   wait_http "http://127.0.0.1:$PORT/health" 30 || { tail -20 "$RUN_DIR/$name.log"; die "$name did not start"; }
   sleep 1
 }

@@ -99,10 +99,8 @@ def fmt(value):
     return f"{value:,.0f}"
 
 
-def main():
-    run = Path(sys.argv[1])
-    servers = sys.argv[2:]
-    table = {server: figures(run, server) for server in servers}
+def print_table(table, servers):
+    """table: {server: {figure: value}}; the first server's ratio to each of the others."""
     ours, peers = servers[0], servers[1:]
     header = ["figure"] + servers + [f"{ours} / {peer}" for peer in peers]
     print("| " + " | ".join(header) + " |")
@@ -113,6 +111,12 @@ def main():
             a, b = table[ours][name], table[peer][name]
             row.append(f"{a / b:.2f}x" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else "")
         print("| " + " | ".join(row) + " |")
+
+
+def main():
+    run = Path(sys.argv[1])
+    servers = sys.argv[2:]
+    print_table({server: figures(run, server) for server in servers}, servers)
 
 
 if __name__ == "__main__":

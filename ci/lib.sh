@@ -10,6 +10,10 @@ VENV27="$CI_DIR/venv27"           # python2.7 venv with Autobahn's wstest
 TOOLS_DIR="$CI_DIR/tools/bin"     # cargo-installed tools (nixpkgs-fmt, deadnix)
 NODE_DIR="$REPO/ci/node"          # node_modules for the browser and dashboard checks
 LOG_DIR="$CI_DIR/logs"
+# Material beside the repository on the project's own machines (../shared). Only optional
+# extras may read it, each skipped with a printed reason when it is absent: ci/setup, the
+# suites and bench/ need nothing outside the repository (ci/suites/01-standalone.sh runs
+# setup and a suite in a clone that has none).
 SHARED="${SHARED:-$REPO/../shared}"
 export REPO CI_DIR BIN_DIR VENV VENV27 TOOLS_DIR NODE_DIR LOG_DIR SHARED
 export PATH="$BIN_DIR:$TOOLS_DIR:$VENV/bin:$PATH"
@@ -26,6 +30,20 @@ retry() {
     [ "$n" -ge "$tries" ] && return 1
     log "retrying ($n/$tries): $*"; n=$((n + 1)); sleep 5
   done
+}
+
+# up_to_date STAMP INPUT: true when STAMP records INPUT's current content (an install from
+# INPUT already ran), so that re-running an install does not redo it under running suites.
+up_to_date() { [ -f "$1" ] && [ "$(cat "$1")" = "$(sha256sum < "$2")" ]; }
+record() { sha256sum < "$2" > "$1"; }
+
+# npm_ci DIR: installs DIR/node_modules from DIR/package-lock.json, unless already done.
+npm_ci() {
+  local stamp="$1/node_modules/.package-lock.sha256"
+  up_to_date "$stamp" "$1/package-lock.json" && return 0
+  log "npm ci in ${1#"$REPO"/}"
+  (cd "$1" && retry 5 npm ci --no-audit --no-fund --loglevel=error) || return 1
+  record "$stamp" "$1/package-lock.json"
 }
 
 # free_port: a TCP port on 127.0.0.1 that nothing listens on right now.
