@@ -7,10 +7,13 @@
 #     (configuration rendered by nixos/lib/traefik.nix), a real Prometheus loading alerts/;
 #     `loadtest smoke` and traffic with bad input through Traefik; then every dashboard
 #     query, every rule expression and every runbook query must return series from
-#     Prometheus (ci/monitoring/truth.mjs);
+#     Prometheus, every panel must move under the traffic (but the few listed as flat, with
+#     why), and the counts the traffic fixes must be exact (ci/monitoring/truth.mjs);
 #  3. the blue/green down alerts against real processes: blue killed with clients while green
-#     is up raises nothing; green drained by SIGTERM raises nothing for green, and leaves blue's
-#     crash as WebSocketServerDown (no colour left) with WebSocketBothColoursDown.
+#     is up raises nothing; green drained by SIGTERM (exit 0, after its last goodbye, within
+#     SHUTDOWN_TIMEOUT) raises nothing for green, and leaves blue's crash as
+#     WebSocketServerDown (no colour left) with WebSocketBothColoursDown.
+# The mutation test of step 2 is ci/monitoring/mutations.sh (by hand; docs/monitoring.md).
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 # shellcheck source=ci/traefik.sh
