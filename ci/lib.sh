@@ -66,3 +66,34 @@ stop_pids() {
   for pid in "$@"; do kill "$pid" 2>/dev/null || true; done
   for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
 }
+
+# check_drain_time NAME TOOK_MS SHUTDOWN_TIMEOUT_MS CONNECTIONS: dies unless a server that had
+# CONNECTIONS clients open exited TOOK_MS after SIGTERM no earlier than its last goodbye was due
+# (goodbyes are spread evenly over the first half of SHUTDOWN_TIMEOUT, one per connection: the
+# last at (CONNECTIONS-1)/CONNECTIONS of that half) and no later than SHUTDOWN_TIMEOUT plus
+# DRAIN_MARGIN_MS. Prints a RESULT line with the bounds when it passes.
+DRAIN_MARGIN_MS=500
+check_drain_time() {
+  local name=$1 took=$2 timeout_ms=$3 connections=$4 last_goodbye
+  last_goodbye=$((connections > 1 ? timeout_ms * (connections - 1) / (2 * connections) : 0))
+  [ "$took" -ge "$last_goodbye" ] ||
+    die "$name exited $took ms after SIGTERM, before its last goodbye was due at $last_goodbye ms"
+  [ "$took" -le $((timeout_ms + DRAIN_MARGIN_MS)) ] ||
+    die "$name exited $took ms after SIGTERM, later than SHUTDOWN_TIMEOUT $timeout_ms ms + $DRAIN_MARGIN_MS ms"
+  echo "RESULT $name drain: ${took} ms with $connections clients, between its last goodbye due at" \
+    "$last_goodbye ms and SHUTDOWN_TIMEOUT $timeout_ms ms + $DRAIN_MARGIN_MS ms"
+}
+
+# drain_server PID SHUTDOWN_TIMEOUT_MS CONNECTIONS NAME: SIGTERM to a server this shell started,
+# with CONNECTIONS clients open; waits for it and dies unless it exits 0 within the bounds of
+# check_drain_time.
+drain_server() {
+  local pid=$1 timeout_ms=$2 connections=$3 name=$4 start took status=0
+  start=$(date +%s%N)
+  kill -TERM "$pid"
+  wait "$pid" || status=$?
+  took=$((($(date +%s%N) - start) / 1000000))
+  echo "MEASURED $name drain: SIGTERM to exit $took ms, exit status $status"
+  [ "$status" -eq 0 ] || die "$name exited with status $status after SIGTERM, expected 0"
+  check_drain_time "$name" "$took" "$timeout_ms" "$connections"
+}

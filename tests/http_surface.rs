@@ -339,19 +339,31 @@ async fn serving_with_a_bad_variable_fails_at_start() {
 }
 
 #[tokio::test]
-async fn a_connection_that_sends_no_request_is_closed() {
+async fn a_connection_that_sends_no_request_is_closed_after_http_idle_timeout() {
     use tokio::io::AsyncReadExt;
-    let server = Server::start(&[("HTTP_IDLE_TIMEOUT", "500")]).await;
+    const IDLE_MS: u64 = 500;
+    // hyper's own header timeout is 30 s and the server's default 100 s: closing within the
+    // margin can only come from the configured 500 ms. The lower bound rules out a close
+    // that has nothing to do with the timeout.
+    const MARGIN_MS: u64 = 2500;
+    let server = Server::start(&[("HTTP_IDLE_TIMEOUT", &IDLE_MS.to_string())]).await;
     let mut idle = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
-    // Without a timeout the read below would wait for the full 30 s and fail.
+    let connected = std::time::Instant::now();
     let mut buffer = Vec::new();
+    // Waiting longer than the bound lets a late close be measured and named.
     let read = tokio::time::timeout(
-        std::time::Duration::from_secs(30),
+        std::time::Duration::from_secs(40),
         idle.read_to_end(&mut buffer),
     )
     .await;
+    let closed_after = connected.elapsed().as_millis() as u64;
     assert!(
         read.is_ok_and(|r| r.is_ok()),
-        "the idle connection is still open"
+        "the idle connection is still open after 40 s"
+    );
+    assert!(
+        (IDLE_MS - 50..=IDLE_MS + MARGIN_MS).contains(&closed_after),
+        "closed {closed_after} ms after connecting, expected {IDLE_MS} ms (HTTP_IDLE_TIMEOUT) \
+         + at most {MARGIN_MS} ms"
     );
 }

@@ -2,7 +2,8 @@
 //! server sends its records to journald with structured fields, so that
 //! `journalctl CONNECTION_ID=...` finds one connection's history. Runs against a private
 //! journald in its own mount and pid namespaces (tests/journald.sh). Needs root, `unshare`,
-//! `systemd-cat` and systemd-journald; says why and passes without them.
+//! `systemd-cat` and systemd-journald; without them it says why and passes, unless
+//! `REQUIRE_ALL_TESTS=1` (CI) makes that a failure.
 
 mod common;
 mod launch;
@@ -75,7 +76,7 @@ fn summary(journal: &[Value]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_records_reach_journald_with_their_fields() {
     if let Some(why) = missing_prerequisite() {
-        eprintln!("skipping the journald test: {why}");
+        common::skip("the journald test", &why);
         return;
     }
     let mut command = Command::new("unshare");

@@ -6,7 +6,7 @@
 # connected to the journal the way systemd connects a service's (JOURNAL_STREAM = DEV:INODE of
 # that stream) and prints "started". A line on stdin stops the server with SIGTERM; once the
 # journal holds its "shutdown complete" record, prints "journal" and then every journal entry
-# as JSON (journalctl -o json --all).
+# as JSON (journalctl -o json --all); exits 1 if the server's exit status was not 0.
 #
 #   unshare --mount --pid --fork --mount-proc --propagation private bash journald.sh SERVER_BIN
 set -euo pipefail
@@ -45,8 +45,11 @@ echo started
 
 read -r _ || true
 kill -TERM "$server"
-wait "$server" || echo "journald.sh: the server exited with status $?" >&2
+server_status=0
+wait "$server" || server_status=$?
 server=
 wait_for "\"shutdown complete\" record" journal_has "shutdown complete"
 echo journal
 journalctl -o json --all --no-pager
+# After the journal, which tells why: a server that did not exit 0 on SIGTERM fails the test.
+[ "$server_status" -eq 0 ] || { echo "journald.sh: the server exited with status $server_status after SIGTERM" >&2; exit 1; }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{Client, Server, WAIT};
 use serde_json::json;
@@ -14,10 +14,51 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 const CLIENTS: usize = 20;
+/// The drain's configured bound in this test. Below 2857 ms, the deadline (90%) comes before
+/// the stuck client's closing handshake could time out (its grace, a fifth of the timeout,
+/// plus 2 s, even from the first goodbye), so that the deadline is what ends it.
+const SHUTDOWN_TIMEOUT_MS: u64 = 2500;
+/// Goodbyes are spread evenly over the first half of `SHUTDOWN_TIMEOUT` (docs/protocol.md).
+const WINDOW_MS: u64 = SHUTDOWN_TIMEOUT_MS / 2;
+/// What is still open a tenth (at most 1 s) before `SHUTDOWN_TIMEOUT` is dropped
+/// (docs/configuration.md); the stuck client holds the server until then.
+const DEADLINE_MS: u64 = SHUTDOWN_TIMEOUT_MS - SHUTDOWN_TIMEOUT_MS / 10;
+/// Slack for scheduling on a busy machine: an exit after the timeout.
+const MARGIN_MS: u64 = 500;
+/// How late a goodbye may come after its slot (they come within milliseconds here): tight
+/// enough that a window stretched by a third fails.
+const GOODBYE_LATENESS_MS: u64 = 250;
+
+/// Milliseconds since the Unix epoch, the clock of the messages' `ts`.
+fn epoch_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Checks sorted goodbye times (ms after the signal) against the evenly spaced slots of the
+/// drain window, one slot per open connection: a goodbye never comes before its slot (the
+/// drain waits for each one; 1 ms for the rounding of both clocks to milliseconds) and at most
+/// `GOODBYE_LATENESS_MS` after it. One slot, the stuck client's,
+/// is not among `after_signal`, so the k-th goodbye seen sits in slot k or k + 1.
+fn assert_spread_over_window(after_signal: &[u64], connections: u64) {
+    let slot = |index: u64| WINDOW_MS * index / connections;
+    for (k, &at) in (0u64..).zip(after_signal) {
+        assert!(
+            at + 1 >= slot(k) && at <= slot(k + 1) + GOODBYE_LATENESS_MS,
+            "goodbye {k} came {at} ms after the signal, expected between {} and {} ms \
+             ({connections} goodbyes spread over {WINDOW_MS} ms); all: {after_signal:?}",
+            slot(k),
+            slot(k + 1) + GOODBYE_LATENESS_MS
+        );
+    }
+}
 
 #[tokio::test]
 async fn sigterm_drains_every_client_and_exits_zero_before_the_deadline() {
-    let mut server = Server::start(&[("SHUTDOWN_TIMEOUT", "3000")]).await;
+    let timeout = SHUTDOWN_TIMEOUT_MS.to_string();
+    let mut server = Server::start(&[("SHUTDOWN_TIMEOUT", &timeout)]).await;
     let mut clients = Vec::new();
     for i in 0..CLIENTS {
         clients.push(Client::chat(&server, &format!("drain{i}")).await.0);
@@ -31,6 +72,7 @@ async fn sigterm_drains_every_client_and_exits_zero_before_the_deadline() {
     }
 
     let signalled = Instant::now();
+    let signalled_ms = epoch_ms();
     server.signal("TERM");
     let readers: Vec<_> = clients
         .into_iter()
@@ -79,17 +121,45 @@ async fn sigterm_drains_every_client_and_exits_zero_before_the_deadline() {
         goodbye_times.push(goodbye["ts"].as_u64().unwrap());
     }
 
+    // Waiting longer than the bound lets a late exit be measured and named.
     let status = server
-        .wait_exit(Duration::from_secs(15))
+        .wait_exit(Duration::from_millis(3 * SHUTDOWN_TIMEOUT_MS))
         .await
         .expect("the server exits");
-    let elapsed = signalled.elapsed();
+    let elapsed = signalled.elapsed().as_millis() as u64;
     assert!(status.success(), "exit status {status:?}");
+    assert!(
+        (DEADLINE_MS..=SHUTDOWN_TIMEOUT_MS + MARGIN_MS).contains(&elapsed),
+        "exit {elapsed} ms after SIGTERM, expected at the deadline ({DEADLINE_MS} ms: the stuck \
+         client holds the server until then) and within SHUTDOWN_TIMEOUT {SHUTDOWN_TIMEOUT_MS} \
+         ms + {MARGIN_MS} ms"
+    );
+    let dropped = server
+        .output()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|record| {
+            record["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("shutdown deadline reached"))
+        });
+    assert_eq!(
+        dropped.map(|record| record["connections"].clone()),
+        Some(json!(1)),
+        "the stuck client, and only it, is dropped at the deadline: {}",
+        server.output()
+    );
     goodbye_times.sort_unstable();
+    let after_signal: Vec<u64> = goodbye_times
+        .iter()
+        .map(|ts| ts.saturating_sub(signalled_ms))
+        .collect();
+    assert_spread_over_window(&after_signal, CLIENTS as u64 + 1);
     println!(
-        "MEASURED shutdown: {CLIENTS} goodbyes spread over {} ms, exit after {} ms (SHUTDOWN_TIMEOUT 3000 ms)",
-        goodbye_times.last().unwrap() - goodbye_times[0],
-        elapsed.as_millis()
+        "MEASURED shutdown: {CLIENTS} goodbyes from {} to {} ms after SIGTERM (window \
+         {WINDOW_MS} ms), exit after {elapsed} ms (SHUTDOWN_TIMEOUT {SHUTDOWN_TIMEOUT_MS} ms)",
+        after_signal[0],
+        after_signal[CLIENTS - 1]
     );
     drop(stuck);
 }

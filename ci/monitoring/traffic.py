@@ -5,9 +5,12 @@ Two modes, both bounded in connections and time:
   load URL  --connections N --messages M --over-cap K
       N clients through URL (Traefik) each send M messages and pings, and a few bad frames
       (invalid JSON, unknown type, a non-object, a binary frame); one client floods past the
-      rate limit, one sends an oversized message. Then K extra clients try to connect at
-      once to push a colour past MAX_CONNECTIONS, one uses a forbidden Origin and one an
-      invalid connection id. Prints a JSON summary of what it saw.
+      rate limit and reads until the server ends its connection, one sends an oversized
+      message. Then K extra clients try to connect at once to push a colour past
+      MAX_CONNECTIONS, one uses a forbidden Origin and one an invalid connection id. Prints a
+      JSON summary of what it saw: every `error` answered by code (error:CODE), the flood's
+      goodbye by reason (goodbye:REASON) and close code (close:CODE), refused upgrades by
+      status (rejected:STATUS).
 
   hold URL... --count C --seconds S
       keeps C idle connections open to each URL (the servers directly) for at most S
@@ -89,21 +92,35 @@ async def talk(url, index, messages, seen):
             seen["error:" + (await expect_type(ws, "error"))["code"]] += 1
 
 
+async def until_closed(ws, seen):
+    """Reads until the server ends the connection: counts each `error` by code, each `goodbye`
+    by reason, and the close code."""
+    try:
+        async for raw in ws:
+            message = json.loads(raw)
+            if message.get("type") == "error":
+                seen["error:" + message["code"]] += 1
+            elif message.get("type") == "goodbye":
+                seen["goodbye:" + message["reason"]] += 1
+    except ConnectionClosed:
+        pass  # closed with an error code: still counted below
+    seen[f"close:{ws.close_code}"] += 1
+
+
 async def flood(url, seen):
-    """Sends faster than RATE_LIMIT_MSGS_PER_SEC allows, until the server says rate_limited."""
+    """Sends faster than RATE_LIMIT_MSGS_PER_SEC allows: refused with rate_limited, then ended
+    as a policy violation."""
     async with connect(chat(url, "truth-flood"), open_timeout=OPEN_TIMEOUT,
                        close_timeout=CLOSE_TIMEOUT) as ws:
         await expect_type(ws, "connection_established")
         for i in range(300):
             await ws.send(json.dumps({"type": "message", "id": str(i), "data": i}))
-        try:
-            seen["error:" + (await expect_type(ws, "error"))["code"]] += 1
-        except ConnectionClosed as closed:
-            seen[f"close:{closed.rcvd.code if closed.rcvd else 'none'}"] += 1
+        await until_closed(ws, seen)
 
 
 async def oversize(url, limit, seen):
-    """Sends one message larger than MAX_MESSAGE_BYTES; records the error or close it gets."""
+    """Sends one message larger than MAX_MESSAGE_BYTES; records the error it gets (the
+    connection stays open) or the close."""
     async with connect(chat(url, "truth-big"), open_timeout=OPEN_TIMEOUT, close_timeout=CLOSE_TIMEOUT,
                        max_size=None) as ws:
         await expect_type(ws, "connection_established")

@@ -4,10 +4,13 @@
 #
 # Cases 12.* and 13.* are excluded: they test permessage-deflate, which tungstenite does not
 # implement (the server never negotiates it, so they could only report UNIMPLEMENTED).
-# wstest exits 0 even when cases fail, so the verdict comes from its index.json: 0 FAILED, and
-# every connection the server must fail (bad framing, invalid UTF-8) ends with a close frame
-# carrying the expected code (1002, 1007) instead of a dropped TCP connection.
-# 6.4.3 and 6.4.4 are NON-STRICT (ci/autobahn_report.py says why); any other NON-STRICT fails.
+# wstest exits 0 even when cases fail, so the verdict comes from its reports
+# (ci/autobahn_report.py): 0 FAILED, 0 UNIMPLEMENTED, every closing handshake OK by Autobahn's
+# own verdict (behaviorClose), and every connection the server must fail (bad framing, invalid
+# UTF-8) ends with a close frame carrying the expected code (1002, 1007) instead of a dropped
+# TCP connection.
+# NON-STRICT: exactly the cases of KNOWN_NON_STRICT below; any other NON-STRICT case fails, and
+# so does a listed case that became strict (drop it from the list then).
 #
 # The echo endpoint uses the same WebSocket settings as /ws/chat; the run raises
 # MAX_MESSAGE_BYTES to 16 MiB (cases 9.* echo messages up to that size) and turns off the
@@ -20,6 +23,11 @@ WORK="$LOG_DIR/autobahn"
 rm -rf "$WORK"
 mkdir -p "$WORK"
 trap stop_server EXIT
+
+# 6.4.3 and 6.4.4: invalid UTF-8 in the middle of one text frame sent in chops. tungstenite
+# validates a frame only once all of it has arrived, so the connection fails at the end of the
+# frame instead of at the first bad byte ("fail fast").
+KNOWN_NON_STRICT=(6.4.3 6.4.4)
 
 start_server "$WORK" ENABLE_ECHO=true MAX_MESSAGE_BYTES=16777216 RATE_LIMIT_MSGS_PER_SEC=0
 REPORTS="$WORK/reports/servers"
@@ -41,7 +49,7 @@ log "wstest took $((SECONDS - start)) s"
 [ -s "$REPORTS/index.json" ] || die "wstest wrote no $REPORTS/index.json"
 
 status=0
-python3 "$REPO/ci/autobahn_report.py" "$REPORTS" concurrent-socket || status=1
+python3 "$REPO/ci/autobahn_report.py" "$REPORTS" concurrent-socket --allow-non-strict "${KNOWN_NON_STRICT[@]}" || status=1
 echo "RESULT autobahn: excluded 12.* and 13.* (permessage-deflate, not implemented by tungstenite)"
 stop_server || { log "the server did not exit cleanly on SIGTERM"; status=1; }
 exit "$status"

@@ -13,16 +13,21 @@
 #  5. journalctl -u ws@green -o json has the server's structured fields for ws@green.service.
 #  6. ws@blue and ws@green serve side by side on their own ports.
 #  7. A bad setting fails the start in ExecStartPre (check-config), naming the variable.
-# RESULT/MEASURED lines: exposure score, restart gap and failed attempts, kill -9 gap, watchdog.
-# Adaptations to this container, each said where it is made: LimitNOFILE=20000 (lib.sh),
-# MAX_CONNECTIONS_PER_IP=0 in the instances' settings (every test client is 127.0.0.1), and
-# step 4's drop-in running the faults build instead of the server.
+# RESULT/MEASURED lines: exposure score, restart gap and failed attempts, the old process's
+# drain (exit 0, after its last goodbye, within SHUTDOWN_TIMEOUT), kill -9 gap and which
+# attempts failed (only handshakes the killed process had accepted), watchdog.
+# Adaptations to this container, each said where it is made: LimitNOFILE=20000 (lib.sh; the
+# server's limit is compared with it), MAX_CONNECTIONS_PER_IP=0 in the instances' settings
+# (every test client is 127.0.0.1), step 4's drop-in running the faults build instead of the
+# server, and an observer drop-in (ci-exit-status.conf) that logs each main process's exit
+# code and status, which systemd itself logs only at debug level when the exit is clean.
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 . "$REPO/ci/systemd/lib.sh"
 
 CHURN_RATE=${CHURN_RATE:-300}       # new connections per second during restarts
 HELD=${HELD:-50}                    # connections open across the graceful restart
+SHUTDOWN_TIMEOUT_MS=10000           # the server's default, written in the instances' settings
 PYTHON="$VENV/bin/python"
 WORK=$(mktemp -d)
 CHURN_PID=""                        # the churn client running in the background, if any
@@ -93,6 +98,29 @@ churn() {
 field() { jq -rc "$2" "$WORK/$1.json"; }
 
 prop() { IN systemctl show -P "$2" "$1"; }
+
+# ExecStopPost= gets the main process's $EXIT_CODE and $EXIT_STATUS from systemd; "+" runs it
+# outside the unit's sandbox. Its line lands in the unit's journal, under the invocation id.
+log_exit_status() {
+  printf '%s\n' "# CI only: record how each main process ended (exit_status reads it)." "[Service]" \
+    "ExecStopPost=+/bin/sh -c 'echo \"ci-exit-status: \$\$EXIT_CODE \$\$EXIT_STATUS\"'" |
+    IN tee /etc/systemd/system/ws@.service.d/ci-exit-status.conf > /dev/null
+  IN systemctl daemon-reload
+}
+
+# exit_status UNIT INVOCATION_ID: "CODE STATUS REALTIME_US" of that invocation's main process
+# (exited 0, killed KILL...), from log_exit_status's journal line; empty if none comes in 10 s.
+exit_status() {
+  local deadline=$((SECONDS + 10)) found
+  until found=$(jq -nr --arg id "$2" 'first(inputs | select(._SYSTEMD_INVOCATION_ID == $id and
+      (.MESSAGE | tostring | startswith("ci-exit-status: "))))
+    | "\(.MESSAGE | ltrimstr("ci-exit-status: ")) \(.__REALTIME_TIMESTAMP)"' "$(journal_json "$1")") && [ -n "$found" ]; do
+    [ "$SECONDS" -lt "$deadline" ] || return 0
+    sleep 0.2
+  done
+  echo "$found"
+}
+
 # prop_us UNIT PROPERTY: a timestamp property in µs since the epoch.
 prop_us() {
   local text
@@ -119,7 +147,8 @@ wait_file() {
 set_instance_settings() {
   local name=$1; shift
   # Every client of this test connects from 127.0.0.1, standing for many real clients.
-  printf '%s\n' "MAX_CONNECTIONS_PER_IP=0" "$@" | IN tee "/etc/concurrent-socket/$name.env" > /dev/null
+  printf '%s\n' "MAX_CONNECTIONS_PER_IP=0" "SHUTDOWN_TIMEOUT=$SHUTDOWN_TIMEOUT_MS" "$@" |
+    IN tee "/etc/concurrent-socket/$name.env" > /dev/null
 }
 
 # --- 1. socket activation and READY=1 -----------------------------------------------------
@@ -146,14 +175,22 @@ first_connection_starts_service() {
   if [ "$exec_start" -ge "$first_log" ] || [ "$first_log" -ge "$active_enter" ]; then
     die "not gated on READY=1: exec $exec_start, first server record $first_log, active $active_enter (µs)"
   fi
-  echo "MEASURED open-file limit of the server process: $(IN grep 'Max open files' "/proc/$pid/limits" | awk '{print $4}') (LimitNOFILE=$(prop ws@green.service LimitNOFILE))"
+  # The limit the server really gets: the container's, said in install_units' drop-in.
+  local soft hard
+  read -r soft hard < <(IN grep 'Max open files' "/proc/$pid/limits" | awk '{print $4, $5}')
+  [ "$(prop ws@green.service LimitNOFILE)" = "$CONTAINER_FILE_LIMIT" ] ||
+    die "LimitNOFILE of ws@green.service is $(prop ws@green.service LimitNOFILE), expected $CONTAINER_FILE_LIMIT"
+  [ "$soft $hard" = "$CONTAINER_FILE_LIMIT $CONTAINER_FILE_LIMIT" ] ||
+    die "the server's open-file limit is $soft (soft) $hard (hard), expected $CONTAINER_FILE_LIMIT (LimitNOFILE)"
+  echo "RESULT open-file limit of the server process: $soft soft, $hard hard = LimitNOFILE $CONTAINER_FILE_LIMIT"
   echo "RESULT activation: first connection started ws@green.service; active $(((active_enter - exec_start) / 1000)) ms after exec, once READY=1 came (Type=$(prop ws@green.service Type))"
 }
 
 # --- 2. graceful restart under churn --------------------------------------------------------
 restart_under_churn() {
-  local old_pid new_pid
+  local old_pid new_pid old_invocation
   old_pid=$(main_pid ws@green.service)
+  old_invocation=$(prop ws@green.service InvocationID)
   churn restart 3002 --rate "$CHURN_RATE" --duration 60 --hold "$HELD" \
     --ready-file "$WORK/restart.ready" --stop-file "$WORK/restart.stop" &
   CHURN_PID=$!
@@ -171,6 +208,14 @@ restart_under_churn() {
   new_pid=$(main_pid ws@green.service)
   [ "$new_pid" != "$old_pid" ] || die "ws@green.service main pid unchanged ($old_pid): no restart happened"
 
+  # The old process: exit 0, after its last goodbye and within SHUTDOWN_TIMEOUT.
+  local code status exit_us
+  read -r code status exit_us < <(exit_status ws@green.service "$old_invocation") || true
+  [ -n "${exit_us:-}" ] || die "no exit status of the old process (invocation $old_invocation) in the journal"
+  echo "MEASURED restart: the old process ended ($code $status) $(((exit_us - restart_us) / 1000)) ms after \`systemctl restart\`"
+  [ "$code $status" = "exited 0" ] || die "the old process ended with $code $status after SIGTERM, expected exited 0"
+  check_drain_time "old process" $(((exit_us - restart_us) / 1000)) "$SHUTDOWN_TIMEOUT_MS" "$HELD"
+
   jq -c . "$WORK/restart.json"
   echo "MEASURED restart: longest gap without a successful connection $(field restart .longest_gap_s) s; failed attempts $(field restart .failed) of $(field restart .attempts) at $CHURN_RATE/s; latency p99 $(field restart .latency_p99_s) s, max $(field restart .latency_max_s) s"
   echo "MEASURED restart: new server process started ${stopped_ms} ms after \`systemctl restart\` (the old one's drain of $HELD connections), ready ${ready_ms} ms after it"
@@ -184,8 +229,9 @@ restart_under_churn() {
 
 # --- 3. kill -9 ------------------------------------------------------------------------------
 kill9_under_churn() {
-  local old_pid socket_since restarts_before
+  local old_pid socket_since restarts_before old_invocation
   old_pid=$(main_pid ws@green.service)
+  old_invocation=$(prop ws@green.service InvocationID)
   socket_since=$(prop ws@green.socket ActiveEnterTimestampMonotonic)
   restarts_before=$(prop ws@green.service NRestarts)
   churn kill9 3002 --rate "$CHURN_RATE" --duration 60 --stop-file "$WORK/kill9.stop" &
@@ -193,6 +239,7 @@ kill9_under_churn() {
   sleep 2
   local killed_us=${EPOCHREALTIME/./}
   IN kill -9 "$old_pid"
+  local kill_returned_us=${EPOCHREALTIME/./}
   local deadline=$((SECONDS + 20))
   until [ "$(main_pid ws@green.service)" != "$old_pid" ] && [ "$(IN systemctl is-active ws@green.service)" = active ]; do
     [ "$SECONDS" -lt "$deadline" ] || die "ws@green.service not restarted 20 s after kill -9"
@@ -213,7 +260,19 @@ kill9_under_churn() {
   down_ms=$((($(prop_us ws@green.service ActiveEnterTimestamp) - killed_us) / 1000))
   echo "MEASURED kill -9: longest gap without a successful connection $(field kill9 .longest_gap_s) s; failed attempts $(field kill9 .failed) of $(field kill9 .attempts) (in flight on the killed process: $(field kill9 .failures)), refused $refused"
   [ "$refused" = 0 ] || die "$refused connection attempts refused: the socket closed"
-  echo "RESULT kill -9: systemd restarted ws@green.service (NRestarts $(prop ws@green.service NRestarts)), ready again $down_ms ms after the kill; socket never closed, 0 refused"
+  local ended
+  ended=$(exit_status ws@green.service "$old_invocation")
+  [ "${ended% *}" = "killed KILL" ] || die "the killed process ended with '${ended% *}', expected killed KILL"
+  # docs/systemd.md: the attempts that fail are handshakes the killed process had already
+  # accepted: begun before the kill, still going at it, and ended by the connection dropping
+  # (not refused, not timed out, not answered with an HTTP error). Every later attempt waits in
+  # the socket's queue for the new process and succeeds.
+  local other
+  other=$(jq -c --argjson killed "$killed_us" --argjson returned "$kill_returned_us" '[.failed_attempts[]
+      | select((.kind | IN("reset", "dropped_during_handshake", "closed_before_established") | not)
+               or .start_us >= $returned or .end_us < $killed)]' "$WORK/kill9.json")
+  [ "$other" = "[]" ] || die "attempts that failed other than as handshakes the killed process had accepted (kill at $killed_us-$kill_returned_us µs): $other"
+  echo "RESULT kill -9: systemd restarted ws@green.service (NRestarts $(prop ws@green.service NRestarts)), ready again $down_ms ms after the kill; socket never closed, 0 refused; the $(field kill9 .failed) failed attempts were all handshakes the killed process had accepted (begun before the kill, dropped)"
 }
 
 # --- 4. watchdog -----------------------------------------------------------------------------
@@ -297,6 +356,7 @@ main() {
   static_checks
   boot_systemd ci-ws-systemd
   install_units blue green
+  log_exit_status
   set_instance_settings green
   set_instance_settings blue
   first_connection_starts_service

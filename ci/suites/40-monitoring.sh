@@ -7,10 +7,13 @@
 #     (configuration rendered by nixos/lib/traefik.nix), a real Prometheus loading alerts/;
 #     `loadtest smoke` and traffic with bad input through Traefik; then every dashboard
 #     query, every rule expression and every runbook query must return series from
-#     Prometheus (ci/monitoring/truth.mjs);
+#     Prometheus, every panel must move under the traffic (but the few listed as flat, with
+#     why), and the counts the traffic fixes must be exact (ci/monitoring/truth.mjs);
 #  3. the blue/green down alerts against real processes: blue killed with clients while green
-#     is up raises nothing; green drained by SIGTERM raises nothing for green, and leaves blue's
-#     crash as WebSocketServerDown (no colour left) with WebSocketBothColoursDown.
+#     is up raises nothing; green drained by SIGTERM (exit 0, after its last goodbye, within
+#     SHUTDOWN_TIMEOUT) raises nothing for green, and leaves blue's crash as
+#     WebSocketServerDown (no colour left) with WebSocketBothColoursDown.
+# The mutation test of step 2 is ci/monitoring/mutations.sh (by hand; docs/monitoring.md).
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 # shellcheck source=ci/traefik.sh
@@ -45,44 +48,17 @@ node ci/monitoring/lint.mjs
 node ci/monitoring/typecheck.mjs "$WORK/tsc"
 echo "RESULT promtool: $(grep -c 'alertname:' alerts/tests/*.yml) alert evaluations in unit tests pass"
 
-log "starting blue, green, Traefik and Prometheus"
-[ -x "$BIN_DIR/concurrent-socket" ] || die "$BIN_DIR/concurrent-socket not built"
-SERVER_SETTINGS=(MAX_CONNECTIONS=15 HEARTBEAT_INTERVAL=1000 RATE_LIMIT_MSGS_PER_SEC=50
-  MAX_MESSAGE_BYTES=4096 SHUTDOWN_TIMEOUT=4000 TRUSTED_PROXIES=127.0.0.1)
-start_server blue "$WORK" "${SERVER_SETTINGS[@]}"
-start_server green "$WORK" "${SERVER_SETTINGS[@]}"
-render_traefik_config "$WORK/dynamic"
-start_traefik "$WORK/traefik" "$WORK/dynamic"
-wait_http "http://127.0.0.1:$TRAEFIK_WEB/ready" 20 || die "Traefik routes nothing to the servers"
-broken=$(traefik_errors)
-[ -z "$broken" ] || die "Traefik reports broken configuration: $broken"
-start_prometheus "$WORK"
-wait_prom 'up{job="concurrent-socket"} == 1' 30 || die "Prometheus scrapes no server"
-
-log "traffic through Traefik: loadtest smoke, then bad input and excess connections"
-[ -x "$BIN_DIR/loadtest" ] || die "$BIN_DIR/loadtest not built"
-rc=0
-"$BIN_DIR/loadtest" smoke --url "ws://127.0.0.1:$TRAEFIK_WEB" --users 16 --json > "$WORK/smoke.json" \
-  2> "$WORK/smoke.log" || rc=$?
-# 0 or 1 (a threshold failed) both mean the load ran; judging the server is not this suite's job.
-[ "$rc" -le 1 ] || { cat "$WORK/smoke.log" >&2; die "loadtest smoke could not run (exit $rc)"; }
-jq -r '"MEASURED loadtest smoke through Traefik: \(.connections.established)/\(.connections.attempts) connections, \(.messages.answered) messages answered, round trip p95 \(.latency.round_trip.p95_ms) ms, thresholds passed: \(.passed)"' \
-  "$WORK/smoke.json"
-"$VENV/bin/python" ci/monitoring/traffic.py load "ws://127.0.0.1:$TRAEFIK_WEB" \
-  --connections 20 --messages 20 --over-cap 40 --max-message-bytes 4096 | tee "$WORK/traffic.json"
-# Scrapes and rule evaluations after the last request; every 5xx counted by Traefik.
-sleep 4
-wait_prom 'sum(traefik_router_requests_total{router="ws@file", code=~"5.."}) > 0' 10 ||
-  die "Traefik counted no 5xx on the ws router: the over-cap clients did not reach the cap"
+start_stack_with_traffic "$WORK"
 
 log "every dashboard query and rule expression through Prometheus"
-node ci/monitoring/truth.mjs "$PROM_URL"
+node ci/monitoring/truth.mjs "$PROM_URL" --traffic "$WORK/traffic.json"
 
 log "blue/green down alerts against real processes"
+HELD=5
 "$VENV/bin/python" ci/monitoring/traffic.py hold "ws://127.0.0.1:$BLUE_PORT" "ws://127.0.0.1:$GREEN_PORT" \
-  --count 5 --seconds 60 > "$WORK/hold.json" &
+  --count "$HELD" --seconds 60 > "$WORK/hold.json" &
 HOLD_PID=$!
-wait_prom 'websocket_connections_active{colour="blue"} >= 5 and on () websocket_connections_active{colour="green"} >= 5' 20 ||
+wait_prom "websocket_connections_active{colour=\"blue\"} >= $HELD and on () websocket_connections_active{colour=\"green\"} >= $HELD" 20 ||
   die "the held connections did not show in Prometheus"
 alert_states() { # alertname -> "colour-or-host state" lines
   curl -fsS "$PROM_URL/api/v1/alerts" |
@@ -90,21 +66,22 @@ alert_states() { # alertname -> "colour-or-host state" lines
 }
 # Blue crashes with clients while green is up (a crash during a handover): no page.
 kill -KILL "$BLUE_PID"
-wait "$BLUE_PID" 2>/dev/null || true
+blue_status=0
+wait "$BLUE_PID" 2>/dev/null || blue_status=$?
+[ "$blue_status" -eq 137 ] || die "blue exited with status $blue_status after SIGKILL, expected 137 (killed by signal 9)"
 wait_prom 'up{colour="blue"} == 0' 15 || die "Prometheus did not see blue go down"
 sleep 3  # several rule evaluations
 if alert_states WebSocketServerDown | grep -q .; then
   die "WebSocketServerDown raised for blue while green was up: $(alert_states WebSocketServerDown)"
 fi
 # Green, now the only colour, is stopped on purpose: it drains, and blue's crash is the page.
-drain_start=$EPOCHREALTIME
-kill -TERM "$GREEN_PID"
-wait "$GREEN_PID" || die "green exited with an error after SIGTERM"
-awk -v a="$drain_start" -v b="$EPOCHREALTIME" \
-  'BEGIN { printf "MEASURED green drain with 5 clients: %.2f s from SIGTERM to exit (SHUTDOWN_TIMEOUT=4000 ms)\n", b - a }'
-wait "$HOLD_PID" || true
+drain_server "$GREEN_PID" "$STACK_SHUTDOWN_TIMEOUT" "$HELD" green
+wait "$HOLD_PID" || die "the client holding connections failed: $(cat "$WORK/hold.json")"
 HOLD_PID=
 echo "held connections: $(cat "$WORK/hold.json")"
+# Blue's clients lost their connections without a goodbye; green's were each told to leave.
+[ "$(jq '."goodbye:server_shutdown"' "$WORK/hold.json")" = "$HELD" ] ||
+  die "green's $HELD held connections did not each get goodbye server_shutdown"
 [ "$(prom_value 'max_over_time(websocket_draining{colour="green"}[1m])')" = 1 ] ||
   die "Prometheus never saw green draining: the drain is shorter than a scrape interval"
 

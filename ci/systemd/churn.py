@@ -11,6 +11,8 @@ Writes one JSON report (to --report, else stdout):
   attempts, succeeded, failed, server_ids: {serverId: count} of the successful attempts,
   failures: {kind: count} (refused, reset, timeout, http_NNN, dropped_during_handshake,
   closed_before_established, unexpected_first_message, other), failure_examples,
+  failed_attempts: [{kind, start_us, end_us}] (realtime clock, µs since the epoch, to set
+  against the moment of a kill),
   longest_gap_s: the longest time with no successful attempt (from the first attempt's start),
   gap_start_s/gap_end_s (relative to the first attempt), latency_p50_s/p99_s/max_s,
   held: {opened, goodbye: {reason: count}, close_codes: {code: count}, errors, still_open}.
@@ -162,6 +164,10 @@ async def run(args):
 def summarize(results, begin, held_ended, held_errors, still_open, held_opened):
     successes = sorted(end for _, end, outcome in results if isinstance(outcome, str))
     failures = [outcome for _, _, outcome in results if not isinstance(outcome, str)]
+    realtime_offset = time.time() - time.monotonic()
+
+    def epoch_us(monotonic):
+        return round((monotonic + realtime_offset) * 1e6)
     gap, gap_start, gap_end = longest_gap(begin, successes, max(end for _, end, _ in results))
     latencies = sorted(end - start for start, end, outcome in results if isinstance(outcome, str))
     return {
@@ -171,6 +177,8 @@ def summarize(results, begin, held_ended, held_errors, still_open, held_opened):
         "server_ids": dict(Counter(outcome for _, _, outcome in results if isinstance(outcome, str))),
         "failures": dict(Counter(failure_kind(e) for e in failures)),
         "failure_examples": sorted({f"{type(e).__name__}: {e}" for e in failures})[:5],
+        "failed_attempts": [{"kind": failure_kind(outcome), "start_us": epoch_us(start), "end_us": epoch_us(end)}
+                            for start, end, outcome in results if not isinstance(outcome, str)],
         "longest_gap_s": round(gap, 3),
         "gap_start_s": round(gap_start - begin, 3),
         "gap_end_s": round(gap_end - begin, 3),
