@@ -4,7 +4,8 @@
 # rollout changes the idle colour only):
 #
 # - role "ws": services.concurrent-socket (blue and green behind Traefik) from nixos/module.nix;
-#   an `nlb-health` Traefik entry point for the NLB's health check; the loopback metrics
+#   an `nlb-health` Traefik entry point for the NLB's health check, and proxy protocol from the
+#   NLB when it terminates TLS; the loopback metrics
 #   listeners exposed to the monitoring host on the private network; the journal shipped to
 #   the monitoring host's Loki by Grafana Alloy.
 # - role "monitoring": Prometheus (finding the WebSocket hosts by EC2 tags), Grafana and Loki,
@@ -33,7 +34,10 @@ in
     {
       # The first boot ran the bootstrap; from now on new systems arrive from the rollout.
       virtualisation.amazon-init.enable = false;
-      nix.settings.experimental-features = [ "nix-command" "flakes" ];
+      # With the fleet's binary cache for every later build on the host (the first boot passes
+      # it to nixos-rebuild itself: templates/bootstrap.sh.tftpl).
+      nix.settings = { experimental-features = [ "nix-command" "flakes" ]; }
+        // fleetLib.nixSettings (fleet.binaryCache or null);
       services.openssh = {
         enable = true;
         settings = {
@@ -57,10 +61,8 @@ in
         openFirewall = true;
         instances.blue = { package = colourPackages.blue; settings = serverSettings; };
         instances.green = { package = colourPackages.green; settings = serverSettings; };
-        traefik = {
-          inherit (fleet) domain;
-          acme.email = if fleet.domain == null then null else fleet.acmeEmail;
-        };
+        # No ACME on the hosts: TLS, when there is TLS, ends at the NLB (terraform/modules/ws-fleet/tls.tf).
+        traefik = { inherit (fleet) domain; };
         # The fleet's monitoring stack runs on the monitoring host; Alloy ships this host's
         # journal to its Loki.
         prometheus.enable = false;
@@ -72,7 +74,10 @@ in
         };
       };
 
-      services.traefik.static.settings.entryPoints.${fleetLib.healthEntryPoint}.address = ":${toString healthPort}";
+      services.traefik.static.settings.entryPoints = fleetLib.entryPoints {
+        healthAddress = ":${toString healthPort}";
+        inherit (fleet) proxyProtocolTrustedIPs;
+      };
       systemd.tmpfiles.settings."30-fleet-host"."${traefikDir}/nlb-health.yml"."L+".argument =
         "${json.generate "nlb-health.yml" fleetLib.healthRouting}";
 
