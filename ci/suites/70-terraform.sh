@@ -84,7 +84,7 @@ render 'local.user_data' > "$WORK/user-data.sh"
 head -c 2 "$WORK/user-data.sh" | grep -q '#!' || die "user data does not start with #! (amazon-init would treat it as Nix)"
 bash -n "$WORK/user-data.sh"
 shellcheck -s bash "$WORK/user-data.sh"
-grep -qF -- "--option extra-substituters 'https://cache.example.com'" "$WORK/user-data.sh" ||
+sed -n "/<<'CACHE_OPTIONS'$/,/^CACHE_OPTIONS$/p" "$WORK/user-data.sh" | grep -qx 'https://cache.example.com' ||
   die "the rendered user data does not pass the binary cache to the first nixos-rebuild"
 mkdir -p "$WORK/host" "$WORK/nixpkgs-stub"
 render 'local.nixos_files["flake.nix"]' > "$WORK/host/flake.nix"

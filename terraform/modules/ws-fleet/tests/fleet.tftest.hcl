@@ -307,14 +307,14 @@ run "binary_cache_reaches_the_first_boot_and_the_hosts_configuration" {
     error_message = "Every host's fleet.json must name the binary cache and its key."
   }
   assert {
-    condition     = strcontains(module.ws_host["fleet-ws-01"].user_data, "nixos-rebuild switch --flake /etc/nixos#fleet-host --option extra-substituters 'https://cache.example.com' --option extra-trusted-public-keys '${var.binary_cache.public_key}'")
+    condition     = strcontains(module.ws_host["fleet-ws-01"].user_data, "<<'CACHE_OPTIONS'\n--option\nextra-substituters\nhttps://cache.example.com\n--option\nextra-trusted-public-keys\n${var.binary_cache.public_key}\nCACHE_OPTIONS\n") && strcontains(module.ws_host["fleet-ws-01"].user_data, "nixos-rebuild switch --flake /etc/nixos#fleet-host \"$${cache_options[@]}\"")
     error_message = "The first boot's build must use the binary cache."
   }
 }
 
 run "no_binary_cache_by_default" {
   assert {
-    condition     = jsondecode(module.ws_host["fleet-ws-01"].nixos_files["fleet.json"]).binaryCache == null && !strcontains(module.ws_host["fleet-ws-01"].user_data, "extra-substituters")
+    condition     = jsondecode(module.ws_host["fleet-ws-01"].nixos_files["fleet.json"]).binaryCache == null && strcontains(module.ws_host["fleet-ws-01"].user_data, "<<'CACHE_OPTIONS'\n\nCACHE_OPTIONS\n")
     error_message = "Without binary_cache the hosts use cache.nixos.org only."
   }
   assert {
