@@ -30,7 +30,11 @@ case "$*" in
   "cat /etc/nixos/colours.json") cat "$dir/pins" ;;
   "sh -c "*) cat > "$dir/pins" ;;
   "wsctl deploy --to "*)
-    if [ -e "$dir/slow-deploy" ]; then touch "$dir/deploying"; sleep 60; fi
+    # The process that marks the deploy as running is the one that then waits, so a Ctrl-C
+    # sent once the mark exists always reaches it (touch; sleep raced with the signal).
+    if [ -e "$dir/slow-deploy" ]; then
+      exec "$PYTHON" -c 'import pathlib, sys, time; pathlib.Path(sys.argv[1]).touch(); time.sleep(60)' "$dir/deploying"
+    fi
     if [ -e "$dir/fail-deploy" ]; then echo "deploy failed: green never became ready; rolled back to blue" >&2; exit 1; fi
     echo "$4" > "$dir/active" ;;
   *) echo "unexpected remote command: $*" >&2; exit 99 ;;
@@ -40,7 +44,7 @@ esac
 
 @pytest.fixture
 def env(tmp_path, outputs):
-    return make_env(tmp_path, outputs, SSH, OLD_REF=OLD)
+    return make_env(tmp_path, outputs, SSH, OLD_REF=OLD, PYTHON=sys.executable)
 
 
 def host_state(env, ip: str) -> tuple[str, dict]:
