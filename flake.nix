@@ -52,17 +52,13 @@
       server = pkgs: workspaceBinary pkgs {
         member = "concurrent-socket";
         description = "WebSocket server (protocol v1) with its systemd units, dashboards and alert rules";
-        # Units as docs/architecture.md names them, with the binary path filled in; the
+        # Units as docs/architecture.md names them (ws@.service runs each colour's profile,
+        # /var/lib/concurrent-socket/profiles/COLOUR, which the NixOS module creates); the
         # dashboards, which the NixOS module provisions from here, and the rules for other
         # Prometheus hosts (the module loads them from the source tree: a list of files in a
         # build output cannot be read at evaluation without import-from-derivation).
         postInstall = ''
           install -Dm644 -t $out/lib/systemd/system systemd/*.socket systemd/*.service
-          substituteInPlace $out/lib/systemd/system/ws@.service --replace-fail @bindir@ $out/bin
-          if grep -rl @bindir@ $out/lib/systemd/system; then
-            echo "unsubstituted @bindir@ left in the units above" >&2
-            exit 1
-          fi
           install -Dm644 -t $out/share/concurrent-socket/grafana/dashboards grafana/dashboards/*.json
           install -Dm644 -t $out/share/concurrent-socket/alerts alerts/*.yml
         '';

@@ -93,20 +93,18 @@ let
   # Ports below the ephemeral range's floor can never be handed out anyway.
   reservedPorts = lib.filter (port: port >= 1024) listenPorts;
 
-  # wsctl's view of the host (wsctl/src/config.rs): the same ports, URLs and directories.
+  # The package each instance is deployed with: its own, or the module's.
+  instancePackage = name: if cfg.instances.${name}.package != null then cfg.instances.${name}.package else cfg.package;
+
+  # wsctl's view of the host (wsctl/src/config.rs): the same ports, URLs and directories,
+  # and the package `wsctl deploy` pins each colour's profile to.
   wsctlConfig = json.generate "wsctl.json" {
     instances = mapAttrs (_: inst: { inherit (inst) port metricsPort; }) instances;
+    packages = mapAttrs (name: _: "${instancePackage name}") instances;
     publicUrl = "ws://${loopbackAddress}";
     traefikApi = "http://127.0.0.1:${toString cfg.traefik.apiPort}";
     inherit stateDir traefikDir;
     loadtest = "${cfg.loadtestPackage}/bin/loadtest";
-  };
-
-  # The start commands of ws@.service, for an instance pinned to another package. The
-  # empty entries reset the template's commands.
-  serverCommands = package: {
-    ExecStartPre = [ "" "${package}/bin/concurrent-socket check-config" ];
-    ExecStart = [ "" "${package}/bin/concurrent-socket" ];
   };
 
   # Settings the server reads, typed; any other variable is accepted as is (freeform).
@@ -151,7 +149,7 @@ let
         package = mkOption {
           type = types.nullOr types.package;
           default = null;
-          description = "Server package for this instance only (for example a candidate build on green); null = services.concurrent-socket.package.";
+          description = "Server package for this instance only (for example a candidate build on green); null = services.concurrent-socket.package. `wsctl deploy` pins the instance's profile to it; a rebuild alone never changes what a colour runs.";
         };
         settings = mkOption {
           type = types.submodule [
@@ -485,12 +483,14 @@ in
             # restarts an instance: `wsctl deploy` restarts the idle colour, checks it, then
             # moves new connections to it.
             restartIfChanged = false;
+            # The colour's profile, whatever the package's template says: a restart keeps
+            # the colour's build (nixos/lib/instances.nix).
             serviceConfig = {
               LimitNOFILE = cfg.tuning.limitNOFILE;
               # The drain (SHUTDOWN_TIMEOUT) always ends before systemd's SIGKILL.
               TimeoutStopSec = hostLib.stopTimeoutSeconds (inst.settings.SHUTDOWN_TIMEOUT or null);
             }
-            // optionalAttrs (cfg.instances.${name}.package != null) (serverCommands cfg.instances.${name}.package);
+            // (instancesLib.unitSettings name instances.${name}).serviceCommands;
           })
         instances;
 
@@ -522,7 +522,24 @@ in
           mode = "0644";
           argument = cfg.activeColour;
         };
-      };
+      }
+      # Each colour's profile, created (`L`) only when missing: `wsctl deploy` moves it. An
+      # indirect GC root keeps the package it points at through garbage collection.
+      // {
+        ${instancesLib.profilesDir}.d = {
+          mode = "0755";
+          user = "root";
+          group = "root";
+        };
+      }
+      // concatMapAttrs
+        (name: inst:
+          let profile = (instancesLib.unitSettings name inst).profile; in
+          {
+            ${profile}.L.argument = "${instancePackage name}";
+            "/nix/var/nix/gcroots/concurrent-socket-${name}"."L+".argument = profile;
+          })
+        instances;
 
       boot.kernel.sysctl = mkIf cfg.tuning.enable {
         "net.core.somaxconn" = mkDefault cfg.tuning.somaxconn;

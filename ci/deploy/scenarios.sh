@@ -5,17 +5,22 @@
 # Traefik (ci/traefik.sh) runs here too; wsctl runs inside the container (IN), as an
 # operator would, and ci/deploy/traffic.py sends client traffic through Traefik meanwhile.
 #
+#   0. a new build is installed (systemd/install.sh with the fault-injection binary, run
+#      without faults: a real, different build); it is the candidate every deploy below
+#      puts on green, while blue keeps the old build in its profile
 #   1. green fails its health check (faults build, FAULT_READY_503=1): rolled back
 #   2. green fails the smoke load test (FAULT_RESPONSE_DELAY_MS=1500): rolled back
 #   3. green is killed (kill -9) as soon as Traefik routes to it: rolled back
 #   3b. the operator interrupts wsctl (SIGINT) during the load test: rolled back
-#   4. a normal blue -> green deploy, with a second deploy started meanwhile (refused by the
-#      lock); then `wsctl status` and a dry run
+#   4. a normal blue -> green deploy of the new build, with a second deploy started meanwhile
+#      (refused by the lock); then `wsctl status` and a dry run
 #   5. `wsctl rollback` refused while blue is stopped, then back to blue, started again,
-#      while green serves
+#      while green serves; then blue is killed (kill -9): systemd brings it back on the OLD
+#      build, its profile's
 #   6. blue -> green again, shifting the weights in 3 steps
-# Each failure scenario ends with traffic on blue, green stopped, exit 1. RESULT lines give
-# per scenario: failed connection attempts, reconnects, longest gap, deploy time.
+# Each failure scenario ends with traffic on blue, green stopped and its profile back on the
+# old build, exit 1. RESULT lines give per scenario: failed connection attempts, reconnects,
+# longest gap, deploy time; ci/deploy/table.py turns the reports into docs/deploy.md's table.
 set -euo pipefail
 # shellcheck source=ci/lib.sh
 . "$(dirname "$0")/../lib.sh"
@@ -66,6 +71,24 @@ green_faults() {
       "ExecStart=" "ExecStart=$CONTAINER_BINDIR/concurrent-socket-faults" | IN tee "$dropin" > /dev/null
   fi
   IN systemctl daemon-reload
+}
+
+PROFILES=/var/lib/concurrent-socket/profiles # in the container; $WORK/state/profiles here
+# build_of COLOUR: the build directory the colour's running process executes from.
+build_of() {
+  local exe
+  exe=$(IN readlink "/proc/$(main_pid "ws@$1.service")/exe")
+  echo "${exe%/bin/concurrent-socket}"
+}
+pinned() { IN readlink "$PROFILES/$1"; }
+
+# assert_build NAME COLOUR BUILD: the colour's profile pins BUILD; if it runs, it runs BUILD.
+assert_build() {
+  local name=$1 colour=$2 build=$3
+  [ "$(pinned "$colour")" = "$build" ] || die "$name: $colour's profile pins $(pinned "$colour"), expected $build"
+  if [ "$(main_pid "ws@$colour.service")" != 0 ]; then
+    [ "$(build_of "$colour")" = "$build" ] || die "$name: $colour runs $(build_of "$colour"), expected $build"
+  fi
 }
 
 # serving_colour: serverId of the colour Traefik sends HTTP requests to now.
@@ -141,12 +164,40 @@ assert_rolled_back() {
   [ "$(jq -c '[.http.services["ws-active"].weighted.services[].name]' "$DYNAMIC/routing.yml")" = '["ws-blue"]' ] ||
     die "$name: routing.yml is $(cat "$DYNAMIC/routing.yml")"
   [ "$(serving_colour)" = blue ] || die "$name: Traefik does not serve blue"
-  # The long-lived clients never left blue.
+  # The long-lived clients never left blue: no goodbye, no drop.
   [ "$(t "$name" .clients.drops_without_goodbye)" -eq 0 ] || die "$name: clients dropped without goodbye"
+  [ "$(t "$name" '.clients.goodbyes | tojson')" = "{}" ] || die "$name: goodbyes $(t "$name" '.clients.goodbyes | tojson') on blue"
   [ "$(t "$name" '.clients.final_server.blue // 0')" -eq "$CLIENTS" ] ||
     die "$name: not every client is on blue at the end: $(t "$name" .clients.final_server)"
   [ "$(t "$name" '.new.by_server.blue // 0')" -gt 0 ] || die "$name: no new connection reached blue"
+  # The rollback put green's profile back: a later start of green runs the old build.
+  assert_build "$name" green "$OLD_BUILD"
+  assert_build "$name" blue "$OLD_BUILD"
 }
+
+# assert_moved NAME FROM TO: every long-lived client got FROM's goodbye (server_shutdown,
+# reconnect: true), reconnected to TO and is there at the end; none lost without goodbye.
+assert_moved() {
+  local name=$1 from=$2 to=$3
+  [ "$(t "$name" .clients.drops_without_goodbye)" -eq 0 ] ||
+    die "$name: $(t "$name" .clients.drops_without_goodbye) clients lost without goodbye"
+  [ "$(t "$name" .clients.goodbye_without_reconnect)" -eq 0 ] || die "$name: a goodbye without reconnect: true"
+  [ "$(t "$name" '.clients.goodbyes | tojson')" = "{\"server_shutdown\":$CLIENTS}" ] ||
+    die "$name: goodbyes $(t "$name" '.clients.goodbyes | tojson'), expected exactly $CLIENTS server_shutdown"
+  [ "$(t "$name" ".clients.moved[\"$from->$to\"] // 0")" -eq "$CLIENTS" ] ||
+    die "$name: clients moved $(t "$name" .clients.moved), expected all $CLIENTS $from->$to"
+  [ "$(t "$name" ".clients.final_server.$to // 0")" -eq "$CLIENTS" ] ||
+    die "$name: at the end clients are on $(t "$name" .clients.final_server)"
+}
+
+# --- 0. a new build to deploy ----------------------------------------------------------------
+OLD_BUILD=$(pinned blue)
+IN "$CONTAINER_REPO/systemd/install.sh" --bindir "$CONTAINER_BINDIR" "$CONTAINER_CI_BIN/concurrent-socket-faults" > "$WORK/install-new.log"
+NEW_BUILD=$(IN readlink /var/lib/concurrent-socket/candidate)
+[ "$NEW_BUILD" != "$OLD_BUILD" ] || die "the new build landed in the old build's directory $OLD_BUILD"
+assert_build "install" blue "$OLD_BUILD"
+assert_build "install" green "$OLD_BUILD"
+log "new build $NEW_BUILD installed as the candidate; blue runs and pins $OLD_BUILD"
 
 # --- 1. green never becomes ready ----------------------------------------------------------
 log "scenario 1: green fails its health check (FAULT_READY_503=1)"
@@ -248,25 +299,26 @@ result_line normal
 [ "$DEPLOY_RC" -eq 0 ] || die "normal deploy exited $DEPLOY_RC"
 [ "$(d normal .outcome)" = succeeded ] || die "normal: outcome $(d normal .outcome)"
 [ "$(t normal .failed_attempts)" -eq 0 ] || die "normal: failed connection attempts: $(t normal .failures)"
-[ "$(t normal .clients.drops_without_goodbye)" -eq 0 ] || die "normal: clients lost without goodbye"
-[ "$(t normal .clients.goodbye_without_reconnect)" -eq 0 ] || die "normal: a goodbye without reconnect: true"
-[ "$(t normal '.clients.goodbyes.server_shutdown // 0')" -eq "$CLIENTS" ] ||
-  die "normal: $(t normal '.clients.goodbyes') goodbyes, expected $CLIENTS server_shutdown"
-[ "$(t normal '.clients.moved["blue->green"] // 0')" -eq "$CLIENTS" ] ||
-  die "normal: clients moved $(t normal .clients.moved), expected all $CLIENTS blue->green"
-[ "$(t normal '.clients.final_server.green // 0')" -eq "$CLIENTS" ] ||
-  die "normal: at the end clients are on $(t normal .clients.final_server)"
+assert_moved normal blue green
 [ "$(t normal '.new.by_server.green // 0')" -gt 0 ] || die "normal: no new connection reached green"
 [ "$(IN systemctl is-active ws@blue.service ws@blue.socket ws-metrics@blue.socket | sort -u)" = inactive ] ||
   die "normal: blue's units are not all stopped"
 [ "$(cat "$WORK/state/active")" = green ] || die "normal: active file says $(cat "$WORK/state/active")"
 [ "$(serving_colour)" = green ] || die "normal: Traefik does not serve green"
+# green was deployed with the new build; blue, stopped, keeps the old one in its profile.
+assert_build normal green "$NEW_BUILD"
+assert_build normal blue "$OLD_BUILD"
+d normal '.steps[0].detail' | grep -qF "$PROFILES/green -> $NEW_BUILD (was $OLD_BUILD)" ||
+  die "normal: the deploy step does not report the pin: $(d normal '.steps[0].detail')"
+echo "RESULT builds: the deploy pinned green to the new build $NEW_BUILD; blue's profile keeps $OLD_BUILD"
 
 # --- status, dry run and manual rollback ---------------------------------------------------
 wsctl --json status > "$WORK/status.json"
-jq -e '.active == "green" and .routing == "green=1" and .traefikApplies == "green=1" and .warnings == [] and
-  ([.instances[] | select(.colour == "green") | .unit.activeState == "active" and .health.serverId == "green"] == [true]) and
-  ([.instances[] | select(.colour == "blue") | .unit.activeState] == ["inactive"])' "$WORK/status.json" > /dev/null ||
+# shellcheck disable=SC2016 # jq variables
+jq -e --arg new "$NEW_BUILD" --arg old "$OLD_BUILD" '.active == "green" and .routing == "green=1" and .traefikApplies == "green=1" and .warnings == [] and
+  ([.instances[] | select(.colour == "green") | .unit.activeState == "active" and .health.serverId == "green"
+    and .pinned == $new and .runs == $new + "/bin/concurrent-socket"] == [true]) and
+  ([.instances[] | select(.colour == "blue") | [.unit.activeState, .pinned, .runs]] == [["inactive", $old, null]])' "$WORK/status.json" > /dev/null ||
   die "wsctl status after the deploy: $(cat "$WORK/status.json")"
 wsctl status | sed 's/^/    /'
 
@@ -277,6 +329,8 @@ wsctl rollback > "$WORK/refused.log" 2>&1 || refused_rc=$?
 echo "RESULT refused rollback (blue stopped): exit 2: $(tail -1 "$WORK/refused.log")"
 
 IN systemctl start ws-metrics@blue.socket ws@blue.socket ws@blue.service
+# Started again after the new build was installed, blue runs its own, old build.
+assert_build "blue restarted" blue "$OLD_BUILD"
 wsctl --json deploy --to blue --dry-run > "$WORK/dry.json" 2> /dev/null
 jq -e '.outcome == "planned" and (.steps | length) == 7' "$WORK/dry.json" > /dev/null || die "dry run: $(cat "$WORK/dry.json")"
 [ "$(cat "$WORK/state/active")" = green ] || die "the dry run changed the active colour"
@@ -288,10 +342,24 @@ stop_traffic rollback
 result_line rollback
 [ "$DEPLOY_RC" -eq 0 ] || die "wsctl rollback exited $DEPLOY_RC"
 [ "$(t rollback .failed_attempts)" -eq 0 ] || die "rollback: failed connection attempts: $(t rollback .failures)"
-[ "$(t rollback '.clients.final_server.blue // 0')" -eq "$CLIENTS" ] ||
-  die "rollback: at the end clients are on $(t rollback .clients.final_server)"
+assert_moved rollback green blue
 [ "$(cat "$WORK/state/active")" = blue ] || die "rollback: active file says $(cat "$WORK/state/active")"
 [ "$(IN systemctl is-active ws@green.service)" = inactive ] || die "rollback: green still runs"
+
+# The rollback rolled the code back too: blue crashes and systemd restarts it (Restart=
+# on-failure) from its profile, on the old build, though the newest installed is the new one.
+killed=$(main_pid ws@blue.service)
+assert_build rollback blue "$OLD_BUILD"
+IN kill -9 "$killed"
+deadline=$((SECONDS + 20))
+until [ "$(main_pid ws@blue.service)" != "$killed" ] && [ "$(main_pid ws@blue.service)" != 0 ] &&
+  [ "$(IN systemctl is-active ws@blue.service)" = active ]; do
+  [ "$SECONDS" -lt "$deadline" ] || die "blue was not restarted within 20 s of kill -9"
+  sleep 0.1
+done
+assert_build "blue after kill -9" blue "$OLD_BUILD"
+[ "$(serving_colour)" = blue ] || die "after kill -9 Traefik does not serve blue"
+echo "RESULT rollback keeps the code: blue killed (pid $killed), restarted by systemd as pid $(main_pid ws@blue.service) on $(build_of blue), the old build (new build: $NEW_BUILD)"
 
 # --- 6. a gradual shift through Traefik's weighted service ---------------------------------
 log "scenario 6: blue -> green in 3 weight steps"
@@ -303,7 +371,8 @@ result_line gradual
 d gradual '.steps[] | select(.name == "switch") | .detail' | grep -q 'blue=2,green=1.*blue=1,green=2.*green=1' ||
   die "gradual: the switch did not go through the weights: $(d gradual '.steps[] | select(.name == "switch") | .detail')"
 [ "$(t gradual .failed_attempts)" -eq 0 ] || die "gradual: failed connection attempts: $(t gradual .failures)"
-[ "$(t gradual '.clients.final_server.green // 0')" -eq "$CLIENTS" ] ||
-  die "gradual: at the end clients are on $(t gradual .clients.final_server)"
+assert_moved gradual blue green
+assert_build gradual green "$NEW_BUILD"
 [ -z "$(traefik_errors)" ] || die "Traefik reports broken configuration: $(traefik_errors)"
-log "all deploy scenarios passed"
+log "all deploy scenarios passed; docs/deploy.md's table from this run (ci/deploy/table.py):"
+"$VENV/bin/python" "$REPO/ci/deploy/table.py" "$WORK" | tee "$LOG_DIR/deploy-table.md"

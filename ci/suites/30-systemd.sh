@@ -50,11 +50,12 @@ UNITS=(ws@blue.socket ws-metrics@blue.socket ws@blue.service ws@green.socket ws-
 
 static_checks() {
   # install.sh into tmpfs-covered system paths: the host's own units and files stay untouched,
-  # and verify finds the ExecStart binary where the units say.
+  # and verify finds the ExecStart binary where the units say (the instance's profile, in
+  # /var/lib, pointing at the build in /opt).
   # shellcheck disable=SC2016  # expanded by the inner bash, from its arguments
   unshare -m --propagation private bash -c '
     set -euo pipefail
-    for dir in /run/systemd /etc/systemd/system /usr/local/bin; do
+    for dir in /run/systemd /etc/systemd/system /usr/local/bin /opt /var/lib; do
       mkdir -p "$dir" && mount -t tmpfs tmpfs "$dir"
     done
     conf=/run/systemd/ci-conf

@@ -2,8 +2,8 @@
 # Terraform fleet (terraform/, docs/fleet.md): fmt, init and validate of every root module,
 # `terraform test` with the mocked AWS provider, checkov, the rendered first-boot script and
 # host flake, the fleet-host NixOS module (parse, assertions, its Prometheus configuration
-# through promtool, its NLB health check through the real Traefik and server), and the
-# fleet-rollout tool's tests.
+# through promtool, its NLB health check and proxy protocol through the real Traefik and
+# server), and the fleet-rollout tool's tests, one of them against the real wsctl.
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 
@@ -77,12 +77,15 @@ render() {
     -var instance_type=c7i.large -var subnet_id=subnet-0a -var 'security_group_ids=["sg-0a"]' \
     -var instance_profile_name=ws -var root_volume_gb=40 \
     -var 'nixos={flake_ref="github:acme/concurrent-socket/0123abc", system="x86_64-linux", settings={fleet="f"}}' \
+    -var 'binary_cache={url="https://cache.example.com", public_key="cache.example.com-1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}' \
     <<<"$1" | sed '1{/^<<EOT$/d}; ${/^EOT$/d}'
 }
 render 'local.user_data' > "$WORK/user-data.sh"
 head -c 2 "$WORK/user-data.sh" | grep -q '#!' || die "user data does not start with #! (amazon-init would treat it as Nix)"
 bash -n "$WORK/user-data.sh"
 shellcheck -s bash "$WORK/user-data.sh"
+sed -n "/<<'CACHE_OPTIONS'$/,/^CACHE_OPTIONS$/p" "$WORK/user-data.sh" | grep -qx 'https://cache.example.com' ||
+  die "the rendered user data does not pass the binary cache to the first nixos-rebuild"
 mkdir -p "$WORK/host" "$WORK/nixpkgs-stub"
 render 'local.nixos_files["flake.nix"]' > "$WORK/host/flake.nix"
 render 'local.nixos_files["fleet.json"]' | jq -r . > "$WORK/host/fleet.json"
@@ -139,11 +142,13 @@ nix-instantiate --eval --strict --json -E 'let fleet = import ./nixos/fleet-lib.
 promtool check config "$WORK/prometheus.yml"
 echo "RESULT fleet prometheus config: promtool check config passed ($(jq '.scrape_configs | length' "$WORK/prometheus.yml") jobs)"
 
-log "the NLB health check through the real Traefik and server"
+log "the NLB health check and proxy protocol through the real Traefik and server"
 bash nixos/tests/nlb-health.sh
 
-log "fleet-rollout: flake8, pytest"
+log "fleet-rollout: flake8, pytest (its contract tests run the release wsctl)"
+[ -x "$BIN_DIR/wsctl" ] || die "$BIN_DIR/wsctl missing: the rollout's contract tests need the real wsctl (ci/test-all builds it)"
 (cd rollout && "$VENV/bin/flake8")
-(cd rollout && "$VENV/bin/pytest" -q -p no:cacheprovider tests) | tee "$WORK/pytest.log"
+(cd rollout && WSCTL_BIN="$BIN_DIR/wsctl" "$VENV/bin/pytest" -q -p no:cacheprovider -rs tests) | tee "$WORK/pytest.log"
 rollout_summary=$(tail -1 "$WORK/pytest.log")
+! grep -q skipped <<<"$rollout_summary" || die "fleet-rollout tests were skipped: $rollout_summary"
 echo "RESULT fleet-rollout tests: $rollout_summary"

@@ -42,6 +42,12 @@ rec {
   # Loopback only: the public side of a host is Traefik (docs/architecture.md).
   listenAddress = "127.0.0.1";
 
+  # Each colour's profile: a symlink to the package the colour runs. The module creates it
+  # when missing; afterwards `wsctl deploy` moves it (wsctl/src/profile.rs). ws@NAME.service
+  # starts the server from it, so a crash restart or a reboot keeps the colour's build and a
+  # rollback keeps the old code.
+  profilesDir = "/var/lib/concurrent-socket/profiles";
+
   # The two colours of docs/architecture.md. `settings` are the server's environment
   # variables (docs/architecture.md, "Server configuration").
   defaultInstances = {
@@ -140,7 +146,8 @@ rec {
 
   # What the NixOS module layers on the packaged template units for one instance:
   # listen addresses of ws@NAME.socket and ws-metrics@NAME.socket (the empty entry resets
-  # any ListenStream= of the template), and the environment file.
+  # any ListenStream= of the template), the server commands on the colour's profile, and
+  # the environment file.
   unitSettings = name: inst: {
     socket = {
       unit = "ws@${name}.socket";
@@ -157,6 +164,22 @@ rec {
       ];
     };
     service = "ws@${name}.service";
+    profile = "${profilesDir}/${name}";
+    # The service's commands, on the profile (the empty entries reset the template's).
+    serviceCommands =
+      let
+        server = "${profilesDir}/${name}/bin/concurrent-socket";
+      in
+      {
+        ExecStartPre = [
+          ""
+          "${server} check-config"
+        ];
+        ExecStart = [
+          ""
+          server
+        ];
+      };
     envFileName = "concurrent-socket/${name}.env";
     envFileText = envFile (inst.settings or { });
   };

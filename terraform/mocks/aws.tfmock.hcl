@@ -61,3 +61,19 @@ mock_data "aws_caller_identity" {
     account_id = "123456789012"
   }
 }
+mock_resource "aws_acm_certificate" {
+  defaults = {
+    arn = "arn:aws:acm:eu-west-1:123456789012:certificate/00000000-0000-4000-8000-000000000000"
+    domain_validation_options = [{
+      domain_name           = "ws.example.com"
+      resource_record_name  = "_0123.ws.example.com."
+      resource_record_type  = "CNAME"
+      resource_record_value = "_4567.acm-validations.aws."
+    }]
+  }
+}
+mock_resource "aws_acm_certificate_validation" {
+  defaults = {
+    certificate_arn = "arn:aws:acm:eu-west-1:123456789012:certificate/00000000-0000-4000-8000-000000000000"
+  }
+}

@@ -4,10 +4,10 @@
 # rollout changes the idle colour only):
 #
 # - role "ws": services.concurrent-socket (blue and green behind Traefik) from nixos/module.nix;
-#   an `nlb-health` Traefik entry point for the NLB's health check; the loopback metrics
-#   listeners (both colours', Traefik's metrics-only entry point) exposed to the monitoring
-#   host on the private network; the journal shipped to the monitoring host's Loki by Grafana
-#   Alloy.
+#   an `nlb-health` Traefik entry point for the NLB's health check, and proxy protocol from the
+#   NLB when it terminates TLS; the loopback metrics listeners (both colours', Traefik's
+#   metrics-only entry point) exposed to the monitoring host on the private network; the
+#   journal shipped to the monitoring host's Loki by Grafana Alloy.
 # - role "monitoring": Prometheus (finding the WebSocket hosts by EC2 tags), Grafana (on
 #   loopback: an SSH tunnel reaches it) and Loki, configured with the same pure library as the
 #   single-host module (nixos/lib/monitoring.nix).
@@ -38,12 +38,10 @@ in
     {
       # The first boot ran the bootstrap; from now on new systems arrive from the rollout.
       virtualisation.amazon-init.enable = false;
-      nix.settings = {
-        experimental-features = [ "nix-command" "flakes" ];
-      } // lib.optionalAttrs (binaryCache != null) {
-        substituters = [ binaryCache.url ];
-        trusted-public-keys = [ binaryCache.publicKey ];
-      };
+      # With the fleet's binary cache for every later build on the host (the first boot passes
+      # it to nixos-rebuild itself: templates/bootstrap.sh.tftpl).
+      nix.settings = { experimental-features = [ "nix-command" "flakes" ]; }
+        // fleetLib.nixSettings binaryCache;
       services.openssh = {
         enable = true;
         settings = {
@@ -69,11 +67,14 @@ in
         # fleet.json's serverSettings name it.
         instances.blue = { package = colourPackages.blue; settings = serverSettings; };
         instances.green = { package = colourPackages.green; settings = serverSettings; };
+        # No ACME on the hosts: TLS, when there is TLS, ends at the NLB (terraform/modules/ws-fleet/tls.tf).
         traefik = {
           inherit (fleet) domain;
-          acme.email = if fleet.domain == null then null else fleet.acmeEmail;
           # The module owns Traefik's static configuration: extra entry points go here.
-          staticSettings.entryPoints.${fleetLib.healthEntryPoint}.address = ":${toString healthPort}";
+          staticSettings.entryPoints = fleetLib.entryPoints {
+            healthAddress = ":${toString healthPort}";
+            inherit (fleet) proxyProtocolTrustedIPs;
+          };
         };
         # The health check, the relays and the node exporter listen here too: keep their
         # ports out of the ephemeral range like the module's own.

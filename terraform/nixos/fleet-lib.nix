@@ -1,6 +1,7 @@
 # The pure logic of the fleet hosts' roles (builtins only, no nixpkgs): the NLB health-check
-# routing, the metrics relays, the server settings as the module types them, and the
-# monitoring host's Prometheus scrape configuration. fleet-host.nix maps it onto NixOS options;
+# routing, Traefik's entry points behind the NLB (proxy protocol with TLS), the metrics relays,
+# the server settings as the module types them, the binary cache, and the monitoring host's
+# Prometheus scrape configuration. fleet-host.nix maps it onto NixOS options;
 # terraform/nixos/tests/fleet-lib.nix asserts it; ci/suites/70-terraform.sh also loads the
 # routing into a real Traefik and the scrape configuration into promtool.
 {}:
@@ -35,6 +36,29 @@ rec {
       service = traefikLib.activeServiceName;
     };
   };
+
+  # What a WebSocket host adds to Traefik's static entry points: `nlb-health` on the health
+  # port and, when the NLB terminates TLS (proxy protocol v2 to the targets), proxy protocol on
+  # `web` (the traffic) and `nlb-health` (the NLB sends the header with health checks too),
+  # believed only from `proxyProtocolTrustedIPs`, the NLB's subnets: a header from any other
+  # peer is ignored and the peer's own address counts. [ ] (no TLS): no proxy protocol, the
+  # NLB preserves the client's address instead.
+  entryPoints = { healthAddress, proxyProtocolTrustedIPs }:
+    let
+      proxyProtocol =
+        if proxyProtocolTrustedIPs == [ ] then { }
+        else { proxyProtocol.trustedIPs = proxyProtocolTrustedIPs; };
+    in
+    {
+      ${healthEntryPoint} = { address = healthAddress; } // proxyProtocol;
+      web = proxyProtocol;
+    };
+
+  # nix.settings for a binary cache (fleet.json binaryCache: { url; publicKey; } or null):
+  # tried before cache.nixos.org, whose entries NixOS keeps.
+  nixSettings = binaryCache:
+    if binaryCache == null then { }
+    else { substituters = [ binaryCache.url ]; trusted-public-keys = [ binaryCache.publicKey ]; };
 
   # systemd-socket-proxyd relays: private port (from Terraform) -> loopback listener.
   relays = metricsPorts:

@@ -1,5 +1,6 @@
 //! Where wsctl finds things: each colour's loopback ports, Traefik's public URL, the
-//! `loadtest` binary, the state and Traefik directories. Defaults are docs/architecture.md's;
+//! `loadtest` binary, the state and Traefik directories, the package each colour is deployed
+//! with (profile.rs). Defaults are docs/architecture.md's;
 //! a JSON file (`$WSCTL_CONFIG`, default /etc/concurrent-socket/wsctl.json) overrides them,
 //! and flags or environment variables override the file.
 
@@ -54,6 +55,8 @@ struct ConfigFile {
     loadtest: Option<PathBuf>,
     state_dir: Option<PathBuf>,
     traefik_dir: Option<PathBuf>,
+    packages: Option<BTreeMap<Colour, PathBuf>>,
+    candidate: Option<PathBuf>,
 }
 
 /// Values given on the command line or in the environment; they win over the file.
@@ -77,6 +80,10 @@ pub struct Config {
     pub loadtest: PathBuf,
     pub state_dir: PathBuf,
     pub traefik_dir: PathBuf,
+    /// The package a deploy pins each listed colour to (the NixOS module lists them all).
+    pub packages: BTreeMap<Colour, PathBuf>,
+    /// The package of the colours not in `packages`: a symlink systemd/install.sh moves.
+    pub candidate: PathBuf,
 }
 
 impl Config {
@@ -113,6 +120,10 @@ impl Config {
                 .traefik_dir
                 .or(file.traefik_dir)
                 .unwrap_or_else(|| state_dir.join("traefik")),
+            packages: file.packages.unwrap_or_default(),
+            candidate: file
+                .candidate
+                .unwrap_or_else(|| state_dir.join("candidate")),
             state_dir,
         };
         config.validate()?;
@@ -133,6 +144,12 @@ impl Config {
                     bail!("port {port} is used by both {other} and {colour}");
                 }
             }
+        }
+        for colour in self.packages.keys() {
+            ensure!(
+                self.instances.contains_key(colour),
+                "packages names {colour}, which is not a configured instance"
+            );
         }
         let rest = self
             .public_url
@@ -223,6 +240,11 @@ mod tests {
             c.other_colour(&"blue".parse().unwrap()).unwrap().as_str(),
             "green"
         );
+        assert_eq!(
+            c.candidate,
+            Path::new("/var/lib/concurrent-socket/candidate")
+        );
+        assert!(c.packages.is_empty());
     }
 
     #[test]
@@ -264,6 +286,7 @@ mod tests {
             (r#"{"publicUrl":"ws://x:1/ws"}"#, "without a path"),
             (r#"{"colour":"blue"}"#, "unknown field"),
             (r#"{"traefikApi":"127.0.0.1:8082"}"#, "http://HOST:PORT"),
+            (r#"{"packages":{"red":"/nix/store/x"}}"#, "red"),
         ];
         for (json, expected) in cases {
             let err = format!("{:#}", parse(json).unwrap_err());

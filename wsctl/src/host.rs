@@ -14,6 +14,7 @@ use crate::deploy::{DeployPlan, Host};
 use crate::health::{self, ErrorCounters};
 use crate::loadgate;
 use crate::probe::{self, OnFailure};
+use crate::profile::Pinning;
 use crate::report::StepLog;
 use crate::routing::{RoutingFile, Weights};
 use crate::state::ActiveFile;
@@ -70,6 +71,8 @@ pub struct SystemdHost<'c> {
     /// `serverId` of each colour's /health, as its connections announce it.
     server_ids: HashMap<Colour, String>,
     baseline: Option<Baseline>,
+    /// The new colour's profile: pinned to the candidate by `start`, put back by `stop`.
+    pinning: Pinning,
 }
 
 impl<'c> SystemdHost<'c> {
@@ -81,6 +84,7 @@ impl<'c> SystemdHost<'c> {
             checks,
             server_ids: HashMap::new(),
             baseline: None,
+            pinning: Pinning::new(config),
         }
     }
 
@@ -156,9 +160,11 @@ impl<'c> SystemdHost<'c> {
         steps.plan(
             "deploy",
             format!(
-                "systemctl start {metrics_socket} {socket}; systemctl stop {svc}; systemctl start --no-block {svc}; \
+                "point {to}'s profile at {candidate}; \
+                 systemctl start {metrics_socket} {socket}; systemctl stop {svc}; systemctl start --no-block {svc}; \
                  wait for active (running), then GET {ready} = 200 (within {})",
                 within(t.ready_timeout),
+                candidate = self.pinning.candidate_source(to).display(),
                 svc = to.service_unit(),
                 ready = inst.http_url("/ready"),
             ),
@@ -226,7 +232,7 @@ impl<'c> SystemdHost<'c> {
         );
         steps.plan(
             "on failure",
-            format!("before the drain: write routing {from}=1, record {from}, stop {to}; exit 1"),
+            format!("before the drain: write routing {from}=1, record {from}, stop {to} and point its profile back; exit 1"),
         );
         Ok(())
     }
@@ -235,6 +241,7 @@ impl<'c> SystemdHost<'c> {
 impl Host for SystemdHost<'_> {
     fn start(&mut self, colour: &Colour) -> Result<String> {
         let inst = self.config.instance(colour)?;
+        let pinned = self.pinning.pin_candidate(colour)?;
         let started = Instant::now();
         let unit = systemd::start_colour(colour, self.checks.ready_timeout)?;
         let running_after = started.elapsed();
@@ -246,7 +253,7 @@ impl Host for SystemdHost<'_> {
             )
         })?;
         Ok(format!(
-            "{} {unit} after {:.2}s, /ready 200 after {:.2}s",
+            "{pinned}; {} {unit} after {:.2}s, /ready 200 after {:.2}s",
             colour.service_unit(),
             running_after.as_secs_f64(),
             started.elapsed().as_secs_f64()
@@ -379,7 +386,13 @@ impl Host for SystemdHost<'_> {
     }
 
     fn stop(&mut self, colour: &Colour) -> Result<String> {
-        let unit = systemd::stop_colour(colour)?;
-        Ok(format!("{} {unit}", colour.service_unit()))
+        // Both, even when one fails: a stopped colour must not come back on the failed build.
+        let stopped = systemd::stop_colour(colour);
+        let restored = self.pinning.restore(colour)?;
+        let unit = stopped?;
+        Ok(match restored {
+            Some(profile) => format!("{} {unit}; {profile}", colour.service_unit()),
+            None => format!("{} {unit}", colour.service_unit()),
+        })
     }
 }

@@ -14,6 +14,7 @@ mod loadgate;
 mod lock;
 mod plan;
 mod probe;
+mod profile;
 mod report;
 mod routing;
 mod state;

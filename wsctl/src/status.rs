@@ -1,11 +1,15 @@
 //! `wsctl status`: the active colour (recorded and as routed), and per colour its unit
-//! state, version, server ID and connections, from systemd and each instance's /health.
+//! state, version, server ID and connections, from systemd and each instance's /health, and
+//! the build its profile pins and the one its process runs.
+
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::colour::Colour;
 use crate::config::Config;
 use crate::health::{self, Health};
+use crate::profile::Profiles;
 use crate::routing::RoutingFile;
 use crate::state::ActiveFile;
 use crate::systemd::{self, UnitState};
@@ -36,6 +40,10 @@ pub struct InstanceStatus {
     pub unit_error: Option<String>,
     pub health: Option<Health>,
     pub health_error: Option<String>,
+    /// The package the colour's profile points at: what systemd starts next time.
+    pub pinned: Option<PathBuf>,
+    /// The binary the colour's running process executes (`/proc/PID/exe`).
+    pub runs: Option<PathBuf>,
 }
 
 pub fn gather(config: &Config) -> Status {
@@ -70,12 +78,24 @@ pub fn gather(config: &Config) -> Status {
             "Traefik applies {live}, routing.yml says {file} (reload pending or failed)"
         ));
     }
+    let profiles = Profiles::in_state_dir(&config.state_dir);
     let instances = config
         .instances
         .iter()
         .map(|(colour, inst)| {
             let (unit, unit_error) = split(systemd::show(&colour.service_unit()));
             let (health, health_error) = split(health::health(inst));
+            let pinned = profiles.pinned(colour).unwrap_or_else(|e| {
+                warnings.push(format!("{e:#}"));
+                None
+            });
+            let runs = unit
+                .as_ref()
+                .filter(|u| u.main_pid != 0)
+                .and_then(|u| std::fs::read_link(format!("/proc/{}/exe", u.main_pid)).ok());
+            if let Some(warning) = build_mismatch(colour, &profiles.path(colour), runs.as_deref()) {
+                warnings.push(warning);
+            }
             InstanceStatus {
                 colour: colour.clone(),
                 port: inst.port,
@@ -84,6 +104,8 @@ pub fn gather(config: &Config) -> Status {
                 unit_error,
                 health,
                 health_error,
+                pinned,
+                runs,
             }
         })
         .collect();
@@ -93,6 +115,22 @@ pub fn gather(config: &Config) -> Status {
         traefik_applies,
         warnings,
         instances,
+    }
+}
+
+/// A running colour whose process is not the build its profile pins: a restart would
+/// change its code (a profile changed by hand, or a host upgraded to profiles while it ran).
+fn build_mismatch(colour: &Colour, profile: &Path, runs: Option<&Path>) -> Option<String> {
+    let runs = runs?;
+    let pinned = std::fs::canonicalize(profile).ok();
+    match pinned {
+        Some(package) if runs.starts_with(&package) => None,
+        _ => Some(format!(
+            "{colour} runs {} but its profile {} pins {}: a restart would change its build",
+            runs.display(),
+            profile.display(),
+            pinned.map_or("nothing".to_owned(), |p| p.display().to_string())
+        )),
     }
 }
 
@@ -131,12 +169,43 @@ impl Status {
                 (None, e) => format!("no /health: {}", e.as_deref().unwrap_or("")),
             };
             println!(
-                "{:<8} :{:<5} weight {:<3} ws@{}: {unit}; {health}",
+                "{:<8} :{:<5} weight {:<3} ws@{}: {unit}; {health}; pinned {}",
                 i.colour.as_str(),
                 i.port,
                 i.weight,
-                i.colour
+                i.colour,
+                i.pinned
+                    .as_ref()
+                    .map_or("(no profile)".to_owned(), |p| p.display().to_string())
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn a_process_outside_its_pinned_package_is_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (dir.path().join("old"), dir.path().join("new"));
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::create_dir_all(&new).unwrap();
+        let profile = dir.path().join("green");
+        symlink(&old, &profile).unwrap();
+        let green: Colour = "green".parse().unwrap();
+        let binary = |p: &Path| p.join("bin/concurrent-socket");
+        assert_eq!(build_mismatch(&green, &profile, Some(&binary(&old))), None);
+        assert_eq!(build_mismatch(&green, &profile, None), None, "not running");
+        let warning = build_mismatch(&green, &profile, Some(&binary(&new))).unwrap();
+        assert!(
+            warning.contains("a restart would change its build"),
+            "{warning}"
+        );
+        let warning =
+            build_mismatch(&green, &dir.path().join("blue"), Some(&binary(&new))).unwrap();
+        assert!(warning.contains("pins nothing"), "{warning}");
     }
 }

@@ -144,7 +144,8 @@ let
           (expect "a user's sysctl wins over the module's mkDefault" (sysctl c)."net.core.somaxconn" 4096)
           (expect "the user's Prometheus port, reserved" ((sysctl c)."net.ipv4.ip_local_reserved_ports") "3001-3002,3100,3333,8081-8082,8084,9093,9096,9464-9465,9999")
           (expect "blue's stop timeout follows its SHUTDOWN_TIMEOUT" c.systemd.services."ws@blue".serviceConfig.TimeoutStopSec 40)
-          (expect "blue runs its pinned package" c.systemd.services."ws@blue".serviceConfig.ExecStart [ "" "${package "concurrent-socket-0.0.9"}/bin/concurrent-socket" ])
+          (expect "blue runs its profile, whatever the package" c.systemd.services."ws@blue".serviceConfig.ExecStart [ "" "/var/lib/concurrent-socket/profiles/blue/bin/concurrent-socket" ])
+          (expect "blue's profile starts on its pinned package" (profileSeed c "blue") "${package "concurrent-socket-0.0.9"}")
           (expect "green's own TRUSTED_PROXIES replace the default" (hasLine (envFile c "green") "TRUSTED_PROXIES=\"10.0.0.0/8\"") true)
           (expect "an extra entry point merges into the static file" static.entryPoints.extra.address ":9443")
           (expect "the cache is a substituter, its key trusted"
@@ -182,10 +183,12 @@ let
   fleetWs = fleetCommon // {
     role = "ws";
     monitoringAddress = "10.0.1.10";
-    acmeEmail = "ops@example.com";
     domain = "ws.example.com";
     serverSettings = { MAX_CONNECTIONS = "50000"; ALLOWED_ORIGINS = "https://app.example.com"; };
     healthCheckPort = 8083;
+    # TLS at the NLB: its subnets send the proxy protocol header.
+    proxyProtocolTrustedIPs = [ "10.0.0.0/24" "10.0.1.0/24" ];
+    binaryCache = { url = "https://cache.example.com"; publicKey = "cache.example.com-1:AAAA"; };
   };
   fleetMonitoring = fleetCommon // {
     role = "monitoring";
@@ -208,6 +211,10 @@ let
       expect = shape: c:
         let static = traefikStatic shape c; in [
           (expect "nlb-health entry point in the static file" static.entryPoints.nlb-health.address ":8083")
+          (expect "proxy protocol believed from the NLB's subnets only, on the traffic and the health check"
+            [ static.entryPoints.web.proxyProtocol.trustedIPs static.entryPoints.nlb-health.proxyProtocol.trustedIPs ]
+            [ [ "10.0.0.0/24" "10.0.1.0/24" ] [ "10.0.0.0/24" "10.0.1.0/24" ] ])
+          (expect "no ACME on a host behind the NLB's TLS" (static.certificatesResolvers or { }) { })
           (expect "the colours trust Traefik" (hasLine (envFile c "blue") "TRUSTED_PROXIES=\"127.0.0.1\"") true)
           (expect "the Traefik relay reaches the metrics entry point only"
             (lib.hasSuffix " 127.0.0.1:8084" c.systemd.services.metrics-relay-traefik.serviceConfig.ExecStart)
@@ -260,15 +267,22 @@ let
       ];
     }
   ];
+  # The package a colour's profile is created with when the host has none yet.
+  profileSeed = c: colour: c.systemd.tmpfiles.settings."20-concurrent-socket"."/var/lib/concurrent-socket/profiles/${colour}".L.argument;
   specialisationCases = [
     {
       name = "the VM test's node, specialisation candidate";
       modules = [ vmTest.nodes.machine ];
       specialisation = "candidate";
       expect = _: c: [
-        (expect "green runs another package" (lib.hasInfix "candidate" (lib.last c.systemd.services."ws@green".serviceConfig.ExecStart)) true)
+        # The switch changes no running colour: the candidate reaches green's profile only
+        # through `wsctl deploy` (the VM test does it), and the units run the profiles.
+        (expect "green's profile is seeded with the candidate" (lib.hasInfix "candidate" (profileSeed c "green")) true)
         (expect "green's settings differ" (hasLine (envFile c "green") "SERVER_ID=\"green-candidate\"") true)
-        (expect "blue is unchanged" c.systemd.services."ws@blue".serviceConfig.ExecStart or null null)
+        (expect "blue's profile is not the candidate" (lib.hasInfix "candidate" (profileSeed c "blue")) false)
+        (expect "both colours run their profiles"
+          (map (colour: lib.last c.systemd.services."ws@${colour}".serviceConfig.ExecStart) [ "blue" "green" ])
+          [ "/var/lib/concurrent-socket/profiles/blue/bin/concurrent-socket" "/var/lib/concurrent-socket/profiles/green/bin/concurrent-socket" ])
       ];
     }
   ];

@@ -15,12 +15,14 @@ module "fleet" {
   instance_type       = var.instance_type
   admin_cidrs         = var.admin_cidrs
   flake_ref           = var.flake_ref
-  acme_email          = var.acme_email
+  binary_cache        = var.binary_cache
   ssh_key_name        = var.ssh_key_name
   ssh_authorized_keys = var.ssh_authorized_keys
   server_settings     = var.server_settings
   route53_zone_id     = var.route53_zone_id
   domain_name         = var.domain_name
+  certificate_arn     = var.certificate_arn
+  create_certificate  = var.create_certificate
   deletion_protection = var.deletion_protection
   tags                = merge(var.tags, { Environment = var.environment, Service = "concurrent-socket" })
 }

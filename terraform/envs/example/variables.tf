@@ -54,9 +54,13 @@ variable "flake_ref" {
   type        = string
 }
 
-variable "acme_email" {
-  description = "Let's Encrypt account e-mail for Traefik."
-  type        = string
+variable "binary_cache" {
+  description = "Nix binary cache with this repository's builds ({ url, public_key }); null: hosts compile the workspace themselves."
+  type = object({
+    url        = string
+    public_key = string
+  })
+  default = null
 }
 
 variable "ssh_key_name" {
@@ -87,6 +91,18 @@ variable "domain_name" {
   description = "Public name of the service (with route53_zone_id: an alias of the NLB)."
   type        = string
   default     = null
+}
+
+variable "certificate_arn" {
+  description = "ACM certificate for domain_name: TLS at the load balancer (wss://). null with create_certificate false: plain ws:// on port 80."
+  type        = string
+  default     = null
+}
+
+variable "create_certificate" {
+  description = "Request and DNS-validate an ACM certificate for domain_name in route53_zone_id, for TLS at the load balancer."
+  type        = bool
+  default     = false
 }
 
 variable "deletion_protection" {

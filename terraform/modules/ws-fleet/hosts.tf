@@ -10,17 +10,20 @@ locals {
   ws_settings = {
     fleet             = var.name
     monitoringAddress = module.monitoring.private_ip
-    acmeEmail         = var.acme_email
     domain            = var.domain_name
     sshAuthorizedKeys = var.ssh_authorized_keys
     serverSettings    = var.server_settings
     metricsPorts      = local.metrics_ports
     healthCheckPort   = local.health_check_port
-    stateVersion      = var.nixos_release
+    # With TLS at the NLB: the addresses whose proxy protocol header Traefik believes.
+    proxyProtocolTrustedIPs = local.tls ? local.nlb_subnet_cidrs : []
+    binaryCache             = local.binary_cache
+    stateVersion            = var.nixos_release
   }
   monitoring_settings = {
     fleet             = var.name
     sshAuthorizedKeys = var.ssh_authorized_keys
+    binaryCache       = local.binary_cache
     # Prometheus finds the WebSocket hosts by these tags (EC2 service discovery).
     discoveryTags = { Fleet = var.name, Role = "ws" }
     region        = data.aws_region.current.name
@@ -33,6 +36,11 @@ locals {
 
 data "aws_region" "current" {}
 
+locals {
+  # fleet.json's spelling (terraform/nixos/fleet-lib.nix reads it).
+  binary_cache = var.binary_cache == null ? null : { url = var.binary_cache.url, publicKey = var.binary_cache.public_key }
+}
+
 module "monitoring" {
   source                = "../ws-host"
   name                  = "${var.name}-monitoring"
@@ -44,6 +52,7 @@ module "monitoring" {
   instance_profile_name = aws_iam_instance_profile.host["monitoring"].name
   root_volume_gb        = var.monitoring_volume_gb
   key_name              = var.ssh_key_name
+  binary_cache          = var.binary_cache
   nixos = {
     flake_ref = var.flake_ref
     system    = local.nix_system
@@ -64,6 +73,7 @@ module "ws_host" {
   instance_profile_name = aws_iam_instance_profile.host["ws"].name
   root_volume_gb        = var.root_volume_gb
   key_name              = var.ssh_key_name
+  binary_cache          = var.binary_cache
   nixos = {
     flake_ref = var.flake_ref
     system    = local.nix_system

@@ -2,7 +2,7 @@
 # Network Load Balancer, one monitoring host (role "monitoring") that scrapes them and receives
 # their logs, in a new or an existing VPC. Files: network.tf (VPC), security.tf (security
 # groups), iam.tf (instance profiles), hosts.tf (instances), nlb.tf (load balancer), dns.tf
-# (Route53), outputs.tf.
+# (Route53), tls.tf (the certificate), outputs.tf.
 
 locals {
   common_tags = merge(var.tags, {
@@ -13,12 +13,18 @@ locals {
   # Nix's name for the AMI's architecture.
   nix_system = var.architecture == "arm64" ? "aarch64-linux" : "x86_64-linux"
 
+  # TLS: terminated by the NLB (tls.tf) when a certificate is given or made. The NLB then
+  # listens on 443 only; without TLS on 80 only. Either way the NLB forwards to Traefik's
+  # plain `web` entry point (port 80) on the hosts.
+  tls      = var.certificate_arn != null || var.create_certificate
+  listener = local.tls ? { name = "https", port = 443, protocol = "TLS" } : { name = "http", port = 80, protocol = "TCP" }
+
   # Ports on a WebSocket host (docs/architecture.md, terraform/nixos/fleet-host.nix). Traefik's
-  # entry points are public through the NLB. Its `nlb-health` entry point answers the NLB's
+  # `web` entry point takes the NLB's traffic; its `nlb-health` entry point answers the NLB's
   # health check. The server's and Traefik's metrics listen on loopback only; fleet-host.nix
   # exposes each on the private network through systemd-socket-proxyd, on the ports below,
   # which only the monitoring host may reach.
-  traefik_ports     = { http = 80, https = 443 }
+  traefik_port      = 80
   health_check_port = 8083
   metrics_ports = {
     blue    = 19464 # -> 127.0.0.1:9464, ws-metrics@blue

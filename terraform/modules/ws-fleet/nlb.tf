@@ -1,17 +1,30 @@
-# The Network Load Balancer in front of the hosts' Traefik. TCP pass-through on 80 and 443:
-# Traefik terminates TLS (its ACME certificates) and sees the client's own address (client IP
-# preservation of instance targets), which the server's per-IP connection cap relies on.
+# The Network Load Balancer in front of the hosts' Traefik, with one listener:
+#
+# - without TLS, TCP on 80, passed through to Traefik's `web` entry point; instance targets
+#   preserve the client's address, which Traefik and the server's per-IP cap see directly.
+# - with TLS (tls.tf), TLS on 443 with the ACM certificate; the NLB decrypts and forwards
+#   plain HTTP to the same `web` entry point. A TLS listener's connections to the targets
+#   come from the NLB's own addresses (client IP preservation off), and a proxy protocol v2
+#   header before each connection carries the client's address; Traefik believes that header
+#   only from the NLB's subnets (fleet.json proxyProtocolTrustedIPs), and the hosts' security
+#   group admits the port from the NLB only.
 #
 # Health check: HTTP GET /ready on Traefik's `nlb-health` entry point (port 8083, added by
 # terraform/nixos/fleet-host.nix), where one router sends /ready to the `ws-active` service.
 # So a host is healthy only when its Traefik runs AND the colour it routes to is ready: a
 # starting or draining server answers 503 and the host leaves the rotation. Not Traefik's ping
 # (healthy with both colours down), not a colour's own port (loopback, and it bypasses
-# Traefik), and not /ready on port 80 or 443: with ACME, port 80 redirects to HTTPS, and with a
-# domain the routers require a Host header that the NLB's health checks do not send.
+# Traefik), and not /ready on the traffic port: with a domain the routers require a Host header
+# that the NLB's health checks do not send.
+
+locals {
+  # The NLB's nodes live in these subnets: the only sources whose proxy protocol header
+  # Traefik believes.
+  nlb_subnet_cidrs = local.create_vpc ? aws_subnet.public[*].cidr_block : [for id in var.subnet_ids : data.aws_subnet.given[id].cidr_block]
+}
 
 resource "aws_lb" "this" {
-  # checkov:skip=CKV2_AWS_20: An ALB check; this is an NLB passing TCP through, and Traefik on the hosts redirects HTTP to HTTPS itself.
+  # checkov:skip=CKV2_AWS_20: An ALB check (HTTP to HTTPS redirect); this NLB has one listener, TLS on 443 when a certificate is given, and no plain one then.
   name                             = "${var.name}-nlb"
   load_balancer_type               = "network"
   internal                         = false
@@ -33,14 +46,15 @@ resource "aws_lb" "this" {
 }
 
 resource "aws_lb_target_group" "traefik" {
-  for_each    = local.traefik_ports
+  for_each    = { (local.listener.name) = local.listener }
   name        = "${var.name}-${each.key}"
-  port        = each.value
+  port        = local.traefik_port
   protocol    = "TCP"
   target_type = "instance"
   vpc_id      = local.vpc_id
 
-  preserve_client_ip = true
+  preserve_client_ip = !local.tls
+  proxy_protocol_v2  = local.tls
   # A deregistered host keeps its open WebSockets (they end with the server's drain, which
   # sends goodbye and lets clients reconnect elsewhere); the NLB only stops sending new ones.
   connection_termination = false
@@ -61,16 +75,19 @@ resource "aws_lb_target_group" "traefik" {
 }
 
 resource "aws_lb_listener" "traefik" {
-  for_each          = local.traefik_ports
+  for_each          = aws_lb_target_group.traefik
   load_balancer_arn = aws_lb.this.arn
-  port              = each.value
-  protocol          = "TCP"
+  port              = local.listener.port
+  protocol          = local.listener.protocol
+  certificate_arn   = local.tls ? local.certificate_arn : null
+  ssl_policy        = local.tls ? var.tls_policy : null
   # WebSockets live for hours; the server's heartbeats keep them busy, the timeout is the net.
-  tcp_idle_timeout_seconds = var.tcp_idle_timeout_seconds
+  # AWS fixes a TLS listener's at 350 s.
+  tcp_idle_timeout_seconds = local.tls ? null : var.tcp_idle_timeout_seconds
 
   default_action {
     type             = "forward"
-    target_group_arn = aws_lb_target_group.traefik[each.key].arn
+    target_group_arn = each.value.arn
   }
 
   tags = merge(local.common_tags, { Name = "${var.name}-${each.key}" })
@@ -78,10 +95,10 @@ resource "aws_lb_listener" "traefik" {
 
 resource "aws_lb_target_group_attachment" "ws" {
   for_each = {
-    for pair in setproduct(keys(local.traefik_ports), local.ws_host_names) :
+    for pair in setproduct(keys(aws_lb_target_group.traefik), local.ws_host_names) :
     "${pair[0]}/${pair[1]}" => { listener = pair[0], host = pair[1] }
   }
   target_group_arn = aws_lb_target_group.traefik[each.value.listener].arn
   target_id        = module.ws_host[each.value.host].instance_id
-  port             = local.traefik_ports[each.value.listener]
+  port             = local.traefik_port
 }

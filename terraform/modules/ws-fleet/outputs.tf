@@ -20,18 +20,18 @@ output "monitoring_host" {
 }
 
 output "nlb_dns_name" {
-  description = "DNS name of the Network Load Balancer (clients connect to ws://<name>/ws/chat/<id> or wss:// with your domain)."
+  description = "DNS name of the Network Load Balancer (without TLS, clients connect to ws://<name>/ws/chat/<id>; with TLS, to wss://<domain_name>/...)."
   value       = aws_lb.this.dns_name
 }
 
 output "target_group_arns" {
-  description = "The NLB target groups by listener (http, https); the rollout deregisters a host from each."
+  description = "The NLB target groups by listener (http without TLS, https with it); the rollout deregisters a host from each."
   value       = { for name, tg in aws_lb_target_group.traefik : name => tg.arn }
 }
 
 output "service_url" {
-  description = "Public URL of the service: the Route53 name when DNS is managed, else the NLB's name."
-  value       = "https://${coalesce(var.domain_name, aws_lb.this.dns_name)}"
+  description = "Public URL of the service: https:// with TLS at the NLB, else http://; the domain name when given, else the NLB's name."
+  value       = "${local.tls ? "https" : "http"}://${coalesce(var.domain_name, aws_lb.this.dns_name)}"
 }
 
 output "grafana_url" {

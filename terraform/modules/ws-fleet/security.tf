@@ -1,11 +1,11 @@
 # Security groups. Every ingress rule of the fleet is one entry of local.ingress_rules, so that
-# the tests (tests/fleet.tftest.hcl) can check them all: clients reach 80/443 only through the
-# NLB; SSH and Grafana only from the admin networks; the metrics listeners only from the
+# the tests (tests/fleet.tftest.hcl) can check them all: clients reach the listener's port (443
+# with TLS, else 80) only through the NLB; SSH and Grafana only from the admin networks; the metrics listeners only from the
 # monitoring host; Loki only from the WebSocket hosts.
 
 resource "aws_security_group" "nlb" {
   name        = "${var.name}-nlb"
-  description = "concurrent-socket NLB: HTTP and HTTPS from anywhere"
+  description = "concurrent-socket NLB: its listener from anywhere"
   vpc_id      = local.vpc_id
   tags        = merge(local.common_tags, { Name = "${var.name}-nlb" })
 }
@@ -32,15 +32,15 @@ locals {
   }
 
   public_rules = {
-    for name, port in local.traefik_ports : "nlb-${name}-public" => {
-      sg          = "nlb", port = port, cidr = "0.0.0.0/0", source_sg = null
-      description = "clients to the NLB (${name})"
+    "nlb-${local.listener.name}-public" = {
+      sg          = "nlb", port = local.listener.port, cidr = "0.0.0.0/0", source_sg = null
+      description = "clients to the NLB (${local.listener.name})"
     }
   }
   nlb_to_ws_rules = {
-    for name, port in local.traefik_ports : "ws-${name}-from-nlb" => {
-      sg          = "ws", port = port, cidr = null, source_sg = "nlb"
-      description = "NLB to Traefik (${name}), client traffic"
+    "ws-traefik-from-nlb" = {
+      sg          = "ws", port = local.traefik_port, cidr = null, source_sg = "nlb"
+      description = "NLB to Traefik's web entry point, client traffic"
     }
   }
   health_rules = {
@@ -86,7 +86,7 @@ resource "aws_vpc_security_group_ingress_rule" "this" {
 
 # The NLB forwards only to the hosts' Traefik ports and health-checks them.
 resource "aws_vpc_security_group_egress_rule" "nlb_to_ws" {
-  for_each                     = merge(local.traefik_ports, { health = local.health_check_port })
+  for_each                     = { traefik = local.traefik_port, health = local.health_check_port }
   security_group_id            = aws_security_group.nlb.id
   description                  = "NLB to Traefik (${each.key})"
   ip_protocol                  = "tcp"
@@ -96,12 +96,12 @@ resource "aws_vpc_security_group_egress_rule" "nlb_to_ws" {
   tags                         = merge(local.common_tags, { Name = "nlb-to-ws-${each.key}" })
 }
 
-# Hosts reach out for the Nix binary cache and flake inputs, Let's Encrypt, NTP and the AWS APIs
+# Hosts reach out for the Nix binary caches and flake inputs, NTP and the AWS APIs
 # (EC2 service discovery on the monitoring host). No NAT and no proxy here, hence the internet.
 resource "aws_vpc_security_group_egress_rule" "hosts_out" {
   for_each          = { ws = aws_security_group.ws.id, monitoring = aws_security_group.monitoring.id }
   security_group_id = each.value
-  description       = "outbound to the internet (Nix cache, ACME, AWS APIs) and the VPC (Loki push)"
+  description       = "outbound to the internet (Nix caches, AWS APIs) and the VPC (Loki push)"
   ip_protocol       = "-1"
   cidr_ipv4         = "0.0.0.0/0"
   tags              = merge(local.common_tags, { Name = "${each.key}-out" })

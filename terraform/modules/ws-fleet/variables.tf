@@ -159,12 +159,20 @@ variable "ssh_authorized_keys" {
   }
 }
 
-variable "acme_email" {
-  description = "E-mail address for Let's Encrypt (Traefik's ACME resolver on the WebSocket hosts)."
-  type        = string
+variable "binary_cache" {
+  description = "A Nix binary cache holding this repository's builds (url, public_key), used by the first boot and by every later build on the hosts; null: cache.nixos.org only, so each host compiles the workspace itself."
+  type = object({
+    url        = string
+    public_key = string
+  })
+  default = null
   validation {
-    condition     = can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", var.acme_email))
-    error_message = "acme_email must be an e-mail address."
+    condition     = var.binary_cache == null || can(regex("^(https|s3)://[^'\"\\s]+$", var.binary_cache.url))
+    error_message = "binary_cache.url must be an https:// or s3:// URL without quotes or spaces."
+  }
+  validation {
+    condition     = var.binary_cache == null || can(regex("^[A-Za-z0-9.-]+:[A-Za-z0-9+/]{43}=$", var.binary_cache.public_key))
+    error_message = "binary_cache.public_key must be a Nix public key, NAME:BASE64 (as printed by nix key convert-secret-to-public)."
   }
 }
 
@@ -184,8 +192,46 @@ variable "server_settings" {
 
 # --- load balancer ---
 
+variable "certificate_arn" {
+  description = "ACM certificate for domain_name: the NLB terminates TLS on 443 with it and passes plain HTTP to Traefik with proxy protocol v2. null (and create_certificate false): no TLS, plain TCP on 80."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.certificate_arn == null || can(regex("^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[0-9a-f-]+$", var.certificate_arn))
+    error_message = "certificate_arn must be an ACM certificate ARN (arn:aws:acm:REGION:ACCOUNT:certificate/ID)."
+  }
+  validation {
+    condition     = var.certificate_arn == null || var.domain_name != null
+    error_message = "certificate_arn needs domain_name: clients must reach the service by the name the certificate is for."
+  }
+}
+
+variable "create_certificate" {
+  description = "Request an ACM certificate for domain_name, validated by DNS records in route53_zone_id, and terminate TLS with it as with certificate_arn."
+  type        = bool
+  default     = false
+  validation {
+    condition     = !var.create_certificate || (var.route53_zone_id != null && var.domain_name != null)
+    error_message = "create_certificate needs route53_zone_id and domain_name (ACM validates the name through DNS records there)."
+  }
+  validation {
+    condition     = !(var.create_certificate && var.certificate_arn != null)
+    error_message = "Give certificate_arn or create_certificate, not both."
+  }
+}
+
+variable "tls_policy" {
+  description = "Security policy of the NLB's TLS listener (protocols and ciphers offered to clients)."
+  type        = string
+  default     = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+  validation {
+    condition     = startswith(var.tls_policy, "ELBSecurityPolicy-")
+    error_message = "tls_policy must be an ELB security policy name (ELBSecurityPolicy-...)."
+  }
+}
+
 variable "tcp_idle_timeout_seconds" {
-  description = "NLB TCP idle timeout of the listeners (60 to 6000 s; AWS's default is 350). WebSockets idle between heartbeats must outlive it."
+  description = "NLB TCP idle timeout of the plain listener (60 to 6000 s; AWS's default is 350). A TLS listener's is fixed by AWS at 350 s. WebSockets idle between heartbeats must outlive it."
   type        = number
   default     = 3600
   validation {
@@ -211,7 +257,7 @@ variable "deletion_protection" {
 }
 
 variable "access_logs_bucket" {
-  description = "S3 bucket for the NLB's access logs (TLS listeners only log); null for none."
+  description = "S3 bucket for the NLB's access logs (only a TLS listener logs); null for none."
   type        = string
   default     = null
 }

@@ -16,6 +16,11 @@ locals {
     flake_nix    = local.nixos_files["flake.nix"]
     fleet_json   = local.nixos_files["fleet.json"]
     colours_json = jsonencode({ blue = var.nixos.flake_ref, green = var.nixos.flake_ref })
+    # The first build runs before the configuration that names the cache: tell it directly.
+    cache_options = var.binary_cache == null ? "" : join("\n", [
+      "--option", "extra-substituters", var.binary_cache.url,
+      "--option", "extra-trusted-public-keys", var.binary_cache.public_key,
+    ])
   })
 }
 

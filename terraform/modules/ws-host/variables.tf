@@ -74,6 +74,23 @@ variable "key_name" {
   default     = null
 }
 
+variable "binary_cache" {
+  description = "A Nix binary cache (url, public_key) the first boot's build may use besides cache.nixos.org; afterwards the host's NixOS configuration names it (fleet.json binaryCache). null: none. Checked here as well as in ws-fleet: both values are written into the first-boot script."
+  type = object({
+    url        = string
+    public_key = string
+  })
+  default = null
+  validation {
+    condition     = var.binary_cache == null || can(regex("^(https|s3)://[^'\"\\s]+$", var.binary_cache.url))
+    error_message = "binary_cache.url must be an https:// or s3:// URL without quotes or spaces."
+  }
+  validation {
+    condition     = var.binary_cache == null || can(regex("^[A-Za-z0-9.-]+:[A-Za-z0-9+/]{43}=$", var.binary_cache.public_key))
+    error_message = "binary_cache.public_key must be a Nix public key, NAME:BASE64."
+  }
+}
+
 variable "nixos" {
   description = <<-EOT
     What the first-boot bootstrap writes to /etc/nixos: flake_ref is the flake reference of this

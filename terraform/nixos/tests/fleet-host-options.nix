@@ -16,8 +16,8 @@ let
   fleet = {
     role = "ws";
     domain = "ws.example.com";
-    acmeEmail = "ops@example.com";
     monitoringAddress = "10.0.0.10";
+    proxyProtocolTrustedIPs = [ "10.40.0.0/24" ];
     serverSettings = { MAX_CONNECTIONS = "50000"; };
   };
   host = import ../fleet-host.nix {

@@ -18,6 +18,19 @@ let
         rule = "Path(`/ready`)";
         service = "ws-active";
       };
+    withoutTlsNoProxyProtocol =
+      lib.entryPoints { healthAddress = ":8083"; proxyProtocolTrustedIPs = [ ]; }
+      == { nlb-health.address = ":8083"; web = { }; };
+    withTlsProxyProtocolFromTheNlbSubnetsOnBothEntryPoints =
+      lib.entryPoints { healthAddress = ":8083"; proxyProtocolTrustedIPs = [ "10.40.0.0/24" "10.40.1.0/24" ]; }
+      == {
+        nlb-health = { address = ":8083"; proxyProtocol.trustedIPs = [ "10.40.0.0/24" "10.40.1.0/24" ]; };
+        web.proxyProtocol.trustedIPs = [ "10.40.0.0/24" "10.40.1.0/24" ];
+      };
+    noBinaryCacheNoSettings = lib.nixSettings null == { };
+    binaryCacheIsASubstituterWithItsKey =
+      lib.nixSettings { url = "https://cache.example.com"; publicKey = "cache.example.com-1:AAAA="; }
+      == { substituters = [ "https://cache.example.com" ]; trusted-public-keys = [ "cache.example.com-1:AAAA=" ]; };
     relaysMapPrivatePortsToTheLoopbackListeners =
       lib.relays ports == {
         blue = { port = 19464; target = 9464; };

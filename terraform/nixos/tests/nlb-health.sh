@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# The NLB's health check for real: the real Traefik with the static and dynamic configuration
-# the NixOS module renders (nixos/lib/traefik.nix) plus the fleet's `nlb-health` entry point
-# and router (terraform/nixos/fleet-lib.nix), in front of the real server as blue and the
-# fault-injection server as green (/ready always 503). GET /ready on the health port must be
-# 200 exactly when the colour routing.yml points at is ready: blue ready -> 200; routing moved
-# to green -> not 200; back to blue -> 200; blue draining after SIGTERM -> not 200. Nothing but
-# /ready is served there. Called by ci/suites/70-terraform.sh after the binaries are built.
+# The NLB's health check and its proxy protocol for real: the real Traefik with the static and
+# dynamic configuration the NixOS module renders (nixos/lib/traefik.nix) plus the fleet's
+# entry points as they are behind a TLS listener (terraform/nixos/fleet-lib.nix: `nlb-health`,
+# proxy protocol on it and on `web`, trusted from 127.0.0.1 standing for the NLB's subnets)
+# and its health router, in front of the real server as blue and the fault-injection server
+# as green (/ready always 503).
+#
+# - GET /ready on the health port must be 200 exactly when the colour routing.yml points at
+#   is ready: blue ready -> 200; routing moved to green -> not 200; back to blue -> 200; blue
+#   draining after SIGTERM -> not 200. Nothing but /ready is served there. It answers with
+#   the NLB's LOCAL proxy protocol header, and without one.
+# - Client addresses: a request from the "NLB" whose proxy protocol header names a client is
+#   that client for Traefik (its access log's ClientHost); the same header from any other
+#   peer (127.0.0.2) is not believed.
+# Called by ci/suites/70-terraform.sh after the binaries are built.
 set -euo pipefail
 . "$(dirname "$0")/../../../ci/lib.sh"
 
@@ -34,15 +42,20 @@ nix_json "$traefik_lib.base { instances = {
   green = { port = $green; metricsPort = $green_metrics; }; }; }" > "$dyn/base.yml"
 nix_json "$traefik_lib.seedRouting \"blue\"" > "$dyn/routing.yml"
 nix_json "(import $REPO/terraform/nixos/fleet-lib.nix { }).healthRouting" > "$dyn/nlb-health.yml"
-# The module's static configuration, with the entry point fleet-host.nix adds.
+# The module's static configuration, with the entry points fleet-host.nix adds behind a TLS
+# listener (merged as the NixOS module system merges them).
 nix_json "let
     fleet = import $REPO/terraform/nixos/fleet-lib.nix { };
     static = $traefik_lib.static {
       webAddress = \"127.0.0.1:$web\"; websecureAddress = \"127.0.0.1:$websecure\";
       apiAddress = \"127.0.0.1:$api\"; dynamicDir = \"$dyn\"; logFile = \"$WORK/traefik.log\";
       accessLogFile = \"$WORK/access.log\"; };
-  in static // { entryPoints = static.entryPoints // {
-    \${fleet.healthEntryPoint}.address = \"127.0.0.1:$health\"; }; }" > "$WORK/static.yml"
+    fleetEntryPoints = fleet.entryPoints {
+      healthAddress = \"127.0.0.1:$health\"; proxyProtocolTrustedIPs = [ \"127.0.0.1/32\" ]; };
+  in static // { entryPoints = static.entryPoints // fleetEntryPoints // {
+    web = static.entryPoints.web // fleetEntryPoints.web; }; }" > "$WORK/static.yml"
+jq -e '.entryPoints.web.proxyProtocol.trustedIPs == ["127.0.0.1/32"] and .entryPoints.web.address != null' "$WORK/static.yml" > /dev/null ||
+  die "the merged static configuration lost web's address or its proxy protocol: $(jq -c .entryPoints "$WORK/static.yml")"
 
 "$VENV/bin/traefik" --configFile="$WORK/static.yml" > "$WORK/traefik.out" 2>&1 &
 PIDS+=($!)
@@ -80,12 +93,35 @@ expect() {
 route_to() { nix_json "$traefik_lib.seedRouting \"$1\"" > "$dyn/routing.yml.new" && mv "$dyn/routing.yml.new" "$dyn/routing.yml"; }
 
 expect /ready 200
+ppv2_get() { "$VENV/bin/python" "$REPO/terraform/nixos/tests/ppv2_get.py" "$@"; }
+[ "$(ppv2_get --source 127.0.0.1 --port "$health" --path /ready --local)" = 200 ] ||
+  die "the health port does not answer /ready behind the NLB's LOCAL proxy protocol header"
 errors=$(curl -fsS "http://127.0.0.1:$api/api/http/routers/nlb-health@file" | jq -r '.error // [] | join("; ")')
 [ -z "$errors" ] || die "Traefik reports errors on the nlb-health router: $errors"
 for other in / /health /ws/chat/x /metrics; do
   [ "$(status_of "$other")" = 404 ] || die "the health port must serve /ready only; $other answered $(status_of "$other")"
 done
 log "health port serves nothing but /ready"
+
+# client_host_of PATH: Traefik's ClientHost for the last request to PATH (its access log).
+client_host_of() {
+  local deadline=$((SECONDS + 5)) host
+  while :; do
+    host=$(jq -r --arg path "$1" 'select(.RequestPath == $path) | .ClientHost' "$WORK/access.log" 2> /dev/null | tail -1)
+    [ -z "$host" ] || { echo "$host"; return; }
+    [ "$SECONDS" -lt "$deadline" ] || { echo "(no access log line for $1)"; return; }
+    sleep 0.1
+  done
+}
+[ "$(ppv2_get --source 127.0.0.1 --port "$web" --path /health?from-nlb --client 203.0.113.7)" = 200 ] ||
+  die "a request from the NLB with a proxy protocol header failed"
+[ "$(client_host_of /health?from-nlb)" = 203.0.113.7 ] ||
+  die "the proxy protocol header from the NLB was not believed: ClientHost $(client_host_of /health?from-nlb)"
+[ "$(ppv2_get --source 127.0.0.2 --port "$web" --path /health?from-elsewhere --client 203.0.113.8)" = 200 ] ||
+  die "a request from another peer with a proxy protocol header failed"
+[ "$(client_host_of /health?from-elsewhere)" = 127.0.0.2 ] ||
+  die "a proxy protocol header from outside the NLB's subnets was believed: ClientHost $(client_host_of /health?from-elsewhere)"
+echo "RESULT proxy protocol: the client named by the NLB's header (203.0.113.7) is the client; the same header from 127.0.0.2 is ignored"
 
 route_to green   # the active colour is not ready: the host must leave the rotation
 expect /ready "not 200"

@@ -107,6 +107,28 @@ def parse_pins(stdout: str) -> dict[str, str]:
     return {c: pins[c] for c in COLOURS}
 
 
+# What each exit status of `wsctl deploy` means for the host (docs/deploy.md, "Exit codes").
+WSCTL_DEPLOY_EXITS = {
+    1: "wsctl rolled the deploy back (exit 1): the old colour serves",
+    2: "wsctl refused the deploy (exit 2): nothing changed on the host",
+    3: "another deploy or rollback holds the host's lock (wsctl exit 3): nothing changed by this one",
+    4: "wsctl needs an operator (exit 4): the host's state is not one it could put back",
+}
+
+
+def deploy_failure(returncode: int | None, stdout: str, fallback: str) -> str:
+    """The operator's line for a failed `wsctl deploy --json`: what its exit status means and
+    the error of its JSON report (which it prints on stdout even when it fails)."""
+    meaning = WSCTL_DEPLOY_EXITS.get(returncode) if returncode is not None else None
+    if meaning is None:
+        return fallback
+    try:
+        error = json.loads(stdout).get("error") or fallback
+    except (json.JSONDecodeError, AttributeError):
+        error = fallback
+    return f"{meaning}: {error}"
+
+
 NOT_REGISTERED = "not registered"
 
 

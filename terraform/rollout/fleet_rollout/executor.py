@@ -17,10 +17,12 @@ from .inventory import Fleet, Host
 
 
 class StepFailed(Exception):
-    def __init__(self, step: str, detail: str):
+    def __init__(self, step: str, detail: str, returncode: int | None = None, stdout: str = ""):
         super().__init__(f"{step}: {detail}")
         self.step = step
         self.detail = detail
+        self.returncode = returncode  # None: the command never finished
+        self.stdout = stdout
 
 
 @dataclass
@@ -58,7 +60,7 @@ class Runner:
                 sys.stderr.write("".join(f"[{host.name}]   {line}\n" for line in done.stderr.splitlines()))
         if done.returncode != 0:
             last = done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
-            raise StepFailed(step, last[0])
+            raise StepFailed(step, last[0], done.returncode, done.stdout)
         return done.stdout
 
 
@@ -83,7 +85,10 @@ def roll_host(fleet: Fleet, settings: Settings, runner: Runner, outcome: Outcome
         pins[idle] = settings.flake_ref
         runner.run("write pins", host, commands.write_pins(settings, host), stdin=json.dumps(pins) + "\n")
         runner.run("nixos-rebuild", host, commands.nixos_rebuild(settings, host, pins))
-        runner.run("deploy", host, commands.wsctl_deploy(settings, host, idle))
+        try:
+            runner.run("deploy", host, commands.wsctl_deploy(settings, host, idle))
+        except StepFailed as failed:
+            raise StepFailed("deploy", commands.deploy_failure(failed.returncode, failed.stdout, failed.detail)) from failed
         now_active = _parse("verify", commands.parse_active_colour, runner.run("verify", host, commands.wsctl_status(settings, host)))
         if now_active != idle:
             raise StepFailed("verify", f"wsctl deploy exited 0 but {now_active} is active, not {idle}")

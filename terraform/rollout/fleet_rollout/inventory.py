@@ -30,8 +30,11 @@ class Fleet:
     nixos_files: dict[str, str]  # file name -> content of a WebSocket host's /etc/nixos
 
 
-# The port each target group's targets are registered on (terraform/modules/ws-fleet/nlb.tf).
-TARGET_PORTS = {"http": 80, "https": 443}
+# The NLB has one listener, and so one target group: "http" without TLS, "https" with TLS at
+# the NLB. Either way the hosts are registered on Traefik's port 80 (terraform/modules/ws-fleet,
+# main.tf: local.traefik_port).
+LISTENERS = ("http", "https")
+TARGET_PORT = 80
 
 
 def read_outputs(tf_dir: Path) -> dict:
@@ -79,8 +82,8 @@ def fleet_from_outputs(outputs: dict) -> Fleet:
     hosts = tuple(_host(name, spec) for name, spec in sorted(hosts_value.items()))
 
     groups = values["target_group_arns"]
-    if not isinstance(groups, dict) or set(groups) != set(TARGET_PORTS):
-        raise InventoryError(f"output target_group_arns must map {sorted(TARGET_PORTS)} to ARNs, got {groups!r}")
+    if not isinstance(groups, dict) or len(groups) != 1 or not set(groups) <= set(LISTENERS):
+        raise InventoryError(f"output target_group_arns must map one listener ({' or '.join(LISTENERS)}) to its ARN, got {groups!r}")
     for name, arn in groups.items():
         if not isinstance(arn, str) or not arn.startswith("arn:"):
             raise InventoryError(f"target_group_arns.{name} is not an ARN: {arn!r}")
@@ -91,7 +94,7 @@ def fleet_from_outputs(outputs: dict) -> Fleet:
     region = values["region"]
     if not isinstance(region, str) or not region:
         raise InventoryError("output region must be a region name")
-    return Fleet(hosts, dict(groups), dict(TARGET_PORTS), region, dict(files))
+    return Fleet(hosts, dict(groups), {name: TARGET_PORT for name in groups}, region, dict(files))
 
 
 def _output_value(outputs: dict, name: str):

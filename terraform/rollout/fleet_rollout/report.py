@@ -42,8 +42,9 @@ def print_outcomes(fleet: Fleet, outcomes: list[Outcome]) -> None:
         where = "still in service" if o.in_service else "OUT of the load balancer"
         print(f"FAILED    {o.host.name} at {o.step}: {o.detail}; {where}")
         if not o.in_service:
-            print(f"          when it is fixed: {' '.join(commands.elbv2(fleet, 'register-targets', o.host, 'http'))}")
-            print(f"                            {' '.join(commands.elbv2(fleet, 'register-targets', o.host, 'https'))}")
+            for number, listener in enumerate(fleet.target_groups):
+                lead = "when it is fixed:" if number == 0 else ""
+                print(f"          {lead:17} {' '.join(commands.elbv2(fleet, 'register-targets', o.host, listener))}")
     for o in groups["untouched"]:
         print(f"UNTOUCHED {o.host.name}")
     print(f"RESULT rollout: {len(groups['done'])} done, {len(groups['failed'])} failed, {len(groups['untouched'])} untouched")

@@ -32,7 +32,7 @@ def outputs() -> dict:
         "ws_hosts": out(hosts),
         "monitoring_host": out({"instance_id": "i-0mon", "private_ip": "10.40.0.200", "public_ip": "198.51.100.200"}),
         "nlb_dns_name": out("ws-prod-nlb-0123.elb.eu-west-1.amazonaws.com"),
-        "target_group_arns": out({"http": tg.format("http"), "https": tg.format("https")}),
+        "target_group_arns": out({"https": tg.format("https")}),  # TLS at the NLB
         "service_url": out("https://ws.example.com"),
         "grafana_url": out("http://grafana.ws.example.com:3000"),
         "region": out("eu-west-1"),

@@ -35,8 +35,19 @@ def test_load_balancer_commands_name_instance_port_and_region(fleet):
     host = fleet.hosts[1]
     argv = commands.elbv2(fleet, "wait target-deregistered", host, "https")
     assert argv[:6] == ["aws", "--region", "eu-west-1", "elbv2", "wait", "target-deregistered"]
-    assert argv[-2:] == ["--targets", f"Id={host.instance_id},Port=443"]
+    assert argv[-2:] == ["--targets", f"Id={host.instance_id},Port=80"], "Traefik's web entry point, behind either listener"
     assert fleet.target_groups["https"] in argv
+
+
+def test_a_failed_deploy_says_what_its_exit_status_means_for_the_host():
+    report = json.dumps({"outcome": "refused", "exitCode": 3, "error": "another deploy holds /var/lib/concurrent-socket/deploy.lock"})
+    assert commands.deploy_failure(3, report, "wsctl: ...") == (
+        "another deploy or rollback holds the host's lock (wsctl exit 3): nothing changed by this one: "
+        "another deploy holds /var/lib/concurrent-socket/deploy.lock")
+    assert commands.deploy_failure(1, "not json", "green never became ready").startswith("wsctl rolled the deploy back (exit 1)")
+    assert commands.deploy_failure(255, "", "ssh: connect to host 198.51.100.1 port 22: Connection refused") == \
+        "ssh: connect to host 198.51.100.1 port 22: Connection refused", "not wsctl's: said as it is"
+    assert commands.deploy_failure(None, "", "no answer within 900 s") == "no answer within 900 s"
 
 
 def test_deploy_passes_extra_arguments(fleet):

@@ -1,22 +1,21 @@
 """The rollout's own bookkeeping: step order, stopping after the first failed batch, the fleet
 state it reports. ssh, aws and nixos-rebuild are replaced on PATH by small scripts that log
 their arguments and answer like the hosts would (wsctl status, the colour pins, target health):
-these tests check what fleet-rollout does with the answers, not AWS or the hosts themselves."""
+these tests check what fleet-rollout does with the answers, not AWS or the hosts themselves.
+test_wsctl_contract.py runs the real wsctl behind ssh instead."""
 
 import json
 import os
 import signal
-import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from stand_ins import NEW, calls, make_env, run
 
-ROLLOUT_DIR = Path(__file__).resolve().parents[1]
 OLD = "github:acme/concurrent-socket/old"
-NEW = "github:acme/concurrent-socket/new"
 
 SSH = r'''#!/usr/bin/env bash
 # ssh stand-in: the host is the argument before "--"; its state lives in $HOSTS_DIR/<ip>/.
@@ -31,60 +30,21 @@ case "$*" in
   "cat /etc/nixos/colours.json") cat "$dir/pins" ;;
   "sh -c "*) cat > "$dir/pins" ;;
   "wsctl deploy --to "*)
-    if [ -e "$dir/slow-deploy" ]; then touch "$dir/deploying"; sleep 60; fi
+    # The process that marks the deploy as running is the one that then waits, so a Ctrl-C
+    # sent once the mark exists always reaches it (touch; sleep raced with the signal).
+    if [ -e "$dir/slow-deploy" ]; then
+      exec "$PYTHON" -c 'import pathlib, sys, time; pathlib.Path(sys.argv[1]).touch(); time.sleep(60)' "$dir/deploying"
+    fi
     if [ -e "$dir/fail-deploy" ]; then echo "deploy failed: green never became ready; rolled back to blue" >&2; exit 1; fi
     echo "$4" > "$dir/active" ;;
   *) echo "unexpected remote command: $*" >&2; exit 99 ;;
 esac
 '''
 
-AWS = r'''#!/usr/bin/env bash
-set -euo pipefail
-echo "aws $*" >> "$CALL_LOG"
-case "$*" in
-  *describe-target-health*) cat "$TARGET_HEALTH" ;;
-esac
-'''
-
-NIXOS_REBUILD = r'''#!/usr/bin/env bash
-set -euo pipefail
-echo "nixos-rebuild $*" >> "$CALL_LOG"
-'''
-
 
 @pytest.fixture
 def env(tmp_path, outputs):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name, text in {"ssh": SSH, "aws": AWS, "nixos-rebuild": NIXOS_REBUILD}.items():
-        path = bin_dir / name
-        path.write_text(text)
-        path.chmod(path.stat().st_mode | stat.S_IXUSR)
-    hosts = outputs["ws_hosts"]["value"]
-    health = {"TargetHealthDescriptions": [
-        {"Target": {"Id": h["instance_id"], "Port": 80}, "TargetHealth": {"State": "healthy"}} for h in hosts.values()
-    ]}
-    (tmp_path / "health.json").write_text(json.dumps(health))
-    return {
-        **os.environ,
-        "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "CALL_LOG": str(tmp_path / "calls.log"),
-        "HOSTS_DIR": str(tmp_path / "hosts"),
-        "TARGET_HEALTH": str(tmp_path / "health.json"),
-        "OLD_REF": OLD,
-        "PYTHONPATH": str(ROLLOUT_DIR),
-    }
-
-
-def run(env, outputs_file, *args):
-    # This Python directly rather than the fleet-rollout wrapper: a pyenv shim for python3
-    # would put its own bin directory, with a real aws, ahead of the stand-ins on PATH.
-    return subprocess.run([sys.executable, "-m", "fleet_rollout", "--flake-ref", NEW, "--outputs", str(outputs_file), *args],
-                          capture_output=True, text=True, env=env, timeout=120)
-
-
-def calls(env) -> list[str]:
-    return Path(env["CALL_LOG"]).read_text().splitlines()
+    return make_env(tmp_path, outputs, SSH, OLD_REF=OLD, PYTHON=sys.executable)
 
 
 def host_state(env, ip: str) -> tuple[str, dict]:
@@ -103,9 +63,9 @@ def test_every_host_moves_to_its_idle_colour(env, outputs_file):
     log = calls(env)
     first = [c for c in log if "198.51.100.1" in c or "i-00000000000000001" in c]
     kinds = [c.split()[0] + (" " + c.split()[4] if c.startswith("aws") else "") for c in first]
-    assert kinds == ["ssh", "ssh", "aws deregister-targets", "aws deregister-targets", "aws wait", "aws wait",
+    assert kinds == ["ssh", "ssh", "aws deregister-targets", "aws wait",
                      "ssh", "nixos-rebuild", "ssh", "ssh",
-                     "aws register-targets", "aws register-targets", "aws wait", "aws wait"]
+                     "aws register-targets", "aws wait"]
 
 
 def test_stops_after_the_first_failed_batch_and_reports_the_fleet(env, outputs_file):
@@ -115,7 +75,8 @@ def test_stops_after_the_first_failed_batch_and_reports_the_fleet(env, outputs_f
     assert done.returncode == 1
     out = done.stdout
     assert "DONE      ws-prod-ws-01: green active (was blue), in service" in out
-    assert "FAILED    ws-prod-ws-02 at deploy: deploy failed: green never became ready; rolled back to blue; OUT of the load balancer" in out
+    assert ("FAILED    ws-prod-ws-02 at deploy: wsctl rolled the deploy back (exit 1): the old colour serves: "
+            "deploy failed: green never became ready; rolled back to blue; OUT of the load balancer") in out
     assert "UNTOUCHED ws-prod-ws-03" in out and "UNTOUCHED ws-prod-ws-04" in out
     assert "RESULT rollout: 1 done, 1 failed, 2 untouched" in out
     assert "register-targets --target-group-arn" in out.split("== fleet state")[1], "the report says how to put the host back"
@@ -155,7 +116,7 @@ def test_refuses_to_start_when_a_host_is_unhealthy(env, outputs_file):
     Path(env["TARGET_HEALTH"]).write_text(json.dumps(health))
     done = run(env, outputs_file)
     assert done.returncode == 1
-    assert "refusing to start" in done.stderr and "ws-prod-ws-03 (http: unhealthy)" in done.stderr
+    assert "refusing to start" in done.stderr and "ws-prod-ws-03 (https: unhealthy)" in done.stderr
     assert not any("deregister" in c for c in calls(env))
 
 
@@ -164,7 +125,7 @@ def test_a_host_left_out_by_a_stopped_rollout_can_be_rolled_again(env, outputs_f
     del health["TargetHealthDescriptions"][1]  # ws-prod-ws-02, deregistered after a failure
     Path(env["TARGET_HEALTH"]).write_text(json.dumps(health))
     refused = run(env, outputs_file, "--hosts", "ws-prod-ws-03")
-    assert refused.returncode == 1 and "ws-prod-ws-02 (http: not registered)" in refused.stderr
+    assert refused.returncode == 1 and "ws-prod-ws-02 (https: not registered)" in refused.stderr
     done = run(env, outputs_file, "--hosts", "ws-prod-ws-02,ws-prod-ws-04")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "RESULT rollout: 2 done, 0 failed, 0 untouched" in done.stdout

@@ -14,7 +14,7 @@ def test_reads_hosts_target_groups_and_flake(outputs):
     fleet = fleet_from_outputs(outputs)
     assert [h.name for h in fleet.hosts] == ["ws-prod-ws-01", "ws-prod-ws-02", "ws-prod-ws-03", "ws-prod-ws-04"]
     assert fleet.hosts[0].instance_id == "i-00000000000000001" and fleet.hosts[0].public_ip == "198.51.100.1"
-    assert set(fleet.target_groups) == {"http", "https"} and fleet.target_ports == {"http": 80, "https": 443}
+    assert set(fleet.target_groups) == {"https"} and fleet.target_ports == {"https": 80}
     assert fleet.region == "eu-west-1" and set(fleet.nixos_files) == {"flake.nix", "fleet.json"}
 
 
@@ -47,6 +47,15 @@ def test_a_host_without_address_is_named(outputs):
 def test_a_bad_target_group_is_refused(outputs):
     outputs["target_group_arns"]["value"]["https"] = "not-an-arn"
     with pytest.raises(InventoryError, match="target_group_arns.https is not an ARN"):
+        fleet_from_outputs(outputs)
+
+
+def test_one_target_group_plain_or_tls(outputs):
+    tg = outputs["target_group_arns"]["value"].pop("https")
+    outputs["target_group_arns"]["value"]["http"] = tg
+    assert fleet_from_outputs(outputs).target_ports == {"http": 80}
+    outputs["target_group_arns"]["value"]["https"] = tg
+    with pytest.raises(InventoryError, match="must map one listener"):
         fleet_from_outputs(outputs)
 
 

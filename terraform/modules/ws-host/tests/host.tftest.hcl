@@ -93,3 +93,11 @@ run "refuses_user_data_over_the_ec2_limit" {
   }
   expect_failures = [aws_instance.this]
 }
+
+run "rejects_a_binary_cache_url_that_would_break_the_first_boot_script" {
+  command = plan
+  variables {
+    binary_cache = { url = "https://cache.example.com/'; rm -rf / #", public_key = "cache.example.com-1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" }
+  }
+  expect_failures = [var.binary_cache]
+}
