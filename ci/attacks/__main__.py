@@ -55,11 +55,11 @@ async def run_one(attack, binary, workdir):
             where = " | ".join(traceback.format_exc(limit=-2).strip().splitlines()[-4:])
             report.check("the attack ran to completion", False, f"{type(e).__name__}: {e} at {where}")
     finally:
-        context.close()
         if report.honest is not None:
-            await report.honest.stop()
+            await report.honest.stop()  # before the servers go: leaving is not a failure
             report.check("honest clients: 0 failures", not report.honest.failures,
                          "; ".join(report.honest.failures[:3]) or "none")
+        context.close()
     report.seconds = time.monotonic() - started
     return report
 

@@ -178,6 +178,9 @@ class RawWebSocket:
 
     def __init__(self, reader, writer):
         self.reader, self.writer = reader, writer
+        # The frame being read: kept across a timeout, so that a frame half arrived when the
+        # wait ended is not torn (cancelling a read mid-frame would lose its first bytes).
+        self._next = None
 
     def send(self, opcode, payload=b"", fin=True):
         self.writer.write(frame(opcode, payload, fin))
@@ -190,8 +193,14 @@ class RawWebSocket:
 
     async def recv(self, timeout):
         """The next frame, None once the server closed TCP; TimeoutError if none in time."""
+        if self._next is None:
+            self._next = asyncio.ensure_future(read_frame(self.reader))
+        done, _ = await asyncio.wait({self._next}, timeout=timeout)
+        if not done:
+            raise TimeoutError
+        reading, self._next = self._next, None
         try:
-            return await asyncio.wait_for(read_frame(self.reader), timeout)
+            return reading.result()
         except (asyncio.IncompleteReadError, ConnectionError):
             return None
 
@@ -227,6 +236,8 @@ class RawWebSocket:
 
     def abort(self):
         """Drops the TCP connection without a closing handshake."""
+        if self._next is not None:
+            self._next.cancel()
         transport = self.writer.transport
         if not transport.is_closing():
             transport.abort()
