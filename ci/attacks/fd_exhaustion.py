@@ -15,6 +15,7 @@ on a reserved fd) instead of hanging in the queue; established clients keep echo
 import asyncio
 import socket
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -32,21 +33,26 @@ PROBE_WAIT = 5.0
 
 class NotifySocket:
     """The NOTIFY_SOCKET end systemd would hold: records (monotonic time, line) of every
-    datagram (READY=1, STATUS=..., WATCHDOG=1, STOPPING=1)."""
+    datagram (READY=1, STATUS=..., WATCHDOG=1, STOPPING=1). A thread of its own reads it, so
+    that the times are right however busy the attack's event loop is."""
 
     def __init__(self):
         self.dir = tempfile.TemporaryDirectory(prefix="attack-notify-")
         self.path = str(Path(self.dir.name) / "notify.sock")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.path)
-        self.sock.setblocking(False)
+        self.sock.settimeout(0.2)
         self.lines = []
-        self.task = asyncio.create_task(self._read())
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
 
-    async def _read(self):
-        loop = asyncio.get_running_loop()
-        while True:
-            data = await loop.sock_recv(self.sock, 65536)
+    def _read(self):
+        while not self.stopping.is_set():
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
             now = time.monotonic()
             self.lines += [(now, line) for line in data.decode(errors="replace").splitlines()]
 
@@ -54,7 +60,8 @@ class NotifySocket:
         return [t for t, line in self.lines if line == "WATCHDOG=1"]
 
     def close(self):
-        self.task.cancel()
+        self.stopping.set()
+        self.thread.join()
         self.sock.close()
         self.dir.cleanup()
 

@@ -144,7 +144,7 @@ async def run(ctx):
             await refusals(ctx, server)
             await pending_caps(ctx, server)
             start = await churn(ctx, server)
-    code, _ = server.stop()
+    code, _ = await asyncio.to_thread(server.stop)
     summaries = [opened_count(r) for r in server.log_records(start) if level(r) == "INFO"]
     summaries = [n for n in summaries if n is not None]
     ctx.check(f"info summaries (the last at shutdown) count the >= {CHURN} connections opened",
