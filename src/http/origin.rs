@@ -103,15 +103,7 @@ impl<'a> Authority<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(*name, HeaderValue::from_str(value).unwrap());
-        }
-        map
-    }
+    use crate::http::client::headers;
 
     fn policy<'a>(allowed: &'a AllowedOrigins, scheme: &'a str) -> OriginPolicy<'a> {
         OriginPolicy {
