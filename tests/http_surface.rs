@@ -6,7 +6,6 @@ mod common;
 
 use common::{Client, Server, refusal, server_binary};
 use serde_json::json;
-use tokio_tungstenite::tungstenite;
 
 #[tokio::test]
 async fn health_and_ready() {

@@ -5,8 +5,8 @@ mod common;
 
 use common::{Client, Server, WAIT, refusal};
 use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{self, Message};
 
 #[tokio::test]
 async fn connection_cap_answers_503_with_retry_after_until_a_slot_frees() {

@@ -47,6 +47,10 @@ const DISCONNECT_REASONS: [&str; 9] = [
 #[tokio::test]
 async fn every_series_exists_at_zero_from_start_up() {
     let server = Server::start(&[("MAX_CONNECTIONS", "123")]).await;
+    // The readiness probe's connection may take a moment to be seen closed.
+    server
+        .wait_metric("websocket_http_pending", |v| v == 0.0)
+        .await;
     let text = server.metrics_text().await;
     let value =
         |series: &str| parse_metric(&text, series).unwrap_or_else(|| panic!("missing {series}"));

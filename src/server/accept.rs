@@ -125,18 +125,19 @@ impl Reserve {
     /// clients see the connection closed instead of waiting in a queue nobody takes from.
     /// Returns how many.
     fn shed(&mut self, listener: &TcpListener) -> usize {
+        if self.0.is_none() {
+            // Lost earlier to another open: take it back if a descriptor is free now.
+            self.0 = File::open("/dev/null").ok();
+        }
         let mut shed = 0;
         while shed < SHED_BATCH && self.0.take().is_some() {
-            let accepted = listener.accept().now_or_never();
+            // The accepted stream is a temporary: closed before the reserve is opened again.
+            let closed_one = matches!(listener.accept().now_or_never(), Some(Ok(_)));
             self.0 = File::open("/dev/null").ok();
-            match accepted {
-                Some(Ok((stream, _))) => drop(stream),
-                _ => break,
+            if !closed_one {
+                break;
             }
             shed += 1;
-        }
-        if self.0.is_none() {
-            self.0 = File::open("/dev/null").ok();
         }
         shed
     }
@@ -287,5 +288,73 @@ impl axum::serve::Listener for TrackedListener {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.local_addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::sockets::bind;
+    use tokio::io::AsyncReadExt;
+
+    fn listener() -> TcpListener {
+        TcpListener::from_std(bind("127.0.0.1:0".parse().unwrap(), 16).unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_reserve_closes_what_waits_and_is_held_again() {
+        let listener = listener();
+        let addr = listener.local_addr().unwrap();
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            clients.push(TcpStream::connect(addr).await.unwrap());
+        }
+        // Let the kernel finish the handshakes and tokio see the socket readable.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut reserve = Reserve::new();
+        assert_eq!(reserve.shed(&listener), 3);
+        assert!(reserve.0.is_some(), "the reserve is held again");
+        for client in &mut clients {
+            let mut byte = [0u8; 1];
+            let read = tokio::time::timeout(Duration::from_secs(5), client.read(&mut byte)).await;
+            assert!(matches!(read, Ok(Ok(0) | Err(_))), "closed: {read:?}");
+        }
+        assert_eq!(reserve.shed(&listener), 0, "nothing waits any more");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_probe_sees_a_queue_nobody_takes_from() {
+        let listener = listener();
+        let addr = listener.local_addr().unwrap();
+        let tracked = TrackedListener::new(
+            listener,
+            crate::state::AppState::new(test_config(), false),
+            Instant::now(),
+            CancellationToken::new(),
+        )
+        .unwrap();
+        let health = tracked.health();
+        let within = Duration::from_millis(300);
+        assert_eq!(health.probe(within).await, Ok(()), "an empty queue");
+        let _waiting = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(health.probe(within).await.is_err(), "nothing accepts");
+        let mut tracked = tracked;
+        let accepting = tokio::spawn(async move {
+            loop {
+                axum::serve::Listener::accept(&mut tracked).await;
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(health.probe(within).await, Ok(()), "taken");
+        accepting.abort();
+    }
+
+    fn test_config() -> crate::config::Config {
+        use clap::Parser;
+        let cli =
+            crate::config::Cli::try_parse_from(["concurrent-socket", "--server-id", "t"]).unwrap();
+        crate::config::Config::from_raw(&cli.settings).unwrap()
     }
 }

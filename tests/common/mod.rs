@@ -184,7 +184,12 @@ impl Server {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false;
             }
-            if let Ok(response) = self.http.get(self.url("/ready")).send().await
+            // Not kept alive: an idle connection counts in `websocket_http_pending`.
+            let ready = self
+                .http
+                .get(self.url("/ready"))
+                .header("connection", "close");
+            if let Ok(response) = ready.send().await
                 && response.status() == 200
             {
                 return true;
