@@ -58,6 +58,14 @@ let
   # Probes from the host itself (wsctl) use a plain loopback entry point: the public routers
   # may want TLS (ACME) or a host name.
   loopbackAddress = "127.0.0.1:${toString cfg.traefik.loopbackPort}";
+  # The origin of the public page behind Traefik (a default port is not written).
+  publicOrigin =
+    let
+      port = if acme then cfg.traefik.httpsPort else cfg.traefik.httpPort;
+      defaultPort = if acme then 443 else 80;
+    in
+    "${if acme then "https" else "http"}://${cfg.traefik.domain}"
+    + lib.optionalString (port != defaultPort) ":${toString port}";
 
   baseFile = json.generate "base.yml" (traefikLib.base {
     inherit instances;
@@ -124,7 +132,8 @@ let
       LOG_LEVEL = setting types.str "tracing filter: `info`, `debug` or a full EnvFilter directive (server default info).";
       MAX_MESSAGE_BYTES = setting types.ints.positive "Largest accepted client message in bytes (server default 65536).";
       RATE_LIMIT_MSGS_PER_SEC = setting types.ints.unsigned "Messages per second per connection, 0 = off (server default 100).";
-      ALLOWED_ORIGINS = setting (types.listOf types.str) "Origins allowed to upgrade; empty = same origin as Host only; `[ \"*\" ]` = any.";
+      ALLOWED_ORIGINS = setting (types.listOf types.str) "Origins allowed to upgrade besides PUBLIC_ORIGIN; empty = the request's own origin only for localhost and IP-literal hosts; `[ \"*\" ]` = any.";
+      PUBLIC_ORIGIN = setting types.str "`scheme://host[:port]` the public page is served from, allowed to upgrade. With traefik.domain set the default is that domain's origin (https with ACME).";
       TRUSTED_PROXIES = setting (types.listOf types.str) "IPs or CIDRs whose X-Forwarded-For is believed. With traefik.enable the default is [ \"127.0.0.1\" ], Traefik on this host, so that MAX_CONNECTIONS_PER_IP counts each client and not Traefik; otherwise none.";
       ENABLE_ECHO = setting types.bool "Serve /ws/echo (server default false).";
       HSTS_MAX_AGE = setting types.ints.unsigned "Strict-Transport-Security max-age sent by the server, 0 = none (Traefik already sets it when ACME is on).";
@@ -157,6 +166,8 @@ let
             # Behind the module's Traefik every client connects from 127.0.0.1: believe its
             # X-Forwarded-For (which Traefik sets to the real peer) unless told otherwise.
             { TRUSTED_PROXIES = mkIf cfg.traefik.enable (mkDefault [ "127.0.0.1" ]); }
+            # Browsers load the page from the public name: its origin may upgrade.
+            { PUBLIC_ORIGIN = mkIf (cfg.traefik.enable && cfg.traefik.domain != null) (mkDefault publicOrigin); }
           ];
           default = { };
           example = literalExpression ''{ MAX_CONNECTIONS = 50000; ALLOWED_ORIGINS = [ "https://app.example.com" ]; }'';

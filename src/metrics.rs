@@ -4,15 +4,18 @@
 //! every value of its enum and found by the value's position, so the hot path does no label
 //! lookup and cannot name a series that does not exist.
 
-use std::marker::PhantomData;
+mod children;
+mod pre_upgrade;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
-use crate::label::{Label, labels};
+use crate::label::labels;
 use crate::protocol::{ClientType, DisconnectReason, ErrorCode, ServerType};
+use children::{Children, register};
+pub use pre_upgrade::{AcceptError, HttpRefusal, PreUpgradeMetrics};
 
 labels! {
     /// Why an upgrade was refused (`websocket_connections_rejected_total{reason}`).
@@ -22,6 +25,7 @@ labels! {
         Draining = "draining",
         ForbiddenOrigin = "forbidden_origin",
         InvalidConnectionId = "invalid_connection_id",
+        ConnectionIdInUse = "connection_id_in_use",
     }
 }
 
@@ -35,6 +39,14 @@ const DURATION_BUCKETS: [f64; 11] = [
 const RTT_BUCKETS: [f64; 12] = [
     0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
 ];
+
+/// Connection counts since start, for the periodic log summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub opened: u64,
+    pub closed: u64,
+    pub refused: u64,
+}
 
 /// Every metric of the server.
 pub struct Metrics {
@@ -50,38 +62,8 @@ pub struct Metrics {
     disconnects: Children<DisconnectReason>,
     messages_in: Children<ClientType>,
     messages_out: Children<ServerType>,
-}
-
-/// The children of a counter vector, one per value of the label `L`, created up front so that
-/// each series exists at 0, in the order of `L::ALL`: a value's child is at its index.
-struct Children<L> {
-    counters: Box<[IntCounter]>,
-    label: PhantomData<L>,
-}
-
-impl<L: Label> Children<L> {
-    /// `label_values` without the value that tells the children apart, which comes last.
-    fn new(vec: &IntCounterVec, label_values: &[&str]) -> Children<L> {
-        let child = |value: L| vec.with_label_values(&[label_values, &[value.name()]].concat());
-        Children {
-            counters: L::ALL.iter().map(|&value| child(value)).collect(),
-            label: PhantomData,
-        }
-    }
-
-    fn get(&self, value: L) -> &IntCounter {
-        &self.counters[value.index()]
-    }
-}
-
-fn register<T: prometheus::core::Collector + Clone + 'static>(
-    registry: &Registry,
-    collector: T,
-) -> T {
-    registry
-        .register(Box::new(collector.clone()))
-        .expect("metric names are unique and valid");
-    collector
+    /// The HTTP surface before the upgrade.
+    pub http: PreUpgradeMetrics,
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -196,6 +178,7 @@ impl Metrics {
             disconnects: Children::new(&disconnects, &[]),
             messages_in: Children::new(&messages, &["in"]),
             messages_out: Children::new(&messages, &["out"]),
+            http: PreUpgradeMetrics::new(&registry),
             registry,
         }
     }
@@ -210,6 +193,15 @@ impl Metrics {
 
     pub fn disconnect(&self, reason: DisconnectReason) {
         self.disconnects.get(reason).inc();
+    }
+
+    /// Connections opened, closed and refused (upgrades and pre-upgrade) since start.
+    pub fn totals(&self) -> Totals {
+        Totals {
+            opened: self.connections_total.get(),
+            closed: self.disconnects.total(),
+            refused: self.rejected.total() + self.http.refused_total(),
+        }
     }
 
     /// Counts a client message.
@@ -235,6 +227,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::label::Label;
 
     /// Whether `text` has the series `{prefix}"<value>"}} 0` for every value of `L`.
     fn every_series_at_zero<L: Label>(text: &str, prefix: &str) -> bool {

@@ -1,7 +1,8 @@
 //! Admission and bookkeeping of open WebSockets: the hard cap (a semaphore permit reserved
 //! before the upgrade and held for the whole life of the socket, because axum's limits stop
-//! at the upgrade), the per-IP counts, and the map of live connections behind `replaced` and
-//! the shutdown drain. Every slot is released by `Drop`, so no exit path can leak one.
+//! at the upgrade), the per-IP counts, the connection ids and who may replace whose
+//! ([`may_replace`]), and the map of live connections behind `replaced` and the shutdown
+//! drain. Every slot and claim is released by `Drop`, so no exit path can leak one.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -71,13 +72,36 @@ impl Control {
 pub enum AdmitError {
     AtCapacity,
     IpLimit,
+    /// The connection id is open for someone who may not be replaced by this client.
+    IdInUse,
+}
+
+/// Who opens a connection, as far as the server can tell: today the client's address (its
+/// per-client key, after trusted-proxy resolution). Tokens (the channels issue) add a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    pub client: IpAddr,
+}
+
+/// Whether a connection opened by `newcomer` may replace the one `holder` holds under the
+/// same id: only the same client (a reconnect whose old socket has not noticed it is dead
+/// yet), never another one, which would otherwise evict anyone whose id it knows.
+pub fn may_replace(holder: &Identity, newcomer: &Identity) -> bool {
+    holder == newcomer
+}
+
+/// The connection an id belongs to.
+struct Holder {
+    serial: u64,
+    identity: Identity,
+    control: Arc<Control>,
 }
 
 #[derive(Default)]
 struct Tables {
     per_ip: HashMap<IpAddr, u32>,
     live: HashMap<u64, Arc<Control>>,
-    by_id: HashMap<Box<str>, u64>,
+    by_id: HashMap<Box<str>, Holder>,
 }
 
 /// All open WebSockets of this process.
@@ -88,19 +112,20 @@ pub struct Registry {
     tables: Mutex<Tables>,
 }
 
-/// A reserved slot (global permit and per-IP count), taken before the upgrade.
+/// A reserved slot (global permit, per-IP count and the connection id, if any), taken before
+/// the upgrade.
 pub struct Admission {
     registry: Arc<Registry>,
     ip: IpAddr,
+    serial: u64,
+    id: Option<Box<str>>,
+    control: Arc<Control>,
     _permit: OwnedSemaphorePermit,
 }
 
 /// A live connection's entry; removing it on drop frees its slot.
 pub struct Registration {
     admission: Admission,
-    serial: u64,
-    id: Option<Box<str>>,
-    control: Arc<Control>,
 }
 
 impl Registry {
@@ -122,44 +147,59 @@ impl Registry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Reserves a slot for a client at `ip`, or says why not.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, AdmitError> {
+    /// Reserves a slot for `identity` (counted under its client key), claiming `id` if given,
+    /// or says why not. The connection holding `id`, if [`may_replace`] allows, is told it was
+    /// replaced; otherwise the id is in use and the holder is untouched.
+    pub fn admit(
+        self: &Arc<Self>,
+        identity: Identity,
+        id: Option<&str>,
+    ) -> Result<Admission, AdmitError> {
         let permit = Arc::clone(&self.permits)
             .try_acquire_owned()
             .map_err(|_| AdmitError::AtCapacity)?;
         let mut tables = self.tables();
+        if let Some(holder) = id.and_then(|id| tables.by_id.get(id))
+            && !may_replace(&holder.identity, &identity)
+        {
+            return Err(AdmitError::IdInUse);
+        }
+        let ip = identity.client;
         let count = tables.per_ip.entry(ip).or_insert(0);
         // At the limit the count is at least 1, so the entry is never left at 0.
         if self.max_per_ip > 0 && *count >= self.max_per_ip {
             return Err(AdmitError::IpLimit);
         }
         *count += 1;
+        let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
+        let control = Arc::new(Control::default());
+        if let Some(id) = id {
+            let holder = Holder {
+                serial,
+                identity,
+                control: Arc::clone(&control),
+            };
+            // Replaced as soon as the same client is admitted again: its new connection is
+            // the one it means to use (a command waits in the mailbox of one not yet running).
+            if let Some(previous) = tables.by_id.insert(id.into(), holder) {
+                previous.control.send(Command::Replaced);
+            }
+        }
         Ok(Admission {
             registry: Arc::clone(self),
             ip,
+            serial,
+            id: id.map(Into::into),
+            control,
             _permit: permit,
         })
     }
 
-    /// Records an upgraded connection; a previous one with the same `id` is told it was replaced.
-    pub fn register(&self, admission: Admission, id: Option<&str>) -> Registration {
-        let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
-        let control = Arc::new(Control::default());
-        let mut tables = self.tables();
-        tables.live.insert(serial, Arc::clone(&control));
-        if let Some(id) = id
-            && let Some(previous) = tables.by_id.insert(id.into(), serial)
-            && let Some(old) = tables.live.get(&previous)
-        {
-            old.send(Command::Replaced);
-        }
-        drop(tables);
-        Registration {
-            admission,
-            serial,
-            id: id.map(Into::into),
-            control,
-        }
+    /// Records an upgraded connection as live.
+    pub fn register(&self, admission: Admission) -> Registration {
+        let control = Arc::clone(&admission.control);
+        self.tables().live.insert(admission.serial, control);
+        Registration { admission }
     }
 
     /// Number of open WebSockets.
@@ -200,24 +240,26 @@ impl Drop for Admission {
                 tables.per_ip.remove(&self.ip);
             }
         }
+        // A newer connection of the same client may hold the id by now: leave it.
+        if let Some(id) = &self.id
+            && tables.by_id.get(id).map(|holder| holder.serial) == Some(self.serial)
+        {
+            tables.by_id.remove(id);
+        }
     }
 }
 
 impl Registration {
     pub fn control(&self) -> &Arc<Control> {
-        &self.control
+        &self.admission.control
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
+        // The admission, dropped next, releases the slot and the id.
         let mut tables = self.admission.registry.tables();
-        tables.live.remove(&self.serial);
-        if let Some(id) = &self.id
-            && tables.by_id.get(id) == Some(&self.serial)
-        {
-            tables.by_id.remove(id);
-        }
+        tables.live.remove(&self.admission.serial);
     }
 }
 
@@ -228,33 +270,66 @@ mod tests {
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
 
+    fn who(client: IpAddr) -> Identity {
+        Identity { client }
+    }
+
     #[test]
     fn cap_and_per_ip_limit_release_on_drop() {
         let registry = Registry::new(3, 2);
-        let a1 = registry.admit(A).unwrap();
-        let _a2 = registry.admit(A).unwrap();
-        assert_eq!(registry.admit(A).err(), Some(AdmitError::IpLimit));
-        let _b1 = registry.admit(B).unwrap();
-        assert_eq!(registry.admit(B).err(), Some(AdmitError::AtCapacity));
+        let a1 = registry.admit(who(A), None).unwrap();
+        let _a2 = registry.admit(who(A), None).unwrap();
+        assert_eq!(
+            registry.admit(who(A), None).err(),
+            Some(AdmitError::IpLimit)
+        );
+        let _b1 = registry.admit(who(B), None).unwrap();
+        assert_eq!(
+            registry.admit(who(B), None).err(),
+            Some(AdmitError::AtCapacity)
+        );
         drop(a1);
         assert_eq!(registry.count_for(A), 1);
-        assert!(registry.admit(A).is_ok());
+        assert!(registry.admit(who(A), None).is_ok());
     }
 
     #[tokio::test]
-    async fn same_id_replaces_the_older_connection() {
+    async fn same_id_from_the_same_client_replaces_the_older_connection() {
         let registry = Registry::new(10, 0);
-        let first = registry.register(registry.admit(A).unwrap(), Some("alice"));
-        let second = registry.register(registry.admit(A).unwrap(), Some("alice"));
+        let open = |client| registry.register(registry.admit(who(client), Some("alice")).unwrap());
+        let first = open(A);
+        let second = open(A);
         assert_eq!(first.control().recv().await, Command::Replaced);
         assert_eq!(second.control().pending(), None);
         drop(first);
         // The older entry leaving must not unmap the newer one.
-        let third = registry.register(registry.admit(A).unwrap(), Some("alice"));
+        let third = open(A);
         assert_eq!(second.control().recv().await, Command::Replaced);
         drop((second, third));
         assert!(registry.is_empty());
         assert_eq!(registry.count_for(A), 0);
+        assert!(registry.tables().by_id.is_empty());
+    }
+
+    #[test]
+    fn another_client_cannot_take_an_open_id() {
+        let registry = Registry::new(10, 0);
+        let held = registry.register(registry.admit(who(A), Some("alice")).unwrap());
+        assert_eq!(
+            registry.admit(who(B), Some("alice")).err(),
+            Some(AdmitError::IdInUse)
+        );
+        assert_eq!(held.control().pending(), None, "the holder is untouched");
+        assert_eq!(registry.count_for(B), 0);
+        drop(held);
+        assert!(registry.admit(who(B), Some("alice")).is_ok(), "free again");
+    }
+
+    #[test]
+    fn an_upgrade_that_never_happened_gives_the_id_back() {
+        let registry = Registry::new(10, 0);
+        drop(registry.admit(who(A), Some("alice")).unwrap());
+        assert!(registry.admit(who(B), Some("alice")).is_ok());
     }
 
     #[test]

@@ -47,8 +47,8 @@ impl AppState {
 
     /// Records an upgraded WebSocket (either endpoint) and counts it as open. One opened
     /// after the drain took its snapshot is told to leave at once.
-    pub fn open_connection(&self, admission: Admission, id: Option<&str>) -> Registration {
-        let registration = self.registry.register(admission, id);
+    pub fn open_connection(&self, admission: Admission) -> Registration {
+        let registration = self.registry.register(admission);
         if self.lifecycle.is_draining() {
             registration.control().send(Command::Shutdown);
         }

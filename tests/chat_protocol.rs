@@ -208,7 +208,7 @@ async fn same_connection_id_replaces_the_older_connection() {
     let goodbye = seen.last().expect("goodbye");
     assert_eq!(
         (goodbye["reason"].as_str(), goodbye["reconnect"].as_bool()),
-        (Some("replaced"), Some(false))
+        (Some("replaced"), Some(true))
     );
     assert_eq!(frame.expect("close frame").code, CloseCode::Normal);
     // The newer connection is unaffected.

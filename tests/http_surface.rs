@@ -4,9 +4,8 @@
 
 mod common;
 
-use common::{Client, Server, server_binary};
+use common::{Client, Server, refusal, server_binary};
 use serde_json::json;
-use tokio_tungstenite::tungstenite;
 
 #[tokio::test]
 async fn health_and_ready() {
@@ -129,42 +128,19 @@ async fn json_errors_without_internals() {
     assert_eq!(server.get_json("/ws/echo").await.0, 404);
 }
 
-/// The HTTP status of a refused upgrade, and its JSON body.
-async fn refused(
-    url: &str,
-    headers: &[(&'static str, &str)],
-) -> (u16, serde_json::Value, Option<String>) {
-    match Client::connect_with(url, headers).await {
-        Err(tungstenite::Error::Http(response)) => {
-            let body = response
-                .body()
-                .as_ref()
-                .map(|b| serde_json::from_slice(b).expect("JSON body"))
-                .unwrap_or_default();
-            let retry = response
-                .headers()
-                .get("retry-after")
-                .map(|v| v.to_str().unwrap().to_owned());
-            (response.status().as_u16(), body, retry)
-        }
-        Err(other) => panic!("expected an HTTP refusal, got {other}"),
-        Ok(_) => panic!("expected a refusal, the upgrade succeeded"),
-    }
-}
-
 #[tokio::test]
 async fn invalid_connection_ids_get_400() {
     let server = Server::start(&[]).await;
     let too_long = "a".repeat(65);
     for id in ["bad%20id", "a.b", "%C3%A9", "a/b", too_long.as_str(), ""] {
-        let (status, body, _) = refused(&server.ws_url(&format!("/ws/chat/{id}")), &[]).await;
+        let (status, body, _) = refusal(&server.ws_url(&format!("/ws/chat/{id}")), &[]).await;
         assert_eq!(
             (status, body),
             (400, json!({"error": "invalid_connection_id"})),
             "id {id:?}"
         );
     }
-    let (status, _, _) = refused(&server.ws_url("/ws/chat"), &[]).await;
+    let (status, _, _) = refusal(&server.ws_url("/ws/chat"), &[]).await;
     assert_eq!(status, 400);
     let rejected = server
         .metric(r#"websocket_connections_rejected_total{reason="invalid_connection_id"}"#)
@@ -187,15 +163,18 @@ async fn origin_check_default_same_origin() {
             .await
             .is_ok()
     );
-    let (status, body, _) = refused(&url, &[("origin", "https://evil.example")]).await;
+    let (status, body, _) = refusal(&url, &[("origin", "https://evil.example")]).await;
     assert_eq!((status, body), (403, json!({"error": "forbidden_origin"})));
-    let (status, _, _) = refused(&url, &[("origin", "null")]).await;
+    let (status, _, _) = refusal(&url, &[("origin", "null")]).await;
     assert_eq!(status, 403);
+    // The same host and port over another scheme is another origin.
+    let https = format!("https://{host}");
+    assert_eq!(refusal(&url, &[("origin", &https)]).await.0, 403);
     assert_eq!(
         server
             .metric(r#"websocket_connections_rejected_total{reason="forbidden_origin"}"#)
             .await,
-        Some(2.0)
+        Some(3.0)
     );
 }
 
@@ -218,14 +197,14 @@ async fn origin_check_with_a_list_and_a_wildcard() {
             .is_ok()
     );
     assert_eq!(
-        refused(&url, &[("origin", "https://admin.example")])
+        refusal(&url, &[("origin", "https://admin.example")])
             .await
             .0,
         403
     );
     let same = format!("http://127.0.0.1:{}", server.port);
     assert_eq!(
-        refused(&url, &[("origin", &same)]).await.0,
+        refusal(&url, &[("origin", &same)]).await.0,
         403,
         "a list replaces same-origin"
     );
@@ -271,6 +250,11 @@ fn check_config_prints_the_effective_configuration() {
         "METRICS_ADDR=127.0.0.1:9464",
         "SERVER_ID=green",
         "ENABLE_ECHO=false",
+        "MAX_HEADER_BYTES=8192",
+        "MAX_PENDING_HTTP=1024",
+        "MAX_PENDING_HTTP_PER_IP=32",
+        "CLIENT_IPV6_PREFIX=64",
+        "PUBLIC_ORIGIN=",
     ] {
         assert!(
             text.lines().any(|l| l == line),

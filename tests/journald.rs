@@ -96,6 +96,8 @@ async fn connection_records_reach_journald_with_their_fields() {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     let addrs = configure(&mut command, SERVER_ID);
+    // Each connection's records are debug; the summary at shutdown is info.
+    command.env("LOG_LEVEL", "info,concurrent_socket=debug");
     let mut script = command.spawn().expect("run tests/journald.sh");
     // Dropping the script's stdin (also when this test fails) stops the server and the journal.
     let mut stop = script.stdin.take().unwrap();
@@ -147,10 +149,16 @@ async fn connection_records_reach_journald_with_their_fields() {
         ("REASON", "client_close"),
         ("SERVER_ID", SERVER_ID),
         ("PEER", "127.0.0.1"),
-        ("PRIORITY", "5"),
+        ("PRIORITY", "6"),
     ] {
         assert_eq!(closed[field], value, "{field} of {closed}");
     }
+    let tally = &entries_with(&journal, "MESSAGE", "connections since the last summary")[0];
+    assert_eq!(
+        (&tally["OPENED"], &tally["CLOSED"], &tally["PRIORITY"]),
+        (&json!("1"), &json!("1"), &json!("5")),
+        "{tally}"
+    );
     assert_eq!(
         entries_with(&journal, "MESSAGE", "listening")[0]["SERVER_ID"],
         SERVER_ID

@@ -3,33 +3,10 @@
 
 mod common;
 
-use common::{Client, Server, WAIT};
+use common::{Client, Server, WAIT, refusal};
 use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{self, Message};
-
-/// The status, JSON body and Retry-After of a refused upgrade.
-async fn refusal(
-    url: &str,
-    headers: &[(&'static str, &str)],
-) -> (u16, serde_json::Value, Option<String>) {
-    match Client::connect_with(url, headers).await {
-        Err(tungstenite::Error::Http(response)) => (
-            response.status().as_u16(),
-            response
-                .body()
-                .as_ref()
-                .map(|b| serde_json::from_slice(b).unwrap())
-                .unwrap_or_default(),
-            response
-                .headers()
-                .get("retry-after")
-                .map(|v| v.to_str().unwrap().to_owned()),
-        ),
-        Err(other) => panic!("expected an HTTP refusal, got {other}"),
-        Ok(_) => panic!("expected a refusal, the upgrade succeeded"),
-    }
-}
 
 #[tokio::test]
 async fn connection_cap_answers_503_with_retry_after_until_a_slot_frees() {

@@ -1,5 +1,6 @@
 //! Logs on stdout (no journald here): one JSON object per line with the structured fields of
-//! every connection event, and never a message payload at info level.
+//! every connection event (at debug), the connection summary at info (at shutdown here), and
+//! never a message payload.
 
 mod common;
 
@@ -13,7 +14,11 @@ const SECRET: &str = "payload-marker-7f3a9c";
 
 #[tokio::test]
 async fn json_lines_with_connection_fields_and_no_payloads() {
-    let server = Server::start(&[("SERVER_ID", "logs-1")]).await;
+    let server = Server::start(&[
+        ("SERVER_ID", "logs-1"),
+        ("LOG_LEVEL", "info,concurrent_socket=debug"),
+    ])
+    .await;
     let (mut client, _) = Client::chat(&server, "logged").await;
     client
         .send_json(&json!({"type": "message", "id": SECRET, "data": SECRET}))
@@ -55,7 +60,7 @@ async fn json_lines_with_connection_fields_and_no_payloads() {
         (Some("logged"), Some("logs-1"))
     );
     assert_eq!(opened["peer"], "127.0.0.1");
-    assert_eq!(opened["level"], "INFO");
+    assert_eq!(opened["level"], "DEBUG", "one line per connection is debug");
     let closed = find("connection closed");
     assert_eq!(closed["connection_id"], "logged");
     assert_eq!(closed["reason"], "client_close");
@@ -64,5 +69,34 @@ async fn json_lines_with_connection_fields_and_no_payloads() {
     assert!(
         !output.contains(SECRET),
         "a payload reached the logs:\n{output}"
+    );
+}
+
+#[tokio::test]
+async fn connections_are_summarised_at_info_at_shutdown() {
+    let mut server = Server::start(&[]).await;
+    for id in ["s1", "s2", "s3"] {
+        let (mut client, _) = Client::chat(&server, id).await;
+        client.send(Message::Close(None)).await.unwrap();
+        client.recv_until_close(WAIT).await;
+    }
+    let _refused = common::refusal(&server.ws_url("/ws/chat/s4"), &[("origin", "null")]).await;
+    server.signal("TERM");
+    assert!(server.wait_exit(WAIT).await.is_some_and(|s| s.success()));
+    let output = server.output();
+    assert!(
+        !output.contains("connection opened"),
+        "per-connection lines are debug:\n{output}"
+    );
+    let summary: Value = output
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|r| r["message"] == "connections since the last summary")
+        .unwrap_or_else(|| panic!("no summary in:\n{output}"));
+    assert_eq!(summary["level"], "INFO");
+    assert_eq!(
+        (&summary["opened"], &summary["closed"], &summary["refused"]),
+        (&json!(3), &json!(3), &json!(1)),
+        "{summary}"
     );
 }

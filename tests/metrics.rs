@@ -8,12 +8,20 @@ use common::{Client, Server, WAIT, parse_metric};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-const REJECT_REASONS: [&str; 5] = [
+const REJECT_REASONS: [&str; 6] = [
     "at_capacity",
     "ip_limit",
     "draining",
     "forbidden_origin",
     "invalid_connection_id",
+    "connection_id_in_use",
+];
+const HTTP_REFUSED_REASONS: [&str; 5] = [
+    "pending_limit",
+    "pending_ip_limit",
+    "header_too_large",
+    "header_timeout",
+    "bad_handshake",
 ];
 const ERROR_CODES: [&str; 7] = [
     "invalid_json",
@@ -39,6 +47,10 @@ const DISCONNECT_REASONS: [&str; 9] = [
 #[tokio::test]
 async fn every_series_exists_at_zero_from_start_up() {
     let server = Server::start(&[("MAX_CONNECTIONS", "123")]).await;
+    // The readiness probe's connection may take a moment to be seen closed.
+    server
+        .wait_metric("websocket_http_pending", |v| v == 0.0)
+        .await;
     let text = server.metrics_text().await;
     let value =
         |series: &str| parse_metric(&text, series).unwrap_or_else(|| panic!("missing {series}"));
@@ -57,6 +69,21 @@ async fn every_series_exists_at_zero_from_start_up() {
     for code in ERROR_CODES {
         assert_eq!(
             value(&format!("websocket_errors_total{{code=\"{code}\"}}")),
+            0.0
+        );
+    }
+    assert_eq!(value("websocket_http_pending"), 0.0);
+    for reason in HTTP_REFUSED_REASONS {
+        assert_eq!(
+            value(&format!(
+                "websocket_http_refused_total{{reason=\"{reason}\"}}"
+            )),
+            0.0
+        );
+    }
+    for kind in ["fd_limit", "other"] {
+        assert_eq!(
+            value(&format!("websocket_accept_errors_total{{kind=\"{kind}\"}}")),
             0.0
         );
     }

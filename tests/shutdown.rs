@@ -166,8 +166,12 @@ async fn sigterm_drains_every_client_and_exits_zero_before_the_deadline() {
 
 #[tokio::test]
 async fn a_request_that_crosses_the_goodbye_is_still_answered() {
-    // SHUTDOWN_TIMEOUT 10 s: a grace of 1 s after the goodbye.
-    let mut server = Server::start(&[("SHUTDOWN_TIMEOUT", "10000")]).await;
+    // SHUTDOWN_TIMEOUT 10 s: a grace of 1 s after the goodbye. Connection lines are debug.
+    let mut server = Server::start(&[
+        ("SHUTDOWN_TIMEOUT", "10000"),
+        ("LOG_LEVEL", "info,concurrent_socket=debug"),
+    ])
+    .await;
     let (mut client, _) = Client::chat(&server, "crossing").await;
     server.signal("TERM");
     let goodbye = client.recv_reply().await;

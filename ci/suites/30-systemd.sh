@@ -147,8 +147,10 @@ wait_file() {
 
 set_instance_settings() {
   local name=$1; shift
-  # Every client of this test connects from 127.0.0.1, standing for many real clients.
-  printf '%s\n' "MAX_CONNECTIONS_PER_IP=0" "SHUTDOWN_TIMEOUT=$SHUTDOWN_TIMEOUT_MS" "$@" |
+  # Every client of this test connects from 127.0.0.1, standing for many real clients. Each
+  # connection's own journal records (step 5) are debug.
+  printf '%s\n' "MAX_CONNECTIONS_PER_IP=0" "SHUTDOWN_TIMEOUT=$SHUTDOWN_TIMEOUT_MS" \
+    "LOG_LEVEL=info,concurrent_socket=debug" "$@" |
     IN tee "/etc/concurrent-socket/$name.env" > /dev/null
 }
 

@@ -3,6 +3,7 @@
 //! stopping at the first one, and never falls back silently to a default.
 
 mod cli;
+mod http;
 mod origins;
 mod values;
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use cli::{Cli, CliCommand, RawSettings};
+pub use http::{HttpSettings, RawHttpSettings};
 use origins::origins;
 pub use origins::{AllowedOrigins, normalize_origin};
 use values::{boolean, default_server_id, integer_in, log_filter, millis_in, proxies, server_id};
@@ -38,6 +40,8 @@ pub struct Config {
     pub hsts_max_age: u64,
     pub outbound_queue_bytes: usize,
     pub http_idle_timeout: Duration,
+    /// The HTTP surface before the upgrade: head size, pending caps, client grouping, origin.
+    pub http: HttpSettings,
 }
 
 /// One bad variable: its name, the value given, and what is wrong with it.
@@ -77,6 +81,17 @@ impl Validator {
                 None
             }
         }
+    }
+}
+
+impl http::Check for Validator {
+    fn check<T>(
+        &mut self,
+        variable: &'static str,
+        value: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        Validator::check(self, variable, value, parse)
     }
 }
 
@@ -147,6 +162,7 @@ impl Config {
             &raw.http_idle_timeout,
             millis_in(100, 3_600_000),
         );
+        let http = HttpSettings::check(&raw.http, &mut v);
 
         if !v.errors.is_empty() {
             return Err(v.errors);
@@ -172,6 +188,7 @@ impl Config {
                 hsts_max_age: hsts_max_age?,
                 outbound_queue_bytes: outbound_queue_bytes?,
                 http_idle_timeout: http_idle_timeout?,
+                http: http?,
             })
         })();
         Ok(config.expect("every missing value was reported as an error"))
@@ -229,7 +246,8 @@ impl fmt::Display for Config {
             f,
             "HTTP_IDLE_TIMEOUT={}",
             self.http_idle_timeout.as_millis()
-        )
+        )?;
+        write!(f, "{}", self.http)
     }
 }
 

@@ -3,10 +3,13 @@
 //! the metrics listener's `/metrics`. An admitted upgrade is handed to its session.
 
 mod admission;
+mod client;
 mod metrics;
+mod origin;
 mod response;
 mod router;
 mod upgrade;
 
+pub(crate) use client::{client_key, is_trusted};
 pub(crate) use metrics::router as metrics_router;
 pub(crate) use router::router;

@@ -19,7 +19,7 @@ use super::admission::admit;
 use super::response::json_error;
 use super::upgrade::{NotAnUpgrade, UpgradeRequest};
 use crate::lifecycle::Phase;
-use crate::metrics::RejectReason;
+use crate::metrics::{HttpRefusal, RejectReason};
 use crate::protocol::is_valid_connection_id;
 use crate::registry::Admission;
 use crate::session::{chat, echo};
@@ -171,11 +171,13 @@ async fn chat_upgrade(
         Ok(Path(id)) if is_valid_connection_id(&id) => id,
         _ => return invalid_connection_id(State(state)).await,
     };
+    let claimed = id.clone();
     admit_and_upgrade(
         state,
         &headers,
         peer,
         upgrade,
+        Some(&claimed),
         move |ws, state, admission, ip| chat::run(ws, state, admission, id, ip),
     )
 }
@@ -186,16 +188,18 @@ async fn echo_upgrade(
     headers: HeaderMap,
     upgrade: Result<UpgradeRequest, NotAnUpgrade>,
 ) -> Response {
-    admit_and_upgrade(state, &headers, peer, upgrade, echo::run)
+    admit_and_upgrade(state, &headers, peer, upgrade, None, echo::run)
 }
 
-/// Admits an upgrade request (Origin, draining, capacity, per-IP) and hands the upgraded
+/// Checks the handshake (a bad one is counted as refused before the upgrade), admits the
+/// request (Origin, draining, connection id `id`, capacity, per-IP) and hands the upgraded
 /// socket, with its reserved slot, to `serve`; answers the refusal otherwise.
 fn admit_and_upgrade<Serve, Served>(
     state: Arc<AppState>,
     headers: &HeaderMap,
     peer: SocketAddr,
     upgrade: Result<UpgradeRequest, NotAnUpgrade>,
+    id: Option<&str>,
     serve: Serve,
 ) -> Response
 where
@@ -204,9 +208,12 @@ where
 {
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
-        Err(not_an_upgrade) => return not_an_upgrade.into_response(),
+        Err(not_an_upgrade) => {
+            state.metrics.http.refused(HttpRefusal::BadHandshake);
+            return not_an_upgrade.into_response();
+        }
     };
-    let (admission, ip) = match admit(&state, headers, peer) {
+    let (admission, ip) = match admit(&state, headers, peer, id) {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };

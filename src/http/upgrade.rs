@@ -1,6 +1,7 @@
 //! The server side of the WebSocket opening handshake (RFC 6455 section 4.2): checks an
-//! upgrade request, answers `101 Switching Protocols` with the accept key, and hands the
-//! connection's own TCP stream to the caller once hyper lets go of it.
+//! upgrade request as 4.2.1 asks (a key that is base64 of 16 bytes, version 13 or `426`
+//! naming it as 4.4 asks, no body), answers `101 Switching Protocols` with the accept key, and
+//! hands the connection's own TCP stream to the caller once hyper lets go of it.
 //!
 //! axum's `WebSocketUpgrade` does the same checks but hides the stream behind its wrapper, a
 //! boxed hyper `Upgraded` and tokio-tungstenite's waker proxy; [`crate::ws`] drives
@@ -35,8 +36,10 @@ pub enum NotAnUpgrade {
     Headers,
     /// `Sec-WebSocket-Version` is not 13.
     Version,
-    /// No `Sec-WebSocket-Key`.
+    /// `Sec-WebSocket-Key` missing, or not the base64 of 16 bytes.
     Key,
+    /// The request has a body (`Content-Length` above 0, or `Transfer-Encoding`).
+    Body,
     /// The HTTP connection cannot be taken over (not served by hyper with upgrades).
     NotUpgradable,
 }
@@ -63,14 +66,43 @@ impl<S: Send + Sync> FromRequestParts<S> for UpgradeRequest {
         }
         let key = headers
             .get(header::SEC_WEBSOCKET_KEY)
+            .filter(|key| is_valid_key(key.as_bytes()))
             .ok_or(NotAnUpgrade::Key)?
             .clone();
+        if has_body(headers) {
+            return Err(NotAnUpgrade::Body);
+        }
         let on_upgrade = parts
             .extensions
             .remove::<OnUpgrade>()
             .ok_or(NotAnUpgrade::NotUpgradable)?;
         Ok(UpgradeRequest { key, on_upgrade })
     }
+}
+
+/// Whether `key` is the base64 of exactly 16 bytes (RFC 6455 4.2.1, item 5): 22 characters
+/// of the alphabet, the last holding only 2 bits of data, then `==`.
+fn is_valid_key(key: &[u8]) -> bool {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let Some((data, b"==")) = key.split_last_chunk::<2>() else {
+        return false;
+    };
+    let value = |c: &u8| ALPHABET.iter().position(|a| a == c);
+    data.len() == 22
+        && data.iter().all(|c| value(c).is_some())
+        && data
+            .last()
+            .and_then(value)
+            .is_some_and(|last| last & 0b1111 == 0)
+}
+
+/// Whether the request announces a body: an upgrade request has none (RFC 6455 4.1), and a
+/// body would be read as the first WebSocket frames.
+fn has_body(headers: &HeaderMap) -> bool {
+    let content_length = headers
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|length| length.as_bytes() != b"0");
+    content_length || headers.contains_key(header::TRANSFER_ENCODING)
 }
 
 /// Whether the comma-separated header `name` lists `token` (case-insensitive).
@@ -140,14 +172,24 @@ async fn take_over(on_upgrade: OnUpgrade) -> Option<Upgraded> {
     }
 }
 
-/// Any request to a WebSocket route that is not a valid upgrade gets `426`.
+/// A malformed handshake (bad key, a body) gets `400 bad_handshake`; any other request to a
+/// WebSocket route that is not a valid upgrade gets `426`, naming the version we speak when
+/// the client asked for another one (RFC 6455 4.4).
 impl IntoResponse for NotAnUpgrade {
     fn into_response(self) -> Response {
         debug!(why = ?self, "not a WebSocket upgrade");
+        if matches!(self, NotAnUpgrade::Key | NotAnUpgrade::Body) {
+            return json_error(StatusCode::BAD_REQUEST, "bad_handshake");
+        }
         let mut response = json_error(StatusCode::UPGRADE_REQUIRED, "upgrade_required");
-        response
-            .headers_mut()
-            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        let headers = response.headers_mut();
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        if self == NotAnUpgrade::Version {
+            headers.insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+        }
         response
     }
 }
@@ -176,6 +218,33 @@ mod tests {
         let h = headers(&[(header::CONNECTION, "upgrades")]);
         assert!(!has_token(&h, header::CONNECTION, "upgrade"));
         assert!(!has_token(&HeaderMap::new(), header::CONNECTION, "upgrade"));
+    }
+
+    #[test]
+    fn keys_must_be_base64_of_16_bytes() {
+        assert!(is_valid_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(is_valid_key(b"AAAAAAAAAAAAAAAAAAAAAA=="));
+        assert!(!is_valid_key(b""));
+        assert!(!is_valid_key(b"not base64 at all!"));
+        assert!(!is_valid_key(b"dGhlIHNhbXBsZSBub25j"), "15 bytes");
+        assert!(!is_valid_key(b"dGhlIHNhbXBsZSBub25jZQ=="[..23].as_ref()));
+        assert!(!is_valid_key(b"dGhlIHNhbXBsZSBub25jZQ==="));
+        assert!(
+            !is_valid_key(b"dGhlIHNhbXBsZSBub25jZR=="),
+            "bits past the 16th byte"
+        );
+        assert!(!is_valid_key(b"dGhlIHNhbXBsZSBub25j*Q=="));
+    }
+
+    #[test]
+    fn a_body_is_announced_by_length_or_encoding() {
+        assert!(!has_body(&HeaderMap::new()));
+        assert!(!has_body(&headers(&[(header::CONTENT_LENGTH, "0")])));
+        assert!(has_body(&headers(&[(header::CONTENT_LENGTH, "5")])));
+        assert!(has_body(&headers(&[(
+            header::TRANSFER_ENCODING,
+            "chunked"
+        )])));
     }
 
     #[test]

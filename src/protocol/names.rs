@@ -49,7 +49,7 @@ impl GoodbyeReason {
     pub fn reconnect(self) -> bool {
         matches!(
             self,
-            GoodbyeReason::ServerShutdown | GoodbyeReason::SlowConsumer
+            GoodbyeReason::ServerShutdown | GoodbyeReason::SlowConsumer | GoodbyeReason::Replaced
         )
     }
 }

@@ -4,9 +4,11 @@
 
 mod accept;
 mod drain;
+mod pending;
 mod run;
 mod serve;
 mod sockets;
+mod summary;
 mod systemd;
 
 pub use run::{StartError, run};

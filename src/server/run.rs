@@ -11,7 +11,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::accept::{AcceptHealth, TrackedListener};
+use super::pending::PendingGate;
+use super::serve::HttpBounds;
 use super::sockets::{self, OpenSockets};
+use super::summary::{SUMMARY_INTERVAL, Summary};
 use super::{drain, serve, systemd};
 use crate::config::Config;
 use crate::http;
@@ -20,9 +23,10 @@ use crate::state::AppState;
 
 /// How often `STATUS=` is refreshed.
 const STATUS_INTERVAL: Duration = Duration::from_secs(5);
-/// Accepting may fail this long (file descriptors exhausted, say) before the watchdog stops.
+/// Accepting may fail this long (for a reason other than the descriptor limit, which a
+/// restart would not cure) before the watchdog stops.
 const ACCEPT_FAILURE_TOLERANCE: Duration = Duration::from_secs(10);
-/// Longest wait for the accept loop to take the watchdog's probe connection.
+/// Longest wait for the accept loop to take a queued connection while the watchdog looks.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The `STATUS=` line: the connection count and the phase.
@@ -76,6 +80,7 @@ struct Servers {
     public_addr: SocketAddr,
     metrics_addr: SocketAddr,
     accept_health: Arc<AcceptHealth>,
+    summary: Arc<Summary>,
     /// Closes the public listening socket (socket activation: systemd keeps it).
     stop_accepting: CancellationToken,
     /// Ends both HTTP servers (in-flight requests finish).
@@ -94,32 +99,37 @@ impl Servers {
         let metrics_addr = metrics
             .local_addr()
             .map_err(|e| StartError(e.to_string()))?;
-        let accept_health = Arc::new(AcceptHealth::default());
         let (stop_accepting, stop_http) = (CancellationToken::new(), CancellationToken::new());
-        let public = TrackedListener::new(
-            public,
-            Arc::clone(&accept_health),
-            epoch,
-            stop_accepting.clone(),
-        )
-        .map_err(|e| StartError(format!("cannot use the public socket: {e}")))?;
-        let idle = state.config.http_idle_timeout;
+        let public = TrackedListener::new(public, Arc::clone(state), epoch, stop_accepting.clone())
+            .map_err(|e| StartError(format!("cannot use the public socket: {e}")))?;
+        let accept_health = public.health();
+        let bounds = HttpBounds {
+            max_header_bytes: state.config.http.max_header_bytes,
+            idle_timeout: state.config.http_idle_timeout,
+            gate: None,
+        };
+        // The pending caps hold on the public listener: scrapes get through while they are full.
+        let public_bounds = HttpBounds {
+            gate: Some(PendingGate::new(Arc::clone(state))),
+            ..bounds.clone()
+        };
         Ok(Servers {
             public: tokio::spawn(serve::serve(
                 public,
                 http::router(Arc::clone(state)),
-                idle,
+                public_bounds,
                 stop_http.clone(),
             )),
             metrics: tokio::spawn(serve::serve(
                 metrics,
                 http::metrics_router(Arc::clone(state)),
-                idle,
+                bounds,
                 stop_http.clone(),
             )),
             public_addr,
             metrics_addr,
             accept_health,
+            summary: Arc::default(),
             stop_accepting,
             stop_http,
         })
@@ -142,7 +152,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     info!(addr = %servers.public_addr, metrics_addr = %servers.metrics_addr, socket_activated = state.socket_activated,
         server_id = %state.config.server_id, version = env!("CARGO_PKG_VERSION"), "listening");
     systemd::ready(&status_line(&state));
-    let background = spawn_background(&state, &servers, epoch);
+    let background = spawn_background(&state, &servers);
 
     let signal = signals.recv().await;
     shut_down(&state, servers, signal).await;
@@ -176,6 +186,7 @@ async fn shut_down(state: &AppState, servers: Servers, signal: &str) {
         let _ = servers.metrics.await;
     })
     .await;
+    servers.summary.log(&state.metrics, true);
     info!(
         left,
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -183,18 +194,22 @@ async fn shut_down(state: &AppState, servers: Servers, signal: &str) {
     );
 }
 
-/// The status refresher and, when systemd asks for one, the watchdog.
-fn spawn_background(state: &Arc<AppState>, servers: &Servers, epoch: Instant) -> JoinHandle<()> {
+/// The status refresher, the log summary and, when systemd asks for one, the watchdog.
+fn spawn_background(state: &Arc<AppState>, servers: &Servers) -> JoinHandle<()> {
     let state = Arc::clone(state);
     let server_alive = servers.public.abort_handle();
     let accept = Arc::clone(&servers.accept_health);
-    let public_addr = servers.public_addr;
+    let summary = Arc::clone(&servers.summary);
     tokio::spawn(async move {
         let status = async {
             let mut tick = tokio::time::interval(STATUS_INTERVAL);
+            let mut summary_tick = tokio::time::interval(SUMMARY_INTERVAL);
+            summary_tick.tick().await;
             loop {
-                tick.tick().await;
-                systemd::status(&status_line(&state));
+                tokio::select! {
+                    _ = tick.tick() => systemd::status(&status_line(&state)),
+                    _ = summary_tick.tick() => summary.log(&state.metrics, false),
+                }
             }
         };
         let Some(period) = systemd::watchdog_interval() else {
@@ -207,19 +222,17 @@ fn spawn_background(state: &Arc<AppState>, servers: &Servers, epoch: Instant) ->
                 return Err("the public accept loop has stopped".to_owned());
             }
             if let Some(failing) = accept
-                .failing_for(epoch)
+                .failing_for()
                 .filter(|d| *d > ACCEPT_FAILURE_TOLERANCE)
             {
                 return Err(format!("accepting connections has failed for {failing:?}"));
             }
             // While draining the loop may have stopped accepting on purpose.
             if !state.lifecycle.is_draining() {
-                accept
-                    .probe(public_addr, (period / 4).min(PROBE_TIMEOUT))
-                    .await?;
+                accept.probe((period / 4).min(PROBE_TIMEOUT)).await?;
             }
             #[cfg(feature = "fault-injection")]
-            if stall_after.is_some_and(|after| epoch.elapsed() >= after) {
+            if stall_after.is_some_and(|after| state.lifecycle.started.elapsed() >= after) {
                 return Err("FAULT_WATCHDOG_STALL_AFTER_MS reached".to_owned());
             }
             Ok(())

@@ -1,44 +1,78 @@
 //! The HTTP/1.1 servers of both listeners: the accept loop, one hyper connection per TCP
-//! connection with a header-read timeout (axum's `serve` sets none, so an idle or slowloris
-//! client could hold a socket and a file descriptor forever without sending a request),
+//! connection with a bound on the request head (`MAX_HEADER_BYTES`, else `431`) and a
+//! header-read timeout (axum's `serve` sets neither, so a slowloris client could hold a socket
+//! and hyper's 400 KiB buffer for ever), the pending-connection caps of the public listener,
 //! WebSocket upgrades, and a graceful stop of plain HTTP connections at exit.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::extract::Request;
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::debug;
 
+use super::pending::PendingGate;
+
+/// hyper's smallest read buffer: a head bound below it is enforced by `max_header_size` alone.
+const HYPER_MIN_BUFFER: usize = 8192;
+
+/// How one listener's HTTP connections are bounded.
+#[derive(Clone)]
+pub struct HttpBounds {
+    /// Request line and headers of one request, in bytes.
+    pub max_header_bytes: usize,
+    /// How long a connection may take to send a request's head, and sit idle between requests.
+    pub idle_timeout: Duration,
+    /// The pending caps (public listener only).
+    pub gate: Option<Arc<PendingGate>>,
+}
+
+impl HttpBounds {
+    fn builder(&self) -> http1::Builder {
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(self.idle_timeout)
+            .max_header_size(self.max_header_bytes)
+            .max_buf_size(self.max_header_bytes.max(HYPER_MIN_BUFFER));
+        http
+    }
+}
+
 /// Serves `router` on every connection `listener` accepts until `stop` is cancelled; then
 /// stops accepting, lets requests in flight finish and closes idle connections. Upgraded
 /// WebSockets are not HTTP connections any more: they are untouched.
-/// `idle_timeout` bounds how long a connection may take to send a request's headers, and how
-/// long a keep-alive connection may sit idle between requests.
-pub async fn serve<L>(
-    mut listener: L,
-    router: Router,
-    idle_timeout: Duration,
-    stop: CancellationToken,
-) where
+pub async fn serve<L>(mut listener: L, router: Router, bounds: HttpBounds, stop: CancellationToken)
+where
     L: axum::serve::Listener<Io = TcpStream, Addr = SocketAddr>,
 {
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(idle_timeout);
+    let http = bounds.builder();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => accepted,
             () = stop.cancelled() => return,
         };
+        let slot = match bounds.gate.as_ref().map(|gate| gate.enter(peer.ip())) {
+            Some(Err(refusal)) => {
+                debug!(%peer, reason = refusal.as_str(), "connection refused before any request");
+                continue;
+            }
+            Some(Ok(slot)) => Some(slot),
+            None => None,
+        };
+        let served_a_request = Arc::new(AtomicBool::new(false));
+        let served = Arc::clone(&served_a_request);
         let router = router.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            served.store(true, Ordering::Relaxed);
             request.extensions_mut().insert(ConnectInfo(peer));
             router.clone().oneshot(request)
         });
@@ -46,6 +80,7 @@ pub async fn serve<L>(
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let stop = stop.clone();
+        let gate = bounds.gate.clone();
         tokio::spawn(async move {
             let mut connection = std::pin::pin!(connection);
             let result = tokio::select! {
@@ -55,7 +90,12 @@ pub async fn serve<L>(
                     connection.await
                 }
             };
+            // Upgraded or closed: the connection waits no more.
+            drop(slot);
             if let Err(error) = result {
+                if let Some(gate) = gate {
+                    gate.ended_with(&error, served_a_request.load(Ordering::Relaxed));
+                }
                 debug!(%peer, %error, "HTTP connection ended with an error");
             }
         });

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::time::{Sleep, sleep_until};
 use tokio_tungstenite::tungstenite::Message;
-use tracing::{debug, info};
+use tracing::debug;
 
 use super::ending::{self, Farewell, answered_into, goodbye_frame};
 use crate::protocol::{
@@ -67,7 +67,7 @@ pub fn run(
     peer: IpAddr,
 ) -> impl Future<Output = ()> + Send {
     let opened = Instant::now();
-    let registration = state.open_connection(admission, Some(&id));
+    let registration = state.open_connection(admission);
     let config = &state.config;
     let mut session = Session {
         outbox: Outbox::new(config.outbound_queue_bytes, opened),
@@ -85,7 +85,7 @@ pub fn run(
         id: id.into_boxed_str(),
         state,
     };
-    info!(connection_id = %session.id, peer = %peer, server_id = %session.state.config.server_id, "connection opened");
+    debug!(connection_id = %session.id, peer = %peer, server_id = %session.state.config.server_id, "connection opened");
     let welcomed = session.welcome();
     async move {
         let ending = match welcomed {
@@ -131,7 +131,7 @@ impl Session {
     /// Counts and logs the end of the connection.
     fn report_closed(&self, reason: DisconnectReason, close_code: Option<u16>) {
         self.state.count_closed(reason, self.opened);
-        info!(connection_id = %self.id, peer = %self.peer, server_id = %self.state.config.server_id,
+        debug!(connection_id = %self.id, peer = %self.peer, server_id = %self.state.config.server_id,
             reason = reason.as_str(), close_code, duration_ms = self.opened.elapsed().as_millis() as u64,
             "connection closed");
     }

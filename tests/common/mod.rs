@@ -199,7 +199,12 @@ impl Server {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false;
             }
-            if let Ok(response) = self.http.get(self.url("/ready")).send().await
+            // Not kept alive: an idle connection counts in `websocket_http_pending`.
+            let ready = self
+                .http
+                .get(self.url("/ready"))
+                .header("connection", "close");
+            if let Ok(response) = ready.send().await
                 && response.status() == 200
             {
                 return true;
@@ -285,6 +290,26 @@ pub fn parse_metric(text: &str, series: &str) -> Option<f64> {
                 .parse()
                 .ok()
         })
+}
+
+/// The status, JSON body and Retry-After of a refused upgrade.
+pub async fn refusal(url: &str, headers: &[(&'static str, &str)]) -> (u16, Value, Option<String>) {
+    match Client::connect_with(url, headers).await {
+        Err(tungstenite::Error::Http(response)) => (
+            response.status().as_u16(),
+            response
+                .body()
+                .as_ref()
+                .map(|b| serde_json::from_slice(b).expect("a JSON body"))
+                .unwrap_or_default(),
+            response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned()),
+        ),
+        Err(other) => panic!("expected an HTTP refusal, got {other}"),
+        Ok(_) => panic!("expected a refusal, the upgrade succeeded"),
+    }
 }
 
 /// A WebSocket client for tests.
