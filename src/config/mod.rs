@@ -3,6 +3,7 @@
 //! stopping at the first one, and never falls back silently to a default.
 
 mod cli;
+mod frames;
 mod origins;
 mod values;
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use cli::{Cli, CliCommand, RawSettings};
+pub use frames::{FrameLimits, RawFrameLimits};
 use origins::origins;
 pub use origins::{AllowedOrigins, normalize_origin};
 use values::{boolean, default_server_id, integer_in, log_filter, millis_in, proxies, server_id};
@@ -38,6 +40,7 @@ pub struct Config {
     pub hsts_max_age: u64,
     pub outbound_queue_bytes: usize,
     pub http_idle_timeout: Duration,
+    pub frames: FrameLimits,
 }
 
 /// One bad variable: its name, the value given, and what is wrong with it.
@@ -125,7 +128,8 @@ impl Config {
         let shutdown_timeout = v.check(
             "SHUTDOWN_TIMEOUT",
             &raw.shutdown_timeout,
-            millis_in(100, 3_600_000),
+            // Below a second the drain's own waits (docs/configuration.md) have no room.
+            millis_in(1000, 3_600_000),
         );
         let metrics_addr = v.check("METRICS_ADDR", &raw.metrics_addr, |s| {
             s.parse::<SocketAddr>()
@@ -147,6 +151,7 @@ impl Config {
             &raw.http_idle_timeout,
             millis_in(100, 3_600_000),
         );
+        let frames = FrameLimits::check(&mut v, &raw.frames);
 
         if !v.errors.is_empty() {
             return Err(v.errors);
@@ -172,6 +177,7 @@ impl Config {
                 hsts_max_age: hsts_max_age?,
                 outbound_queue_bytes: outbound_queue_bytes?,
                 http_idle_timeout: http_idle_timeout?,
+                frames: frames?,
             })
         })();
         Ok(config.expect("every missing value was reported as an error"))
@@ -229,7 +235,8 @@ impl fmt::Display for Config {
             f,
             "HTTP_IDLE_TIMEOUT={}",
             self.http_idle_timeout.as_millis()
-        )
+        )?;
+        write!(f, "{}", self.frames)
     }
 }
 
@@ -258,6 +265,22 @@ mod tests {
         assert_eq!(c.allowed_origins, AllowedOrigins::SameOrigin);
         assert_eq!(c.metrics_addr, "127.0.0.1:9464".parse().unwrap());
         assert!(!c.enable_echo);
+        assert_eq!(
+            c.frames,
+            FrameLimits {
+                frames_per_sec: 1000,
+                max_fragments: 64,
+                fragment_timeout: Duration::from_secs(10),
+            }
+        );
+    }
+
+    #[test]
+    fn a_shutdown_timeout_below_a_second_is_refused() {
+        let errors = parse(&["--shutdown-timeout", "999", "--max-fragments", "1"]).unwrap_err();
+        let names: Vec<_> = errors.iter().map(|e| e.variable).collect();
+        assert_eq!(names, ["SHUTDOWN_TIMEOUT", "MAX_FRAGMENTS"]);
+        assert!(parse(&["--shutdown-timeout", "1000"]).is_ok());
     }
 
     #[test]
