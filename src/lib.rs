@@ -23,8 +23,8 @@
 //!   and the closed sets of names (error codes, goodbye and disconnect reasons, message
 //!   types) that the wire and the metrics share.
 //! * foundation: `config`, `lifecycle` (phase, drain timing), `registry` (admission slots,
-//!   live connections and their mailboxes), `ratelimit`, `logging`, `faults` (test builds),
-//!   `label` (how a set of names is declared).
+//!   live connections and their mailboxes), `ratelimit`, `logging`, `memory` (freed memory
+//!   back to the OS), `faults` (test builds), `label` (how a set of names is declared).
 //!
 //! # One message's path
 //!
@@ -47,6 +47,7 @@ pub(crate) mod http;
 pub(crate) mod label;
 pub(crate) mod lifecycle;
 pub mod logging;
+pub(crate) mod memory;
 pub(crate) mod metrics;
 pub mod protocol;
 pub(crate) mod ratelimit;
