@@ -48,7 +48,8 @@ async fn echo_until_the_end(
     let mut outbox = Outbox::new(
         state.config.max_message_bytes * ws::HARD_LIMIT_FACTOR,
         opened,
-    );
+    )
+    .answering_every_ping();
     let idle_timeout = state.config.connection_timeout;
     let mut last_message = opened;
     let mut timer = pin!(sleep_until((opened + idle_timeout).into()));

@@ -57,10 +57,11 @@ pub async fn next_io(
 }
 
 /// RFC 6455 5.5: a ping is answered with a pong (only the latest one when several arrive
-/// before the pong leaves, 5.5.3), the peer's close frame with ours unless ours was sent.
+/// before the pong leaves, 5.5.3, unless the outbox answers every ping), the peer's close
+/// frame with ours unless ours was sent.
 fn answer_control_frame(socket: &WebSocket, outbox: &mut Outbox, incoming: &Incoming) {
     match incoming {
-        Incoming::Ping(payload) if !socket.close_sent() => outbox.set_pong(payload.clone()),
+        Incoming::Ping(payload) if !socket.close_sent() => outbox.queue_pong(payload.clone()),
         Incoming::Close(frame) if !socket.close_sent() => {
             outbox.push_last(Message::Close(frame.clone()));
         }

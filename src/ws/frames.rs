@@ -379,7 +379,12 @@ mod tests {
         let kinds: Vec<String> = results.into_iter().map(|r| r.unwrap().unwrap()).collect();
         assert_eq!(
             kinds,
-            ["Fragment", "Ping(b\"p\")", "Fragment", "Text(Utf8Bytes(b\"hello\"))"]
+            [
+                "Fragment",
+                "Ping(b\"p\")",
+                "Fragment",
+                "Text(Utf8Bytes(b\"hello\"))"
+            ]
         );
     }
 
@@ -398,7 +403,10 @@ mod tests {
         let mut bytes = frame(0x01, b"caf\xC3");
         bytes.extend(frame(0x80, b"\xA9"));
         let results = read_pieces(&[&bytes]);
-        assert_eq!(results[1], Ok(Some("Text(Utf8Bytes(b\"caf\\xc3\\xa9\"))".into())));
+        assert_eq!(
+            results[1],
+            Ok(Some("Text(Utf8Bytes(b\"caf\\xc3\\xa9\"))".into()))
+        );
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct Outbox {
     rest: VecDeque<Outgoing>,
     /// The pong to the latest ping, sent before the queue: a newer ping replaces it.
     pong: Option<Bytes>,
+    /// Every ping gets its own pong, queued with the answers (conformance suites check it).
+    pong_per_ping: bool,
     /// What the messages above hold, each counted with its bookkeeping.
     queued_bytes: usize,
     /// What the socket's write buffer holds, not yet taken by the kernel.
@@ -47,6 +49,7 @@ impl Outbox {
             head: None,
             rest: VecDeque::new(),
             pong: None,
+            pong_per_ping: false,
             queued_bytes: 0,
             unsent_bytes: 0,
             limit_bytes,
@@ -83,9 +86,22 @@ impl Outbox {
         }
     }
 
-    /// Queues the pong to the latest ping in place of any pong not yet written (RFC 6455
-    /// 5.5.3): however fast pings come, one pong at most waits.
-    pub(super) fn set_pong(&mut self, payload: Bytes) {
+    /// An outbox that answers every ping instead of the latest: RFC 6455 5.5.3 allows either,
+    /// Autobahn's cases 2.10 and 2.11 expect every pong. For the echo endpoint only: a chat
+    /// client's ping flood must not cost one write each.
+    pub fn answering_every_ping(mut self) -> Outbox {
+        self.pong_per_ping = true;
+        self
+    }
+
+    /// Queues the pong to a ping: in place of any pong not yet written (RFC 6455 5.5.3), so
+    /// that however fast pings come one pong at most waits, unless every ping is answered
+    /// (then within the bound: a pong that does not fit is not sent).
+    pub(super) fn queue_pong(&mut self, payload: Bytes) {
+        if self.pong_per_ping {
+            let _ = self.push(Message::Pong(payload), None);
+            return;
+        }
         if let Some(old) = self.pong.replace(payload) {
             self.queued_bytes -= control_len(&old);
         }
@@ -201,7 +217,7 @@ mod tests {
         let mut outbox = Outbox::new(1024, Instant::now());
         outbox.push(Message::text("answer"), None).unwrap();
         for ping in ["1", "2", "3"] {
-            outbox.set_pong(Bytes::from(ping));
+            outbox.queue_pong(Bytes::from(ping));
         }
         assert_eq!(
             outbox.queued_bytes,
