@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::Validator;
-use super::values::{integer_in, millis_in};
+use super::values::{Check, integer_in, millis_in};
 
 /// The frame limits as given.
 #[derive(Debug, Clone, Args)]
@@ -36,7 +35,7 @@ pub struct FrameLimits {
 }
 
 impl FrameLimits {
-    pub(super) fn check(v: &mut Validator, raw: &RawFrameLimits) -> Option<FrameLimits> {
+    pub(super) fn check(v: &mut impl Check, raw: &RawFrameLimits) -> Option<FrameLimits> {
         let frames_per_sec = v.check(
             "FRAME_RATE_LIMIT",
             &raw.frame_rate_limit,

@@ -83,6 +83,17 @@ impl Validator {
     }
 }
 
+impl values::Check for Validator {
+    fn check<T>(
+        &mut self,
+        variable: &'static str,
+        value: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        Validator::check(self, variable, value, parse)
+    }
+}
+
 impl Config {
     /// Validates every setting; on failure returns one error per bad variable.
     pub fn from_raw(raw: &RawSettings) -> Result<Config, Vec<ConfigError>> {

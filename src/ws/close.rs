@@ -10,8 +10,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 
 use super::cork::{Io, next_io, send_queued};
+use super::frames::ReadFailure;
 use super::outbox::Outbox;
-use super::stream::{ReadFailure, WebSocket};
+use super::stream::WebSocket;
 
 /// How long writing the last words after a read error may take before the TCP connection
 /// is dropped.

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::frames::Incoming;
+use super::frames::ReadFailure;
 use super::outbox::Outbox;
-use super::stream::{ReadFailure, WebSocket};
+use super::stream::WebSocket;
 
 /// What happened on the socket.
 pub enum Io {

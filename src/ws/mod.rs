@@ -14,6 +14,6 @@ mod utf8;
 
 pub(crate) use close::{close_after_read_error, close_frame, close_gracefully};
 pub(crate) use cork::{Io, next_io};
-pub(crate) use frames::Incoming;
+pub(crate) use frames::{Incoming, ReadFailure};
 pub(crate) use outbox::{Full, Outbox};
-pub(crate) use stream::{HARD_LIMIT_FACTOR, ReadFailure, WebSocket};
+pub(crate) use stream::{HARD_LIMIT_FACTOR, WebSocket};

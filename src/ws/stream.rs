@@ -14,12 +14,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
-use super::frames::{FrameReader, Incoming};
+use super::frames::{FrameReader, Incoming, ReadFailure};
 
-/// The read buffer of a connection (tungstenite's default, 128 KiB, would be allocated for
-/// every socket up front). Larger frames still arrive whole: the buffer is grown to the
-/// announced frame length, and given back once the frame is read.
-pub const READ_BUFFER_BYTES: usize = 1024;
 /// Frames queued in one wake-up are gathered up to this many bytes before they are written:
 /// one `write` system call carries every answer of a wake-up (a pipelining client, a
 /// heartbeat with its ping) instead of one call per frame.
@@ -165,20 +161,6 @@ fn format_frame(message: Message, out: &mut Vec<u8>) {
         .format(payload.len() as u64, out)
         .expect("writing to a Vec cannot fail");
     out.extend_from_slice(&payload);
-}
-
-/// Why reading failed: the kind of error, which decides the close code, if the peer can still
-/// be told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadFailure {
-    /// The message or frame is over the hard limit: close 1009.
-    TooLarge,
-    /// Bad framing or control frames: close 1002.
-    Protocol,
-    /// A text frame that is not UTF-8: close 1007.
-    InvalidUtf8,
-    /// The connection is gone (reset, EOF without close): nothing to send.
-    Transport,
 }
 
 #[cfg(test)]
