@@ -1,13 +1,11 @@
 //! Giving freed memory back to the operating system. glibc's malloc keeps the pages of freed
 //! chunks: after a spike (1,000 connections echoing 64 KiB each, then gone) the process kept
 //! 60 to 115 MiB resident with no connection left (issue 14). `malloc_trim(0)` returns every
-//! whole free page of every arena (`madvise(MADV_DONTNEED)`, not only the top of the heap), so
-//! it runs every [`TRIM_INTERVAL`] on a blocking thread, never on a worker serving sockets.
-//!
-//! Measured against the alternatives (docs/benchmarks.md, "Memory after a spike"): the
-//! echo path's allocations are unchanged (malloc stays glibc's), and a trim of an idle
-//! process costs microseconds; `M_TRIM_THRESHOLD` alone only trims the top of the heap,
-//! which one live chunk pins.
+//! whole free page of every arena (`madvise(MADV_DONTNEED)`, not only the top of the heap that
+//! `M_TRIM_THRESHOLD` governs, which one live chunk pins), so it runs every
+//! [`TRIM_INTERVAL`], on a blocking thread, never on a worker serving sockets. The echo path
+//! keeps glibc's malloc and its allocations per message; RSS after a spike is in
+//! docs/benchmarks.md, "Memory after a spike".
 
 use std::time::Duration;
 

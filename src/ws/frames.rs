@@ -10,7 +10,7 @@ use std::io::Cursor;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncRead;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
@@ -162,12 +162,16 @@ impl FrameReader {
             return Ok(None);
         };
         let header_len = cursor.position() as usize;
-        let _ = self.buffer.split_to(header_len);
+        self.buffer.advance(header_len);
         if self.closed || header.rsv1 || header.rsv2 || header.rsv3 || header.mask.is_none() {
             return Err(ReadFailure::Protocol);
         }
-        let so_far = self.message.as_ref().map_or(0, |m| m.data.len() as u64);
-        if len > self.hard_limit as u64 || so_far + len > self.hard_limit as u64 {
+        // A continuation adds to the message assembled so far.
+        let so_far = match (header.opcode, &self.message) {
+            (OpCode::Data(Data::Continue), Some(message)) => message.data.len() as u64,
+            _ => 0,
+        };
+        if so_far + len > self.hard_limit as u64 {
             return Err(ReadFailure::TooLarge);
         }
         let text = match (header.opcode, &self.message) {
