@@ -21,7 +21,7 @@ from pathlib import Path
 # Bottom first. A module may use the modules of the layers below its own, never those of its
 # own layer or above. `channels` (the broker and its engines) will sit beside `session`.
 LAYERS = [
-    ("foundation", {"label", "config", "logging", "faults", "ratelimit", "registry", "lifecycle"}),
+    ("foundation", {"label", "config", "logging", "faults", "ratelimit", "registry", "lifecycle", "memory"}),
     ("protocol", {"protocol"}),
     ("metrics", {"metrics"}),
     ("state", {"state"}),

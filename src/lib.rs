@@ -23,8 +23,8 @@
 //!   and the closed sets of names (error codes, goodbye and disconnect reasons, message
 //!   types) that the wire and the metrics share.
 //! * foundation: `config`, `lifecycle` (phase, drain timing), `registry` (admission slots,
-//!   live connections and their mailboxes), `ratelimit`, `logging`, `faults` (test builds),
-//!   `label` (how a set of names is declared).
+//!   live connections and their mailboxes), `ratelimit`, `logging`, `memory` (freed memory
+//!   back to the OS), `faults` (test builds), `label` (how a set of names is declared).
 //!
 //! # One message's path
 //!
@@ -34,9 +34,10 @@
 //!    `101` and takes the TCP stream back from hyper.
 //! 3. `session::chat::run` registers the connection (`state`), says `connection_established`
 //!    and waits on `ws::next_io`, beside its timer and its mailbox.
-//! 4. A text frame arrives: `ws` reads it with tungstenite on the bare stream and returns it.
-//! 5. The session spends a `ratelimit` token, parses the frame (`protocol`), counts it
-//!    (`metrics`) and queues the serialised answer in its outbox.
+//! 4. A text frame arrives: `ws` reads it on the bare stream (its own frame reader, UTF-8
+//!    checked as bytes arrive) and returns it.
+//! 5. The session spends a frame and a message `ratelimit` token, parses the frame
+//!    (`protocol`), counts it (`metrics`) and queues the serialised answer in its outbox.
 //! 6. Before the task sleeps again, `ws` writes every answer of the wake-up in one `write`
 //!    and reports each answer's latency, which the session records.
 
@@ -47,6 +48,7 @@ pub(crate) mod http;
 pub(crate) mod label;
 pub(crate) mod lifecycle;
 pub mod logging;
+pub(crate) mod memory;
 pub(crate) mod metrics;
 pub mod protocol;
 pub(crate) mod ratelimit;

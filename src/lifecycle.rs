@@ -69,19 +69,24 @@ pub struct DrainPlan {
     /// closes, before it sends its close frame: requests that crossed the goodbye on the wire
     /// are answered instead of lost (nothing may be sent after a close frame).
     pub goodbye_grace: Duration,
+    /// After its close frame a connection waits this long for the peer's before it is dropped.
+    pub close_wait: Duration,
 }
 
 impl DrainPlan {
     /// Goodbyes over the first half of the timeout, so that grace periods and closing
     /// handshakes have the second half; the grace is a fifth of the timeout, at most a second;
-    /// the hard deadline leaves a margin (a tenth, at most one second) to exit before whoever
-    /// sent the signal gives up (systemd's TimeoutStopSec).
+    /// the close wait a fifth too, at most two seconds; the hard deadline leaves a margin (a
+    /// tenth, at most one second) to exit before whoever sent the signal gives up (systemd's
+    /// TimeoutStopSec). So the last goodbye's grace and close wait end by the deadline
+    /// whatever the timeout (1/2 + 1/5 + 1/5 + 1/10 = 1).
     pub fn for_timeout(timeout: Duration) -> DrainPlan {
         let margin = (timeout / 10).min(Duration::from_secs(1));
         DrainPlan {
             window: timeout / 2,
             deadline: timeout - margin,
             goodbye_grace: (timeout / 5).min(Duration::from_secs(1)),
+            close_wait: (timeout / 5).min(Duration::from_secs(2)),
         }
     }
 }
@@ -96,9 +101,21 @@ mod tests {
         assert_eq!(plan.window, Duration::from_secs(5));
         assert_eq!(plan.deadline, Duration::from_secs(9));
         assert_eq!(plan.goodbye_grace, Duration::from_secs(1));
-        assert!(plan.window + plan.goodbye_grace < plan.deadline);
+        assert_eq!(plan.close_wait, Duration::from_secs(2));
         let plan = DrainPlan::for_timeout(Duration::from_millis(500));
         assert_eq!(plan.deadline, Duration::from_millis(450));
+    }
+
+    #[test]
+    fn the_last_goodbye_grace_and_close_wait_fit_before_the_deadline() {
+        for ms in [1000, 1500, 2000, 4000, 10_000, 60_000, 3_600_000] {
+            let plan = DrainPlan::for_timeout(Duration::from_millis(ms));
+            let last_close = plan.window + plan.goodbye_grace + plan.close_wait;
+            assert!(
+                last_close <= plan.deadline,
+                "SHUTDOWN_TIMEOUT={ms}: {plan:?}"
+            );
+        }
     }
 
     #[test]

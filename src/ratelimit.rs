@@ -1,5 +1,6 @@
-//! Per-connection message rate limit: a token bucket (one second of burst), plus a count of
-//! rejected messages that turns persistent flooding into a `policy_violation` close.
+//! Per-connection rate limits (messages, and frames of any kind): a token bucket (one second
+//! of burst), plus a count of refusals that turns persistent flooding into a
+//! `policy_violation` close.
 
 use std::time::{Duration, Instant};
 
@@ -12,8 +13,11 @@ const MIN_STRIKES: u32 = 10;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Allow,
-    /// Over the rate: answer `rate_limited`.
-    Limited,
+    /// Over the rate: refuse. `first`: the first refusal of its window, the one a client
+    /// must be told about when not every refusal is answered.
+    Limited {
+        first: bool,
+    },
     /// Over the rate for too long: close with `policy_violation`.
     Abusive,
 }
@@ -65,7 +69,9 @@ impl RateLimiter {
         if self.strikes > self.strike_limit() {
             Verdict::Abusive
         } else {
-            Verdict::Limited
+            Verdict::Limited {
+                first: self.strikes == 1,
+            }
         }
     }
 }
@@ -80,7 +86,12 @@ mod tests {
         let mut limiter = RateLimiter::new(20, t0);
         let verdicts: Vec<Verdict> = (0..51).map(|_| limiter.check(t0)).collect();
         assert!(verdicts[..20].iter().all(|v| *v == Verdict::Allow));
-        assert!(verdicts[20..40].iter().all(|v| *v == Verdict::Limited));
+        assert_eq!(verdicts[20], Verdict::Limited { first: true });
+        assert!(
+            verdicts[21..40]
+                .iter()
+                .all(|v| *v == Verdict::Limited { first: false })
+        );
         assert_eq!(verdicts[40], Verdict::Abusive);
     }
 
@@ -91,7 +102,7 @@ mod tests {
         for _ in 0..10 {
             assert_eq!(limiter.check(t0), Verdict::Allow);
         }
-        assert_eq!(limiter.check(t0), Verdict::Limited);
+        assert_eq!(limiter.check(t0), Verdict::Limited { first: true });
         assert_eq!(
             limiter.check(t0 + Duration::from_millis(100)),
             Verdict::Allow
@@ -104,12 +115,12 @@ mod tests {
         let mut limiter = RateLimiter::new(1, t0);
         limiter.check(t0);
         for _ in 0..MIN_STRIKES {
-            assert_eq!(limiter.check(t0), Verdict::Limited);
+            assert!(matches!(limiter.check(t0), Verdict::Limited { .. }));
         }
         let later = t0 + STRIKE_WINDOW + Duration::from_millis(1);
         limiter.tokens = 0.0;
         limiter.refilled = later;
-        assert_eq!(limiter.check(later), Verdict::Limited);
+        assert_eq!(limiter.check(later), Verdict::Limited { first: true });
     }
 
     #[test]

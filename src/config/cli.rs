@@ -3,6 +3,8 @@
 
 use clap::{Args, Parser, Subcommand};
 
+use super::frames::RawFrameLimits;
+
 /// Command line: `concurrent-socket [FLAGS] [check-config]`.
 #[derive(Debug, Parser)]
 #[command(name = "concurrent-socket", version, about, long_about = None)]
@@ -55,7 +57,7 @@ pub struct RawSettings {
     /// Comma list of IPs or CIDRs whose X-Forwarded-For is believed
     #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
-    /// Milliseconds from SIGTERM to exit; goodbyes are spread over the first half
+    /// Milliseconds from SIGTERM to exit, at least 1000; goodbyes are spread over the first half
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10000")]
     pub shutdown_timeout: String,
     /// Prometheus listener address (ignored when systemd passes a `metrics` socket)
@@ -78,4 +80,6 @@ pub struct RawSettings {
     pub http_idle_timeout: String,
     #[command(flatten)]
     pub http: super::http::RawHttpSettings,
+    #[command(flatten)]
+    pub frames: RawFrameLimits,
 }

@@ -7,7 +7,7 @@ use std::fmt;
 use clap::Args;
 
 use super::origins::normalize_origin;
-use super::values::integer_in;
+use super::values::{Check, integer_in};
 
 /// The settings as text (flattened into [`super::RawSettings`]).
 #[derive(Debug, Clone, Args)]
@@ -27,17 +27,6 @@ pub struct RawHttpSettings {
     /// `scheme://host[:port]` the public page is served from; allowed besides ALLOWED_ORIGINS
     #[arg(long, env = "PUBLIC_ORIGIN", default_value = "")]
     pub public_origin: String,
-}
-
-/// What validates one variable (the configuration's validator, which collects every error):
-/// `Some(value)`, or `None` after recording what is wrong with it.
-pub(super) trait Check {
-    fn check<T>(
-        &mut self,
-        variable: &'static str,
-        value: &str,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Option<T>;
 }
 
 /// The validated settings of the HTTP surface before the upgrade.

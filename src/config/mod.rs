@@ -3,6 +3,7 @@
 //! stopping at the first one, and never falls back silently to a default.
 
 mod cli;
+mod frames;
 mod http;
 mod origins;
 mod values;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use cli::{Cli, CliCommand, RawSettings};
+pub use frames::{FrameLimits, RawFrameLimits};
 pub use http::{HttpSettings, RawHttpSettings};
 use origins::origins;
 pub use origins::{AllowedOrigins, normalize_origin};
@@ -42,6 +44,7 @@ pub struct Config {
     pub http_idle_timeout: Duration,
     /// The HTTP surface before the upgrade: head size, pending caps, client grouping, origin.
     pub http: HttpSettings,
+    pub frames: FrameLimits,
 }
 
 /// One bad variable: its name, the value given, and what is wrong with it.
@@ -84,7 +87,7 @@ impl Validator {
     }
 }
 
-impl http::Check for Validator {
+impl values::Check for Validator {
     fn check<T>(
         &mut self,
         variable: &'static str,
@@ -140,7 +143,8 @@ impl Config {
         let shutdown_timeout = v.check(
             "SHUTDOWN_TIMEOUT",
             &raw.shutdown_timeout,
-            millis_in(100, 3_600_000),
+            // Below a second the drain's own waits (docs/configuration.md) have no room.
+            millis_in(1000, 3_600_000),
         );
         let metrics_addr = v.check("METRICS_ADDR", &raw.metrics_addr, |s| {
             s.parse::<SocketAddr>()
@@ -163,6 +167,7 @@ impl Config {
             millis_in(100, 3_600_000),
         );
         let http = HttpSettings::check(&raw.http, &mut v);
+        let frames = FrameLimits::check(&mut v, &raw.frames);
 
         if !v.errors.is_empty() {
             return Err(v.errors);
@@ -189,6 +194,7 @@ impl Config {
                 outbound_queue_bytes: outbound_queue_bytes?,
                 http_idle_timeout: http_idle_timeout?,
                 http: http?,
+                frames: frames?,
             })
         })();
         Ok(config.expect("every missing value was reported as an error"))
@@ -247,7 +253,8 @@ impl fmt::Display for Config {
             "HTTP_IDLE_TIMEOUT={}",
             self.http_idle_timeout.as_millis()
         )?;
-        write!(f, "{}", self.http)
+        write!(f, "{}", self.http)?;
+        write!(f, "{}", self.frames)
     }
 }
 
@@ -276,6 +283,22 @@ mod tests {
         assert_eq!(c.allowed_origins, AllowedOrigins::SameOrigin);
         assert_eq!(c.metrics_addr, "127.0.0.1:9464".parse().unwrap());
         assert!(!c.enable_echo);
+        assert_eq!(
+            c.frames,
+            FrameLimits {
+                frames_per_sec: 1000,
+                max_fragments: 64,
+                fragment_timeout: Duration::from_secs(10),
+            }
+        );
+    }
+
+    #[test]
+    fn a_shutdown_timeout_below_a_second_is_refused() {
+        let errors = parse(&["--shutdown-timeout", "999", "--max-fragments", "1"]).unwrap_err();
+        let names: Vec<_> = errors.iter().map(|e| e.variable).collect();
+        assert_eq!(names, ["SHUTDOWN_TIMEOUT", "MAX_FRAGMENTS"]);
+        assert!(parse(&["--shutdown-timeout", "1000"]).is_ok());
     }
 
     #[test]

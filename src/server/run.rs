@@ -153,6 +153,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         server_id = %state.config.server_id, version = env!("CARGO_PKG_VERSION"), "listening");
     systemd::ready(&status_line(&state));
     let background = spawn_background(&state, &servers);
+    tokio::spawn(crate::memory::trim_periodically());
 
     let signal = signals.recv().await;
     shut_down(&state, servers, signal).await;

@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
 
 use super::ending::{self, Farewell, answered_into, goodbye_frame};
+use super::frames::{FrameGuard, FrameVerdict};
 use crate::protocol::{
     ClientType, DisconnectReason, ErrorCode, GoodbyeReason, ProtocolError, ServerMessage,
     ServerType, now_ms, parse_client_frame,
@@ -20,7 +21,7 @@ use crate::protocol::{
 use crate::ratelimit::{RateLimiter, Verdict};
 use crate::registry::{Admission, Command, Registration};
 use crate::state::AppState;
-use crate::ws::{self, Full, Io, Outbox, ReadFailure, WebSocket};
+use crate::ws::{self, Full, Incoming, Io, Outbox, ReadFailure, WebSocket};
 
 /// How a connection ends.
 enum Ending {
@@ -40,12 +41,14 @@ struct Session {
     registration: Registration,
     outbox: Outbox,
     limiter: RateLimiter,
+    frames: FrameGuard,
     id: Box<str>,
     peer: IpAddr,
     opened: Instant,
     next_heartbeat: Instant,
     last_message: Instant,
-    last_frame: Instant,
+    /// When bytes last arrived (a partial frame included): the peer is alive.
+    last_received: Instant,
     ping_sent: Option<Instant>,
     received_close: bool,
     /// The code of the client's close frame, if it sent one with a code.
@@ -72,10 +75,11 @@ pub fn run(
     let mut session = Session {
         outbox: Outbox::new(config.outbound_queue_bytes, opened),
         limiter: RateLimiter::new(config.rate_limit_msgs_per_sec, opened),
+        frames: FrameGuard::new(&config.frames, opened),
         next_heartbeat: opened + config.heartbeat_interval,
         opened,
         last_message: opened,
-        last_frame: opened,
+        last_received: opened,
         ping_sent: None,
         received_close: false,
         client_close_code: None,
@@ -145,13 +149,15 @@ impl Session {
     }
 
     /// When the single timer must fire next: the end of a goodbye's grace, else the next
-    /// heartbeat or the idle deadline.
+    /// heartbeat, the idle deadline or the deadline of a fragmented message.
     fn next_deadline(&self) -> Instant {
         if let Some((_, grace_end)) = self.leaving {
             return grace_end;
         }
-        self.next_heartbeat
-            .min(self.last_message + self.idle_timeout())
+        let next = self
+            .next_heartbeat
+            .min(self.last_message + self.idle_timeout());
+        self.frames.deadline().map_or(next, |end| next.min(end))
     }
 
     async fn serve(&mut self, socket: &mut WebSocket) -> Ending {
@@ -175,7 +181,11 @@ impl Session {
                     step
                 }
                 io = ws::next_io(socket, &mut self.outbox, answered_into(&state.metrics)) => {
+                    let fragment_deadline = self.frames.deadline();
                     let step = self.on_io(io);
+                    if self.frames.deadline() != fragment_deadline {
+                        timer.as_mut().reset(self.next_deadline().into());
+                    }
                     #[cfg(feature = "fault-injection")]
                     state.faults.delay_response().await;
                     step
@@ -212,11 +222,14 @@ impl Session {
         if now >= self.last_message + self.idle_timeout() {
             return Err(Ending::Goodbye(GoodbyeReason::IdleTimeout));
         }
+        if self.frames.is_overdue(now) {
+            return Err(Ending::Goodbye(GoodbyeReason::PolicyViolation));
+        }
         if now < self.next_heartbeat {
             return Ok(());
         }
         let silent_limit = self.heartbeat() * 2;
-        if now.saturating_duration_since(self.last_frame) >= silent_limit {
+        if now.saturating_duration_since(self.last_received) >= silent_limit {
             return Err(Ending::Closed(DisconnectReason::DEAD_PEER));
         }
         if self
@@ -237,17 +250,21 @@ impl Session {
     }
 
     fn on_io(&mut self, io: Io) -> Result<(), Ending> {
-        let frame = match io {
-            Io::Read(Some(Ok(frame))) => frame,
+        let incoming = match io {
+            Io::Read(Some(Ok(incoming))) => incoming,
             Io::Read(Some(Err(failure))) => return Err(Ending::ReadError(failure)),
             Io::Read(None) => return Err(Ending::Closed(self.closed_reason())),
             Io::WriteFailed => return Err(Ending::Closed(DisconnectReason::TRANSPORT_ERROR)),
         };
         let now = Instant::now();
-        self.last_frame = now;
-        match frame {
-            Message::Text(text) => self.on_text(text.as_str(), now),
-            Message::Binary(_) => {
+        self.last_received = now;
+        if matches!(incoming, Incoming::Partial) {
+            return Ok(());
+        }
+        self.spend_frame(&incoming, now)?;
+        match incoming {
+            Incoming::Text(text) => self.on_text(text.as_str(), now),
+            Incoming::Binary(_) => {
                 if !self.admit_message(now)? {
                     return Ok(());
                 }
@@ -259,7 +276,7 @@ impl Session {
                 };
                 self.reject(&error, now)
             }
-            Message::Pong(_) => {
+            Incoming::Pong => {
                 if let Some(sent) = self.ping_sent.take() {
                     self.state
                         .metrics
@@ -268,10 +285,9 @@ impl Session {
                 }
                 Ok(())
             }
-            // tungstenite answers pings itself, and yields raw frames only when writing.
-            Message::Ping(_) | Message::Frame(_) => Ok(()),
-            Message::Close(frame) => {
-                // tungstenite queues the close reply; the next read flushes it and ends the stream.
+            // The transport answers pings, and the peer's close frame.
+            Incoming::Ping(_) | Incoming::Fragment | Incoming::Partial => Ok(()),
+            Incoming::Close(frame) => {
                 self.received_close = true;
                 self.client_close_code = frame.as_ref().map(|f| u16::from(f.code));
                 debug!(close_code = self.client_close_code, "client closed");
@@ -290,13 +306,33 @@ impl Session {
         }
     }
 
+    /// Every frame spends from the frame budget: the first over it is told `rate_limited`,
+    /// a client that goes on is closed 1008, as is a fragmented message beyond its bounds.
+    fn spend_frame(&mut self, incoming: &Incoming, now: Instant) -> Result<(), Ending> {
+        match self.frames.on_frame(incoming, now) {
+            FrameVerdict::Pass => Ok(()),
+            FrameVerdict::OverBudget => {
+                let error = ProtocolError {
+                    code: ErrorCode::RateLimited,
+                    message: format!(
+                        "more than {} frames per second",
+                        self.frames.frames_per_sec()
+                    ),
+                    id: None,
+                };
+                self.reject(&error, now)
+            }
+            FrameVerdict::Violation => Err(Ending::Goodbye(GoodbyeReason::PolicyViolation)),
+        }
+    }
+
     /// Every client message (text or binary frame) resets the idle timer and costs a token:
     /// `Ok(false)` when it was refused with `rate_limited`, an error when it is abuse.
     fn admit_message(&mut self, now: Instant) -> Result<bool, Ending> {
         self.last_message = now;
         match self.limiter.check(now) {
             Verdict::Allow => Ok(true),
-            Verdict::Limited => {
+            Verdict::Limited { .. } => {
                 self.state.metrics.message_in(ClientType::Invalid);
                 let error = ProtocolError {
                     code: ErrorCode::RateLimited,
@@ -378,7 +414,16 @@ impl Session {
         reason: GoodbyeReason,
     ) -> (DisconnectReason, Option<u16>) {
         let metrics = &self.state.metrics;
-        ending::close_for(socket, &mut self.outbox, metrics, reason, reason.as_str()).await
+        let wait = self.state.drain_plan.close_wait;
+        ending::close_for(
+            socket,
+            &mut self.outbox,
+            metrics,
+            reason,
+            reason.as_str(),
+            wait,
+        )
+        .await
     }
 }
 

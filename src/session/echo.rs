@@ -16,7 +16,7 @@ use super::ending::{self, Farewell, answered_into};
 use crate::protocol::{DisconnectReason, GoodbyeReason};
 use crate::registry::{Admission, Control};
 use crate::state::AppState;
-use crate::ws::{self, Full, Io, Outbox, WebSocket};
+use crate::ws::{self, Full, Incoming, Io, Outbox, WebSocket};
 
 pub async fn run(mut socket: WebSocket, state: Arc<AppState>, admission: Admission, peer: IpAddr) {
     let opened = Instant::now();
@@ -48,7 +48,8 @@ async fn echo_until_the_end(
     let mut outbox = Outbox::new(
         state.config.max_message_bytes * ws::HARD_LIMIT_FACTOR,
         opened,
-    );
+    )
+    .answering_every_ping();
     let idle_timeout = state.config.connection_timeout;
     let mut last_message = opened;
     let mut timer = pin!(sleep_until((opened + idle_timeout).into()));
@@ -66,14 +67,9 @@ async fn echo_until_the_end(
                 }
             }
             io = ws::next_io(socket, &mut outbox, answered_into(metrics)) => match io {
-                Io::Read(Some(Ok(message @ (Message::Text(_) | Message::Binary(_))))) => {
-                    last_message = Instant::now();
-                    match outbox.push(message, None) {
-                        Ok(()) => Next::Continue,
-                        Err(Full) => Next::Close(GoodbyeReason::SlowConsumer, "slow consumer"),
-                    }
-                }
-                Io::Read(Some(Ok(Message::Close(_)))) => {
+                Io::Read(Some(Ok(Incoming::Text(text)))) => echo(&mut outbox, Message::Text(text), &mut last_message),
+                Io::Read(Some(Ok(Incoming::Binary(data)))) => echo(&mut outbox, Message::Binary(data), &mut last_message),
+                Io::Read(Some(Ok(Incoming::Close(_)))) => {
                     received_close = true;
                     Next::Continue
                 }
@@ -91,11 +87,21 @@ async fn echo_until_the_end(
         match next {
             Next::Continue => {}
             Next::Close(reason, text) => {
+                let wait = state.drain_plan.close_wait;
                 let (reason, _) =
-                    ending::close_for(socket, &mut outbox, metrics, reason, text).await;
+                    ending::close_for(socket, &mut outbox, metrics, reason, text, wait).await;
                 return reason;
             }
             Next::Over(reason) => return reason,
         }
+    }
+}
+
+/// Queues the echo of a message.
+fn echo(outbox: &mut Outbox, message: Message, last_message: &mut Instant) -> Next {
+    *last_message = Instant::now();
+    match outbox.push(message, None) {
+        Ok(()) => Next::Continue,
+        Err(Full) => Next::Close(GoodbyeReason::SlowConsumer, "slow consumer"),
     }
 }

@@ -76,15 +76,16 @@ pub(crate) async fn after_read_failure(
 
 /// Ends a session the server decided to end for `reason`: what is queued (the goodbye last,
 /// on chat) is written, then the close frame with the reason's code and `text`, and the
-/// peer's close is awaited (bounded).
+/// peer's close is awaited, `wait` at most (the drain plan's close wait).
 pub(crate) async fn close_for(
     socket: &mut WebSocket,
     outbox: &mut Outbox,
     metrics: &Metrics,
     reason: GoodbyeReason,
     text: &'static str,
+    wait: Duration,
 ) -> (DisconnectReason, Option<u16>) {
     let frame = ws::close_frame(reason.close_code(), text);
-    ws::close_gracefully(socket, outbox, answered_into(metrics), frame).await;
+    ws::close_gracefully(socket, outbox, answered_into(metrics), frame, wait).await;
     (DisconnectReason::Goodbye(reason), Some(reason.close_code()))
 }

@@ -10,11 +10,13 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 
 use super::cork::{Io, next_io, send_queued};
+use super::frames::ReadFailure;
 use super::outbox::Outbox;
-use super::stream::{ReadFailure, WebSocket};
+use super::stream::WebSocket;
 
-/// How long a closing handshake may take before the TCP connection is dropped.
-pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long writing the last words after a read error may take before the TCP connection
+/// is dropped.
+const LAST_WORDS_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a connection stays open after the close frame that ends a read error. The stream
 /// cannot be read any more after an error, so the peer's unread bytes (the rest of an
 /// oversized frame, say) make the kernel answer our close with an RST; without this pause the
@@ -42,13 +44,14 @@ pub fn close_frame(code: u16, reason: &'static str) -> CloseFrame {
     }
 }
 
-/// Sends what is queued and the close frame, then waits (bounded) for the peer's close so
-/// that the handshake completes; returns when the connection may be dropped.
+/// Sends what is queued and the close frame, then waits for the peer's close so that the
+/// handshake completes, at most `wait` in all; returns when the connection may be dropped.
 pub async fn close_gracefully(
     socket: &mut WebSocket,
     outbox: &mut Outbox,
     on_answered: impl Fn(Duration),
     frame: CloseFrame,
+    wait: Duration,
 ) {
     outbox.push_last(Message::Close(Some(frame)));
     let handshake = async {
@@ -59,7 +62,7 @@ pub async fn close_gracefully(
             }
         }
     };
-    let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, handshake).await;
+    let _ = tokio::time::timeout(wait, handshake).await;
 }
 
 /// After a read error the stream is finished; what is queued (the answers to the frames read
@@ -79,7 +82,7 @@ pub async fn close_after_read_error(
         Ok(()) if outbox.is_written() => Poll::Ready(Ok(())),
         Ok(()) => Poll::Pending,
     });
-    if let Ok(Ok(())) = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, written).await {
+    if let Ok(Ok(())) = tokio::time::timeout(LAST_WORDS_TIMEOUT, written).await {
         tokio::time::sleep(CLOSE_LINGER).await;
     }
 }

@@ -1,31 +1,34 @@
 //! Write corking: while a connection's task is awake, frames read are answered first and
 //! every answer of the wake-up is written together, in one `write` when the kernel takes it,
 //! instead of one system call per frame; reading goes on while the peer is slow to read.
+//! The transport's own answers are queued here too: the pong to the latest ping, the reply
+//! to the peer's close frame.
 
 use std::future::poll_fn;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::error::Error as WsError;
 
+use super::frames::Incoming;
+use super::frames::ReadFailure;
 use super::outbox::Outbox;
-use super::stream::{ReadFailure, WebSocket};
+use super::stream::WebSocket;
 
 /// What happened on the socket.
 pub enum Io {
-    /// A frame, `None` when the stream ended, or why reading failed.
-    Read(Option<Result<Message, ReadFailure>>),
+    /// A frame (or bytes of one), `None` when the stream ended, or why reading failed.
+    Read(Option<Result<Incoming, ReadFailure>>),
     /// Writing failed: the connection is gone.
     WriteFailed,
 }
 
 /// The next incoming frame; while none is ready, what the outbox holds is written, corked, as
-/// far as the socket accepts it. Cancel-safe: nothing leaves the outbox before tungstenite
-/// has taken it.
+/// far as the socket accepts it. Cancel-safe: nothing leaves the outbox before the socket's
+/// write buffer has taken it.
 ///
 /// `on_answered` is told, for each message that answered a request, how long after the
-/// request was read it reached tungstenite.
+/// request was read it reached the socket's write buffer.
 pub async fn next_io(
     socket: &mut WebSocket,
     outbox: &mut Outbox,
@@ -39,9 +42,14 @@ pub async fn next_io(
             return Poll::Ready(Io::WriteFailed);
         }
         if let Poll::Ready(read) = socket.poll_read(cx) {
+            if let Some(Ok(incoming)) = &read {
+                answer_control_frame(socket, outbox, incoming);
+            }
             return Poll::Ready(Io::Read(read));
         }
         match send_queued(socket, outbox, &on_answered, cx) {
+            // The reply to the peer's close frame is written: the connection is over.
+            Ok(()) if socket.is_finished() => Poll::Ready(Io::Read(None)),
             Ok(()) => Poll::Pending,
             Err(_) => Poll::Ready(Io::WriteFailed),
         }
@@ -49,7 +57,20 @@ pub async fn next_io(
     .await
 }
 
-/// Moves the outbox into tungstenite and writes it, corked: every frame queued since the last
+/// RFC 6455 5.5: a ping is answered with a pong (only the latest one when several arrive
+/// before the pong leaves, 5.5.3, unless the outbox answers every ping), the peer's close
+/// frame with ours unless ours was sent.
+fn answer_control_frame(socket: &WebSocket, outbox: &mut Outbox, incoming: &Incoming) {
+    match incoming {
+        Incoming::Ping(payload) if !socket.close_sent() => outbox.queue_pong(payload.clone()),
+        Incoming::Close(frame) if !socket.close_sent() => {
+            outbox.push_last(Message::Close(frame.clone()));
+        }
+        _ => {}
+    }
+}
+
+/// Moves the outbox into the socket's write buffer and writes it, corked: every frame queued since the last
 /// wake-up goes out in one `write` when the kernel takes it. While the kernel's send buffer
 /// is full, frames stay in the outbox, where its bound counts them; the task is woken when
 /// the socket is writable again.
@@ -58,13 +79,15 @@ pub(super) fn send_queued(
     outbox: &mut Outbox,
     on_answered: &impl Fn(Duration),
     cx: &mut Context<'_>,
-) -> Result<(), WsError> {
+) -> std::io::Result<()> {
     if outbox.is_written() {
         return Ok(());
     }
     let now = Instant::now();
     if outbox.unflushed {
-        if !socket.flush(cx)? {
+        let flushed = socket.flush(cx)?;
+        outbox.unsent_bytes = socket.unsent_bytes();
+        if !flushed {
             return Ok(());
         }
         outbox.unflushed = false;
@@ -81,9 +104,11 @@ pub(super) fn send_queued(
         }
         if !taken_whole {
             outbox.unflushed = true;
+            outbox.unsent_bytes = socket.unsent_bytes();
             return Ok(());
         }
     }
     outbox.unflushed = !socket.flush(cx)?;
+    outbox.unsent_bytes = socket.unsent_bytes();
     Ok(())
 }

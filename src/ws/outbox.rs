@@ -1,10 +1,13 @@
-//! The bounded outbound queue of one connection: answers wait here, counted against
-//! `OUTBOUND_QUEUE_BYTES`, until the socket takes them. Its head is kept inline, so a
-//! connection answering one request at a time queues without allocating.
+//! The bounded outbound queue of one connection: everything sent to a client (answers, the
+//! pong, close frames) waits here until the socket takes it, and one bound,
+//! `OUTBOUND_QUEUE_BYTES`, covers what waits here plus what the socket's write buffer still
+//! holds. Its head is kept inline, so a connection answering one request at a time queues
+//! without allocating.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::stream::CORK_BYTES;
@@ -22,7 +25,14 @@ pub struct Outbox {
     head: Option<Outgoing>,
     /// The messages behind `head`, in order; empty while `head` is `None`.
     rest: VecDeque<Outgoing>,
+    /// The pong to the latest ping, sent before the queue: a newer ping replaces it.
+    pong: Option<Bytes>,
+    /// Every ping gets its own pong, queued with the answers (conformance suites check it).
+    pong_per_ping: bool,
+    /// What the messages above hold, each counted with its bookkeeping.
     queued_bytes: usize,
+    /// What the socket's write buffer holds, not yet taken by the kernel.
+    pub(super) unsent_bytes: usize,
     limit_bytes: usize,
     /// Frames handed to tungstenite that the kernel has not taken yet.
     pub(super) unflushed: bool,
@@ -38,17 +48,21 @@ impl Outbox {
         Outbox {
             head: None,
             rest: VecDeque::new(),
+            pong: None,
+            pong_per_ping: false,
             queued_bytes: 0,
+            unsent_bytes: 0,
             limit_bytes,
             unflushed: false,
             last_progress: now,
         }
     }
 
-    /// Queues a message. One message is always accepted into an empty queue, whatever its size.
+    /// Queues a message. One message is always accepted when nothing waits, whatever its size.
     pub fn push(&mut self, message: Message, received: Option<Instant>) -> Result<(), Full> {
         let size = message_len(&message);
-        if !self.is_empty() && self.queued_bytes + size > self.limit_bytes {
+        let waiting = self.queued_bytes + self.unsent_bytes;
+        if waiting > 0 && waiting + size > self.limit_bytes {
             return Err(Full);
         }
         self.enqueue(Outgoing { message, received });
@@ -72,10 +86,33 @@ impl Outbox {
         }
     }
 
+    /// An outbox that answers every ping instead of the latest: RFC 6455 5.5.3 allows either,
+    /// Autobahn's cases 2.10 and 2.11 expect every pong. For the echo endpoint only: a chat
+    /// client's ping flood must not cost one write each.
+    pub fn answering_every_ping(mut self) -> Outbox {
+        self.pong_per_ping = true;
+        self
+    }
+
+    /// Queues the pong to a ping: in place of any pong not yet written (RFC 6455 5.5.3), so
+    /// that however fast pings come one pong at most waits, unless every ping is answered
+    /// (then within the bound: a pong that does not fit is not sent).
+    pub(super) fn queue_pong(&mut self, payload: Bytes) {
+        if self.pong_per_ping {
+            let _ = self.push(Message::Pong(payload), None);
+            return;
+        }
+        if let Some(old) = self.pong.replace(payload) {
+            self.queued_bytes -= control_len(&old);
+        }
+        self.queued_bytes += control_len(self.pong.as_ref().expect("just set"));
+    }
+
     /// Drops everything queued (a slow consumer will not read it anyway).
     pub fn clear(&mut self) {
         self.head = None;
         self.rest = VecDeque::new();
+        self.pong = None;
         self.queued_bytes = 0;
     }
 
@@ -96,10 +133,17 @@ impl Outbox {
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.head.is_none()
+        self.head.is_none() && self.pong.is_none()
     }
 
     pub(super) fn pop(&mut self) -> Option<Outgoing> {
+        if let Some(pong) = self.pong.take() {
+            self.queued_bytes -= control_len(&pong);
+            return Some(Outgoing {
+                message: Message::Pong(pong),
+                received: None,
+            });
+        }
         let out = self.head.take()?;
         self.queued_bytes -= message_len(&out.message);
         self.head = self.rest.pop_front();
@@ -111,14 +155,29 @@ impl Outbox {
     }
 }
 
+/// What a queued message costs: its payload, its frame header, and its place in the queue
+/// with the allocator's bookkeeping of its payload, so that many small answers count for what
+/// they hold.
 fn message_len(message: &Message) -> usize {
-    match message {
+    let payload = match message {
         Message::Text(t) => t.len(),
         Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b.len(),
         Message::Close(c) => c.as_ref().map_or(0, |c| c.reason.len() + 2),
         Message::Frame(f) => f.len(),
-    }
+    };
+    payload + ENTRY_OVERHEAD_BYTES
 }
+
+/// The pong's cost: it has its own slot, no place in the queue.
+fn control_len(payload: &Bytes) -> usize {
+    payload.len() + FRAME_HEADER_BYTES
+}
+
+/// The longest header of a frame the server sends (unmasked, 64-bit length).
+const FRAME_HEADER_BYTES: usize = 10;
+/// A queued message's frame header, its slot in the queue, and the allocator's bookkeeping of
+/// its payload.
+const ENTRY_OVERHEAD_BYTES: usize = FRAME_HEADER_BYTES + size_of::<Outgoing>() + 16;
 
 #[cfg(test)]
 mod tests {
@@ -127,7 +186,7 @@ mod tests {
     #[test]
     fn one_message_is_always_taken_then_the_bound_holds() {
         let now = Instant::now();
-        let mut outbox = Outbox::new(4, now);
+        let mut outbox = Outbox::new(4 + ENTRY_OVERHEAD_BYTES, now);
         outbox
             .push(Message::text("longer than four"), None)
             .unwrap();
@@ -144,12 +203,38 @@ mod tests {
             outbox.push(Message::text(text), None).unwrap();
         }
         outbox.push_last(Message::text("last"));
-        assert_eq!(outbox.queued_bytes, 7);
+        assert_eq!(outbox.queued_bytes, 7 + 4 * ENTRY_OVERHEAD_BYTES);
         let mut order = Vec::new();
         while let Some(out) = outbox.pop() {
             order.push(out.message.into_text().unwrap().to_string());
         }
         assert_eq!(order, ["a", "b", "c", "last"]);
         assert_eq!((outbox.queued_bytes, outbox.rest.capacity()), (0, 0));
+    }
+
+    #[test]
+    fn one_pong_waits_for_the_latest_ping_and_leaves_first() {
+        let mut outbox = Outbox::new(1024, Instant::now());
+        outbox.push(Message::text("answer"), None).unwrap();
+        for ping in ["1", "2", "3"] {
+            outbox.queue_pong(Bytes::from(ping));
+        }
+        assert_eq!(
+            outbox.queued_bytes,
+            6 + ENTRY_OVERHEAD_BYTES + 1 + FRAME_HEADER_BYTES
+        );
+        assert!(matches!(outbox.pop().unwrap().message, Message::Pong(p) if p == "3"));
+        assert!(matches!(outbox.pop().unwrap().message, Message::Text(_)));
+        assert!(outbox.pop().is_none());
+        assert_eq!(outbox.queued_bytes, 0);
+    }
+
+    #[test]
+    fn what_the_socket_still_holds_counts_against_the_bound() {
+        let mut outbox = Outbox::new(1000, Instant::now());
+        outbox.unsent_bytes = 990;
+        assert!(outbox.push(Message::text("x"), None).is_err());
+        outbox.unsent_bytes = 0;
+        assert!(outbox.push(Message::text("x"), None).is_ok());
     }
 }

@@ -1,211 +1,188 @@
-//! The stream adapter: tungstenite's protocol state on the connection's own TCP stream, driven
-//! from the connection's task (no extra task, no waker proxy), with the settings that keep an
-//! idle socket small, and reads that say why they failed.
+//! The stream adapter: one WebSocket on the connection's own TCP stream, driven from the
+//! connection's task (no extra task, no waker proxy): frames read by [`FrameReader`], frames
+//! written through one corking buffer that is given back after a large write, and the state of
+//! the closing handshake.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::Bytes;
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
-/// tungstenite reads into a buffer of this size (its default, 128 KiB, is allocated and
-/// zero-filled for every socket up front). Larger frames still arrive whole: the buffer is
-/// grown to the announced frame length.
-pub const READ_BUFFER_BYTES: usize = 1024;
-/// Frames queued in one wake-up are gathered up to this many bytes before tungstenite writes
-/// them: one `write` system call carries every answer of a wake-up (a pipelining client, a
+use super::frames::{FrameReader, Incoming, ReadFailure};
+
+/// Frames queued in one wake-up are gathered up to this many bytes before they are written:
+/// one `write` system call carries every answer of a wake-up (a pipelining client, a
 /// heartbeat with its ping) instead of one call per frame.
 pub const CORK_BYTES: usize = 16 * 1024;
+/// A write buffer that grew beyond this for a large answer is freed once written.
+const WRITE_BUFFER_KEPT_BYTES: usize = 2 * CORK_BYTES;
 /// Frames larger than this many times `MAX_MESSAGE_BYTES` are not read at all: the
 /// connection is closed with 1009. Between 1x and this, the message is read and answered with
 /// an `error` `message_too_large`.
 pub const HARD_LIMIT_FACTOR: usize = 4;
 
-/// An upgraded WebSocket: tungstenite's protocol state on the bare TCP stream.
+/// An upgraded WebSocket on the bare TCP stream.
 pub struct WebSocket {
     stream: TcpStream,
-    protocol: WebSocketContext,
-    /// The stream ended or failed: reading yields nothing more.
+    reader: FrameReader,
+    /// Frames formatted and not yet taken by the kernel.
+    unsent: Vec<u8>,
+    /// Our close frame is in `unsent` or sent: nothing more may be (RFC 6455 5.5.1).
+    close_sent: bool,
+    /// Reading failed or the stream ended: it yields nothing more.
     ended: bool,
 }
 
 impl WebSocket {
-    /// Starts the WebSocket protocol on an upgraded connection, with the per-socket settings.
-    /// `already_read`: the bytes the HTTP server read past the upgrade request.
+    /// Starts the WebSocket protocol on an upgraded connection. `already_read`: the bytes the
+    /// HTTP server read past the upgrade request.
     pub fn new(stream: TcpStream, already_read: Vec<u8>, max_message_bytes: usize) -> WebSocket {
-        let protocol = WebSocketContext::from_partially_read(
-            already_read,
-            Role::Server,
-            Some(config(max_message_bytes)),
-        );
+        let hard_limit = max_message_bytes.saturating_mul(HARD_LIMIT_FACTOR);
         WebSocket {
             stream,
-            protocol,
+            reader: FrameReader::new(already_read, hard_limit),
+            unsent: Vec::new(),
+            close_sent: false,
             ended: false,
         }
     }
 
-    /// The next frame, `None` once the stream has ended, or why reading failed (after which
-    /// the stream has ended too). Pending until a whole frame has arrived.
+    /// The next frame, `None` once the stream has ended (the peer left, or both close frames
+    /// have been exchanged and written), or why reading failed (after which it has ended too).
     pub(super) fn poll_read(
         &mut self,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Message, ReadFailure>>> {
-        if self.ended {
+    ) -> Poll<Option<Result<Incoming, ReadFailure>>> {
+        if self.ended || self.is_finished() {
+            self.ended = true;
             return Poll::Ready(None);
         }
-        let mut io = TaskIo::new(&mut self.stream, cx);
-        match self.protocol.read(&mut io) {
-            Ok(message) => Poll::Ready(Some(Ok(message))),
-            Err(error) if would_block(&error) => Poll::Pending,
-            Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
+        if self.reader.is_closed() {
+            // The peer's close was read; ours is on its way (`is_finished` then ends it).
+            return Poll::Pending;
+        }
+        match self.reader.poll_next(&mut self.stream, cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(Some(incoming))) => Poll::Ready(Some(Ok(incoming))),
+            Poll::Ready(Ok(None)) => {
                 self.ended = true;
                 Poll::Ready(None)
             }
-            Err(error) => {
+            Poll::Ready(Err(failure)) => {
                 self.ended = true;
-                Poll::Ready(Some(Err(ReadFailure::classify(&error))))
+                Poll::Ready(Some(Err(failure)))
             }
         }
     }
 
-    /// Hands `message` to tungstenite; `Ok(false)` when it was taken but the kernel's send
-    /// buffer is full, so that nothing more should be added until a flush gets through.
-    pub(super) fn write(
-        &mut self,
-        message: Message,
-        cx: &mut Context<'_>,
-    ) -> Result<bool, WsError> {
-        let mut io = TaskIo::new(&mut self.stream, cx);
-        match self.protocol.write(&mut io, message) {
-            Ok(()) => Ok(true),
-            Err(error) if would_block(&error) => Ok(false),
-            Err(error) => Err(error),
+    /// Both close frames are exchanged and ours is written: the TCP connection may go.
+    pub(super) fn is_finished(&self) -> bool {
+        self.reader.is_closed() && self.close_sent && self.unsent.is_empty()
+    }
+
+    /// Whether our close frame is queued or sent.
+    pub(super) fn close_sent(&self) -> bool {
+        self.close_sent
+    }
+
+    /// Bytes formatted but not yet taken by the kernel.
+    pub(super) fn unsent_bytes(&self) -> usize {
+        self.unsent.len()
+    }
+
+    /// Formats `message`, and writes once a cork's worth is gathered; `Ok(false)` when the
+    /// kernel's send buffer is full, so that nothing more should be added until a flush gets
+    /// through. Nothing is sent after our close frame.
+    pub(super) fn write(&mut self, message: Message, cx: &mut Context<'_>) -> io::Result<bool> {
+        if !self.close_sent {
+            self.close_sent = matches!(message, Message::Close(_));
+            format_frame(message, &mut self.unsent);
         }
-    }
-
-    /// Writes what tungstenite holds; `Ok(false)` while the kernel does not take all of it.
-    pub(super) fn flush(&mut self, cx: &mut Context<'_>) -> Result<bool, WsError> {
-        let mut io = TaskIo::new(&mut self.stream, cx);
-        match self.protocol.flush(&mut io) {
-            // A close handshake just completed: nothing is left to write.
-            Ok(()) | Err(WsError::ConnectionClosed) => Ok(true),
-            Err(error) if would_block(&error) => Ok(false),
-            Err(error) => Err(error),
+        if self.unsent.len() <= CORK_BYTES {
+            return Ok(true);
         }
-    }
-}
-
-fn config(max_message_bytes: usize) -> WebSocketConfig {
-    let hard_limit = max_message_bytes.saturating_mul(HARD_LIMIT_FACTOR);
-    WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(CORK_BYTES)
-        // A safety net only: the outbox stops feeding tungstenite while the kernel is full.
-        .max_write_buffer_size(CORK_BYTES + hard_limit.saturating_mul(2))
-        .max_message_size(Some(hard_limit))
-        .max_frame_size(Some(hard_limit))
-}
-
-fn would_block(error: &WsError) -> bool {
-    matches!(error, WsError::Io(e) if e.kind() == io::ErrorKind::WouldBlock)
-}
-
-/// The TCP stream as tungstenite sees it: blocking-style `Read` and `Write` that answer
-/// `WouldBlock` when the socket is not ready, after registering the task to be woken when it
-/// is.
-struct TaskIo<'a, 'b> {
-    stream: &'a mut TcpStream,
-    cx: &'a mut Context<'b>,
-}
-
-impl<'a, 'b> TaskIo<'a, 'b> {
-    fn new(stream: &'a mut TcpStream, cx: &'a mut Context<'b>) -> Self {
-        TaskIo { stream, cx }
-    }
-}
-
-fn ready<T>(poll: Poll<io::Result<T>>) -> io::Result<T> {
-    match poll {
-        Poll::Ready(result) => result,
-        Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
-    }
-}
-
-impl Read for TaskIo<'_, '_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut buf = ReadBuf::new(buf);
-        ready(Pin::new(&mut *self.stream).poll_read(self.cx, &mut buf))?;
-        Ok(buf.filled().len())
-    }
-}
-
-impl Write for TaskIo<'_, '_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        ready(Pin::new(&mut *self.stream).poll_write(self.cx, buf))
+        self.flush(cx)
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        // TCP streams buffer nothing in user space.
-        Ok(())
-    }
-}
-
-/// Why reading failed: the kind of error, which decides the close code, if the peer can still
-/// be told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadFailure {
-    /// The message or frame is over the hard limit: close 1009.
-    TooLarge,
-    /// Bad framing or control frames: close 1002.
-    Protocol,
-    /// A text frame that is not UTF-8: close 1007.
-    InvalidUtf8,
-    /// The connection is gone (reset, EOF without close): nothing to send.
-    Transport,
-}
-
-impl ReadFailure {
-    fn classify(error: &WsError) -> ReadFailure {
-        match error {
-            WsError::Capacity(_) => ReadFailure::TooLarge,
-            WsError::Utf8(_) => ReadFailure::InvalidUtf8,
-            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
-                ReadFailure::Transport
+    /// Writes what is formatted; `Ok(false)` while the kernel does not take all of it.
+    pub(super) fn flush(&mut self, cx: &mut Context<'_>) -> io::Result<bool> {
+        let mut written = 0;
+        let result = loop {
+            if written == self.unsent.len() {
+                break Ok(true);
             }
-            WsError::Protocol(_) => ReadFailure::Protocol,
-            _ => ReadFailure::Transport,
+            match Pin::new(&mut self.stream).poll_write(cx, &self.unsent[written..]) {
+                Poll::Ready(Ok(0)) => break Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => written += n,
+                Poll::Ready(Err(error)) => break Err(error),
+                Poll::Pending => break Ok(false),
+            }
+        };
+        self.unsent.drain(..written);
+        if self.unsent.is_empty() && self.unsent.capacity() > WRITE_BUFFER_KEPT_BYTES {
+            self.unsent = Vec::new();
         }
+        result
     }
+}
+
+/// Appends `message` as one unmasked frame (a server's frames are not masked).
+fn format_frame(message: Message, out: &mut Vec<u8>) {
+    let (opcode, payload) = match message {
+        Message::Text(text) => (OpCode::Data(Data::Text), Bytes::from(text)),
+        Message::Binary(data) => (OpCode::Data(Data::Binary), data),
+        Message::Ping(data) => (OpCode::Control(Control::Ping), data),
+        Message::Pong(data) => (OpCode::Control(Control::Pong), data),
+        Message::Close(frame) => {
+            let mut payload = Vec::new();
+            if let Some(frame) = frame {
+                payload.extend_from_slice(&u16::from(frame.code).to_be_bytes());
+                payload.extend_from_slice(frame.reason.as_bytes());
+            }
+            (OpCode::Control(Control::Close), Bytes::from(payload))
+        }
+        Message::Frame(frame) => {
+            frame.format(out).expect("writing to a Vec cannot fail");
+            return;
+        }
+    };
+    let header = FrameHeader {
+        opcode,
+        ..FrameHeader::default()
+    };
+    out.reserve(payload.len() + 10);
+    header
+        .format(payload.len() as u64, out)
+        .expect("writing to a Vec cannot fail");
+    out.extend_from_slice(&payload);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
     #[test]
-    fn the_cork_fits_in_the_write_buffer_bound() {
-        // tungstenite panics on a configuration whose bound is not above the cork; 64 is the
-        // smallest MAX_MESSAGE_BYTES the configuration accepts.
-        let config = config(64);
-        assert!(config.max_write_buffer_size > config.write_buffer_size);
-    }
-
-    #[test]
-    fn read_errors_are_classified() {
-        use tokio_tungstenite::tungstenite::error::CapacityError;
-        let too_large = WsError::Capacity(CapacityError::MessageTooLong {
-            size: 2,
-            max_size: 1,
-        });
-        assert_eq!(ReadFailure::classify(&too_large), ReadFailure::TooLarge);
-        let bad_opcode = WsError::Protocol(ProtocolError::InvalidOpcode(3));
-        assert_eq!(ReadFailure::classify(&bad_opcode), ReadFailure::Protocol);
-        let reset = WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake);
-        assert_eq!(ReadFailure::classify(&reset), ReadFailure::Transport);
+    fn frames_are_formatted_unmasked() {
+        let mut out = Vec::new();
+        format_frame(Message::text("hi"), &mut out);
+        format_frame(Message::Pong(Bytes::from_static(b"p")), &mut out);
+        let close = CloseFrame {
+            code: 1008.into(),
+            reason: "no".into(),
+        };
+        format_frame(Message::Close(Some(close)), &mut out);
+        assert_eq!(
+            out,
+            [
+                0x81, 2, b'h', b'i', 0x8A, 1, b'p', 0x88, 4, 0x03, 0xF0, b'n', b'o'
+            ]
+        );
     }
 }
