@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 #[cfg(test)]
 pub use broker::PublicationSink;
-pub use broker::{Broker, BrokerError, NewPublication, StreamPosition};
+pub use broker::{Broker, BrokerError, NewPublication, Publication, StreamPosition};
 pub use hub::{Hub, Slot, Subscriber};
 pub use inbox::{Delivery, Inbox};
 pub use memory::{EngineGauges, MemoryBroker, MemoryLimits};

@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
 
 use crate::channels::{
-    BrokerError, Delivery, Inbox, NewPublication, Slot, StreamPosition, Subscriber,
+    BrokerError, Delivery, Inbox, NewPublication, Publication, Slot, StreamPosition, Subscriber,
 };
 use crate::metrics::{PublishResult, RecoveryOutcome, SubscriptionEnd};
 use crate::protocol::{
@@ -20,7 +20,7 @@ use crate::protocol::{
     UnsubscribeReason, now_ms,
 };
 use crate::state::AppState;
-use crate::ws::Outbox;
+use crate::ws::{self, Outbox};
 
 /// Who is on the connection when authentication is on: the hook of tokens (issue 16's
 /// "auth" part). `None` on a connection means authentication is off: every channel allowed,
@@ -201,7 +201,7 @@ impl Subscriptions {
             offset: r.offset,
             epoch: r.epoch,
         });
-        let history = match channels.broker.history(&channel, since.as_ref()).await {
+        let mut history = match channels.broker.history(&channel, since.as_ref()).await {
             Ok(history) => history,
             Err(error) => {
                 channels.hub.remove(&channel, slot);
@@ -209,6 +209,11 @@ impl Subscriptions {
                 return Err(broker_error(error, state, id));
             }
         };
+        if history.complete && recovery_bytes(&history.publications) > recovery_limit(state) {
+            // Larger than one message the transport writes: told, not sent.
+            history.complete = false;
+            history.publications.clear();
+        }
         let subscription = Subscription {
             key,
             slot,
@@ -366,6 +371,31 @@ impl Subscriptions {
             .await;
         }
     }
+}
+
+/// The largest recovery sent in one `subscribed`: the transport's largest message
+/// (`MAX_MESSAGE_BYTES` × [`ws::HARD_LIMIT_FACTOR`]). It also bounds what one request can make
+/// a connection queue.
+fn recovery_limit(state: &AppState) -> usize {
+    state
+        .config
+        .max_message_bytes
+        .saturating_mul(ws::HARD_LIMIT_FACTOR)
+}
+
+/// About how long the recovered publications are as JSON (their fields' bytes plus the
+/// field names and punctuation of each).
+fn recovery_bytes(publications: &[Arc<Publication>]) -> usize {
+    const ITEM_OVERHEAD: usize = 64;
+    publications
+        .iter()
+        .map(|p| {
+            p.data.get().len()
+                + p.from.len()
+                + p.user.as_ref().map_or(0, |u| u.len())
+                + ITEM_OVERHEAD
+        })
+        .sum()
 }
 
 /// Takes a subscription out of the hub and the broker, and counts why it ended.
