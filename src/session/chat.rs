@@ -13,7 +13,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info};
 
 use super::ending::{self, Farewell, answered_into, goodbye_frame};
-use super::subscriptions::{ChannelRequest, Identity, Subscriptions};
+use super::identity::Identity;
+use super::subscriptions::{ChannelRequest, Subscriptions};
 use crate::protocol::{
     ClientType, DisconnectReason, ErrorCode, GoodbyeReason, ProtocolError, ServerMessage,
     ServerType, now_ms, parse_client_frame,
