@@ -82,4 +82,6 @@ pub struct RawSettings {
     pub http: super::http::RawHttpSettings,
     #[command(flatten)]
     pub frames: RawFrameLimits,
+    #[command(flatten)]
+    pub channels: super::channels::RawChannelSettings,
 }

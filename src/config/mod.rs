@@ -2,10 +2,12 @@
 //! flag), validated all at once so that a bad deployment names every bad variable instead of
 //! stopping at the first one, and never falls back silently to a default.
 
+mod channels;
 mod cli;
 mod frames;
 mod http;
 mod origins;
+mod validator;
 mod values;
 
 use std::fmt;
@@ -14,11 +16,14 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use channels::{BrokerKind, ChannelsConfig, RawChannelSettings};
 pub use cli::{Cli, CliCommand, RawSettings};
 pub use frames::{FrameLimits, RawFrameLimits};
 pub use http::{HttpSettings, RawHttpSettings};
 use origins::origins;
 pub use origins::{AllowedOrigins, normalize_origin};
+pub use validator::ConfigError;
+use validator::Validator;
 use values::{boolean, default_server_id, integer_in, log_filter, millis_in, proxies, server_id};
 
 /// The validated configuration the server runs with.
@@ -45,57 +50,7 @@ pub struct Config {
     /// The HTTP surface before the upgrade: head size, pending caps, client grouping, origin.
     pub http: HttpSettings,
     pub frames: FrameLimits,
-}
-
-/// One bad variable: its name, the value given, and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub variable: &'static str,
-    pub value: String,
-    pub problem: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}={:?}: {}", self.variable, self.value, self.problem)
-    }
-}
-
-/// Collects the errors of every variable while parsing them one after the other.
-struct Validator {
-    errors: Vec<ConfigError>,
-}
-
-impl Validator {
-    fn check<T>(
-        &mut self,
-        variable: &'static str,
-        value: &str,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Option<T> {
-        match parse(value.trim()) {
-            Ok(v) => Some(v),
-            Err(problem) => {
-                self.errors.push(ConfigError {
-                    variable,
-                    value: value.to_owned(),
-                    problem,
-                });
-                None
-            }
-        }
-    }
-}
-
-impl values::Check for Validator {
-    fn check<T>(
-        &mut self,
-        variable: &'static str,
-        value: &str,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Option<T> {
-        Validator::check(self, variable, value, parse)
-    }
+    pub channels: ChannelsConfig,
 }
 
 impl Config {
@@ -168,6 +123,7 @@ impl Config {
         );
         let http = HttpSettings::check(&raw.http, &mut v);
         let frames = FrameLimits::check(&mut v, &raw.frames);
+        let channels = ChannelsConfig::check(&raw.channels, &mut v);
 
         if !v.errors.is_empty() {
             return Err(v.errors);
@@ -195,6 +151,7 @@ impl Config {
                 http_idle_timeout: http_idle_timeout?,
                 http: http?,
                 frames: frames?,
+                channels: channels?,
             })
         })();
         Ok(config.expect("every missing value was reported as an error"))
@@ -254,7 +211,8 @@ impl fmt::Display for Config {
             self.http_idle_timeout.as_millis()
         )?;
         write!(f, "{}", self.http)?;
-        write!(f, "{}", self.frames)
+        write!(f, "{}", self.frames)?;
+        write!(f, "{}", self.channels)
     }
 }
 
@@ -345,6 +303,24 @@ mod tests {
             parse(&["--allowed-origins", "*"]).unwrap().allowed_origins,
             AllowedOrigins::Any
         );
+    }
+
+    #[test]
+    fn channels_settings_parse_and_redis_waits_for_issue_17() {
+        let c = parse(&[]).unwrap().channels;
+        assert_eq!(c.broker, BrokerKind::Memory);
+        assert_eq!((c.history_size, c.history_max_bytes), (100, 256 << 20));
+        assert_eq!(c.history_ttl, Duration::from_secs(300));
+        assert_eq!(
+            (c.max_subscriptions_per_connection, c.max_channels),
+            (128, 100_000)
+        );
+        let errors = parse(&["--broker", "redis", "--history-size=-1"]).unwrap_err();
+        let names: Vec<_> = errors.iter().map(|e| e.variable).collect();
+        assert_eq!(names, ["BROKER", "HISTORY_SIZE"]);
+        assert!(errors[0].to_string().contains("issue 17"), "{}", errors[0]);
+        let text = parse(&["--history-ttl", "1000"]).unwrap().to_string();
+        assert!(text.contains("BROKER=memory\n") && text.contains("HISTORY_TTL=1000\n"));
     }
 
     #[test]

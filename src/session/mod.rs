@@ -5,3 +5,5 @@ pub(crate) mod chat;
 pub(crate) mod echo;
 mod ending;
 mod frames;
+mod identity;
+mod subscriptions;

@@ -4,6 +4,7 @@
 //! every value of its enum and found by the value's position, so the hot path does no label
 //! lookup and cannot name a series that does not exist.
 
+mod channels;
 mod children;
 mod pre_upgrade;
 
@@ -14,6 +15,7 @@ use prometheus::{
 
 use crate::label::labels;
 use crate::protocol::{ClientType, DisconnectReason, ErrorCode, ServerType};
+pub use channels::{ChannelMetrics, PublishResult, RecoveryOutcome, SubscriptionEnd};
 use children::{Children, register};
 pub use pre_upgrade::{AcceptError, HttpRefusal, PreUpgradeMetrics};
 
@@ -64,6 +66,8 @@ pub struct Metrics {
     messages_out: Children<ServerType>,
     /// The HTTP surface before the upgrade.
     pub http: PreUpgradeMetrics,
+    /// Channels: publications, deliveries, subscriptions, history, recoveries.
+    pub channels: ChannelMetrics,
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -179,6 +183,7 @@ impl Metrics {
             messages_in: Children::new(&messages, &["in"]),
             messages_out: Children::new(&messages, &["out"]),
             http: PreUpgradeMetrics::new(&registry),
+            channels: ChannelMetrics::new(&registry),
             registry,
         }
     }
@@ -212,6 +217,11 @@ impl Metrics {
     /// Counts a server message.
     pub fn message_out(&self, kind: ServerType) {
         self.messages_out.get(kind).inc();
+    }
+
+    /// Counts `n` server messages of one type.
+    pub fn messages_out(&self, kind: ServerType, n: u64) {
+        self.messages_out.get(kind).inc_by(n);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -252,11 +262,13 @@ mod tests {
         assert!(every_series_at_zero::<ServerType>(&text, messages_out));
         assert!(text.contains("websocket_build_info{server_id=\"blue\",version=\"1.2.3\"} 1"));
         assert!(text.contains("websocket_connections_limit 10"));
+        assert!(channels::every_series_at_zero(&text), "{text}");
     }
 
     #[test]
     fn reject_reasons_are_listed_in_order() {
         assert!(crate::label::is_consistent::<RejectReason>());
+        assert!(channels::labels_are_consistent());
     }
 
     #[test]
