@@ -22,6 +22,7 @@ from pathlib import Path
 # own layer or above. `channels` (the broker and its engines) will sit beside `session`.
 LAYERS = [
     ("foundation", {"label", "config", "logging", "faults", "ratelimit", "registry", "lifecycle"}),
+    ("auth", {"auth"}),
     ("protocol", {"protocol"}),
     ("metrics", {"metrics"}),
     ("state", {"state"}),

@@ -22,6 +22,8 @@
 //! * `protocol`: the wire protocol, pure: client messages parsed, server messages written,
 //!   and the closed sets of names (error codes, goodbye and disconnect reasons, message
 //!   types) that the wire and the metrics share.
+//! * `auth`: token verification, pure: a JWT checked against the key of `config` into an
+//!   identity (user, allowed channels, expiry) or a typed refusal.
 //! * foundation: `config`, `lifecycle` (phase, drain timing), `registry` (admission slots,
 //!   live connections and their mailboxes), `ratelimit`, `logging`, `faults` (test builds),
 //!   `label` (how a set of names is declared).
@@ -40,6 +42,7 @@
 //! 6. Before the task sleeps again, `ws` writes every answer of the wake-up in one `write`
 //!    and reports each answer's latency, which the session records.
 
+pub mod auth;
 pub mod config;
 #[cfg(feature = "fault-injection")]
 pub(crate) mod faults;

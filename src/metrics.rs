@@ -4,14 +4,18 @@
 //! every value of its enum and found by the value's position, so the hot path does no label
 //! lookup and cannot name a series that does not exist.
 
-use std::marker::PhantomData;
+mod auth;
+mod family;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
-use crate::label::{Label, labels};
+pub use auth::AuthMetrics;
+use family::{Children, register};
+
+use crate::label::labels;
 use crate::protocol::{ClientType, DisconnectReason, ErrorCode, ServerType};
 
 labels! {
@@ -22,6 +26,10 @@ labels! {
         Draining = "draining",
         ForbiddenOrigin = "forbidden_origin",
         InvalidConnectionId = "invalid_connection_id",
+        /// The `Authorization` token was refused (`websocket_auth_refusals_total` says why).
+        Unauthorized = "unauthorized",
+        /// The connection id is held by another user's connection.
+        ConnectionIdInUse = "connection_id_in_use",
     }
 }
 
@@ -50,38 +58,7 @@ pub struct Metrics {
     disconnects: Children<DisconnectReason>,
     messages_in: Children<ClientType>,
     messages_out: Children<ServerType>,
-}
-
-/// The children of a counter vector, one per value of the label `L`, created up front so that
-/// each series exists at 0, in the order of `L::ALL`: a value's child is at its index.
-struct Children<L> {
-    counters: Box<[IntCounter]>,
-    label: PhantomData<L>,
-}
-
-impl<L: Label> Children<L> {
-    /// `label_values` without the value that tells the children apart, which comes last.
-    fn new(vec: &IntCounterVec, label_values: &[&str]) -> Children<L> {
-        let child = |value: L| vec.with_label_values(&[label_values, &[value.name()]].concat());
-        Children {
-            counters: L::ALL.iter().map(|&value| child(value)).collect(),
-            label: PhantomData,
-        }
-    }
-
-    fn get(&self, value: L) -> &IntCounter {
-        &self.counters[value.index()]
-    }
-}
-
-fn register<T: prometheus::core::Collector + Clone + 'static>(
-    registry: &Registry,
-    collector: T,
-) -> T {
-    registry
-        .register(Box::new(collector.clone()))
-        .expect("metric names are unique and valid");
-    collector
+    pub auth: AuthMetrics,
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -196,6 +173,7 @@ impl Metrics {
             disconnects: Children::new(&disconnects, &[]),
             messages_in: Children::new(&messages, &["in"]),
             messages_out: Children::new(&messages, &["out"]),
+            auth: AuthMetrics::new(&registry),
             registry,
         }
     }
@@ -235,6 +213,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::label::Label;
 
     /// Whether `text` has the series `{prefix}"<value>"}} 0` for every value of `L`.
     fn every_series_at_zero<L: Label>(text: &str, prefix: &str) -> bool {

@@ -66,6 +66,27 @@ impl Control {
     }
 }
 
+/// Who a connection id belongs to. A connection replaces an older one with the same id only
+/// when [`may_replace`] says so; otherwise the newcomer is refused (`connection_id_in_use`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// Authentication is off: nobody is known.
+    Anonymous,
+    /// The verified user (the token's `sub`).
+    User(Arc<str>),
+}
+
+/// Whether a connection of `newcomer` may replace one of `holder` with the same id: with
+/// tokens, only among one user's connections, so that an id chosen by one user never closes
+/// another user's connection.
+fn may_replace(holder: &Owner, newcomer: &Owner) -> bool {
+    holder == newcomer
+}
+
+/// The id is held by a connection that the newcomer may not replace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdInUse;
+
 /// Why an upgrade was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdmitError {
@@ -77,7 +98,7 @@ pub enum AdmitError {
 struct Tables {
     per_ip: HashMap<IpAddr, u32>,
     live: HashMap<u64, Arc<Control>>,
-    by_id: HashMap<Box<str>, u64>,
+    by_id: HashMap<Box<str>, (u64, Owner)>,
 }
 
 /// All open WebSockets of this process.
@@ -141,25 +162,26 @@ impl Registry {
         })
     }
 
-    /// Records an upgraded connection; a previous one with the same `id` is told it was replaced.
-    pub fn register(&self, admission: Admission, id: Option<&str>) -> Registration {
+    /// Records an upgraded connection, with no id yet ([`Registration::claim`] gives it one).
+    pub fn register(&self, admission: Admission) -> Registration {
         let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
         let control = Arc::new(Control::default());
-        let mut tables = self.tables();
-        tables.live.insert(serial, Arc::clone(&control));
-        if let Some(id) = id
-            && let Some(previous) = tables.by_id.insert(id.into(), serial)
-            && let Some(old) = tables.live.get(&previous)
-        {
-            old.send(Command::Replaced);
-        }
-        drop(tables);
+        self.tables().live.insert(serial, Arc::clone(&control));
         Registration {
             admission,
             serial,
-            id: id.map(Into::into),
+            id: None,
             control,
         }
+    }
+
+    /// Whether a connection of `owner` asking for `id` now would be refused: checked before
+    /// the upgrade, so that the refusal can be an HTTP answer.
+    pub fn id_in_use(&self, id: &str, owner: &Owner) -> bool {
+        self.tables()
+            .by_id
+            .get(id)
+            .is_some_and(|(_, holder)| !may_replace(holder, owner))
     }
 
     /// Number of open WebSockets.
@@ -207,6 +229,24 @@ impl Registration {
     pub fn control(&self) -> &Arc<Control> {
         &self.control
     }
+
+    /// Takes `id` for this connection, on behalf of `owner`: the previous holder, if it may be
+    /// replaced, is told so; if it may not, the id stays its own and this connection has none.
+    pub fn claim(&mut self, id: &str, owner: Owner) -> Result<(), IdInUse> {
+        let mut tables = self.admission.registry.tables();
+        if let Some((previous, holder)) = tables.by_id.get(id) {
+            if !may_replace(holder, &owner) {
+                return Err(IdInUse);
+            }
+            if let Some(old) = tables.live.get(previous) {
+                old.send(Command::Replaced);
+            }
+        }
+        tables.by_id.insert(id.into(), (self.serial, owner));
+        drop(tables);
+        self.id = Some(id.into());
+        Ok(())
+    }
 }
 
 impl Drop for Registration {
@@ -214,7 +254,7 @@ impl Drop for Registration {
         let mut tables = self.admission.registry.tables();
         tables.live.remove(&self.serial);
         if let Some(id) = &self.id
-            && tables.by_id.get(id) == Some(&self.serial)
+            && tables.by_id.get(id).map(|(serial, _)| *serial) == Some(self.serial)
         {
             tables.by_id.remove(id);
         }
@@ -241,20 +281,51 @@ mod tests {
         assert!(registry.admit(A).is_ok());
     }
 
+    fn claimed(registry: &Arc<Registry>, id: &str, owner: Owner) -> Registration {
+        let mut registration = registry.register(registry.admit(A).unwrap());
+        registration.claim(id, owner).unwrap();
+        registration
+    }
+
     #[tokio::test]
     async fn same_id_replaces_the_older_connection() {
         let registry = Registry::new(10, 0);
-        let first = registry.register(registry.admit(A).unwrap(), Some("alice"));
-        let second = registry.register(registry.admit(A).unwrap(), Some("alice"));
+        let first = claimed(&registry, "alice", Owner::Anonymous);
+        let second = claimed(&registry, "alice", Owner::Anonymous);
         assert_eq!(first.control().recv().await, Command::Replaced);
         assert_eq!(second.control().pending(), None);
         drop(first);
         // The older entry leaving must not unmap the newer one.
-        let third = registry.register(registry.admit(A).unwrap(), Some("alice"));
+        let third = claimed(&registry, "alice", Owner::Anonymous);
         assert_eq!(second.control().recv().await, Command::Replaced);
         drop((second, third));
         assert!(registry.is_empty());
         assert_eq!(registry.count_for(A), 0);
+    }
+
+    #[tokio::test]
+    async fn only_the_same_user_replaces() {
+        let registry = Registry::new(10, 0);
+        let (alice, bob) = (Owner::User("alice".into()), Owner::User("bob".into()));
+        let first = claimed(&registry, "phone", alice.clone());
+        assert!(registry.id_in_use("phone", &bob));
+        assert!(!registry.id_in_use("phone", &alice));
+        let mut intruder = registry.register(registry.admit(B).unwrap());
+        assert_eq!(intruder.claim("phone", bob.clone()), Err(IdInUse));
+        assert_eq!(
+            first.control().pending(),
+            None,
+            "bob never closes alice's connection"
+        );
+        drop(intruder);
+        assert!(
+            registry.id_in_use("phone", &bob),
+            "the refused claim unmapped nothing"
+        );
+        let second = claimed(&registry, "phone", alice);
+        assert_eq!(first.control().recv().await, Command::Replaced);
+        drop((first, second));
+        assert!(!registry.id_in_use("phone", &bob));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::auth::Verifier;
 use crate::config::Config;
 use crate::lifecycle::{DrainPlan, Lifecycle};
 use crate::metrics::Metrics;
@@ -21,6 +22,8 @@ pub struct AppState {
     pub drain_plan: DrainPlan,
     /// The public socket came from systemd: draining stops accepting instead of answering 503.
     pub socket_activated: bool,
+    /// Checks tokens; `None` when authentication is off.
+    pub auth: Option<Verifier>,
     #[cfg(feature = "fault-injection")]
     pub faults: crate::faults::Faults,
 }
@@ -39,6 +42,7 @@ impl AppState {
             lifecycle: Lifecycle::default(),
             drain_plan: DrainPlan::for_timeout(config.shutdown_timeout),
             socket_activated,
+            auth: config.auth.key.as_ref().map(Verifier::new),
             #[cfg(feature = "fault-injection")]
             faults: crate::faults::Faults::from_env(),
             config,
@@ -47,8 +51,8 @@ impl AppState {
 
     /// Records an upgraded WebSocket (either endpoint) and counts it as open. One opened
     /// after the drain took its snapshot is told to leave at once.
-    pub fn open_connection(&self, admission: Admission, id: Option<&str>) -> Registration {
-        let registration = self.registry.register(admission, id);
+    pub fn open_connection(&self, admission: Admission) -> Registration {
+        let registration = self.registry.register(admission);
         if self.lifecycle.is_draining() {
             registration.control().send(Command::Shutdown);
         }

@@ -2,6 +2,7 @@
 //! flag), validated all at once so that a bad deployment names every bad variable instead of
 //! stopping at the first one, and never falls back silently to a default.
 
+mod auth;
 mod cli;
 mod origins;
 mod values;
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use auth::{AuthConfig, AuthKey, RawAuthSettings};
 pub use cli::{Cli, CliCommand, RawSettings};
 use origins::origins;
 pub use origins::{AllowedOrigins, normalize_origin};
@@ -38,6 +40,7 @@ pub struct Config {
     pub hsts_max_age: u64,
     pub outbound_queue_bytes: usize,
     pub http_idle_timeout: Duration,
+    pub auth: AuthConfig,
 }
 
 /// One bad variable: its name, the value given, and what is wrong with it.
@@ -147,6 +150,9 @@ impl Config {
             &raw.http_idle_timeout,
             millis_in(100, 3_600_000),
         );
+        let (key_variable, key_file, read_key) = auth::key_setting(&raw.auth);
+        let auth_key = v.check(key_variable, key_file, read_key);
+        let auth_timeout = v.check("AUTH_TIMEOUT", &raw.auth.auth_timeout, auth::timeout);
 
         if !v.errors.is_empty() {
             return Err(v.errors);
@@ -172,6 +178,10 @@ impl Config {
                 hsts_max_age: hsts_max_age?,
                 outbound_queue_bytes: outbound_queue_bytes?,
                 http_idle_timeout: http_idle_timeout?,
+                auth: AuthConfig {
+                    key: auth_key?,
+                    timeout: auth_timeout?,
+                },
             })
         })();
         Ok(config.expect("every missing value was reported as an error"))
@@ -229,7 +239,8 @@ impl fmt::Display for Config {
             f,
             "HTTP_IDLE_TIMEOUT={}",
             self.http_idle_timeout.as_millis()
-        )
+        )?;
+        write!(f, "{}", self.auth)
     }
 }
 

@@ -29,6 +29,12 @@ labels! {
         PolicyViolation = "policy_violation",
         MessageTooLarge = "message_too_large",
         SlowConsumer = "slow_consumer",
+        /// No valid token: none in time, a bad one, or another frame first.
+        Unauthorized = "unauthorized",
+        /// The token expired before a fresh one came.
+        TokenExpired = "token_expired",
+        /// Once authenticated, the connection's id is held by another user's connection.
+        ConnectionIdInUse = "connection_id_in_use",
     }
 }
 
@@ -38,7 +44,10 @@ impl GoodbyeReason {
         match self {
             GoodbyeReason::ServerShutdown => 1001,
             GoodbyeReason::IdleTimeout | GoodbyeReason::Replaced => 1000,
-            GoodbyeReason::PolicyViolation => 1008,
+            GoodbyeReason::PolicyViolation
+            | GoodbyeReason::Unauthorized
+            | GoodbyeReason::TokenExpired
+            | GoodbyeReason::ConnectionIdInUse => 1008,
             GoodbyeReason::MessageTooLarge => 1009,
             // "Try Again Later": the client did nothing wrong on purpose, its link was too slow.
             GoodbyeReason::SlowConsumer => 1013,
@@ -49,7 +58,9 @@ impl GoodbyeReason {
     pub fn reconnect(self) -> bool {
         matches!(
             self,
-            GoodbyeReason::ServerShutdown | GoodbyeReason::SlowConsumer
+            GoodbyeReason::ServerShutdown
+                | GoodbyeReason::SlowConsumer
+                | GoodbyeReason::TokenExpired
         )
     }
 }
@@ -135,6 +146,7 @@ labels! {
     pub enum ClientType {
         Message = "message",
         Ping = "ping",
+        Authenticate = "authenticate",
         Invalid = "invalid",
     }
 }
@@ -178,6 +190,9 @@ mod tests {
                 "policy_violation",
                 "message_too_large",
                 "slow_consumer",
+                "unauthorized",
+                "token_expired",
+                "connection_id_in_use",
                 "client_close",
                 "dead_peer",
                 "transport_error"

@@ -32,6 +32,9 @@ pub enum ServerMessage<'a> {
         connection_id: &'a str,
         server_id: &'a str,
         heartbeat_interval_ms: u64,
+        /// The token's subject, when authentication is on.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user: Option<&'a str>,
         ts: u64,
     },
     Heartbeat {
@@ -98,18 +101,20 @@ impl ServerMessage<'_> {
         })
     }
 
-    /// The answer to a valid client message.
-    pub fn answer<'a>(request: &'a ClientMessage<'a>, ts: u64) -> ServerMessage<'a> {
+    /// The answer to a valid client message; `None` for one that has no answer of its own
+    /// (`authenticate`: the session acts on it).
+    pub fn answer<'a>(request: &'a ClientMessage<'a>, ts: u64) -> Option<ServerMessage<'a>> {
         match request {
-            ClientMessage::Message { id, data } => ServerMessage::MessageResponse {
+            ClientMessage::Message { id, data } => Some(ServerMessage::MessageResponse {
                 id: id.as_deref(),
                 data,
                 ts,
-            },
-            ClientMessage::Ping { id } => ServerMessage::Pong {
+            }),
+            ClientMessage::Ping { id } => Some(ServerMessage::Pong {
                 id: id.as_deref(),
                 ts,
-            },
+            }),
+            ClientMessage::Authenticate { .. } => None,
         }
     }
 
@@ -144,15 +149,27 @@ mod tests {
             connection_id: "a",
             server_id: "s",
             heartbeat_interval_ms: 30000,
+            user: None,
             ts: 5,
         };
         assert_eq!(
             m.to_json(),
             r#"{"type":"connection_established","connectionId":"a","serverId":"s","heartbeatIntervalMs":30000,"ts":5}"#
         );
+        let m = ServerMessage::ConnectionEstablished {
+            connection_id: "a",
+            server_id: "s",
+            heartbeat_interval_ms: 1,
+            user: Some("alice"),
+            ts: 5,
+        };
+        assert_eq!(
+            m.to_json(),
+            r#"{"type":"connection_established","connectionId":"a","serverId":"s","heartbeatIntervalMs":1,"user":"alice","ts":5}"#
+        );
         let req = parse_client_frame(r#"{"type":"message","data":{"z":1,"a":2}}"#, 1024).unwrap();
         assert_eq!(
-            ServerMessage::answer(&req, 1).to_json(),
+            ServerMessage::answer(&req, 1).unwrap().to_json(),
             r#"{"type":"message_response","data":{"z":1,"a":2},"ts":1}"#
         );
         assert_eq!(
@@ -174,8 +191,9 @@ mod tests {
             &data,
             r#"{"type":"ping"}"#,
         ] {
-            let json =
-                ServerMessage::answer(&parse_client_frame(text, 65536).unwrap(), 1).to_json();
+            let json = ServerMessage::answer(&parse_client_frame(text, 65536).unwrap(), 1)
+                .unwrap()
+                .to_json();
             assert_eq!(json.capacity(), json.len(), "{json:.40}");
         }
     }
@@ -189,6 +207,7 @@ mod tests {
                 connection_id: "a",
                 server_id: "s",
                 heartbeat_interval_ms: 1,
+                user: None,
                 ts: 1,
             },
             ServerMessage::Heartbeat { ts: 1 },
@@ -197,7 +216,7 @@ mod tests {
                 data: &RawValue::from_string("1".into()).unwrap(),
                 ts: 1,
             },
-            ServerMessage::answer(&request, 1),
+            ServerMessage::answer(&request, 1).unwrap(),
             ServerMessage::error(&error, 1),
             ServerMessage::goodbye(GoodbyeReason::Replaced, 1),
         ];

@@ -12,10 +12,12 @@ use tokio::time::{Sleep, sleep_until};
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info};
 
+use super::auth::{Accepted, Credentials, refusal_before_token, report_refusal};
 use super::ending::{self, Farewell, answered_into, goodbye_frame};
+use crate::auth::{AuthRefusal, Identity};
 use crate::protocol::{
-    ClientType, DisconnectReason, ErrorCode, GoodbyeReason, ProtocolError, ServerMessage,
-    ServerType, now_ms, parse_client_frame,
+    ClientMessage, ClientType, DisconnectReason, ErrorCode, GoodbyeReason, ProtocolError,
+    ServerMessage, ServerType, now_ms, parse_client_frame,
 };
 use crate::ratelimit::{RateLimiter, Verdict};
 use crate::registry::{Admission, Command, Registration};
@@ -52,9 +54,11 @@ struct Session {
     client_close_code: Option<u16>,
     /// A `goodbye` already said, and when its grace ends (shutdown only).
     leaving: Option<(GoodbyeReason, Instant)>,
+    credentials: Credentials,
 }
 
-/// Runs a chat connection to its end. `admission` is the slot reserved before the upgrade.
+/// Runs a chat connection to its end. `admission` is the slot reserved before the upgrade;
+/// `identity` the token of its `Authorization` header, when it had one.
 ///
 /// The set-up is synchronous and the returned future captures only the session and the
 /// socket: an `async fn` would keep its arguments and its locals in separate slots of the
@@ -65,9 +69,10 @@ pub fn run(
     admission: Admission,
     id: String,
     peer: IpAddr,
+    identity: Option<Identity>,
 ) -> impl Future<Output = ()> + Send {
     let opened = Instant::now();
-    let registration = state.open_connection(admission, Some(&id));
+    let registration = state.open_connection(admission);
     let config = &state.config;
     let mut session = Session {
         outbox: Outbox::new(config.outbound_queue_bytes, opened),
@@ -80,17 +85,18 @@ pub fn run(
         received_close: false,
         client_close_code: None,
         leaving: None,
+        credentials: Credentials::at_upgrade(identity, &state, opened),
         registration,
         peer,
         id: id.into_boxed_str(),
         state,
     };
     info!(connection_id = %session.id, peer = %peer, server_id = %session.state.config.server_id, "connection opened");
-    let welcomed = session.welcome();
+    let started = session.start();
     async move {
-        let ending = match welcomed {
+        let ending = match started {
             Ok(()) => session.serve(&mut socket).await,
-            Err(Full) => Ending::Goodbye(GoodbyeReason::SlowConsumer),
+            Err(ending) => ending,
         };
         // Boxed: the closing steps are allocated only when closing.
         let (reason, close_code) = Box::pin(session.finish(&mut socket, ending)).await;
@@ -115,12 +121,25 @@ impl Session {
         self.queue(message.to_json(), message.kind(), received)
     }
 
+    /// Once the connection is known (at once, unless a token must come first): takes its id
+    /// and says `connection_established`.
+    fn start(&mut self) -> Result<(), Ending> {
+        let Some(owner) = self.credentials.owner() else {
+            return Ok(());
+        };
+        if self.registration.claim(&self.id, owner).is_err() {
+            return Err(Ending::Goodbye(GoodbyeReason::ConnectionIdInUse));
+        }
+        self.welcome().map_err(slow)
+    }
+
     fn welcome(&mut self) -> Result<(), Full> {
         let config = &self.state.config;
         let hello = ServerMessage::ConnectionEstablished {
             connection_id: &self.id,
             server_id: &config.server_id,
             heartbeat_interval_ms: config.heartbeat_interval.as_millis() as u64,
+            user: self.credentials.identity().map(|identity| &*identity.user),
             ts: now_ms(),
         };
         // `hello` borrows the session: serialise it before queueing.
@@ -150,8 +169,15 @@ impl Session {
         if let Some((_, grace_end)) = self.leaving {
             return grace_end;
         }
-        self.next_heartbeat
-            .min(self.last_message + self.idle_timeout())
+        let next = self
+            .next_heartbeat
+            .min(self.last_message + self.idle_timeout());
+        match self.credentials.deadline() {
+            // Nothing else is due before the token: no heartbeat precedes the welcome.
+            Some(deadline) if self.credentials.is_awaiting() => deadline,
+            Some(deadline) => next.min(deadline),
+            None => next,
+        }
     }
 
     async fn serve(&mut self, socket: &mut WebSocket) -> Ending {
@@ -209,6 +235,15 @@ impl Session {
                 Ok(())
             };
         }
+        if let Some(reason) = self.credentials.lapsed(now) {
+            if reason == GoodbyeReason::Unauthorized {
+                self.refuse(AuthRefusal::Timeout);
+            }
+            return Err(Ending::Goodbye(reason));
+        }
+        if self.credentials.is_awaiting() {
+            return Ok(());
+        }
         if now >= self.last_message + self.idle_timeout() {
             return Err(Ending::Goodbye(GoodbyeReason::IdleTimeout));
         }
@@ -252,6 +287,9 @@ impl Session {
                     return Ok(());
                 }
                 self.state.metrics.message_in(ClientType::Invalid);
+                if self.credentials.is_awaiting() {
+                    return Err(self.refuse(AuthRefusal::Missing));
+                }
                 let error = ProtocolError {
                     code: ErrorCode::UnsupportedFrame,
                     message: "binary frames are not supported".into(),
@@ -320,17 +358,37 @@ impl Session {
         if !self.admit_message(now)? {
             return Ok(());
         }
-        match parse_client_frame(text, self.state.config.max_message_bytes) {
-            Ok(request) => {
-                self.state.metrics.message_in(request.kind());
-                let answer = ServerMessage::answer(&request, now_ms());
-                self.send(&answer, Some(now)).map_err(slow)
+        let parsed = parse_client_frame(text, self.state.config.max_message_bytes);
+        let kind = parsed
+            .as_ref()
+            .map_or(ClientType::Invalid, ClientMessage::kind);
+        self.state.metrics.message_in(kind);
+        match parsed {
+            Ok(ClientMessage::Authenticate { token, .. }) if self.state.auth.is_some() => {
+                match self.credentials.accept(&self.state, &token.0, now) {
+                    Ok(Accepted::First) => self.start(),
+                    Ok(Accepted::Refresh) => Ok(()),
+                    Err(reason) => Err(self.refuse(reason)),
+                }
             }
-            Err(error) => {
-                self.state.metrics.message_in(ClientType::Invalid);
+            _ if self.credentials.is_awaiting() => Err(self.refuse(refusal_before_token(kind))),
+            Ok(ClientMessage::Authenticate { id, .. }) => {
+                let message = "authentication is off on this server";
+                let error = ProtocolError::new(ErrorCode::InvalidMessage, message, id.as_deref());
                 self.reject(&error, now)
             }
+            Ok(request) => match ServerMessage::answer(&request, now_ms()) {
+                Some(answer) => self.send(&answer, Some(now)).map_err(slow),
+                None => unreachable!("only authenticate has no answer of its own"),
+            },
+            Err(error) => self.reject(&error, now),
         }
+    }
+
+    /// Counts and logs a refused token; the connection ends with `goodbye unauthorized`.
+    fn refuse(&self, reason: AuthRefusal) -> Ending {
+        report_refusal(&self.state, reason, &self.id, self.peer);
+        Ending::Goodbye(GoodbyeReason::Unauthorized)
     }
 
     /// Answers a request that cannot be served with an `error`.

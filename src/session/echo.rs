@@ -20,7 +20,7 @@ use crate::ws::{self, Full, Io, Outbox, WebSocket};
 
 pub async fn run(mut socket: WebSocket, state: Arc<AppState>, admission: Admission, peer: IpAddr) {
     let opened = Instant::now();
-    let registration = state.open_connection(admission, None);
+    let registration = state.open_connection(admission);
     debug!(peer = %peer, "echo connection opened");
     let reason = echo_until_the_end(&mut socket, &state, registration.control(), opened).await;
     state.count_closed(reason, opened);
