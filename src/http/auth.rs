@@ -16,13 +16,29 @@ use crate::registry::Owner;
 use crate::session::auth::report_refusal;
 use crate::state::AppState;
 
+/// Why an upgrade was refused on authentication's account (already counted and logged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    Unauthorized,
+    IdInUse,
+}
+
+impl Refusal {
+    pub(crate) fn into_response(self) -> Response {
+        match self {
+            Refusal::Unauthorized => json_error(StatusCode::UNAUTHORIZED, "unauthorized"),
+            Refusal::IdInUse => json_error(StatusCode::CONFLICT, "connection_id_in_use"),
+        }
+    }
+}
+
 /// The identity the upgrade request proves, if any; the refusal to answer otherwise.
 pub(crate) fn upgrade_identity(
     state: &AppState,
     headers: &HeaderMap,
     id: &str,
     peer: SocketAddr,
-) -> Result<Option<Identity>, Response> {
+) -> Result<Option<Identity>, Refusal> {
     let Some(verifier) = &state.auth else {
         return Ok(None);
     };
@@ -35,14 +51,14 @@ pub(crate) fn upgrade_identity(
     let identity = identity.map_err(|reason| {
         report_refusal(state, reason, id, peer.ip());
         state.metrics.rejected(RejectReason::Unauthorized);
-        json_error(StatusCode::UNAUTHORIZED, "unauthorized")
+        Refusal::Unauthorized
     })?;
     if state
         .registry
         .id_in_use(id, &Owner::User(identity.user.clone()))
     {
         state.metrics.rejected(RejectReason::ConnectionIdInUse);
-        return Err(json_error(StatusCode::CONFLICT, "connection_id_in_use"));
+        return Err(Refusal::IdInUse);
     }
     Ok(Some(identity))
 }

@@ -174,7 +174,7 @@ async fn chat_upgrade(
     };
     let identity = match upgrade_identity(&state, &headers, &id, peer) {
         Ok(identity) => identity,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     admit_and_upgrade(
         state,
