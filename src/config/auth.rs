@@ -127,7 +127,7 @@ fn public_key(path: &str) -> Result<AuthKey, String> {
 }
 
 impl fmt::Display for AuthConfig {
-    /// The `check-config` lines: file names and the algorithm, never the key.
+    /// The `check-config` lines: the files' names, never the key.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let file = |var: &str| match &self.key {
             Some(AuthKey { source, .. }) if source.0 == var => source.1.as_str(),
@@ -135,9 +135,6 @@ impl fmt::Display for AuthConfig {
         };
         writeln!(f, "{SECRET_VAR}={}", file(SECRET_VAR))?;
         writeln!(f, "{PUBLIC_KEY_VAR}={}", file(PUBLIC_KEY_VAR))?;
-        if let Some(key) = &self.key {
-            writeln!(f, "# token authentication on: {:?}", key.algorithm)?;
-        }
         writeln!(f, "AUTH_TIMEOUT={}", self.timeout.as_millis())
     }
 }
