@@ -51,16 +51,22 @@ fn now() -> u64 {
         .as_secs()
 }
 
+/// An HS256 token of `claims` signed with `secret`.
+fn sign(secret: &str, claims: &Value) -> String {
+    let key = EncodingKey::from_secret(secret.as_bytes());
+    encode(&Header::default(), claims, &key).unwrap()
+}
+
+/// A token for `user`, valid for `seconds`, allowing `room:*`, signed with `secret`.
+fn token(secret: &str, user: &str, seconds: u64) -> String {
+    let claims = json!({"sub": user, "exp": now() + seconds, "channels": ["room:*"]});
+    sign(secret, &claims)
+}
+
 impl AuthServer {
-    /// A token for `user`, valid for `seconds`, allowing `room:*`.
+    /// A token of this server's secret.
     fn token(&self, user: &str, seconds: u64) -> String {
-        let claims = json!({"sub": user, "exp": now() + seconds, "channels": ["room:*"]});
-        encode(
-            &Header::default(),
-            &claims,
-            &EncodingKey::from_secret(self.secret.as_bytes()),
-        )
-        .unwrap()
+        token(&self.secret, user, seconds)
     }
 
     fn url(&self, id: &str) -> String {
@@ -133,15 +139,9 @@ async fn a_bearer_token_opens_the_connection_with_its_user() {
 #[tokio::test]
 async fn a_bad_bearer_token_is_answered_401_and_not_upgraded() {
     let s = auth_server(&[]).await;
-    let other = AuthServer {
-        secret: random_secret(),
-        ..auth_server(&[]).await
-    };
+    let foreign = token(&random_secret(), "alice", 60);
     let cases = [
-        (
-            format!("Bearer {}", other.token("alice", 60)),
-            "bad_signature",
-        ),
+        (format!("Bearer {foreign}"), "bad_signature"),
         ("Bearer not-a-jwt".to_owned(), "malformed"),
         ("Basic YWxpY2U6cHc=".to_owned(), "malformed"),
     ];
@@ -172,12 +172,7 @@ async fn a_first_frame_token_comes_before_the_welcome() {
 #[tokio::test]
 async fn a_bad_first_frame_is_goodbye_unauthorized_1008() {
     let s = auth_server(&[]).await;
-    let expired = encode(
-        &Header::default(),
-        &json!({"sub": "bob", "exp": now() - 10}),
-        &EncodingKey::from_secret(s.secret.as_bytes()),
-    )
-    .unwrap();
+    let expired = sign(&s.secret, &json!({"sub": "bob", "exp": now() - 10}));
     let frames = [
         (json!({"type": "authenticate", "token": expired}), "expired"),
         (
@@ -287,11 +282,7 @@ async fn tokens_never_reach_the_logs() {
     let header_token = s.token("logan", 60);
     let frame_token = s.token("logan", 61);
     let refresh_token = s.token("logan", 62);
-    let foreign = AuthServer {
-        secret: random_secret(),
-        ..auth_server(&[]).await
-    }
-    .token("logan", 63);
+    let foreign = token(&random_secret(), "logan", 63);
 
     let mut by_header = s.connect_bearer("l1", &header_token).await.unwrap();
     by_header.recv_json().await;
