@@ -35,6 +35,7 @@
 //! 2. `http::admission` checks it and reserves a slot in `registry`; `http::upgrade` answers
 //!    `101` and takes the TCP stream back from hyper.
 //! 3. `session::chat::run` registers the connection (`state`), says `connection_established`
+//!    (with tokens on, once `auth` accepted the token: the upgrade's, or the first frame's)
 //!    and waits on `ws::next_io`, beside its timer and its mailbox.
 //! 4. A text frame arrives: `ws` reads it with tungstenite on the bare stream and returns it.
 //! 5. The session spends a `ratelimit` token, parses the frame (`protocol`), counts it
