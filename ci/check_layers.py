@@ -22,6 +22,7 @@ from pathlib import Path
 # own layer or above. `channels` (broker, engines, hub) sits under `state`, which holds it.
 LAYERS = [
     ("foundation", {"label", "config", "logging", "faults", "ratelimit", "registry", "lifecycle", "memory"}),
+    ("auth", {"auth"}),
     ("protocol", {"protocol"}),
     ("metrics", {"metrics"}),
     ("channels", {"channels"}),

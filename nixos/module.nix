@@ -46,6 +46,13 @@ let
   traefikDir = "${stateDir}/traefik";
   lokiUrl = "http://127.0.0.1:${toString monitoringLib.ports.loki}";
 
+  # The token key every instance gets as a credential: which variable names it, and the
+  # host file it is loaded from; null without tokens.
+  authKey =
+    if cfg.auth.jwtSecretFile != null then { variable = "AUTH_JWT_SECRET_FILE"; file = cfg.auth.jwtSecretFile; }
+    else if cfg.auth.jwtPublicKeyFile != null then { variable = "AUTH_JWT_PUBLIC_KEY_FILE"; file = cfg.auth.jwtPublicKeyFile; }
+    else null;
+
   # The instances as the pure library takes them: unset (null) settings dropped.
   instances = mapAttrs
     (_: inst: {
@@ -139,6 +146,7 @@ let
       HSTS_MAX_AGE = setting types.ints.unsigned "Strict-Transport-Security max-age sent by the server, 0 = none (Traefik already sets it when ACME is on).";
       HTTP_IDLE_TIMEOUT = setting types.ints.positive "Milliseconds an HTTP connection may wait for request headers, idle keep-alive included, before it is closed (server default 100000, above Traefik's 90 s pool timeout).";
       OUTBOUND_QUEUE_BYTES = setting types.ints.positive "Bytes of answers queued for a client that does not read before `goodbye slow_consumer` (server default 1048576).";
+      AUTH_TIMEOUT = setting types.ints.positive "Milliseconds an upgrade without an Authorization token has to send its first frame `authenticate` (server default 5000; only with services.concurrent-socket.auth).";
       SERVER_ID = setting types.str "`serverId` and the `server_id` label (the unit's default is the colour).";
     };
   };
@@ -236,6 +244,19 @@ in
         Server instances, each a ws@NAME.service with its own sockets. `blue` (3001, metrics
         9464) and `green` (3002, metrics 9465) always exist; other names need both ports.
         To run a single colour, override the whole set with `lib.mkForce`.
+      '';
+    };
+
+    auth = {
+      jwtSecretFile = nullableString "/run/keys/ws-jwt-secret" ''
+        File on the host (never in the Nix store) holding the HS256 secret that verifies
+        tokens: turns token authentication on for every instance. systemd hands it over with
+        LoadCredential= (the server reads it as AUTH_JWT_SECRET_FILE from its credentials
+        directory), so it may stay readable by root only.
+      '';
+      jwtPublicKeyFile = nullableString "/etc/concurrent-socket/jwt-public.pem" ''
+        File on the host holding the RS256 or ES256 public key (PEM) that verifies tokens,
+        passed like jwtSecretFile (as AUTH_JWT_PUBLIC_KEY_FILE). Set one of the two.
       '';
     };
 
@@ -466,6 +487,10 @@ in
           instances)
         ++ [
           {
+            assertion = cfg.auth.jwtSecretFile == null || cfg.auth.jwtPublicKeyFile == null;
+            message = "services.concurrent-socket.auth: set jwtSecretFile or jwtPublicKeyFile, not both.";
+          }
+          {
             assertion = cfg.traefik.acme.email == null || cfg.traefik.domain != null;
             message = "services.concurrent-socket.traefik.acme.email needs traefik.domain (the certificate's name).";
           }
@@ -501,7 +526,10 @@ in
               # The drain (SHUTDOWN_TIMEOUT) always ends before systemd's SIGKILL.
               TimeoutStopSec = hostLib.stopTimeoutSeconds (inst.settings.SHUTDOWN_TIMEOUT or null);
             }
+            // optionalAttrs (authKey != null) { LoadCredential = "jwt-key:${authKey.file}"; }
             // (instancesLib.unitSettings name instances.${name}).serviceCommands;
+            # %d is the unit's credentials directory.
+            environment = optionalAttrs (authKey != null) { ${authKey.variable} = "%d/jwt-key"; };
           })
         instances;
 

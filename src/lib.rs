@@ -25,6 +25,8 @@
 //! * `protocol`: the wire protocol, pure: client messages parsed, server messages written,
 //!   and the closed sets of names (error codes, goodbye and disconnect reasons, message
 //!   types) that the wire and the metrics share.
+//! * `auth`: token verification, pure: a JWT checked against the key of `config` into an
+//!   identity (user, allowed channels, expiry) or a typed refusal.
 //! * foundation: `config`, `lifecycle` (phase, drain timing), `registry` (admission slots,
 //!   live connections and their mailboxes), `ratelimit`, `logging`, `memory` (freed memory
 //!   back to the OS), `faults` (test builds), `label` (how a set of names is declared).
@@ -36,6 +38,7 @@
 //! 2. `http::admission` checks it and reserves a slot in `registry`; `http::upgrade` answers
 //!    `101` and takes the TCP stream back from hyper.
 //! 3. `session::chat::run` registers the connection (`state`), says `connection_established`
+//!    (with tokens on, once `auth` accepted the token: the upgrade's, or the first frame's)
 //!    and waits on `ws::next_io`, beside its timer and its mailbox.
 //! 4. A text frame arrives: `ws` reads it on the bare stream (its own frame reader, UTF-8
 //!    checked as bytes arrive) and returns it.
@@ -44,6 +47,7 @@
 //! 6. Before the task sleeps again, `ws` writes every answer of the wake-up in one `write`
 //!    and reports each answer's latency, which the session records.
 
+pub mod auth;
 pub(crate) mod channels;
 pub mod config;
 #[cfg(feature = "fault-injection")]

@@ -1,11 +1,13 @@
 //! Log output: native journald records under systemd (so `journalctl CONNECTION_ID=alice`
 //! works), JSON lines on stdout elsewhere, a readable format on a terminal; `LOG_LEVEL` is the
-//! filter. Message payloads are never logged at info level.
+//! filter. Message payloads are never logged at info level, and tokens never at any level.
 
 use std::io::IsTerminal;
 use std::os::unix::fs::MetadataExt;
 
+use tracing::Level;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{FilterFn, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -33,10 +35,18 @@ fn stdout_is_journal() -> bool {
     dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
 }
 
+/// tungstenite traces every frame with its payload, an `authenticate` frame's token
+/// included: those records are dropped whatever `LOG_LEVEL` asks for.
+fn no_frame_payloads() -> FilterFn {
+    filter_fn(|meta| !(*meta.level() == Level::TRACE && meta.target().starts_with("tungstenite")))
+}
+
 /// Installs the global subscriber. `filter` was validated by the configuration.
 pub fn init(filter: &str) -> Output {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(no_frame_payloads());
     if stdout_is_journal() {
         match tracing_journald::layer() {
             // Without the default `F_` prefix, fields keep their names upper-cased:

@@ -2,7 +2,7 @@
 //! before the upgrade and held for the whole life of the socket, because axum's limits stop
 //! at the upgrade), the per-IP counts, the connection ids and who may replace whose
 //! ([`may_replace`]), and the map of live connections behind `replaced` and the shutdown
-//! drain. Every slot and claim is released by `Drop`, so no exit path can leak one.
+//! drain. Every slot and id is released by `Drop`, so no exit path can leak one.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -67,41 +67,41 @@ impl Control {
     }
 }
 
+/// Who a connection id belongs to. A connection replaces an older one with the same id only
+/// when [`may_replace`] says so; otherwise the newcomer is refused (`connection_id_in_use`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// Authentication is off: the client, by its per-client key (its address after
+    /// trusted-proxy resolution, IPv6 grouped by `CLIENT_IPV6_PREFIX`).
+    Client(IpAddr),
+    /// The verified user (the token's `sub`).
+    User(Arc<str>),
+}
+
+/// Whether a connection of `newcomer` may replace one of `holder` with the same id: only the
+/// same client without tokens (a reconnect whose old socket has not noticed it is dead yet),
+/// only the same user with tokens; never anyone else, who would otherwise evict whoever's id
+/// it knows.
+pub fn may_replace(holder: &Owner, newcomer: &Owner) -> bool {
+    holder == newcomer
+}
+
+/// The id is held by a connection that the newcomer may not replace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdInUse;
+
 /// Why an upgrade was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdmitError {
     AtCapacity,
     IpLimit,
-    /// The connection id is open for someone who may not be replaced by this client.
-    IdInUse,
-}
-
-/// Who opens a connection, as far as the server can tell: today the client's address (its
-/// per-client key, after trusted-proxy resolution). Tokens (the channels issue) add a user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Identity {
-    pub client: IpAddr,
-}
-
-/// Whether a connection opened by `newcomer` may replace the one `holder` holds under the
-/// same id: only the same client (a reconnect whose old socket has not noticed it is dead
-/// yet), never another one, which would otherwise evict anyone whose id it knows.
-pub fn may_replace(holder: &Identity, newcomer: &Identity) -> bool {
-    holder == newcomer
-}
-
-/// The connection an id belongs to.
-struct Holder {
-    serial: u64,
-    identity: Identity,
-    control: Arc<Control>,
 }
 
 #[derive(Default)]
 struct Tables {
     per_ip: HashMap<IpAddr, u32>,
     live: HashMap<u64, Arc<Control>>,
-    by_id: HashMap<Box<str>, Holder>,
+    by_id: HashMap<Box<str>, (u64, Owner)>,
 }
 
 /// All open WebSockets of this process.
@@ -112,20 +112,20 @@ pub struct Registry {
     tables: Mutex<Tables>,
 }
 
-/// A reserved slot (global permit, per-IP count and the connection id, if any), taken before
-/// the upgrade.
+/// A reserved slot (global permit and per-IP count), taken before the upgrade.
 pub struct Admission {
+    /// The client's per-client key.
     registry: Arc<Registry>,
     ip: IpAddr,
-    serial: u64,
-    id: Option<Box<str>>,
-    control: Arc<Control>,
     _permit: OwnedSemaphorePermit,
 }
 
 /// A live connection's entry; removing it on drop frees its slot.
 pub struct Registration {
     admission: Admission,
+    serial: u64,
+    id: Option<Box<str>>,
+    control: Arc<Control>,
 }
 
 impl Registry {
@@ -147,59 +147,45 @@ impl Registry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Reserves a slot for `identity` (counted under its client key), claiming `id` if given,
-    /// or says why not. The connection holding `id`, if [`may_replace`] allows, is told it was
-    /// replaced; otherwise the id is in use and the holder is untouched.
-    pub fn admit(
-        self: &Arc<Self>,
-        identity: Identity,
-        id: Option<&str>,
-    ) -> Result<Admission, AdmitError> {
+    /// Reserves a slot for a client of per-client key `ip`, or says why not.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, AdmitError> {
         let permit = Arc::clone(&self.permits)
             .try_acquire_owned()
             .map_err(|_| AdmitError::AtCapacity)?;
         let mut tables = self.tables();
-        if let Some(holder) = id.and_then(|id| tables.by_id.get(id))
-            && !may_replace(&holder.identity, &identity)
-        {
-            return Err(AdmitError::IdInUse);
-        }
-        let ip = identity.client;
         let count = tables.per_ip.entry(ip).or_insert(0);
         // At the limit the count is at least 1, so the entry is never left at 0.
         if self.max_per_ip > 0 && *count >= self.max_per_ip {
             return Err(AdmitError::IpLimit);
         }
         *count += 1;
-        let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
-        let control = Arc::new(Control::default());
-        if let Some(id) = id {
-            let holder = Holder {
-                serial,
-                identity,
-                control: Arc::clone(&control),
-            };
-            // Replaced as soon as the same client is admitted again: its new connection is
-            // the one it means to use (a command waits in the mailbox of one not yet running).
-            if let Some(previous) = tables.by_id.insert(id.into(), holder) {
-                previous.control.send(Command::Replaced);
-            }
-        }
         Ok(Admission {
             registry: Arc::clone(self),
             ip,
-            serial,
-            id: id.map(Into::into),
-            control,
             _permit: permit,
         })
     }
 
-    /// Records an upgraded connection as live.
+    /// Records an upgraded connection, with no id yet ([`Registration::claim`] gives it one).
     pub fn register(&self, admission: Admission) -> Registration {
-        let control = Arc::clone(&admission.control);
-        self.tables().live.insert(admission.serial, control);
-        Registration { admission }
+        let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
+        let control = Arc::new(Control::default());
+        self.tables().live.insert(serial, Arc::clone(&control));
+        Registration {
+            admission,
+            serial,
+            id: None,
+            control,
+        }
+    }
+
+    /// Whether a connection of `owner` asking for `id` now would be refused: checked before
+    /// the upgrade, so that the refusal can be an HTTP answer.
+    pub fn id_in_use(&self, id: &str, owner: &Owner) -> bool {
+        self.tables()
+            .by_id
+            .get(id)
+            .is_some_and(|(_, holder)| !may_replace(holder, owner))
     }
 
     /// Number of open WebSockets.
@@ -240,26 +226,47 @@ impl Drop for Admission {
                 tables.per_ip.remove(&self.ip);
             }
         }
-        // A newer connection of the same client may hold the id by now: leave it.
-        if let Some(id) = &self.id
-            && tables.by_id.get(id).map(|holder| holder.serial) == Some(self.serial)
-        {
-            tables.by_id.remove(id);
-        }
     }
 }
 
 impl Registration {
     pub fn control(&self) -> &Arc<Control> {
-        &self.admission.control
+        &self.control
+    }
+
+    /// The per-client key the connection was admitted under.
+    pub fn client(&self) -> IpAddr {
+        self.admission.ip
+    }
+
+    /// Takes `id` for this connection, on behalf of `owner`: the previous holder, if it may be
+    /// replaced, is told so; if it may not, the id stays its own and this connection has none.
+    pub fn claim(&mut self, id: &str, owner: Owner) -> Result<(), IdInUse> {
+        let mut tables = self.admission.registry.tables();
+        if let Some((previous, holder)) = tables.by_id.get(id) {
+            if !may_replace(holder, &owner) {
+                return Err(IdInUse);
+            }
+            if let Some(old) = tables.live.get(previous) {
+                old.send(Command::Replaced);
+            }
+        }
+        tables.by_id.insert(id.into(), (self.serial, owner));
+        drop(tables);
+        self.id = Some(id.into());
+        Ok(())
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        // The admission, dropped next, releases the slot and the id.
         let mut tables = self.admission.registry.tables();
-        tables.live.remove(&self.admission.serial);
+        tables.live.remove(&self.serial);
+        if let Some(id) = &self.id
+            && tables.by_id.get(id).map(|(serial, _)| *serial) == Some(self.serial)
+        {
+            tables.by_id.remove(id);
+        }
     }
 }
 
@@ -270,40 +277,35 @@ mod tests {
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
 
-    fn who(client: IpAddr) -> Identity {
-        Identity { client }
-    }
-
     #[test]
     fn cap_and_per_ip_limit_release_on_drop() {
         let registry = Registry::new(3, 2);
-        let a1 = registry.admit(who(A), None).unwrap();
-        let _a2 = registry.admit(who(A), None).unwrap();
-        assert_eq!(
-            registry.admit(who(A), None).err(),
-            Some(AdmitError::IpLimit)
-        );
-        let _b1 = registry.admit(who(B), None).unwrap();
-        assert_eq!(
-            registry.admit(who(B), None).err(),
-            Some(AdmitError::AtCapacity)
-        );
+        let a1 = registry.admit(A).unwrap();
+        let _a2 = registry.admit(A).unwrap();
+        assert_eq!(registry.admit(A).err(), Some(AdmitError::IpLimit));
+        let _b1 = registry.admit(B).unwrap();
+        assert_eq!(registry.admit(B).err(), Some(AdmitError::AtCapacity));
         drop(a1);
         assert_eq!(registry.count_for(A), 1);
-        assert!(registry.admit(who(A), None).is_ok());
+        assert!(registry.admit(A).is_ok());
+    }
+
+    fn claimed(registry: &Arc<Registry>, id: &str, owner: Owner) -> Registration {
+        let mut registration = registry.register(registry.admit(A).unwrap());
+        registration.claim(id, owner).unwrap();
+        registration
     }
 
     #[tokio::test]
     async fn same_id_from_the_same_client_replaces_the_older_connection() {
         let registry = Registry::new(10, 0);
-        let open = |client| registry.register(registry.admit(who(client), Some("alice")).unwrap());
-        let first = open(A);
-        let second = open(A);
+        let first = claimed(&registry, "alice", Owner::Client(A));
+        let second = claimed(&registry, "alice", Owner::Client(A));
         assert_eq!(first.control().recv().await, Command::Replaced);
         assert_eq!(second.control().pending(), None);
         drop(first);
         // The older entry leaving must not unmap the newer one.
-        let third = open(A);
+        let third = claimed(&registry, "alice", Owner::Client(A));
         assert_eq!(second.control().recv().await, Command::Replaced);
         drop((second, third));
         assert!(registry.is_empty());
@@ -314,22 +316,41 @@ mod tests {
     #[test]
     fn another_client_cannot_take_an_open_id() {
         let registry = Registry::new(10, 0);
-        let held = registry.register(registry.admit(who(A), Some("alice")).unwrap());
-        assert_eq!(
-            registry.admit(who(B), Some("alice")).err(),
-            Some(AdmitError::IdInUse)
-        );
+        let held = claimed(&registry, "alice", Owner::Client(A));
+        assert!(registry.id_in_use("alice", &Owner::Client(B)));
+        let mut intruder = registry.register(registry.admit(B).unwrap());
+        assert_eq!(intruder.claim("alice", Owner::Client(B)), Err(IdInUse));
         assert_eq!(held.control().pending(), None, "the holder is untouched");
-        assert_eq!(registry.count_for(B), 0);
-        drop(held);
-        assert!(registry.admit(who(B), Some("alice")).is_ok(), "free again");
+        drop((held, intruder));
+        assert!(
+            !registry.id_in_use("alice", &Owner::Client(B)),
+            "free again"
+        );
     }
 
-    #[test]
-    fn an_upgrade_that_never_happened_gives_the_id_back() {
+    #[tokio::test]
+    async fn only_the_same_user_replaces() {
         let registry = Registry::new(10, 0);
-        drop(registry.admit(who(A), Some("alice")).unwrap());
-        assert!(registry.admit(who(B), Some("alice")).is_ok());
+        let (alice, bob) = (Owner::User("alice".into()), Owner::User("bob".into()));
+        let first = claimed(&registry, "phone", alice.clone());
+        assert!(registry.id_in_use("phone", &bob));
+        assert!(!registry.id_in_use("phone", &alice));
+        let mut intruder = registry.register(registry.admit(B).unwrap());
+        assert_eq!(intruder.claim("phone", bob.clone()), Err(IdInUse));
+        assert_eq!(
+            first.control().pending(),
+            None,
+            "bob never closes alice's connection"
+        );
+        drop(intruder);
+        assert!(
+            registry.id_in_use("phone", &bob),
+            "the refused claim unmapped nothing"
+        );
+        let second = claimed(&registry, "phone", alice);
+        assert_eq!(first.control().recv().await, Command::Replaced);
+        drop((first, second));
+        assert!(!registry.id_in_use("phone", &bob));
     }
 
     #[test]

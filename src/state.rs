@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::auth::Verifier;
 use crate::channels::Channels;
 use crate::config::Config;
 use crate::lifecycle::{DrainPlan, Lifecycle};
@@ -24,6 +25,8 @@ pub struct AppState {
     pub drain_plan: DrainPlan,
     /// The public socket came from systemd: draining stops accepting instead of answering 503.
     pub socket_activated: bool,
+    /// Checks tokens; `None` when authentication is off.
+    pub auth: Option<Verifier>,
     #[cfg(feature = "fault-injection")]
     pub faults: crate::faults::Faults,
 }
@@ -44,6 +47,7 @@ impl AppState {
             lifecycle: Lifecycle::default(),
             drain_plan: DrainPlan::for_timeout(config.shutdown_timeout),
             socket_activated,
+            auth: config.auth.key.as_ref().map(Verifier::new),
             #[cfg(feature = "fault-injection")]
             faults: crate::faults::Faults::from_env(),
             config,

@@ -8,12 +8,13 @@ use common::{Client, Server, WAIT, parse_metric};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-const REJECT_REASONS: [&str; 6] = [
+const REJECT_REASONS: [&str; 7] = [
     "at_capacity",
     "ip_limit",
     "draining",
     "forbidden_origin",
     "invalid_connection_id",
+    "unauthorized",
     "connection_id_in_use",
 ];
 const HTTP_REFUSED_REASONS: [&str; 5] = [
@@ -32,7 +33,7 @@ const ERROR_CODES: [&str; 7] = [
     "unsupported_frame",
     "websocket_protocol",
 ];
-const DISCONNECT_REASONS: [&str; 9] = [
+const DISCONNECT_REASONS: [&str; 12] = [
     "client_close",
     "server_shutdown",
     "idle_timeout",
@@ -40,6 +41,9 @@ const DISCONNECT_REASONS: [&str; 9] = [
     "policy_violation",
     "message_too_large",
     "slow_consumer",
+    "unauthorized",
+    "token_expired",
+    "connection_id_in_use",
     "dead_peer",
     "transport_error",
 ];
@@ -95,7 +99,7 @@ async fn every_series_exists_at_zero_from_start_up() {
             0.0
         );
     }
-    for kind in ["message", "ping", "invalid"] {
+    for kind in ["message", "ping", "authenticate", "invalid"] {
         assert_eq!(
             value(&format!(
                 "websocket_messages_total{{direction=\"in\",type=\"{kind}\"}}"

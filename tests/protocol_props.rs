@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 /// The server's default `MAX_MESSAGE_BYTES`.
 const MAX_BYTES: usize = 64 * 1024;
 /// The fields the protocol reads; every other top-level field is ignored.
-const KNOWN_FIELDS: [&str; 5] = ["type", "id", "data", "channel", "recover"];
+const KNOWN_FIELDS: [&str; 6] = ["type", "id", "data", "channel", "recover", "token"];
 /// An error message never quotes unbounded input back.
 const MAX_ERROR_MESSAGE_CHARS: usize = 256;
 

@@ -13,6 +13,9 @@
 #  5. journalctl -u ws@green -o json has the server's structured fields for ws@green.service.
 #  6. ws@blue and ws@green serve side by side on their own ports.
 #  7. A bad setting fails the start in ExecStartPre (check-config), naming the variable.
+#  8. The token key as a credential (docs/systemd.md): a root-only secret file passed with
+#     LoadCredential= and AUTH_JWT_SECRET_FILE=%d/jwt-key; a Bearer token of it opens a
+#     connection whose connection_established names the user; a missing file fails the start.
 # RESULT/MEASURED lines: exposure score, restart gap and failed attempts, the old process's
 # drain (exit 0, after its last goodbye, within SHUTDOWN_TIMEOUT), kill -9 gap and which
 # attempts failed (only handshakes the killed process had accepted), watchdog.
@@ -355,6 +358,26 @@ bad_setting_fails_start() {
   [ "$(field fixed-blue '.server_ids.blue // 0')" = 1 ] || die "ws@blue did not serve again after the fix"
 }
 
+# --- 8. the token key as a systemd credential ---------------------------------------------
+token_key_credential() {
+  local dropin=/etc/systemd/system/ws@blue.service.d/auth.conf hello
+  head -c 48 /dev/urandom | base64 > "$WORK/jwt-secret"
+  IN sh -c 'umask 077; cat > /etc/concurrent-socket/jwt-secret' < "$WORK/jwt-secret"
+  IN mkdir -p "$(dirname "$dropin")"
+  printf '%s\n' "[Service]" "LoadCredential=jwt-key:/etc/concurrent-socket/jwt-secret" \
+    "Environment=AUTH_JWT_SECRET_FILE=%d/jwt-key" | IN tee "$dropin" > /dev/null
+  IN systemctl daemon-reload
+  IN systemctl restart ws@blue.service
+  hello=$(IN_NET "$PYTHON" "$REPO/ci/systemd/token_hello.py" --url ws://127.0.0.1:3001/ws/chat/cred \
+    --secret-file "$WORK/jwt-secret" --user carol) || die "no connection with a token of the credential: $hello"
+  IN rm /etc/concurrent-socket/jwt-secret
+  if IN systemctl restart ws@blue.service 2> /dev/null; then die "ws@blue.service started without its credential file"; fi
+  echo "RESULT token credential: a root-only secret as LoadCredential= (AUTH_JWT_SECRET_FILE=%d/jwt-key) verified a Bearer token: $hello; without the file the start fails ($(prop ws@blue.service Result))"
+  IN rm "$dropin"
+  IN systemctl daemon-reload
+  IN systemctl reset-failed ws@blue.service ws@blue.socket ws-metrics@blue.socket
+}
+
 main() {
   static_checks
   boot_systemd ci-ws-systemd
@@ -369,5 +392,6 @@ main() {
   journal_has_structured_fields
   blue_and_green_side_by_side
   bad_setting_fails_start
+  token_key_credential
 }
 main

@@ -84,4 +84,6 @@ pub struct RawSettings {
     pub frames: RawFrameLimits,
     #[command(flatten)]
     pub channels: super::channels::RawChannelSettings,
+    #[command(flatten)]
+    pub auth: super::auth::RawAuthSettings,
 }

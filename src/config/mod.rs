@@ -2,6 +2,7 @@
 //! flag), validated all at once so that a bad deployment names every bad variable instead of
 //! stopping at the first one, and never falls back silently to a default.
 
+mod auth;
 mod channels;
 mod cli;
 mod frames;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use auth::{AuthConfig, AuthKey, RawAuthSettings};
 pub use channels::{BrokerKind, ChannelsConfig, RawChannelSettings};
 pub use cli::{Cli, CliCommand, RawSettings};
 pub use frames::{FrameLimits, RawFrameLimits};
@@ -51,6 +53,7 @@ pub struct Config {
     pub http: HttpSettings,
     pub frames: FrameLimits,
     pub channels: ChannelsConfig,
+    pub auth: AuthConfig,
 }
 
 impl Config {
@@ -124,6 +127,9 @@ impl Config {
         let http = HttpSettings::check(&raw.http, &mut v);
         let frames = FrameLimits::check(&mut v, &raw.frames);
         let channels = ChannelsConfig::check(&raw.channels, &mut v);
+        let (key_variable, key_file, read_key) = auth::key_setting(&raw.auth);
+        let auth_key = v.check(key_variable, key_file, read_key);
+        let auth_timeout = v.check("AUTH_TIMEOUT", &raw.auth.auth_timeout, auth::timeout);
 
         if !v.errors.is_empty() {
             return Err(v.errors);
@@ -152,6 +158,10 @@ impl Config {
                 http: http?,
                 frames: frames?,
                 channels: channels?,
+                auth: AuthConfig {
+                    key: auth_key?,
+                    timeout: auth_timeout?,
+                },
             })
         })();
         Ok(config.expect("every missing value was reported as an error"))
@@ -212,7 +222,8 @@ impl fmt::Display for Config {
         )?;
         write!(f, "{}", self.http)?;
         write!(f, "{}", self.frames)?;
-        write!(f, "{}", self.channels)
+        write!(f, "{}", self.channels)?;
+        write!(f, "{}", self.auth)
     }
 }
 

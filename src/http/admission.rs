@@ -14,7 +14,7 @@ use super::client::{client_ip, client_key, request_scheme};
 use super::origin::OriginPolicy;
 use super::response::{json_error, retry_later};
 use crate::metrics::RejectReason;
-use crate::registry::{Admission, AdmitError, Identity};
+use crate::registry::{Admission, AdmitError, Owner};
 use crate::state::AppState;
 
 /// Seconds a client should wait before retrying when the server is full.
@@ -82,14 +82,19 @@ fn check_admission(
         return Err(Refusal::Draining);
     }
     let ip = client_ip(peer.ip(), headers, &config.trusted_proxies);
-    let identity = Identity {
-        client: client_key(ip, config.http.client_ipv6_prefix),
-    };
-    match state.registry.admit(identity, id) {
+    let client = client_key(ip, config.http.client_ipv6_prefix);
+    // With tokens the owner is a user, checked with the token (`super::auth`) or, when the
+    // token comes as the first frame, when the session claims the id.
+    if state.auth.is_none()
+        && let Some(id) = id
+        && state.registry.id_in_use(id, &Owner::Client(client))
+    {
+        return Err(Refusal::ConnectionIdInUse);
+    }
+    match state.registry.admit(client) {
         Ok(admission) => Ok((admission, ip)),
         Err(AdmitError::AtCapacity) => Err(Refusal::AtCapacity),
         Err(AdmitError::IpLimit) => Err(Refusal::IpLimit),
-        Err(AdmitError::IdInUse) => Err(Refusal::ConnectionIdInUse),
     }
 }
 

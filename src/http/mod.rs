@@ -3,6 +3,7 @@
 //! the metrics listener's `/metrics`. An admitted upgrade is handed to its session.
 
 mod admission;
+mod auth;
 mod client;
 mod metrics;
 mod origin;

@@ -16,6 +16,7 @@ use serde_json::json;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::admission::admit;
+use super::auth::upgrade_identity;
 use super::response::json_error;
 use super::upgrade::{NotAnUpgrade, UpgradeRequest};
 use crate::lifecycle::Phase;
@@ -171,6 +172,10 @@ async fn chat_upgrade(
         Ok(Path(id)) if is_valid_connection_id(&id) => id,
         _ => return invalid_connection_id(State(state)).await,
     };
+    let identity = match upgrade_identity(&state, &headers, &id, peer) {
+        Ok(identity) => identity,
+        Err(refusal) => return refusal.into_response(),
+    };
     let claimed = id.clone();
     admit_and_upgrade(
         state,
@@ -178,7 +183,7 @@ async fn chat_upgrade(
         peer,
         upgrade,
         Some(&claimed),
-        move |ws, state, admission, ip| chat::run(ws, state, admission, id, ip),
+        move |ws, state, admission, ip| chat::run(ws, state, admission, id, ip, identity),
     )
 }
 

@@ -4,6 +4,7 @@
 //! every value of its enum and found by the value's position, so the hot path does no label
 //! lookup and cannot name a series that does not exist.
 
+mod auth;
 mod channels;
 mod children;
 mod pre_upgrade;
@@ -15,6 +16,7 @@ use prometheus::{
 
 use crate::label::labels;
 use crate::protocol::{ClientType, DisconnectReason, ErrorCode, ServerType};
+pub use auth::AuthMetrics;
 pub use channels::{ChannelMetrics, PublishResult, RecoveryOutcome, SubscriptionEnd};
 use children::{Children, register};
 pub use pre_upgrade::{AcceptError, HttpRefusal, PreUpgradeMetrics};
@@ -27,6 +29,10 @@ labels! {
         Draining = "draining",
         ForbiddenOrigin = "forbidden_origin",
         InvalidConnectionId = "invalid_connection_id",
+        /// The `Authorization` token was refused (`websocket_auth_refusals_total` says why).
+        Unauthorized = "unauthorized",
+        /// The connection id is held by a connection this client (or user) may not
+        /// replace.
         ConnectionIdInUse = "connection_id_in_use",
     }
 }
@@ -68,6 +74,8 @@ pub struct Metrics {
     pub http: PreUpgradeMetrics,
     /// Channels: publications, deliveries, subscriptions, history, recoveries.
     pub channels: ChannelMetrics,
+    /// Authentication: refused tokens and denied channels.
+    pub auth: AuthMetrics,
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -184,6 +192,7 @@ impl Metrics {
             messages_out: Children::new(&messages, &["out"]),
             http: PreUpgradeMetrics::new(&registry),
             channels: ChannelMetrics::new(&registry),
+            auth: AuthMetrics::new(&registry),
             registry,
         }
     }

@@ -43,6 +43,21 @@ pub enum ClientMessage<'a> {
         channel: Cow<'a, str>,
         data: &'a RawValue,
     },
+    /// A token, first frame of a connection whose upgrade carried none, or a refresh.
+    Authenticate {
+        id: Option<Cow<'a, str>>,
+        token: Token<'a>,
+    },
+}
+
+/// A token as sent; its `Debug` hides it, so that no log can print it by accident.
+#[derive(Clone)]
+pub struct Token<'a>(pub Cow<'a, str>);
+
+impl std::fmt::Debug for Token<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
 }
 
 impl ClientMessage<'_> {
@@ -54,6 +69,7 @@ impl ClientMessage<'_> {
             ClientMessage::Subscribe { .. } => ClientType::Subscribe,
             ClientMessage::Unsubscribe { .. } => ClientType::Unsubscribe,
             ClientMessage::Publish { .. } => ClientType::Publish,
+            ClientMessage::Authenticate { .. } => ClientType::Authenticate,
         }
     }
 }
@@ -99,6 +115,7 @@ struct Envelope<'a> {
     channel: StringField<'a>,
     #[serde(borrow, default)]
     recover: Option<&'a RawValue>,
+    token: StringField<'a>,
 }
 
 /// A field that must hold a string, read in the same pass as the envelope. The variants are
@@ -200,6 +217,17 @@ pub fn parse_client_frame(
             data: envelope.data.unwrap_or(&NULL),
             id,
         }),
+        "authenticate" => match envelope.token.into_text() {
+            Ok(Some(token)) if !token.is_empty() => Ok(ClientMessage::Authenticate {
+                id,
+                token: Token(token),
+            }),
+            _ => Err(ProtocolError::new(
+                ErrorCode::InvalidMessage,
+                "authenticate needs a token string",
+                id.as_deref(),
+            )),
+        },
         other => {
             let quoted: String = other.chars().take(MAX_QUOTED_TYPE_CHARS).collect();
             Err(ProtocolError::new(
@@ -347,6 +375,24 @@ mod tests {
         let id = "é".repeat(128);
         let text = format!(r#"{{"type":"ping","id":"{id}"}}"#);
         assert!(parse_client_frame(&text, 4096).is_ok());
+    }
+
+    #[test]
+    fn authenticate_carries_a_token_that_debug_hides() {
+        let m =
+            parse_client_frame(r#"{"type":"authenticate","token":"abc.def.ghi"}"#, 1024).unwrap();
+        let ClientMessage::Authenticate { token, .. } = &m else {
+            panic!("not authenticate: {m:?}")
+        };
+        assert_eq!(token.0, "abc.def.ghi");
+        assert!(!format!("{m:?}").contains("abc"), "{m:?}");
+        for bad in [
+            r#"{"type":"authenticate"}"#,
+            r#"{"type":"authenticate","token":""}"#,
+            r#"{"type":"authenticate","token":7}"#,
+        ] {
+            assert_eq!(code(bad), ErrorCode::InvalidMessage, "{bad}");
+        }
     }
 
     #[test]

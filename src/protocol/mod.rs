@@ -10,8 +10,8 @@ mod server;
 
 pub use channel::{MAX_CHANNEL_CHARS, Recover, is_valid_channel};
 pub use client::{
-    ClientMessage, MAX_CONNECTION_ID_CHARS, MAX_ID_CHARS, ProtocolError, is_valid_connection_id,
-    parse_client_frame,
+    ClientMessage, MAX_CONNECTION_ID_CHARS, MAX_ID_CHARS, ProtocolError, Token,
+    is_valid_connection_id, parse_client_frame,
 };
 pub use names::{
     ClientType, DisconnectReason, ErrorCode, GoodbyeReason, PeerEnding, ServerType,

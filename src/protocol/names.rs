@@ -47,6 +47,13 @@ labels! {
         PolicyViolation = "policy_violation",
         MessageTooLarge = "message_too_large",
         SlowConsumer = "slow_consumer",
+        /// No valid token: none in time, a bad one, or another frame first.
+        Unauthorized = "unauthorized",
+        /// The token expired before a fresh one came.
+        TokenExpired = "token_expired",
+        /// Once upgraded (and authenticated), the connection's id is held by a connection it
+        /// may not replace: another user's, or another client's (a race the upgrade missed).
+        ConnectionIdInUse = "connection_id_in_use",
     }
 }
 
@@ -56,7 +63,10 @@ impl GoodbyeReason {
         match self {
             GoodbyeReason::ServerShutdown => 1001,
             GoodbyeReason::IdleTimeout | GoodbyeReason::Replaced => 1000,
-            GoodbyeReason::PolicyViolation => 1008,
+            GoodbyeReason::PolicyViolation
+            | GoodbyeReason::Unauthorized
+            | GoodbyeReason::TokenExpired
+            | GoodbyeReason::ConnectionIdInUse => 1008,
             GoodbyeReason::MessageTooLarge => 1009,
             // "Try Again Later": the client did nothing wrong on purpose, its link was too slow.
             GoodbyeReason::SlowConsumer => 1013,
@@ -67,7 +77,10 @@ impl GoodbyeReason {
     pub fn reconnect(self) -> bool {
         matches!(
             self,
-            GoodbyeReason::ServerShutdown | GoodbyeReason::SlowConsumer | GoodbyeReason::Replaced
+            GoodbyeReason::ServerShutdown
+                | GoodbyeReason::SlowConsumer
+                | GoodbyeReason::Replaced
+                | GoodbyeReason::TokenExpired
         )
     }
 }
@@ -156,6 +169,7 @@ labels! {
         Subscribe = "subscribe",
         Unsubscribe = "unsubscribe",
         Publish = "publish",
+        Authenticate = "authenticate",
         Invalid = "invalid",
     }
 }
@@ -204,6 +218,9 @@ mod tests {
                 "policy_violation",
                 "message_too_large",
                 "slow_consumer",
+                "unauthorized",
+                "token_expired",
+                "connection_id_in_use",
                 "client_close",
                 "dead_peer",
                 "transport_error"

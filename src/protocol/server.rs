@@ -32,6 +32,9 @@ pub enum ServerMessage<'a> {
         connection_id: &'a str,
         server_id: &'a str,
         heartbeat_interval_ms: u64,
+        /// The token's subject, when authentication is on.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user: Option<&'a str>,
         ts: u64,
     },
     Heartbeat {
@@ -154,8 +157,9 @@ impl ServerMessage<'_> {
         })
     }
 
-    /// The answer to a valid v1 client message; `None` for the channel requests, which the
-    /// channels answer.
+    /// The answer to a valid client message; `None` for one that has no answer of its own:
+    /// the channel requests, which the channels answer, and `authenticate`, which the session
+    /// acts on.
     pub fn answer<'a>(request: &'a ClientMessage<'a>, ts: u64) -> Option<ServerMessage<'a>> {
         match request {
             ClientMessage::Message { id, data } => Some(ServerMessage::MessageResponse {
@@ -169,7 +173,8 @@ impl ServerMessage<'_> {
             }),
             ClientMessage::Subscribe { .. }
             | ClientMessage::Unsubscribe { .. }
-            | ClientMessage::Publish { .. } => None,
+            | ClientMessage::Publish { .. }
+            | ClientMessage::Authenticate { .. } => None,
         }
     }
 
@@ -204,11 +209,23 @@ mod tests {
             connection_id: "a",
             server_id: "s",
             heartbeat_interval_ms: 30000,
+            user: None,
             ts: 5,
         };
         assert_eq!(
             m.to_json(),
             r#"{"type":"connection_established","connectionId":"a","serverId":"s","heartbeatIntervalMs":30000,"ts":5}"#
+        );
+        let m = ServerMessage::ConnectionEstablished {
+            connection_id: "a",
+            server_id: "s",
+            heartbeat_interval_ms: 1,
+            user: Some("alice"),
+            ts: 5,
+        };
+        assert_eq!(
+            m.to_json(),
+            r#"{"type":"connection_established","connectionId":"a","serverId":"s","heartbeatIntervalMs":1,"user":"alice","ts":5}"#
         );
         let req = parse_client_frame(r#"{"type":"message","data":{"z":1,"a":2}}"#, 1024).unwrap();
         assert_eq!(
@@ -297,6 +314,7 @@ mod tests {
                 connection_id: "a",
                 server_id: "s",
                 heartbeat_interval_ms: 1,
+                user: None,
                 ts: 1,
             },
             ServerMessage::Heartbeat { ts: 1 },

@@ -12,13 +12,14 @@ use tokio::time::{Sleep, sleep_until};
 use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
 
+use super::auth::{Accepted, Credentials, refusal_before_token, report_refusal};
 use super::ending::{self, Farewell, answered_into, goodbye_frame};
 use super::frames::{FrameGuard, FrameVerdict};
-use super::identity::Identity;
 use super::subscriptions::{ChannelRequest, Subscriptions};
+use crate::auth::{AuthRefusal, Identity};
 use crate::protocol::{
-    ClientType, DisconnectReason, ErrorCode, GoodbyeReason, ProtocolError, ServerMessage,
-    ServerType, now_ms, parse_client_frame,
+    ClientMessage, ClientType, DisconnectReason, ErrorCode, GoodbyeReason, ProtocolError,
+    ServerMessage, ServerType, now_ms, parse_client_frame,
 };
 use crate::ratelimit::{RateLimiter, Verdict};
 use crate::registry::{Admission, Command, Registration};
@@ -61,11 +62,12 @@ struct Session {
     subscriptions: Option<Box<Subscriptions>>,
     /// A channel request read, to serve before the next read (the broker may take time).
     pending: Option<Box<(ChannelRequest, Instant)>>,
-    /// The verified token when authentication is on; `None` allows every channel.
-    identity: Option<Arc<Identity>>,
+    /// Where the connection stands with authentication; its identity is what channels ask.
+    credentials: Credentials,
 }
 
-/// Runs a chat connection to its end. `admission` is the slot reserved before the upgrade.
+/// Runs a chat connection to its end. `admission` is the slot reserved before the upgrade;
+/// `identity` the token of its `Authorization` header, when it had one.
 ///
 /// The set-up is synchronous and the returned future captures only the session and the
 /// socket: an `async fn` would keep its arguments and its locals in separate slots of the
@@ -76,6 +78,7 @@ pub fn run(
     admission: Admission,
     id: String,
     peer: IpAddr,
+    identity: Option<Identity>,
 ) -> impl Future<Output = ()> + Send {
     let opened = Instant::now();
     let registration = state.open_connection(admission);
@@ -94,18 +97,18 @@ pub fn run(
         leaving: None,
         subscriptions: None,
         pending: None,
-        identity: None,
+        credentials: Credentials::at_upgrade(identity, &state, opened),
         registration,
         peer,
         id: id.into_boxed_str(),
         state,
     };
     debug!(connection_id = %session.id, peer = %peer, server_id = %session.state.config.server_id, "connection opened");
-    let welcomed = session.welcome();
+    let started = session.start();
     async move {
-        let ending = match welcomed {
+        let ending = match started {
             Ok(()) => session.serve(&mut socket).await,
-            Err(Full) => Ending::Goodbye(GoodbyeReason::SlowConsumer),
+            Err(ending) => ending,
         };
         // Boxed: the closing steps are allocated only when closing.
         let (reason, close_code) = Box::pin(session.finish(&mut socket, ending)).await;
@@ -133,12 +136,25 @@ impl Session {
         self.queue(message.to_json(), message.kind(), received)
     }
 
+    /// Once the connection is known (at once, unless a token must come first): takes its id
+    /// and says `connection_established`.
+    fn start(&mut self) -> Result<(), Ending> {
+        let Some(owner) = self.credentials.owner(self.registration.client()) else {
+            return Ok(());
+        };
+        if self.registration.claim(&self.id, owner).is_err() {
+            return Err(Ending::Goodbye(GoodbyeReason::ConnectionIdInUse));
+        }
+        self.welcome().map_err(slow)
+    }
+
     fn welcome(&mut self) -> Result<(), Full> {
         let config = &self.state.config;
         let hello = ServerMessage::ConnectionEstablished {
             connection_id: &self.id,
             server_id: &config.server_id,
             heartbeat_interval_ms: config.heartbeat_interval.as_millis() as u64,
+            user: self.credentials.identity().map(|identity| &*identity.user),
             ts: now_ms(),
         };
         // `hello` borrows the session: serialise it before queueing.
@@ -171,7 +187,13 @@ impl Session {
         let next = self
             .next_heartbeat
             .min(self.last_message + self.idle_timeout());
-        self.frames.deadline().map_or(next, |end| next.min(end))
+        let next = self.frames.deadline().map_or(next, |end| next.min(end));
+        match self.credentials.deadline() {
+            // Nothing else is due before the token: no heartbeat precedes the welcome.
+            Some(deadline) if self.credentials.is_awaiting() => deadline,
+            Some(deadline) => next.min(deadline),
+            None => next,
+        }
     }
 
     async fn serve(&mut self, socket: &mut WebSocket) -> Ending {
@@ -242,6 +264,15 @@ impl Session {
                 Ok(())
             };
         }
+        if let Some(reason) = self.credentials.lapsed(now) {
+            if reason == GoodbyeReason::Unauthorized {
+                self.refuse(AuthRefusal::Timeout);
+            }
+            return Err(Ending::Goodbye(reason));
+        }
+        if self.credentials.is_awaiting() {
+            return Ok(());
+        }
         if now >= self.last_message + self.idle_timeout() {
             return Err(Ending::Goodbye(GoodbyeReason::IdleTimeout));
         }
@@ -292,6 +323,9 @@ impl Session {
                     return Ok(());
                 }
                 self.state.metrics.message_in(ClientType::Invalid);
+                if self.credentials.is_awaiting() {
+                    return Err(self.refuse(AuthRefusal::Missing));
+                }
                 let error = ProtocolError {
                     code: ErrorCode::UnsupportedFrame,
                     message: "binary frames are not supported".into(),
@@ -379,22 +413,34 @@ impl Session {
         if !self.admit_message(now)? {
             return Ok(());
         }
-        match parse_client_frame(text, self.state.config.max_message_bytes) {
-            Ok(request) => {
-                self.state.metrics.message_in(request.kind());
-                match ServerMessage::answer(&request, now_ms()) {
-                    Some(answer) => self.send(&answer, Some(now)).map_err(slow),
-                    None => {
-                        self.pending = ChannelRequest::from_message(&request)
-                            .map(|channel_request| Box::new((channel_request, now)));
-                        Ok(())
-                    }
+        let parsed = parse_client_frame(text, self.state.config.max_message_bytes);
+        let kind = parsed
+            .as_ref()
+            .map_or(ClientType::Invalid, ClientMessage::kind);
+        self.state.metrics.message_in(kind);
+        match parsed {
+            Ok(ClientMessage::Authenticate { token, .. }) if self.state.auth.is_some() => {
+                match self.credentials.accept(&self.state, &token.0, now) {
+                    Ok(Accepted::First) => self.start(),
+                    Ok(Accepted::Refresh) => Ok(()),
+                    Err(reason) => Err(self.refuse(reason)),
                 }
             }
-            Err(error) => {
-                self.state.metrics.message_in(ClientType::Invalid);
+            _ if self.credentials.is_awaiting() => Err(self.refuse(refusal_before_token(kind))),
+            Ok(ClientMessage::Authenticate { id, .. }) => {
+                let message = "authentication is off on this server";
+                let error = ProtocolError::new(ErrorCode::InvalidMessage, message, id.as_deref());
                 self.reject(&error, now)
             }
+            Ok(request) => match ServerMessage::answer(&request, now_ms()) {
+                Some(answer) => self.send(&answer, Some(now)).map_err(slow),
+                None => {
+                    self.pending = ChannelRequest::from_message(&request)
+                        .map(|channel_request| Box::new((channel_request, now)));
+                    Ok(())
+                }
+            },
+            Err(error) => self.reject(&error, now),
         }
     }
 
@@ -407,7 +453,7 @@ impl Session {
         let subscriptions = self
             .subscriptions
             .get_or_insert_with(|| Subscriptions::new(inbox_bytes));
-        let identity = self.identity.as_deref();
+        let identity = self.credentials.identity();
         match subscriptions
             .handle(&self.state, identity, &self.id, request)
             .await
@@ -424,6 +470,12 @@ impl Session {
                 .deliver(&self.state, &self.id, &mut self.outbox)
                 .await;
         }
+    }
+
+    /// Counts and logs a refused token; the connection ends with `goodbye unauthorized`.
+    fn refuse(&self, reason: AuthRefusal) -> Ending {
+        report_refusal(&self.state, reason, &self.id, self.peer);
+        Ending::Goodbye(GoodbyeReason::Unauthorized)
     }
 
     /// Answers a request that cannot be served with an `error`.

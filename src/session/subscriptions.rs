@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
 
-use super::identity::Identity;
+use crate::auth::{AuthRefusal, Identity};
 use crate::channels::{
     BrokerError, Delivery, Inbox, NewPublication, Publication, Slot, StreamPosition, Subscriber,
 };
@@ -49,7 +49,9 @@ impl ChannelRequest {
             ClientMessage::Publish { id, channel, data } => {
                 (id, channel, RequestKind::Publish((*data).to_owned()))
             }
-            ClientMessage::Message { .. } | ClientMessage::Ping { .. } => return None,
+            ClientMessage::Message { .. }
+            | ClientMessage::Ping { .. }
+            | ClientMessage::Authenticate { .. } => return None,
         };
         Some(ChannelRequest {
             id: id.as_deref().map(Box::from),
@@ -107,6 +109,7 @@ impl Subscriptions {
         let allowed = identity.is_none_or(|who| who.may_access(&channel));
         match kind {
             RequestKind::Subscribe(_) | RequestKind::Publish(_) if !allowed => {
+                state.metrics.auth.refused(AuthRefusal::ForbiddenChannel);
                 Err(ProtocolError::new(
                     ErrorCode::Forbidden,
                     "the token does not allow this channel",
@@ -119,7 +122,7 @@ impl Subscriptions {
             }
             RequestKind::Unsubscribe => self.unsubscribe(state, from, id, &channel).await,
             RequestKind::Publish(data) => {
-                let user = identity.map(|who| who.user.clone());
+                let user = identity.map(|who| Box::from(&*who.user));
                 publish(
                     state,
                     from,

@@ -154,6 +154,14 @@ let
         ];
     }
     {
+      name = "tokens from a secret file";
+      modules = [ enabled { services.concurrent-socket.auth.jwtSecretFile = "/run/keys/ws-jwt-secret"; } ];
+      expect = _: c: [
+        (expect "blue loads the secret as a credential" c.systemd.services."ws@blue".serviceConfig.LoadCredential "jwt-key:/run/keys/ws-jwt-secret")
+        (expect "green reads it from its credentials directory" c.systemd.services."ws@green".environment.AUTH_JWT_SECRET_FILE "%d/jwt-key")
+      ];
+    }
+    {
       name = "no Traefik, central Loki";
       modules = [
         enabled
@@ -305,6 +313,15 @@ let
       name = "the refactored module refuses dynamic.dir beside static.file";
       shape = "refactored";
       modules = [ enabled { services.traefik.dynamic.dir = "/var/lib/concurrent-socket/traefik"; } ];
+      error = "assertions";
+    }
+    {
+      name = "both token key files";
+      shape = "classic";
+      modules = [
+        enabled
+        { services.concurrent-socket.auth = { jwtSecretFile = "/run/keys/a"; jwtPublicKeyFile = "/run/keys/b"; }; }
+      ];
       error = "assertions";
     }
     {
