@@ -115,6 +115,7 @@ struct Envelope<'a> {
     channel: StringField<'a>,
     #[serde(borrow, default)]
     recover: Option<&'a RawValue>,
+    #[serde(borrow, default)]
     token: StringField<'a>,
 }
 
