@@ -74,7 +74,7 @@ URL="ws://127.0.0.1:$PORT"
 start_server() {
   local name=$1 heartbeat=$2
   local -a common=(PORT="$PORT" HOST=127.0.0.1 HEARTBEAT_INTERVAL="$heartbeat" MAX_CONNECTIONS=25000
-    RATE_LIMIT_MSGS_PER_SEC=0 MAX_CONNECTIONS_PER_IP=0 SERVER_ID="bench-$name"
+    RATE_LIMIT_MSGS_PER_SEC=0 MAX_CONNECTIONS_PER_IP=0 MAX_PENDING_HTTP_PER_IP=0 SERVER_ID="bench-$name"
     SHUTDOWN_TIMEOUT=2000 SHUTDOWN_TIMEOUT_MS=2000)
   case $name in
     concurrent-socket)

@@ -15,7 +15,8 @@
 #  7. A bad setting fails the start in ExecStartPre (check-config), naming the variable.
 # RESULT/MEASURED lines: exposure score, restart gap and failed attempts, kill -9 gap, watchdog.
 # Adaptations to this container, each said where it is made: LimitNOFILE=20000 (lib.sh),
-# MAX_CONNECTIONS_PER_IP=0 in the instances' settings (every test client is 127.0.0.1), and
+# MAX_CONNECTIONS_PER_IP=0 and MAX_PENDING_HTTP_PER_IP=0 in the instances' settings (every test
+# client is 127.0.0.1), and
 # step 4's drop-in running the faults build instead of the server.
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
@@ -120,7 +121,7 @@ set_instance_settings() {
   local name=$1; shift
   # Every client of this test connects from 127.0.0.1, standing for many real clients. Each
   # connection's own journal records (step 5) are debug.
-  printf '%s\n' "MAX_CONNECTIONS_PER_IP=0" "LOG_LEVEL=info,concurrent_socket=debug" "$@" |
+  printf '%s\n' "MAX_CONNECTIONS_PER_IP=0" "MAX_PENDING_HTTP_PER_IP=0" "LOG_LEVEL=info,concurrent_socket=debug" "$@" |
     IN tee "/etc/concurrent-socket/$name.env" > /dev/null
 }
 

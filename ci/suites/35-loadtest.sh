@@ -28,7 +28,7 @@ URL="ws://127.0.0.1:$PORT"
 # ends, even on a busy machine.
 start_server() {
   env HOST=127.0.0.1 PORT="$PORT" METRICS_ADDR="127.0.0.1:$METRICS_PORT" SERVER_ID=ci-loadtest \
-    RATE_LIMIT_MSGS_PER_SEC=0 MAX_CONNECTIONS_PER_IP=0 SHUTDOWN_TIMEOUT=5000 \
+    RATE_LIMIT_MSGS_PER_SEC=0 MAX_CONNECTIONS_PER_IP=0 MAX_PENDING_HTTP_PER_IP=0 SHUTDOWN_TIMEOUT=5000 \
     "$SERVER" >> "$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   wait_http "http://127.0.0.1:$PORT/ready" 20 || { tail -n 30 "$WORK/server.log"; die "server not ready"; }
