@@ -26,7 +26,7 @@ trap 'rm -rf "$WORK"' EXIT
 run() {
   local binary=$1 duration=$2 pid
   env PORT="$PORT" HOST=127.0.0.1 HEARTBEAT_INTERVAL=30000 MAX_CONNECTIONS=25000 \
-    RATE_LIMIT_MSGS_PER_SEC=0 MAX_CONNECTIONS_PER_IP=0 METRICS_ADDR=127.0.0.1:$((PORT + 1)) \
+    RATE_LIMIT_MSGS_PER_SEC=0 MAX_CONNECTIONS_PER_IP=0 MAX_PENDING_HTTP_PER_IP=0 METRICS_ADDR=127.0.0.1:$((PORT + 1)) \
     LOG_LEVEL=warn valgrind --tool=callgrind --callgrind-out-file=/dev/null "$binary" \
     > "$WORK/server.log" 2>&1 &
   pid=$!

@@ -60,7 +60,8 @@ URL="ws://127.0.0.1:$PORT"
 start_server() {
   local name=$1 heartbeat=$2
   launch "$name" "$RUN_DIR/$name.log" PORT="$PORT" HOST=127.0.0.1 HEARTBEAT_INTERVAL="$heartbeat" \
-    MAX_CONNECTIONS=25000 RATE_LIMIT_MSGS_PER_SEC=0 MAX_CONNECTIONS_PER_IP=0 SERVER_ID="bench-$name" \
+    MAX_CONNECTIONS=25000 RATE_LIMIT_MSGS_PER_SEC=0 MAX_CONNECTIONS_PER_IP=0 \
+    MAX_PENDING_HTTP_PER_IP=0 SERVER_ID="bench-$name" \
     SHUTDOWN_TIMEOUT=2000 METRICS_ADDR="127.0.0.1:$METRICS_PORT" LOG_LEVEL=warn
   wait_http "http://127.0.0.1:$PORT/health" 30 || { tail -20 "$RUN_DIR/$name.log"; die "$name did not start"; }
   sleep 1

@@ -20,10 +20,11 @@
 # drain (exit 0, after its last goodbye, within SHUTDOWN_TIMEOUT), kill -9 gap and which
 # attempts failed (only handshakes the killed process had accepted), watchdog.
 # Adaptations to this container, each said where it is made: LimitNOFILE=20000 (lib.sh; the
-# server's limit is compared with it), MAX_CONNECTIONS_PER_IP=0 in the instances' settings
-# (every test client is 127.0.0.1), step 4's drop-in running the faults build instead of the
-# server, and an observer drop-in (ci-exit-status.conf) that logs each main process's exit
-# code and status, which systemd itself logs only at debug level when the exit is clean.
+# server's limit is compared with it), MAX_CONNECTIONS_PER_IP=0 and MAX_PENDING_HTTP_PER_IP=0
+# in the instances' settings (every test client is 127.0.0.1), step 4's drop-in running the
+# faults build instead of the server, and an observer drop-in (ci-exit-status.conf) that logs
+# each main process's exit code and status, which systemd itself logs only at debug level when
+# the exit is clean.
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 . "$REPO/ci/systemd/lib.sh"
@@ -152,7 +153,7 @@ set_instance_settings() {
   local name=$1; shift
   # Every client of this test connects from 127.0.0.1, standing for many real clients. Each
   # connection's own journal records (step 5) are debug.
-  printf '%s\n' "MAX_CONNECTIONS_PER_IP=0" "SHUTDOWN_TIMEOUT=$SHUTDOWN_TIMEOUT_MS" \
+  printf '%s\n' "MAX_CONNECTIONS_PER_IP=0" "MAX_PENDING_HTTP_PER_IP=0" "SHUTDOWN_TIMEOUT=$SHUTDOWN_TIMEOUT_MS" \
     "LOG_LEVEL=info,concurrent_socket=debug" "$@" |
     IN tee "/etc/concurrent-socket/$name.env" > /dev/null
 }

@@ -68,8 +68,9 @@ boot_systemd ci-deploy --bind="$WORK/state:/var/lib/concurrent-socket"
 install_units blue green
 # Test adaptation: every client reaches the instances from Traefik's 127.0.0.1 (in production
 # TRUSTED_PROXIES makes the per-IP limit apply to the real client addresses), so the limit
-# of 1000 connections per IP is off here.
-export TEST_SETTINGS=MAX_CONNECTIONS_PER_IP=0
+# of 1000 connections per IP is off here, and so is the cap on connections waiting for their
+# upgrade from one address.
+export TEST_SETTINGS=$'MAX_CONNECTIONS_PER_IP=0\nMAX_PENDING_HTTP_PER_IP=0'
 for colour in blue green; do
   echo "$TEST_SETTINGS" | IN tee -a "/etc/concurrent-socket/$colour.env" > /dev/null
 done
