@@ -14,7 +14,7 @@ use tracing::{debug, info};
 
 use super::ending::{self, Farewell, answered_into, goodbye_frame};
 use super::identity::Identity;
-use super::subscriptions::{ChannelRequest, Subscriptions};
+use super::subscriptions::{ChannelRequest, Subscriptions, inbox_ready};
 use crate::protocol::{
     ClientType, DisconnectReason, ErrorCode, GoodbyeReason, ProtocolError, ServerMessage,
     ServerType, now_ms, parse_client_frame,
@@ -436,14 +436,6 @@ impl Session {
     ) -> (DisconnectReason, Option<u16>) {
         let metrics = &self.state.metrics;
         ending::close_for(socket, &mut self.outbox, metrics, reason, reason.as_str()).await
-    }
-}
-
-/// Ready when publications wait in the connection's inbox; never without subscriptions.
-async fn inbox_ready(subscriptions: Option<&Subscriptions>) {
-    match subscriptions {
-        Some(subscriptions) => subscriptions.inbox().ready().await,
-        None => std::future::pending().await,
     }
 }
 
