@@ -15,7 +15,7 @@ use tracing::debug;
 use super::auth::{Accepted, Credentials, refusal_before_token, report_refusal};
 use super::ending::{self, Farewell, answered_into, goodbye_frame};
 use super::frames::{FrameGuard, FrameVerdict};
-use super::subscriptions::{ChannelRequest, Subscriptions};
+use super::subscriptions::{ChannelRequest, Subscriptions, inbox_ready};
 use crate::auth::{AuthRefusal, Identity};
 use crate::protocol::{
     ClientMessage, ClientType, DisconnectReason, ErrorCode, GoodbyeReason, ProtocolError,
@@ -533,14 +533,6 @@ impl Session {
             wait,
         )
         .await
-    }
-}
-
-/// Ready when publications wait in the connection's inbox; never without subscriptions.
-async fn inbox_ready(subscriptions: Option<&Subscriptions>) {
-    match subscriptions {
-        Some(subscriptions) => subscriptions.inbox().ready().await,
-        None => std::future::pending().await,
     }
 }
 

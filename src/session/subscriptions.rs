@@ -92,10 +92,6 @@ impl Subscriptions {
         })
     }
 
-    pub(super) fn inbox(&self) -> &Inbox {
-        &self.inbox
-    }
-
     /// Serves a channel request of connection `from`.
     pub(super) async fn handle(
         &mut self,
@@ -377,6 +373,14 @@ fn recovery_bytes(publications: &[Arc<Publication>]) -> usize {
                 + ITEM_OVERHEAD
         })
         .sum()
+}
+
+/// Ready when publications wait in the connection's inbox; never without subscriptions.
+pub(super) async fn inbox_ready(subscriptions: Option<&Subscriptions>) {
+    match subscriptions {
+        Some(subscriptions) => subscriptions.inbox.ready().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Takes a subscription out of the hub and the broker, and counts why it ended.
