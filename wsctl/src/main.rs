@@ -6,6 +6,7 @@ mod colour;
 mod commands;
 mod config;
 mod deploy;
+mod dry_run;
 mod health;
 mod host;
 mod http;
