@@ -1,6 +1,7 @@
-//! One connection attempt: TCP connect from the user's source address, the WebSocket upgrade
-//! on `/ws/chat/{id}`, and the server's `connection_established`, all within the timeout;
-//! and how an attempt failed, in the classes the report counts.
+//! One connection attempt: TCP connect from the user's source address, the TLS handshake for
+//! a `wss://` target, the WebSocket upgrade on `/ws/chat/{id}`, and the server's
+//! `connection_established`, all within the timeout; and how an attempt failed, in the
+//! classes the report counts.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -12,13 +13,18 @@ use tokio::time::{Instant, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::ProtocolError};
+use tokio_util::either::Either;
 
 use super::settings::UserContext;
 use super::wire::{self, Incoming};
 use crate::stats::ConnectFailure;
+use crate::tls::{self, TlsStream};
+
+/// The transport under the WebSocket: plain TCP, or TLS over it.
+type Stream = Either<TcpStream, TlsStream>;
 
 /// An established connection.
-pub(super) type Ws = WebSocketStream<TcpStream>;
+pub(super) type Ws = WebSocketStream<Stream>;
 
 /// Small buffers: a load generator holds tens of thousands of mostly idle connections.
 fn ws_config() -> WebSocketConfig {
@@ -28,8 +34,8 @@ fn ws_config() -> WebSocketConfig {
         .max_message_size(Some(16 << 20))
 }
 
-/// TCP connect, upgrade, and `connection_established`, within the timeout; returns the
-/// connection and how long all of it took.
+/// TCP connect, TLS handshake (`wss://`), upgrade, and `connection_established`, within the
+/// timeout; returns the connection and how long all of it took.
 pub(super) async fn connect(
     ctx: &UserContext,
     id: &str,
@@ -37,9 +43,15 @@ pub(super) async fn connect(
 ) -> Result<(Ws, Duration), ConnectFailure> {
     let started = Instant::now();
     let steps = async {
-        let stream = open_socket(ctx.target.addr, source)
+        let tcp = open_socket(ctx.target.addr, source)
             .await
             .map_err(|e| classify_io(&e))?;
+        let stream = match &ctx.tls {
+            None => Either::Left(tcp),
+            Some(client) => {
+                Either::Right(client.handshake(tcp).await.map_err(|e| classify_io(&e))?)
+            }
+        };
         let url = ctx.target.chat_url(id);
         let (mut ws, _) =
             tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config()))
@@ -89,6 +101,9 @@ async fn await_established(ws: &mut Ws) -> Result<(), ConnectFailure> {
 
 fn classify_io(e: &io::Error) -> ConnectFailure {
     use io::ErrorKind::*;
+    if tls::is_tls_error(e) {
+        return ConnectFailure::Tls;
+    }
     match e.kind() {
         ConnectionRefused => ConnectFailure::Refused,
         ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => ConnectFailure::Reset,

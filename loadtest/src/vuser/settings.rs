@@ -1,6 +1,6 @@
 //! What every user of a run does ([`Behaviour`], part of the plan a worker receives) and
-//! what the users of one process share ([`UserContext`]): the target, the recorder, the
-//! payload, and the waits derived from the timeout.
+//! what the users of one process share ([`UserContext`]): the target and its TLS client, the
+//! recorder, the payload, and the waits derived from the timeout.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::net::Target;
 use crate::stats::Recorder;
+use crate::tls::TlsClient;
 
 /// What every user of a run does, apart from when it starts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +36,8 @@ pub struct UserContext {
     pub run_tag: String,
     pub(super) payload: String,
     pub(super) timeout: Duration,
+    /// For a `wss://` target.
+    pub(super) tls: Option<TlsClient>,
 }
 
 /// The longest a user waits for its answers after a `goodbye`: the server answers for at most
@@ -43,22 +46,25 @@ pub struct UserContext {
 const GOODBYE_GRACE: Duration = Duration::from_secs(1);
 
 impl UserContext {
+    /// Fails only when TLS for a `wss://` target cannot be set up (no root certificate).
     pub fn new(
         target: Target,
         behaviour: Behaviour,
         recorder: Arc<Recorder>,
         run_tag: String,
-    ) -> Self {
+    ) -> Result<Self, String> {
         let payload = "x".repeat(behaviour.payload_bytes);
         let timeout = Duration::from_millis(behaviour.timeout_ms);
-        UserContext {
+        let tls = target.tls.as_ref().map(|tls| tls.client()).transpose()?;
+        Ok(UserContext {
             target,
             behaviour,
             recorder,
             run_tag,
             payload,
             timeout,
-        }
+            tls,
+        })
     }
 
     /// How long a stopping user waits for its outstanding answers.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
@@ -20,19 +21,25 @@ use super::{Behaviour, UserContext, run_user};
 use crate::net::Target;
 use crate::stats::Counts;
 
-/// The server's side of a connection.
-type Ws = WebSocketStream<TcpStream>;
+mod tls;
+
+/// The server's side of a connection (over TLS in the `tls` tests).
+type Ws<S = TcpStream> = WebSocketStream<S>;
 
 /// A scripted protocol v1 server on loopback: the tests play the server's side by hand.
 async fn listen() -> (Target, TcpListener) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}", listener.local_addr().unwrap());
-    (Target::parse(&url).unwrap(), listener)
+    (Target::parse(&url, None).unwrap(), listener)
 }
 
 /// Accepts one user and greets it with `connection_established`.
 async fn accept(listener: &TcpListener) -> Ws {
     let (stream, _) = listener.accept().await.unwrap();
+    upgrade_and_greet(stream).await
+}
+
+async fn upgrade_and_greet<S: AsyncRead + AsyncWrite + Unpin>(stream: S) -> Ws<S> {
     let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
     let hello = json!({"type": "connection_established", "connectionId": "t",
         "serverId": "script", "heartbeatIntervalMs": 30000, "ts": 1});
@@ -40,7 +47,7 @@ async fn accept(listener: &TcpListener) -> Ws {
     ws
 }
 
-async fn say(ws: &mut Ws, message: Value) {
+async fn say<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut Ws<S>, message: Value) {
     ws.send(Message::Text(message.to_string().into()))
         .await
         .unwrap();
@@ -55,7 +62,9 @@ fn answer(id: &str) -> Value {
 }
 
 /// The user's next frame: the id of a `message`, or the code of its close.
-async fn next_from_user(ws: &mut Ws) -> Result<String, CloseCode> {
+async fn next_from_user<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut Ws<S>,
+) -> Result<String, CloseCode> {
     match ws.next().await {
         Some(Ok(Message::Text(text))) => {
             let message: Value = serde_json::from_str(&text).unwrap();
@@ -69,7 +78,7 @@ async fn next_from_user(ws: &mut Ws) -> Result<String, CloseCode> {
 
 /// Reads to the end: sends tungstenite's reply to the user's close, and tells whether
 /// the user answered our own close with a close frame.
-async fn read_to_end(ws: &mut Ws) -> bool {
+async fn read_to_end<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut Ws<S>) -> bool {
     let mut close_seen = false;
     while let Some(Ok(frame)) = ws.next().await {
         close_seen |= frame.is_close();
@@ -78,7 +87,7 @@ async fn read_to_end(ws: &mut Ws) -> bool {
 }
 
 fn context(target: Target, behaviour: Behaviour) -> UserContext {
-    UserContext::new(target, behaviour, Arc::default(), "t".into())
+    UserContext::new(target, behaviour, Arc::default(), "t".into()).unwrap()
 }
 
 fn closed_loop(timeout_ms: u64) -> Behaviour {
