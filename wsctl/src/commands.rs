@@ -7,7 +7,7 @@ use anyhow::{Context, Result, ensure};
 use crate::cli::{Cli, Command, DeployArgs, RenderArgs, RollbackArgs};
 use crate::config::{Config, Overrides};
 use crate::deploy::{self, DeployPlan, Host};
-use crate::dry_run::DryRunHost;
+use crate::dry_run::{self, DryRunHost};
 use crate::host::{Checks, SystemdHost};
 use crate::interrupt::Interrupt;
 use crate::lock::{DeployLock, LockError};
@@ -144,7 +144,7 @@ fn deploy_locked(
     })?;
     let report = if args.dry_run {
         drop(lock);
-        deploy::rehearse(&plan, &mut DryRunHost::new(config, checks(args)), reporter)
+        dry_run::rehearse(&plan, &mut DryRunHost::new(config, checks(args)), reporter)
     } else {
         deploy::deploy(&plan, &mut host, reporter, &Interrupt::install()?)
     };

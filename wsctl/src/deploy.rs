@@ -91,26 +91,6 @@ pub fn deploy(
     }
 }
 
-/// `--dry-run`: [`deploy`] itself against a host that only says what it would do, then the
-/// rollback that a failure before the drain would run (in its longest form: after the
-/// switch began). The plan printed is therefore the order a deploy runs.
-pub fn rehearse(plan: &DeployPlan, host: &mut impl Host, reporter: &Reporter) -> Report {
-    let reporter = reporter.rehearsal();
-    let mut report = deploy(plan, host, &reporter, &Interrupt::default());
-    report.command.push_str(" --dry-run");
-    if report.outcome != Outcome::Succeeded {
-        // The host could not even describe a step: nothing was done either way.
-        report.outcome = Outcome::Refused;
-        return report;
-    }
-    report.outcome = Outcome::Planned;
-    reporter.heading("rollback, if a step before the drain fails");
-    let mut undo = StepLog::new(&reporter);
-    roll_back(plan, host, &mut undo, true);
-    report.rollback = undo.records;
-    report
-}
-
 /// Everything before the drain; `routed` tells the rollback whether routing was touched.
 fn forward_steps(
     plan: &DeployPlan,
@@ -149,7 +129,12 @@ fn forward_steps(
 
 /// Routing back to the old colour (when it was touched), then the new colour stopped.
 /// Every action is tried even when one fails; `true` when all of them succeeded.
-fn roll_back(plan: &DeployPlan, host: &mut impl Host, undo: &mut StepLog, routed: bool) -> bool {
+pub fn roll_back(
+    plan: &DeployPlan,
+    host: &mut impl Host,
+    undo: &mut StepLog,
+    routed: bool,
+) -> bool {
     let mut clean = true;
     if routed {
         clean &= undo
@@ -417,54 +402,6 @@ mod tests {
         assert_eq!(report.failed_step.as_deref(), Some("drain"));
         assert!(report.rollback.is_empty());
         assert_eq!(calls.last().unwrap(), "drain blue");
-    }
-
-    #[test]
-    fn a_rehearsal_runs_the_deploy_and_its_rollback_in_their_real_order() {
-        let mut host = Recorder::failing(&[]);
-        let report = rehearse(&plan(2), &mut host, &Reporter::new(true));
-        assert_eq!(report.outcome, Outcome::Planned);
-        assert_eq!(report.command, "deploy --to green --dry-run");
-        assert_eq!(
-            host.calls,
-            [
-                "start green",
-                "health green",
-                "load-test green",
-                "baseline green",
-                "route blue=1,green=1",
-                "watch green",
-                "route green=1",
-                "verify green",
-                "drain blue",
-                "route blue=1",
-                "confirm blue",
-                "stop green"
-            ]
-        );
-        let planned = |steps: &[crate::report::StepRecord]| {
-            steps
-                .iter()
-                .map(|s| (s.name.clone(), s.status))
-                .collect::<Vec<_>>()
-        };
-        let step = |name: &str| (name.to_owned(), StepStatus::Planned);
-        assert_eq!(
-            planned(&report.steps),
-            ["deploy", "health", "load-test", "switch", "verify", "drain"].map(step)
-        );
-        assert_eq!(
-            planned(&report.rollback),
-            ["restore-routing", "confirm-routing", "stop-green"].map(step)
-        );
-    }
-
-    #[test]
-    fn a_rehearsal_that_cannot_describe_a_step_is_refused() {
-        let mut host = Recorder::failing(&["load-test"]);
-        let report = rehearse(&plan(1), &mut host, &Reporter::new(true));
-        assert_eq!(report.outcome, Outcome::Refused);
-        assert_eq!(report.failed_step.as_deref(), Some("load-test"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `--dry-run`: a [`Host`] that changes nothing and answers each action with what the real
-//! host (host.rs) would do, from the same commands, URLs and files. `deploy::rehearse` runs
-//! the deploy order of deploy.rs against it, so the plan printed is the order a deploy runs
-//! and cannot drift from it; a new action of the trait must be described here to compile.
+//! host (host.rs) would do, from the same commands, URLs and files; and [`rehearse`], which
+//! runs the deploy of deploy.rs against it, so the plan printed is the order a deploy runs
+//! and cannot drift from it (a new action of the trait must be described here to compile).
 
 use std::time::Duration;
 
@@ -9,12 +9,33 @@ use anyhow::Result;
 
 use crate::colour::Colour;
 use crate::config::Config;
-use crate::deploy::Host;
+use crate::deploy::{self, DeployPlan, Host};
 use crate::host::{Checks, WATCH_TICK};
+use crate::interrupt::Interrupt;
 use crate::loadgate;
+use crate::report::{Outcome, Report, Reporter, StepLog};
 use crate::routing::{RoutingFile, Weights};
 use crate::state::ActiveFile;
 use crate::systemd;
+
+/// [`deploy::deploy`] itself against the describing host, then the rollback that a failure
+/// before the drain would run (in its longest form: after the switch began).
+pub fn rehearse(plan: &DeployPlan, host: &mut DryRunHost, reporter: &Reporter) -> Report {
+    let reporter = reporter.rehearsal();
+    let mut report = deploy::deploy(plan, host, &reporter, &Interrupt::default());
+    report.command.push_str(" --dry-run");
+    if report.outcome != Outcome::Succeeded {
+        // A step could not even be described (an unknown colour): nothing was done either way.
+        report.outcome = Outcome::Refused;
+        return report;
+    }
+    report.outcome = Outcome::Planned;
+    reporter.heading("rollback, if a step before the drain fails");
+    let mut undo = StepLog::new(&reporter);
+    deploy::roll_back(plan, host, &mut undo, true);
+    report.rollback = undo.records;
+    report
+}
 
 pub struct DryRunHost<'c> {
     config: &'c Config,
@@ -146,8 +167,7 @@ mod tests {
 
     use super::*;
     use crate::config::Overrides;
-    use crate::deploy::{DeployPlan, rehearse};
-    use crate::report::{Outcome, Reporter, StepStatus};
+    use crate::report::StepStatus;
 
     fn checks() -> Checks {
         Checks {
@@ -187,6 +207,18 @@ mod tests {
         let mut host = DryRunHost::new(&config, checks());
         let report = rehearse(&plan, &mut host, &Reporter::new(true));
         assert_eq!(report.outcome, Outcome::Planned);
+        assert_eq!(report.command, "deploy --to green --dry-run");
+        let names = |steps: &[crate::report::StepRecord]| {
+            steps.iter().map(|s| s.name.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(&report.steps),
+            ["deploy", "health", "load-test", "switch", "verify", "drain"]
+        );
+        assert_eq!(
+            names(&report.rollback),
+            ["restore-routing", "confirm-routing", "stop-green"]
+        );
         let detail = |name: &str| {
             let step = report
                 .steps
@@ -246,5 +278,26 @@ mod tests {
         );
         let left: Vec<_> = std::fs::read_dir(state.path()).unwrap().collect();
         assert!(left.is_empty(), "the dry run wrote {left:?}");
+    }
+
+    #[test]
+    fn a_step_that_cannot_be_described_refuses_the_dry_run() {
+        let (state, scratch) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let config = config(state.path(), scratch.path());
+        let (blue, red): (Colour, Colour) = ("blue".parse().unwrap(), "red".parse().unwrap());
+        let plan = DeployPlan {
+            shift: vec![Weights::only(&red)],
+            from: blue,
+            to: red,
+            step_interval: Duration::ZERO,
+        };
+        let report = rehearse(
+            &plan,
+            &mut DryRunHost::new(&config, checks()),
+            &Reporter::new(true),
+        );
+        assert_eq!(report.outcome, Outcome::Refused);
+        assert_eq!(report.failed_step.as_deref(), Some("deploy"));
+        assert!(report.error.unwrap().contains("unknown colour 'red'"));
     }
 }
