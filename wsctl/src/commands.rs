@@ -57,6 +57,7 @@ pub fn run(cli: Cli) -> Result<i32, Refusal> {
         loadtest: cli.loadtest,
         state_dir: cli.state_dir,
         traefik_dir: cli.traefik_dir,
+        ca_file: cli.ca_file,
     });
     match cli.command {
         Command::RenderRouting(args) => render_routing(&args),
@@ -122,7 +123,7 @@ fn deploy_locked(
     lock: DeployLock,
 ) -> Result<i32> {
     let from = plan::deploy_source(&on_disk(config)?, &args.to)?;
-    let applied = traefik_api::applied(&config.traefik_api)?;
+    let applied = traefik_api::applied(&config.traefik_api, &config.trust)?;
     ensure!(
         applied == Weights::only(&from),
         "Traefik applies routing {applied}, not routing.yml's {from}=1: is it watching {}?",

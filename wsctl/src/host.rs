@@ -131,7 +131,7 @@ impl<'c> SystemdHost<'c> {
         loop {
             self.still_sound(colour)?;
             if expect_landing {
-                let server = probe::server_id(&self.config.public_url)?;
+                let server = probe::server_id(&self.config.public_url, &self.config.trust)?;
                 ensure!(
                     server == expected,
                     "a new connection reached {server} instead of {expected}"
@@ -222,6 +222,7 @@ impl Host for SystemdHost<'_> {
         };
         let took = traefik_api::wait_applied(
             &self.config.traefik_api,
+            &self.config.trust,
             weights,
             self.checks.switch_timeout,
         )?;
@@ -244,6 +245,7 @@ impl Host for SystemdHost<'_> {
         let t = self.checks.clone();
         let landing = probe::wait_landing(
             &self.config.public_url,
+            &self.config.trust,
             &expected,
             t.verify_connections,
             t.switch_timeout,
@@ -262,6 +264,7 @@ impl Host for SystemdHost<'_> {
         let t = &self.checks;
         let landing = probe::wait_landing(
             &self.config.public_url,
+            &self.config.trust,
             &expected,
             t.verify_connections,
             t.switch_timeout,

@@ -20,6 +20,7 @@ mod routing;
 mod state;
 mod status;
 mod systemd;
+mod tls;
 mod traefik_api;
 
 use clap::Parser;
