@@ -193,17 +193,22 @@ mod tests {
         .unwrap()
     }
 
+    /// From blue to `to` in `steps` weight steps, each held 10 s.
+    fn plan(to: &str, steps: u32) -> DeployPlan {
+        let (from, to): (Colour, Colour) = ("blue".parse().unwrap(), to.parse().unwrap());
+        DeployPlan {
+            shift: Weights::shift(&from, &to, steps).unwrap(),
+            from,
+            to,
+            step_interval: Duration::from_secs(10),
+        }
+    }
+
     #[test]
     fn the_plan_is_the_deploy_order_with_the_real_commands_and_changes_nothing() {
         let (state, scratch) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let config = config(state.path(), scratch.path());
-        let (blue, green): (Colour, Colour) = ("blue".parse().unwrap(), "green".parse().unwrap());
-        let plan = DeployPlan {
-            shift: Weights::shift(&blue, &green, 2).unwrap(),
-            from: blue,
-            to: green,
-            step_interval: Duration::from_secs(10),
-        };
+        let plan = plan("green", 2);
         let mut host = DryRunHost::new(&config, checks());
         let report = rehearse(&plan, &mut host, &Reporter::new(true));
         assert_eq!(report.outcome, Outcome::Planned);
@@ -284,15 +289,8 @@ mod tests {
     fn a_step_that_cannot_be_described_refuses_the_dry_run() {
         let (state, scratch) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let config = config(state.path(), scratch.path());
-        let (blue, red): (Colour, Colour) = ("blue".parse().unwrap(), "red".parse().unwrap());
-        let plan = DeployPlan {
-            shift: vec![Weights::only(&red)],
-            from: blue,
-            to: red,
-            step_interval: Duration::ZERO,
-        };
         let report = rehearse(
-            &plan,
+            &plan("red", 1),
             &mut DryRunHost::new(&config, checks()),
             &Reporter::new(true),
         );
