@@ -88,12 +88,25 @@ impl Trust {
             .build())
     }
 
-    /// A hint for an error that may be an untrusted certificate.
+    /// What was trusted, for an error that may be an untrusted certificate.
     pub fn hint(&self) -> String {
+        // rustls-native-certs reads these instead of the system's store when either is set.
+        let from_env: Vec<String> = ["SSL_CERT_FILE", "SSL_CERT_DIR"]
+            .into_iter()
+            .filter_map(|var| {
+                std::env::var(var)
+                    .ok()
+                    .map(|value| format!("{var}={value}"))
+            })
+            .collect();
+        let system = if from_env.is_empty() {
+            "the system's roots".to_owned()
+        } else {
+            from_env.join(" and ")
+        };
         match &self.ca_file {
-            Some(path) => format!("trusted: the system's roots and {}", path.display()),
-            None => "trusted: the system's roots; a private CA needs --ca-file or WSCTL_CA_FILE"
-                .to_owned(),
+            Some(path) => format!("trusted: {system} and {}", path.display()),
+            None => format!("trusted: {system}; a private CA needs --ca-file or WSCTL_CA_FILE"),
         }
     }
 }
