@@ -10,7 +10,6 @@ use crate::engine::EnginePlan;
 use crate::net::{self, Target};
 use crate::profile::{Profile, Share};
 use crate::thresholds::Thresholds;
-use crate::tls;
 use crate::vuser::Behaviour;
 
 #[derive(Debug, Parser)]
@@ -291,16 +290,7 @@ impl Command {
         if profile.total().is_zero() {
             return Err("the run would last 0 s: give --ramp or --duration".into());
         }
-        let ca_pem = common
-            .ca_file
-            .as_deref()
-            .map(tls::read_ca_file)
-            .transpose()?;
-        let target = Target::parse(&common.url, ca_pem)?;
-        if let Some(tls) = &target.tls {
-            // Every root is loaded and parsed here, so that a worker cannot fail on it later.
-            tls.client()?;
-        }
+        let target = Target::from_flags(&common.url, common.ca_file.as_deref())?;
         let sources = net::choose_sources(common.source_ips.as_deref(), &target)?;
         let plan = EnginePlan {
             target,
