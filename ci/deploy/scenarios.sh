@@ -332,8 +332,17 @@ IN systemctl start ws-metrics@blue.socket ws@blue.socket ws@blue.service
 # Started again after the new build was installed, blue runs its own, old build.
 assert_build "blue restarted" blue "$OLD_BUILD"
 wsctl --json deploy --to blue --dry-run > "$WORK/dry.json" 2> /dev/null
-jq -e '.outcome == "planned" and (.steps | length) == 7' "$WORK/dry.json" > /dev/null || die "dry run: $(cat "$WORK/dry.json")"
+# The pin is part of the deploy step (start) and of the rollback's stop, as in a real deploy.
+# shellcheck disable=SC2016 # jq variables
+jq -e --arg pin "pin $PROFILES/blue -> $NEW_BUILD (was $OLD_BUILD); systemctl start " \
+  --arg unpin "; pin $PROFILES/blue -> $OLD_BUILD again" \
+  '.outcome == "planned" and [.steps[].name] == ["deploy","health","load-test","switch","verify","drain"] and
+  [.rollback[].name] == ["restore-routing","confirm-routing","stop-blue"] and all(.steps[], .rollback[]; .status == "planned") and
+  (.steps[0].detail | startswith($pin)) and (.rollback[2].detail | endswith($unpin))' \
+  "$WORK/dry.json" > /dev/null || die "dry run: $(cat "$WORK/dry.json")"
 [ "$(cat "$WORK/state/active")" = green ] || die "the dry run changed the active colour"
+assert_build "dry run" blue "$OLD_BUILD"
+echo "RESULT dry run: 6 steps planned and 3 rollback steps, pinning blue to $NEW_BUILD and back to $OLD_BUILD; nothing changed"
 
 log "scenario 5: wsctl rollback to blue, started again, while green serves"
 start_traffic rollback 3002

@@ -8,6 +8,8 @@
 # It starts from what a user's machine would also have: the Debian packages and toolchains,
 # and the per-user download and build caches (pip's, npm's, cargo's registry and ci/setup's
 # cargo-tools build directory). Its venvs, node_modules and tools are built afresh.
+# It runs ci/setup itself, in the clone.
+# needs: none
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 

@@ -4,6 +4,7 @@
 # code (1000, then 1009 after a message far over MAX_MESSAGE_BYTES), with no CSP violation or
 # console error under the server's strict CSP (ci/browser/test-page.mjs). The screenshot is
 # kept in $LOG_DIR/browser/.
+# needs: setup release
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 . "$REPO/ci/server.sh"

@@ -5,6 +5,7 @@
 # (listed in bench/peers/README.md and check.py's KNOWN; one that starts passing fails too,
 # so the list stays true). Every server must exit 0 on SIGTERM within SHUTDOWN_TIMEOUT. The
 # peers are installed with npm ci from their lock files.
+# needs: setup release
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 

@@ -14,6 +14,7 @@
 #     SHUTDOWN_TIMEOUT) raises nothing for green, and leaves blue's crash as
 #     WebSocketServerDown (no colour left) with WebSocketBothColoursDown.
 # The mutation test of step 2 is ci/monitoring/mutations.sh (by hand; docs/monitoring.md).
+# needs: setup release
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 # shellcheck source=ci/traefik.sh

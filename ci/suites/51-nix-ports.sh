@@ -10,6 +10,7 @@
 # change): the same start fails with EADDRINUSE.
 # Adaptation, said where it is made: the range is narrowed to 2990-3010 (it still holds blue's
 # port) so that filling it takes ~20 connections instead of 64,000.
+# needs: setup release
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 . "$REPO/ci/systemd/lib.sh"

@@ -4,6 +4,7 @@
 # host flake, the fleet-host NixOS module (parse, assertions, its Prometheus configuration
 # through promtool, its NLB health check and proxy protocol through the real Traefik and
 # server), and the fleet-rollout tool's tests, one of them against the real wsctl.
+# needs: setup release faults
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 

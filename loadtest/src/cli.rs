@@ -63,9 +63,13 @@ pub struct SpikeArgs {
 
 #[derive(Debug, Args)]
 pub struct CommonArgs {
-    /// Server base URL; each user opens URL/ws/chat/{id}.
+    /// Server base URL, ws:// or wss://; each user opens URL/ws/chat/{id}.
     #[arg(long, default_value = "ws://127.0.0.1:3001")]
     pub url: String,
+    /// PEM CA certificate(s) to trust for a wss:// URL, besides the system's roots
+    /// (SSL_CERT_FILE or SSL_CERT_DIR replace those).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Users (connections) at the peak.
     #[arg(long)]
     pub users: Option<u64>,
@@ -286,7 +290,7 @@ impl Command {
         if profile.total().is_zero() {
             return Err("the run would last 0 s: give --ramp or --duration".into());
         }
-        let target = Target::parse(&common.url)?;
+        let target = Target::from_flags(&common.url, common.ca_file.as_deref())?;
         let sources = net::choose_sources(common.source_ips.as_deref(), &target)?;
         let plan = EnginePlan {
             target,
@@ -403,6 +407,16 @@ mod tests {
             (&["smoke", "--rate=-1"], "--rate"),
             (&["smoke", "--rate", "NaN"], "--rate"),
             (&["smoke", "--url", "http://x"], "ws://"),
+            (
+                &[
+                    "smoke",
+                    "--url",
+                    "ws://127.0.0.1:9",
+                    "--ca-file",
+                    "/nonexistent.pem",
+                ],
+                "/nonexistent.pem",
+            ),
             (&["smoke", "--duration", "forever"], "500ms"),
             (&["smoke", "--max-error-rate", "150"], "between 0 and 100"),
             (&["smoke", "--ramp", "0s", "--duration", "0s"], "0 s"),

@@ -85,19 +85,44 @@ pub fn resolve_package(path: &Path) -> Result<PathBuf> {
     Ok(real)
 }
 
-/// What a deploy changed, for its rollback.
-struct Repinned {
+/// A deploy's change to one colour's profile: from `previous` to `package`.
+struct Repin {
     colour: Colour,
+    profile: PathBuf,
+    package: PathBuf,
     previous: Option<PathBuf>,
 }
 
+impl Repin {
+    fn describe(&self) -> String {
+        let (profile, package) = (self.profile.display(), self.package.display());
+        match &self.previous {
+            Some(old) if *old == self.package => format!("{profile} -> {package} (unchanged)"),
+            Some(old) => format!("{profile} -> {package} (was {})", old.display()),
+            None => format!("{profile} -> {package} (new)"),
+        }
+    }
+
+    /// What the rollback does: point it back; nothing when it had no profile before (the
+    /// rollback leaves it rather than remove it).
+    fn describe_restore(&self) -> Option<String> {
+        let previous = self.previous.as_ref()?;
+        Some(format!(
+            "{} -> {} again",
+            self.profile.display(),
+            previous.display()
+        ))
+    }
+}
+
 /// The deploy's handling of the new colour's profile: pinned to the candidate before the
-/// start, put back by the rollback.
+/// start, put back by the rollback. `--dry-run` (dry_run.rs) rehearses the same two steps,
+/// reading what the real ones would change and changing nothing.
 pub struct Pinning {
     profiles: Profiles,
     packages: BTreeMap<Colour, PathBuf>,
     candidate_link: PathBuf,
-    repinned: Option<Repinned>,
+    repinned: Option<Repin>,
 }
 
 impl Pinning {
@@ -111,47 +136,60 @@ impl Pinning {
     }
 
     /// Where the colour's candidate comes from (not resolved).
-    pub fn candidate_source(&self, colour: &Colour) -> &Path {
+    fn candidate_source(&self, colour: &Colour) -> &Path {
         self.packages.get(colour).unwrap_or(&self.candidate_link)
+    }
+
+    /// The change `pin_candidate` makes, read from the candidate and the profile as they are.
+    fn plan(&self, colour: &Colour) -> Result<Repin> {
+        let source = self.candidate_source(colour);
+        let package = resolve_package(source)
+            .with_context(|| format!("{colour}'s candidate package {}", source.display()))?;
+        Ok(Repin {
+            colour: colour.clone(),
+            profile: self.profiles.path(colour),
+            previous: self.profiles.pinned(colour)?,
+            package,
+        })
     }
 
     /// Point the colour's profile at its candidate package; remembered for `restore`.
     pub fn pin_candidate(&mut self, colour: &Colour) -> Result<String> {
-        let source = self.candidate_source(colour).to_owned();
-        let package = resolve_package(&source)
-            .with_context(|| format!("{colour}'s candidate package {}", source.display()))?;
-        let previous = self.profiles.pinned(colour)?;
-        self.profiles.pin(colour, &package)?;
-        let profile = self.profiles.path(colour).display().to_string();
-        let line = match &previous {
-            Some(old) if *old == package => {
-                format!("{profile} -> {} (unchanged)", package.display())
-            }
-            Some(old) => format!("{profile} -> {} (was {})", package.display(), old.display()),
-            None => format!("{profile} -> {} (new)", package.display()),
-        };
-        self.repinned = Some(Repinned {
-            colour: colour.clone(),
-            previous,
-        });
-        Ok(line)
+        let repin = self.plan(colour)?;
+        self.profiles.pin(colour, &repin.package)?;
+        Ok(self.remember(repin))
+    }
+
+    /// `pin_candidate` without the pin: what it would do, remembered for `rehearse_restore`.
+    pub fn rehearse_pin(&mut self, colour: &Colour) -> Result<String> {
+        let repin = self.plan(colour)?;
+        Ok(self.remember(repin))
+    }
+
+    fn remember(&mut self, repin: Repin) -> String {
+        let line = repin.describe();
+        self.repinned = Some(repin);
+        line
     }
 
     /// Put back the profile `pin_candidate` replaced; `None` when it changed nothing there.
     pub fn restore(&mut self, colour: &Colour) -> Result<Option<String>> {
-        let Some(Repinned {
-            previous: Some(previous),
-            ..
-        }) = self.repinned.take_if(|r| &r.colour == colour)
-        else {
+        let Some(repin) = self.take_repin(colour) else {
             return Ok(None);
         };
-        self.profiles.pin(colour, &previous)?;
-        Ok(Some(format!(
-            "{} -> {} again",
-            self.profiles.path(colour).display(),
-            previous.display()
-        )))
+        if let Some(previous) = &repin.previous {
+            self.profiles.pin(colour, previous)?;
+        }
+        Ok(repin.describe_restore())
+    }
+
+    /// `restore` without the pin: what it would do after `rehearse_pin`.
+    pub fn rehearse_restore(&mut self, colour: &Colour) -> Option<String> {
+        self.take_repin(colour)?.describe_restore()
+    }
+
+    fn take_repin(&mut self, colour: &Colour) -> Option<Repin> {
+        self.repinned.take_if(|r| &r.colour == colour)
     }
 }
 
