@@ -278,7 +278,9 @@ echo "RESULT refused rollback (blue stopped): exit 2: $(tail -1 "$WORK/refused.l
 
 IN systemctl start ws-metrics@blue.socket ws@blue.socket ws@blue.service
 wsctl --json deploy --to blue --dry-run > "$WORK/dry.json" 2> /dev/null
-jq -e '.outcome == "planned" and (.steps | length) == 7' "$WORK/dry.json" > /dev/null || die "dry run: $(cat "$WORK/dry.json")"
+jq -e '.outcome == "planned" and [.steps[].name] == ["deploy","health","load-test","switch","verify","drain"] and
+  [.rollback[].name] == ["restore-routing","confirm-routing","stop-blue"] and all(.steps[], .rollback[]; .status == "planned")' \
+  "$WORK/dry.json" > /dev/null || die "dry run: $(cat "$WORK/dry.json")"
 [ "$(cat "$WORK/state/active")" = green ] || die "the dry run changed the active colour"
 
 log "scenario 5: wsctl rollback to blue, started again, while green serves"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Lints every shell script in the repository with shellcheck.
+# needs: setup
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 cd "$REPO"

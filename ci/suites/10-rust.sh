@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Formatting, lints and every cargo test of the workspace (unit, integration over real
 # sockets, property tests). Runs as root in CI, so the tests that need root run too.
+# needs: none
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 cd "$REPO"

@@ -12,6 +12,7 @@
 # The echo endpoint uses the same WebSocket settings as /ws/chat; the run raises
 # MAX_MESSAGE_BYTES to 16 MiB (cases 9.* echo messages up to that size) and turns off the
 # per-connection rate limit (cases 9.7/9.8 send 1000 messages back to back).
+# needs: setup release
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 . "$REPO/ci/server.sh"

@@ -6,6 +6,7 @@
 # itself and shows the 2 messages it missed, recovered in order; it leaves and gets no more.
 # No CSP violation or console error under the server's strict CSP (ci/browser/test-page.mjs).
 # The screenshots are kept in $LOG_DIR/browser/.
+# needs: setup release
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 . "$REPO/ci/server.sh"

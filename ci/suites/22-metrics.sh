@@ -3,6 +3,7 @@
 # from start-up, values that move exactly as known traffic implies (ci/metrics_check.py), and
 # `promtool check metrics` silent on every scrape (it exits 0 on lint findings, so any output
 # fails the suite).
+# needs: setup release
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 . "$REPO/ci/server.sh"

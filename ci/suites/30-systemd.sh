@@ -17,10 +17,12 @@
 # Adaptations to this container, each said where it is made: LimitNOFILE=20000 (lib.sh),
 # MAX_CONNECTIONS_PER_IP=0 in the instances' settings (every test client is 127.0.0.1), and
 # step 4's drop-in running the faults build instead of the server.
+# needs: setup release faults
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 . "$REPO/ci/systemd/lib.sh"
 
+SERVER=${SERVER_BIN:-$BIN_DIR/concurrent-socket}  # the server under test (ci/systemd/lib.sh installs it too)
 CHURN_RATE=${CHURN_RATE:-300}       # new connections per second during restarts
 HELD=${HELD:-50}                    # connections open across the graceful restart
 PYTHON="$VENV/bin/python"
@@ -35,8 +37,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for bin in concurrent-socket concurrent-socket-faults; do
-  [ -x "$BIN_DIR/$bin" ] || die "$BIN_DIR/$bin missing (ci/test-all builds it)"
+for bin in "$SERVER" "$BIN_DIR/concurrent-socket-faults"; do
+  [ -x "$bin" ] || die "$bin missing (ci/test-all builds it)"
 done
 "$PYTHON" -c 'import websockets' 2> /dev/null || die "python websockets missing in $VENV (ci/setup)"
 
@@ -62,10 +64,10 @@ static_checks() {
     systemd-analyze verify --man=no "$@" 2>&1
     echo "--- security"
     systemd-analyze security --offline=true --no-pager ws@green.service 2>&1' _ \
-    "$REPO" "$BIN_DIR/concurrent-socket" "${UNITS[@]}" > "$WORK/static.txt" || { cat "$WORK/static.txt"; die "installing the units failed"; }
+    "$REPO" "$SERVER" "${UNITS[@]}" > "$WORK/static.txt" || { cat "$WORK/static.txt"; die "installing the units failed"; }
   local verify score bad out
   # Bad input: a clear "install.sh: ..." line and a failure, before anything is installed.
-  for bad in "--bogus" "--bindir relative $BIN_DIR/concurrent-socket" "--instances red $BIN_DIR/concurrent-socket" \
+  for bad in "--bogus" "--bindir relative $SERVER" "--instances red $SERVER" \
     "/nonexistent/concurrent-socket" "--root"; do
     # shellcheck disable=SC2086  # each case is a word list
     if out=$("$REPO/systemd/install.sh" $bad 2>&1); then die "install.sh accepted: $bad"; fi

@@ -4,6 +4,7 @@
 # server fails the gate; usage errors exit 2; a --workers run merges into one report; users
 # told `goodbye` by a draining server stop sending, take their answers, close first and
 # reconnect to its successor.
+# needs: setup release
 set -euo pipefail
 # shellcheck source=ci/lib.sh
 . "$(dirname "$0")/../lib.sh"

@@ -11,6 +11,7 @@
 #  3. the blue/green down alerts against real processes: blue killed with clients while green
 #     is up raises nothing; green drained by SIGTERM raises nothing for green, and leaves blue's
 #     crash as WebSocketServerDown (no colour left) with WebSocketBothColoursDown.
+# needs: setup release
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 # shellcheck source=ci/traefik.sh

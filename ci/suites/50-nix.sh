@@ -13,6 +13,7 @@
 # renders passes promtool and scrapes both colours and Traefik; the flake's outputs have the
 # expected structure (with an empty stand-in for nixpkgs, which is not reachable offline:
 # structure only, nothing is built).
+# needs: setup release
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 cd "$REPO"

@@ -8,6 +8,7 @@
 # container and its units. The scenarios run in the container's network namespace, where
 # the instances listen on their loopback ports: ci/deploy/scenarios.sh.
 # KEEP_WORK=1 keeps the work directory (traffic and wsctl reports, Traefik's logs).
+# needs: setup release faults
 set -euo pipefail
 # shellcheck source=ci/lib.sh
 . "$(dirname "$0")/../lib.sh"

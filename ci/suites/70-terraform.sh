@@ -4,6 +4,7 @@
 # host flake, the fleet-host NixOS module (parse, assertions, its Prometheus configuration
 # through promtool, its NLB health check through the real Traefik and server), and the
 # fleet-rollout tool's tests.
+# needs: setup release faults
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 

@@ -13,7 +13,8 @@
 #   IN_NET CMD...                       run a host program in the container's network only, to
 #                                       reach 127.0.0.1:PORT there (the host's venv, python...)
 #   install_units [INSTANCE...]         systemd/install.sh inside, as an operator would, with the
-#                                       binaries of $BIN_DIR in $CONTAINER_BINDIR; then the
+#                                       server ($SERVER_BIN, default $BIN_DIR/concurrent-socket)
+#                                       and the other binaries of $BIN_DIR in $CONTAINER_BINDIR; then the
 #                                       container's file-limit drop-in (see below); default
 #                                       instances: blue green
 #   wait_active UNIT [SECONDS]          until `systemctl is-active UNIT` says active (default 20 s)
@@ -36,6 +37,7 @@
 
 CONTAINER_REPO=/opt/concurrent-socket/src        # the repository, read-only
 CONTAINER_CI_BIN=/opt/concurrent-socket/ci-bin   # $BIN_DIR, read-only
+CONTAINER_SERVER=/opt/concurrent-socket/server/concurrent-socket  # the server to test, read-only
 CONTAINER_BINDIR=/opt/concurrent-socket/bin      # install.sh's --bindir (/usr is read-only here)
 CONTAINER_FILE_LIMIT=20000
 SYSTEMD_NSPAWN_PID=""
@@ -54,6 +56,7 @@ boot_systemd() {
     systemd-nspawn --volatile=yes -D / -b --register=no --keep-unit --console=read-only \
     --private-network -M "$name" \
     --bind-ro="$REPO:$CONTAINER_REPO" --bind-ro="$BIN_DIR:$CONTAINER_CI_BIN" \
+    --bind-ro="$(realpath "${SERVER_BIN:-$BIN_DIR/concurrent-socket}"):$CONTAINER_SERVER" \
     "$@" -- systemd.firstboot=off > "$SYSTEMD_LOG" 2>&1 &
   SYSTEMD_NSPAWN_PID=$!
   local deadline=$((SECONDS + 30))
@@ -78,7 +81,7 @@ install_units() {
   local instances=("$@") bin
   [ ${#instances[@]} -gt 0 ] || instances=(blue green)
   IN "$CONTAINER_REPO/systemd/install.sh" --bindir "$CONTAINER_BINDIR" --instances "${instances[*]}" \
-    "$CONTAINER_CI_BIN/concurrent-socket"
+    "$CONTAINER_SERVER"
   # The test-only binaries sit beside the server, for drop-ins that run them instead.
   for bin in concurrent-socket-faults wsctl loadtest; do
     [ -x "$BIN_DIR/$bin" ] && IN install -m 0755 "$CONTAINER_CI_BIN/$bin" "$CONTAINER_BINDIR/$bin"

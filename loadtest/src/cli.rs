@@ -10,6 +10,7 @@ use crate::engine::EnginePlan;
 use crate::net::{self, Target};
 use crate::profile::{Profile, Share};
 use crate::thresholds::Thresholds;
+use crate::tls;
 use crate::vuser::Behaviour;
 
 #[derive(Debug, Parser)]
@@ -63,9 +64,13 @@ pub struct SpikeArgs {
 
 #[derive(Debug, Args)]
 pub struct CommonArgs {
-    /// Server base URL; each user opens URL/ws/chat/{id}.
+    /// Server base URL, ws:// or wss://; each user opens URL/ws/chat/{id}.
     #[arg(long, default_value = "ws://127.0.0.1:3001")]
     pub url: String,
+    /// PEM CA certificate(s) to trust for a wss:// URL, besides the system's roots
+    /// (SSL_CERT_FILE or SSL_CERT_DIR replace those).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Users (connections) at the peak.
     #[arg(long)]
     pub users: Option<u64>,
@@ -286,7 +291,16 @@ impl Command {
         if profile.total().is_zero() {
             return Err("the run would last 0 s: give --ramp or --duration".into());
         }
-        let target = Target::parse(&common.url)?;
+        let ca_pem = common
+            .ca_file
+            .as_deref()
+            .map(tls::read_ca_file)
+            .transpose()?;
+        let target = Target::parse(&common.url, ca_pem)?;
+        if let Some(tls) = &target.tls {
+            // Every root is loaded and parsed here, so that a worker cannot fail on it later.
+            tls.client()?;
+        }
         let sources = net::choose_sources(common.source_ips.as_deref(), &target)?;
         let plan = EnginePlan {
             target,
@@ -403,6 +417,16 @@ mod tests {
             (&["smoke", "--rate=-1"], "--rate"),
             (&["smoke", "--rate", "NaN"], "--rate"),
             (&["smoke", "--url", "http://x"], "ws://"),
+            (
+                &[
+                    "smoke",
+                    "--url",
+                    "ws://127.0.0.1:9",
+                    "--ca-file",
+                    "/nonexistent.pem",
+                ],
+                "/nonexistent.pem",
+            ),
             (&["smoke", "--duration", "forever"], "500ms"),
             (&["smoke", "--max-error-rate", "150"], "between 0 and 100"),
             (&["smoke", "--ramp", "0s", "--duration", "0s"], "0 s"),

@@ -49,15 +49,20 @@ impl EnginePlan {
     }
 }
 
-/// Runs the plan; returns when every user is gone. `interrupt` ends the run early.
-pub async fn run(plan: EnginePlan, out: UnboundedSender<Snapshot>, interrupt: CancellationToken) {
+/// Runs the plan; returns when every user is gone. `interrupt` ends the run early. `Err`
+/// when the users cannot be set up (TLS without any root certificate): nothing ran.
+pub async fn run(
+    plan: EnginePlan,
+    out: UnboundedSender<Snapshot>,
+    interrupt: CancellationToken,
+) -> Result<(), String> {
     let recorder = Arc::new(Recorder::default());
     let ctx = Arc::new(UserContext::new(
         plan.target.clone(),
         plan.behaviour.clone(),
         recorder.clone(),
         plan.run_tag.clone(),
-    ));
+    )?);
     let everyone = CancellationToken::new();
     let mut running: Vec<CancellationToken> = Vec::new();
     let mut tasks = JoinSet::new();
@@ -102,4 +107,5 @@ pub async fn run(plan: EnginePlan, out: UnboundedSender<Snapshot>, interrupt: Ca
     let _ = timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
     tasks.abort_all();
     let _ = out.send(recorder.take(second));
+    Ok(())
 }

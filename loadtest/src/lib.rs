@@ -12,5 +12,6 @@ pub mod report;
 pub mod runner;
 pub mod stats;
 pub mod thresholds;
+pub mod tls;
 pub mod vuser;
 pub mod workers;

@@ -1,28 +1,34 @@
-//! The network side of the setup: the target URL, the local source addresses users connect
-//! from, and the open-file limit.
+//! The network side of the setup: the target URL (and its TLS for `wss://`), the local source
+//! addresses users connect from, and the open-file limit.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 
 use serde::{Deserialize, Serialize};
 
-/// Where users connect: `ws://HOST:PORT[/prefix]`; each user appends `/ws/chat/{id}`.
+use crate::tls::Tls;
+
+/// Where users connect: `ws://HOST[:PORT][/prefix]` or `wss://...`; each user appends
+/// `/ws/chat/{id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
     /// The URL as given, without a trailing slash.
     pub base: String,
     /// The resolved address.
     pub addr: SocketAddr,
+    /// `wss://`: how to open TLS to it.
+    pub tls: Option<Tls>,
 }
 
 impl Target {
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let rest = url.strip_prefix("ws://").ok_or_else(|| {
-            if url.starts_with("wss://") {
-                format!("{url}: wss:// is not supported; point --url at the plain ws:// listener")
-            } else {
-                format!("{url}: the URL must start with ws://")
-            }
-        })?;
+    /// `ca_pem`: the CA certificates of `--ca-file`, trusted besides the system's for `wss://`.
+    pub fn parse(url: &str, ca_pem: Option<String>) -> Result<Self, String> {
+        let (scheme, rest, default_port) = if let Some(rest) = url.strip_prefix("ws://") {
+            ("ws", rest, 80)
+        } else if let Some(rest) = url.strip_prefix("wss://") {
+            ("wss", rest, 443)
+        } else {
+            return Err(format!("{url}: the URL must start with ws:// or wss://"));
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => rest.split_at(i),
             None => (rest, ""),
@@ -30,16 +36,15 @@ impl Target {
         if authority.is_empty() {
             return Err(format!("{url}: no host"));
         }
-        let with_port = if authority
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
-            && !authority.ends_with(']')
-        {
-            authority.to_owned()
-        } else {
-            format!("{authority}:80")
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port))
+                if !authority.ends_with(']') && port.chars().all(|c| c.is_ascii_digit()) =>
+            {
+                (host, port.to_owned())
+            }
+            _ => (authority, default_port.to_string()),
         };
-        let addr = with_port
+        let addr = format!("{host}:{port}")
             .to_socket_addrs()
             .map_err(|e| format!("{url}: cannot resolve {authority}: {e}"))?
             .next()
@@ -50,9 +55,18 @@ impl Target {
                 "{url}: no query or fragment allowed; /ws/chat/{{id}} is appended to the URL"
             ));
         }
+        let tls = match (scheme, ca_pem) {
+            ("wss", extra_roots) => {
+                let name = host.trim_start_matches('[').trim_end_matches(']');
+                Some(Tls::new(name, extra_roots).map_err(|e| format!("{url}: {e}"))?)
+            }
+            (_, Some(_)) => return Err(format!("{url}: --ca-file is for wss:// URLs")),
+            (_, None) => None,
+        };
         Ok(Target {
-            base: format!("ws://{authority}{prefix}"),
+            base: format!("{scheme}://{authority}{prefix}"),
             addr,
+            tls,
         })
     }
 
@@ -141,33 +155,53 @@ mod tests {
 
     #[test]
     fn url_gets_a_default_port_and_keeps_its_prefix() {
-        let t = Target::parse("ws://127.0.0.1:3001").unwrap();
+        let t = Target::parse("ws://127.0.0.1:3001", None).unwrap();
         assert_eq!(t.addr, "127.0.0.1:3001".parse().unwrap());
         assert_eq!(t.chat_url("u1"), "ws://127.0.0.1:3001/ws/chat/u1");
-        let t = Target::parse("ws://127.0.0.1/edge/").unwrap();
+        assert_eq!(t.tls, None);
+        let t = Target::parse("ws://127.0.0.1/edge/", None).unwrap();
         assert_eq!(t.addr.port(), 80);
         assert_eq!(t.chat_url("x"), "ws://127.0.0.1/edge/ws/chat/x");
     }
 
     #[test]
+    fn wss_urls_get_port_443_and_tls_to_their_host() {
+        let t = Target::parse("wss://127.0.0.1/edge", None).unwrap();
+        assert_eq!(t.addr, "127.0.0.1:443".parse().unwrap());
+        assert_eq!(t.chat_url("x"), "wss://127.0.0.1/edge/ws/chat/x");
+        assert_eq!(t.tls.unwrap().server_name, "127.0.0.1");
+        let t = Target::parse("wss://[::1]:8443", Some("pem".into())).unwrap();
+        assert_eq!(t.addr, "[::1]:8443".parse().unwrap());
+        let tls = t.tls.unwrap();
+        assert_eq!(
+            (tls.server_name.as_str(), tls.extra_roots.as_deref()),
+            ("::1", Some("pem"))
+        );
+    }
+
+    #[test]
     fn bad_urls_are_explained() {
         assert!(
-            Target::parse("http://127.0.0.1:1")
+            Target::parse("http://127.0.0.1:1", None)
                 .unwrap_err()
-                .contains("ws://")
+                .contains("ws:// or wss://")
         );
         assert!(
-            Target::parse("wss://127.0.0.1:1")
+            Target::parse("ws://127.0.0.1:1", Some("pem".into()))
                 .unwrap_err()
-                .contains("not supported")
+                .contains("--ca-file is for wss://")
         );
-        assert!(Target::parse("ws://").unwrap_err().contains("no host"));
         assert!(
-            Target::parse("ws://127.0.0.1:1/?a=b")
+            Target::parse("ws://", None)
+                .unwrap_err()
+                .contains("no host")
+        );
+        assert!(
+            Target::parse("ws://127.0.0.1:1/?a=b", None)
                 .unwrap_err()
                 .contains("query")
         );
-        assert!(Target::parse("ws://127.0.0.1:99999").is_err());
+        assert!(Target::parse("ws://127.0.0.1:99999", None).is_err());
     }
 
     #[test]
@@ -204,7 +238,7 @@ mod tests {
 
     #[test]
     fn loopback_targets_get_spread_sources_by_default() {
-        let local = Target::parse("ws://127.0.0.1:3001").unwrap();
+        let local = Target::parse("ws://127.0.0.1:3001", None).unwrap();
         assert_eq!(choose_sources(None, &local).unwrap().len(), 39);
         assert_eq!(choose_sources(Some("127.0.0.5"), &local).unwrap().len(), 1);
     }

@@ -27,6 +27,8 @@ pub enum ConnectFailure {
     HttpStatus(u16),
     /// The server broke protocol v1 (no `connection_established` first, bad JSON...).
     Protocol,
+    /// TLS refused the server (certificate not trusted or not for this host) or failed.
+    Tls,
     /// No local address or port was available (ephemeral ports, source address).
     AddressUnavailable,
     /// Still connecting when the run (or a ramp-down) no longer wanted the user.
@@ -43,6 +45,7 @@ impl ConnectFailure {
             Self::Timeout => "timeout".into(),
             Self::HttpStatus(code) => format!("http_{code}"),
             Self::Protocol => "protocol".into(),
+            Self::Tls => "tls".into(),
             Self::AddressUnavailable => "address_unavailable".into(),
             Self::Unfinished => "unfinished".into(),
             Self::Other => "other".into(),

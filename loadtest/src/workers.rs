@@ -27,12 +27,16 @@ pub const WORKER_COMMAND: &str = "__worker";
 /// Runs the plan in this process, as source 0.
 pub fn spawn_local(plan: EnginePlan, events: UnboundedSender<Event>, interrupt: CancellationToken) {
     let (tx, mut rx) = unbounded_channel();
-    tokio::spawn(engine::run(plan, tx, interrupt));
+    let engine = tokio::spawn(engine::run(plan, tx, interrupt));
     tokio::spawn(async move {
         while let Some(snapshot) = rx.recv().await {
             let _ = events.send(Event::Snapshot(0, Box::new(snapshot)));
         }
-        let _ = events.send(Event::Done(0));
+        let _ = events.send(match engine.await {
+            Ok(Ok(())) => Event::Done(0),
+            Ok(Err(message)) => Event::Failed(0, message),
+            Err(e) => Event::Failed(0, format!("the load engine failed: {e}")),
+        });
     });
 }
 
@@ -143,7 +147,7 @@ pub async fn worker_main() -> i32 {
         }
     });
     let (tx, mut rx) = unbounded_channel();
-    tokio::spawn(engine::run(plan, tx, interrupt));
+    let engine = tokio::spawn(engine::run(plan, tx, interrupt));
     let mut stdout = tokio::io::stdout();
     while let Some(snapshot) = rx.recv().await {
         let mut line = serde_json::to_vec(&snapshot).expect("snapshots serialize");
@@ -153,5 +157,15 @@ pub async fn worker_main() -> i32 {
             return 2;
         }
     }
-    0
+    match engine.await {
+        Ok(Ok(())) => 0,
+        Ok(Err(message)) => {
+            eprintln!("loadtest worker: {message}");
+            2
+        }
+        Err(e) => {
+            eprintln!("loadtest worker: the load engine failed: {e}");
+            2
+        }
+    }
 }

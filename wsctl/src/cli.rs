@@ -29,7 +29,7 @@ pub struct Cli {
         long,
         global = true,
         env = "WSCTL_PUBLIC_URL",
-        value_name = "ws://HOST:PORT"
+        value_name = "ws[s]://HOST:PORT"
     )]
     pub public_url: Option<String>,
     /// Traefik's API, to see which routing it applies [default: http://127.0.0.1:8082].
@@ -37,9 +37,13 @@ pub struct Cli {
         long,
         global = true,
         env = "WSCTL_TRAEFIK_API",
-        value_name = "http://HOST:PORT"
+        value_name = "http[s]://HOST:PORT"
     )]
     pub traefik_api: Option<String>,
+    /// PEM CA certificate(s) to trust for a wss:// public URL or an https:// Traefik API,
+    /// besides the system's roots (SSL_CERT_FILE or SSL_CERT_DIR replace those).
+    #[arg(long, global = true, env = "WSCTL_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     /// The loadtest binary [default: loadtest from PATH].
     #[arg(long, global = true, env = "WSCTL_LOADTEST", value_name = "PATH")]
     pub loadtest: Option<PathBuf>,

@@ -1,16 +1,18 @@
 //! Each subcommand from parsed arguments to an exit code: configuration, preconditions,
-//! the lock, then the deploy or rollback order of deploy.rs on the real host.
+//! the lock, then the deploy or rollback order of deploy.rs on the real host (or, for
+//! `--dry-run`, on the host that only describes its actions).
 
 use anyhow::{Context, Result, ensure};
 
 use crate::cli::{Cli, Command, DeployArgs, RenderArgs, RollbackArgs};
 use crate::config::{Config, Overrides};
 use crate::deploy::{self, DeployPlan, Host};
+use crate::dry_run::{self, DryRunHost};
 use crate::host::{Checks, SystemdHost};
 use crate::interrupt::Interrupt;
 use crate::lock::{DeployLock, LockError};
 use crate::plan::{self, OnDisk};
-use crate::report::{EXIT_LOCKED, EXIT_REFUSED, Outcome, Report, Reporter, StepLog};
+use crate::report::{EXIT_LOCKED, EXIT_REFUSED, Reporter};
 use crate::routing::{RoutingFile, Weights};
 use crate::state::ActiveFile;
 use crate::status;
@@ -55,6 +57,7 @@ pub fn run(cli: Cli) -> Result<i32, Refusal> {
         loadtest: cli.loadtest,
         state_dir: cli.state_dir,
         traefik_dir: cli.traefik_dir,
+        ca_file: cli.ca_file,
     });
     match cli.command {
         Command::RenderRouting(args) => render_routing(&args),
@@ -120,7 +123,7 @@ fn deploy_locked(
     lock: DeployLock,
 ) -> Result<i32> {
     let from = plan::deploy_source(&on_disk(config)?, &args.to)?;
-    let applied = traefik_api::applied(&config.traefik_api)?;
+    let applied = traefik_api::applied(&config.traefik_api, &config.trust)?;
     ensure!(
         applied == Weights::only(&from),
         "Traefik applies routing {applied}, not routing.yml's {from}=1: is it watching {}?",
@@ -142,29 +145,12 @@ fn deploy_locked(
     })?;
     let report = if args.dry_run {
         drop(lock);
-        planned(&plan, &host, reporter)?
+        dry_run::rehearse(&plan, &mut DryRunHost::new(config, checks(args)), reporter)
     } else {
         deploy::deploy(&plan, &mut host, reporter, &Interrupt::install()?)
     };
     reporter.finish(&report);
     Ok(report.outcome.exit_code())
-}
-
-fn planned(plan: &DeployPlan, host: &SystemdHost, reporter: &Reporter) -> Result<Report> {
-    reporter.heading(&format!("deploy {} -> {} (dry run)", plan.from, plan.to));
-    let mut steps = StepLog::new(reporter);
-    host.describe(plan, &mut steps)?;
-    Ok(Report {
-        command: format!("deploy --to {} --dry-run", plan.to),
-        from: plan.from.clone(),
-        to: plan.to.clone(),
-        outcome: Outcome::Planned,
-        failed_step: None,
-        error: None,
-        steps: steps.records,
-        rollback: Vec::new(),
-        total_seconds: 0.0,
-    })
 }
 
 fn rollback(config: &Config, args: &RollbackArgs, reporter: &Reporter) -> Result<i32, Refusal> {

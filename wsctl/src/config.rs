@@ -1,5 +1,5 @@
-//! Where wsctl finds things: each colour's loopback ports, Traefik's public URL, the
-//! `loadtest` binary, the state and Traefik directories. Defaults are docs/architecture.md's;
+//! Where wsctl finds things: each colour's loopback ports, Traefik's public URL and API (and
+//! whom to trust when they are TLS), the `loadtest` binary, the state and Traefik directories. Defaults are docs/architecture.md's;
 //! a JSON file (`$WSCTL_CONFIG`, default /etc/concurrent-socket/wsctl.json) overrides them,
 //! and flags or environment variables override the file.
 
@@ -10,6 +10,8 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::Deserialize;
 
 use crate::colour::Colour;
+use crate::probe::PublicUrl;
+use crate::tls::Trust;
 
 pub const DEFAULT_CONFIG: &str = "/etc/concurrent-socket/wsctl.json";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/concurrent-socket";
@@ -54,6 +56,7 @@ struct ConfigFile {
     loadtest: Option<PathBuf>,
     state_dir: Option<PathBuf>,
     traefik_dir: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
 }
 
 /// Values given on the command line or in the environment; they win over the file.
@@ -65,15 +68,18 @@ pub struct Overrides {
     pub loadtest: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub traefik_dir: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
 pub struct Config {
     pub instances: BTreeMap<Colour, Instance>,
-    /// Traefik's WebSocket entry point, as clients reach it (`ws://HOST:PORT`).
+    /// Traefik's WebSocket entry point, as clients reach it (`ws://HOST:PORT` or `wss://`).
     pub public_url: String,
-    /// Traefik's API, to see which routing it applies (`http://HOST:PORT`).
+    /// Traefik's API, to see which routing it applies (`http://HOST:PORT` or `https://`).
     pub traefik_api: String,
+    /// Whom to trust when those two are TLS.
+    pub trust: Trust,
     pub loadtest: PathBuf,
     pub state_dir: PathBuf,
     pub traefik_dir: PathBuf,
@@ -95,6 +101,7 @@ impl Config {
             .state_dir
             .or(file.state_dir)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let trust = Trust::new(overrides.ca_file.or(file.ca_file).as_deref())?;
         let config = Config {
             instances: file.instances.unwrap_or_else(default_instances),
             public_url: overrides
@@ -114,6 +121,7 @@ impl Config {
                 .or(file.traefik_dir)
                 .unwrap_or_else(|| state_dir.join("traefik")),
             state_dir,
+            trust,
         };
         config.validate()?;
         Ok(config)
@@ -134,18 +142,11 @@ impl Config {
                 }
             }
         }
-        let rest = self
-            .public_url
-            .strip_prefix("ws://")
-            .with_context(|| format!("public URL must be ws://HOST:PORT (Traefik's plain entry point on this host), got '{}'", self.public_url))?;
+        PublicUrl::parse(&self.public_url)?;
         ensure!(
-            !rest.is_empty() && !rest.contains('/'),
-            "public URL must be ws://HOST:PORT without a path, got '{}'",
-            self.public_url
-        );
-        ensure!(
-            self.traefik_api.starts_with("http://") && !self.traefik_api.ends_with('/'),
-            "Traefik API URL must be http://HOST:PORT, got '{}'",
+            (self.traefik_api.starts_with("http://") || self.traefik_api.starts_with("https://"))
+                && !self.traefik_api.ends_with('/'),
+            "Traefik API URL must be http://HOST:PORT or https://HOST:PORT, got '{}'",
             self.traefik_api
         );
         Ok(())
@@ -262,6 +263,8 @@ mod tests {
             ),
             (r#"{"publicUrl":"http://x:1"}"#, "ws://HOST:PORT"),
             (r#"{"publicUrl":"ws://x:1/ws"}"#, "without a path"),
+            (r#"{"publicUrl":"ws://x"}"#, "wss://HOST[:PORT]"),
+            (r#"{"caFile":"/nonexistent/ca.pem"}"#, "/nonexistent/ca.pem"),
             (r#"{"colour":"blue"}"#, "unknown field"),
             (r#"{"traefikApi":"127.0.0.1:8082"}"#, "http://HOST:PORT"),
         ];
@@ -269,6 +272,14 @@ mod tests {
             let err = format!("{:#}", parse(json).unwrap_err());
             assert!(err.contains(expected), "{json}: {err}");
         }
+    }
+
+    #[test]
+    fn tls_endpoints_are_accepted() {
+        let c =
+            parse(r#"{"publicUrl":"wss://ws.example.com","traefikApi":"https://127.0.0.1:8443"}"#)
+                .unwrap();
+        assert_eq!(c.public_url, "wss://ws.example.com");
     }
 
     #[test]

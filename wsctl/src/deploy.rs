@@ -129,7 +129,12 @@ fn forward_steps(
 
 /// Routing back to the old colour (when it was touched), then the new colour stopped.
 /// Every action is tried even when one fails; `true` when all of them succeeded.
-fn roll_back(plan: &DeployPlan, host: &mut impl Host, undo: &mut StepLog, routed: bool) -> bool {
+pub fn roll_back(
+    plan: &DeployPlan,
+    host: &mut impl Host,
+    undo: &mut StepLog,
+    routed: bool,
+) -> bool {
     let mut clean = true;
     if routed {
         clean &= undo

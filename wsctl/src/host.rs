@@ -1,6 +1,6 @@
 //! The deploy's actions on a real host: systemd through `systemctl`, the instances' HTTP
 //! endpoints, `loadtest`, Traefik's routing.yml and the active-colour file, and new
-//! WebSocket connections through Traefik. `--dry-run` describes the same actions.
+//! WebSocket connections through Traefik. `--dry-run` describes them instead (dry_run.rs).
 
 use std::collections::HashMap;
 use std::thread::sleep;
@@ -10,18 +10,17 @@ use anyhow::{Context, Result, bail, ensure};
 
 use crate::colour::Colour;
 use crate::config::Config;
-use crate::deploy::{DeployPlan, Host};
+use crate::deploy::Host;
 use crate::health::{self, ErrorCounters};
 use crate::loadgate;
 use crate::probe::{self, OnFailure};
-use crate::report::StepLog;
 use crate::routing::{RoutingFile, Weights};
 use crate::state::ActiveFile;
 use crate::systemd::{self, UnitState};
 use crate::traefik_api;
 
 /// Time between two checks while a colour is watched.
-const WATCH_TICK: Duration = Duration::from_millis(500);
+pub const WATCH_TICK: Duration = Duration::from_millis(500);
 
 /// How thoroughly and how long a deploy checks (command-line flags).
 #[derive(Clone, Debug)]
@@ -132,7 +131,7 @@ impl<'c> SystemdHost<'c> {
         loop {
             self.still_sound(colour)?;
             if expect_landing {
-                let server = probe::server_id(&self.config.public_url)?;
+                let server = probe::server_id(&self.config.public_url, &self.config.trust)?;
                 ensure!(
                     server == expected,
                     "a new connection reached {server} instead of {expected}"
@@ -144,91 +143,6 @@ impl<'c> SystemdHost<'c> {
             }
             sleep(WATCH_TICK);
         }
-    }
-
-    /// `--dry-run`: each step's actions, in order, without doing any of them.
-    pub fn describe(&self, plan: &DeployPlan, steps: &mut StepLog) -> Result<()> {
-        let (from, to) = (&plan.from, &plan.to);
-        let inst = self.config.instance(to)?;
-        let t = &self.checks;
-        let [metrics_socket, socket] = to.socket_units();
-        let within = |d: Duration| humantime::format_duration(d).to_string();
-        steps.plan(
-            "deploy",
-            format!(
-                "systemctl start {metrics_socket} {socket}; systemctl stop {svc}; systemctl start --no-block {svc}; \
-                 wait for active (running), then GET {ready} = 200 (within {})",
-                within(t.ready_timeout),
-                svc = to.service_unit(),
-                ready = inst.http_url("/ready"),
-            ),
-        );
-        steps.plan(
-            "health",
-            format!(
-                "GET {} and {}",
-                inst.http_url("/health"),
-                inst.http_url("/ready")
-            ),
-        );
-        steps.plan(
-            "load-test",
-            format!(
-                "{} (within {})",
-                [
-                    self.config.loadtest.display().to_string(),
-                    "smoke".into(),
-                    "--url".into(),
-                    inst.ws_url(),
-                    "--json".into()
-                ]
-                .iter()
-                .chain(&t.load_test_args)
-                .map(String::as_str)
-                .collect::<Vec<_>>()
-                .join(" "),
-                within(t.load_test_timeout)
-            ),
-        );
-        let routings: Vec<String> = plan.shift.iter().map(ToString::to_string).collect();
-        steps.plan(
-            "switch",
-            format!(
-                "write {}: {} (each held {} while watched), then record {to} in {}; \
-                 each applied by Traefik ({}) within {}",
-                self.routing.path().display(),
-                routings.join(" -> "),
-                within(plan.step_interval),
-                self.active.path().display(),
-                self.config.traefik_api,
-                within(t.switch_timeout)
-            ),
-        );
-        steps.plan(
-            "verify",
-            format!(
-                "{} new connections in a row through {} reach {to} (within {}), then one every {} for {}; \
-                 {to}'s process and error counters unchanged",
-                t.verify_connections,
-                self.config.public_url,
-                within(t.switch_timeout),
-                within(WATCH_TICK),
-                within(t.verify_window)
-            ),
-        );
-        let [from_metrics, from_socket] = from.socket_units();
-        steps.plan(
-            "drain",
-            format!(
-                "systemctl stop {} {from_socket} {from_metrics}",
-                from.service_unit()
-            ),
-        );
-        steps.plan(
-            "on failure",
-            format!("before the drain: write routing {from}=1, record {from}, stop {to}; exit 1"),
-        );
-        Ok(())
     }
 }
 
@@ -308,6 +222,7 @@ impl Host for SystemdHost<'_> {
         };
         let took = traefik_api::wait_applied(
             &self.config.traefik_api,
+            &self.config.trust,
             weights,
             self.checks.switch_timeout,
         )?;
@@ -330,6 +245,7 @@ impl Host for SystemdHost<'_> {
         let t = self.checks.clone();
         let landing = probe::wait_landing(
             &self.config.public_url,
+            &self.config.trust,
             &expected,
             t.verify_connections,
             t.switch_timeout,
@@ -348,6 +264,7 @@ impl Host for SystemdHost<'_> {
         let t = &self.checks;
         let landing = probe::wait_landing(
             &self.config.public_url,
+            &self.config.trust,
             &expected,
             t.verify_connections,
             t.switch_timeout,

@@ -19,8 +19,7 @@ pub fn smoke(
     timeout: Duration,
 ) -> Result<String> {
     let mut child = Command::new(loadtest)
-        .args(["smoke", "--url", url, "--json"])
-        .args(extra_args)
+        .args(smoke_args(url, extra_args))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -37,6 +36,16 @@ pub fn smoke(
     let stdout = stdout.join().unwrap_or_default();
     let stderr = stderr.join().unwrap_or_default();
     verdict(status.code(), &stdout, &stderr)
+}
+
+/// The arguments of the smoke run against `url`: the scenario, the URL, JSON output, then
+/// the operator's extra arguments.
+pub fn smoke_args(url: &str, extra_args: &[String]) -> Vec<String> {
+    ["smoke", "--url", url, "--json"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(extra_args.iter().cloned())
+        .collect()
 }
 
 fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {

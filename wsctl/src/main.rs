@@ -6,6 +6,7 @@ mod colour;
 mod commands;
 mod config;
 mod deploy;
+mod dry_run;
 mod health;
 mod host;
 mod http;
@@ -19,6 +20,7 @@ mod routing;
 mod state;
 mod status;
 mod systemd;
+mod tls;
 mod traefik_api;
 
 use clap::Parser;

@@ -1,21 +1,63 @@
 //! New WebSocket connections through Traefik, as a client makes them: which server answers
 //! (`serverId` of `connection_established`, wire protocol v1). This is how a switch is
-//! verified from the outside rather than trusted.
+//! verified from the outside rather than trusted. The public URL may be `wss://`: the probe
+//! then verifies Traefik's certificate as a client would (tls.rs).
 
+use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
+use tungstenite::http::Uri;
 use tungstenite::{HandshakeError, Message};
+
+use crate::tls::{self, Trust};
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 const PROBE_PAUSE: Duration = Duration::from_millis(100);
 
-/// Open one connection to `public_url` (ws://HOST:PORT), read `connection_established`,
-/// close, and return its `serverId`.
-pub fn server_id(public_url: &str) -> Result<String> {
+/// Traefik's entry point as clients reach it: `ws://HOST:PORT`, or `wss://HOST[:PORT]`
+/// (port 443 by default), without a path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicUrl {
+    tls: bool,
+    host: String,
+    port: u16,
+}
+
+impl PublicUrl {
+    pub fn parse(url: &str) -> Result<Self> {
+        let shape = "must be ws://HOST:PORT or wss://HOST[:PORT] (Traefik's entry point)";
+        let uri: Uri = url
+            .parse()
+            .with_context(|| format!("public URL {shape}, got '{url}'"))?;
+        let tls = match uri.scheme_str() {
+            Some("ws") => false,
+            Some("wss") => true,
+            _ => bail!("public URL {shape}, got '{url}'"),
+        };
+        ensure!(
+            uri.path() == "/" && uri.query().is_none() && !url.ends_with('/'),
+            "public URL {shape} without a path, got '{url}'"
+        );
+        let host = uri.host().filter(|h| !h.is_empty());
+        let port = uri.port_u16().or(tls.then_some(443));
+        match (host, port) {
+            (Some(host), Some(port)) => Ok(PublicUrl {
+                tls,
+                host: host.to_owned(),
+                port,
+            }),
+            _ => bail!("public URL {shape}, got '{url}'"),
+        }
+    }
+}
+
+/// Open one connection to `public_url`, read `connection_established`, close, and return
+/// its `serverId`.
+pub fn server_id(public_url: &str, trust: &Trust) -> Result<String> {
     static SEQUENCE: AtomicU32 = AtomicU32::new(0);
     let connection_id = format!(
         "wsctl-probe-{}-{}",
@@ -23,21 +65,33 @@ pub fn server_id(public_url: &str) -> Result<String> {
         SEQUENCE.fetch_add(1, Ordering::Relaxed)
     );
     let url = format!("{public_url}/ws/chat/{connection_id}");
-    connect_and_identify(public_url, &url).with_context(|| format!("new connection to {url}"))
+    connect_and_identify(&PublicUrl::parse(public_url)?, &url, trust)
+        .with_context(|| format!("new connection to {url}"))
 }
 
-fn connect_and_identify(public_url: &str, url: &str) -> Result<String> {
-    let authority = public_url
-        .strip_prefix("ws://")
-        .context("not a ws:// URL")?;
-    let addr = authority
+fn connect_and_identify(public: &PublicUrl, url: &str, trust: &Trust) -> Result<String> {
+    let addr = (
+        public.host.trim_start_matches('[').trim_end_matches(']'),
+        public.port,
+    )
         .to_socket_addrs()
-        .with_context(|| format!("cannot resolve {authority}"))?
+        .with_context(|| format!("cannot resolve {}", public.host))?
         .next()
-        .with_context(|| format!("{authority} resolves to no address"))?;
+        .with_context(|| format!("{} resolves to no address", public.host))?;
     let stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).context("TCP connect")?;
     stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
     stream.set_write_timeout(Some(PROBE_TIMEOUT))?;
+    if !public.tls {
+        return identify(url, stream, trust);
+    }
+    let tls =
+        rustls::ClientConnection::new(trust.client_config()?, tls::server_name(&public.host)?)
+            .context("TLS setup")?;
+    identify(url, rustls::StreamOwned::new(tls, stream), trust)
+}
+
+/// The upgrade on `stream`, then the server's greeting.
+fn identify(url: &str, stream: impl Read + Write, trust: &Trust) -> Result<String> {
     let (mut socket, _) = tungstenite::client(url, stream).map_err(|e| match e {
         HandshakeError::Failure(tungstenite::Error::Http(response)) => {
             let body = response
@@ -50,6 +104,9 @@ fn connect_and_identify(public_url: &str, url: &str) -> Result<String> {
                 response.status(),
                 body.trim()
             )
+        }
+        HandshakeError::Failure(tungstenite::Error::Io(io)) if tls::is_tls_error(&io) => {
+            anyhow::anyhow!("TLS: {io} ({})", trust.hint())
         }
         other => anyhow::anyhow!("upgrade failed: {other}"),
     })?;
@@ -111,13 +168,14 @@ pub enum OnFailure {
 /// changes: connections landing elsewhere meanwhile are that moment, not an error.
 pub fn wait_landing(
     public_url: &str,
+    trust: &Trust,
     expected: &str,
     in_a_row: u32,
     timeout: Duration,
     on_failure: OnFailure,
 ) -> Result<Landing> {
     landing_loop(
-        || server_id(public_url),
+        || server_id(public_url, trust),
         expected,
         in_a_row,
         timeout,
@@ -169,6 +227,8 @@ fn landing_loop(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn scripted(answers: &[&str]) -> impl FnMut() -> Result<String> {
@@ -226,6 +286,100 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("only 0 of 1"), "{err}");
+    }
+
+    /// A CA written to `dir/NAME.pem`, and the rustls server configuration of a certificate
+    /// for 127.0.0.1 that it signed.
+    fn pki(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, Arc<rustls::ServerConfig>) {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let path = dir.join(format!("{name}.pem"));
+        std::fs::write(&path, ca.pem()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+        (path, Arc::new(config))
+    }
+
+    /// A protocol v1 server behind TLS for one connection, greeting as `green`; its URL.
+    fn serve_one_tls(config: Arc<rustls::ServerConfig>) -> (String, std::thread::JoinHandle<()>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("wss://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (tcp, _) = listener.accept().unwrap();
+            let tls = rustls::StreamOwned::new(rustls::ServerConnection::new(config).unwrap(), tcp);
+            // An untrusted certificate ends here: the client aborts the handshake.
+            let Ok(mut ws) = tungstenite::accept(tls) else {
+                return;
+            };
+            let hello = r#"{"type":"connection_established","connectionId":"p","serverId":"green","heartbeatIntervalMs":30000,"ts":1}"#;
+            ws.send(Message::text(hello)).unwrap();
+            while ws.read().is_ok() {}
+        });
+        (url, server)
+    }
+
+    #[test]
+    fn a_wss_public_url_is_probed_through_tls_trusting_the_ca_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca_file, config) = pki(dir.path(), "ca");
+        let (url, server) = serve_one_tls(config);
+        let trust = Trust::new(Some(&ca_file)).unwrap();
+        assert_eq!(server_id(&url, &trust).unwrap(), "green");
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn an_untrusted_certificate_fails_the_probe_saying_what_is_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, config) = pki(dir.path(), "server-ca");
+        let (other_ca, _) = pki(dir.path(), "other-ca");
+        let (url, server) = serve_one_tls(config);
+        let err = format!(
+            "{:#}",
+            server_id(&url, &Trust::new(Some(&other_ca)).unwrap()).unwrap_err()
+        );
+        server.join().unwrap();
+        assert!(
+            err.contains("TLS:") && err.contains("other-ca.pem"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn public_urls_are_ws_or_wss_without_a_path() {
+        let wss = PublicUrl::parse("wss://ws.example.com").unwrap();
+        assert_eq!(
+            (wss.tls, wss.host.as_str(), wss.port),
+            (true, "ws.example.com", 443)
+        );
+        let ws = PublicUrl::parse("ws://127.0.0.1:80").unwrap();
+        assert_eq!((ws.tls, ws.port), (false, 80));
+        for bad in [
+            "ws://x",
+            "http://x:1",
+            "ws://x:1/ws",
+            "ws://x:1/",
+            "wss://",
+            "nonsense",
+        ] {
+            assert!(PublicUrl::parse(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

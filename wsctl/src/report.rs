@@ -78,11 +78,24 @@ pub struct Report {
 /// Prints steps as they finish and the report at the end.
 pub struct Reporter {
     json: bool,
+    /// `--dry-run`: steps that succeed were only described; they are `planned`.
+    rehearsal: bool,
 }
 
 impl Reporter {
     pub fn new(json: bool) -> Self {
-        Reporter { json }
+        Reporter {
+            json,
+            rehearsal: false,
+        }
+    }
+
+    /// The same output, for a dry run.
+    pub fn rehearsal(&self) -> Self {
+        Reporter {
+            json: self.json,
+            rehearsal: true,
+        }
     }
 
     pub fn json(&self) -> bool {
@@ -99,7 +112,11 @@ impl Reporter {
     }
 
     pub fn heading(&self, text: &str) {
-        self.progress(text);
+        if self.rehearsal {
+            self.progress(&format!("{text} (dry run)"));
+        } else {
+            self.progress(text);
+        }
     }
 
     pub fn step(&self, record: &StepRecord) {
@@ -171,30 +188,27 @@ impl<'r> StepLog<'r> {
         }
     }
 
-    /// Run `action`; its `Ok` text or its error becomes the step's detail.
+    /// Run `action`; its `Ok` text or its error becomes the step's detail. In a rehearsal
+    /// (`--dry-run`) the action only described itself: the step is `planned`, untimed.
     pub fn run(&mut self, name: &str, action: impl FnOnce() -> Result<String>) -> Result<()> {
         let started = Instant::now();
         let result = action();
         let (status, detail) = match &result {
+            Ok(detail) if self.reporter.rehearsal => (StepStatus::Planned, detail.clone()),
             Ok(detail) => (StepStatus::Ok, detail.clone()),
             Err(e) => (StepStatus::Failed, format!("{e:#}")),
+        };
+        let seconds = match status {
+            StepStatus::Planned => 0.0,
+            _ => started.elapsed().as_secs_f64(),
         };
         self.push(StepRecord {
             name: name.to_owned(),
             status,
-            seconds: started.elapsed().as_secs_f64(),
+            seconds,
             detail,
         });
         result.map(drop)
-    }
-
-    pub fn plan(&mut self, name: &str, detail: String) {
-        self.push(StepRecord {
-            name: name.to_owned(),
-            status: StepStatus::Planned,
-            seconds: 0.0,
-            detail,
-        });
     }
 
     fn push(&mut self, record: StepRecord) {
@@ -239,6 +253,26 @@ mod tests {
         );
         assert_eq!(log.records[1].detail, "threshold failed");
         assert_eq!(log.failed_step().as_deref(), Some("load-test"));
+    }
+
+    #[test]
+    fn a_rehearsal_plans_what_succeeds_and_still_fails_what_fails() {
+        let reporter = Reporter::new(true).rehearsal();
+        let mut log = StepLog::new(&reporter);
+        log.run("switch", || Ok("write routing.yml".to_owned()))
+            .unwrap();
+        assert!(
+            log.run("verify", || anyhow::bail!("no such colour"))
+                .is_err()
+        );
+        let statuses: Vec<_> = log.records.iter().map(|r| (r.status, r.seconds)).collect();
+        assert_eq!(
+            statuses,
+            [
+                (StepStatus::Planned, 0.0),
+                (StepStatus::Failed, statuses[1].1)
+            ]
+        );
     }
 
     #[test]

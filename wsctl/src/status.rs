@@ -1,11 +1,13 @@
-//! `wsctl status`: the active colour (recorded and as routed), and per colour its unit
-//! state, version, server ID and connections, from systemd and each instance's /health.
+//! `wsctl status`: the active colour (recorded, as routed, as Traefik applies it, and where a
+//! new connection through the public URL lands), and per colour its unit state, version,
+//! server ID and connections, from systemd and each instance's /health.
 
 use serde::Serialize;
 
 use crate::colour::Colour;
 use crate::config::Config;
 use crate::health::{self, Health};
+use crate::probe;
 use crate::routing::RoutingFile;
 use crate::state::ActiveFile;
 use crate::systemd::{self, UnitState};
@@ -20,9 +22,20 @@ pub struct Status {
     pub routing: Option<String>,
     /// The weights Traefik applies now, per its API.
     pub traefik_applies: Option<String>,
+    /// A new connection through the public URL, as a client makes it.
+    pub public: PublicProbe,
     /// Problems reading the state: unreadable files, recorded colour != routed colour.
     pub warnings: Vec<String>,
     pub instances: Vec<InstanceStatus>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublicProbe {
+    pub url: String,
+    /// The `serverId` of the colour it reached.
+    pub server_id: Option<String>,
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -59,7 +72,7 @@ pub fn gather(config: &Config) -> Status {
             "recorded active colour {active} but routing.yml says {w} (a switch did not finish?)"
         ));
     }
-    let traefik_applies = traefik_api::applied(&config.traefik_api)
+    let traefik_applies = traefik_api::applied(&config.traefik_api, &config.trust)
         .map(|w| w.to_string())
         .map_err(|e| warnings.push(format!("{e:#}")))
         .ok();
@@ -87,10 +100,16 @@ pub fn gather(config: &Config) -> Status {
             }
         })
         .collect();
+    let (server_id, error) = split(probe::server_id(&config.public_url, &config.trust));
     Status {
         active,
         routing: weights.map(|w| w.to_string()),
         traefik_applies,
+        public: PublicProbe {
+            url: config.public_url.clone(),
+            server_id,
+            error,
+        },
         warnings,
         instances,
     }
@@ -115,6 +134,17 @@ impl Status {
             self.routing.as_deref().unwrap_or("(none)"),
             self.traefik_applies.as_deref().unwrap_or("(unknown)")
         );
+        match (&self.public.server_id, &self.public.error) {
+            (Some(id), _) => println!(
+                "public {}: a new connection reaches serverId {id}",
+                self.public.url
+            ),
+            (None, e) => println!(
+                "public {}: no connection: {}",
+                self.public.url,
+                e.as_deref().unwrap_or("")
+            ),
+        }
         for w in &self.warnings {
             println!("warning: {w}");
         }

@@ -81,22 +81,36 @@ pub fn show(unit: &str) -> Result<UnitState> {
 /// running (READY=1 received). A service already running is restarted, so that it runs the
 /// binary installed now.
 pub fn start_colour(colour: &Colour, timeout: Duration) -> Result<UnitState> {
+    for args in start_commands(colour) {
+        systemctl(&args)?;
+    }
+    wait_running(&colour.service_unit(), timeout)
+}
+
+/// The `systemctl` arguments that start a colour, in order: its sockets, then its service
+/// stopped and started again.
+pub fn start_commands(colour: &Colour) -> [Vec<String>; 3] {
     let service = colour.service_unit();
-    let sockets = colour.socket_units();
-    systemctl(&["start", &sockets[0], &sockets[1]])?;
-    systemctl(&["stop", &service])?;
-    // --no-block: our own deadline, and the states on the way, rather than systemctl's.
-    systemctl(&["start", "--no-block", &service])?;
-    wait_running(&service, timeout)
+    let [metrics, public] = colour.socket_units();
+    [
+        vec!["start".into(), metrics, public],
+        vec!["stop".into(), service.clone()],
+        // --no-block: our own deadline, and the states on the way, rather than systemctl's.
+        vec!["start".into(), "--no-block".into(), service],
+    ]
 }
 
 /// Stop the service and its sockets in one transaction: with the sockets left listening,
 /// any connection (a Traefik health check) would start the service again.
 pub fn stop_colour(colour: &Colour) -> Result<UnitState> {
-    let service = colour.service_unit();
+    systemctl(&stop_command(colour))?;
+    show(&colour.service_unit())
+}
+
+/// The `systemctl` arguments that stop a colour.
+pub fn stop_command(colour: &Colour) -> Vec<String> {
     let [metrics, public] = colour.socket_units();
-    systemctl(&["stop", &service, &public, &metrics])?;
-    show(&service)
+    vec!["stop".into(), colour.service_unit(), public, metrics]
 }
 
 fn wait_running(unit: &str, timeout: Duration) -> Result<UnitState> {
@@ -119,9 +133,10 @@ fn wait_running(unit: &str, timeout: Duration) -> Result<UnitState> {
     }
 }
 
-fn systemctl(args: &[&str]) -> Result<String> {
+fn systemctl(args: &[impl AsRef<str>]) -> Result<String> {
+    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
     let out = Command::new("systemctl")
-        .args(args)
+        .args(&args)
         .output()
         .context("cannot run systemctl (is this a systemd host?)")?;
     if !out.status.success() {

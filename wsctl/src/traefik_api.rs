@@ -8,14 +8,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::http::get;
+use crate::http::get_verified;
 use crate::routing::{ACTIVE_SERVICE, Weights};
+use crate::tls::Trust;
 
 /// The routing Traefik applies now.
-pub fn applied(api_url: &str) -> Result<Weights> {
+pub fn applied(api_url: &str, trust: &Trust) -> Result<Weights> {
     let url = format!("{api_url}/api/http/services/{ACTIVE_SERVICE}@file");
     let (status, body) =
-        get(&url).context("Traefik's API (set traefikApi or WSCTL_TRAEFIK_API)")?;
+        get_verified(&url, trust).context("Traefik's API (set traefikApi or WSCTL_TRAEFIK_API)")?;
     if status != 200 {
         bail!(
             "GET {url} answered {status}: {} (does Traefik load routing.yml?)",
@@ -31,10 +32,15 @@ pub fn applied(api_url: &str) -> Result<Weights> {
 }
 
 /// Wait until Traefik applies `wanted`; returns how long that took.
-pub fn wait_applied(api_url: &str, wanted: &Weights, timeout: Duration) -> Result<Duration> {
+pub fn wait_applied(
+    api_url: &str,
+    trust: &Trust,
+    wanted: &Weights,
+    timeout: Duration,
+) -> Result<Duration> {
     let started = Instant::now();
     loop {
-        let last = applied(api_url);
+        let last = applied(api_url, trust);
         match &last {
             Ok(now) if now == wanted => return Ok(started.elapsed()),
             _ if started.elapsed() >= timeout => {
@@ -67,7 +73,7 @@ mod tests {
 
     #[test]
     fn an_unreachable_api_is_an_error_naming_the_setting() {
-        let err = applied("http://127.0.0.1:1").unwrap_err();
+        let err = applied("http://127.0.0.1:1", &Trust::default()).unwrap_err();
         assert!(format!("{err:#}").contains("WSCTL_TRAEFIK_API"), "{err:#}");
     }
 }

@@ -1,0 +1,27 @@
+//! One virtual user: holds a connection to `/ws/chat/{id}`, sends `message`s on its
+//! schedule, matches each `message_response` by `id`, and reconnects when the server asks.
+//!
+//! The parts, each in its own module:
+//! - [`settings`]: what every user of a run does ([`Behaviour`]) and the shared context;
+//! - [`reconnect`]: a user's life, connection after connection, with backoff;
+//! - [`connect`]: TCP connect, upgrade and greeting, and how an attempt failed;
+//! - [`session`]: one established connection, from the first send to the close handshake;
+//! - [`schedule`]: when the next `message` is due (open or closed loop);
+//! - [`in_flight`]: the `message`s sent and not yet answered;
+//! - [`wire`]: the protocol v1 messages a user writes and reads. A scenario that speaks more
+//!   of the protocol (channels: `subscribe`, `publish`, `publication`) adds its messages
+//!   there and its reaction to them in the session.
+
+mod connect;
+mod in_flight;
+mod reconnect;
+mod schedule;
+mod session;
+mod settings;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+pub use reconnect::{backoff, run_user};
+pub use settings::{Behaviour, UserContext};

@@ -1,0 +1,301 @@
+//! `--dry-run`: a [`Host`] that changes nothing and answers each action with what the real
+//! host (host.rs) would do, from the same commands, URLs and files; and [`rehearse`], which
+//! runs the deploy of deploy.rs against it, so the plan printed is the order a deploy runs
+//! and cannot drift from it (a new action of the trait must be described here to compile).
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::colour::Colour;
+use crate::config::Config;
+use crate::deploy::{self, DeployPlan, Host};
+use crate::host::{Checks, WATCH_TICK};
+use crate::interrupt::Interrupt;
+use crate::loadgate;
+use crate::report::{Outcome, Report, Reporter, StepLog};
+use crate::routing::{RoutingFile, Weights};
+use crate::state::ActiveFile;
+use crate::systemd;
+
+/// [`deploy::deploy`] itself against the describing host, then the rollback that a failure
+/// before the drain would run (in its longest form: after the switch began).
+pub fn rehearse(plan: &DeployPlan, host: &mut DryRunHost, reporter: &Reporter) -> Report {
+    let reporter = reporter.rehearsal();
+    let mut report = deploy::deploy(plan, host, &reporter, &Interrupt::default());
+    report.command.push_str(" --dry-run");
+    if report.outcome != Outcome::Succeeded {
+        // A step could not even be described (an unknown colour): nothing was done either way.
+        report.outcome = Outcome::Refused;
+        return report;
+    }
+    report.outcome = Outcome::Planned;
+    reporter.heading("rollback, if a step before the drain fails");
+    let mut undo = StepLog::new(&reporter);
+    deploy::roll_back(plan, host, &mut undo, true);
+    report.rollback = undo.records;
+    report
+}
+
+pub struct DryRunHost<'c> {
+    config: &'c Config,
+    checks: Checks,
+    routing: RoutingFile,
+    active: ActiveFile,
+}
+
+impl<'c> DryRunHost<'c> {
+    pub fn new(config: &'c Config, checks: Checks) -> Self {
+        DryRunHost {
+            routing: RoutingFile::in_dir(&config.traefik_dir),
+            active: ActiveFile::in_dir(&config.state_dir),
+            config,
+            checks,
+        }
+    }
+
+    /// New connections through Traefik until enough in a row reach `colour`.
+    fn landing(&self, colour: &Colour) -> String {
+        format!(
+            "{} new connections in a row through {} reach {colour} (within {})",
+            self.checks.verify_connections,
+            self.config.public_url,
+            within(self.checks.switch_timeout)
+        )
+    }
+}
+
+fn within(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+fn systemctl(args: &[String]) -> String {
+    format!("systemctl {}", args.join(" "))
+}
+
+impl Host for DryRunHost<'_> {
+    fn start(&mut self, colour: &Colour) -> Result<String> {
+        let commands: Vec<String> = systemd::start_commands(colour)
+            .iter()
+            .map(|args| systemctl(args))
+            .collect();
+        Ok(format!(
+            "{}; wait for {} active (running), then GET {} = 200 (within {})",
+            commands.join("; "),
+            colour.service_unit(),
+            self.config.instance(colour)?.http_url("/ready"),
+            within(self.checks.ready_timeout)
+        ))
+    }
+
+    fn check_health(&mut self, colour: &Colour) -> Result<String> {
+        let inst = self.config.instance(colour)?;
+        Ok(format!(
+            "GET {} (status ok) and {}",
+            inst.http_url("/health"),
+            inst.http_url("/ready")
+        ))
+    }
+
+    fn load_test(&mut self, colour: &Colour) -> Result<String> {
+        let url = self.config.instance(colour)?.ws_url();
+        let args = loadgate::smoke_args(&url, &self.checks.load_test_args);
+        Ok(format!(
+            "{} {} (within {})",
+            self.config.loadtest.display(),
+            args.join(" "),
+            within(self.checks.load_test_timeout)
+        ))
+    }
+
+    fn mark_baseline(&mut self, _colour: &Colour) -> Result<()> {
+        Ok(())
+    }
+
+    fn route(&mut self, weights: &Weights) -> Result<String> {
+        let recorded = weights
+            .sole_colour()
+            .map(|sole| format!(", record {sole} in {}", self.active.path().display()))
+            .unwrap_or_default();
+        Ok(format!(
+            "write {}: {weights}{recorded}; wait until Traefik ({}) applies it (within {})",
+            self.routing.path().display(),
+            self.config.traefik_api,
+            within(self.checks.switch_timeout)
+        ))
+    }
+
+    fn watch(&mut self, colour: &Colour, period: Duration) -> Result<String> {
+        Ok(format!(
+            "for {}, every {}: {colour}'s process and error counters unchanged since the switch began",
+            within(period),
+            within(WATCH_TICK)
+        ))
+    }
+
+    fn verify(&mut self, colour: &Colour) -> Result<String> {
+        Ok(format!(
+            "{}, then one more every {} for {}; {colour}'s process and error counters unchanged",
+            self.landing(colour),
+            within(WATCH_TICK),
+            within(self.checks.verify_window)
+        ))
+    }
+
+    fn confirm_routing(&mut self, colour: &Colour) -> Result<String> {
+        Ok(format!(
+            "{}; failed connections are retried",
+            self.landing(colour)
+        ))
+    }
+
+    fn drain(&mut self, colour: &Colour, successor: &Colour) -> Result<String> {
+        Ok(format!(
+            "{}; its clients get goodbye and reconnect to {successor}",
+            systemctl(&systemd::stop_command(colour))
+        ))
+    }
+
+    fn stop(&mut self, colour: &Colour) -> Result<String> {
+        Ok(systemctl(&systemd::stop_command(colour)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Overrides;
+    use crate::report::StepStatus;
+
+    fn checks() -> Checks {
+        Checks {
+            ready_timeout: Duration::from_secs(30),
+            load_test_timeout: Duration::from_secs(180),
+            load_test_args: vec!["--users=5".into()],
+            verify_connections: 5,
+            verify_window: Duration::from_secs(10),
+            switch_timeout: Duration::from_secs(15),
+            allowed_errors: 0,
+        }
+    }
+
+    /// The default configuration with its state under `state_dir`.
+    fn config(state_dir: &Path, scratch: &Path) -> Config {
+        let file = scratch.join("wsctl.json");
+        std::fs::write(&file, "{}").unwrap();
+        Config::load(Overrides {
+            config: Some(file),
+            state_dir: Some(state_dir.to_owned()),
+            ..Overrides::default()
+        })
+        .unwrap()
+    }
+
+    /// From blue to `to` in `steps` weight steps, each held 10 s.
+    fn plan(to: &str, steps: u32) -> DeployPlan {
+        let (from, to): (Colour, Colour) = ("blue".parse().unwrap(), to.parse().unwrap());
+        DeployPlan {
+            shift: Weights::shift(&from, &to, steps).unwrap(),
+            from,
+            to,
+            step_interval: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn the_plan_is_the_deploy_order_with_the_real_commands_and_changes_nothing() {
+        let (state, scratch) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let config = config(state.path(), scratch.path());
+        let plan = plan("green", 2);
+        let mut host = DryRunHost::new(&config, checks());
+        let report = rehearse(&plan, &mut host, &Reporter::new(true));
+        assert_eq!(report.outcome, Outcome::Planned);
+        assert_eq!(report.command, "deploy --to green --dry-run");
+        let names = |steps: &[crate::report::StepRecord]| {
+            steps.iter().map(|s| s.name.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(&report.steps),
+            ["deploy", "health", "load-test", "switch", "verify", "drain"]
+        );
+        assert_eq!(
+            names(&report.rollback),
+            ["restore-routing", "confirm-routing", "stop-green"]
+        );
+        let detail = |name: &str| {
+            let step = report
+                .steps
+                .iter()
+                .chain(&report.rollback)
+                .find(|s| s.name == name)
+                .unwrap_or_else(|| panic!("no step {name}"));
+            assert_eq!(step.status, StepStatus::Planned);
+            step.detail.clone()
+        };
+        assert!(
+            detail("deploy").starts_with(
+                "systemctl start ws-metrics@green.socket ws@green.socket; systemctl stop ws@green.service; \
+                 systemctl start --no-block ws@green.service; wait for ws@green.service active (running), \
+                 then GET http://127.0.0.1:3002/ready = 200"
+            ),
+            "{}",
+            detail("deploy")
+        );
+        assert!(
+            detail("load-test").starts_with(
+                "loadtest smoke --url ws://127.0.0.1:3002 --json --users=5 (within 3m)"
+            ),
+            "{}",
+            detail("load-test")
+        );
+        let switch = detail("switch");
+        let routing = state.path().join("traefik/routing.yml");
+        assert!(
+            switch.starts_with(&format!(
+                "write {}: blue=1,green=1; wait until Traefik",
+                routing.display()
+            )),
+            "{switch}"
+        );
+        assert!(
+            switch.contains(&format!(
+                "write {}: green=1, record green in {}",
+                routing.display(),
+                state.path().join("active").display()
+            )),
+            "{switch}"
+        );
+        assert!(
+            detail("switch").contains("for 10s, every 500ms"),
+            "{switch}"
+        );
+        assert_eq!(
+            detail("drain"),
+            "systemctl stop ws@blue.service ws@blue.socket ws-metrics@blue.socket; \
+             its clients get goodbye and reconnect to green"
+        );
+        assert!(detail("restore-routing").contains(": blue=1, record blue in"));
+        assert_eq!(
+            detail("stop-green"),
+            "systemctl stop ws@green.service ws@green.socket ws-metrics@green.socket"
+        );
+        let left: Vec<_> = std::fs::read_dir(state.path()).unwrap().collect();
+        assert!(left.is_empty(), "the dry run wrote {left:?}");
+    }
+
+    #[test]
+    fn a_step_that_cannot_be_described_refuses_the_dry_run() {
+        let (state, scratch) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let config = config(state.path(), scratch.path());
+        let report = rehearse(
+            &plan("red", 1),
+            &mut DryRunHost::new(&config, checks()),
+            &Reporter::new(true),
+        );
+        assert_eq!(report.outcome, Outcome::Refused);
+        assert_eq!(report.failed_step.as_deref(), Some("deploy"));
+        assert!(report.error.unwrap().contains("unknown colour 'red'"));
+    }
+}
