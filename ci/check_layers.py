@@ -19,11 +19,12 @@ import sys
 from pathlib import Path
 
 # Bottom first. A module may use the modules of the layers below its own, never those of its
-# own layer or above. `channels` (the broker and its engines) will sit beside `session`.
+# own layer or above. `channels` (broker, engines, hub) sits under `state`, which holds it.
 LAYERS = [
     ("foundation", {"label", "config", "logging", "faults", "ratelimit", "registry", "lifecycle"}),
     ("protocol", {"protocol"}),
     ("metrics", {"metrics"}),
+    ("channels", {"channels"}),
     ("state", {"state"}),
     ("transport", {"ws"}),
     ("sessions", {"session"}),

@@ -12,12 +12,15 @@
 //! * `http`: the public router with the admission of an upgrade (Origin, client IP,
 //!   draining, capacity, per-IP), the WebSocket handshake, and the metrics router.
 //! * `session`: what runs on an upgraded WebSocket until it ends: the chat session
-//!   (protocol v1), the echo session, and how a session ends. The channels (the broker trait
-//!   and its engines) get their folder `channels/` beside it, in the same layer.
+//!   (protocol v1 and v1.1's channel requests, `subscriptions`), the echo session, and how a
+//!   session ends.
 //! * `ws`: the transport of one WebSocket: frames in and out, the bounded outbox, write
 //!   corking, the close handshake. It knows neither the protocol nor the metrics.
 //! * `state`: `AppState`, what every handler and connection shares, and the accounting of a
 //!   WebSocket's opening and closing.
+//! * `channels`: protocol v1.1's channels of the process: the `Broker` seam and its
+//!   in-memory engine (offsets, epochs, history), the hub that fans publications out into
+//!   the connections' inboxes.
 //! * `metrics`: every Prometheus series, created at start-up for every label value.
 //! * `protocol`: the wire protocol, pure: client messages parsed, server messages written,
 //!   and the closed sets of names (error codes, goodbye and disconnect reasons, message
@@ -40,6 +43,7 @@
 //! 6. Before the task sleeps again, `ws` writes every answer of the wake-up in one `write`
 //!    and reports each answer's latency, which the session records.
 
+pub(crate) mod channels;
 pub mod config;
 #[cfg(feature = "fault-injection")]
 pub(crate) mod faults;

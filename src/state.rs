@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::channels::Channels;
 use crate::config::Config;
 use crate::lifecycle::{DrainPlan, Lifecycle};
 use crate::metrics::Metrics;
@@ -16,6 +17,8 @@ pub struct AppState {
     pub config: Config,
     pub metrics: Metrics,
     pub registry: Arc<Registry>,
+    /// The channels (protocol v1.1): broker and hub.
+    pub channels: Channels,
     pub lifecycle: Lifecycle,
     /// The timing of a graceful shutdown, from `SHUTDOWN_TIMEOUT`.
     pub drain_plan: DrainPlan,
@@ -33,7 +36,9 @@ impl AppState {
             &config.server_id,
         );
         let registry = Registry::new(config.max_connections, config.max_connections_per_ip);
+        let channels = Channels::start(&config.channels, &metrics.channels);
         Arc::new(AppState {
+            channels,
             metrics,
             registry,
             lifecycle: Lifecycle::default(),

@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 /// The server's default `MAX_MESSAGE_BYTES`.
 const MAX_BYTES: usize = 64 * 1024;
 /// The fields the protocol reads; every other top-level field is ignored.
-const KNOWN_FIELDS: [&str; 3] = ["type", "id", "data"];
+const KNOWN_FIELDS: [&str; 5] = ["type", "id", "data", "channel", "recover"];
 /// An error message never quotes unbounded input back.
 const MAX_ERROR_MESSAGE_CHARS: usize = 256;
 
@@ -98,7 +98,9 @@ impl Answer<'_> {
 fn actual(text: &str, max_bytes: usize) -> Expected {
     match parse_client_frame(text, max_bytes) {
         Ok(request) => {
-            let json = ServerMessage::answer(&request, 7).to_json();
+            let json = ServerMessage::answer(&request, 7)
+                .expect("a v1 request")
+                .to_json();
             let answer: Answer = serde_json::from_str(&json).expect("answers are JSON");
             assert_eq!(answer.ts, 7);
             match request {
@@ -114,6 +116,7 @@ fn actual(text: &str, max_bytes: usize) -> Expected {
                     assert!(answer.data.is_none(), "{json}");
                     Expected::Ping { id: answer.id }
                 }
+                other => unreachable!("answered as v1: {other:?}"),
             }
         }
         Err(err) => {
@@ -283,7 +286,7 @@ proptest! {
         let id_text = id.as_ref().map(|id| format!(r#""id":{},"#, json!(id))).unwrap_or_default();
         let text = format!(r#"{{ {id_text} "data" : {data_text} , "type":"message"}}"#);
         let request = parse_client_frame(&text, MAX_BYTES).expect("a valid message");
-        let answer = ServerMessage::answer(&request, 1).to_json();
+        let answer = ServerMessage::answer(&request, 1).expect("a v1 request").to_json();
         let answer: Answer = serde_json::from_str(&answer).expect("answers are JSON");
         prop_assert_eq!(answer.data_text(), data_text.as_str());
         prop_assert_eq!(answer.id, id);
@@ -294,7 +297,7 @@ proptest! {
     fn numbers_beyond_f64_are_answered_unchanged(number in "-?[1-9][0-9]{0,30}(\\.[0-9]{1,30})?[eE][+-]?[4-9][0-9]{2,4}") {
         let text = format!(r#"{{"type":"message","data":[{number}]}}"#);
         let request = parse_client_frame(&text, MAX_BYTES).expect("a valid message");
-        let answer = ServerMessage::answer(&request, 1).to_json();
+        let answer = ServerMessage::answer(&request, 1).expect("a v1 request").to_json();
         let answer: Answer = serde_json::from_str(&answer).expect("answers are JSON");
         prop_assert_eq!(answer.data_text(), format!("[{number}]"));
     }

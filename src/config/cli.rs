@@ -76,4 +76,6 @@ pub struct RawSettings {
     /// Milliseconds an HTTP connection may wait for request headers (idle keep-alive included)
     #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value = "100000")]
     pub http_idle_timeout: String,
+    #[command(flatten)]
+    pub channels: super::channels::RawChannelSettings,
 }

@@ -2,8 +2,10 @@
 //! flag), validated all at once so that a bad deployment names every bad variable instead of
 //! stopping at the first one, and never falls back silently to a default.
 
+mod channels;
 mod cli;
 mod origins;
+mod validator;
 mod values;
 
 use std::fmt;
@@ -12,9 +14,12 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use channels::{BrokerKind, ChannelsConfig, RawChannelSettings};
 pub use cli::{Cli, CliCommand, RawSettings};
 use origins::origins;
 pub use origins::{AllowedOrigins, normalize_origin};
+pub use validator::ConfigError;
+use validator::Validator;
 use values::{boolean, default_server_id, integer_in, log_filter, millis_in, proxies, server_id};
 
 /// The validated configuration the server runs with.
@@ -38,46 +43,7 @@ pub struct Config {
     pub hsts_max_age: u64,
     pub outbound_queue_bytes: usize,
     pub http_idle_timeout: Duration,
-}
-
-/// One bad variable: its name, the value given, and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub variable: &'static str,
-    pub value: String,
-    pub problem: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}={:?}: {}", self.variable, self.value, self.problem)
-    }
-}
-
-/// Collects the errors of every variable while parsing them one after the other.
-struct Validator {
-    errors: Vec<ConfigError>,
-}
-
-impl Validator {
-    fn check<T>(
-        &mut self,
-        variable: &'static str,
-        value: &str,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Option<T> {
-        match parse(value.trim()) {
-            Ok(v) => Some(v),
-            Err(problem) => {
-                self.errors.push(ConfigError {
-                    variable,
-                    value: value.to_owned(),
-                    problem,
-                });
-                None
-            }
-        }
-    }
+    pub channels: ChannelsConfig,
 }
 
 impl Config {
@@ -147,6 +113,7 @@ impl Config {
             &raw.http_idle_timeout,
             millis_in(100, 3_600_000),
         );
+        let channels = ChannelsConfig::check(&raw.channels, &mut v);
 
         if !v.errors.is_empty() {
             return Err(v.errors);
@@ -172,6 +139,7 @@ impl Config {
                 hsts_max_age: hsts_max_age?,
                 outbound_queue_bytes: outbound_queue_bytes?,
                 http_idle_timeout: http_idle_timeout?,
+                channels: channels?,
             })
         })();
         Ok(config.expect("every missing value was reported as an error"))
@@ -229,7 +197,8 @@ impl fmt::Display for Config {
             f,
             "HTTP_IDLE_TIMEOUT={}",
             self.http_idle_timeout.as_millis()
-        )
+        )?;
+        write!(f, "{}", self.channels)
     }
 }
 
@@ -304,6 +273,24 @@ mod tests {
             parse(&["--allowed-origins", "*"]).unwrap().allowed_origins,
             AllowedOrigins::Any
         );
+    }
+
+    #[test]
+    fn channels_settings_parse_and_redis_waits_for_issue_17() {
+        let c = parse(&[]).unwrap().channels;
+        assert_eq!(c.broker, BrokerKind::Memory);
+        assert_eq!((c.history_size, c.history_max_bytes), (100, 256 << 20));
+        assert_eq!(c.history_ttl, Duration::from_secs(300));
+        assert_eq!(
+            (c.max_subscriptions_per_connection, c.max_channels),
+            (128, 100_000)
+        );
+        let errors = parse(&["--broker", "redis", "--history-size=-1"]).unwrap_err();
+        let names: Vec<_> = errors.iter().map(|e| e.variable).collect();
+        assert_eq!(names, ["BROKER", "HISTORY_SIZE"]);
+        assert!(errors[0].to_string().contains("issue 17"), "{}", errors[0]);
+        let text = parse(&["--history-ttl", "1000"]).unwrap().to_string();
+        assert!(text.contains("BROKER=memory\n") && text.contains("HISTORY_TTL=1000\n"));
     }
 
     #[test]

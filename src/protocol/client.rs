@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
+use super::channel::{MAX_CHANNEL_CHARS, Recover, is_valid_channel};
 use super::names::{ClientType, ErrorCode};
 
 /// Longest `id` a client may send, in characters.
@@ -28,6 +29,20 @@ pub enum ClientMessage<'a> {
     Ping {
         id: Option<Cow<'a, str>>,
     },
+    Subscribe {
+        id: Option<Cow<'a, str>>,
+        channel: Cow<'a, str>,
+        recover: Option<Recover>,
+    },
+    Unsubscribe {
+        id: Option<Cow<'a, str>>,
+        channel: Cow<'a, str>,
+    },
+    Publish {
+        id: Option<Cow<'a, str>>,
+        channel: Cow<'a, str>,
+        data: &'a RawValue,
+    },
 }
 
 impl ClientMessage<'_> {
@@ -36,6 +51,9 @@ impl ClientMessage<'_> {
         match self {
             ClientMessage::Message { .. } => ClientType::Message,
             ClientMessage::Ping { .. } => ClientType::Ping,
+            ClientMessage::Subscribe { .. } => ClientType::Subscribe,
+            ClientMessage::Unsubscribe { .. } => ClientType::Unsubscribe,
+            ClientMessage::Publish { .. } => ClientType::Publish,
         }
     }
 }
@@ -77,6 +95,10 @@ struct Envelope<'a> {
     id: StringField<'a>,
     #[serde(borrow, default)]
     data: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    channel: StringField<'a>,
+    #[serde(borrow, default)]
+    recover: Option<&'a RawValue>,
 }
 
 /// A field that must hold a string, read in the same pass as the envelope. The variants are
@@ -164,6 +186,20 @@ pub fn parse_client_frame(
             data: envelope.data.unwrap_or(&NULL),
         }),
         "ping" => Ok(ClientMessage::Ping { id }),
+        "subscribe" => Ok(ClientMessage::Subscribe {
+            channel: channel(envelope.channel.into_text(), id.as_deref())?,
+            recover: recover(envelope.recover, id.as_deref())?,
+            id,
+        }),
+        "unsubscribe" => Ok(ClientMessage::Unsubscribe {
+            channel: channel(envelope.channel.into_text(), id.as_deref())?,
+            id,
+        }),
+        "publish" => Ok(ClientMessage::Publish {
+            channel: channel(envelope.channel.into_text(), id.as_deref())?,
+            data: envelope.data.unwrap_or(&NULL),
+            id,
+        }),
         other => {
             let quoted: String = other.chars().take(MAX_QUOTED_TYPE_CHARS).collect();
             Err(ProtocolError::new(
@@ -172,6 +208,42 @@ pub fn parse_client_frame(
                 id.as_deref(),
             ))
         }
+    }
+}
+
+/// The `channel` of a request, or `invalid_channel`.
+fn channel<'a>(
+    field: Result<Option<Cow<'a, str>>, ()>,
+    id: Option<&str>,
+) -> Result<Cow<'a, str>, ProtocolError> {
+    match field {
+        Ok(Some(name)) if is_valid_channel(&name) => Ok(name),
+        Ok(Some(_)) => Err(ProtocolError::new(
+            ErrorCode::InvalidChannel,
+            format!("channel must be 1 to {MAX_CHANNEL_CHARS} characters of A-Z a-z 0-9 _ - : . @"),
+            id,
+        )),
+        Ok(None) | Err(()) => Err(ProtocolError::new(
+            ErrorCode::InvalidChannel,
+            "channel must be a string",
+            id,
+        )),
+    }
+}
+
+/// The `recover` of a `subscribe`, or `invalid_message`.
+fn recover(field: Option<&RawValue>, id: Option<&str>) -> Result<Option<Recover>, ProtocolError> {
+    match field.map(RawValue::get) {
+        None | Some("null") => Ok(None),
+        Some(text) => serde_json::from_str::<Recover>(text)
+            .map(Some)
+            .map_err(|_| {
+                ProtocolError::new(
+                    ErrorCode::InvalidMessage,
+                    "recover must be {\"offset\": integer >= 0, \"epoch\": string}",
+                    id,
+                )
+            }),
     }
 }
 
@@ -283,6 +355,34 @@ mod tests {
         assert!(is_valid_connection_id(&"a".repeat(64)));
         for bad in ["", "a b", "a/b", "é", &"a".repeat(65)] {
             assert!(!is_valid_connection_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn recover_positions() {
+        let raw = |s: &str| RawValue::from_string(s.into()).unwrap();
+        let ok = recover(Some(&raw(r#"{"offset":3,"epoch":"e"}"#)), None).unwrap();
+        assert_eq!(
+            ok,
+            Some(Recover {
+                offset: 3,
+                epoch: "e".into()
+            })
+        );
+        assert_eq!(recover(None, None).unwrap(), None);
+        for bad in [
+            r#"{"offset":-1,"epoch":"e"}"#,
+            r#"{"offset":1}"#,
+            r#"{"offset":1.5,"epoch":"e"}"#,
+            "7",
+            r#"{"offset":1,"epoch":2}"#,
+        ] {
+            let err = recover(Some(&raw(bad)), Some("i")).unwrap_err();
+            assert_eq!(
+                (err.code, err.id.as_deref()),
+                (ErrorCode::InvalidMessage, Some("i")),
+                "{bad}"
+            );
         }
     }
 }

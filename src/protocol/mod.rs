@@ -3,13 +3,18 @@
 //! (error codes, goodbye reasons with their close codes, why a connection ended, message
 //! types) that the wire and the metrics share. Pure functions, no I/O.
 
+mod channel;
 mod client;
 mod names;
 mod server;
 
+pub use channel::{MAX_CHANNEL_CHARS, Recover, is_valid_channel};
 pub use client::{
     ClientMessage, MAX_CONNECTION_ID_CHARS, MAX_ID_CHARS, ProtocolError, is_valid_connection_id,
     parse_client_frame,
 };
-pub use names::{ClientType, DisconnectReason, ErrorCode, GoodbyeReason, PeerEnding, ServerType};
-pub use server::{ServerMessage, now_ms};
+pub use names::{
+    ClientType, DisconnectReason, ErrorCode, GoodbyeReason, PeerEnding, ServerType,
+    UnsubscribeReason,
+};
+pub use server::{PublicationItem, ServerMessage, now_ms};

@@ -17,6 +17,24 @@ labels! {
         /// A WebSocket protocol violation (bad framing, invalid UTF-8): counted, never sent as an
         /// `error` message because the connection is closed with 1002 or 1007 instead.
         WebsocketProtocol = "websocket_protocol",
+        /// v1.1: a missing or bad `channel`.
+        InvalidChannel = "invalid_channel",
+        NotSubscribed = "not_subscribed",
+        AlreadySubscribed = "already_subscribed",
+        SubscriptionLimit = "subscription_limit",
+        ChannelLimit = "channel_limit",
+        /// The connection's identity may not use this channel.
+        Forbidden = "forbidden",
+        BrokerUnavailable = "broker_unavailable",
+    }
+}
+
+labels! {
+    /// Why the server ended a subscription itself (`unsubscribed.reason`).
+    pub enum UnsubscribeReason {
+        /// A gap in the channel's offsets could not be excluded (the client's queue
+        /// overflowed): subscribe again with `recover`.
+        InsufficientState = "insufficient_state",
     }
 }
 
@@ -135,6 +153,9 @@ labels! {
     pub enum ClientType {
         Message = "message",
         Ping = "ping",
+        Subscribe = "subscribe",
+        Unsubscribe = "unsubscribe",
+        Publish = "publish",
         Invalid = "invalid",
     }
 }
@@ -148,6 +169,10 @@ labels! {
         Pong = "pong",
         Error = "error",
         Goodbye = "goodbye",
+        Subscribed = "subscribed",
+        Unsubscribed = "unsubscribed",
+        Published = "published",
+        Publication = "publication",
     }
 }
 
@@ -164,6 +189,7 @@ mod tests {
         assert!(is_consistent::<DisconnectReason>());
         assert!(is_consistent::<ClientType>());
         assert!(is_consistent::<ServerType>());
+        assert!(is_consistent::<UnsubscribeReason>());
     }
 
     #[test]

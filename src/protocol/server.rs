@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::client::{ClientMessage, ProtocolError};
-use super::names::{ErrorCode, GoodbyeReason, ServerType};
+use super::names::{ErrorCode, GoodbyeReason, ServerType, UnsubscribeReason};
 
 /// How much of its serialisation buffer a thread keeps between messages.
 const SCRATCH_KEPT_BYTES: usize = 16 * 1024;
@@ -60,6 +60,58 @@ pub enum ServerMessage<'a> {
         reconnect: bool,
         ts: u64,
     },
+    Subscribed {
+        channel: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+        epoch: &'a str,
+        offset: u64,
+        /// Only when the request had `recover`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+        /// Only when the request had `recover`; empty when not recovered.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        publications: Option<&'a [PublicationItem<'a>]>,
+        ts: u64,
+    },
+    Unsubscribed {
+        channel: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+        /// Only when the server ended the subscription itself.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<UnsubscribeReason>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resubscribe: Option<bool>,
+        ts: u64,
+    },
+    Published {
+        channel: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+        offset: u64,
+        epoch: &'a str,
+        ts: u64,
+    },
+    Publication {
+        channel: &'a str,
+        offset: u64,
+        data: &'a RawValue,
+        from: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user: Option<&'a str>,
+        ts: u64,
+    },
+}
+
+/// One recovered publication in `subscribed.publications`.
+#[derive(Debug, Serialize)]
+pub struct PublicationItem<'a> {
+    pub offset: u64,
+    pub data: &'a RawValue,
+    pub from: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<&'a str>,
 }
 
 impl ServerMessage<'_> {
@@ -72,6 +124,10 @@ impl ServerMessage<'_> {
             ServerMessage::Pong { .. } => ServerType::Pong,
             ServerMessage::Error { .. } => ServerType::Error,
             ServerMessage::Goodbye { .. } => ServerType::Goodbye,
+            ServerMessage::Subscribed { .. } => ServerType::Subscribed,
+            ServerMessage::Unsubscribed { .. } => ServerType::Unsubscribed,
+            ServerMessage::Published { .. } => ServerType::Published,
+            ServerMessage::Publication { .. } => ServerType::Publication,
         }
     }
 
@@ -98,18 +154,22 @@ impl ServerMessage<'_> {
         })
     }
 
-    /// The answer to a valid client message.
-    pub fn answer<'a>(request: &'a ClientMessage<'a>, ts: u64) -> ServerMessage<'a> {
+    /// The answer to a valid v1 client message; `None` for the channel requests, which the
+    /// channels answer.
+    pub fn answer<'a>(request: &'a ClientMessage<'a>, ts: u64) -> Option<ServerMessage<'a>> {
         match request {
-            ClientMessage::Message { id, data } => ServerMessage::MessageResponse {
+            ClientMessage::Message { id, data } => Some(ServerMessage::MessageResponse {
                 id: id.as_deref(),
                 data,
                 ts,
-            },
-            ClientMessage::Ping { id } => ServerMessage::Pong {
+            }),
+            ClientMessage::Ping { id } => Some(ServerMessage::Pong {
                 id: id.as_deref(),
                 ts,
-            },
+            }),
+            ClientMessage::Subscribe { .. }
+            | ClientMessage::Unsubscribe { .. }
+            | ClientMessage::Publish { .. } => None,
         }
     }
 
@@ -152,7 +212,7 @@ mod tests {
         );
         let req = parse_client_frame(r#"{"type":"message","data":{"z":1,"a":2}}"#, 1024).unwrap();
         assert_eq!(
-            ServerMessage::answer(&req, 1).to_json(),
+            ServerMessage::answer(&req, 1).unwrap().to_json(),
             r#"{"type":"message_response","data":{"z":1,"a":2},"ts":1}"#
         );
         assert_eq!(
@@ -167,6 +227,53 @@ mod tests {
     }
 
     #[test]
+    fn channel_messages_serialise_as_the_contract_says() {
+        let data = RawValue::from_string(r#"{"text":"hi"}"#.into()).unwrap();
+        let items = [PublicationItem {
+            offset: 43,
+            data: &data,
+            from: "bob",
+            user: None,
+        }];
+        let subscribed = ServerMessage::Subscribed {
+            channel: "room:1",
+            id: Some("s2"),
+            epoch: "k3J9",
+            offset: 43,
+            recovered: Some(true),
+            publications: Some(&items),
+            ts: 9,
+        };
+        assert_eq!(
+            subscribed.to_json(),
+            r#"{"type":"subscribed","channel":"room:1","id":"s2","epoch":"k3J9","offset":43,"recovered":true,"publications":[{"offset":43,"data":{"text":"hi"},"from":"bob"}],"ts":9}"#
+        );
+        let ended = ServerMessage::Unsubscribed {
+            channel: "room:1",
+            id: None,
+            reason: Some(UnsubscribeReason::InsufficientState),
+            resubscribe: Some(true),
+            ts: 2,
+        };
+        assert_eq!(
+            ended.to_json(),
+            r#"{"type":"unsubscribed","channel":"room:1","reason":"insufficient_state","resubscribe":true,"ts":2}"#
+        );
+        let publication = ServerMessage::Publication {
+            channel: "room:1",
+            offset: 42,
+            data: &data,
+            from: "alice",
+            user: Some("u1"),
+            ts: 3,
+        };
+        assert_eq!(
+            publication.to_json(),
+            r#"{"type":"publication","channel":"room:1","offset":42,"data":{"text":"hi"},"from":"alice","user":"u1","ts":3}"#
+        );
+    }
+
+    #[test]
     fn serialised_messages_have_no_spare_capacity() {
         let data = format!(r#"{{"type":"message","data":"{}"}}"#, "x".repeat(20_000));
         for text in [
@@ -174,8 +281,9 @@ mod tests {
             &data,
             r#"{"type":"ping"}"#,
         ] {
-            let json =
-                ServerMessage::answer(&parse_client_frame(text, 65536).unwrap(), 1).to_json();
+            let json = ServerMessage::answer(&parse_client_frame(text, 65536).unwrap(), 1)
+                .unwrap()
+                .to_json();
             assert_eq!(json.capacity(), json.len(), "{json:.40}");
         }
     }
@@ -197,9 +305,40 @@ mod tests {
                 data: &RawValue::from_string("1".into()).unwrap(),
                 ts: 1,
             },
-            ServerMessage::answer(&request, 1),
+            ServerMessage::answer(&request, 1).unwrap(),
             ServerMessage::error(&error, 1),
             ServerMessage::goodbye(GoodbyeReason::Replaced, 1),
+            ServerMessage::Subscribed {
+                channel: "c",
+                id: None,
+                epoch: "e",
+                offset: 0,
+                recovered: None,
+                publications: None,
+                ts: 1,
+            },
+            ServerMessage::Unsubscribed {
+                channel: "c",
+                id: None,
+                reason: None,
+                resubscribe: None,
+                ts: 1,
+            },
+            ServerMessage::Published {
+                channel: "c",
+                id: None,
+                offset: 1,
+                epoch: "e",
+                ts: 1,
+            },
+            ServerMessage::Publication {
+                channel: "c",
+                offset: 1,
+                data: &RawValue::from_string("1".into()).unwrap(),
+                from: "a",
+                user: None,
+                ts: 1,
+            },
         ];
         for message in &messages {
             let json: serde_json::Value = serde_json::from_str(&message.to_json()).unwrap();

@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info};
 
 use super::ending::{self, Farewell, answered_into, goodbye_frame};
+use super::subscriptions::{ChannelRequest, Identity, Subscriptions};
 use crate::protocol::{
     ClientType, DisconnectReason, ErrorCode, GoodbyeReason, ProtocolError, ServerMessage,
     ServerType, now_ms, parse_client_frame,
@@ -52,6 +53,12 @@ struct Session {
     client_close_code: Option<u16>,
     /// A `goodbye` already said, and when its grace ends (shutdown only).
     leaving: Option<(GoodbyeReason, Instant)>,
+    /// Channel subscriptions (protocol v1.1), from the first channel request on.
+    subscriptions: Option<Box<Subscriptions>>,
+    /// A channel request read, to serve before the next read (the broker may take time).
+    pending: Option<Box<(ChannelRequest, Instant)>>,
+    /// The verified token when authentication is on; `None` allows every channel.
+    identity: Option<Arc<Identity>>,
 }
 
 /// Runs a chat connection to its end. `admission` is the slot reserved before the upgrade.
@@ -80,6 +87,9 @@ pub fn run(
         received_close: false,
         client_close_code: None,
         leaving: None,
+        subscriptions: None,
+        pending: None,
+        identity: None,
         registration,
         peer,
         id: id.into_boxed_str(),
@@ -94,6 +104,9 @@ pub fn run(
         };
         // Boxed: the closing steps are allocated only when closing.
         let (reason, close_code) = Box::pin(session.finish(&mut socket, ending)).await;
+        if let Some(subscriptions) = session.subscriptions.take() {
+            Box::pin(subscriptions.release_all(&session.state)).await;
+        }
         session.report_closed(reason, close_code);
     }
 }
@@ -174,8 +187,15 @@ impl Session {
                     timer.as_mut().reset(self.next_deadline().into());
                     step
                 }
+                () = inbox_ready(self.subscriptions.as_deref()) => {
+                    Box::pin(self.deliver_publications()).await;
+                    Ok(())
+                }
                 io = ws::next_io(socket, &mut self.outbox, answered_into(&state.metrics)) => {
-                    let step = self.on_io(io);
+                    let mut step = self.on_io(io);
+                    if let Some(request) = self.pending.take() {
+                        step = Box::pin(self.on_channel_request(*request)).await;
+                    }
                     #[cfg(feature = "fault-injection")]
                     state.faults.delay_response().await;
                     step
@@ -323,13 +343,47 @@ impl Session {
         match parse_client_frame(text, self.state.config.max_message_bytes) {
             Ok(request) => {
                 self.state.metrics.message_in(request.kind());
-                let answer = ServerMessage::answer(&request, now_ms());
-                self.send(&answer, Some(now)).map_err(slow)
+                match ServerMessage::answer(&request, now_ms()) {
+                    Some(answer) => self.send(&answer, Some(now)).map_err(slow),
+                    None => {
+                        self.pending = ChannelRequest::from_message(&request)
+                            .map(|channel_request| Box::new((channel_request, now)));
+                        Ok(())
+                    }
+                }
             }
             Err(error) => {
                 self.state.metrics.message_in(ClientType::Invalid);
                 self.reject(&error, now)
             }
+        }
+    }
+
+    /// Serves a channel request (subscribe, unsubscribe, publish) read at `received`.
+    async fn on_channel_request(
+        &mut self,
+        (request, received): (ChannelRequest, Instant),
+    ) -> Result<(), Ending> {
+        let inbox_bytes = self.state.config.outbound_queue_bytes;
+        let subscriptions = self
+            .subscriptions
+            .get_or_insert_with(|| Subscriptions::new(inbox_bytes));
+        let identity = self.identity.as_deref();
+        match subscriptions
+            .handle(&self.state, identity, &self.id, request)
+            .await
+        {
+            Ok((json, kind)) => self.queue(json, kind, Some(received)).map_err(slow),
+            Err(error) => self.reject(&error, received),
+        }
+    }
+
+    /// Moves the publications waiting for this connection into its outbox.
+    async fn deliver_publications(&mut self) {
+        if let Some(subscriptions) = self.subscriptions.as_mut() {
+            subscriptions
+                .deliver(&self.state, &self.id, &mut self.outbox)
+                .await;
         }
     }
 
@@ -379,6 +433,14 @@ impl Session {
     ) -> (DisconnectReason, Option<u16>) {
         let metrics = &self.state.metrics;
         ending::close_for(socket, &mut self.outbox, metrics, reason, reason.as_str()).await
+    }
+}
+
+/// Ready when publications wait in the connection's inbox; never without subscriptions.
+async fn inbox_ready(subscriptions: Option<&Subscriptions>) {
+    match subscriptions {
+        Some(subscriptions) => subscriptions.inbox().ready().await,
+        None => std::future::pending().await,
     }
 }
 

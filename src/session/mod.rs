@@ -4,3 +4,4 @@
 pub(crate) mod chat;
 pub(crate) mod echo;
 mod ending;
+mod subscriptions;

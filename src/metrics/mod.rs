@@ -4,15 +4,20 @@
 //! every value of its enum and found by the value's position, so the hot path does no label
 //! lookup and cannot name a series that does not exist.
 
-use std::marker::PhantomData;
+mod channels;
+mod series;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
-use crate::label::{Label, labels};
+#[cfg(test)]
+use crate::label::Label;
+use crate::label::labels;
 use crate::protocol::{ClientType, DisconnectReason, ErrorCode, ServerType};
+pub use channels::{ChannelMetrics, PublishResult, RecoveryOutcome, SubscriptionEnd};
+use series::{Children, register};
 
 labels! {
     /// Why an upgrade was refused (`websocket_connections_rejected_total{reason}`).
@@ -50,38 +55,7 @@ pub struct Metrics {
     disconnects: Children<DisconnectReason>,
     messages_in: Children<ClientType>,
     messages_out: Children<ServerType>,
-}
-
-/// The children of a counter vector, one per value of the label `L`, created up front so that
-/// each series exists at 0, in the order of `L::ALL`: a value's child is at its index.
-struct Children<L> {
-    counters: Box<[IntCounter]>,
-    label: PhantomData<L>,
-}
-
-impl<L: Label> Children<L> {
-    /// `label_values` without the value that tells the children apart, which comes last.
-    fn new(vec: &IntCounterVec, label_values: &[&str]) -> Children<L> {
-        let child = |value: L| vec.with_label_values(&[label_values, &[value.name()]].concat());
-        Children {
-            counters: L::ALL.iter().map(|&value| child(value)).collect(),
-            label: PhantomData,
-        }
-    }
-
-    fn get(&self, value: L) -> &IntCounter {
-        &self.counters[value.index()]
-    }
-}
-
-fn register<T: prometheus::core::Collector + Clone + 'static>(
-    registry: &Registry,
-    collector: T,
-) -> T {
-    registry
-        .register(Box::new(collector.clone()))
-        .expect("metric names are unique and valid");
-    collector
+    pub channels: ChannelMetrics,
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -196,6 +170,7 @@ impl Metrics {
             disconnects: Children::new(&disconnects, &[]),
             messages_in: Children::new(&messages, &["in"]),
             messages_out: Children::new(&messages, &["out"]),
+            channels: ChannelMetrics::new(&registry),
             registry,
         }
     }
@@ -220,6 +195,11 @@ impl Metrics {
     /// Counts a server message.
     pub fn message_out(&self, kind: ServerType) {
         self.messages_out.get(kind).inc();
+    }
+
+    /// Counts `n` server messages of one type.
+    pub fn messages_out(&self, kind: ServerType, n: u64) {
+        self.messages_out.get(kind).inc_by(n);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -259,11 +239,13 @@ mod tests {
         assert!(every_series_at_zero::<ServerType>(&text, messages_out));
         assert!(text.contains("websocket_build_info{server_id=\"blue\",version=\"1.2.3\"} 1"));
         assert!(text.contains("websocket_connections_limit 10"));
+        assert!(channels::every_series_at_zero(&text), "{text}");
     }
 
     #[test]
     fn reject_reasons_are_listed_in_order() {
         assert!(crate::label::is_consistent::<RejectReason>());
+        assert!(channels::labels_are_consistent());
     }
 
     #[test]

@@ -1,0 +1,112 @@
+//! The broker seam: what an engine (in-memory here, Redis with issue 17) does for the channels
+//! of a process. It orders a channel's publications (offsets, one epoch per history), keeps
+//! their history, tells whether a history covers what a client missed, and counts this
+//! process's interest in a channel, so that it hands the process's hub exactly the
+//! publications of channels someone here listens to. The shape follows centrifuge's
+//! `Broker` (publish with history, history since a stream position, per-node subscribe).
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use serde_json::value::RawValue;
+
+/// One publication as the broker stores and hands it on.
+#[derive(Debug)]
+pub struct Publication {
+    pub offset: u64,
+    /// The published `data`, byte for byte as the publisher sent it.
+    pub data: Box<RawValue>,
+    /// The publisher's connection id.
+    pub from: Box<str>,
+    /// The publisher's verified user (token subject) when authentication is on.
+    pub user: Option<Box<str>>,
+}
+
+impl Publication {
+    /// Bytes of memory the publication holds (what `HISTORY_MAX_BYTES` counts).
+    pub fn cost(&self) -> usize {
+        std::mem::size_of::<Publication>()
+            + self.data.get().len()
+            + self.from.len()
+            + self.user.as_ref().map_or(0, |u| u.len())
+    }
+}
+
+/// What a publisher hands the broker.
+#[derive(Debug)]
+pub struct NewPublication {
+    pub data: Box<RawValue>,
+    pub from: Box<str>,
+    pub user: Option<Box<str>>,
+}
+
+/// Where a client was in a channel: the last offset it saw, in which epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamPosition {
+    pub offset: u64,
+    pub epoch: String,
+}
+
+/// A publication accepted: its offset and the channel's epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub offset: u64,
+    pub epoch: Arc<str>,
+}
+
+/// A history read: the channel's epoch and newest offset, and the publications after the
+/// asked position (oldest first) when the history holds every one of them.
+#[derive(Debug, Clone)]
+pub struct History {
+    pub epoch: Arc<str>,
+    /// The newest offset (0 when nothing was published in this epoch).
+    pub top: u64,
+    /// Publications `since.offset + 1 ..= top`; empty unless `complete`.
+    pub publications: Vec<Arc<Publication>>,
+    /// Whether `since` was in this epoch and the history still holds everything after it.
+    pub complete: bool,
+}
+
+/// Why the broker refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerError {
+    /// The broker cannot take work now (no connection to it). The in-memory engine is never
+    /// unavailable; the session answers it with `broker_unavailable`.
+    #[expect(dead_code, reason = "constructed by the Redis engine of issue 17")]
+    Unavailable,
+    /// The channel does not exist and the process already holds `MAX_CHANNELS` channels.
+    ChannelLimit,
+}
+
+/// Where the broker hands every publication of a channel this process subscribed to, in
+/// offset order per channel: the process's hub.
+pub type PublicationSink = Arc<dyn Fn(&Arc<str>, Arc<Publication>) + Send + Sync>;
+
+/// A channels engine. Every call on one channel is ordered: a publication accepted before a
+/// `history` call began is in its answer, and one accepted after it is handed to the sink.
+pub trait Broker: Send + Sync + 'static {
+    /// Assigns the next offset, appends to the history (when history is on) and hands the
+    /// publication to the sink of every process subscribed to the channel.
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        publication: NewPublication,
+    ) -> BoxFuture<'a, Result<Accepted, BrokerError>>;
+
+    /// The channel's epoch and newest offset, and with `since` the publications after it.
+    fn history<'a>(
+        &'a self,
+        channel: &'a str,
+        since: Option<&'a StreamPosition>,
+    ) -> BoxFuture<'a, Result<History, BrokerError>>;
+
+    /// One more local subscriber of `channel`: from the first, its publications reach the
+    /// sink. Done before the history is read, so that nothing falls between the two.
+    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// One local subscriber fewer; after the last, the sink gets nothing more of `channel`.
+    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, ()>;
+
+    /// Whether the broker accepts work (`websocket_broker_up`).
+    fn is_up(&self) -> bool;
+}

@@ -1,0 +1,227 @@
+//! The conformance tests of the [`Broker`] seam, written once, generic over the engine: the
+//! in-memory engine runs them below, and the Redis engine of issue 17 runs the same
+//! [`run_all`] with its own constructor.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+
+use super::{Broker, BrokerError, MemoryLimits, NewPublication, PublicationSink, StreamPosition};
+
+/// Builds a fresh engine (a fresh keyspace) with these limits and sink.
+pub(crate) trait Engine<B: Broker>: Fn(MemoryLimits, PublicationSink) -> Arc<B> {}
+impl<B: Broker, F: Fn(MemoryLimits, PublicationSink) -> Arc<B>> Engine<B> for F {}
+
+/// What the sink was handed: (channel, offset), in order.
+type Seen = Arc<Mutex<Vec<(String, u64)>>>;
+
+const LIMITS: MemoryLimits = MemoryLimits {
+    history_size: 10,
+    history_ttl: Duration::from_secs(300),
+    history_max_bytes: 1 << 20,
+    max_channels: 1000,
+};
+
+fn recorder() -> (PublicationSink, Seen) {
+    let seen = Seen::default();
+    let record = Arc::clone(&seen);
+    let sink: PublicationSink = Arc::new(move |channel, publication| {
+        let mut seen = record.lock().unwrap();
+        seen.push((channel.to_string(), publication.offset));
+    });
+    (sink, seen)
+}
+
+fn message(text: &str) -> NewPublication {
+    NewPublication {
+        data: RawValue::from_string(format!("{{\"text\":\"{text}\"}}")).unwrap(),
+        from: "alice".into(),
+        user: None,
+    }
+}
+
+fn at(offset: u64, epoch: &str) -> StreamPosition {
+    StreamPosition {
+        offset,
+        epoch: epoch.into(),
+    }
+}
+
+/// Every scenario, each on a fresh engine.
+pub(crate) async fn run_all<B: Broker>(engine: impl Engine<B>) {
+    offsets_count_from_one_in_one_epoch(&engine).await;
+    history_after_a_position(&engine).await;
+    history_beyond_the_ring_is_not_complete(&engine).await;
+    another_epoch_or_a_future_offset_is_not_complete(&engine).await;
+    the_sink_follows_the_reference_count(&engine).await;
+    concurrent_publishers_get_every_offset_once_in_order(&engine).await;
+    no_history_keeps_offsets(&engine).await;
+    the_channel_limit_refuses_only_new_channels(&engine).await;
+    expired_history_is_gone_and_a_freed_channel_starts_a_new_epoch(&engine).await;
+}
+
+async fn offsets_count_from_one_in_one_epoch<B: Broker>(engine: &impl Engine<B>) {
+    let broker = engine(LIMITS, recorder().0);
+    let first = broker.publish("c", message("a")).await.unwrap();
+    let second = broker.publish("c", message("b")).await.unwrap();
+    let other = broker.publish("d", message("x")).await.unwrap();
+    assert_eq!((first.offset, second.offset, other.offset), (1, 2, 1));
+    assert_eq!(first.epoch, second.epoch);
+    let history = broker.history("c", None).await.unwrap();
+    assert_eq!((history.top, &history.epoch), (2, &first.epoch));
+    assert!(history.publications.is_empty());
+}
+
+async fn history_after_a_position<B: Broker>(engine: &impl Engine<B>) {
+    let broker = engine(LIMITS, recorder().0);
+    for text in ["a", "b", "c", "d"] {
+        broker.publish("c", message(text)).await.unwrap();
+    }
+    let epoch = broker.history("c", None).await.unwrap().epoch;
+    let history = broker.history("c", Some(&at(1, &epoch))).await.unwrap();
+    assert!(history.complete);
+    let offsets: Vec<u64> = history.publications.iter().map(|p| p.offset).collect();
+    assert_eq!(offsets, [2, 3, 4]);
+    assert_eq!(history.publications[0].data.get(), r#"{"text":"b"}"#);
+    assert_eq!(&*history.publications[0].from, "alice");
+    let up_to_date = broker.history("c", Some(&at(4, &epoch))).await.unwrap();
+    assert!(up_to_date.complete && up_to_date.publications.is_empty());
+    let from_start = broker.history("c", Some(&at(0, &epoch))).await.unwrap();
+    assert_eq!(from_start.publications.len(), 4);
+}
+
+async fn history_beyond_the_ring_is_not_complete<B: Broker>(engine: &impl Engine<B>) {
+    let limits = MemoryLimits {
+        history_size: 3,
+        ..LIMITS
+    };
+    let broker = engine(limits, recorder().0);
+    for text in ["a", "b", "c", "d", "e"] {
+        broker.publish("c", message(text)).await.unwrap();
+    }
+    let epoch = broker.history("c", None).await.unwrap().epoch;
+    let lost = broker.history("c", Some(&at(1, &epoch))).await.unwrap();
+    assert!(!lost.complete && lost.publications.is_empty());
+    assert_eq!(lost.top, 5);
+    let kept = broker.history("c", Some(&at(2, &epoch))).await.unwrap();
+    let offsets: Vec<u64> = kept.publications.iter().map(|p| p.offset).collect();
+    assert!(kept.complete);
+    assert_eq!(offsets, [3, 4, 5]);
+}
+
+async fn another_epoch_or_a_future_offset_is_not_complete<B: Broker>(engine: &impl Engine<B>) {
+    let broker = engine(LIMITS, recorder().0);
+    broker.publish("c", message("a")).await.unwrap();
+    let epoch = broker.history("c", None).await.unwrap().epoch;
+    let other_epoch = format!("{epoch}x");
+    for since in [at(0, &other_epoch), at(2, &epoch)] {
+        let history = broker.history("c", Some(&since)).await.unwrap();
+        assert!(!history.complete, "{since:?}");
+        assert!(history.publications.is_empty());
+    }
+}
+
+async fn the_sink_follows_the_reference_count<B: Broker>(engine: &impl Engine<B>) {
+    let (sink, seen) = recorder();
+    let broker = engine(LIMITS, sink);
+    broker.publish("c", message("before")).await.unwrap();
+    broker.subscribe("c").await.unwrap();
+    broker.subscribe("c").await.unwrap();
+    broker.publish("c", message("two")).await.unwrap();
+    broker.unsubscribe("c").await;
+    broker.publish("c", message("one")).await.unwrap();
+    broker
+        .publish("other", message("not subscribed"))
+        .await
+        .unwrap();
+    broker.unsubscribe("c").await;
+    broker.publish("c", message("none")).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen, [("c".to_owned(), 2), ("c".to_owned(), 3)]);
+}
+
+async fn concurrent_publishers_get_every_offset_once_in_order<B: Broker>(engine: &impl Engine<B>) {
+    let (sink, seen) = recorder();
+    let broker = engine(LIMITS, sink);
+    broker.subscribe("c").await.unwrap();
+    let publishers = (0..4).map(|_| {
+        let broker = Arc::clone(&broker);
+        tokio::spawn(async move {
+            let mut offsets = Vec::new();
+            for _ in 0..50 {
+                offsets.push(broker.publish("c", message("x")).await.unwrap().offset);
+            }
+            offsets
+        })
+    });
+    let mut acknowledged: Vec<u64> = Vec::new();
+    for publisher in publishers.collect::<Vec<_>>() {
+        acknowledged.extend(publisher.await.unwrap());
+    }
+    acknowledged.sort_unstable();
+    assert_eq!(acknowledged, (1..=200).collect::<Vec<u64>>());
+    let handed: Vec<u64> = seen.lock().unwrap().iter().map(|(_, o)| *o).collect();
+    assert_eq!(handed, (1..=200).collect::<Vec<u64>>(), "in offset order");
+}
+
+async fn no_history_keeps_offsets<B: Broker>(engine: &impl Engine<B>) {
+    let limits = MemoryLimits {
+        history_size: 0,
+        ..LIMITS
+    };
+    let broker = engine(limits, recorder().0);
+    broker.publish("c", message("a")).await.unwrap();
+    let second = broker.publish("c", message("b")).await.unwrap();
+    assert_eq!(second.offset, 2);
+    let history = broker
+        .history("c", Some(&at(1, &second.epoch)))
+        .await
+        .unwrap();
+    assert!(!history.complete && history.publications.is_empty());
+    let current = broker
+        .history("c", Some(&at(2, &second.epoch)))
+        .await
+        .unwrap();
+    assert!(current.complete, "nothing missed is a complete recovery");
+}
+
+async fn the_channel_limit_refuses_only_new_channels<B: Broker>(engine: &impl Engine<B>) {
+    let limits = MemoryLimits {
+        max_channels: 2,
+        ..LIMITS
+    };
+    let broker = engine(limits, recorder().0);
+    broker.publish("a", message("x")).await.unwrap();
+    broker.subscribe("b").await.unwrap();
+    assert_eq!(
+        broker.publish("c", message("x")).await.unwrap_err(),
+        BrokerError::ChannelLimit
+    );
+    assert_eq!(
+        broker.subscribe("c").await.unwrap_err(),
+        BrokerError::ChannelLimit
+    );
+    assert!(broker.publish("a", message("y")).await.is_ok());
+    assert!(broker.publish("b", message("y")).await.is_ok());
+}
+
+async fn expired_history_is_gone_and_a_freed_channel_starts_a_new_epoch<B: Broker>(
+    engine: &impl Engine<B>,
+) {
+    let limits = MemoryLimits {
+        history_ttl: Duration::from_millis(100),
+        ..LIMITS
+    };
+    let broker = engine(limits, recorder().0);
+    let first = broker.publish("c", message("a")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let later = broker.publish("c", message("b")).await.unwrap();
+    assert_ne!(later.epoch, first.epoch, "history lost: a new epoch");
+    assert_eq!(later.offset, 1);
+    let history = broker
+        .history("c", Some(&at(0, &first.epoch)))
+        .await
+        .unwrap();
+    assert!(!history.complete);
+}

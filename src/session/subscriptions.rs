@@ -1,0 +1,475 @@
+//! The channel requests of one chat connection (protocol v1.1): its subscriptions, what it
+//! may access, and the move of its publications from its inbox into its outbox, merged by
+//! offset so that a subscriber sees each offset once, in order, or is told
+//! `insufficient_state`. Created on the connection's first channel request: a v1 connection
+//! pays one empty pointer for it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+use tokio_tungstenite::tungstenite::Message;
+use tracing::debug;
+
+use crate::channels::{
+    BrokerError, Delivery, Inbox, NewPublication, Publication, Slot, StreamPosition, Subscriber,
+};
+use crate::metrics::{PublishResult, RecoveryOutcome, SubscriptionEnd};
+use crate::protocol::{
+    ClientMessage, ErrorCode, ProtocolError, PublicationItem, Recover, ServerMessage, ServerType,
+    UnsubscribeReason, now_ms,
+};
+use crate::state::AppState;
+use crate::ws::{self, Outbox};
+
+/// Who is on the connection when authentication is on: the hook of tokens (issue 16's
+/// "auth" part). `None` on a connection means authentication is off: every channel allowed,
+/// no `user` on publications.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    /// The token's subject: `publication.user`.
+    pub user: Box<str>,
+    /// The token's `channels`: exact names, or prefixes ending in `*`.
+    pub channels: Box<[Box<str>]>,
+}
+
+impl Identity {
+    /// Whether the token allows subscribing and publishing to `channel`.
+    pub fn may_access(&self, channel: &str) -> bool {
+        self.channels
+            .iter()
+            .any(|pattern| match pattern.strip_suffix('*') {
+                Some(prefix) => channel.starts_with(prefix),
+                None => **pattern == *channel,
+            })
+    }
+}
+
+/// A channel request, owned: it outlives the frame it was read from while the broker works.
+pub(super) struct ChannelRequest {
+    id: Option<Box<str>>,
+    channel: Box<str>,
+    kind: RequestKind,
+}
+
+enum RequestKind {
+    Subscribe(Option<Recover>),
+    Unsubscribe,
+    Publish(Box<RawValue>),
+}
+
+impl ChannelRequest {
+    /// The request, when `message` is a channel request.
+    pub(super) fn from_message(message: &ClientMessage<'_>) -> Option<ChannelRequest> {
+        let (id, channel, kind) = match message {
+            ClientMessage::Subscribe {
+                id,
+                channel,
+                recover,
+            } => (id, channel, RequestKind::Subscribe(recover.clone())),
+            ClientMessage::Unsubscribe { id, channel } => (id, channel, RequestKind::Unsubscribe),
+            ClientMessage::Publish { id, channel, data } => {
+                (id, channel, RequestKind::Publish((*data).to_owned()))
+            }
+            ClientMessage::Message { .. } | ClientMessage::Ping { .. } => return None,
+        };
+        Some(ChannelRequest {
+            id: id.as_deref().map(Box::from),
+            channel: Box::from(channel.as_ref()),
+            kind,
+        })
+    }
+}
+
+/// One subscription: which key its deliveries carry, its place in the hub, and the newest
+/// offset the client has (or was told it needs no older one).
+struct Subscription {
+    key: u32,
+    slot: Slot,
+    position: u64,
+}
+
+/// The answer to a channel request: a serialised message, or the `error` to answer with.
+pub(super) type Reply = Result<(String, ServerType), ProtocolError>;
+
+/// The subscriptions of one connection.
+pub(super) struct Subscriptions {
+    inbox: Arc<Inbox>,
+    by_channel: HashMap<Arc<str>, Subscription>,
+    next_key: u32,
+    /// Deliveries taken from the inbox, kept between wake-ups for its capacity.
+    taken: VecDeque<Delivery>,
+}
+
+impl Subscriptions {
+    /// No subscription yet; the inbox holds at most `inbox_bytes` of publications.
+    pub(super) fn new(inbox_bytes: usize) -> Box<Subscriptions> {
+        Box::new(Subscriptions {
+            inbox: Inbox::new(inbox_bytes),
+            by_channel: HashMap::new(),
+            next_key: 0,
+            taken: VecDeque::new(),
+        })
+    }
+
+    pub(super) fn inbox(&self) -> &Inbox {
+        &self.inbox
+    }
+
+    /// Serves a channel request of connection `from`.
+    pub(super) async fn handle(
+        &mut self,
+        state: &AppState,
+        identity: Option<&Identity>,
+        from: &str,
+        request: ChannelRequest,
+    ) -> Reply {
+        let ChannelRequest { id, channel, kind } = request;
+        let id = id.as_deref();
+        let allowed = identity.is_none_or(|who| who.may_access(&channel));
+        match kind {
+            RequestKind::Subscribe(_) | RequestKind::Publish(_) if !allowed => {
+                Err(ProtocolError::new(
+                    ErrorCode::Forbidden,
+                    "the token does not allow this channel",
+                    id,
+                ))
+            }
+            RequestKind::Subscribe(recover) => {
+                self.subscribe(state, from, id, channel.into(), recover)
+                    .await
+            }
+            RequestKind::Unsubscribe => self.unsubscribe(state, from, id, &channel).await,
+            RequestKind::Publish(data) => {
+                let user = identity.map(|who| who.user.clone());
+                publish(
+                    state,
+                    from,
+                    id,
+                    &channel,
+                    NewPublication {
+                        data,
+                        from: from.into(),
+                        user,
+                    },
+                )
+                .await
+            }
+        }
+    }
+
+    async fn subscribe(
+        &mut self,
+        state: &AppState,
+        from: &str,
+        id: Option<&str>,
+        channel: Arc<str>,
+        recover: Option<Recover>,
+    ) -> Reply {
+        if self.by_channel.contains_key(&channel) {
+            let message = "already subscribed to this channel";
+            return Err(ProtocolError::new(
+                ErrorCode::AlreadySubscribed,
+                message,
+                id,
+            ));
+        }
+        let limit = state.config.channels.max_subscriptions_per_connection;
+        if self.by_channel.len() >= limit {
+            let message = format!("at most {limit} subscriptions per connection");
+            return Err(ProtocolError::new(
+                ErrorCode::SubscriptionLimit,
+                message,
+                id,
+            ));
+        }
+        let key = self.next_key;
+        self.next_key = self.next_key.wrapping_add(1);
+        let channels = &state.channels;
+        // Live first, then the history: a publication accepted in between is in both and
+        // the merge by offset keeps one (`deliver`).
+        let subscriber = Subscriber {
+            inbox: Arc::clone(&self.inbox),
+            key,
+        };
+        let slot = channels.hub.add(&channel, subscriber);
+        if let Err(error) = channels.broker.subscribe(&channel).await {
+            channels.hub.remove(&channel, slot);
+            return Err(broker_error(error, state, id));
+        }
+        let since = recover.map(|r| StreamPosition {
+            offset: r.offset,
+            epoch: r.epoch,
+        });
+        let mut history = match channels.broker.history(&channel, since.as_ref()).await {
+            Ok(history) => history,
+            Err(error) => {
+                channels.hub.remove(&channel, slot);
+                channels.broker.unsubscribe(&channel).await;
+                return Err(broker_error(error, state, id));
+            }
+        };
+        if history.complete && recovery_bytes(&history.publications) > recovery_limit(state) {
+            // Larger than one message the transport writes: told, not sent.
+            history.complete = false;
+            history.publications.clear();
+        }
+        let subscription = Subscription {
+            key,
+            slot,
+            position: history.top,
+        };
+        self.by_channel.insert(Arc::clone(&channel), subscription);
+        let metrics = &state.metrics.channels;
+        metrics.subscriptions_active.inc();
+        let recovered = since.is_some().then_some(history.complete);
+        if let Some(recovered) = recovered {
+            metrics.recovery(if recovered {
+                RecoveryOutcome::Recovered
+            } else {
+                RecoveryOutcome::NotRecovered
+            });
+        }
+        debug!(
+            connection_id = from,
+            channel = &*channel,
+            recovered,
+            offset = history.top,
+            "subscribed"
+        );
+        let items: Vec<PublicationItem<'_>> = history
+            .publications
+            .iter()
+            .map(|p| PublicationItem {
+                offset: p.offset,
+                data: &p.data,
+                from: &p.from,
+                user: p.user.as_deref(),
+            })
+            .collect();
+        let answer = ServerMessage::Subscribed {
+            channel: &channel,
+            id,
+            epoch: &history.epoch,
+            offset: history.top,
+            recovered,
+            publications: recovered.map(|_| &items[..]),
+            ts: now_ms(),
+        };
+        Ok((answer.to_json(), ServerType::Subscribed))
+    }
+
+    async fn unsubscribe(
+        &mut self,
+        state: &AppState,
+        from: &str,
+        id: Option<&str>,
+        channel: &str,
+    ) -> Reply {
+        let Some((channel, subscription)) = self.by_channel.remove_entry(channel) else {
+            let message = "not subscribed to this channel";
+            return Err(ProtocolError::new(ErrorCode::NotSubscribed, message, id));
+        };
+        release(
+            state,
+            &channel,
+            subscription.slot,
+            SubscriptionEnd::Unsubscribe,
+        )
+        .await;
+        debug!(connection_id = from, channel = &*channel, "unsubscribed");
+        let answer = ServerMessage::Unsubscribed {
+            channel: &channel,
+            id,
+            reason: None,
+            resubscribe: None,
+            ts: now_ms(),
+        };
+        Ok((answer.to_json(), ServerType::Unsubscribed))
+    }
+
+    /// Moves the publications waiting in the inbox into the outbox, each subscription's in
+    /// offset order with none twice; a subscription that lost one (its inbox or the outbox
+    /// was full, or its offsets jumped) is ended with `insufficient_state`.
+    pub(super) async fn deliver(&mut self, state: &AppState, from: &str, outbox: &mut Outbox) {
+        let overflowed = self.inbox.take(&mut self.taken);
+        let mut lost: Vec<Arc<str>> = Vec::new();
+        let mut delivered = 0;
+        while let Some(Delivery { key, frame }) = self.taken.pop_front() {
+            let Some(subscription) = self.by_channel.get_mut(&*frame.channel) else {
+                continue;
+            };
+            if subscription.key != key || frame.offset <= subscription.position {
+                continue; // an ended subscription's, or already in its history
+            }
+            let in_order = frame.offset == subscription.position + 1;
+            if in_order && outbox.push(Message::Text(frame.text.clone()), None).is_ok() {
+                subscription.position = frame.offset;
+                delivered += 1;
+            } else {
+                lost.push(Arc::clone(&frame.channel));
+            }
+        }
+        state
+            .metrics
+            .messages_out(ServerType::Publication, delivered);
+        for key in overflowed {
+            let channel = self.by_channel.iter().find(|(_, s)| s.key == key);
+            lost.extend(channel.map(|(name, _)| Arc::clone(name)));
+        }
+        for channel in lost {
+            self.end_insufficient(state, from, &channel, outbox).await;
+        }
+    }
+
+    /// Ends a subscription that may have missed a publication: the client resubscribes with
+    /// `recover` from the last offset it saw.
+    async fn end_insufficient(
+        &mut self,
+        state: &AppState,
+        from: &str,
+        channel: &str,
+        outbox: &mut Outbox,
+    ) {
+        let Some((channel, subscription)) = self.by_channel.remove_entry(channel) else {
+            return; // already ended in this pass
+        };
+        release(
+            state,
+            &channel,
+            subscription.slot,
+            SubscriptionEnd::InsufficientState,
+        )
+        .await;
+        debug!(
+            connection_id = from,
+            channel = &*channel,
+            offset = subscription.position,
+            "subscription ended: insufficient_state"
+        );
+        let ended = ServerMessage::Unsubscribed {
+            channel: &channel,
+            id: None,
+            reason: Some(UnsubscribeReason::InsufficientState),
+            resubscribe: Some(true),
+            ts: now_ms(),
+        };
+        // Past the bound: one per subscription at most, and the client must learn of the gap.
+        outbox.push_last(Message::Text(ended.to_json().into()));
+        state.metrics.message_out(ServerType::Unsubscribed);
+    }
+
+    /// Releases every subscription of a connection that ended.
+    pub(super) async fn release_all(self: Box<Self>, state: &AppState) {
+        for (channel, subscription) in self.by_channel {
+            release(
+                state,
+                &channel,
+                subscription.slot,
+                SubscriptionEnd::Disconnect,
+            )
+            .await;
+        }
+    }
+}
+
+/// The largest recovery sent in one `subscribed`: the transport's largest message
+/// (`MAX_MESSAGE_BYTES` × [`ws::HARD_LIMIT_FACTOR`]). It also bounds what one request can make
+/// a connection queue.
+fn recovery_limit(state: &AppState) -> usize {
+    state
+        .config
+        .max_message_bytes
+        .saturating_mul(ws::HARD_LIMIT_FACTOR)
+}
+
+/// About how long the recovered publications are as JSON (their fields' bytes plus the
+/// field names and punctuation of each).
+fn recovery_bytes(publications: &[Arc<Publication>]) -> usize {
+    const ITEM_OVERHEAD: usize = 64;
+    publications
+        .iter()
+        .map(|p| {
+            p.data.get().len()
+                + p.from.len()
+                + p.user.as_ref().map_or(0, |u| u.len())
+                + ITEM_OVERHEAD
+        })
+        .sum()
+}
+
+/// Takes a subscription out of the hub and the broker, and counts why it ended.
+async fn release(state: &AppState, channel: &str, slot: Slot, why: SubscriptionEnd) {
+    state.channels.hub.remove(channel, slot);
+    state.channels.broker.unsubscribe(channel).await;
+    state.metrics.channels.subscription_ended(why);
+}
+
+async fn publish(
+    state: &AppState,
+    from: &str,
+    id: Option<&str>,
+    channel: &str,
+    publication: NewPublication,
+) -> Reply {
+    let metrics = &state.metrics.channels;
+    match state.channels.broker.publish(channel, publication).await {
+        Ok(accepted) => {
+            metrics.publication(PublishResult::Accepted);
+            let answer = ServerMessage::Published {
+                channel,
+                id,
+                offset: accepted.offset,
+                epoch: &accepted.epoch,
+                ts: now_ms(),
+            };
+            Ok((answer.to_json(), ServerType::Published))
+        }
+        Err(error) => {
+            metrics.publication(PublishResult::Refused);
+            debug!(connection_id = from, channel, ?error, "publish refused");
+            Err(broker_error(error, state, id))
+        }
+    }
+}
+
+fn broker_error(error: BrokerError, state: &AppState, id: Option<&str>) -> ProtocolError {
+    match error {
+        BrokerError::Unavailable => ProtocolError::new(
+            ErrorCode::BrokerUnavailable,
+            "the broker cannot take this request now; retry",
+            id,
+        ),
+        BrokerError::ChannelLimit => ProtocolError::new(
+            ErrorCode::ChannelLimit,
+            format!(
+                "the server holds its maximum of {} channels; existing channels still work",
+                state.config.channels.max_channels
+            ),
+            id,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_allow_exact_names_and_prefixes() {
+        let who = Identity {
+            user: "u".into(),
+            channels: Box::new(["room:1".into(), "team:*".into()]),
+        };
+        assert!(who.may_access("room:1") && who.may_access("team:a") && who.may_access("team:"));
+        assert!(!who.may_access("room:10") && !who.may_access("room:") && !who.may_access("teams"));
+        let nobody = Identity {
+            user: "u".into(),
+            channels: Box::new([]),
+        };
+        assert!(
+            !nobody.may_access("room:1"),
+            "no channels claim allows none"
+        );
+    }
+}
