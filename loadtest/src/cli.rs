@@ -96,15 +96,44 @@ pub struct RoomsArgs {
     pub channel: ChannelArgs,
 }
 
-/// The flags of the channel scenarios.
+/// Where the users connect to, and from.
 #[derive(Debug, Args)]
-pub struct ChannelArgs {
+pub struct TargetArgs {
     /// Server base URL, ws:// or wss://; each user opens URL/ws/chat/{id}.
     #[arg(long, default_value = "ws://127.0.0.1:3001")]
     pub url: String,
-    /// PEM CA certificate(s) to trust for a wss:// URL, besides the system's roots.
+    /// PEM CA certificate(s) to trust for a wss:// URL, besides the system's roots
+    /// (SSL_CERT_FILE or SSL_CERT_DIR replace those).
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// Source addresses: ranges and lists, e.g. 127.0.0.2-127.0.0.40 or 10.0.0.5,10.0.0.6
+    /// [default: 127.0.0.2-127.0.0.40 for a loopback target, otherwise the kernel's choice].
+    #[arg(long)]
+    pub source_ips: Option<String>,
+    /// Worker processes to split the users over [default: as few as the open-file limit allows].
+    #[arg(long)]
+    pub workers: Option<u64>,
+}
+
+/// What the run writes besides the table.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Print the report as one JSON document on stdout (the table goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Also write a self-contained HTML report with charts to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// No live progress line, even on a terminal.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The flags of the channel scenarios.
+#[derive(Debug, Args)]
+pub struct ChannelArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Time to connect and subscribe every user.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub ramp: Duration,
@@ -118,12 +147,6 @@ pub struct ChannelArgs {
     /// Connect timeout, and how long a stopping user waits for its final check.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// Source addresses, as for the other scenarios.
-    #[arg(long)]
-    pub source_ips: Option<String>,
-    /// Worker processes to split the users over.
-    #[arg(long)]
-    pub workers: Option<u64>,
     /// Threshold: connect time p95 must be below this.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub max_connect_p95: Duration,
@@ -142,26 +165,14 @@ pub struct ChannelArgs {
     /// Threshold: deliveries per second after the ramp must be above this.
     #[arg(long, default_value_t = 0.0)]
     pub min_deliveries_per_sec: f64,
-    /// Print the report as one JSON document on stdout (the table goes to stderr).
-    #[arg(long)]
-    pub json: bool,
-    /// Also write a self-contained HTML report with charts to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub html: Option<PathBuf>,
-    /// No live progress line, even on a terminal.
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct CommonArgs {
-    /// Server base URL, ws:// or wss://; each user opens URL/ws/chat/{id}.
-    #[arg(long, default_value = "ws://127.0.0.1:3001")]
-    pub url: String,
-    /// PEM CA certificate(s) to trust for a wss:// URL, besides the system's roots
-    /// (SSL_CERT_FILE or SSL_CERT_DIR replace those).
-    #[arg(long, value_name = "FILE")]
-    pub ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Users (connections) at the peak.
     #[arg(long)]
     pub users: Option<u64>,
@@ -186,13 +197,6 @@ pub struct CommonArgs {
     /// Connect timeout and message answer timeout.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// Source addresses: ranges and lists, e.g. 127.0.0.2-127.0.0.40 or 10.0.0.5,10.0.0.6
-    /// [default: 127.0.0.2-127.0.0.40 for a loopback target, otherwise the kernel's choice].
-    #[arg(long)]
-    pub source_ips: Option<String>,
-    /// Worker processes to split the users over [default: as few as the open-file limit allows].
-    #[arg(long)]
-    pub workers: Option<u64>,
     /// Threshold: connect time p95 must be below this.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub max_connect_p95: Duration,
@@ -205,15 +209,8 @@ pub struct CommonArgs {
     /// Threshold: message error rate, percent, must be below this.
     #[arg(long, default_value = "1", value_parser = parse_percent)]
     pub max_error_rate: f64,
-    /// Print the report as one JSON document on stdout (the table goes to stderr).
-    #[arg(long)]
-    pub json: bool,
-    /// Also write a self-contained HTML report with charts to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub html: Option<PathBuf>,
-    /// No live progress line, even on a terminal.
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -380,6 +377,7 @@ impl Command {
             return Err("--timeout must be above 0".into());
         }
         if common
+            .target
             .workers
             .is_some_and(|w| !(1..=MAX_WORKERS).contains(&w))
         {
@@ -398,9 +396,9 @@ impl Command {
             return Err("the run would last 0 s: give --ramp or --duration".into());
         }
         let (target, sources) = target_and_sources(
-            &common.url,
-            common.ca_file.as_deref(),
-            common.source_ips.as_deref(),
+            &common.target.url,
+            common.target.ca_file.as_deref(),
+            common.target.source_ips.as_deref(),
         )?;
         let plan = EnginePlan {
             target,
@@ -420,7 +418,7 @@ impl Command {
         Ok(Some(RunSpec {
             scenario,
             plan,
-            workers: common.workers,
+            workers: common.target.workers,
             thresholds: Thresholds {
                 connect_p95: common.max_connect_p95,
                 round_trip_p95: common.max_rtt_p95,
@@ -428,9 +426,9 @@ impl Command {
                 max_error_pct: common.max_error_rate,
                 channels: None,
             },
-            json: common.json,
-            html: common.html,
-            quiet: common.quiet,
+            json: common.output.json,
+            html: common.output.html,
+            quiet: common.output.quiet,
         }))
     }
 }
@@ -490,7 +488,10 @@ fn channel_spec(
     if a.timeout.is_zero() {
         return Err("--timeout must be above 0".into());
     }
-    if a.workers.is_some_and(|w| !(1..=MAX_WORKERS).contains(&w)) {
+    if a.target
+        .workers
+        .is_some_and(|w| !(1..=MAX_WORKERS).contains(&w))
+    {
         return Err(format!("--workers must be between 1 and {MAX_WORKERS}"));
     }
     if !(a.min_deliveries_per_sec.is_finite() && a.min_deliveries_per_sec >= 0.0) {
@@ -508,8 +509,11 @@ fn channel_spec(
             "the scenario needs {users} users, more than {MAX_USERS}"
         ));
     }
-    let (target, sources) =
-        target_and_sources(&a.url, a.ca_file.as_deref(), a.source_ips.as_deref())?;
+    let (target, sources) = target_and_sources(
+        &a.target.url,
+        a.target.ca_file.as_deref(),
+        a.target.source_ips.as_deref(),
+    )?;
     Ok(RunSpec {
         scenario,
         plan: EnginePlan {
@@ -527,7 +531,7 @@ fn channel_spec(
             },
             run_tag: run_tag(),
         },
-        workers: a.workers,
+        workers: a.target.workers,
         thresholds: Thresholds {
             connect_p95: a.max_connect_p95,
             min_success_pct: a.min_success_rate,
@@ -539,9 +543,9 @@ fn channel_spec(
             }),
             ..Thresholds::default()
         },
-        json: a.json,
-        html: a.html,
-        quiet: a.quiet,
+        json: a.output.json,
+        html: a.output.html,
+        quiet: a.output.quiet,
     })
 }
 

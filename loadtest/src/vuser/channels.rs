@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::channel_wire::{self, ChannelIncoming, Item};
 use super::connect::Ws;
-use super::session::SessionEnd;
+use super::session::{SessionEnd, close_code, ended};
 use super::settings::UserContext;
 use super::wire::{self, Incoming};
 use crate::channels::{ChannelCounts, Role};
@@ -148,13 +148,9 @@ impl<'a> ChannelSession<'a> {
                 }
             }
             Some(Ok(Message::Close(frame))) => {
-                let code =
-                    frame.map_or_else(|| "1005".to_owned(), |f| u16::from(f.code).to_string());
+                let code = close_code(frame.as_ref());
                 self.ctx.recorder.count(|c| bump(&mut c.close_codes, &code));
-                return Some(match self.goodbye {
-                    Some(reconnect) => SessionEnd::Goodbye { reconnect },
-                    None => SessionEnd::Lost,
-                });
+                return Some(ended(self.goodbye));
             }
             Some(Ok(Message::Binary(_))) => self.ctx.recorder.count(|c| c.protocol_errors += 1),
             Some(Ok(_)) => {}
@@ -333,10 +329,7 @@ impl<'a> ChannelSession<'a> {
         self.ctx
             .recorder
             .count(|c| bump(&mut c.close_codes, "none"));
-        match self.goodbye {
-            Some(reconnect) => SessionEnd::Goodbye { reconnect },
-            None => SessionEnd::Lost,
-        }
+        ended(self.goodbye)
     }
 
     async fn close(&mut self) {
