@@ -260,6 +260,37 @@ mod tests {
         assert_eq!(deliveries.get(), 3 * subscribers as u64);
     }
 
+    /// On a single thread, a task woken during the fan-out to 10,000 subscribers runs before
+    /// the fan-out ends: the hub gives the runtime back between batches.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_large_fan_out_yields_to_other_tasks() {
+        let deliveries = IntCounter::new("d", "d").unwrap();
+        let hub = Hub::start(1, deliveries.clone());
+        let inboxes: Vec<_> = (0..10_000).map(|_| Inbox::new(1024)).collect();
+        for inbox in &inboxes {
+            hub.add(
+                "big",
+                Subscriber {
+                    inbox: Arc::clone(inbox),
+                    key: 0,
+                },
+            );
+        }
+        hub.sink()(&"big".into(), publication(1));
+        let probe = tokio::spawn({
+            let deliveries = deliveries.clone();
+            async move { deliveries.get() }
+        });
+        let seen_by_probe = probe.await.unwrap();
+        while deliveries.get() < 10_000 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            seen_by_probe > 0 && seen_by_probe < 10_000,
+            "{seen_by_probe}"
+        );
+    }
+
     #[tokio::test]
     async fn a_removed_subscriber_gets_nothing_more() {
         let hub = Hub::start(1, IntCounter::new("d", "d").unwrap());

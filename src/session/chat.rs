@@ -13,7 +13,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info};
 
 use super::ending::{self, Farewell, answered_into, goodbye_frame};
-use super::subscriptions::{ChannelRequest, Identity, Subscriptions};
+use super::identity::Identity;
+use super::subscriptions::{ChannelRequest, Subscriptions};
 use crate::protocol::{
     ClientType, DisconnectReason, ErrorCode, GoodbyeReason, ProtocolError, ServerMessage,
     ServerType, now_ms, parse_client_frame,
@@ -187,10 +188,6 @@ impl Session {
                     timer.as_mut().reset(self.next_deadline().into());
                     step
                 }
-                () = inbox_ready(self.subscriptions.as_deref()) => {
-                    Box::pin(self.deliver_publications()).await;
-                    Ok(())
-                }
                 io = ws::next_io(socket, &mut self.outbox, answered_into(&state.metrics)) => {
                     let mut step = self.on_io(io);
                     if let Some(request) = self.pending.take() {
@@ -199,6 +196,12 @@ impl Session {
                     #[cfg(feature = "fault-injection")]
                     state.faults.delay_response().await;
                     step
+                }
+                // After the socket: polling it is what writes the outbox, so a busy channel
+                // must not keep the session from writing what it delivered.
+                () = inbox_ready(self.subscriptions.as_deref()) => {
+                    Box::pin(self.deliver_publications()).await;
+                    Ok(())
                 }
             };
             if let Err(ending) = step {

@@ -4,4 +4,5 @@
 pub(crate) mod chat;
 pub(crate) mod echo;
 mod ending;
+mod identity;
 mod subscriptions;

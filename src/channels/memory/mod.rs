@@ -150,22 +150,12 @@ impl MemoryBroker {
     ) -> Result<History, BrokerError> {
         let mut engine = self.engine();
         engine.expire(Instant::now());
-        let (_, ch) = engine.channel(channel)?;
-        let mut history = History {
-            epoch: Arc::clone(&ch.epoch),
-            top: ch.top,
-            publications: Vec::new(),
-            complete: false,
-        };
-        let Some(since) = since else {
-            return Ok(history);
-        };
-        let oldest_kept = ch.history.front().map_or(ch.top + 1, |p| p.offset);
-        history.complete =
-            *since.epoch == *ch.epoch && since.offset <= ch.top && since.offset + 1 >= oldest_kept;
-        if history.complete {
-            let skip = (since.offset + 1).saturating_sub(oldest_kept) as usize;
-            history.publications = ch.history.iter().skip(skip).cloned().collect();
+        let (name, ch) = engine.channel(channel)?;
+        let history = ch.history_since(since);
+        if ch.subscribers == 0 && !ch.expiry_queued {
+            // Nothing else keeps it alive: a read must not leave channels behind.
+            engine.channels.remove(&name);
+            engine.gauges.channels.set(engine.channels.len() as i64);
         }
         Ok(history)
     }
@@ -185,6 +175,30 @@ async fn sweep_until_dropped(broker: Weak<MemoryBroker>) {
             Some(broker) => broker.sweep(),
             None => return,
         }
+    }
+}
+
+impl Channel {
+    /// The epoch and newest offset, and the publications after `since` when all are held.
+    fn history_since(&self, since: Option<&StreamPosition>) -> History {
+        let mut history = History {
+            epoch: Arc::clone(&self.epoch),
+            top: self.top,
+            publications: Vec::new(),
+            complete: false,
+        };
+        let Some(since) = since else {
+            return history;
+        };
+        let oldest_kept = self.history.front().map_or(self.top + 1, |p| p.offset);
+        history.complete = *since.epoch == *self.epoch
+            && since.offset <= self.top
+            && since.offset + 1 >= oldest_kept;
+        if history.complete {
+            let skip = (since.offset + 1).saturating_sub(oldest_kept) as usize;
+            history.publications = self.history.iter().skip(skip).cloned().collect();
+        }
+        history
     }
 }
 
