@@ -11,7 +11,6 @@ use crate::engine::EnginePlan;
 use crate::net::{self, Target};
 use crate::profile::{Profile, Share};
 use crate::thresholds::Thresholds;
-use crate::tls;
 use crate::vuser::Behaviour;
 
 #[derive(Debug, Parser)]
@@ -438,17 +437,13 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// The target of `url` (TLS roots loaded and parsed, so that a worker cannot fail on them
-/// later) and the source addresses to connect from.
+/// later, [`Target::from_flags`]) and the source addresses to connect from.
 fn target_and_sources(
     url: &str,
     ca_file: Option<&std::path::Path>,
     source_ips: Option<&str>,
 ) -> Result<(Target, Vec<std::net::IpAddr>), String> {
-    let ca_pem = ca_file.map(tls::read_ca_file).transpose()?;
-    let target = Target::parse(url, ca_pem)?;
-    if let Some(tls) = &target.tls {
-        tls.client()?;
-    }
+    let target = Target::from_flags(url, ca_file)?;
     let sources = net::choose_sources(source_ips, &target)?;
     Ok((target, sources))
 }

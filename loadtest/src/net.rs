@@ -2,10 +2,11 @@
 //! addresses users connect from, and the open-file limit.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::tls::Tls;
+use crate::tls::{self, Tls};
 
 /// Where users connect: `ws://HOST[:PORT][/prefix]` or `wss://...`; each user appends
 /// `/ws/chat/{id}`.
@@ -68,6 +69,17 @@ impl Target {
             addr,
             tls,
         })
+    }
+
+    /// `--url` and `--ca-file`, checked as far as they can be before the run: the CA file is
+    /// read and every root loaded, so that no worker can fail on them later.
+    pub fn from_flags(url: &str, ca_file: Option<&Path>) -> Result<Self, String> {
+        let ca_pem = ca_file.map(tls::read_ca_file).transpose()?;
+        let target = Target::parse(url, ca_pem)?;
+        if let Some(tls) = &target.tls {
+            tls.client()?;
+        }
+        Ok(target)
     }
 
     /// The URL a user with connection id `id` opens.
