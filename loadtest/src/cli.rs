@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::channels::{ChannelPlan, ChannelScenario, ChannelThresholds};
 use crate::engine::EnginePlan;
 use crate::net::{self, Target};
 use crate::profile::{Profile, Share};
 use crate::thresholds::Thresholds;
 use crate::vuser::Behaviour;
+
+mod channels;
+pub use channels::{ChannelArgs, FanoutArgs, RoomsArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -68,33 +70,6 @@ pub struct SpikeArgs {
     pub recovery: Duration,
 }
 
-#[derive(Debug, Args)]
-pub struct FanoutArgs {
-    /// Subscribers of the channel.
-    #[arg(long, default_value_t = 1000)]
-    pub subscribers: u64,
-    /// Publishes per second of the one publisher.
-    #[arg(long, default_value_t = 10.0)]
-    pub publish_rate: f64,
-    #[command(flatten)]
-    pub channel: ChannelArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct RoomsArgs {
-    /// Rooms (channels).
-    #[arg(long, default_value_t = 200)]
-    pub rooms: u64,
-    /// Users per room; each subscribes to its room and publishes to it.
-    #[arg(long, default_value_t = 5)]
-    pub room_size: u64,
-    /// Publishes per second of each user.
-    #[arg(long, default_value_t = 1.0)]
-    pub publish_rate: f64,
-    #[command(flatten)]
-    pub channel: ChannelArgs,
-}
-
 /// Where the users connect to, and from.
 #[derive(Debug, Args)]
 pub struct TargetArgs {
@@ -126,46 +101,6 @@ pub struct OutputArgs {
     /// No live progress line, even on a terminal.
     #[arg(long)]
     pub quiet: bool,
-}
-
-/// The flags of the channel scenarios.
-#[derive(Debug, Args)]
-pub struct ChannelArgs {
-    #[command(flatten)]
-    pub target: TargetArgs,
-    /// Time to connect and subscribe every user.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub ramp: Duration,
-    /// Time to hold every user after the ramp; publishing stops 2 s before its end (at most
-    /// half of it), so that a publication not received live by the end counts as missing.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    pub duration: Duration,
-    /// Bytes of padding in each publication's `data`.
-    #[arg(long, default_value_t = 64)]
-    pub payload_bytes: usize,
-    /// Connect timeout, and how long a stopping user waits for its final check.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub timeout: Duration,
-    /// Threshold: connect time p95 must be below this.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    pub max_connect_p95: Duration,
-    /// Threshold: connection success rate, percent, must be above this.
-    #[arg(long, default_value = "95", value_parser = parse_percent)]
-    pub min_success_rate: f64,
-    /// Threshold: delivery latency p99 (publish to receipt) must be below this.
-    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
-    pub max_delivery_p99: Duration,
-    /// Threshold: missing publications must not exceed this.
-    #[arg(long, default_value_t = 0)]
-    pub max_missing: u64,
-    /// Threshold: duplicate publications must not exceed this.
-    #[arg(long, default_value_t = 0)]
-    pub max_duplicates: u64,
-    /// Threshold: deliveries per second after the ramp must be above this.
-    #[arg(long, default_value_t = 0.0)]
-    pub min_deliveries_per_sec: f64,
-    #[command(flatten)]
-    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -268,21 +203,8 @@ impl Command {
     /// Validates the flags; `Ok(None)` for the worker subcommand.
     pub fn into_spec(self) -> Result<Option<RunSpec>, String> {
         let (scenario, common, defaults, spike) = match self {
-            Command::Fanout(f) => {
-                let plan = ChannelScenario::Fanout {
-                    subscribers: f.subscribers,
-                    rate: f.publish_rate,
-                };
-                return channel_spec("fanout", plan, f.channel).map(Some);
-            }
-            Command::Rooms(r) => {
-                let plan = ChannelScenario::Rooms {
-                    rooms: r.rooms,
-                    size: r.room_size,
-                    rate: r.publish_rate,
-                };
-                return channel_spec("rooms", plan, r.channel).map(Some);
-            }
+            Command::Fanout(f) => return f.into_spec().map(Some),
+            Command::Rooms(r) => return r.into_spec().map(Some),
             Command::Ramp(c) => (
                 "ramp",
                 c,
@@ -432,13 +354,13 @@ impl Command {
     }
 }
 
-fn millis(d: Duration) -> u64 {
+pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 /// The target of `url` (TLS roots loaded and parsed, so that a worker cannot fail on them
 /// later, [`Target::from_flags`]) and the source addresses to connect from.
-fn target_and_sources(
+pub(crate) fn target_and_sources(
     url: &str,
     ca_file: Option<&std::path::Path>,
     source_ips: Option<&str>,
@@ -446,102 +368,6 @@ fn target_and_sources(
     let target = Target::from_flags(url, ca_file)?;
     let sources = net::choose_sources(source_ips, &target)?;
     Ok((target, sources))
-}
-
-/// A channel scenario's spec: every user connected over the ramp and held; publishing until
-/// 2 s (at most half the hold) before the end.
-fn channel_spec(
-    scenario: &'static str,
-    shape: ChannelScenario,
-    a: ChannelArgs,
-) -> Result<RunSpec, String> {
-    let (groups, rate) = match shape {
-        ChannelScenario::Fanout { subscribers, rate } => (subscribers, rate),
-        ChannelScenario::Rooms { rooms, size, rate } => {
-            if !(1..=MAX_USERS).contains(&size) {
-                return Err(format!("--room-size must be between 1 and {MAX_USERS}"));
-            }
-            (rooms, rate)
-        }
-    };
-    if !(1..=MAX_USERS).contains(&groups) {
-        return Err(format!(
-            "--subscribers and --rooms must be between 1 and {MAX_USERS}"
-        ));
-    }
-    if !(rate.is_finite() && rate > 0.0 && rate <= MAX_RATE) {
-        return Err(format!(
-            "--publish-rate must be above 0 and at most {MAX_RATE} per second"
-        ));
-    }
-    if a.payload_bytes > MAX_PAYLOAD {
-        return Err(format!("--payload-bytes must be at most {MAX_PAYLOAD}"));
-    }
-    if a.duration < Duration::from_secs(1) {
-        return Err("--duration must be at least 1s (publishing stops before its end)".into());
-    }
-    if a.timeout.is_zero() {
-        return Err("--timeout must be above 0".into());
-    }
-    if a.target
-        .workers
-        .is_some_and(|w| !(1..=MAX_WORKERS).contains(&w))
-    {
-        return Err(format!("--workers must be between 1 and {MAX_WORKERS}"));
-    }
-    if !(a.min_deliveries_per_sec.is_finite() && a.min_deliveries_per_sec >= 0.0) {
-        return Err("--min-deliveries-per-sec must be 0 or more".into());
-    }
-    let quiet = (a.duration / 2).min(Duration::from_secs(2));
-    let channels = ChannelPlan {
-        scenario: shape,
-        publish_for_ms: millis(a.ramp + a.duration - quiet),
-        measure_from_ms: u64::try_from(a.ramp.as_millis()).unwrap_or(u64::MAX),
-    };
-    let users = channels.users();
-    if users > MAX_USERS {
-        return Err(format!(
-            "the scenario needs {users} users, more than {MAX_USERS}"
-        ));
-    }
-    let (target, sources) = target_and_sources(
-        &a.target.url,
-        a.target.ca_file.as_deref(),
-        a.target.source_ips.as_deref(),
-    )?;
-    Ok(RunSpec {
-        scenario,
-        plan: EnginePlan {
-            target,
-            profile: Profile::ramp_and_hold(users, a.ramp, a.duration),
-            share: Share::WHOLE,
-            sources,
-            behaviour: Behaviour {
-                rate: 0.0,
-                closed_loop_window: None,
-                payload_bytes: a.payload_bytes,
-                timeout_ms: millis(a.timeout),
-                churn: false,
-                channels: Some(channels),
-            },
-            run_tag: run_tag(),
-        },
-        workers: a.target.workers,
-        thresholds: Thresholds {
-            connect_p95: a.max_connect_p95,
-            min_success_pct: a.min_success_rate,
-            channels: Some(ChannelThresholds {
-                delivery_p99_ms: a.max_delivery_p99.as_secs_f64() * 1000.0,
-                max_missing: a.max_missing,
-                max_duplicates: a.max_duplicates,
-                min_deliveries_per_s: a.min_deliveries_per_sec,
-            }),
-            ..Thresholds::default()
-        },
-        json: a.output.json,
-        html: a.output.html,
-        quiet: a.output.quiet,
-    })
 }
 
 /// A short tag unique to this run, the prefix of every connection id.
