@@ -257,6 +257,72 @@ def overview():
                           "{{colour}} {{instance}}")],
                    "latency"),
 
+        row("Channels"),
+        timeseries("Publications by result",
+                   "Channel publishes per second: accepted (offset assigned, handed to the "
+                   "broker) or refused (answered with an error; the Errors by code panel says "
+                   "which). WebSocketPublicationsRefused warns above 5% refused.",
+                   "cps", [(f"sum by (result) (rate(websocket_publications_total{{{s}}}{RATE}))", "{{result}}")],
+                   "publishes/s", width=8),
+        timeseries("Deliveries",
+                   "Publications written into subscribers' outboxes per second, per colour: one "
+                   "per subscriber of the channel, so deliveries over accepted publications is "
+                   "the fan-out.",
+                   "cps", [(f"sum by (colour) (rate(websocket_deliveries_total{{{s}}}{RATE}))", "{{colour}}")],
+                   "deliveries/s", width=8),
+        timeseries("Subscriptions and channels",
+                   "Channel subscriptions held by connections, and channels alive in the process "
+                   "(subscribed, or keeping history). New channels beyond MAX_CHANNELS are "
+                   "refused with channel_limit.",
+                   "short", [(f"sum by (colour) (websocket_subscriptions_active{{{s}}})", "{{colour}} subscriptions"),
+                             (f"sum by (colour) (websocket_channels_active{{{s}}})", "{{colour}} channels")],
+                   "count", width=8),
+        timeseries("History size",
+                   "Bytes of publications kept for recovery in each process. HISTORY_MAX_BYTES "
+                   "(default 256 MiB, not exported) bounds it: a flat line at that value means "
+                   "the oldest publications are being evicted, and recoveries of older offsets "
+                   "answer recovered: false.",
+                   "bytes", [(f"websocket_history_bytes{{{s}}}", "{{colour}} {{instance}}")],
+                   "history", width=8),
+        timeseries("Recoveries by outcome",
+                   "Subscribes with recover per second: recovered (every missed publication came "
+                   "back from history) or not_recovered (history did not hold them, or the "
+                   "epoch changed: the client lost messages).",
+                   "cps", [(f"sum by (outcome) (rate(websocket_recoveries_total{{{s}}}{RATE}))", "{{outcome}}")],
+                   "recoveries/s", width=8),
+        timeseries("Subscription ends by reason",
+                   "Subscriptions ended per second: unsubscribe (the client asked), disconnect "
+                   "(its connection closed), insufficient_state (the server ended it: the "
+                   "subscriber's queue overflowed or the broker lost messages; the client "
+                   "resubscribes with recover).",
+                   "cps", [(f"sum by (reason) (rate(websocket_subscription_ends_total{{{s}}}{RATE}))", "{{reason}}")],
+                   "ends/s", width=8),
+        timeseries("Auth refusals by reason",
+                   "Tokens refused per second, by reason (authentication on only): missing, "
+                   "timeout, malformed, bad_signature, wrong_algorithm, expired, "
+                   "not_yet_valid refuse a connection; forbidden_channel one subscribe or "
+                   "publish.",
+                   "cps", [(f"sum by (reason) (rate(websocket_auth_refusals_total{{{s}}}{RATE}))", "{{reason}}")],
+                   "refusals/s", width=8),
+        timeseries("Channel failure shares (5m)",
+                   "The shares the channel alerts watch, per server process over 5 minutes "
+                   "(recording rules): publishes refused, subscription ends that were "
+                   "insufficient_state, recoveries not recovered, connection attempts refused "
+                   "for their token. Empty while there is nothing to divide by.",
+                   "percentunit",
+                   [(f"instance:websocket_publications_refused:ratio_rate5m{{{s}}}", "refused publishes {{colour}} {{instance}}"),
+                    (f"instance:websocket_subscription_ends_insufficient_state:ratio_rate5m{{{s}}}",
+                     "insufficient_state ends {{colour}} {{instance}}"),
+                    (f"instance:websocket_recoveries_not_recovered:ratio_rate5m{{{s}}}",
+                     "not recovered {{colour}} {{instance}}"),
+                    (f"instance:websocket_auth_refusals:ratio_rate5m{{{s}}}", "auth refused {{colour}} {{instance}}")],
+                   "share", width=8),
+        stat("Broker up",
+             "1 while the channels' broker of each server takes work (always 1 for the "
+             "in-memory broker). At 0 every publish is refused with broker_unavailable: "
+             "WebSocketBrokerDown pages after a minute.",
+             "bool", [(f"websocket_broker_up{{{s}}}", "{{colour}} {{instance}}")], width=8),
+
         row("Resources"),
         timeseries("Resident memory",
                    "Resident set size of each server process. WebSocketHighMemoryUsage warns above 2 GiB.",

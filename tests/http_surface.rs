@@ -79,6 +79,13 @@ async fn test_page_is_self_contained() {
         "send-ping",
         "close-code",
         "log",
+        "room",
+        "join",
+        "leave",
+        "chat-messages",
+        "chat-text",
+        "chat-send",
+        "drop",
     ] {
         assert!(html.contains(&format!("id=\"{id}\"")), "element #{id}");
     }

@@ -1,6 +1,9 @@
-// Drives the server's test page (GET /) in headless Chromium, as a person would: connect with
-// an id, send a message and a ping, disconnect; then send a message far over the server's limit
-// and see the server close with 1009. Checks what the page shows against the frames the browser
+// Drives the server's page (GET /) in headless Chromium, as a person would. The console: connect
+// with an id, send a message and a ping, disconnect; then send a message far over the server's
+// limit and see the server close with 1009. The chat: two pages join one room and see each
+// other's messages with who sent them; one drops its connection while the other sends, then
+// reconnects by itself and shows that the missed messages came back, in order, none twice;
+// it leaves and sees no more. Checks what each page shows against the frames the browser
 // really received, and that the page works under the server's strict CSP: no CSP violation,
 // console error or page error. Element ids are the ones src/static/index.html lists.
 //
@@ -53,6 +56,7 @@ try {
   await serverClose(page);
   await page.screenshot({ path: screenshotPath, fullPage: true });
   await checkWatched(page, watch);
+  await chat(context);
 } catch (error) {
   failures.push(`the page flow broke off: ${error.message.split('\n')[0]}`);
 } finally {
@@ -125,17 +129,91 @@ async function serverClose(page) {
 }
 
 // What the page showed is exactly what the browser received, and nothing went wrong on the way.
-async function checkWatched(page, { problems, received }) {
+async function checkWatched(page, watch, what = 'console page') {
+  const types = await shownMatchesReceived(page, watch);
+  console.log(`RESULT browser: ${what} received and shown ${types.join(', ')}; closed with 1000, then 1009`);
+  await checkClean(page, watch, what);
+}
+
+async function shownMatchesReceived(page, { received }) {
   const shown = await page.$$eval('#log .in', (lines) => lines.map((l) => l.dataset.type));
   const types = received.map((m) => m.type);
   check(JSON.stringify(shown) === JSON.stringify(types),
     `the page shows ${JSON.stringify(shown)} but the browser received ${JSON.stringify(types)}`);
-  console.log(`RESULT browser: received and shown ${types.join(', ')}; closed with 1000, then 1009`);
+  return types;
+}
 
+async function checkClean(page, { problems }, what) {
   const violations = await page.evaluate(() => window.cspViolations);
-  check(violations.length === 0, `CSP violations: ${violations.join('; ')}`);
-  check(problems.length === 0, `console: ${problems.join('; ')}`);
-  console.log(`RESULT browser: ${violations.length} CSP violations, ${problems.length} console errors or warnings`);
+  check(violations.length === 0, `${what}: CSP violations: ${violations.join('; ')}`);
+  check(problems.length === 0, `${what}: console: ${problems.join('; ')}`);
+  console.log(`RESULT browser: ${what}: ${violations.length} CSP violations, ${problems.length} console errors or warnings`);
+}
+
+// Two pages in one room see each other's messages; a drop and the recovery; leaving.
+async function chat(context) {
+  const room = `room:ci-${Date.now()}`;
+  const [alice, bob] = [await context.newPage(), await context.newPage()];
+  const watches = [];
+  for (const [page, id] of [[alice, 'chat-alice'], [bob, 'chat-bob']]) {
+    page.setDefaultTimeout(STEP_TIMEOUT_MS);
+    watches.push(await watchPage(page));
+    await openPage(page);
+    await connectAs(page, id);
+    await page.fill('#room', room);
+    await page.click('#join');
+    await expectText(page, '#chat-state', `in ${room}`);
+  }
+  await say(alice, 'hello from alice');
+  await say(bob, 'hi alice, bob here');
+  const both = [await chatShown(alice, 2), await chatShown(bob, 2)];
+  const expected = [[1, 'chat-alice', 'chat-alice', 'hello from alice'], [2, 'chat-bob', 'chat-bob', 'hi alice, bob here']];
+  for (const shown of both) check(same(shown, expected), `the room shows ${JSON.stringify(shown)}, expected ${JSON.stringify(expected)}`);
+
+  // Alice's connection drops; bob talks on; alice's page reconnects (after at least 1 s) and recovers.
+  await alice.click('#drop');
+  await expectText(alice, '#state', 'reconnecting');
+  await say(bob, 'are you there?');
+  await say(bob, 'you missed this');
+  await chatShown(bob, 4);
+  check(await alice.textContent('#state') === 'reconnecting', 'alice reconnected before bob finished: the drop was too short to test recovery');
+  await expectText(alice, '#chat-state', `in ${room}`);
+  await expectText(alice, '#recovery', '2 missed messages came back');
+  await say(bob, 'welcome back');
+  const after = [await chatShown(alice, 5), await chatShown(bob, 5)];
+  check(same(after[0], after[1]) && after[0].map((m) => m[0]).join() === '1,2,3,4,5',
+    `after the recovery alice shows ${JSON.stringify(after[0])}, bob ${JSON.stringify(after[1])}`);
+
+  await alice.click('#leave');
+  await expectText(alice, '#chat-state', `left ${room}`);
+  await say(bob, 'bye');
+  await chatShown(bob, 6);
+  check((await chatShown(alice, 5)).length === 5, 'alice left but still got a message');
+  await alice.screenshot({ path: screenshotPath.replace(/\.png$/, '-chat.png'), fullPage: true });
+  console.log(`RESULT browser: chat: 2 pages in ${room} saw each other's messages; alice dropped, missed 2, ` +
+    `recovered both in order (offsets ${after[0].map((m) => m[0]).join(',')}); after leaving she got none`);
+  for (const [i, page] of [alice, bob].entries()) {
+    await shownMatchesReceived(page, watches[i]);
+    await checkClean(page, watches[i], `chat page ${i === 0 ? 'alice' : 'bob'}`);
+  }
+}
+
+function same(a, b) {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+async function say(page, text) {
+  await page.fill('#chat-text', text);
+  await page.click('#chat-send');
+}
+
+// The room's messages as the page shows them once it shows at least `count`:
+// [offset, data-from, shown sender, text].
+async function chatShown(page, count) {
+  await page.waitForFunction((n) => document.querySelectorAll('#chat-messages .chat-message').length >= n, count)
+    .catch(() => { throw new Error(`fewer than ${count} chat messages shown`); });
+  return page.$$eval('#chat-messages .chat-message', (lines) => lines.map((l) => [
+    Number(l.dataset.offset), l.dataset.from, l.querySelector('.from').textContent, l.querySelector('.text').textContent]));
 }
 
 async function connectAs(page, id) {

@@ -6,11 +6,12 @@ Two modes, both bounded in connections and time:
       N clients through URL (Traefik) each send M messages and pings, and a few bad frames
       (invalid JSON, unknown type, a non-object, a binary frame); one client floods past the
       rate limit and reads until the server ends its connection, one sends an oversized
-      message. Then K extra clients try to connect at once to push a colour past
+      message, two use channels (subscribe, publish, recover; one connection each, so on one
+      colour's broker). Then K extra clients try to connect at once to push a colour past
       MAX_CONNECTIONS, one uses a forbidden Origin and one an invalid connection id. Prints a
       JSON summary of what it saw: every `error` answered by code (error:CODE), the flood's
       goodbye by reason (goodbye:REASON) and close code (close:CODE), refused upgrades by
-      status (rejected:STATUS).
+      status (rejected:STATUS), channel recoveries by answer (recovered:BOOL).
 
   hold URL... --count C --seconds S
       keeps C idle connections open to each URL (the servers directly) for at most S
@@ -107,6 +108,27 @@ async def until_closed(ws, seen):
     seen[f"close:{ws.close_code}"] += 1
 
 
+async def channels(url, index, seen):
+    """Channels (protocol v1.1) on one connection, so that it stays on one colour's in-memory
+    broker: subscribe, publish 3 (its own publications come back), unsubscribe, resubscribe
+    with recover (recovered), again with a wrong epoch (not recovered), then disconnect."""
+    room = f"truth:room-{index}"
+    async with connect(chat(url, f"truth-channels-{index}"), open_timeout=OPEN_TIMEOUT,
+                       close_timeout=CLOSE_TIMEOUT) as ws:
+        await expect_type(ws, "connection_established")
+        await ws.send(json.dumps({"type": "subscribe", "channel": room}))
+        epoch = (await expect_type(ws, "subscribed"))["epoch"]
+        for i in range(3):
+            await ws.send(json.dumps({"type": "publish", "channel": room, "data": {"n": i}}))
+            await expect_type(ws, "published")
+        for recover in ({"offset": 1, "epoch": epoch}, {"offset": 1, "epoch": epoch + "-old"}):
+            await ws.send(json.dumps({"type": "unsubscribe", "channel": room}))
+            await expect_type(ws, "unsubscribed")
+            await ws.send(json.dumps({"type": "subscribe", "channel": room, "recover": recover}))
+            answer = await expect_type(ws, "subscribed")
+            seen[f"recovered:{str(answer['recovered']).lower()}"] += 1
+
+
 async def flood(url, seen):
     """Sends faster than RATE_LIMIT_MSGS_PER_SEC allows: refused with rate_limited, then ended
     as a policy violation."""
@@ -148,6 +170,7 @@ async def load(args):
     seen = Counter()
     clients = [talk(args.url, i, args.messages, seen) for i in range(args.connections)]
     clients += [flood(args.url, seen), oversize(args.url, args.max_message_bytes, seen)]
+    clients += [channels(args.url, i, seen) for i in range(2)]
     results = await asyncio.gather(*(asyncio.wait_for(c, CLIENT_TIMEOUT) for c in clients),
                                    return_exceptions=True)
     for r in results:

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The test page (GET /) driven in headless Chromium (Debian's, through npm playwright-core):
-# connect with an id, send a message and a ping, see the answers, disconnect and see the close
-# code (1000, then 1009 after a message far over MAX_MESSAGE_BYTES), with no CSP violation or
-# console error under the server's strict CSP (ci/browser/test-page.mjs). The screenshot is
-# kept in $LOG_DIR/browser/.
+# The page (GET /) driven in headless Chromium (Debian's, through npm playwright-core). Its
+# console: connect with an id, send a message and a ping, see the answers, disconnect and see
+# the close code (1000, then 1009 after a message far over MAX_MESSAGE_BYTES). Its chat: two
+# pages join one room and see each other's messages; one drops its connection, reconnects by
+# itself and shows the 2 messages it missed, recovered in order; it leaves and gets no more.
+# No CSP violation or console error under the server's strict CSP (ci/browser/test-page.mjs).
+# The screenshots are kept in $LOG_DIR/browser/.
 # needs: setup release
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"

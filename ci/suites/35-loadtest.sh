@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # loadtest against the real server: a smoke scenario with thresholds passes (exit 0, JSON
 # says so); an impossible threshold fails with exit 1 and names itself; an unreachable
-# server fails the gate; usage errors exit 2; a --workers run merges into one report; users
+# server fails the gate; usage errors exit 2; a --workers run merges into one report; the
+# channel scenarios (fanout over two workers, rooms) pass with no missing or duplicate
+# publication and their delivery charts, an impossible delivery p99 fails by name; users
 # told `goodbye` by a draining server stop sending, take their answers, close first and
 # reconnect to its successor.
 # needs: setup release
@@ -92,6 +94,26 @@ expect_exit 0 workers "$LOADTEST" custom --url "$URL" --users 400 --ramp 2s --du
 check workers '.settings.workers == 2 and .connections.established == 400 and .connections.peak_active == 400'
 check workers '.messages.answered == .messages.sent and .latency.round_trip.count == .messages.answered'
 echo "RESULT workers: $(jq -r '"\(.settings.workers) workers, \(.connections.peak_active) concurrent, \(.messages.answered) answered"' "$WORK/workers.json")"
+
+log "channels: fanout over two workers, rooms, and an impossible delivery threshold"
+expect_exit 0 fanout "$LOADTEST" fanout --url "$URL" --subscribers 300 --publish-rate 20 --ramp 2s \
+  --duration 4s --workers 2 --json --quiet --html "$WORK/fanout.html"
+check fanout '.passed and .settings.workers == 2 and .connections.established == 301'
+check fanout '.channels.counts.publishes > 0 and .channels.counts.published == .channels.counts.publishes'
+check fanout '.channels.counts.missing == 0 and .channels.counts.duplicates == 0 and .channels.counts.deliveries > 0'
+check fanout '.channels.delivery_latency.count == .channels.counts.deliveries'
+check fanout '[.thresholds[] | select(.name == "missing" or .name == "duplicates" or .name == "delivery_p99") | .status] == ["pass","pass","pass"]'
+[ "$(grep -c '<svg' "$WORK/fanout.html")" -ge 4 ] || die "the fanout HTML report lacks its delivery charts"
+echo "RESULT fanout: $(jq -r '"300 subscribers over 2 workers, \(.channels.counts.publishes) publishes, \(.channels.counts.deliveries) deliveries (\(.channels.deliveries_per_s)/s after the ramp), missing \(.channels.counts.missing), duplicates \(.channels.counts.duplicates), delivery p99 \(.channels.delivery_latency.p99_ms) ms"' "$WORK/fanout.json")"
+expect_exit 0 rooms "$LOADTEST" rooms --url "$URL" --rooms 40 --room-size 5 --publish-rate 2 --ramp 2s \
+  --duration 4s --json --quiet
+check rooms '.passed and .connections.established == 200 and .channels.counts.missing == 0 and .channels.counts.duplicates == 0'
+echo "RESULT rooms: $(jq -r '"40 rooms of 5, \(.channels.counts.publishes) publishes, \(.channels.counts.deliveries) deliveries, missing \(.channels.counts.missing), duplicates \(.channels.counts.duplicates), delivery p99 \(.channels.delivery_latency.p99_ms) ms"' "$WORK/rooms.json")"
+expect_exit 1 slow_rooms "$LOADTEST" rooms --url "$URL" --rooms 2 --room-size 3 --ramp 1s --duration 2s \
+  --max-delivery-p99 1us --json --quiet
+check slow_rooms '.passed == false and .failed_thresholds == ["delivery_p99"]'
+expect_exit 2 bad_rooms "$LOADTEST" rooms --rooms 0
+expect_exit 2 bad_fanout "$LOADTEST" fanout --publish-rate 0
 
 log "goodbye on shutdown: users leave politely and reconnect to the successor"
 "$LOADTEST" custom --url "$URL" --users 30 --ramp 0s --duration 15s --rate 2 --json --quiet \

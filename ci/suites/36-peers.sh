@@ -11,4 +11,4 @@ set -euo pipefail
 
 start=$SECONDS
 SERVER_BIN="$BIN_DIR/concurrent-socket" "$REPO/bench/peers/check.sh" concurrent-socket elysia node-ws
-echo "RESULT peers: concurrent-socket, elysia and node-ws answer protocol v1 as bench/peers/check.py expects ($((SECONDS - start)) s)"
+echo "RESULT peers: concurrent-socket, elysia and node-ws answer protocol v1, and concurrent-socket and elysia channels (v1.1), as bench/peers/check.py expects ($((SECONDS - start)) s)"

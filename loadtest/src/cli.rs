@@ -12,11 +12,14 @@ use crate::profile::{Profile, Share};
 use crate::thresholds::Thresholds;
 use crate::vuser::Behaviour;
 
+mod channels;
+pub use channels::{ChannelArgs, FanoutArgs, RoomsArgs};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "loadtest",
     version,
-    about = "Load generator for concurrent-socket (protocol v1)"
+    about = "Load generator for concurrent-socket (protocol v1, and channels of v1.1)"
 )]
 #[command(
     after_help = "Exit codes: 0 every threshold passed, 1 a threshold failed (the report names it), 2 usage or setup error."
@@ -41,6 +44,12 @@ pub enum Command {
     Soak(CommonArgs),
     /// Your own shape: --users (100), --ramp (10 s), --duration (60 s), --rate, --payload-bytes.
     Custom(CommonArgs),
+    /// Channels: one channel, --subscribers (1,000) subscribed, one publisher at --publish-rate
+    /// (10/s), ramped over --ramp (10 s), held --duration (30 s).
+    Fanout(FanoutArgs),
+    /// Channels: --rooms (200) rooms of --room-size (5) users, each subscribed to its room and
+    /// publishing --publish-rate (1/s) to it, ramped over --ramp (10 s), held --duration (30 s).
+    Rooms(RoomsArgs),
     /// Internal: one worker process of a --workers run (plan on stdin, snapshots on stdout).
     #[command(name = "__worker", hide = true)]
     Worker,
@@ -61,8 +70,9 @@ pub struct SpikeArgs {
     pub recovery: Duration,
 }
 
+/// Where the users connect to, and from.
 #[derive(Debug, Args)]
-pub struct CommonArgs {
+pub struct TargetArgs {
     /// Server base URL, ws:// or wss://; each user opens URL/ws/chat/{id}.
     #[arg(long, default_value = "ws://127.0.0.1:3001")]
     pub url: String,
@@ -70,6 +80,33 @@ pub struct CommonArgs {
     /// (SSL_CERT_FILE or SSL_CERT_DIR replace those).
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// Source addresses: ranges and lists, e.g. 127.0.0.2-127.0.0.40 or 10.0.0.5,10.0.0.6
+    /// [default: 127.0.0.2-127.0.0.40 for a loopback target, otherwise the kernel's choice].
+    #[arg(long)]
+    pub source_ips: Option<String>,
+    /// Worker processes to split the users over [default: as few as the open-file limit allows].
+    #[arg(long)]
+    pub workers: Option<u64>,
+}
+
+/// What the run writes besides the table.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Print the report as one JSON document on stdout (the table goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Also write a self-contained HTML report with charts to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// No live progress line, even on a terminal.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Users (connections) at the peak.
     #[arg(long)]
     pub users: Option<u64>,
@@ -94,13 +131,6 @@ pub struct CommonArgs {
     /// Connect timeout and message answer timeout.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// Source addresses: ranges and lists, e.g. 127.0.0.2-127.0.0.40 or 10.0.0.5,10.0.0.6
-    /// [default: 127.0.0.2-127.0.0.40 for a loopback target, otherwise the kernel's choice].
-    #[arg(long)]
-    pub source_ips: Option<String>,
-    /// Worker processes to split the users over [default: as few as the open-file limit allows].
-    #[arg(long)]
-    pub workers: Option<u64>,
     /// Threshold: connect time p95 must be below this.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub max_connect_p95: Duration,
@@ -113,15 +143,8 @@ pub struct CommonArgs {
     /// Threshold: message error rate, percent, must be below this.
     #[arg(long, default_value = "1", value_parser = parse_percent)]
     pub max_error_rate: f64,
-    /// Print the report as one JSON document on stdout (the table goes to stderr).
-    #[arg(long)]
-    pub json: bool,
-    /// Also write a self-contained HTML report with charts to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub html: Option<PathBuf>,
-    /// No live progress line, even on a terminal.
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -180,6 +203,8 @@ impl Command {
     /// Validates the flags; `Ok(None)` for the worker subcommand.
     pub fn into_spec(self) -> Result<Option<RunSpec>, String> {
         let (scenario, common, defaults, spike) = match self {
+            Command::Fanout(f) => return f.into_spec().map(Some),
+            Command::Rooms(r) => return r.into_spec().map(Some),
             Command::Ramp(c) => (
                 "ramp",
                 c,
@@ -273,6 +298,7 @@ impl Command {
             return Err("--timeout must be above 0".into());
         }
         if common
+            .target
             .workers
             .is_some_and(|w| !(1..=MAX_WORKERS).contains(&w))
         {
@@ -290,8 +316,11 @@ impl Command {
         if profile.total().is_zero() {
             return Err("the run would last 0 s: give --ramp or --duration".into());
         }
-        let target = Target::from_flags(&common.url, common.ca_file.as_deref())?;
-        let sources = net::choose_sources(common.source_ips.as_deref(), &target)?;
+        let (target, sources) = target_and_sources(
+            &common.target.url,
+            common.target.ca_file.as_deref(),
+            common.target.source_ips.as_deref(),
+        )?;
         let plan = EnginePlan {
             target,
             profile,
@@ -301,28 +330,44 @@ impl Command {
                 rate,
                 closed_loop_window: common.closed_loop,
                 payload_bytes: common.payload_bytes,
-                timeout_ms: u64::try_from(common.timeout.as_millis())
-                    .unwrap_or(u64::MAX)
-                    .max(1),
+                timeout_ms: millis(common.timeout),
                 churn: common.churn,
+                channels: None,
             },
             run_tag: run_tag(),
         };
         Ok(Some(RunSpec {
             scenario,
             plan,
-            workers: common.workers,
+            workers: common.target.workers,
             thresholds: Thresholds {
                 connect_p95: common.max_connect_p95,
                 round_trip_p95: common.max_rtt_p95,
                 min_success_pct: common.min_success_rate,
                 max_error_pct: common.max_error_rate,
+                channels: None,
             },
-            json: common.json,
-            html: common.html,
-            quiet: common.quiet,
+            json: common.output.json,
+            html: common.output.html,
+            quiet: common.output.quiet,
         }))
     }
+}
+
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// The target of `url` (TLS roots loaded and parsed, so that a worker cannot fail on them
+/// later, [`Target::from_flags`]) and the source addresses to connect from.
+pub(crate) fn target_and_sources(
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+    source_ips: Option<&str>,
+) -> Result<(Target, Vec<std::net::IpAddr>), String> {
+    let target = Target::from_flags(url, ca_file)?;
+    let sources = net::choose_sources(source_ips, &target)?;
+    Ok((target, sources))
 }
 
 /// A short tag unique to this run, the prefix of every connection id.

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 
 use crate::report::Report;
+use crate::stats::Snapshot;
 
 const WIDTH: f64 = 860.0;
 const HEIGHT: f64 = 260.0;
@@ -125,10 +126,11 @@ fn short(v: f64) -> String {
     }
 }
 
-/// Bars of the share of round trips per latency band (bands double in width).
-fn histogram_chart(h: &Histogram<u64>) -> String {
+/// Bars of the share of round trips (or deliveries: `what`) per latency band (bands double
+/// in width).
+fn histogram_chart(h: &Histogram<u64>, what: &str) -> String {
     if h.is_empty() {
-        return "<p>No round trip was measured.</p>".to_owned();
+        return format!("<p>No {what} was measured.</p>");
     }
     let bands: Vec<(u64, u64)> = h
         .iter_log(100, 2.0)
@@ -137,7 +139,7 @@ fn histogram_chart(h: &Histogram<u64>) -> String {
     let total = h.len() as f64;
     let width = (WIDTH - 2.0 * MARGIN) / bands.len() as f64;
     let mut svg = format!(
-        r#"<figure><figcaption>Round-trip histogram (share of messages per latency band)</figcaption><svg viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="round-trip histogram">"#
+        r#"<figure><figcaption>{what} histogram (share per latency band)</figcaption><svg viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{what} histogram">"#
     );
     let max_share = bands
         .iter()
@@ -162,16 +164,18 @@ fn histogram_chart(h: &Histogram<u64>) -> String {
     }
     let _ = write!(
         svg,
-        r#"<text x="{:.0}" y="{:.0}" text-anchor="middle">round trip, ms (upper bound of band)</text></svg></figure>"#,
+        r#"<text x="{:.0}" y="{:.0}" text-anchor="middle">{what}, ms (upper bound of band)</text></svg></figure>"#,
         WIDTH / 2.0,
         HEIGHT - 8.0
     );
     svg
 }
 
-/// The whole page.
-pub fn render(report: &Report, round_trip: &Histogram<u64>) -> String {
+/// The whole page: round trips, or for a channel run deliveries (`totals` holds the
+/// histograms of the whole run).
+pub fn render(report: &Report, totals: &Snapshot) -> String {
     let x = |second: u32| f64::from(second);
+    let channel_run = report.channels.is_some();
     let latency = [
         ("p50", "#2a9d8f", 0usize),
         ("p95", "#e9c46a", 1),
@@ -184,17 +188,43 @@ pub fn render(report: &Report, round_trip: &Histogram<u64>) -> String {
             .timeline
             .iter()
             .map(|p| {
-                (
-                    x(p.second),
+                let values = if channel_run {
+                    [p.delivery_p50_ms, None, p.delivery_p99_ms]
+                } else {
                     [
                         p.round_trip_p50_ms,
                         p.round_trip_p95_ms,
                         p.round_trip_p99_ms,
-                    ][which],
-                )
+                    ]
+                };
+                (x(p.second), values[which])
             })
             .collect(),
     });
+    let (what, histogram) = if channel_run {
+        ("delivery", &totals.delivery)
+    } else {
+        ("round trip", &totals.round_trip)
+    };
+    let deliveries = [Series {
+        name: "deliveries per second",
+        colour: "#8a5a9e",
+        points: report
+            .timeline
+            .iter()
+            .map(|p| (x(p.second), Some(p.deliveries as f64)))
+            .collect(),
+    }];
+    let deliveries = if channel_run {
+        line_chart(
+            "Deliveries per second",
+            "seconds",
+            "deliveries/s",
+            &deliveries,
+        )
+    } else {
+        String::new()
+    };
     let connections = [Series {
         name: "open connections",
         colour: "#264653",
@@ -215,6 +245,7 @@ details pre{{max-height:30em}}</style></head><body>
 <h1>loadtest {scenario} <span class="{class}">{verdict}</span></h1>
 <pre>{table}</pre>
 {latency}
+{deliveries}
 {connections}
 {histogram}
 <details><summary>Full JSON report</summary><pre>{json}</pre></details>
@@ -225,13 +256,20 @@ details pre{{max-height:30em}}</style></head><body>
         class = if report.passed { "pass" } else { "fail" },
         table = escape(&report.table()),
         latency = line_chart(
-            "Round-trip percentiles per second",
+            &format!(
+                "{} percentiles per second",
+                if channel_run {
+                    "Delivery"
+                } else {
+                    "Round-trip"
+                }
+            ),
             "seconds",
             "ms",
             &latency
         ),
         connections = line_chart("Open connections", "seconds", "connections", &connections),
-        histogram = histogram_chart(round_trip),
+        histogram = histogram_chart(histogram, what),
         json = escape(&json),
     )
 }
@@ -270,9 +308,10 @@ mod tests {
             churn: false,
             workers: 1,
             source_addresses: 0,
+            channels: None,
         };
         let report = Report::build(settings, &Thresholds::default(), &totals, timeline, 30, 3.0);
-        let page = render(&report, &totals.round_trip);
+        let page = render(&report, &totals);
         assert_eq!(page.matches("<svg").count(), 3);
         assert!(page.contains("smoke&lt;&amp;&gt;"));
         assert!(

@@ -1,7 +1,9 @@
-//! Load generator for concurrent-socket: protocol v1 virtual users, scenario shapes,
-//! HDR-histogram statistics merged across worker processes, thresholds and reports.
+//! Load generator for concurrent-socket: protocol v1 virtual users, channel (v1.1) scenarios,
+//! scenario shapes, HDR-histogram statistics merged across worker processes, thresholds and
+//! reports.
 
 pub mod aggregate;
+pub mod channels;
 pub mod cli;
 pub mod engine;
 pub mod html;

@@ -56,7 +56,7 @@ async fn run(spec: RunSpec) -> ExitCode {
         print!("{}", report.table());
     }
     if let Some(path) = &spec.html
-        && let Err(e) = std::fs::write(path, html::render(report, &outcome.totals.round_trip))
+        && let Err(e) = std::fs::write(path, html::render(report, &outcome.totals))
     {
         eprintln!("loadtest: cannot write {}: {e}", path.display());
         return ExitCode::from(SETUP_ERROR);

@@ -1,4 +1,5 @@
-//! The live progress line on a terminal: users, connects/s, msgs/s, round-trip p95, errors.
+//! The live progress line on a terminal: users, connects/s, msgs/s, round-trip p95, errors;
+//! in channel runs also publishes/s, deliveries/s and delivery p99.
 
 use std::time::Duration;
 
@@ -34,8 +35,22 @@ impl Progress {
         } else {
             format!("{:.1} ms", ms(second.round_trip.value_at_quantile(0.95)))
         };
+        let channels = if second.delivery.is_empty() && second.counts.channels.publishes == 0 {
+            String::new()
+        } else {
+            let c = &second.counts.channels;
+            let p99 = if second.delivery.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{:.1} ms", ms(second.delivery.value_at_quantile(0.99)))
+            };
+            format!(
+                "  publishes/s {}  deliveries/s {}  delivery p99 {p99}",
+                c.publishes, c.deliveries
+            )
+        };
         self.bar.set_message(format!(
-            "users {}  connects/s {}  msgs/s {}  rtt p95 {p95}  errors {}",
+            "users {}  connects/s {}  msgs/s {}  rtt p95 {p95}{channels}  errors {}",
             second.active, second.counts.connects, second.counts.answered, errors_so_far
         ));
     }

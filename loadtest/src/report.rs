@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::channels::{ChannelPlan, ChannelReport};
 use crate::stats::{LatencySummary, Snapshot, ms};
 use crate::thresholds::{Observed, Thresholds, Verdict, evaluate};
 
@@ -26,6 +27,8 @@ pub struct Settings {
     pub churn: bool,
     pub workers: u64,
     pub source_addresses: usize,
+    /// A channel run's scenario and publishing window.
+    pub channels: Option<ChannelPlan>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -84,6 +87,10 @@ pub struct Point {
     pub round_trip_p50_ms: Option<f64>,
     pub round_trip_p95_ms: Option<f64>,
     pub round_trip_p99_ms: Option<f64>,
+    /// Channel runs: publications received in order and their latency percentiles.
+    pub deliveries: u64,
+    pub delivery_p50_ms: Option<f64>,
+    pub delivery_p99_ms: Option<f64>,
 }
 
 impl Point {
@@ -91,6 +98,8 @@ impl Point {
         let q = |quantile| {
             (!s.round_trip.is_empty()).then(|| ms(s.round_trip.value_at_quantile(quantile)))
         };
+        let d =
+            |quantile| (!s.delivery.is_empty()).then(|| ms(s.delivery.value_at_quantile(quantile)));
         Point {
             second: s.second,
             active: s.active,
@@ -102,6 +111,9 @@ impl Point {
             round_trip_p50_ms: q(0.50),
             round_trip_p95_ms: q(0.95),
             round_trip_p99_ms: q(0.99),
+            deliveries: s.counts.channels.deliveries,
+            delivery_p50_ms: d(0.50),
+            delivery_p99_ms: d(0.99),
         }
     }
 }
@@ -120,6 +132,8 @@ pub struct Report {
     pub disconnects: Disconnects,
     pub messages: Messages,
     pub latency: Latency,
+    /// Channel runs only.
+    pub channels: Option<ChannelReport>,
     pub timeline: Vec<Point>,
 }
 
@@ -174,7 +188,15 @@ impl Report {
             success_pct: connections.success_rate_pct,
             error_pct: messages.error_rate_pct,
         };
-        let thresholds = evaluate(limits, &observed);
+        let channels = settings.channels.as_ref().map(|plan| {
+            let per_second: Vec<(u32, u64)> =
+                timeline.iter().map(|p| (p.second, p.deliveries)).collect();
+            ChannelReport::of(plan, &c.channels, &totals.delivery, &per_second)
+        });
+        let mut thresholds = evaluate(limits, &observed);
+        if let (Some(section), Some(channel_limits)) = (&channels, &limits.channels) {
+            thresholds.extend(section.verdicts(channel_limits));
+        }
         let failed_thresholds: Vec<_> = thresholds
             .iter()
             .filter(|v| v.failed())
@@ -194,6 +216,7 @@ impl Report {
             },
             messages,
             latency,
+            channels,
             timeline,
         }
     }
@@ -244,6 +267,9 @@ impl Report {
                 m.late
             );
         }
+        if let Some(channels) = &self.channels {
+            t.push_str(&channels.table());
+        }
         if !self.disconnects.by_close_code.is_empty() {
             let _ = writeln!(
                 t,
@@ -256,10 +282,18 @@ impl Report {
             t,
             "  latency (ms)      count      p50      p90      p95      p99    p99.9      max"
         );
+        let delivery = self
+            .channels
+            .as_ref()
+            .and_then(|c| c.delivery_latency.clone());
         for (name, l) in [
             ("connect", &self.latency.connect),
             ("round trip", &self.latency.round_trip),
+            ("delivery", &delivery),
         ] {
+            if name == "delivery" && self.channels.is_none() {
+                continue;
+            }
             match l {
                 Some(l) => {
                     let _ = writeln!(
@@ -326,6 +360,7 @@ mod tests {
             churn: false,
             workers: 1,
             source_addresses: 39,
+            channels: None,
         }
     }
 

@@ -143,6 +143,7 @@ fn settings(spec: &RunSpec, workers: u64) -> Settings {
         churn: plan.behaviour.churn,
         workers,
         source_addresses: plan.sources.len(),
+        channels: plan.behaviour.channels.clone(),
     }
 }
 

@@ -88,6 +88,8 @@ pub struct Counts {
     pub close_codes: BTreeMap<String, u64>,
     /// `goodbye` messages received, by `reason`.
     pub goodbye_reasons: BTreeMap<String, u64>,
+    /// The channel scenarios' counts (zero in the others).
+    pub channels: crate::channels::ChannelCounts,
 }
 
 fn add_map(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
@@ -123,6 +125,7 @@ impl Counts {
         add_map(&mut self.server_errors, &other.server_errors);
         add_map(&mut self.close_codes, &other.close_codes);
         add_map(&mut self.goodbye_reasons, &other.goodbye_reasons);
+        self.channels.merge(&other.channels);
     }
 
     /// Failed connection attempts of every kind.
@@ -157,6 +160,9 @@ pub struct Snapshot {
     /// Scheduled send time to `message_response`.
     #[serde(with = "wire_histogram")]
     pub round_trip: Histogram<u64>,
+    /// Channel scenarios: a publication's send time (its publisher's clock) to its receipt.
+    #[serde(with = "wire_histogram")]
+    pub delivery: Histogram<u64>,
 }
 
 impl Snapshot {
@@ -167,6 +173,7 @@ impl Snapshot {
             counts: Counts::default(),
             connect: new_histogram(),
             round_trip: new_histogram(),
+            delivery: new_histogram(),
         }
     }
 
@@ -179,6 +186,9 @@ impl Snapshot {
             .expect("histograms share bounds");
         self.round_trip
             .add(&other.round_trip)
+            .expect("histograms share bounds");
+        self.delivery
+            .add(&other.delivery)
             .expect("histograms share bounds");
     }
 }
@@ -227,6 +237,7 @@ struct Window {
     counts: Counts,
     connect: Histogram<u64>,
     round_trip: Histogram<u64>,
+    delivery: Histogram<u64>,
 }
 
 fn micros(d: Duration) -> u64 {
@@ -240,6 +251,7 @@ impl Default for Recorder {
                 counts: Counts::default(),
                 connect: new_histogram(),
                 round_trip: new_histogram(),
+                delivery: new_histogram(),
             }),
             active: AtomicU64::new(0),
         }
@@ -290,6 +302,14 @@ impl Recorder {
     }
 
     /// Closes the current window as the snapshot of `second` and opens a new one.
+    /// A publication received in order on a subscription, `latency` after it was published.
+    pub fn delivered(&self, latency: Duration) {
+        self.with(|w| {
+            w.counts.channels.deliveries += 1;
+            w.delivery.saturating_record(micros(latency));
+        });
+    }
+
     pub fn take(&self, second: u32) -> Snapshot {
         let active = self.active.load(Ordering::Relaxed);
         self.with(|w| Snapshot {
@@ -298,6 +318,7 @@ impl Recorder {
             counts: std::mem::take(&mut w.counts),
             connect: std::mem::replace(&mut w.connect, new_histogram()),
             round_trip: std::mem::replace(&mut w.round_trip, new_histogram()),
+            delivery: std::mem::replace(&mut w.delivery, new_histogram()),
         })
     }
 }

@@ -16,6 +16,8 @@ pub struct Thresholds {
     pub min_success_pct: f64,
     /// Message error rate (percent) must be below this.
     pub max_error_pct: f64,
+    /// A channel run's own limits.
+    pub channels: Option<crate::channels::ChannelThresholds>,
 }
 
 impl Default for Thresholds {
@@ -25,6 +27,7 @@ impl Default for Thresholds {
             round_trip_p95: Duration::from_secs(1),
             min_success_pct: 95.0,
             max_error_pct: 1.0,
+            channels: None,
         }
     }
 }
@@ -53,7 +56,8 @@ pub enum Status {
 /// One threshold's outcome.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Verdict {
-    /// `connect_p95`, `round_trip_p95`, `success_rate` or `error_rate`.
+    /// `connect_p95`, `round_trip_p95`, `success_rate`, `error_rate`, or for channel runs
+    /// `delivery_p99`, `missing`, `duplicates`, `deliveries_per_s`.
     pub name: &'static str,
     /// Human-readable rule, e.g. `connect_p95 < 2000 ms`.
     pub rule: String,
@@ -83,13 +87,16 @@ impl Verdict {
     }
 }
 
+/// Which side of its limit a figure must stay on.
 #[derive(Clone, Copy)]
-enum Direction {
+pub(crate) enum Direction {
     Below,
     Above,
+    /// At most the limit (counts that must be 0).
+    AtMost,
 }
 
-fn judge(
+pub(crate) fn judge(
     name: &'static str,
     direction: Direction,
     limit: f64,
@@ -100,6 +107,7 @@ fn judge(
     let sign = match direction {
         Direction::Below => "<",
         Direction::Above => ">",
+        Direction::AtMost => "<=",
     };
     let status = match (applicable, observed) {
         (false, _) => Status::Skipped,
@@ -108,6 +116,7 @@ fn judge(
             let ok = match direction {
                 Direction::Below => v < limit,
                 Direction::Above => v > limit,
+                Direction::AtMost => v <= limit,
             };
             if ok { Status::Pass } else { Status::Fail }
         }

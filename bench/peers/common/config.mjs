@@ -1,5 +1,5 @@
 // The peers' configuration: the environment variables of concurrent-socket
-// (docs/configuration.md) that a protocol v1 server needs, with the same defaults and valid
+// (docs/configuration.md) that a protocol v1 (and v1.1 channels) server needs, with the same defaults and valid
 // ranges. A bad value is an error naming the variable, and every bad one is reported at once.
 import net from 'node:net';
 import os from 'node:os';
@@ -70,6 +70,13 @@ const VARIABLES = {
   SHUTDOWN_TIMEOUT: [wholeNumber(100, 3_600_000), '10000'],
   METRICS_ADDR: [socketAddress, '127.0.0.1:9464'],
   SERVER_ID: [serverId, null],
+  // Channels (protocol v1.1), read by the peers that speak them (common/channels.mjs).
+  HISTORY_SIZE: [wholeNumber(0, 1_000_000), '100'],
+  HISTORY_TTL: [wholeNumber(1, 604_800_000), '300000'],
+  HISTORY_MAX_BYTES: [wholeNumber(0, 2 ** 40), '268435456'],
+  MAX_SUBSCRIPTIONS_PER_CONNECTION: [wholeNumber(0, 65_536), '128'],
+  MAX_CHANNELS: [wholeNumber(1, 100_000_000), '100000'],
+  OUTBOUND_QUEUE_BYTES: [wholeNumber(1024, 1_073_741_824), '1048576'],
 };
 
 /** Reads every variable of VARIABLES from `env`; throws ConfigError listing the bad ones. */

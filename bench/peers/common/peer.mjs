@@ -71,6 +71,7 @@ export class Connection {
     this.closing = false; // our close frame is sent: nothing more is answered
     this.deadPeer = false;
     this.timer = null;
+    this.channels = null; // the channels it subscribed to, from its first subscribe (channels.mjs)
     this.schedule(now);
   }
 
@@ -169,6 +170,27 @@ export class Connection {
     this.send(say.error(error, now), 'error');
   }
 
+  /** Answers a request with an `error`; true, what a handler returns for a refusal. */
+  refuse(error, now) {
+    this.reject(error, now);
+    return true;
+  }
+
+  /**
+   * A request's `data` as JSON text, or null after answering message_too_large: a stack that
+   * parses frames before the handler (judgesDataSize) holds `data` to MAX_MESSAGE_BYTES.
+   */
+  dataJson(data, now) {
+    const json = data === undefined ? 'null' : JSON.stringify(data);
+    const max = this.peer.config.MAX_MESSAGE_BYTES;
+    // UTF-8 takes at most 3 bytes per UTF-16 unit: count the bytes only when that could exceed.
+    if (this.peer.judgesDataSize && json.length * 3 > max && Buffer.byteLength(json) > max) {
+      this.reject(tooLarge(max).error, now); // never with the id, as concurrent-socket
+      return null;
+    }
+    return json;
+  }
+
   /** Sends `goodbye` and closes; after server_shutdown, answers for a grace period first. */
   goodbye(reason) {
     if (this.leaving) return;
@@ -204,13 +226,8 @@ export class Connection {
  * the request and returns true when it refused it with an `error`.
  */
 function serveMessage(connection, { id, value }, now) {
-  const dataJson = value.data === undefined ? 'null' : JSON.stringify(value.data);
-  const max = connection.peer.config.MAX_MESSAGE_BYTES;
-  // UTF-8 takes at most 3 bytes per UTF-16 unit: count the bytes only when that could exceed.
-  if (connection.peer.judgesDataSize && dataJson.length * 3 > max && Buffer.byteLength(dataJson) > max) {
-    connection.reject(tooLarge(max).error, now); // never with the id, as concurrent-socket
-    return true;
-  }
+  const dataJson = connection.dataJson(value.data, now);
+  if (dataJson === null) return true;
   connection.send(say.messageResponse(id, dataJson, now), 'message_response');
   return false;
 }
@@ -230,6 +247,8 @@ export class Peer {
     this.metrics = createMetrics(prom, config.MAX_CONNECTIONS);
     this.judgesDataSize = judgesDataSize;
     this.handlers = new Map([['message', serveMessage], ['ping', servePing]]);
+    // Called with each connection that ended (channels release its subscriptions).
+    this.onClosed = null;
     this.connections = new Set();
     this.byId = new Map();
     this.perIp = new Map();
@@ -278,6 +297,7 @@ export class Peer {
     if (left > 0) this.perIp.set(connection.ip, left);
     else this.perIp.delete(connection.ip);
     if (this.byId.get(connection.id) === connection) this.byId.delete(connection.id);
+    this.onClosed?.(connection);
     this.metrics.active.dec();
     this.metrics.disconnects(reason).inc();
     this.metrics.duration.observe((Date.now() - connection.opened) / 1000);

@@ -1,21 +1,24 @@
-// Protocol v1 peer on Bun + Elysia (+ prom-client), the original design's stack: the
-// transport for ../common/peer.mjs on Elysia's own WebSocket route, which parses each text
-// frame before the handler sees it (the differences that makes: ../README.md).
+// Protocol v1 and v1.1 (channels) peer on Bun + Elysia (+ prom-client), the original design's
+// stack: the transport for ../common/peer.mjs on Elysia's own WebSocket route, which parses
+// each text frame before the handler sees it (the differences that makes: ../README.md).
 // Run from this folder after `npm ci`: node_modules/.bin/bun server.ts. Configuration: ../README.md.
 //
-// Channels (protocol v1.1) are to plug in as request handlers (peer.handlers.set('subscribe',
-// ...)) on Bun's native publish/subscribe: connection.socket.subscribe(channel) and
-// app.server.publish(channel, text), one serialisation per publication for every subscriber.
+// Channels (../common/channels.mjs) run on Bun's native publish/subscribe: a subscriber's
+// socket joins the uWebSockets topic of the channel (connection.socket.subscribe), and each
+// publication is serialised once and handed to app.server.publish, which writes the same
+// bytes to every subscriber of the topic in native code.
 import { Elysia } from 'elysia';
 import prom from 'prom-client';
 import { configOrExit } from '../common/config.mjs';
 import { Peer } from '../common/peer.mjs';
+import { Channels } from '../common/channels.mjs';
 
 type Answer = { status: number; body: string; headers?: Record<string, string> };
 
 const config = configOrExit();
 // Elysia hands over parsed JSON: MAX_MESSAGE_BYTES is held against a message's data.
 const peer = new Peer(config, prom, { judgesDataSize: true });
+new Channels(peer, prom, (channel: string, text: string) => app.server!.publish(channel, text));
 
 const reply = ({ status, body, headers = {} }: Answer) =>
   new Response(body, { status, headers: { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers } });
@@ -41,6 +44,11 @@ const app = new Elysia({
     perMessageDeflate: false,
     // Up to 4x MAX_MESSAGE_BYTES is read and answered message_too_large; beyond, Bun closes with 1009.
     maxPayloadLength: config.MAX_MESSAGE_BYTES * 4,
+    // A client that does not read is closed once OUTBOUND_QUEUE_BYTES wait for it, as
+    // concurrent-socket's slow_consumer; without this uWebSockets would drop publications
+    // for it silently, a gap the channels contract forbids.
+    backpressureLimit: config.OUTBOUND_QUEUE_BYTES,
+    closeOnBackpressureLimit: true,
   },
 })
   .onError(({ code }) => (code === 'NOT_FOUND' ? reply(peer.notFound()) : undefined))

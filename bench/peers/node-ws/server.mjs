@@ -1,4 +1,4 @@
-// Protocol v1 peer on Node + ws (+ prom-client): the transport for ../common/peer.mjs.
+// Protocol v1 peer on Node + ws (+ prom-client): the transport for ../common/peer.mjs (no channels).
 // Run from this folder after `npm ci`: node server.mjs. Configuration: ../README.md.
 import http from 'node:http';
 import prom from 'prom-client';

@@ -8,10 +8,12 @@
 //! - [`session`]: one established connection, from the first send to the close handshake;
 //! - [`schedule`]: when the next `message` is due (open or closed loop);
 //! - [`in_flight`]: the `message`s sent and not yet answered;
-//! - [`wire`]: the protocol v1 messages a user writes and reads. A scenario that speaks more
-//!   of the protocol (channels: `subscribe`, `publish`, `publication`) adds its messages
-//!   there and its reaction to them in the session.
+//! - [`wire`]: the protocol v1 messages a user writes and reads;
+//! - [`channels`] and [`channel_wire`]: a channel scenario's connection (subscribe, publish,
+//!   check every publication's offset) and the v1.1 messages it writes and reads.
 
+mod channel_wire;
+mod channels;
 mod connect;
 mod in_flight;
 mod reconnect;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 
+use super::channels::{ChannelMemory, ChannelSession};
 use super::connect::connect;
 use super::session::{Session, SessionEnd};
 use super::settings::UserContext;
@@ -22,6 +23,12 @@ pub async fn run_user(
     stop: CancellationToken,
 ) {
     let id = format!("{}-{global}", ctx.run_tag);
+    let role = ctx
+        .behaviour
+        .channels
+        .as_ref()
+        .map(|plan| plan.role(&ctx.run_tag, global));
+    let mut memory = ChannelMemory::default();
     let mut failures_in_a_row = 0u32;
     let mut reconnecting = false;
     while !stop.is_cancelled() {
@@ -38,7 +45,14 @@ pub async fn run_user(
             Ok((ws, took)) => {
                 failures_in_a_row = 0;
                 ctx.recorder.connected(took, reconnecting);
-                let end = Session::new(&ctx, ws).run(&stop).await;
+                let end = match &role {
+                    None => Session::new(&ctx, ws).run(&stop).await,
+                    Some(role) => {
+                        ChannelSession::new(&ctx, ws, role, &mut memory)
+                            .run(&stop, ctx.publish_until())
+                            .await
+                    }
+                };
                 ctx.recorder.disconnected();
                 end
             }

@@ -90,6 +90,7 @@ mod tests {
             payload_bytes: 1,
             timeout_ms: 1000,
             churn: false,
+            channels: None,
         }
     }
 

@@ -36,6 +36,19 @@ pub(super) enum SessionEnd {
     Churned,
 }
 
+/// The code of the server's close frame, as the report counts it (`1005`: none in it).
+pub(super) fn close_code(frame: Option<&CloseFrame>) -> String {
+    frame.map_or_else(|| "1005".to_owned(), |f| u16::from(f.code).to_string())
+}
+
+/// How a connection the server ended ends the session: as its `goodbye` said, else lost.
+pub(super) fn ended(goodbye: Option<bool>) -> SessionEnd {
+    match goodbye {
+        Some(reconnect) => SessionEnd::Goodbye { reconnect },
+        None => SessionEnd::Lost,
+    }
+}
+
 /// One established connection.
 pub(super) struct Session<'a> {
     ctx: &'a UserContext,
@@ -132,13 +145,8 @@ impl<'a> Session<'a> {
             Some(Ok(Message::Text(text))) => self.on_text(&text),
             Some(Ok(Message::Close(frame))) => {
                 self.closed_by_server = true;
-                let code =
-                    frame.map_or_else(|| "1005".to_owned(), |f| u16::from(f.code).to_string());
-                self.record_close(&code);
-                return Some(match self.goodbye {
-                    Some(reconnect) => SessionEnd::Goodbye { reconnect },
-                    None => SessionEnd::Lost,
-                });
+                self.record_close(&close_code(frame.as_ref()));
+                return Some(ended(self.goodbye));
             }
             Some(Ok(Message::Binary(_))) => self.ctx.recorder.count(|c| c.protocol_errors += 1),
             Some(Ok(_)) => {}
@@ -176,10 +184,7 @@ impl<'a> Session<'a> {
     /// The transport failed or ended without a close frame.
     fn lost(&self) -> SessionEnd {
         self.record_close("none");
-        match self.goodbye {
-            Some(reconnect) => SessionEnd::Goodbye { reconnect },
-            None => SessionEnd::Lost,
-        }
+        ended(self.goodbye)
     }
 
     /// Counts how the connection ended when the server ended it: it closed first, or it said

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
+use crate::channels::ChannelPlan;
 use crate::net::Target;
 use crate::stats::Recorder;
 use crate::tls::TlsClient;
@@ -25,6 +27,8 @@ pub struct Behaviour {
     pub timeout_ms: u64,
     /// Close as soon as the connection is established and open a new one (handshake rate).
     pub churn: bool,
+    /// A channel scenario instead of `message`s.
+    pub channels: Option<ChannelPlan>,
 }
 
 /// Settings and shared state of all users of one process.
@@ -38,6 +42,8 @@ pub struct UserContext {
     pub(super) timeout: Duration,
     /// For a `wss://` target.
     pub(super) tls: Option<TlsClient>,
+    /// When the process's run began: channel users stop publishing `publish_for_ms` later.
+    pub(super) started: Instant,
 }
 
 /// The longest a user waits for its answers after a `goodbye`: the server answers for at most
@@ -64,7 +70,18 @@ impl UserContext {
             payload,
             timeout,
             tls,
+            started: Instant::now(),
         })
+    }
+
+    /// When a channel user stops publishing.
+    pub(super) fn publish_until(&self) -> Instant {
+        let publish_for = self
+            .behaviour
+            .channels
+            .as_ref()
+            .map_or(0, |p| p.publish_for_ms);
+        self.started + Duration::from_millis(publish_for)
     }
 
     /// How long a stopping user waits for its outstanding answers.

@@ -97,6 +97,7 @@ fn closed_loop(timeout_ms: u64) -> Behaviour {
         payload_bytes: 8,
         timeout_ms,
         churn: false,
+        channels: None,
     }
 }
 

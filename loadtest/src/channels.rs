@@ -1,0 +1,321 @@
+//! The channel scenarios (protocol v1.1): `fanout` (one channel, N subscribers, one publisher
+//! at P publishes/s) and `rooms` (R rooms of K users, each subscribed to its room and
+//! publishing at a rate). What each user does ([`ChannelPlan::role`]), what they count
+//! ([`ChannelCounts`]), and how a run is judged on it: delivery latency (a publication's send
+//! time on its publisher's clock to its receipt), missing and duplicate publications (must be
+//! 0), and deliveries per second.
+
+use serde::{Deserialize, Serialize};
+
+use crate::stats::LatencySummary;
+use crate::thresholds::{Direction, Verdict, judge};
+
+/// The shape of a channel run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum ChannelScenario {
+    /// User 0 publishes `rate` times a second to one channel; users 1..=`subscribers` subscribe.
+    Fanout { subscribers: u64, rate: f64 },
+    /// `rooms` rooms of `size` users; each user subscribes to its room and publishes `rate`
+    /// times a second to it.
+    Rooms { rooms: u64, size: u64, rate: f64 },
+}
+
+/// What every user of a channel run does (part of the plan a worker receives).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelPlan {
+    pub scenario: ChannelScenario,
+    /// Publishing stops this long after the run starts, so that the last publications have
+    /// the rest of the run to arrive: one not received live by the end counts as missing.
+    pub publish_for_ms: u64,
+    /// Deliveries per second are judged over the seconds from this (the end of the ramp) to
+    /// the end of publishing.
+    pub measure_from_ms: u64,
+}
+
+/// One user's part.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Role {
+    pub channel: String,
+    pub subscribes: bool,
+    /// Publishes per second (0: none).
+    pub publish_rate: f64,
+}
+
+impl ChannelPlan {
+    /// The users the scenario needs.
+    pub fn users(&self) -> u64 {
+        match self.scenario {
+            ChannelScenario::Fanout { subscribers, .. } => subscribers + 1,
+            ChannelScenario::Rooms { rooms, size, .. } => rooms * size,
+        }
+    }
+
+    /// What user number `global` of the run tagged `run_tag` does.
+    pub fn role(&self, run_tag: &str, global: u64) -> Role {
+        match self.scenario {
+            ChannelScenario::Fanout { rate, .. } => Role {
+                channel: format!("lt:{run_tag}:fanout"),
+                subscribes: global > 0,
+                publish_rate: if global == 0 { rate } else { 0.0 },
+            },
+            ChannelScenario::Rooms { size, rate, .. } => Role {
+                channel: format!("lt:{run_tag}:room-{}", global / size.max(1)),
+                subscribes: true,
+                publish_rate: rate,
+            },
+        }
+    }
+}
+
+/// What channel users count. Every field adds up when windows or processes merge.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelCounts {
+    /// `publish` requests written.
+    pub publishes: u64,
+    /// `published` acknowledgements received.
+    pub published: u64,
+    /// Publishes answered with an `error`.
+    pub publish_refused: u64,
+    /// Publications received live, in order, once (each also in the delivery histogram).
+    pub deliveries: u64,
+    /// Offsets a subscription skipped, or had not received when it ended.
+    pub missing: u64,
+    /// Publications received again (an offset not above the last one seen).
+    pub duplicates: u64,
+    /// Subscriptions the server ended with `insufficient_state`.
+    pub insufficient_state: u64,
+    /// Resubscriptions with `recover` answered `recovered: true` / `false`.
+    pub recovered: u64,
+    pub not_recovered: u64,
+}
+
+impl ChannelCounts {
+    pub fn merge(&mut self, other: &ChannelCounts) {
+        self.publishes += other.publishes;
+        self.published += other.published;
+        self.publish_refused += other.publish_refused;
+        self.deliveries += other.deliveries;
+        self.missing += other.missing;
+        self.duplicates += other.duplicates;
+        self.insufficient_state += other.insufficient_state;
+        self.recovered += other.recovered;
+        self.not_recovered += other.not_recovered;
+    }
+}
+
+/// The limits a channel run must stay within.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelThresholds {
+    /// Delivery latency p99 must be below this (ms).
+    pub delivery_p99_ms: f64,
+    /// Missing publications must not exceed this (0 by default).
+    pub max_missing: u64,
+    /// Duplicate publications must not exceed this (0 by default).
+    pub max_duplicates: u64,
+    /// Deliveries per second while publishing must be above this.
+    pub min_deliveries_per_s: f64,
+}
+
+impl ChannelReport {
+    /// The section, from the run's totals and the deliveries of each second.
+    pub fn of(
+        plan: &ChannelPlan,
+        counts: &ChannelCounts,
+        delivery: &hdrhistogram::Histogram<u64>,
+        per_second: &[(u32, u64)],
+    ) -> Self {
+        let from = plan.measure_from_ms / 1000;
+        let to = plan.publish_for_ms / 1000;
+        let window: Vec<u64> = per_second
+            .iter()
+            .filter(|(s, _)| u64::from(*s) > from && u64::from(*s) <= to)
+            .map(|&(_, n)| n)
+            .collect();
+        let deliveries_per_s = if window.is_empty() {
+            0.0
+        } else {
+            window.iter().sum::<u64>() as f64 / window.len() as f64
+        };
+        ChannelReport {
+            counts: counts.clone(),
+            deliveries_per_s,
+            delivery_latency: LatencySummary::of(delivery),
+        }
+    }
+}
+
+/// The channel section of the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChannelReport {
+    pub counts: ChannelCounts,
+    /// Mean deliveries per second over the seconds after the ramp while publishing.
+    pub deliveries_per_s: f64,
+    pub delivery_latency: Option<LatencySummary>,
+}
+
+impl ChannelReport {
+    /// Judges the channel thresholds; no delivery at all fails the latency threshold.
+    pub fn verdicts(&self, limits: &ChannelThresholds) -> Vec<Verdict> {
+        let c = &self.counts;
+        vec![
+            judge(
+                "delivery_p99",
+                Direction::Below,
+                limits.delivery_p99_ms,
+                "ms",
+                self.delivery_latency.as_ref().map(|l| l.p99_ms),
+                true,
+            ),
+            judge(
+                "missing",
+                Direction::AtMost,
+                limits.max_missing as f64,
+                "publications",
+                Some(c.missing as f64),
+                true,
+            ),
+            judge(
+                "duplicates",
+                Direction::AtMost,
+                limits.max_duplicates as f64,
+                "publications",
+                Some(c.duplicates as f64),
+                true,
+            ),
+            judge(
+                "deliveries_per_s",
+                Direction::Above,
+                limits.min_deliveries_per_s,
+                "/s",
+                Some(self.deliveries_per_s),
+                true,
+            ),
+        ]
+    }
+
+    /// The lines of the summary table.
+    pub fn table(&self) -> String {
+        let c = &self.counts;
+        format!(
+            "  channels     publishes {}  published {}  refused {}  deliveries {} ({:.0}/s)  missing {}  duplicates {}\n               insufficient_state {}  recovered {}  not recovered {}\n",
+            c.publishes,
+            c.published,
+            c.publish_refused,
+            c.deliveries,
+            self.deliveries_per_s,
+            c.missing,
+            c.duplicates,
+            c.insufficient_state,
+            c.recovered,
+            c.not_recovered
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> ChannelThresholds {
+        ChannelThresholds {
+            delivery_p99_ms: 500.0,
+            max_missing: 0,
+            max_duplicates: 0,
+            min_deliveries_per_s: 1.0,
+        }
+    }
+
+    #[test]
+    fn fanout_has_one_publisher_and_rooms_group_users() {
+        let fanout = ChannelPlan {
+            scenario: ChannelScenario::Fanout {
+                subscribers: 3,
+                rate: 10.0,
+            },
+            publish_for_ms: 1000,
+            measure_from_ms: 0,
+        };
+        assert_eq!(fanout.users(), 4);
+        assert_eq!(fanout.role("t", 0).publish_rate, 10.0);
+        assert!(!fanout.role("t", 0).subscribes);
+        assert!(fanout.role("t", 3).subscribes && fanout.role("t", 3).publish_rate == 0.0);
+        let rooms = ChannelPlan {
+            scenario: ChannelScenario::Rooms {
+                rooms: 2,
+                size: 5,
+                rate: 1.0,
+            },
+            publish_for_ms: 1000,
+            measure_from_ms: 0,
+        };
+        assert_eq!(rooms.users(), 10);
+        assert_eq!(rooms.role("t", 4).channel, "lt:t:room-0");
+        assert_eq!(rooms.role("t", 5).channel, "lt:t:room-1");
+    }
+
+    #[test]
+    fn a_missing_or_doubled_publication_fails_its_threshold() {
+        let healthy = ChannelReport {
+            counts: ChannelCounts {
+                deliveries: 100,
+                ..ChannelCounts::default()
+            },
+            deliveries_per_s: 50.0,
+            delivery_latency: Some(LatencySummary {
+                count: 100,
+                min_ms: 1.0,
+                mean_ms: 2.0,
+                p50_ms: 2.0,
+                p90_ms: 3.0,
+                p95_ms: 3.0,
+                p99_ms: 4.0,
+                p999_ms: 5.0,
+                max_ms: 5.0,
+            }),
+        };
+        assert!(healthy.verdicts(&limits()).iter().all(|v| !v.failed()));
+        for (name, spoil) in [
+            (
+                "missing",
+                ChannelCounts {
+                    missing: 1,
+                    ..healthy.counts.clone()
+                },
+            ),
+            (
+                "duplicates",
+                ChannelCounts {
+                    duplicates: 1,
+                    ..healthy.counts.clone()
+                },
+            ),
+        ] {
+            let report = ChannelReport {
+                counts: spoil,
+                ..healthy.clone()
+            };
+            let failed: Vec<_> = report
+                .verdicts(&limits())
+                .into_iter()
+                .filter(Verdict::failed)
+                .map(|v| v.name)
+                .collect();
+            assert_eq!(failed, [name]);
+        }
+        let silent = ChannelReport {
+            delivery_latency: None,
+            deliveries_per_s: 0.0,
+            ..healthy
+        };
+        let failed: Vec<_> = silent
+            .verdicts(&limits())
+            .into_iter()
+            .filter(Verdict::failed)
+            .map(|v| v.name)
+            .collect();
+        assert_eq!(failed, ["delivery_p99", "deliveries_per_s"]);
+    }
+}
