@@ -104,7 +104,9 @@ async fn a_publication_reaches_every_subscriber_byte_for_byte() {
 
 #[tokio::test]
 async fn concurrent_publishers_every_subscriber_sees_every_offset_once_in_order() {
-    let server = Server::start(&[("RATE_LIMIT_MSGS_PER_SEC", "0")]).await;
+    // Bursts of publications: neither the message nor the frame budget may refuse them.
+    let server =
+        Server::start(&[("RATE_LIMIT_MSGS_PER_SEC", "0"), ("FRAME_RATE_LIMIT", "0")]).await;
     let mut subscribers = Vec::new();
     for i in 0..3 {
         let (mut client, _) = Client::chat(&server, &format!("sub{i}")).await;
@@ -338,6 +340,7 @@ async fn publishes_count_toward_the_rate_limit_and_the_size_limit() {
 async fn a_subscriber_that_does_not_read_loses_the_subscription_not_the_order() {
     let vars = [
         ("RATE_LIMIT_MSGS_PER_SEC", "0"),
+        ("FRAME_RATE_LIMIT", "0"),
         ("OUTBOUND_QUEUE_BYTES", "1024"),
         ("HISTORY_SIZE", "10000"),
         // A recovery of up to 4 x 4 MiB fits in one answer.

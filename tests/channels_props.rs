@@ -264,6 +264,7 @@ fn no_subscriber_sees_a_gap_or_a_duplicate_it_was_not_told_of() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let vars = [
         ("RATE_LIMIT_MSGS_PER_SEC", "0"),
+        ("FRAME_RATE_LIMIT", "0"),
         ("OUTBOUND_QUEUE_BYTES", "1024"),
         ("HISTORY_SIZE", "16"),
     ];

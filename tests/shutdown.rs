@@ -14,15 +14,18 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 const CLIENTS: usize = 20;
-/// The drain's configured bound in this test. Below 2857 ms, the deadline (90%) comes before
-/// the stuck client's closing handshake could time out (its grace, a fifth of the timeout,
-/// plus 2 s, even from the first goodbye), so that the deadline is what ends it.
+/// The drain's configured bound in this test.
 const SHUTDOWN_TIMEOUT_MS: u64 = 2500;
 /// Goodbyes are spread evenly over the first half of `SHUTDOWN_TIMEOUT` (docs/protocol.md).
 const WINDOW_MS: u64 = SHUTDOWN_TIMEOUT_MS / 2;
-/// What is still open a tenth (at most 1 s) before `SHUTDOWN_TIMEOUT` is dropped
-/// (docs/configuration.md); the stuck client holds the server until then.
-const DEADLINE_MS: u64 = SHUTDOWN_TIMEOUT_MS - SHUTDOWN_TIMEOUT_MS / 10;
+/// After its goodbye a connection is answered for a grace of a fifth of the timeout, then its
+/// close frame is awaited for another fifth (both derived from `SHUTDOWN_TIMEOUT`, so that
+/// they fit before the deadline: docs/configuration.md).
+const GRACE_AND_CLOSE_WAIT_MS: u64 = 2 * (SHUTDOWN_TIMEOUT_MS / 5);
+/// The stuck client, the newest connection, gets the last goodbye slot (the drain goes oldest
+/// first) and never answers the close: it holds the server until its close wait ends.
+const STUCK_END_MS: u64 =
+    WINDOW_MS * CLIENTS as u64 / (CLIENTS as u64 + 1) + GRACE_AND_CLOSE_WAIT_MS;
 /// Slack for scheduling on a busy machine: an exit after the timeout.
 const MARGIN_MS: u64 = 500;
 /// How late a goodbye may come after its slot (they come within milliseconds here): tight
@@ -129,10 +132,9 @@ async fn sigterm_drains_every_client_and_exits_zero_before_the_deadline() {
     let elapsed = signalled.elapsed().as_millis() as u64;
     assert!(status.success(), "exit status {status:?}");
     assert!(
-        (DEADLINE_MS..=SHUTDOWN_TIMEOUT_MS + MARGIN_MS).contains(&elapsed),
-        "exit {elapsed} ms after SIGTERM, expected at the deadline ({DEADLINE_MS} ms: the stuck \
-         client holds the server until then) and within SHUTDOWN_TIMEOUT {SHUTDOWN_TIMEOUT_MS} \
-         ms + {MARGIN_MS} ms"
+        (STUCK_END_MS..=SHUTDOWN_TIMEOUT_MS + MARGIN_MS).contains(&elapsed),
+        "exit {elapsed} ms after SIGTERM, expected once the stuck client's close wait ended \
+         ({STUCK_END_MS} ms) and within SHUTDOWN_TIMEOUT {SHUTDOWN_TIMEOUT_MS} ms + {MARGIN_MS} ms"
     );
     let dropped = server
         .output()
@@ -143,10 +145,11 @@ async fn sigterm_drains_every_client_and_exits_zero_before_the_deadline() {
                 .as_str()
                 .is_some_and(|m| m.starts_with("shutdown deadline reached"))
         });
-    assert_eq!(
-        dropped.map(|record| record["connections"].clone()),
-        Some(json!(1)),
-        "the stuck client, and only it, is dropped at the deadline: {}",
+    // Its close wait ends by the deadline by design; on a busy machine it may just miss it.
+    let dropped = dropped.map(|record| record["connections"].clone());
+    assert!(
+        dropped.is_none() || dropped == Some(json!(1)),
+        "at most the stuck client is left for the deadline to drop: {}",
         server.output()
     );
     goodbye_times.sort_unstable();
