@@ -1,7 +1,10 @@
-//! One protocol v1 chat connection, from upgrade to close, in a single task: it reads client
-//! frames, answers them through the bounded outbox, sends heartbeats and pings, watches for
-//! idle and dead peers, slow consumers and floods, and obeys `replaced` and shutdown commands.
-//! One task and one timer per connection keep an idle socket small.
+//! One chat connection (protocol v1 and v1.1), from upgrade to close, in a single task: it
+//! reads client frames (judged and answered in [`requests`]) and answers them through the
+//! bounded outbox, delivers its channels' publications, sends heartbeats and pings, watches for
+//! idle and dead peers, slow consumers, floods and its token's expiry, and obeys `replaced` and
+//! shutdown commands. One task and one timer per connection keep an idle socket small.
+
+mod requests;
 
 use std::net::IpAddr;
 use std::pin::pin;
@@ -12,16 +15,16 @@ use tokio::time::{Sleep, sleep_until};
 use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
 
-use super::auth::{Accepted, Credentials, refusal_before_token, report_refusal};
+use super::auth::Credentials;
 use super::ending::{self, Farewell, answered_into, goodbye_frame};
-use super::frames::{FrameGuard, FrameVerdict};
+use super::frames::FrameGuard;
 use super::subscriptions::{ChannelRequest, Subscriptions, inbox_ready};
 use crate::auth::{AuthRefusal, Identity};
 use crate::protocol::{
-    ClientMessage, ClientType, DisconnectReason, ErrorCode, GoodbyeReason, ProtocolError,
-    ServerMessage, ServerType, now_ms, parse_client_frame,
+    ClientType, DisconnectReason, ErrorCode, GoodbyeReason, ProtocolError, ServerMessage,
+    ServerType, now_ms,
 };
-use crate::ratelimit::{RateLimiter, Verdict};
+use crate::ratelimit::RateLimiter;
 use crate::registry::{Admission, Command, Registration};
 use crate::state::AppState;
 use crate::ws::{self, Full, Incoming, Io, Outbox, ReadFailure, WebSocket};
@@ -361,128 +364,6 @@ impl Session {
             (None, true) => DisconnectReason::CLIENT_CLOSE,
             (None, false) => DisconnectReason::TRANSPORT_ERROR,
         }
-    }
-
-    /// Every frame spends from the frame budget: the first over it is told `rate_limited`,
-    /// a client that goes on is closed 1008, as is a fragmented message beyond its bounds.
-    fn spend_frame(&mut self, incoming: &Incoming, now: Instant) -> Result<(), Ending> {
-        match self.frames.on_frame(incoming, now) {
-            FrameVerdict::Pass => Ok(()),
-            FrameVerdict::OverBudget => {
-                let error = ProtocolError {
-                    code: ErrorCode::RateLimited,
-                    message: format!(
-                        "more than {} frames per second",
-                        self.frames.frames_per_sec()
-                    ),
-                    id: None,
-                };
-                self.reject(&error, now)
-            }
-            FrameVerdict::Violation => Err(Ending::Goodbye(GoodbyeReason::PolicyViolation)),
-        }
-    }
-
-    /// Every client message (text or binary frame) resets the idle timer and costs a token:
-    /// `Ok(false)` when it was refused with `rate_limited`, an error when it is abuse.
-    fn admit_message(&mut self, now: Instant) -> Result<bool, Ending> {
-        self.last_message = now;
-        match self.limiter.check(now) {
-            Verdict::Allow => Ok(true),
-            Verdict::Limited { .. } => {
-                self.state.metrics.message_in(ClientType::Invalid);
-                let error = ProtocolError {
-                    code: ErrorCode::RateLimited,
-                    message: format!(
-                        "more than {} messages per second",
-                        self.state.config.rate_limit_msgs_per_sec
-                    ),
-                    id: None,
-                };
-                self.reject(&error, now).map(|()| false)
-            }
-            Verdict::Abusive => {
-                self.state.metrics.message_in(ClientType::Invalid);
-                self.state.metrics.error(ErrorCode::RateLimited);
-                Err(Ending::Goodbye(GoodbyeReason::PolicyViolation))
-            }
-        }
-    }
-
-    fn on_text(&mut self, text: &str, now: Instant) -> Result<(), Ending> {
-        if !self.admit_message(now)? {
-            return Ok(());
-        }
-        let parsed = parse_client_frame(text, self.state.config.max_message_bytes);
-        let kind = parsed
-            .as_ref()
-            .map_or(ClientType::Invalid, ClientMessage::kind);
-        self.state.metrics.message_in(kind);
-        match parsed {
-            Ok(ClientMessage::Authenticate { token, .. }) if self.state.auth.is_some() => {
-                match self.credentials.accept(&self.state, &token.0, now) {
-                    Ok(Accepted::First) => self.start(),
-                    Ok(Accepted::Refresh) => Ok(()),
-                    Err(reason) => Err(self.refuse(reason)),
-                }
-            }
-            _ if self.credentials.is_awaiting() => Err(self.refuse(refusal_before_token(kind))),
-            Ok(ClientMessage::Authenticate { id, .. }) => {
-                let message = "authentication is off on this server";
-                let error = ProtocolError::new(ErrorCode::InvalidMessage, message, id.as_deref());
-                self.reject(&error, now)
-            }
-            Ok(request) => match ServerMessage::answer(&request, now_ms()) {
-                Some(answer) => self.send(&answer, Some(now)).map_err(slow),
-                None => {
-                    self.pending = ChannelRequest::from_message(&request)
-                        .map(|channel_request| Box::new((channel_request, now)));
-                    Ok(())
-                }
-            },
-            Err(error) => self.reject(&error, now),
-        }
-    }
-
-    /// Serves a channel request (subscribe, unsubscribe, publish) read at `received`.
-    async fn on_channel_request(
-        &mut self,
-        (request, received): (ChannelRequest, Instant),
-    ) -> Result<(), Ending> {
-        let inbox_bytes = self.state.config.outbound_queue_bytes;
-        let subscriptions = self
-            .subscriptions
-            .get_or_insert_with(|| Subscriptions::new(inbox_bytes));
-        let identity = self.credentials.identity();
-        match subscriptions
-            .handle(&self.state, identity, &self.id, request)
-            .await
-        {
-            Ok((json, kind)) => self.queue(json, kind, Some(received)).map_err(slow),
-            Err(error) => self.reject(&error, received),
-        }
-    }
-
-    /// Moves the publications waiting for this connection into its outbox.
-    async fn deliver_publications(&mut self) {
-        if let Some(subscriptions) = self.subscriptions.as_mut() {
-            subscriptions
-                .deliver(&self.state, &self.id, &mut self.outbox)
-                .await;
-        }
-    }
-
-    /// Counts and logs a refused token; the connection ends with `goodbye unauthorized`.
-    fn refuse(&self, reason: AuthRefusal) -> Ending {
-        report_refusal(&self.state, reason, &self.id, self.peer);
-        Ending::Goodbye(GoodbyeReason::Unauthorized)
-    }
-
-    /// Answers a request that cannot be served with an `error`.
-    fn reject(&mut self, error: &ProtocolError, received: Instant) -> Result<(), Ending> {
-        self.state.metrics.error(error.code);
-        self.send(&ServerMessage::error(error, now_ms()), Some(received))
-            .map_err(slow)
     }
 
     /// Ends the connection as `ending` says; returns why, and the close code sent or received
