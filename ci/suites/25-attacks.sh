@@ -8,6 +8,7 @@
 #
 #   bash ci/suites/25-attacks.sh               # all of them (about 2.5 minutes)
 #   ATTACKS="1 7" bash ci/suites/25-attacks.sh # some of them
+# needs: setup release
 set -euo pipefail
 # shellcheck source=ci/lib.sh
 . "$(dirname "$0")/../lib.sh"
