@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::values::{Check, integer_in, millis_in};
+use super::validator::Validator;
+use super::values::{integer_in, millis_in};
 
 /// The frame limits as given.
 #[derive(Debug, Clone, Args)]
@@ -35,7 +36,7 @@ pub struct FrameLimits {
 }
 
 impl FrameLimits {
-    pub(super) fn check(v: &mut impl Check, raw: &RawFrameLimits) -> Option<FrameLimits> {
+    pub(super) fn check(raw: &RawFrameLimits, v: &mut Validator) -> Option<FrameLimits> {
         let frames_per_sec = v.check(
             "FRAME_RATE_LIMIT",
             &raw.frame_rate_limit,

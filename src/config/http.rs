@@ -7,7 +7,8 @@ use std::fmt;
 use clap::Args;
 
 use super::origins::normalize_origin;
-use super::values::{Check, integer_in};
+use super::validator::Validator;
+use super::values::integer_in;
 
 /// The settings as text (flattened into [`super::RawSettings`]).
 #[derive(Debug, Clone, Args)]
@@ -52,7 +53,7 @@ fn public_origin(s: &str) -> Result<Option<String>, String> {
 
 impl HttpSettings {
     /// Validates every setting, each bad one reported to `v`; `None` if any was bad.
-    pub(super) fn check(raw: &RawHttpSettings, v: &mut impl Check) -> Option<HttpSettings> {
+    pub(super) fn check(raw: &RawHttpSettings, v: &mut Validator) -> Option<HttpSettings> {
         // hyper's read buffer holds the head; it is never below 8 KiB, so neither is this.
         let max_header_bytes = v.check(
             "MAX_HEADER_BYTES",
@@ -118,24 +119,11 @@ mod tests {
         }
     }
 
-    /// Collects the names of the bad variables.
-    #[derive(Default)]
-    struct Names(Vec<&'static str>);
-
-    impl Check for Names {
-        fn check<T>(
-            &mut self,
-            variable: &'static str,
-            value: &str,
-            parse: impl FnOnce(&str) -> Result<T, String>,
-        ) -> Option<T> {
-            parse(value).inspect_err(|_| self.0.push(variable)).ok()
-        }
-    }
-
+    /// The settings, or the names of the bad variables.
     fn check(raw: &RawHttpSettings) -> Result<HttpSettings, Vec<&'static str>> {
-        let mut names = Names::default();
-        HttpSettings::check(raw, &mut names).ok_or(names.0)
+        let mut v = Validator { errors: Vec::new() };
+        HttpSettings::check(raw, &mut v)
+            .ok_or_else(|| v.errors.iter().map(|error| error.variable).collect())
     }
 
     #[test]

@@ -125,7 +125,7 @@ impl Config {
             millis_in(100, 3_600_000),
         );
         let http = HttpSettings::check(&raw.http, &mut v);
-        let frames = FrameLimits::check(&mut v, &raw.frames);
+        let frames = FrameLimits::check(&raw.frames, &mut v);
         let channels = ChannelsConfig::check(&raw.channels, &mut v);
         let (key_variable, key_file, read_key) = auth::key_setting(&raw.auth);
         let auth_key = v.check(key_variable, key_file, read_key);

@@ -3,8 +3,6 @@
 
 use std::fmt;
 
-use super::values::Check;
-
 /// One bad variable: its name, the value given, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -19,7 +17,8 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Collects the errors of every variable while parsing them one after the other.
+/// Collects the errors of every variable while parsing them one after the other. Files that
+/// parse a group of settings take it and check each of their variables with it.
 pub(super) struct Validator {
     pub(super) errors: Vec<ConfigError>,
 }
@@ -42,16 +41,5 @@ impl Validator {
                 None
             }
         }
-    }
-}
-
-impl Check for Validator {
-    fn check<T>(
-        &mut self,
-        variable: &'static str,
-        value: &str,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Option<T> {
-        Validator::check(self, variable, value, parse)
     }
 }

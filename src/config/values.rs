@@ -8,18 +8,6 @@ use std::time::Duration;
 use ipnet::IpNet;
 use tracing_subscriber::EnvFilter;
 
-/// What validates one variable (the configuration's validator, which collects every error):
-/// `Some(value)`, or `None` after recording what is wrong with it. Files that parse a group of
-/// settings take it, so that they need not know the validator.
-pub(super) trait Check {
-    fn check<T>(
-        &mut self,
-        variable: &'static str,
-        value: &str,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Option<T>;
-}
-
 pub(super) fn integer_in<T>(min: T, max: T) -> impl FnOnce(&str) -> Result<T, String>
 where
     T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
