@@ -10,10 +10,11 @@
 //! * `server`: the process. `run` takes the sockets from systemd or binds them, serves both
 //!   listeners (the accept loop), talks sd_notify, and drains every WebSocket on SIGTERM.
 //! * `http`: the public router with the admission of an upgrade (Origin, client IP,
-//!   draining, capacity, per-IP), the WebSocket handshake, and the metrics router.
+//!   draining, connection id, capacity, per-IP, the `Authorization` token), the WebSocket
+//!   handshake, and the metrics router.
 //! * `session`: what runs on an upgraded WebSocket until it ends: the chat session
-//!   (protocol v1 and v1.1's channel requests, `subscriptions`), the echo session, and how a
-//!   session ends.
+//!   (protocol v1 and v1.1's channel requests, `subscriptions`; its credentials, `auth`;
+//!   the frame limits, `frames`), the echo session, and how a session ends.
 //! * `ws`: the transport of one WebSocket: frames in and out, the bounded outbox, write
 //!   corking, the close handshake. It knows neither the protocol nor the metrics.
 //! * `state`: `AppState`, what every handler and connection shares, and the accounting of a
@@ -28,7 +29,7 @@
 //! * `auth`: token verification, pure: a JWT checked against the key of `config` into an
 //!   identity (user, allowed channels, expiry) or a typed refusal.
 //! * foundation: `config`, `lifecycle` (phase, drain timing), `registry` (admission slots,
-//!   live connections and their mailboxes), `ratelimit`, `logging`, `memory` (freed memory
+//!   connection ids and who may replace whose, live connections and their mailboxes), `ratelimit`, `logging`, `memory` (freed memory
 //!   back to the OS), `faults` (test builds), `label` (how a set of names is declared).
 //!
 //! # One message's path
@@ -37,9 +38,9 @@
 //!    reaches `http::router`.
 //! 2. `http::admission` checks it and reserves a slot in `registry`; `http::upgrade` answers
 //!    `101` and takes the TCP stream back from hyper.
-//! 3. `session::chat::run` registers the connection (`state`), says `connection_established`
-//!    (with tokens on, once `auth` accepted the token: the upgrade's, or the first frame's)
-//!    and waits on `ws::next_io`, beside its timer and its mailbox.
+//! 3. `session::chat::run` registers the connection (`state`), claims its id in `registry`
+//!    and says `connection_established` (with tokens on, once `auth` accepted the token: the
+//!    upgrade's, or the first frame's), then waits on `ws::next_io`, beside its timer and its mailbox.
 //! 4. A text frame arrives: `ws` reads it on the bare stream (its own frame reader, UTF-8
 //!    checked as bytes arrive) and returns it.
 //! 5. The session spends a frame and a message `ratelimit` token, parses the frame
