@@ -32,6 +32,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 OPEN_TIMEOUT = 10
 CLOSE_TIMEOUT = 2
 CLIENT_TIMEOUT = 30  # no single client may take longer than this
+SUBSCRIPTION_HOLD = 3  # seconds a channel client stays subscribed before it leaves
 
 
 def positive(kind):
@@ -111,7 +112,8 @@ async def until_closed(ws, seen):
 async def channels(url, index, seen):
     """Channels (protocol v1.1) on one connection, so that it stays on one colour's in-memory
     broker: subscribe, publish 3 (its own publications come back), unsubscribe, resubscribe
-    with recover (recovered), again with a wrong epoch (not recovered), then disconnect."""
+    with recover (recovered), again with a wrong epoch (not recovered), stay subscribed for
+    SUBSCRIPTION_HOLD seconds, then disconnect."""
     room = f"truth:room-{index}"
     async with connect(chat(url, f"truth-channels-{index}"), open_timeout=OPEN_TIMEOUT,
                        close_timeout=CLOSE_TIMEOUT) as ws:
@@ -127,6 +129,8 @@ async def channels(url, index, seen):
             await ws.send(json.dumps({"type": "subscribe", "channel": room, "recover": recover}))
             answer = await expect_type(ws, "subscribed")
             seen[f"recovered:{str(answer['recovered']).lower()}"] += 1
+        # Held across a few scrapes (1 s apart), so that websocket_subscriptions_active shows it.
+        await asyncio.sleep(SUBSCRIPTION_HOLD)
 
 
 async def flood(url, seen):

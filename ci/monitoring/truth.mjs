@@ -45,6 +45,12 @@ const EXPECTED_FLAT = new Map([
   ['deploy.json / Draining / A', 'nothing drains while the traffic runs (the drain comes after truth.mjs)'],
   ['overview.json / CPU / A', 'process_cpu_seconds_total counts whole seconds (the prometheus crate\'s process '
     + 'collector, tikv/rust-prometheus#451), and the traffic costs each server well under one'],
+  ['overview.json / Auth refusals by reason / A', 'authentication is off on these servers (no AUTH_JWT_* key)'],
+  ['overview.json / Channel failure shares (5m) / A', 'no publication is refused: the traffic\'s few channels are '
+    + 'far below MAX_CHANNELS and the memory broker is always up'],
+  ['overview.json / Channel failure shares (5m) / B', 'no subscriber falls behind: the traffic\'s channel clients '
+    + 'read everything (insufficient_state needs a full inbox)'],
+  ['overview.json / Channel failure shares (5m) / D', 'authentication is off on these servers (no AUTH_JWT_* key)'],
 ]);
 
 const failures = [];
