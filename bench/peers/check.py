@@ -302,7 +302,7 @@ def check_idle_timeout(port):
 def check_replaced(port):
     with Client(port, "check-same") as first, Client(port, "check-same") as second:
         seen, code = first.closed()
-        expect([(m["type"], m.get("reason"), m.get("reconnect")) for m in seen] == [("goodbye", "replaced", False)]
+        expect([(m["type"], m.get("reason"), m.get("reconnect")) for m in seen] == [("goodbye", "replaced", True)]
                and code == 1000, f"replaced: {seen} close {code}")
         expect(second.ask('{"type":"ping"}')["type"] == "pong", "the newer connection stays")
 

@@ -71,7 +71,8 @@ export const say = {
 export const GOODBYES = {
   server_shutdown: { code: 1001, reconnect: true },
   idle_timeout: { code: 1000, reconnect: false },
-  replaced: { code: 1000, reconnect: false },
+  // true: only the same client replaces its own connection, most likely a stale duplicate.
+  replaced: { code: 1000, reconnect: true },
   policy_violation: { code: 1008, reconnect: false },
 };
 
