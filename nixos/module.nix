@@ -135,7 +135,7 @@ let
       MAX_CONNECTIONS_PER_IP = setting types.ints.unsigned "Open WebSockets per client IP, 0 = no limit (server default 1000).";
       HEARTBEAT_INTERVAL = setting types.ints.positive "Milliseconds between heartbeats and pings; a peer silent for two intervals is dead (server default 30000).";
       CONNECTION_TIMEOUT = setting types.ints.positive "Milliseconds without a client message before `goodbye idle_timeout` (server default 300000).";
-      SHUTDOWN_TIMEOUT = setting types.ints.positive "Milliseconds from SIGTERM to exit, over which goodbyes are spread (server default 10000). The instance's TimeoutStopSec follows it (10 s more), so systemd never kills a drain.";
+      SHUTDOWN_TIMEOUT = setting (types.ints.between 1000 3600000) "Milliseconds (1000 to 3600000, as the server accepts) from SIGTERM to exit, over which goodbyes are spread (server default 10000). The instance's TimeoutStopSec follows it (10 s more), so systemd never kills a drain.";
       LOG_LEVEL = setting types.str "tracing filter: `info`, `debug` or a full EnvFilter directive (server default info).";
       MAX_MESSAGE_BYTES = setting types.ints.positive "Largest accepted client message in bytes (server default 65536).";
       RATE_LIMIT_MSGS_PER_SEC = setting types.ints.unsigned "Messages per second per connection, 0 = off (server default 100).";
