@@ -365,20 +365,6 @@ async fn subscriptions_end_with_their_connection() {
 }
 
 #[tokio::test]
-async fn broker_redis_is_refused_naming_the_variable() {
-    let output = tokio::process::Command::new(common::server_binary())
-        .arg("check-config")
-        .env("BROKER", "redis")
-        .output()
-        .await
-        .unwrap();
-    assert!(!output.status.success());
-    let text = String::from_utf8_lossy(&output.stdout).to_string()
-        + &String::from_utf8_lossy(&output.stderr);
-    assert!(text.contains("BROKER"), "{text}");
-}
-
-#[tokio::test]
 async fn a_recovery_larger_than_one_message_is_not_recovered() {
     // 4 x 512 bytes: the largest message the server writes; three 300-byte publications
     // and their fields are more.

@@ -22,6 +22,38 @@ async fn server_on(redis: &RedisServer, vars: &[(&str, &str)]) -> Server {
         .await
 }
 
+/// `check-config` with these variables: (success, stdout + stderr).
+async fn check_config(vars: &[(&str, &str)]) -> (bool, String) {
+    let output = tokio::process::Command::new(common::server_binary())
+        .arg("check-config")
+        .envs(vars.iter().copied())
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+#[tokio::test]
+async fn check_config_shows_the_redis_settings_without_the_password() {
+    let url = ("REDIS_URL", "rediss://app:s3cret@cache.example:6380");
+    let (ok, text) = check_config(&[("BROKER", "redis"), url]).await;
+    assert!(ok, "{text}");
+    assert!(text.contains("BROKER=redis\n"), "{text}");
+    assert!(
+        text.contains("REDIS_URL=rediss://app:***@cache.example:6380\n"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"), "{text}");
+    let bad = [("BROKER", "redis"), ("REDIS_URL", "http://x:s3cret@h")];
+    let (ok, text) = check_config(&bad).await;
+    assert!(
+        !ok && text.contains("REDIS_URL") && !text.contains("s3cret"),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn two_servers_on_one_redis_deliver_each_others_publications_in_order() {
     let test = "two_servers_on_one_redis_deliver_each_others_publications_in_order";

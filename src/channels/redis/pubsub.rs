@@ -21,7 +21,7 @@ use tokio::time::MissedTickBehavior;
 use tracing::{info, warn};
 
 use super::super::broker::{SinkEvent, StreamPosition};
-use super::Shared;
+use super::shared::Shared;
 use crate::metrics::{BrokerOperation, GapRepair};
 
 /// Channels named in one SUBSCRIBE when a new connection takes them all back.

@@ -10,12 +10,12 @@ mod skip;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use prometheus::Registry;
+use prometheus::{IntGauge, Registry};
 use redis_server::RedisServer;
 
 use super::*;
 use crate::channels::conformance::{self, Seen, at, message, recorder, settle};
-use crate::metrics::GapRepair;
+use crate::metrics::{BrokerMetrics, GapRepair};
 use redis::IntoConnectionInfo;
 
 const LIMITS: MemoryLimits = MemoryLimits {
