@@ -1,0 +1,216 @@
+//! What the Redis engine's calls and its pub/sub task share: the command connection with
+//! its timeout and health (`websocket_broker_up`), the two scripts, the keys, the local
+//! channel table and the sink. A publish and a history read are one script call each.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use prometheus::IntGauge;
+use redis::aio::ConnectionManager;
+use redis::{Client, Script};
+use tracing::{debug, warn};
+
+use super::super::broker::{
+    Accepted, BrokerError, History, NewPublication, PublicationSink, StreamPosition,
+};
+use super::super::memory::MemoryLimits;
+use super::local::LocalChannels;
+use super::wire::{self, Keys};
+use crate::metrics::{BrokerMetrics, BrokerOperation};
+
+/// What the engine reports to: `websocket_broker_up`, `websocket_channels_active`, and the
+/// broker's own series.
+#[derive(Clone)]
+pub struct RedisGauges {
+    pub up: IntGauge,
+    pub channels: IntGauge,
+    pub metrics: Arc<BrokerMetrics>,
+}
+
+/// What the broker's calls and its pub/sub task share.
+pub(super) struct Shared {
+    pub(super) commands: ConnectionManager,
+    pub(super) client: Client,
+    pub(super) keys: Keys,
+    pub(super) limits: MemoryLimits,
+    pub(super) timeout: Duration,
+    pub(super) check_interval: Duration,
+    pub(super) publish: Script,
+    pub(super) history: Script,
+    pub(super) local: LocalChannels,
+    pub(super) sink: PublicationSink,
+    pub(super) gauges: RedisGauges,
+    pub(super) commands_up: AtomicBool,
+    pub(super) pubsub_up: AtomicBool,
+}
+
+/// A history read as Redis answered it: epoch, top, and `(id, [field, value])` entries.
+type RawHistory = (String, u64, Vec<(String, Vec<Vec<u8>>)>);
+
+impl Shared {
+    /// `websocket_broker_up`: both connections work.
+    pub(super) fn refresh_up(&self) {
+        let up = self.is_up();
+        self.gauges.up.set(i64::from(up));
+    }
+
+    pub(super) fn is_up(&self) -> bool {
+        self.commands_up.load(Ordering::Relaxed) && self.pubsub_up.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_commands_up(&self, up: bool) {
+        if self.commands_up.swap(up, Ordering::Relaxed) != up {
+            self.refresh_up();
+        }
+    }
+
+    pub(super) fn set_pubsub_up(&self, up: bool) {
+        if self.pubsub_up.swap(up, Ordering::Relaxed) != up {
+            self.refresh_up();
+        }
+    }
+
+    /// Runs one command future within `REDIS_TIMEOUT`; a failure counts under `operation`.
+    async fn call<T>(
+        &self,
+        operation: BrokerOperation,
+        command: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, BrokerError> {
+        let result = tokio::time::timeout(self.timeout, command).await;
+        match result {
+            Ok(Ok(value)) => {
+                self.set_commands_up(true);
+                Ok(value)
+            }
+            Ok(Err(error)) => {
+                // A server's error reply (out of memory, a script error) is no connection
+                // loss, but the call failed all the same: refused, never acknowledged.
+                if !matches!(error.kind(), redis::ErrorKind::Server(_)) {
+                    self.set_commands_up(false);
+                }
+                self.gauges.metrics.error(operation);
+                debug!(?operation, %error, "redis command failed");
+                Err(BrokerError::Unavailable)
+            }
+            Err(_elapsed) => {
+                self.set_commands_up(false);
+                self.gauges.metrics.error(operation);
+                debug!(?operation, "redis command timed out");
+                Err(BrokerError::Unavailable)
+            }
+        }
+    }
+
+    /// Whether the command connection answers (sets `websocket_broker_up` accordingly): for
+    /// when no call has told since it failed.
+    pub(super) async fn probe(&self) {
+        let mut commands = self.commands.clone();
+        let command = redis::cmd("PING");
+        let ping = command.query_async::<()>(&mut commands);
+        let answered = matches!(tokio::time::timeout(self.timeout, ping).await, Ok(Ok(())));
+        self.set_commands_up(answered);
+    }
+
+    pub(super) async fn publish(
+        &self,
+        channel: &str,
+        publication: NewPublication,
+    ) -> Result<Accepted, BrokerError> {
+        self.local.published(channel)?;
+        let started = Instant::now();
+        let [meta, history] = self.keys.channel(channel);
+        let mut commands = self.commands.clone();
+        let mut invocation = self.publish.key(meta);
+        invocation
+            .key(history)
+            .arg(self.limits.history_size)
+            .arg(self.limits.history_ttl.as_millis() as u64)
+            .arg(self.keys.topic(channel))
+            .arg(&*wire::new_epoch())
+            .arg(wire::body(&publication));
+        let (offset, epoch): (u64, String) = self
+            .call(
+                BrokerOperation::Publish,
+                invocation.invoke_async(&mut commands),
+            )
+            .await?;
+        self.gauges
+            .metrics
+            .publish_duration
+            .observe(started.elapsed().as_secs_f64());
+        Ok(Accepted {
+            offset,
+            epoch: epoch.into(),
+        })
+    }
+
+    /// The channel's epoch and top, and with `since` the publications after it when the
+    /// stream holds every one of them.
+    pub(super) async fn read(
+        &self,
+        channel: &str,
+        since: Option<&StreamPosition>,
+    ) -> Result<History, BrokerError> {
+        let [meta, history] = self.keys.channel(channel);
+        let mut commands = self.commands.clone();
+        let mut invocation = self.history.key(meta);
+        invocation
+            .key(history)
+            .arg(self.limits.history_ttl.as_millis() as u64)
+            .arg(&*wire::new_epoch())
+            .arg(since.map_or(String::new(), |s| s.offset.to_string()))
+            .arg(since.map_or("", |s| s.epoch.as_str()));
+        let (epoch, top, entries): RawHistory = self
+            .call(
+                BrokerOperation::History,
+                invocation.invoke_async(&mut commands),
+            )
+            .await?;
+        Ok(history_of(channel, epoch.into(), top, since, &entries))
+    }
+}
+
+/// A [`History`] from what the script returned: complete when `since` is in this epoch and
+/// the entries run without a hole from just after it to the top.
+fn history_of(
+    channel: &str,
+    epoch: Arc<str>,
+    top: u64,
+    since: Option<&StreamPosition>,
+    entries: &[(String, Vec<Vec<u8>>)],
+) -> History {
+    let mut history = History {
+        epoch,
+        top,
+        publications: Vec::new(),
+        complete: false,
+    };
+    let Some(since) = since else {
+        return history;
+    };
+    if *since.epoch != *history.epoch || since.offset > top {
+        return history;
+    }
+    let first = entries.first().and_then(|(id, _)| wire::entry_offset(id));
+    if since.offset < top && first != Some(since.offset + 1) {
+        return history; // trimmed or expired: the stream starts after what is missing
+    }
+    let mut publications = Vec::with_capacity(entries.len());
+    for (expected, (id, fields)) in (since.offset + 1..).zip(entries) {
+        let publication = wire::entry_offset(id)
+            .filter(|&offset| offset == expected)
+            .zip(fields.get(1))
+            .and_then(|(offset, body)| wire::publication(offset, body));
+        let Some(publication) = publication else {
+            warn!(channel, id, "unreadable history entry");
+            return history;
+        };
+        publications.push(Arc::new(publication));
+    }
+    history.complete = since.offset + publications.len() as u64 == top;
+    if history.complete {
+        history.publications = publications;
+    }
+    history
+}
