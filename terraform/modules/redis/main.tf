@@ -109,6 +109,7 @@ resource "aws_elasticache_parameter_group" "redis" {
 }
 
 resource "aws_elasticache_replication_group" "redis" {
+  # checkov:skip=CKV2_AWS_50: Multi-AZ automatic failover is on by default (var.multi_az, and the fleet's redis.multi_az, default true); it is a setting because a single-node group (nodes = 1) has no replica to fail over to.
   replication_group_id = var.name
   description          = "concurrent-socket broker of ${var.name}"
   engine               = var.engine
