@@ -316,7 +316,40 @@ def overview():
                     (f"instance:websocket_recoveries_not_recovered:ratio_rate5m{{{s}}}",
                      "not recovered {{colour}} {{instance}}"),
                     (f"instance:websocket_auth_refusals:ratio_rate5m{{{s}}}", "auth refused {{colour}} {{instance}}")],
-                   "share", width=8),
+                   "share", width=16),
+
+        row("Broker"),
+        timeseries("Broker publish latency",
+                   "Round trip of a publish to the broker (with BROKER=redis the publish script: "
+                   "offset, history, pub/sub in one call), p50 and p99 per colour; the publisher's "
+                   "acknowledgement waits for it. WebSocketBrokerPublishSlow warns when p99 stays "
+                   "above 50 ms.",
+                   "s", [(f"histogram_quantile({q}, sum by (colour, le) "
+                          f"(rate(websocket_broker_publish_duration_seconds_bucket{{{s}}}{RATE})))",
+                          f"p{pct} {{{{colour}}}}") for q, pct in (("0.5", 50), ("0.99", 99))],
+                   "latency"),
+        timeseries("Broker errors by operation",
+                   "Broker operations that failed per second, by operation: publish, history "
+                   "(recovery reads), subscribe, unsubscribe, pubsub (the subscription "
+                   "connection). Timeouts past REDIS_TIMEOUT, a full Redis refusing writes, a "
+                   "lost connection. WebSocketBrokerErrors warns when they last 5 minutes.",
+                   "cps", [(f"sum by (operation) (rate(websocket_broker_errors_total{{{s}}}{RATE}))", "{{operation}}")],
+                   "errors/s"),
+        timeseries("Pub/sub reconnects",
+                   "Times per interval each colour's pub/sub connection to Redis came back after "
+                   "dropping (Redis restarted or failed over, the network, or Redis cut a slow "
+                   "reader). Each is followed by resubscribing and repairing the gaps.",
+                   "short", [(f"sum by (colour) (increase(websocket_broker_pubsub_reconnects_total{{{s}}}{RATE}))",
+                              "{{colour}}")],
+                   "reconnects per interval", width=8),
+        timeseries("Gap repairs by outcome",
+                   "Channel gaps found per interval (after a reconnect, an offset out of "
+                   "sequence, or a position check) by outcome: filled from Redis's history, or "
+                   "insufficient_state (history no longer held them: the subscribers recover "
+                   "and may lose messages). WebSocketBrokerGapsUnrepaired warns on the latter.",
+                   "short", [(f"sum by (outcome) (increase(websocket_broker_gap_repairs_total{{{s}}}{RATE}))",
+                              "{{outcome}}")],
+                   "gaps per interval", width=8),
         stat("Broker up",
              "1 while the channels' broker of each server takes work (always 1 for the "
              "in-memory broker). At 0 every publish is refused with broker_unavailable: "

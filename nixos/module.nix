@@ -40,6 +40,7 @@ let
   traefikLib = import ./lib/traefik.nix { };
   monitoringLib = import ./lib/monitoring.nix { };
   hostLib = import ./lib/host.nix { };
+  redisLib = import ./lib/redis.nix { };
   json = pkgs.formats.json { };
 
   stateDir = "/var/lib/concurrent-socket";
@@ -52,6 +53,12 @@ let
     if cfg.auth.jwtSecretFile != null then { variable = "AUTH_JWT_SECRET_FILE"; file = cfg.auth.jwtSecretFile; }
     else if cfg.auth.jwtPublicKeyFile != null then { variable = "AUTH_JWT_PUBLIC_KEY_FILE"; file = cfg.auth.jwtPublicKeyFile; }
     else null;
+
+  # The channels' broker (docs/redis.md): a Redis on this host or an external one.
+  broker = cfg.broker.redis;
+  redisBroker = cfg.broker.type == "redis";
+  localRedis = redisBroker && broker.local;
+  brokerUrl = redisLib.url { inherit (broker) local port url; };
 
   # The instances as the pure library takes them: unset (null) settings dropped.
   instances = mapAttrs
@@ -104,6 +111,7 @@ let
     ++ optionals cfg.prometheus.alertmanager.enable [ config.services.prometheus.alertmanager.port ]
     ++ optionals cfg.grafana.enable [ config.services.grafana.settings.server.http_port ]
     ++ optionals cfg.loki.enable [ monitoringLib.ports.loki monitoringLib.ports.lokiGrpc ]
+    ++ optionals localRedis [ broker.port ]
     ++ cfg.tuning.extraReservedPorts;
   # Ports below the ephemeral range's floor can never be handed out anyway.
   reservedPorts = lib.filter (port: port >= 1024) listenPorts;
@@ -148,7 +156,17 @@ let
       OUTBOUND_QUEUE_BYTES = setting types.ints.positive "Bytes of answers queued for a client that does not read before `goodbye slow_consumer` (server default 1048576).";
       AUTH_TIMEOUT = setting types.ints.positive "Milliseconds an upgrade without an Authorization token has to send its first frame `authenticate` (server default 5000; only with services.concurrent-socket.auth).";
       SERVER_ID = setting types.str "`serverId` and the `server_id` label (the unit's default is the colour).";
-    };
+    } // brokerSettingOptions;
+  };
+
+  # The broker's variables (docs/configuration.md). services.concurrent-socket.broker sets
+  # BROKER and REDIS_URL for every colour; set them here only for one colour of its own.
+  brokerSettingOptions = {
+    BROKER = setting (types.enum [ "memory" "redis" ]) "Channels broker: `memory` (each process on its own) or `redis` (every process on one Redis is one chat). Default from services.concurrent-socket.broker.type.";
+    REDIS_URL = setting (types.strMatching "rediss?://.+") "`redis://` or `rediss://` (TLS) URL of the broker's Redis. Default from services.concurrent-socket.broker.redis. Keep the password out of it (broker.redis.passwordFile): this file is in the Nix store.";
+    REDIS_KEY_PREFIX = setting (types.strMatching "[A-Za-z0-9_.:-]{1,64}") "Prefix of every Redis key and pub/sub topic, 1 to 64 of A-Z a-z 0-9 _ - . : (server default `cs`): deployments sharing one Redis need distinct prefixes.";
+    REDIS_TIMEOUT = setting (types.ints.between 10 600000) "Milliseconds (10 to 600000) one Redis command may take before the request fails with broker_unavailable (server default 2000).";
+    REDIS_POSITION_CHECK_INTERVAL = setting (types.ints.between 100 3600000) "Milliseconds (100 to 3600000) between the checks of each channel's position in Redis, which catch publications pub/sub dropped (server default 5000).";
   };
 
   instanceModule = { name, ... }:
@@ -176,6 +194,8 @@ let
             { TRUSTED_PROXIES = mkIf cfg.traefik.enable (mkDefault [ "127.0.0.1" ]); }
             # Browsers load the page from the public name: its origin may upgrade.
             { PUBLIC_ORIGIN = mkIf (cfg.traefik.enable && cfg.traefik.domain != null) (mkDefault publicOrigin); }
+            # Every colour on the same broker, so blue and green are one chat during a switch.
+            { config = mkIf redisBroker (mapAttrs (_: mkDefault) (redisLib.settings brokerUrl)); }
           ];
           default = { };
           example = literalExpression ''{ MAX_CONNECTIONS = 50000; ALLOWED_ORIGINS = [ "https://app.example.com" ]; }'';
@@ -444,6 +464,61 @@ in
       };
     };
 
+    broker = {
+      type = mkOption {
+        type = types.enum [ "memory" "redis" ];
+        default = "memory";
+        description = ''
+          Where the colours' channels live (BROKER). `memory`: in each server process, so
+          blue and green are two separate chats while both run (during every switch).
+          `redis`: every process sharing one Redis is one chat, and clients that move from
+          blue to green recover what was published in between (docs/redis.md).
+        '';
+      };
+      redis = {
+        local = mkOption {
+          type = types.bool;
+          default = true;
+          description = ''
+            Run the broker's Redis on this host: services.redis.servers.${redisLib.serverName}
+            (unit ${redisLib.unitName}) on 127.0.0.1:`port`, with an append-only file
+            fsynced every second and `maxMemory` with maxmemory-policy noeviction (a full
+            Redis refuses publishes with broker_unavailable, never drops history). Both
+            colours' units want it and start after it. `false`: connect to `url` (a fleet's
+            shared Redis).
+          '';
+        };
+        port = mkOption {
+          type = types.port;
+          default = redisLib.defaultPort;
+          description = "Loopback port of the local Redis (beside a Redis of the host's own on 6379).";
+        };
+        maxMemory = mkOption {
+          type = types.strMatching "[0-9]+([kKmMgG][bB]?)?";
+          default = "1gb";
+          example = "4gb";
+          description = "maxmemory of the local Redis: HISTORY_SIZE x channels x message size, with room (docs/redis.md, Sizing).";
+        };
+        url = mkOption {
+          type = types.nullOr (types.strMatching "rediss?://.+");
+          default = null;
+          example = "rediss://master.ws-prod.abc123.euw1.cache.amazonaws.com:6379";
+          description = ''
+            The external Redis (with `local = false`): `redis://host:port` or
+            `rediss://host:port` for TLS, optionally `rediss://user@host:port` for an ACL
+            user. Not for the local Redis, whose URL follows `port`. The password belongs in
+            `passwordFile`: this URL is written to the Nix store.
+          '';
+        };
+        passwordFile = nullableString "/run/keys/redis-password" ''
+          File on the host (never in the Nix store: a string, not a Nix path) holding the
+          Redis password or ElastiCache auth token. systemd hands it to each colour with
+          LoadCredential= (REDIS_PASSWORD_FILE=%d/${redisLib.credentialName}), so it may stay
+          readable by root only; with the local Redis it is also that Redis's requirepass.
+        '';
+      };
+    };
+
     binaryCache = {
       url = nullableString "https://cache.example.com"
         "A Nix binary cache holding this flake's builds, added to nix.settings.substituters so that a host downloads the server instead of building the workspace. Needs publicKey.";
@@ -592,6 +667,39 @@ in
         trusted-public-keys = optional (cfg.binaryCache.publicKey != null) cfg.binaryCache.publicKey;
       };
     }
+
+    # The channels' broker on Redis (docs/redis.md).
+    (mkIf redisBroker {
+      assertions = map (message: { assertion = false; inherit message; })
+        (redisLib.check { inherit (cfg.broker) type; inherit (broker) local url passwordFile; });
+      warnings = redisLib.warnings {
+        inherit (cfg.broker) type;
+        inherit (broker) url;
+        maxmemoryPolicy = if localRedis then config.services.redis.servers.${redisLib.serverName}.settings.maxmemory-policy or null else null;
+      };
+
+      systemd.services = mapAttrs'
+        (name: _: nameValuePair "ws@${name}" {
+          # Wanted, not required: a colour whose Redis is down still serves v1 messages and
+          # answers publishes with broker_unavailable (docs/redis.md, Failure modes).
+          wants = optional localRedis redisLib.unitName;
+          after = optional localRedis redisLib.unitName;
+          # A list, so that it merges with the token key's credential.
+          serviceConfig.LoadCredential = mkIf (broker.passwordFile != null) [ "${redisLib.credentialName}:${broker.passwordFile}" ];
+          environment = optionalAttrs (broker.passwordFile != null) { REDIS_PASSWORD_FILE = redisLib.passwordFileVariable; };
+        })
+        instances;
+
+      services.redis.servers.${redisLib.serverName} = mkIf localRedis {
+        enable = true;
+        inherit (broker) port;
+        bind = mkDefault "127.0.0.1";
+        appendOnly = mkDefault true;
+        appendFsync = mkDefault "everysec";
+        requirePassFile = mkIf (broker.passwordFile != null) broker.passwordFile;
+        settings = mapAttrs (_: mkDefault) (redisLib.localSettings { inherit (broker) maxMemory; });
+      };
+    })
 
     (mkIf cfg.traefik.enable {
       services.concurrent-socket.traefik.staticSettings = traefikLib.static {

@@ -34,7 +34,7 @@ done
 log "$(terraform version | head -1), provider(s): $(ls "$PLUGIN_DIR"/registry.terraform.io/hashicorp/aws)"
 
 cd "$TF_DIR"
-ROOTS=(modules/ws-host modules/ws-fleet envs/example)
+ROOTS=(modules/ws-host modules/redis modules/ws-fleet envs/example)
 
 log "terraform fmt -check -recursive"
 terraform fmt -check -recursive -diff

@@ -20,6 +20,8 @@ let
   traefik = import ../lib/traefik.nix { };
   monitoring = import ../lib/monitoring.nix { };
   host = import ../lib/host.nix { };
+  redis = import ../lib/redis.nix { };
+  brokerCheck = args: redis.check ({ type = "redis"; local = true; url = null; passwordFile = null; } // args);
 
   # A case: its name, what the library gave, what it must be.
   eq = name: got: want: { inherit name got want; };
@@ -260,6 +262,31 @@ let
     (eq "Alloy pushes to Loki" (alloyHas "    url = \"http://127.0.0.1:3100/loki/api/v1/push\"") true)
     (eq "datasource uids" (map (d: d.uid) (monitoring.grafanaDatasources { })) [ "prometheus" "loki" ])
     (eq "no Loki datasource without Loki" (map (d: d.uid) (monitoring.grafanaDatasources { lokiUrl = null; })) [ "prometheus" ])
+    (eq "broker: the local Redis's URL" (redis.url { local = true; port = 6380; url = null; }) "redis://127.0.0.1:6380")
+    (eq "broker: an external URL as given" (redis.url { local = false; port = 6380; url = "rediss://r.example:6379"; }) "rediss://r.example:6379")
+    (eq "broker: passwords in URLs"
+      (map redis.urlHasPassword [ "redis://:pw@h:1" "rediss://user:pw@h:1/0" "redis://u:p@ss@h:1" "rediss://user@h:1" "redis://user:@h:1" "redis://h:6379" "redis://h:6379/0?x=a@b" null ])
+      [ true true true false false false false false ])
+    (eq "broker: noeviction, the bound" (redis.localSettings { maxMemory = "2gb"; }) { maxmemory = "2gb"; maxmemory-policy = "noeviction"; })
+    (eq "broker: the colours' variables" (redis.settings "redis://127.0.0.1:6380") { BROKER = "redis"; REDIS_URL = "redis://127.0.0.1:6380"; })
+    (eq "broker: a good local and a good external configuration"
+      [ (brokerCheck { }) (brokerCheck { local = false; url = "rediss://r:6379"; passwordFile = "/run/keys/p"; }) ]
+      [ [ ] [ ] ])
+    (eq "broker: memory ignores the Redis options" (redis.check { type = "memory"; local = false; url = null; passwordFile = null; }) [ ])
+    (eq "broker: each mistake is named once"
+      (map (args: builtins.length (brokerCheck args)) [
+        { url = "redis://r:1"; }
+        { local = false; }
+        { local = false; url = "redis://:pw@r:1"; passwordFile = "/run/keys/p"; }
+      ])
+      [ 1 1 1 ])
+    (eq "broker: warnings for a password in the store and an eviction policy"
+      (map builtins.length [
+        (redis.warnings { type = "redis"; url = "redis://:pw@r:1"; maxmemoryPolicy = null; })
+        (redis.warnings { type = "redis"; url = null; maxmemoryPolicy = "volatile-lru"; })
+        (redis.warnings { type = "redis"; url = null; maxmemoryPolicy = "noeviction"; })
+      ])
+      [ 1 1 0 ])
   ];
 
   failed = filter (c: c.got != c.want) cases;

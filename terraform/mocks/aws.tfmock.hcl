@@ -77,3 +77,23 @@ mock_resource "aws_acm_certificate_validation" {
     certificate_arn = "arn:aws:acm:eu-west-1:123456789012:certificate/00000000-0000-4000-8000-000000000000"
   }
 }
+
+# The fleet's Redis (modules/redis): an endpoint of ElastiCache's shape, a secret ARN, and a
+# generated token as long as the module asks for (the provider checks its length even
+# under a mock).
+mock_resource "aws_elasticache_replication_group" {
+  defaults = {
+    primary_endpoint_address = "master.fleet-redis.abc123.euw1.cache.amazonaws.com"
+    reader_endpoint_address  = "replica.fleet-redis.abc123.euw1.cache.amazonaws.com"
+  }
+}
+mock_resource "aws_secretsmanager_secret" {
+  defaults = {
+    arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:fleet-redis/auth-token-AbCdEf"
+  }
+}
+mock_data "aws_secretsmanager_random_password" {
+  defaults = {
+    random_password = "Tok3nTok3nTok3nTok3nTok3nTok3nTok3nTok3nTok3nTok3nTok3nTok3nAbCd"
+  }
+}

@@ -7,7 +7,9 @@
 #   an `nlb-health` Traefik entry point for the NLB's health check, and proxy protocol from the
 #   NLB when it terminates TLS; the loopback metrics listeners (both colours', Traefik's
 #   metrics-only entry point) exposed to the monitoring host on the private network; the
-#   journal shipped to the monitoring host's Loki by Grafana Alloy.
+#   journal shipped to the monitoring host's Loki by Grafana Alloy; with the fleet's Redis
+#   (fleet.json `redis`), both colours on it as their broker, its auth token fetched from
+#   Secrets Manager at boot (redis-auth-token.service) and loaded as a credential.
 # - role "monitoring": Prometheus (finding the WebSocket hosts by EC2 tags), Grafana (on
 #   loopback: an SSH tunnel reaches it) and Loki, configured with the same pure library as the
 #   single-host module (nixos/lib/monitoring.nix).
@@ -32,6 +34,8 @@ let
 
   grafanaAdminPassword = "/var/lib/grafana/admin-password";
   binaryCache = fleet.binaryCache or null;
+  redis = fleet.redis or null;
+  redisTokenService = "${fleetLib.redisTokenUnit}.service";
 in
 {
   config = mkMerge [
@@ -67,6 +71,8 @@ in
         # fleet.json's serverSettings name it.
         instances.blue = { package = colourPackages.blue; settings = serverSettings; };
         instances.green = { package = colourPackages.green; settings = serverSettings; };
+        # Every host's colours on the fleet's Redis: one chat across hosts (docs/redis.md).
+        broker = fleetLib.broker redis;
         # No ACME on the hosts: TLS, when there is TLS, ends at the NLB (terraform/modules/ws-fleet/tls.tf).
         traefik = {
           inherit (fleet) domain;
@@ -115,6 +121,35 @@ in
         relays;
 
       networking.firewall.allowedTCPPorts = [ healthPort ] ++ lib.mapAttrsToList (_: relay: relay.port) relays;
+    })
+
+    (mkIf (isWs && redis != null) {
+      systemd.services = {
+        ${fleetLib.redisTokenUnit} = {
+          description = "Fetch the fleet Redis's auth token from Secrets Manager";
+          wantedBy = [ "multi-user.target" ];
+          wants = [ "network-online.target" ];
+          after = [ "network-online.target" ];
+          path = [ pkgs.awscli2 ];
+          environment = {
+            SECRET_ARN = redis.authTokenSecretArn;
+            AWS_REGION = redis.region;
+          };
+          script = builtins.readFile ./redis-auth-token.sh;
+          serviceConfig = {
+            Type = "oneshot";
+            RemainAfterExit = true;
+            # /run/redis-auth-token, root only, kept while the unit is active.
+            RuntimeDirectory = fleetLib.redisTokenUnit;
+            RuntimeDirectoryMode = "0700";
+          };
+        };
+      }
+      # The colours load the token at start (LoadCredential=): after it is fetched.
+      // lib.genAttrs [ "ws@blue" "ws@green" ] (_: {
+        wants = [ redisTokenService ];
+        after = [ redisTokenService ];
+      });
     })
 
     (mkIf (!isWs) {

@@ -1,6 +1,7 @@
 # The pure logic of the fleet hosts' roles (builtins only, no nixpkgs): the NLB health-check
 # routing, Traefik's entry points behind the NLB (proxy protocol with TLS), the metrics relays,
-# the server settings as the module types them, the binary cache, and the monitoring host's
+# the server settings as the module types them, the binary cache, the fleet's Redis as the
+# colours' broker, and the monitoring host's
 # Prometheus scrape configuration. fleet-host.nix maps it onto NixOS options;
 # terraform/nixos/tests/fleet-lib.nix asserts it; ci/suites/70-terraform.sh also loads the
 # routing into a real Traefik and the scrape configuration into promtool.
@@ -59,6 +60,24 @@ rec {
   nixSettings = binaryCache:
     if binaryCache == null then { }
     else { substituters = [ binaryCache.url ]; trusted-public-keys = [ binaryCache.publicKey ]; };
+
+  # The fleet's Redis (fleet.json `redis`, from terraform/modules/ws-fleet/redis.tf:
+  # { url; authTokenSecretArn; region; }, or null without one). The auth token is not in
+  # fleet.json (EC2 user data is readable on the host and in the console): redis-auth-token.service
+  # reads it from Secrets Manager into `redisTokenFile` at boot, and both colours load that file
+  # as their Redis password.
+  redisTokenUnit = "redis-auth-token";
+  redisTokenFile = "/run/${redisTokenUnit}/token";
+  broker = redis:
+    if redis == null then { }
+    else {
+      type = "redis";
+      redis = {
+        local = false;
+        inherit (redis) url;
+        passwordFile = redisTokenFile;
+      };
+    };
 
   # systemd-socket-proxyd relays: private port (from Terraform) -> loopback listener.
   relays = metricsPorts:

@@ -198,6 +198,12 @@ let
     proxyProtocolTrustedIPs = [ "10.0.0.0/24" "10.0.1.0/24" ];
     binaryCache = { url = "https://cache.example.com"; publicKey = "cache.example.com-1:AAAA"; };
   };
+  # fleet.json `redis` as terraform/modules/ws-fleet/redis.tf writes it.
+  fleetRedis = {
+    url = "rediss://master.ws-prod-redis.abc123.euw1.cache.amazonaws.com:6379";
+    authTokenSecretArn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:ws-prod/redis-auth-token-AbCdEf";
+    region = "eu-west-1";
+  };
   fleetMonitoring = fleetCommon // {
     role = "monitoring";
     discoveryTags = { Fleet = "ws-prod"; Role = "ws"; };
@@ -236,6 +242,21 @@ let
       expect = _: c: [
         (expect "plain HTTP, no ACME" c.services.concurrent-socket.traefik.acme.email null)
         (expect "the cache is a substituter" (lib.head c.nix.settings.substituters) "https://cache.example.com")
+      ];
+    })
+    (fleetHost (fleetWs // { redis = fleetRedis; }) // {
+      name = "fleet WebSocket host on the fleet's Redis";
+      expect = _: c: [
+        (expect "both colours on the fleet's Redis, over TLS"
+          (map (colour: hasLine (envFile c colour) "REDIS_URL=\"${fleetRedis.url}\"") [ "blue" "green" ])
+          [ true true ])
+        (expect "no local Redis on a fleet host" (c.services.redis.servers ? concurrent-socket) false)
+        (expect "the auth token is fetched from its secret at boot"
+          (with c.systemd.services.redis-auth-token; [ environment.SECRET_ARN serviceConfig.Type serviceConfig.RuntimeDirectory ])
+          [ fleetRedis.authTokenSecretArn "oneshot" "redis-auth-token" ])
+        (expect "and loaded by both colours, which start after it"
+          (map (colour: with c.systemd.services."ws@${colour}"; [ serviceConfig.LoadCredential (lib.elem "redis-auth-token.service" after) ]) [ "blue" "green" ])
+          [ [ [ "redis-password:/run/redis-auth-token/token" ] true ] [ [ "redis-password:/run/redis-auth-token/token" ] true ] ])
       ];
     })
     (fleetHost fleetMonitoring // {
@@ -342,7 +363,7 @@ let
       modules = [ enabled { services.concurrent-socket.instances.blue.settings.MAX_CONNECTIONS = "many"; } ];
       error = "not of type";
     }
-  ];
+  ] ++ brokerCases.refusals;
 
   run = shape: case:
     let
@@ -363,7 +384,8 @@ let
     then throw "${case.name}: evaluated, but must fail (${case.error})"
     else "refused: ${case.name}";
 
-  allCases = hostCases ++ fleetCases ++ flakeCases ++ specialisationCases;
+  brokerCases = import ./broker-cases.nix { inherit lib enabled expect envFile hasLine sysctl; };
+  allCases = hostCases ++ brokerCases.hosts ++ fleetCases ++ flakeCases ++ specialisationCases;
   passedCases = concatMap (shape: map (run shape) allCases) shapes ++ map refused failingCases;
 in
 {

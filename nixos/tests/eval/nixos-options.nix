@@ -11,6 +11,9 @@
 #   services/monitoring/prometheus/default.nix  (2025-26: mkOpt/nullable scrape options)
 #   services/monitoring/grafana.nix  (26.05: secret_key without default, asserted)
 #   lib/systemd-unit-options.nix, lib/systemd-lib.nix  (units; unitOption merging)
+#   services/databases/redis.nix  (servers.<name>, as in a 2025 nixpkgs checkout: `group`,
+#                                  `extraParams`, vmOverCommit on by default; the file
+#                                  NixOS 24.11 and 25.05 ship has these declarations)
 # and, where no source was readable, nixpkgs' declarations as of the 26.05 release:
 # tmpfiles settings, sysctl, firewall, environment.etc, nix.settings, openssh, users,
 # loki, alloy, the node exporter, specialisation, amazon-init, virtualisation.memorySize.
@@ -113,6 +116,7 @@ let
       };
       user = {
         options = {
+          description = mkOption { type = types.str; default = ""; };
           isSystemUser = mkOption { type = types.bool; default = false; };
           group = mkOption { type = types.str; default = ""; };
           home = mkOption { type = types.path; default = "/var/empty"; };
@@ -417,6 +421,121 @@ let
       ];
     };
 
+  # services/databases/redis.nix: the options, the redis.conf settings they make, the
+  # assertion, and the unit redis-<name> with its user.
+  redis = { config, lib, pkgs, ... }:
+    let
+      inherit (lib) mkOption types;
+      cfg = config.services.redis;
+      redisName = name: "redis" + lib.optionalString (name != "") ("-" + name);
+      enabledServers = lib.filterAttrs (_: conf: conf.enable) cfg.servers;
+      mkValueString = value:
+        if value == true then "yes"
+        else if value == false then "no"
+        else lib.generators.mkValueStringDefault { } value;
+      redisConfig = settings: pkgs.writeText "redis.conf" (lib.generators.toKeyValue
+        {
+          listsAsDuplicateKeys = true;
+          mkKeyValue = lib.generators.mkKeyValueDefault { inherit mkValueString; } " ";
+        }
+        settings);
+      server = { config, name, ... }: {
+        options = {
+          enable = lib.mkEnableOption "Redis server";
+          user = mkOption { type = types.str; default = redisName name; };
+          group = mkOption { type = types.str; default = config.user; };
+          port = mkOption { type = types.port; default = if name == "" then 6379 else 0; };
+          openFirewall = mkOption { type = types.bool; default = false; };
+          extraParams = mkOption { type = types.listOf types.str; default = [ ]; };
+          bind = mkOption { type = types.nullOr types.str; default = "127.0.0.1"; };
+          unixSocket = mkOption { type = types.nullOr types.path; default = "/run/${redisName name}/redis.sock"; };
+          unixSocketPerm = mkOption { type = types.int; default = 660; };
+          logLevel = mkOption { type = types.str; default = "notice"; };
+          logfile = mkOption { type = types.str; default = "/dev/null"; };
+          syslog = mkOption { type = types.bool; default = true; };
+          databases = mkOption { type = types.int; default = 16; };
+          maxclients = mkOption { type = types.int; default = 10000; };
+          save = mkOption { type = types.listOf (types.listOf types.int); default = [ [ 900 1 ] [ 300 10 ] [ 60 10000 ] ]; };
+          slaveOf = mkOption {
+            type = types.nullOr (types.submodule {
+              options = {
+                ip = mkOption { type = types.str; };
+                port = mkOption { type = types.port; default = 6379; };
+              };
+            });
+            default = null;
+          };
+          masterAuth = mkOption { type = types.nullOr types.str; default = null; };
+          requirePass = mkOption { type = types.nullOr types.str; default = null; };
+          requirePassFile = mkOption { type = types.nullOr types.path; default = null; };
+          appendOnly = mkOption { type = types.bool; default = false; };
+          appendFsync = mkOption { type = types.str; default = "everysec"; };
+          slowLogLogSlowerThan = mkOption { type = types.int; default = 10000; };
+          slowLogMaxLen = mkOption { type = types.int; default = 128; };
+          settings = mkOption { type = with types; attrsOf (oneOf [ bool int str (listOf str) ]); default = { }; };
+        };
+        config.settings = lib.mkMerge [
+          {
+            inherit (config) port logfile databases maxclients appendOnly;
+            daemonize = false;
+            supervised = "systemd";
+            loglevel = config.logLevel;
+            syslog-enabled = config.syslog;
+            save = if config.save == [ ] then ''""'' else map (d: "${toString (builtins.elemAt d 0)} ${toString (builtins.elemAt d 1)}") config.save;
+            dbfilename = "dump.rdb";
+            dir = "/var/lib/${redisName name}";
+            appendfsync = config.appendFsync;
+            slowlog-log-slower-than = config.slowLogLogSlowerThan;
+            slowlog-max-len = config.slowLogMaxLen;
+          }
+          (lib.mkIf (config.bind != null) { inherit (config) bind; })
+          (lib.mkIf (config.unixSocket != null) { unixsocket = config.unixSocket; unixsocketperm = toString config.unixSocketPerm; })
+          (lib.mkIf (config.slaveOf != null) { slaveof = "${config.slaveOf.ip} ${toString config.slaveOf.port}"; })
+          (lib.mkIf (config.masterAuth != null) { masterauth = config.masterAuth; })
+          (lib.mkIf (config.requirePass != null) { requirepass = config.requirePass; })
+        ];
+      };
+    in
+    {
+      options.services.redis = {
+        package = mkOption { type = types.package; default = pkgs.redis; };
+        vmOverCommit = lib.mkEnableOption "vm.overcommit_memory = 1" // { default = true; };
+        servers = mkOption { type = types.attrsOf (types.submodule server); default = { }; };
+      };
+      config = lib.mkIf (enabledServers != { }) {
+        assertions = lib.mapAttrsToList
+          (name: conf: {
+            assertion = conf.requirePass != null -> conf.requirePassFile == null;
+            message = "You can only set one services.redis.servers.${name}.requirePass or services.redis.servers.${name}.requirePassFile";
+          })
+          enabledServers;
+        boot.kernel.sysctl = lib.mkIf cfg.vmOverCommit { "vm.overcommit_memory" = "1"; };
+        networking.firewall.allowedTCPPorts = lib.concatMap (conf: lib.optional conf.openFirewall conf.port) (lib.attrValues enabledServers);
+        environment.systemPackages = [ cfg.package ];
+        users.users = lib.mapAttrs' (name: _: lib.nameValuePair (redisName name) { description = "System user for the redis-server instance ${name}"; isSystemUser = true; group = redisName name; }) enabledServers;
+        users.groups = lib.mapAttrs' (name: _: lib.nameValuePair (redisName name) { }) enabledServers;
+        systemd.services = lib.mapAttrs'
+          (name: conf: lib.nameValuePair (redisName name) {
+            description = "Redis Server - ${redisName name}";
+            wantedBy = [ "multi-user.target" ];
+            after = [ "network.target" ];
+            serviceConfig = {
+              ExecStart = "${cfg.package}/bin/redis-server /var/lib/${redisName name}/redis.conf ${lib.escapeShellArgs conf.extraParams}";
+              # nixpkgs' script writes an include of this file (and requirepass from
+              # requirePassFile) into the state directory's redis.conf.
+              ExecStartPre = "+" + pkgs.writeShellScript "${redisName name}-prep-conf" "include ${redisConfig conf.settings}";
+              Type = "notify";
+              User = conf.user;
+              Group = conf.group;
+              RuntimeDirectory = redisName name;
+              StateDirectory = redisName name;
+              UMask = "0077";
+            };
+          })
+          enabledServers;
+      };
+    };
+
   traefikCommon = { lib, ... }: {
     options.services.traefik = {
       enable = lib.mkEnableOption "Traefik web server";
@@ -483,7 +602,7 @@ let
       ];
     };
 in
-[ common prometheus grafana traefikCommon ]
+[ common prometheus grafana redis traefikCommon ]
 ++ (
   if traefikShape == "classic" then [ traefikClassic ]
   else if traefikShape == "refactored" then [ traefikRefactored ]

@@ -44,6 +44,7 @@ rec {
   };
 
   writeText = file;
+  writeShellScript = file;
 
   # What the flake's packages are built with: the arguments are kept (`args`) so that a test
   # can read how the flake builds a host's binaries, all but `src` (evaluating the flake's
@@ -64,6 +65,8 @@ rec {
   grafana = package "grafana";
   grafana-loki = package "grafana-loki";
   grafana-alloy = package "grafana-alloy";
+  redis = package "redis";
+  awscli2 = package "awscli2";
 
   stdenv.hostPlatform.system = "x86_64-linux";
   inherit lib;

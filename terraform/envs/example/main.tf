@@ -24,5 +24,6 @@ module "fleet" {
   certificate_arn     = var.certificate_arn
   create_certificate  = var.create_certificate
   deletion_protection = var.deletion_protection
+  redis               = var.redis
   tags                = merge(var.tags, { Environment = var.environment, Service = "concurrent-socket" })
 }

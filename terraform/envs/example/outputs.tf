@@ -37,3 +37,8 @@ output "ws_host_nixos" {
   description = "The WebSocket hosts' NixOS flake files (the rollout builds from them)."
   value       = module.fleet.ws_host_nixos
 }
+
+output "redis" {
+  description = "The fleet's Redis: URL (rediss://) and the secret of its auth token; null without one."
+  value       = module.fleet.redis
+}

@@ -116,3 +116,16 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "redis" {
+  description = "The fleet's Redis, the channels' broker shared by every host (docs/redis.md): ElastiCache with its defaults ({}: Valkey 8.0, cache.m7g.large, a primary and a replica with Multi-AZ failover), your choices (engine, engine_version, node_type, nodes, multi_az, snapshot_retention_days), or null for none (each server process keeps its channels to itself)."
+  type = object({
+    engine                  = optional(string, "valkey")
+    engine_version          = optional(string)
+    node_type               = optional(string, "cache.m7g.large")
+    nodes                   = optional(number, 2)
+    multi_az                = optional(bool, true)
+    snapshot_retention_days = optional(number, 7)
+  })
+  default = {}
+}

@@ -18,6 +18,7 @@ locals {
     # With TLS at the NLB: the addresses whose proxy protocol header Traefik believes.
     proxyProtocolTrustedIPs = local.tls ? local.nlb_subnet_cidrs : []
     binaryCache             = local.binary_cache
+    redis                   = local.redis_settings
     stateVersion            = var.nixos_release
   }
   monitoring_settings = {

@@ -1,7 +1,8 @@
-# Instance profiles with least privilege. The WebSocket hosts call no AWS API at all: their role
-# has no permission (it exists so that the hosts carry an identity and nothing is ever added by
-# hand to a shared role). The monitoring host may only list instances, for Prometheus's EC2
-# service discovery of the fleet's hosts.
+# Instance profiles with least privilege. The WebSocket hosts call one AWS API, and only with the
+# fleet's Redis: reading its auth token's secret (redis.tf); without Redis their role has no
+# permission (it exists so that the hosts carry an identity and nothing is ever added by hand to
+# a shared role). The monitoring host may only list instances, for Prometheus's EC2 service
+# discovery of the fleet's hosts.
 
 locals {
   ec2_assume_role_policy = jsonencode({

@@ -43,3 +43,8 @@ output "ws_host_nixos" {
   description = "The NixOS flake of a WebSocket host (flake.nix and fleet.json, as the first boot wrote them to /etc/nixos); the rollout builds from it."
   value       = module.ws_host[local.ws_host_names[0]].nixos_files
 }
+
+output "redis" {
+  description = "The fleet's Redis: the URL the hosts connect to and the secret holding its auth token; null without var.redis."
+  value       = var.redis == null ? null : { url = module.redis[0].url, auth_token_secret_arn = module.redis[0].auth_token_secret_arn }
+}

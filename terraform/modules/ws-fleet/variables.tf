@@ -297,3 +297,24 @@ variable "flow_log_retention_days" {
     error_message = "flow_log_retention_days must be a CloudWatch Logs retention value (1, 3, 5, 7, 14, 30, ..., 365, 400, ..., 3653)."
   }
 }
+
+# --- the broker's Redis ---
+
+variable "redis" {
+  description = <<-EOT
+    The fleet's Redis (module ../redis, docs/redis.md): an ElastiCache replication group that
+    every WebSocket host's colours use as their channels broker, so that all hosts are one chat.
+    null: no Redis, each server process keeps its channels to itself (BROKER=memory).
+    engine valkey or redis; engine_version null for the engine's default; nodes = primary +
+    replicas; multi_az: automatic failover to a replica in another zone.
+  EOT
+  type = object({
+    engine                  = optional(string, "valkey")
+    engine_version          = optional(string)
+    node_type               = optional(string, "cache.m7g.large")
+    nodes                   = optional(number, 2)
+    multi_az                = optional(bool, true)
+    snapshot_retention_days = optional(number, 7)
+  })
+  default = null
+}

@@ -28,6 +28,13 @@ let
         web.proxyProtocol.trustedIPs = [ "10.40.0.0/24" "10.40.1.0/24" ];
       };
     noBinaryCacheNoSettings = lib.nixSettings null == { };
+    noRedisTheModulesBroker = lib.broker null == { };
+    fleetRedisIsAnExternalBrokerWithTheFetchedToken =
+      lib.broker { url = "rediss://master.r.euw1.cache.amazonaws.com:6379"; authTokenSecretArn = "arn:x"; region = "eu-west-1"; }
+      == {
+        type = "redis";
+        redis = { local = false; url = "rediss://master.r.euw1.cache.amazonaws.com:6379"; passwordFile = "/run/redis-auth-token/token"; };
+      };
     binaryCacheIsASubstituterWithItsKey =
       lib.nixSettings { url = "https://cache.example.com"; publicKey = "cache.example.com-1:AAAA="; }
       == { substituters = [ "https://cache.example.com" ]; trusted-public-keys = [ "cache.example.com-1:AAAA=" ]; };

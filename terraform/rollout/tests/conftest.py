@@ -36,6 +36,10 @@ def outputs() -> dict:
         "service_url": out("https://ws.example.com"),
         "grafana_url": out("http://grafana.ws.example.com:3000"),
         "region": out("eu-west-1"),
+        "redis": out({
+            "url": "rediss://master.ws-prod-redis.abc123.euw1.cache.amazonaws.com:6379",
+            "auth_token_secret_arn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:ws-prod-redis/auth-token-AbCdEf",
+        }),
         "ws_host_nixos": out({"flake.nix": "{ outputs = _: { }; }\n", "fleet.json": json.dumps({"role": "ws"})}),
     }
 
