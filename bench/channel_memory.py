@@ -10,8 +10,9 @@ so that its own cost stays out of the way and it needs no build.
         connection idle (answering pings) until SIGTERM or SIGINT.
     bench/channel_memory.py history PORT CHANNELS PUBLICATIONS BYTES
         publishes PUBLICATIONS publications of `{"t": 0, "p": "<BYTES x's>"}` to each of
-        CHANNELS channels `mem:history-<n>` over 8 connections (at most 256 unanswered on
-        each), waits for every answer, prints {"channels", "published", "refused"} and exits.
+        CHANNELS channels `mem:history-<n>` over 16 connections, each at most 500 a second
+        (below the server's FRAME_RATE_LIMIT, 1000) with at most 256 unanswered, waits for
+        every answer, prints {"channels", "published", "refused", "errors"} and exits.
 
 The server must run without a rate limit (RATE_LIMIT_MSGS_PER_SEC=0, as the benchmark's do).
 """
@@ -24,7 +25,8 @@ import resource
 import signal
 import sys
 
-PUBLISHERS = 8
+PUBLISHERS = 16
+PUBLISH_RATE = 500
 IN_FLIGHT = 256
 CONNECT_CONCURRENCY = 200
 
@@ -155,11 +157,18 @@ async def history(port, channels, publications, size):
         async def acks():
             for _ in mine:
                 answer = await c.answer("published")
-                counts["published" if answer["type"] == "published" else "refused"] += 1
+                if answer["type"] == "published":
+                    counts["published"] += 1
+                else:
+                    counts["refused"] += 1
+                    counts.setdefault("errors", set()).add(answer.get("code"))
                 window.release()
 
         reading = asyncio.create_task(acks())
-        for ch, _ in mine:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for sent, (ch, _) in enumerate(mine):
+            await asyncio.sleep(max(0.0, start + sent / PUBLISH_RATE - loop.time()))
             await window.acquire()
             c.writer.write(text({"type": "publish", "channel": f"mem:history-{ch}", "data": data}))
             await c.writer.drain()
@@ -167,6 +176,7 @@ async def history(port, channels, publications, size):
         c.writer.close()
 
     await asyncio.gather(*(publisher(k) for k in range(PUBLISHERS)))
+    counts["errors"] = sorted(counts.get("errors", ()))
     print(json.dumps(counts), flush=True)
 
 
