@@ -6,9 +6,10 @@
 # answers less of the protocol. bench/rounds.sh repeats the CPU and latency figures and prints
 # their medians.
 #
-#   bench/run.sh                      # all three servers, all figures (about 20 minutes)
+#   bench/run.sh                      # all three servers, all figures (about 35 minutes)
 #   SERVERS="concurrent-socket elysia" bench/run.sh
 #   FIGURES="echo latency" bench/run.sh   # a subset of the figures below
+#   SERVERS="concurrent-socket elysia" FIGURES="fanout fanout_10k rooms chmem" bench/run.sh
 #
 # Figures, each on a freshly started server:
 #   idle     RSS per idle connection at 10,000 connections (heartbeat 30 s)
@@ -23,6 +24,12 @@
 #   churn    handshakes per second (200 users connecting, closing, reconnecting)
 #   profile  perf: the kernel's share of the server's CPU under the echo load, and the share
 #            spent receiving for the client (loopback runs it inside the server's send)
+#   fanout fanout_10k rooms chmem
+#            channels (protocol v1.1; bench/channels.sh, which says how): deliveries per
+#            second, delivery latency and CPU per 100,000 deliveries for one channel of 1,000
+#            and of 10,000 subscribers and for 2,000 rooms of 5 users, and RSS per idle
+#            connection with 2 subscriptions and per channel with full history. Skipped, with
+#            the reason, for a server that does not speak channels (node-ws)
 #
 # Environment: LOADTEST (target/release/loadtest), SERVER_BIN (target/release/concurrent-socket),
 # OUT (results directory, default target/ci/bench), CHECK (yes; no skips the protocol check).
@@ -36,7 +43,7 @@ set -euo pipefail
 LOADTEST=${LOADTEST:-$REPO/target/release/loadtest}
 SERVERS=${SERVERS:-$ALL_SERVERS}
 read -ra SERVER_LIST <<< "$SERVERS"
-FIGURES=${FIGURES:-idle hold hold_1s echo latency churn profile}
+FIGURES=${FIGURES:-idle hold hold_1s echo latency churn profile fanout fanout_10k rooms chmem}
 ECHO_RUNS=${ECHO_RUNS:-3}
 read -ra FIGURE_LIST <<< "$FIGURES"
 OUT=${OUT:-$CI_DIR/bench}
@@ -81,16 +88,19 @@ cpu_seconds() {
 }
 server_connections() { curl -fsS "http://127.0.0.1:$PORT/health" | jq -r .connections; }
 
-# load NAME ARGS...: run loadtest (JSON to $RUN_DIR/SERVER-NAME.json); a failed threshold
-# is data here, not an error.
+# loadtest_run SCENARIO NAME ARGS...: run loadtest's SCENARIO (JSON to
+# $RUN_DIR/SERVER-NAME.json); a failed threshold is data here, not an error.
 # The client's own CPU seconds (workers included) go to SERVER-NAME.client-cpu.
-load() {
-  local name=$1 rc=0 TIMEFORMAT='{"user_s": %U, "system_s": %S, "wall_s": %R}'
-  shift
-  { time "$LOADTEST" custom --url "$URL" --quiet --json --timeout 10s "$@" \
+loadtest_run() {
+  local scenario=$1 name=$2 rc=0 TIMEFORMAT='{"user_s": %U, "system_s": %S, "wall_s": %R}'
+  shift 2
+  { time "$LOADTEST" "$scenario" --url "$URL" --quiet --json --timeout 10s "$@" \
     > "$RUN_DIR/$SERVER-$name.json" 2> "$RUN_DIR/$SERVER-$name.err"; } 2> "$RUN_DIR/$SERVER-$name.client-cpu" || rc=$?
   [ "$rc" -le 1 ] || { cat "$RUN_DIR/$SERVER-$name.err"; die "loadtest $name against $SERVER: exit $rc"; }
 }
+
+# load NAME ARGS...: loadtest_run of the v1 scenario `custom`.
+load() { loadtest_run custom "$@"; }
 
 # sample_memory FILE SECONDS: every second, "connections rss_kib" of the server.
 sample_memory() {
@@ -221,6 +231,9 @@ bench_churn() {
   load churn --users 200 --ramp 0s --duration 15s --churn
   stop_server
 }
+
+# shellcheck source=bench/channels.sh
+. "$REPO/bench/channels.sh"
 
 log "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 {

@@ -42,11 +42,16 @@ def p99(report):
     return dig(report, "latency", "round_trip", "p99_ms")
 
 
-def median_run(run, server, name):
-    """Of the runs SERVER-NAME-1.json, -2.json...: the one with the median p99 round trip."""
+def delivery_p99(report):
+    return dig(report, "channels", "delivery_latency", "p99_ms")
+
+
+def median_run(run, server, name, key=p99):
+    """Of the runs SERVER-NAME-1.json, -2.json...: the one with the median `key` (by default
+    the p99 round trip)."""
     paths = [p for p in run.iterdir() if re.fullmatch(rf"{re.escape(server)}-{name}-\d+\.json", p.name)]
-    reports = [r for r in map(load, paths) if p99(r) is not None]
-    reports.sort(key=p99)
+    reports = [r for r in map(load, paths) if key(r) is not None]
+    reports.sort(key=key)
     return reports[len(reports) // 2] if reports else None
 
 
@@ -81,7 +86,64 @@ def figures(run, server):
         "  of it, the client's TCP receive run inside the server's sends (%)": dig(f("profile"), "peer_receive_pct"),
         "  closed-loop CPU s per 100,000 messages without the client's receive (estimate)":
             without_peer_receive(dig(f("echo-cpu"), "cpu_s_per_100k"), dig(f("profile"), "peer_receive_pct")),
+        **channel_figures(run, server),
     }
+
+
+def offered(report):
+    """Deliveries per second the run asked for: subscribers (or room members) x publications/s."""
+    scenario = dig(report, "settings", "channels", "scenario") or {}
+    if "fanout" in scenario:
+        return scenario["fanout"]["subscribers"] * scenario["fanout"]["rate"]
+    if "rooms" in scenario:
+        rooms = scenario["rooms"]
+        return rooms["rooms"] * rooms["size"] * rooms["size"] * rooms["rate"]
+    return None
+
+
+def lost(report):
+    """Publications a subscriber missed or got twice (must be 0), when the run has a report."""
+    counts = dig(report, "channels", "counts")
+    return None if counts is None else counts["missing"] + counts["duplicates"]
+
+
+def channel_figures(run, server):
+    """The channel figures (bench/channels.sh): per publication/s figure, the run with the
+    median delivery p99, and the median CPU of its runs; the memory figures."""
+    rows = {}
+    for name, title, short in [("fanout", "one channel, 1,000 subscribers", "1,000 subscribers"),
+                               ("fanout-10k", "one channel, 10,000 subscribers", "10,000 subscribers"),
+                               ("rooms", "2,000 rooms of 5 users, each publishing once a second", "rooms")]:
+        report = median_run(run, server, name, key=delivery_p99)
+        latency = dig(report, "channels", "delivery_latency") or {}
+        cpu = load(run / f"{server}-{name}-cpu.json")
+        rows.update({
+            f"{title}: deliveries per second": dig(report, "channels", "deliveries_per_s"),
+            f"  {short}: offered (subscribers x publications per second)": offered(report),
+            f"  {short}: delivery p50 (ms)": latency.get("p50_ms"),
+            f"  {short}: delivery p99 (ms)": latency.get("p99_ms"),
+            f"  {short}: delivery p99.9 (ms)": latency.get("p999_ms"),
+            f"  {short}: server CPU seconds per 100,000 deliveries": dig(cpu, "cpu_s_per_100k"),
+            f"  {short}: server CPU (cores busy while publishing)": dig(cpu, "cpu_cores"),
+            f"  {short}: missing + duplicate publications (must be 0)": lost(report),
+            f"  {short}: insufficient_state, failed connects, server-side disconnects": add(
+                dig(report, "channels", "counts", "insufficient_state"), troubles(report)),
+        })
+    idle_0 = dig(load(run / f"{server}-chmem-idle-0.json"), "rss_per_connection_kib")
+    idle_2 = dig(load(run / f"{server}-chmem-idle-2.json"), "rss_per_connection_kib")
+    history = load(run / f"{server}-chmem-history.json")
+    rows.update({
+        "RSS per idle connection with 2 subscriptions, 10,000 connections (KiB)": idle_2,
+        "  RSS per idle connection without subscriptions, same client (KiB)": idle_0,
+        "  the 2 subscriptions' share (KiB)": None if None in (idle_0, idle_2) else idle_2 - idle_0,
+        "RSS per channel with full history (KiB)": dig(history, "rss_per_channel_kib"),
+        "  publications kept per channel (HISTORY_SIZE, 64-byte padding)": dig(history, "history_size"),
+    })
+    return rows
+
+
+def add(*values):
+    return None if any(v is None for v in values) else sum(values)
 
 
 def without_peer_receive(cpu, peer_receive_pct):
@@ -100,12 +162,15 @@ def fmt(value):
 
 
 def print_table(table, servers):
-    """table: {server: {figure: value}}; the first server's ratio to each of the others."""
+    """table: {server: {figure: value}}; the first server's ratio to each of the others. A
+    figure no server has (not among the FIGURES run) is left out."""
     ours, peers = servers[0], servers[1:]
     header = ["figure"] + servers + [f"{ours} / {peer}" for peer in peers]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for name in table[ours]:
+        if all(table[s][name] is None for s in servers):
+            continue
         row = [name] + [fmt(table[s][name]) for s in servers]
         for peer in peers:
             a, b = table[ours][name], table[peer][name]

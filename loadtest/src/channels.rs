@@ -29,6 +29,11 @@ pub struct ChannelPlan {
     /// Publishing stops this long after the run starts, so that the last publications have
     /// the rest of the run to arrive: one not received live by the end counts as missing.
     pub publish_for_ms: u64,
+    /// Publishing starts this long after the run starts (`--publish-after-ramp`: the end of
+    /// the ramp, so that no delivery is measured while users still connect); 0: as soon as
+    /// each publisher is connected.
+    #[serde(default)]
+    pub publish_from_ms: u64,
     /// Deliveries per second are judged over the seconds from this (the end of the ramp) to
     /// the end of publishing.
     pub measure_from_ms: u64,
@@ -236,6 +241,7 @@ mod tests {
                 rate: 10.0,
             },
             publish_for_ms: 1000,
+            publish_from_ms: 0,
             measure_from_ms: 0,
         };
         assert_eq!(fanout.users(), 4);
@@ -249,6 +255,7 @@ mod tests {
                 rate: 1.0,
             },
             publish_for_ms: 1000,
+            publish_from_ms: 0,
             measure_from_ms: 0,
         };
         assert_eq!(rooms.users(), 10);

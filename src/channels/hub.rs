@@ -26,9 +26,10 @@ pub struct Subscriber {
     pub key: u32,
 }
 
-/// Where a subscriber sits in its channel's list, to remove it.
+/// Where a subscriber sits in its channel's list, to remove it (32 bits: it is kept with
+/// every subscription, and no channel has 4 billion subscribers in one process).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Slot(usize);
+pub struct Slot(u32);
 
 /// The local subscribers of one channel. Slots keep their place while a fan-out is between
 /// batches; a freed slot is reused.
@@ -79,23 +80,35 @@ impl Hub {
     }
 
     /// Adds a local subscriber of `channel`: from now on it is left every publication the
-    /// hub fans out for the channel.
-    pub fn add(&self, channel: &str, subscriber: Subscriber) -> Slot {
+    /// hub fans out for the channel. Returns the channel's name as the hub holds it, for the
+    /// subscriber to share rather than allocate its own copy.
+    pub fn add(&self, channel: &str, subscriber: Subscriber) -> (Arc<str>, Slot) {
         let mut channels = lock(&self.shard(channel).channels);
-        let listeners = match channels.get_mut(channel) {
-            Some(listeners) => listeners,
-            None => channels.entry(channel.into()).or_default(),
+        let name = match channels.get_key_value(channel) {
+            Some((name, _)) => Arc::clone(name),
+            None => {
+                let name: Arc<str> = channel.into();
+                channels.insert(Arc::clone(&name), Listeners::default());
+                name
+            }
         };
-        match listeners.free.pop() {
+        let listeners = channels
+            .get_mut(channel)
+            .expect("present: just found or added");
+        let slot = match listeners.free.pop() {
             Some(index) => {
                 listeners.slots[index] = Some(subscriber);
-                Slot(index)
+                index
             }
             None => {
                 listeners.slots.push(Some(subscriber));
-                Slot(listeners.slots.len() - 1)
+                listeners.slots.len() - 1
             }
-        }
+        };
+        (
+            name,
+            Slot(u32::try_from(slot).expect("fewer than 2^32 subscribers")),
+        )
     }
 
     /// Removes the subscriber at `slot` of `channel`.
@@ -104,13 +117,14 @@ impl Hub {
         let Some(listeners) = channels.get_mut(channel) else {
             return;
         };
+        let index = slot.0 as usize;
         if listeners
             .slots
-            .get_mut(slot.0)
+            .get_mut(index)
             .and_then(Option::take)
             .is_some()
         {
-            listeners.free.push(slot.0);
+            listeners.free.push(index);
         }
         if listeners.free.len() == listeners.slots.len() {
             channels.remove(channel);
@@ -132,9 +146,9 @@ fn lock(channels: &Mutex<ChannelMap>) -> MutexGuard<'_, ChannelMap> {
 }
 
 /// The `publication` message, serialised once.
-fn frame(channel: Arc<str>, publication: &Publication) -> Arc<Frame> {
+fn frame(channel: &str, publication: &Publication) -> Frame {
     let text = ServerMessage::Publication {
-        channel: &channel,
+        channel,
         offset: publication.offset,
         data: &publication.data,
         from: &publication.from,
@@ -142,11 +156,10 @@ fn frame(channel: Arc<str>, publication: &Publication) -> Arc<Frame> {
         ts: now_ms(),
     }
     .to_json();
-    Arc::new(Frame {
+    Frame {
         offset: publication.offset,
-        channel,
         text: text.into(),
-    })
+    }
 }
 
 /// One shard's task: every publication handed on, in order, left in each local subscriber's
@@ -164,10 +177,10 @@ async fn fan_out(
                 continue;
             }
         };
-        let frame = frame(channel, &publication);
+        let frame = frame(&channel, &publication);
         let mut next = 0;
         loop {
-            let (left, done) = deliver_batch(&channels, &frame, next);
+            let (left, done) = deliver_batch(&channels, &channel, &frame, next);
             deliveries.inc_by(left);
             next += FAN_OUT_BATCH;
             if done {
@@ -194,9 +207,14 @@ fn mark_lost(channels: &Mutex<ChannelMap>, channel: &str) {
 /// many took it and whether the list ends there. A subscriber added between two batches
 /// subscribed after the publication was accepted: its history read covers it, whichever
 /// slot it took.
-fn deliver_batch(channels: &Mutex<ChannelMap>, frame: &Arc<Frame>, from: usize) -> (u64, bool) {
+fn deliver_batch(
+    channels: &Mutex<ChannelMap>,
+    channel: &str,
+    frame: &Frame,
+    from: usize,
+) -> (u64, bool) {
     let channels = lock(channels);
-    let Some(listeners) = channels.get(&frame.channel) else {
+    let Some(listeners) = channels.get(channel) else {
         return (0, true);
     };
     let end = (from + FAN_OUT_BATCH).min(listeners.slots.len());
@@ -260,7 +278,7 @@ mod tests {
             sink(&name, SinkEvent::Publication(publication(offset)));
         }
         let first = take_all(&inboxes[0], 3).await;
-        let text = &*first[0].frame.text;
+        let text = &*first[0].text;
         let head = r#"{"type":"publication","channel":"room","offset":1,"data":{"b":1, "a":2},"from":"alice","ts":"#;
         assert!(
             text.starts_with(head) && text.ends_with('}'),
@@ -268,10 +286,10 @@ mod tests {
         );
         for inbox in &inboxes[1..] {
             let taken = take_all(inbox, 3).await;
-            let offsets: Vec<u64> = taken.iter().map(|d| d.frame.offset).collect();
+            let offsets: Vec<u64> = taken.iter().map(|d| d.offset).collect();
             assert_eq!(offsets, [1, 2, 3]);
             // Shared, not copied: the same allocation as the first subscriber's.
-            assert_eq!(taken[0].frame.text.as_ptr(), first[0].frame.text.as_ptr());
+            assert_eq!(taken[0].text.as_ptr(), first[0].text.as_ptr());
         }
         assert_eq!(deliveries.get(), 3 * subscribers as u64);
     }
@@ -311,20 +329,21 @@ mod tests {
     async fn a_removed_subscriber_gets_nothing_more() {
         let hub = Hub::start(1, IntCounter::new("d", "d").unwrap());
         let (kept, gone) = (Inbox::new(1024), Inbox::new(1024));
-        hub.add(
+        let (first, _) = hub.add(
             "c",
             Subscriber {
                 inbox: Arc::clone(&kept),
                 key: 0,
             },
         );
-        let slot = hub.add(
+        let (name, slot) = hub.add(
             "c",
             Subscriber {
                 inbox: Arc::clone(&gone),
                 key: 0,
             },
         );
+        assert!(Arc::ptr_eq(&first, &name), "one name per channel, shared");
         hub.remove("c", slot);
         hub.sink()(&"c".into(), SinkEvent::Publication(publication(1)));
         take_all(&kept, 1).await;
@@ -349,7 +368,7 @@ mod tests {
         for (inbox, key) in [(&a, 1), (&b, 2)] {
             let mut taken = VecDeque::new();
             assert_eq!(inbox.take(&mut taken), [key]);
-            let offsets: Vec<u64> = taken.iter().map(|d| d.frame.offset).collect();
+            let offsets: Vec<u64> = taken.iter().map(|d| d.offset).collect();
             assert_eq!(offsets, [1], "what came before the gap is delivered");
         }
         let mut taken = VecDeque::new();

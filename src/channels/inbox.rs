@@ -4,25 +4,29 @@
 //! it with `insufficient_state`), and the others go on.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// A publication as sent: its `publication` message, serialised once for every subscriber.
 #[derive(Debug)]
 pub struct Frame {
-    pub channel: Arc<str>,
     pub offset: u64,
     /// The JSON text, shared: each subscriber's copy is a reference count.
     pub text: Utf8Bytes,
 }
 
-/// One publication for one subscription of the connection (`key` tells which).
+/// One publication for one subscription of the connection (`key` tells which): its offset and
+/// its text (a reference to the bytes every subscriber shares, moved on into the outbox).
 #[derive(Debug)]
 pub struct Delivery {
     pub key: u32,
-    pub frame: Arc<Frame>,
+    pub offset: u64,
+    pub text: Utf8Bytes,
 }
 
 /// What became of a push.
@@ -44,7 +48,11 @@ struct Queue {
 /// The inbox of one connection.
 pub struct Inbox {
     queue: Mutex<Queue>,
-    ready: Notify,
+    /// Set by a push into an idle inbox, cleared by [`Inbox::ready`]; the connection's task
+    /// is woken through `waker`. Neither takes a lock: the task polls `ready` on every
+    /// wake-up of its loop.
+    pending: AtomicBool,
+    waker: AtomicWaker,
     limit_bytes: usize,
 }
 
@@ -52,7 +60,8 @@ impl Inbox {
     pub fn new(limit_bytes: usize) -> Arc<Inbox> {
         Arc::new(Inbox {
             queue: Mutex::default(),
-            ready: Notify::new(),
+            pending: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
             limit_bytes,
         })
     }
@@ -63,7 +72,7 @@ impl Inbox {
 
     /// Leaves a publication for subscription `key`. One publication always fits into an empty
     /// inbox; after a refusal the subscription gets nothing more until its task took note.
-    pub fn push(&self, key: u32, frame: &Arc<Frame>) -> Pushed {
+    pub fn push(&self, key: u32, frame: &Frame) -> Pushed {
         let mut queue = self.lock();
         if queue.overflowed.contains(&key) {
             return Pushed::Overflowed;
@@ -77,15 +86,21 @@ impl Inbox {
             queue.bytes += size;
             queue.deliveries.push_back(Delivery {
                 key,
-                frame: Arc::clone(frame),
+                offset: frame.offset,
+                text: frame.text.clone(),
             });
             Pushed::Queued
         };
         drop(queue);
         if was_idle {
-            self.ready.notify_one();
+            self.wake();
         }
         pushed
+    }
+
+    fn wake(&self) {
+        self.pending.store(true, Ordering::Release);
+        self.waker.wake();
     }
 
     /// Marks subscription `key` as having lost publications (its task ends it with
@@ -99,13 +114,25 @@ impl Inbox {
         queue.overflowed.push(key);
         drop(queue);
         if was_idle {
-            self.ready.notify_one();
+            self.wake();
         }
     }
 
     /// Waits until something was left since the last [`Inbox::take`].
     pub async fn ready(&self) {
-        self.ready.notified().await;
+        poll_fn(|cx| {
+            if self.pending.swap(false, Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            // A push between the check and the registration woke no one: look again.
+            if self.pending.swap(false, Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
     }
 
     /// Moves every waiting delivery into `into` (in order) and returns the overflowed
@@ -113,7 +140,12 @@ impl Inbox {
     pub fn take(&self, into: &mut VecDeque<Delivery>) -> Vec<u32> {
         let mut queue = self.lock();
         queue.bytes = 0;
-        into.append(&mut queue.deliveries);
+        if into.is_empty() {
+            // Trade queues rather than copy: each keeps its capacity for the next time.
+            std::mem::swap(into, &mut queue.deliveries);
+        } else {
+            into.append(&mut queue.deliveries);
+        }
         std::mem::take(&mut queue.overflowed)
     }
 }
@@ -122,12 +154,11 @@ impl Inbox {
 mod tests {
     use super::*;
 
-    fn frame(text: &str) -> Arc<Frame> {
-        Arc::new(Frame {
-            channel: "c".into(),
+    fn frame(text: &str) -> Frame {
+        Frame {
             offset: 1,
             text: text.to_owned().into(),
-        })
+        }
     }
 
     #[test]
@@ -150,6 +181,13 @@ mod tests {
         assert_eq!(taken.iter().map(|d| d.key).collect::<Vec<_>>(), [1]);
         assert_eq!(inbox.push(1, &frame("x")), Pushed::Queued, "taken note of");
         assert_eq!(inbox.push(3, &frame("y")), Pushed::Queued);
+        inbox.take(&mut taken);
+        let order: Vec<_> = taken.iter().map(|d| (d.key, &*d.text)).collect();
+        assert_eq!(
+            order,
+            [(1, "0123456789"), (1, "x"), (3, "y")],
+            "appended in order"
+        );
     }
 
     #[tokio::test]
@@ -167,11 +205,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_push_into_an_empty_inbox_wakes_the_task() {
+    async fn a_push_into_an_empty_inbox_wakes_the_task_once() {
         let inbox = Inbox::new(64);
+        let wait = std::time::Duration::from_secs(5);
         inbox.push(1, &frame("a"));
-        tokio::time::timeout(std::time::Duration::from_secs(5), inbox.ready())
+        inbox.push(1, &frame("b"));
+        tokio::time::timeout(wait, inbox.ready())
             .await
             .expect("woken");
+        let pending = tokio::time::timeout(std::time::Duration::from_millis(50), inbox.ready());
+        assert!(
+            pending.await.is_err(),
+            "one wake-up for both: the second found it busy"
+        );
+        inbox.take(&mut VecDeque::new());
+        let waiting = tokio::spawn({
+            let inbox = Arc::clone(&inbox);
+            async move { inbox.ready().await }
+        });
+        tokio::task::yield_now().await;
+        inbox.push(2, &frame("c"));
+        tokio::time::timeout(wait, waiting)
+            .await
+            .expect("woken while waiting")
+            .unwrap();
     }
 }

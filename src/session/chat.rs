@@ -235,7 +235,11 @@ impl Session {
                 // After the socket: polling it is what writes the outbox, so a busy channel
                 // must not keep the session from writing what it delivered.
                 () = inbox_ready(self.subscriptions.as_deref()) => {
-                    Box::pin(self.deliver_publications()).await;
+                    let lost = self.deliver_publications();
+                    if !lost.is_empty() {
+                        // Boxed: the awaits of ending subscriptions are allocated only then.
+                        Box::pin(self.end_lost_subscriptions(lost)).await;
+                    }
                     Ok(())
                 }
             };

@@ -4,7 +4,7 @@
 //! `insufficient_state`. Created on the connection's first channel request: a v1 connection
 //! pays one empty pointer for it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
@@ -61,9 +61,11 @@ impl ChannelRequest {
     }
 }
 
-/// One subscription: which key its deliveries carry, its place in the hub, and the newest
-/// offset the client has (or was told it needs no older one).
+/// One subscription: its channel (the name the hub holds, shared), which key its deliveries
+/// carry, its place in the hub, and the newest offset the client has (or was told it needs no
+/// older one).
 struct Subscription {
+    channel: Arc<str>,
     key: u32,
     slot: Slot,
     position: u64,
@@ -75,7 +77,10 @@ pub(super) type Reply = Result<(String, ServerType), ProtocolError>;
 /// The subscriptions of one connection.
 pub(super) struct Subscriptions {
     inbox: Arc<Inbox>,
-    by_channel: HashMap<Arc<str>, Subscription>,
+    /// A list, not a map: a connection holds few (at most
+    /// `MAX_SUBSCRIPTIONS_PER_CONNECTION`), and an idle connection's memory is what a fleet
+    /// is sized by; a scan of a few keys costs less than hashing a name.
+    list: Vec<Subscription>,
     next_key: u32,
     /// Deliveries taken from the inbox, kept between wake-ups for its capacity.
     taken: VecDeque<Delivery>,
@@ -86,10 +91,23 @@ impl Subscriptions {
     pub(super) fn new(inbox_bytes: usize) -> Box<Subscriptions> {
         Box::new(Subscriptions {
             inbox: Inbox::new(inbox_bytes),
-            by_channel: HashMap::new(),
+            list: Vec::new(),
             next_key: 0,
             taken: VecDeque::new(),
         })
+    }
+
+    fn position_of(&self, channel: &str) -> Option<usize> {
+        self.list.iter().position(|s| *s.channel == *channel)
+    }
+
+    /// Takes a subscription out of the list.
+    fn remove(&mut self, index: usize) -> Subscription {
+        let subscription = self.list.remove(index);
+        if self.list.is_empty() {
+            self.list = Vec::new(); // nothing kept for a connection that left every channel
+        }
+        subscription
     }
 
     /// Serves a channel request of connection `from`.
@@ -113,8 +131,7 @@ impl Subscriptions {
                 ))
             }
             RequestKind::Subscribe(recover) => {
-                self.subscribe(state, from, id, channel.into(), recover)
-                    .await
+                self.subscribe(state, from, id, &channel, recover).await
             }
             RequestKind::Unsubscribe => self.unsubscribe(state, from, id, &channel).await,
             RequestKind::Publish(data) => {
@@ -140,10 +157,10 @@ impl Subscriptions {
         state: &AppState,
         from: &str,
         id: Option<&str>,
-        channel: Arc<str>,
+        channel: &str,
         recover: Option<Recover>,
     ) -> Reply {
-        if self.by_channel.contains_key(&channel) {
+        if self.position_of(channel).is_some() {
             let message = "already subscribed to this channel";
             return Err(ProtocolError::new(
                 ErrorCode::AlreadySubscribed,
@@ -152,7 +169,7 @@ impl Subscriptions {
             ));
         }
         let limit = state.config.channels.max_subscriptions_per_connection;
-        if self.by_channel.len() >= limit {
+        if self.list.len() >= limit {
             let message = format!("at most {limit} subscriptions per connection");
             return Err(ProtocolError::new(
                 ErrorCode::SubscriptionLimit,
@@ -169,7 +186,7 @@ impl Subscriptions {
             inbox: Arc::clone(&self.inbox),
             key,
         };
-        let slot = channels.hub.add(&channel, subscriber);
+        let (channel, slot) = channels.hub.add(channel, subscriber);
         if let Err(error) = channels.broker.subscribe(&channel).await {
             channels.hub.remove(&channel, slot);
             return Err(broker_error(error, state, id));
@@ -191,12 +208,14 @@ impl Subscriptions {
             history.complete = false;
             history.publications.clear();
         }
-        let subscription = Subscription {
+        // Exactly what it holds: most connections subscribe to a few channels and stay.
+        self.list.reserve_exact(1);
+        self.list.push(Subscription {
+            channel: Arc::clone(&channel),
             key,
             slot,
             position: history.top,
-        };
-        self.by_channel.insert(Arc::clone(&channel), subscription);
+        });
         let metrics = &state.metrics.channels;
         metrics.subscriptions_active.inc();
         let recovered = since.is_some().then_some(history.complete);
@@ -243,17 +262,12 @@ impl Subscriptions {
         id: Option<&str>,
         channel: &str,
     ) -> Reply {
-        let Some((channel, subscription)) = self.by_channel.remove_entry(channel) else {
+        let Some(index) = self.position_of(channel) else {
             let message = "not subscribed to this channel";
             return Err(ProtocolError::new(ErrorCode::NotSubscribed, message, id));
         };
-        release(
-            state,
-            &channel,
-            subscription.slot,
-            SubscriptionEnd::Unsubscribe,
-        )
-        .await;
+        let Subscription { channel, slot, .. } = self.remove(index);
+        release(state, &channel, slot, SubscriptionEnd::Unsubscribe).await;
         debug!(connection_id = from, channel = &*channel, "unsubscribed");
         let answer = ServerMessage::Unsubscribed {
             channel: &channel,
@@ -266,86 +280,76 @@ impl Subscriptions {
     }
 
     /// Moves the publications waiting in the inbox into the outbox, each subscription's in
-    /// offset order with none twice; a subscription that lost one (its inbox or the outbox
-    /// was full, or its offsets jumped) is ended with `insufficient_state`.
-    pub(super) async fn deliver(&mut self, state: &AppState, from: &str, outbox: &mut Outbox) {
-        let overflowed = self.inbox.take(&mut self.taken);
-        let mut lost: Vec<Arc<str>> = Vec::new();
+    /// offset order with none twice. Returns the keys of the subscriptions that lost one (their
+    /// inbox or the outbox was full, or their offsets jumped), for
+    /// [`Subscriptions::end_insufficient`]; empty, without allocating, when none did.
+    pub(super) fn deliver(&mut self, state: &AppState, outbox: &mut Outbox) -> Vec<u32> {
+        let mut lost = self.inbox.take(&mut self.taken);
         let mut delivered = 0;
-        while let Some(Delivery { key, frame }) = self.taken.pop_front() {
-            let Some(subscription) = self.by_channel.get_mut(&*frame.channel) else {
-                continue;
+        while let Some(Delivery { key, offset, text }) = self.taken.pop_front() {
+            let Some(subscription) = self.list.iter_mut().find(|s| s.key == key) else {
+                continue; // an ended subscription's
             };
-            if subscription.key != key || frame.offset <= subscription.position {
-                continue; // an ended subscription's, or already in its history
+            if offset <= subscription.position {
+                continue; // already in its history
             }
-            let in_order = frame.offset == subscription.position + 1;
-            if in_order && outbox.push(Message::Text(frame.text.clone()), None).is_ok() {
-                subscription.position = frame.offset;
+            let in_order = offset == subscription.position + 1;
+            if in_order && outbox.push(Message::Text(text), None).is_ok() {
+                subscription.position = offset;
                 delivered += 1;
-            } else {
-                lost.push(Arc::clone(&frame.channel));
+            } else if !lost.contains(&key) {
+                lost.push(key);
             }
         }
         state
             .metrics
             .messages_out(ServerType::Publication, delivered);
-        for key in overflowed {
-            let channel = self.by_channel.iter().find(|(_, s)| s.key == key);
-            lost.extend(channel.map(|(name, _)| Arc::clone(name)));
-        }
-        for channel in lost {
-            self.end_insufficient(state, from, &channel, outbox).await;
-        }
+        lost
     }
 
-    /// Ends a subscription that may have missed a publication: the client resubscribes with
-    /// `recover` from the last offset it saw.
-    async fn end_insufficient(
+    /// Ends the subscriptions (by key) that may have missed a publication with
+    /// `insufficient_state`: the client resubscribes with `recover` from the last offset it saw.
+    pub(super) async fn end_insufficient(
         &mut self,
         state: &AppState,
         from: &str,
-        channel: &str,
+        lost: Vec<u32>,
         outbox: &mut Outbox,
     ) {
-        let Some((channel, subscription)) = self.by_channel.remove_entry(channel) else {
-            return; // already ended in this pass
-        };
-        release(
-            state,
-            &channel,
-            subscription.slot,
-            SubscriptionEnd::InsufficientState,
-        )
-        .await;
-        debug!(
-            connection_id = from,
-            channel = &*channel,
-            offset = subscription.position,
-            "subscription ended: insufficient_state"
-        );
-        let ended = ServerMessage::Unsubscribed {
-            channel: &channel,
-            id: None,
-            reason: Some(UnsubscribeReason::InsufficientState),
-            resubscribe: Some(true),
-            ts: now_ms(),
-        };
-        // Past the bound: one per subscription at most, and the client must learn of the gap.
-        outbox.push_last(Message::Text(ended.to_json().into()));
-        state.metrics.message_out(ServerType::Unsubscribed);
+        for key in lost {
+            let Some(index) = self.list.iter().position(|s| s.key == key) else {
+                continue; // already ended
+            };
+            let Subscription {
+                channel,
+                slot,
+                position,
+                ..
+            } = self.remove(index);
+            release(state, &channel, slot, SubscriptionEnd::InsufficientState).await;
+            debug!(
+                connection_id = from,
+                channel = &*channel,
+                offset = position,
+                "subscription ended: insufficient_state"
+            );
+            let ended = ServerMessage::Unsubscribed {
+                channel: &channel,
+                id: None,
+                reason: Some(UnsubscribeReason::InsufficientState),
+                resubscribe: Some(true),
+                ts: now_ms(),
+            };
+            // Past the bound: one per subscription at most, and the client must learn of the gap.
+            outbox.push_last(Message::Text(ended.to_json().into()));
+            state.metrics.message_out(ServerType::Unsubscribed);
+        }
     }
 
     /// Releases every subscription of a connection that ended.
     pub(super) async fn release_all(self: Box<Self>, state: &AppState) {
-        for (channel, subscription) in self.by_channel {
-            release(
-                state,
-                &channel,
-                subscription.slot,
-                SubscriptionEnd::Disconnect,
-            )
-            .await;
+        for Subscription { channel, slot, .. } in self.list {
+            release(state, &channel, slot, SubscriptionEnd::Disconnect).await;
         }
     }
 }

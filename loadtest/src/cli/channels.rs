@@ -75,6 +75,10 @@ pub struct ChannelArgs {
     /// half of it), so that a publication not received live by the end counts as missing.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub duration: Duration,
+    /// Start publishing only at the end of the ramp, so that delivery latency is measured
+    /// with every user connected and no handshake in progress.
+    #[arg(long)]
+    pub publish_after_ramp: bool,
     /// Bytes of padding in each publication's `data`.
     #[arg(long, default_value_t = 64)]
     pub payload_bytes: usize,
@@ -151,6 +155,11 @@ fn channel_spec(
     let channels = ChannelPlan {
         scenario: shape,
         publish_for_ms: millis(a.ramp + a.duration - quiet),
+        publish_from_ms: if a.publish_after_ramp {
+            millis(a.ramp)
+        } else {
+            0
+        },
         measure_from_ms: u64::try_from(a.ramp.as_millis()).unwrap_or(u64::MAX),
     };
     let users = channels.users();
@@ -233,10 +242,11 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(rooms.plan.profile.peak(), 12);
-        assert_eq!(
-            rooms.plan.behaviour.channels.unwrap().publish_for_ms,
-            10_500
-        );
+        let plan = rooms.plan.behaviour.channels.unwrap();
+        assert_eq!((plan.publish_from_ms, plan.publish_for_ms), (0, 10_500));
+        let after_ramp = spec(&["fanout", "--ramp", "4s", "--publish-after-ramp"]).unwrap();
+        let plan = after_ramp.plan.behaviour.channels.unwrap();
+        assert_eq!((plan.publish_from_ms, plan.publish_for_ms), (4_000, 32_000));
     }
 
     #[test]

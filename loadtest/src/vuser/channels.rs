@@ -78,7 +78,7 @@ impl<'a> ChannelSession<'a> {
     pub(super) async fn run(
         mut self,
         stop: &CancellationToken,
-        publish_until: Instant,
+        (publish_from, publish_until): (Instant, Instant),
     ) -> SessionEnd {
         if self.role.subscribes && self.subscribe().await.is_err() {
             return SessionEnd::Lost;
@@ -86,7 +86,8 @@ impl<'a> ChannelSession<'a> {
         let interval = (self.role.publish_rate > 0.0)
             .then(|| Duration::from_secs_f64(1.0 / self.role.publish_rate));
         // A random phase spreads the publishes of users that connected together.
-        let mut next = interval.map(|i| Instant::now() + i.mul_f64(fastrand::f64()));
+        let mut next =
+            interval.map(|i| Instant::now().max(publish_from) + i.mul_f64(fastrand::f64()));
         loop {
             let due =
                 next.filter(|&at| at < publish_until && (self.subscribed || !self.role.subscribes));

@@ -49,7 +49,7 @@ pub async fn run_user(
                     None => Session::new(&ctx, ws).run(&stop).await,
                     Some(role) => {
                         ChannelSession::new(&ctx, ws, role, &mut memory)
-                            .run(&stop, ctx.publish_until())
+                            .run(&stop, ctx.publishing())
                             .await
                     }
                 };

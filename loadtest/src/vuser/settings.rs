@@ -42,7 +42,7 @@ pub struct UserContext {
     pub(super) timeout: Duration,
     /// For a `wss://` target.
     pub(super) tls: Option<TlsClient>,
-    /// When the process's run began: channel users stop publishing `publish_for_ms` later.
+    /// When the process's run began: channel users publish from `publish_from_ms` to `publish_for_ms` after it.
     pub(super) started: Instant,
 }
 
@@ -74,14 +74,15 @@ impl UserContext {
         })
     }
 
-    /// When a channel user stops publishing.
-    pub(super) fn publish_until(&self) -> Instant {
-        let publish_for = self
+    /// When channel users start and stop publishing.
+    pub(super) fn publishing(&self) -> (Instant, Instant) {
+        let (from, until) = self
             .behaviour
             .channels
             .as_ref()
-            .map_or(0, |p| p.publish_for_ms);
-        self.started + Duration::from_millis(publish_for)
+            .map_or((0, 0), |p| (p.publish_from_ms, p.publish_for_ms));
+        let at = |ms| self.started + Duration::from_millis(ms);
+        (at(from), at(until))
     }
 
     /// How long a stopping user waits for its outstanding answers.

@@ -118,11 +118,21 @@ impl Session {
         }
     }
 
-    /// Moves the publications waiting for this connection into its outbox.
-    pub(super) async fn deliver_publications(&mut self) {
+    /// Moves the publications waiting for this connection into its outbox; returns the
+    /// subscriptions that lost one (empty: no allocation), for
+    /// [`Session::end_lost_subscriptions`].
+    pub(super) fn deliver_publications(&mut self) -> Vec<u32> {
+        match self.subscriptions.as_mut() {
+            Some(subscriptions) => subscriptions.deliver(&self.state, &mut self.outbox),
+            None => Vec::new(),
+        }
+    }
+
+    /// Ends the subscriptions that lost a publication with `insufficient_state`.
+    pub(super) async fn end_lost_subscriptions(&mut self, lost: Vec<u32>) {
         if let Some(subscriptions) = self.subscriptions.as_mut() {
             subscriptions
-                .deliver(&self.state, &self.id, &mut self.outbox)
+                .end_insufficient(&self.state, &self.id, lost, &mut self.outbox)
                 .await;
         }
     }

@@ -1,0 +1,160 @@
+# shellcheck shell=bash
+# The channel figures of bench/run.sh (protocol v1.1, issue 16), sourced by it after its own
+# functions (start_server, stop_server, cpu_seconds, rss_kib, server_connections, loadtest_run)
+# and run like its other figures, each server in turn, each figure on a fresh server:
+#
+#   fanout      one channel, FANOUT_SUBSCRIBERS (1000) subscribers, one publisher at
+#               FANOUT_RATE (100) publications/s, CHANNEL_RUNS (3) runs
+#   fanout_10k  the same with FANOUT_10K_SUBSCRIBERS (10000) at FANOUT_10K_RATE (10)/s
+#   rooms       ROOMS (2000) rooms of 5 users, each user publishing once a second
+#   chmem       RSS per idle connection with 0 and with 2 subscriptions (CHMEM_CONNECTIONS,
+#               10000), and per channel with a full history (CHMEM_CHANNELS (200) channels,
+#               HISTORY_SIZE publications of CHMEM_BYTES (64) bytes of padding each)
+#
+# Each publication/s run: `loadtest fanout|rooms --publish-after-ramp`: users connect and
+# subscribe over CHANNEL_RAMP (10 s), then publishing runs from the end of the ramp to 2 s
+# before the end of CHANNEL_HOLD (20 s). Delivery latency is each publication's receipt time
+# minus the publisher's send time (the `t` in its data), one sample per subscriber; the CPU
+# figure is the server's utime + stime over the seconds from 2 s after the ramp to 1 s before
+# publishing stops, divided by the deliveries the client counted in those seconds.
+# The server speaks channels only if it is one of CHANNEL_SERVERS; node-ws speaks protocol v1
+# only, and its channel figures are skipped with that reason.
+
+CHANNEL_SERVERS="concurrent-socket elysia"
+CHANNEL_RUNS=${CHANNEL_RUNS:-3}
+CHANNEL_RAMP=${CHANNEL_RAMP:-10}
+CHANNEL_HOLD=${CHANNEL_HOLD:-20}
+FANOUT_SUBSCRIBERS=${FANOUT_SUBSCRIBERS:-1000}
+FANOUT_RATE=${FANOUT_RATE:-100}
+FANOUT_10K_SUBSCRIBERS=${FANOUT_10K_SUBSCRIBERS:-10000}
+FANOUT_10K_RATE=${FANOUT_10K_RATE:-10}
+ROOMS=${ROOMS:-2000}
+CHMEM_CONNECTIONS=${CHMEM_CONNECTIONS:-10000}
+CHMEM_CHANNELS=${CHMEM_CHANNELS:-200}
+CHMEM_BYTES=${CHMEM_BYTES:-64}
+# The servers' default, stated so that the figure says what it measured.
+CHMEM_HISTORY_SIZE=100
+
+# speaks_channels: true when $SERVER speaks protocol v1.1's channels; says so when not.
+speaks_channels() {
+  case " $CHANNEL_SERVERS " in
+    *" $SERVER "*) return 0 ;;
+    *)
+      log "$SERVER speaks protocol v1 only (no channels): channel figure skipped" | tee -a "$RUN_DIR/progress.log"
+      return 1
+      ;;
+  esac
+}
+
+# channel_run NAME SCENARIO ARGS...: a fresh server, one loadtest channel run
+# (SERVER-NAME.json), and the server's CPU over the steady publishing seconds
+# (SERVER-NAME-cpu.json).
+channel_run() {
+  local name=$1 scenario=$2 from to cpu0 cpu1 load_pid rc=0
+  shift 2
+  # Seconds of the run (from loadtest's start) between which the CPU is taken: from 2 s
+  # after the ramp to 1 s before publishing stops (2 s before the hold ends).
+  from=$((CHANNEL_RAMP + 2))
+  to=$((CHANNEL_RAMP + CHANNEL_HOLD - 3))
+  start_server "$SERVER" 30000
+  loadtest_run "$scenario" "$name" --ramp "${CHANNEL_RAMP}s" --duration "${CHANNEL_HOLD}s" \
+    --publish-after-ramp --payload-bytes 64 --max-delivery-p99 1s "$@" &
+  load_pid=$!
+  sleep "$from"
+  cpu0=$(cpu_seconds)
+  sleep $((to - from))
+  cpu1=$(cpu_seconds)
+  wait "$load_pid" || rc=$?
+  stop_server
+  [ "$rc" -eq 0 ] || die "loadtest $name against $SERVER failed (log: $RUN_DIR/$SERVER-$name.err)"
+  jq -n --argjson c0 "$cpu0" --argjson c1 "$cpu1" --argjson from "$from" --argjson to "$to" \
+    --slurpfile r "$RUN_DIR/$SERVER-$name.json" \
+    '$r[0] as $r | ([$r.timeline[] | select(.second > $from and .second <= $to) | .deliveries] | add) as $d |
+     {cpu_seconds: ($c1 - $c0), window_s: ($to - $from), deliveries: $d,
+      cpu_cores: (($c1 - $c0) / ($to - $from)),
+      cpu_s_per_100k: (if $d > 0 then ($c1 - $c0) / $d * 100000 else null end)}' \
+    > "$RUN_DIR/$SERVER-$name-cpu.json"
+}
+
+# channel_runs NAME SCENARIO ARGS...: CHANNEL_RUNS runs (SERVER-NAME-1..N), and the median
+# CPU per 100,000 deliveries of them in SERVER-NAME-cpu.json (table.py takes the rest from the
+# run with the median delivery p99).
+channel_runs() {
+  local name=$1 i
+  shift
+  for ((i = 1; i <= CHANNEL_RUNS; i++)); do
+    channel_run "$name-$i" "$@"
+  done
+  jq -s '{cpu_s_per_100k: (map(.cpu_s_per_100k) | sort | .[length / 2 | floor]),
+          cpu_cores: (map(.cpu_cores) | sort | .[length / 2 | floor]), runs: .}' \
+    "$RUN_DIR/$SERVER-$name"-[0-9]*-cpu.json > "$RUN_DIR/$SERVER-$name-cpu.json"
+}
+
+bench_fanout() {
+  speaks_channels || return 0
+  channel_runs fanout fanout --subscribers "$FANOUT_SUBSCRIBERS" --publish-rate "$FANOUT_RATE"
+}
+
+bench_fanout_10k() {
+  speaks_channels || return 0
+  channel_runs fanout-10k fanout --subscribers "$FANOUT_10K_SUBSCRIBERS" --publish-rate "$FANOUT_10K_RATE"
+}
+
+bench_rooms() {
+  speaks_channels || return 0
+  channel_runs rooms rooms --rooms "$ROOMS" --room-size 5 --publish-rate 1
+}
+
+# hold_idle SUBSCRIPTIONS: RSS per connection of CHMEM_CONNECTIONS idle WebSockets that each
+# subscribed to SUBSCRIPTIONS channels (bench/channel_memory.py hold), by the difference of the
+# server's RSS before they connect and 10 s after the last subscribed (the memory trim runs
+# every 2 s) -> SERVER-chmem-idle-SUBSCRIPTIONS.json.
+hold_idle() {
+  local subscriptions=$1 before after held client out="$RUN_DIR/$SERVER-chmem-idle-$1.client"
+  start_server "$SERVER" 30000
+  before=$(rss_kib)
+  python3 "$REPO/bench/channel_memory.py" hold "$PORT" "$CHMEM_CONNECTIONS" "$subscriptions" > "$out" &
+  client=$!
+  # Ready when its one line is written (10,000 handshakes take seconds, more on a busy host).
+  for _ in $(seq 120); do
+    [ -s "$out" ] || ! kill -0 "$client" 2> /dev/null && break
+    sleep 1
+  done
+  [ -s "$out" ] || die "channel_memory.py hold did not finish connecting in 120 s (or failed)"
+  sleep 10
+  after=$(rss_kib)
+  held=$(server_connections)
+  kill -TERM "$client"
+  wait "$client" || true
+  stop_server
+  jq -n --argjson before "$before" --argjson after "$after" --argjson held "$held" \
+    --argjson subscriptions "$subscriptions" --slurpfile client "$out" \
+    '{subscriptions: $subscriptions, rss_before_kib: $before, rss_after_kib: $after, connections: $held,
+      client: $client[0], rss_per_connection_kib: (($after - $before) / $held)}' \
+    > "$RUN_DIR/$SERVER-chmem-idle-$subscriptions.json"
+}
+
+# history_memory: RSS per channel of CHMEM_CHANNELS channels with full history, by the
+# difference of the server's RSS before and 5 s after their publications (no connection left
+# then: the publishers closed) -> SERVER-chmem-history.json.
+history_memory() {
+  local before after out="$RUN_DIR/$SERVER-chmem-history.client"
+  start_server "$SERVER" 30000
+  before=$(rss_kib)
+  python3 "$REPO/bench/channel_memory.py" history "$PORT" "$CHMEM_CHANNELS" "$CHMEM_HISTORY_SIZE" "$CHMEM_BYTES" > "$out"
+  sleep 5
+  after=$(rss_kib)
+  stop_server
+  jq -n --argjson before "$before" --argjson after "$after" --argjson history "$CHMEM_HISTORY_SIZE" \
+    --argjson bytes "$CHMEM_BYTES" --slurpfile client "$out" \
+    '{history_size: $history, padding_bytes: $bytes, rss_before_kib: $before, rss_after_kib: $after,
+      client: $client[0], rss_per_channel_kib: (($after - $before) / $client[0].channels)}' \
+    > "$RUN_DIR/$SERVER-chmem-history.json"
+}
+
+bench_chmem() {
+  speaks_channels || return 0
+  hold_idle 0
+  hold_idle 2
+  history_memory
+}
