@@ -86,4 +86,6 @@ pub struct RawSettings {
     pub channels: super::channels::RawChannelSettings,
     #[command(flatten)]
     pub auth: super::auth::RawAuthSettings,
+    #[command(flatten)]
+    pub edge: super::edge::RawEdgeSettings,
 }

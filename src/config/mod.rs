@@ -5,6 +5,7 @@
 mod auth;
 mod channels;
 mod cli;
+mod edge;
 mod frames;
 mod http;
 mod origins;
@@ -20,6 +21,7 @@ use ipnet::IpNet;
 pub use auth::{AuthConfig, AuthKey, RawAuthSettings};
 pub use channels::{BrokerKind, ChannelsConfig, RawChannelSettings};
 pub use cli::{Cli, CliCommand, RawSettings};
+pub use edge::{EdgeSettings, ProxyProtocol, RawEdgeSettings};
 pub use frames::{FrameLimits, RawFrameLimits};
 pub use http::{HttpSettings, RawHttpSettings};
 use origins::origins;
@@ -54,6 +56,8 @@ pub struct Config {
     pub frames: FrameLimits,
     pub channels: ChannelsConfig,
     pub auth: AuthConfig,
+    /// The direct path's edge: upgrade rate per IP, PROXY protocol.
+    pub edge: EdgeSettings,
 }
 
 impl Config {
@@ -127,6 +131,7 @@ impl Config {
         let http = HttpSettings::check(&raw.http, &mut v);
         let frames = FrameLimits::check(&raw.frames, &mut v);
         let channels = ChannelsConfig::check(&raw.channels, &mut v);
+        let edge = EdgeSettings::check(&raw.edge, &mut v);
         let (key_variable, key_file, read_key) = auth::key_setting(&raw.auth);
         let auth_key = v.check(key_variable, key_file, read_key);
         let auth_timeout = v.check("AUTH_TIMEOUT", &raw.auth.auth_timeout, auth::timeout);
@@ -162,6 +167,7 @@ impl Config {
                     key: auth_key?,
                     timeout: auth_timeout?,
                 },
+                edge: edge?,
             })
         })();
         Ok(config.expect("every missing value was reported as an error"))
@@ -223,7 +229,8 @@ impl fmt::Display for Config {
         write!(f, "{}", self.http)?;
         write!(f, "{}", self.frames)?;
         write!(f, "{}", self.channels)?;
-        write!(f, "{}", self.auth)
+        write!(f, "{}", self.auth)?;
+        write!(f, "{}", self.edge)
     }
 }
 
