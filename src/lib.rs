@@ -8,10 +8,11 @@
 //! it (`ci/check_layers.py` fails CI otherwise; docs/architecture.md, "Source layout").
 //!
 //! * `server`: the process. `run` takes the sockets from systemd or binds them, serves both
-//!   listeners (the accept loop), talks sd_notify, and drains every WebSocket on SIGTERM.
-//! * `http`: the public router with the admission of an upgrade (Origin, client IP,
-//!   draining, connection id, capacity, per-IP, the `Authorization` token), the WebSocket
-//!   handshake, and the metrics router.
+//!   listeners (the accept loop, PROXY headers from trusted load balancers), talks sd_notify,
+//!   and drains every WebSocket on SIGTERM.
+//! * `http`: the public router with the admission of an upgrade (the upgrade rate per client
+//!   IP, Origin, client IP, draining, connection id, capacity, per-IP, the `Authorization`
+//!   token), the WebSocket handshake, and the metrics router.
 //! * `session`: what runs on an upgraded WebSocket until it ends: the chat session
 //!   (protocol v1 and v1.1's channel requests, `subscriptions`; its credentials, `auth`;
 //!   the frame limits, `frames`), the echo session, and how a session ends.

@@ -1,7 +1,11 @@
-//! Per-connection rate limits (messages, and frames of any kind): a token bucket (one second
-//! of burst), plus a count of refusals that turns persistent flooding into a
-//! `policy_violation` close.
+//! Rate limits: per connection (messages, and frames of any kind: a token bucket of one
+//! second of burst, plus a count of refusals that turns persistent flooding into a
+//! `policy_violation` close), and per client ([`ClientRateLimiter`], the WebSocket upgrades of
+//! one client IP), both on the same [`Bucket`].
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Window in which rejected messages are counted towards a policy violation.
@@ -22,12 +26,40 @@ pub enum Verdict {
     Abusive,
 }
 
+/// A token bucket: tokens come back at `rate` per second up to `burst`; each use takes one.
+#[derive(Debug, Clone, Copy)]
+pub struct Bucket {
+    tokens: f32,
+    refilled: Instant,
+}
+
+impl Bucket {
+    pub fn full(burst: f32, now: Instant) -> Bucket {
+        Bucket {
+            tokens: burst,
+            refilled: now,
+        }
+    }
+
+    /// Takes a token if there is one (after refilling for the time since the last call).
+    pub fn take(&mut self, rate: f32, burst: f32, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f32();
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// The limiter of one connection (rate 0 = never limits).
 #[derive(Debug)]
 pub struct RateLimiter {
     rate: f32,
-    tokens: f32,
-    refilled: Instant,
+    bucket: Bucket,
     strikes: u32,
     strike_window_start: Instant,
 }
@@ -37,8 +69,7 @@ impl RateLimiter {
         let rate = messages_per_second as f32;
         RateLimiter {
             rate,
-            tokens: rate,
-            refilled: now,
+            bucket: Bucket::full(rate, now),
             strikes: 0,
             strike_window_start: now,
         }
@@ -54,11 +85,7 @@ impl RateLimiter {
         if self.rate == 0.0 {
             return Verdict::Allow;
         }
-        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f32();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
-        self.refilled = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.bucket.take(self.rate, self.rate, now) {
             return Verdict::Allow;
         }
         if now.saturating_duration_since(self.strike_window_start) > STRIKE_WINDOW {
@@ -72,6 +99,94 @@ impl RateLimiter {
             Verdict::Limited {
                 first: self.strikes == 1,
             }
+        }
+    }
+}
+
+/// Most clients a [`ClientRateLimiter`] holds a bucket for by default: 48 bytes each in the
+/// table (`buckets_are_small` checks it), about 6 MiB at most with the table's spare room.
+pub const MAX_TRACKED_CLIENTS: usize = 65_536;
+/// How often the buckets that have refilled completely are forgotten.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A token bucket per client (the WebSocket upgrades of each client IP) with bounded memory:
+/// a bucket that has refilled completely is the same as none, so it is forgotten (every
+/// [`SWEEP_INTERVAL`], and when the table is full); and the table never holds more than
+/// `max_clients` buckets. Full of busy clients (a flood from many addresses), it is emptied:
+/// each of them gets a fresh burst, which is what a new address gets anyway.
+#[derive(Debug)]
+pub struct ClientRateLimiter {
+    rate: f32,
+    burst: f32,
+    /// How long an empty bucket takes to fill up: one untouched this long is full.
+    refill: Duration,
+    max_clients: usize,
+    clients: Mutex<Clients>,
+}
+
+#[derive(Debug)]
+struct Clients {
+    buckets: HashMap<IpAddr, Bucket>,
+    swept: Instant,
+}
+
+impl ClientRateLimiter {
+    /// `rate` per second, `burst` at once, per client; `None` when `rate` is 0 (no limit).
+    pub fn new(rate: u32, burst: u32, max_clients: usize, now: Instant) -> Option<Self> {
+        (rate > 0).then(|| ClientRateLimiter {
+            rate: rate as f32,
+            burst: burst.max(1) as f32,
+            refill: Duration::from_secs_f64(f64::from(burst.max(1)) / f64::from(rate)),
+            max_clients: max_clients.max(1),
+            clients: Mutex::new(Clients {
+                buckets: HashMap::new(),
+                swept: now,
+            }),
+        })
+    }
+
+    /// Takes a token from `client`'s bucket: whether it had one, and how many clients hold a
+    /// bucket now.
+    pub fn allow(&self, client: IpAddr, now: Instant) -> (bool, usize) {
+        // Every update is a single step on plain values: a poisoned lock is still consistent.
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if now.saturating_duration_since(clients.swept) >= SWEEP_INTERVAL {
+            self.sweep(&mut clients, now);
+        }
+        let allowed = match clients.buckets.get_mut(&client) {
+            Some(bucket) => bucket.take(self.rate, self.burst, now),
+            None => {
+                if clients.buckets.len() >= self.max_clients {
+                    self.make_room(&mut clients, now);
+                }
+                let mut bucket = Bucket::full(self.burst, now);
+                let allowed = bucket.take(self.rate, self.burst, now);
+                clients.buckets.insert(client, bucket);
+                allowed
+            }
+        };
+        (allowed, clients.buckets.len())
+    }
+
+    /// Forgets the buckets that have refilled completely; gives the table's memory back when
+    /// most of it is empty.
+    fn sweep(&self, clients: &mut Clients, now: Instant) {
+        clients
+            .buckets
+            .retain(|_, bucket| now.saturating_duration_since(bucket.refilled) < self.refill);
+        clients.swept = now;
+        if clients.buckets.capacity() > 4 * clients.buckets.len().max(64) {
+            clients.buckets.shrink_to_fit();
+        }
+    }
+
+    /// The table is full: forgets the idle buckets and, when more than half of them are busy,
+    /// all of them (so that at least `max_clients / 2` new clients come before the next sweep:
+    /// a flood of new addresses costs no full sweep per address).
+    fn make_room(&self, clients: &mut Clients, now: Instant) {
+        self.sweep(clients, now);
+        if clients.buckets.len() > self.max_clients / 2 {
+            clients.buckets.clear();
         }
     }
 }
@@ -118,8 +233,10 @@ mod tests {
             assert!(matches!(limiter.check(t0), Verdict::Limited { .. }));
         }
         let later = t0 + STRIKE_WINDOW + Duration::from_millis(1);
-        limiter.tokens = 0.0;
-        limiter.refilled = later;
+        limiter.bucket = Bucket {
+            tokens: 0.0,
+            refilled: later,
+        };
         assert_eq!(limiter.check(later), Verdict::Limited { first: true });
     }
 
@@ -128,5 +245,66 @@ mod tests {
         let t0 = Instant::now();
         let mut limiter = RateLimiter::new(0, t0);
         assert!((0..1000).all(|_| limiter.check(t0) == Verdict::Allow));
+    }
+
+    fn ip(i: u32) -> IpAddr {
+        IpAddr::from(std::net::Ipv4Addr::from(i))
+    }
+
+    #[test]
+    fn a_client_gets_its_burst_then_the_rate() {
+        let t0 = Instant::now();
+        let limiter = ClientRateLimiter::new(5, 10, 100, t0).unwrap();
+        let allowed = (0..11).filter(|_| limiter.allow(ip(1), t0).0).count();
+        assert_eq!(allowed, 10, "the burst");
+        assert!(
+            limiter.allow(ip(2), t0).0,
+            "another client has its own bucket"
+        );
+        assert!(!limiter.allow(ip(1), t0 + Duration::from_millis(150)).0);
+        assert!(
+            limiter.allow(ip(1), t0 + Duration::from_millis(250)).0,
+            "1/5 s"
+        );
+        assert!(ClientRateLimiter::new(0, 10, 100, t0).is_none(), "0 = off");
+    }
+
+    #[test]
+    fn refilled_buckets_are_forgotten() {
+        let t0 = Instant::now();
+        let limiter = ClientRateLimiter::new(5, 10, 100, t0).unwrap();
+        for i in 0..50 {
+            limiter.allow(ip(i), t0);
+        }
+        let busy = t0 + SWEEP_INTERVAL - Duration::from_millis(1);
+        assert_eq!(limiter.allow(ip(1), busy), (true, 50), "no sweep yet");
+        // Ten seconds on, every bucket but the one just used (2 s to refill) is full again.
+        let later = busy + Duration::from_secs(1);
+        assert_eq!(limiter.allow(ip(1), later), (true, 1));
+    }
+
+    #[test]
+    fn the_table_never_grows_past_its_bound() {
+        let t0 = Instant::now();
+        let limiter = ClientRateLimiter::new(5, 10, 100, t0).unwrap();
+        for i in 0..1000 {
+            let (allowed, held) = limiter.allow(ip(i), t0);
+            assert!(allowed, "a new client has its burst");
+            assert!(held <= 100, "{held} buckets");
+        }
+        // Idle buckets go first: a full table of idle clients keeps the busy one.
+        let limiter = ClientRateLimiter::new(5, 1, 4, t0).unwrap();
+        let later = t0 + Duration::from_secs(1);
+        for i in 0..3 {
+            limiter.allow(ip(i), t0);
+        }
+        limiter.allow(ip(3), later);
+        assert_eq!(limiter.allow(ip(4), later), (true, 2));
+        assert!(!limiter.allow(ip(3), later).0, "ip 3's bucket was kept");
+    }
+
+    #[test]
+    fn buckets_are_small() {
+        assert!(std::mem::size_of::<(IpAddr, Bucket)>() <= 48);
     }
 }

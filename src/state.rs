@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::lifecycle::{DrainPlan, Lifecycle};
 use crate::metrics::Metrics;
 use crate::protocol::DisconnectReason;
+use crate::ratelimit::{ClientRateLimiter, MAX_TRACKED_CLIENTS};
 use crate::registry::{Admission, Command, Registration, Registry};
 
 /// Everything the handlers and connections share.
@@ -27,6 +28,8 @@ pub struct AppState {
     pub socket_activated: bool,
     /// Checks tokens; `None` when authentication is off.
     pub auth: Option<Verifier>,
+    /// The upgrade rate per client IP; `None` when `UPGRADE_RATE_PER_IP` is 0.
+    pub upgrade_rate: Option<ClientRateLimiter>,
     #[cfg(feature = "fault-injection")]
     pub faults: crate::faults::Faults,
 }
@@ -53,6 +56,12 @@ impl AppState {
             drain_plan: DrainPlan::for_timeout(config.shutdown_timeout),
             socket_activated,
             auth: config.auth.key.as_ref().map(Verifier::new),
+            upgrade_rate: ClientRateLimiter::new(
+                config.edge.upgrade_rate_per_ip,
+                config.edge.upgrade_burst_per_ip,
+                MAX_TRACKED_CLIENTS,
+                Instant::now(),
+            ),
             #[cfg(feature = "fault-injection")]
             faults: crate::faults::Faults::from_env(),
             config,

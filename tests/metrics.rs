@@ -8,7 +8,7 @@ use common::{Client, Server, WAIT, parse_metric};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-const REJECT_REASONS: [&str; 7] = [
+const REJECT_REASONS: [&str; 8] = [
     "at_capacity",
     "ip_limit",
     "draining",
@@ -16,13 +16,18 @@ const REJECT_REASONS: [&str; 7] = [
     "invalid_connection_id",
     "unauthorized",
     "connection_id_in_use",
+    "upgrade_rate_limited",
 ];
-const HTTP_REFUSED_REASONS: [&str; 5] = [
+const HTTP_REFUSED_REASONS: [&str; 9] = [
     "pending_limit",
     "pending_ip_limit",
     "header_too_large",
     "header_timeout",
     "bad_handshake",
+    "proxy_header_missing",
+    "proxy_header_invalid",
+    "proxy_header_untrusted",
+    "proxy_header_timeout",
 ];
 const ERROR_CODES: [&str; 7] = [
     "invalid_json",
@@ -77,6 +82,7 @@ async fn every_series_exists_at_zero_from_start_up() {
         );
     }
     assert_eq!(value("websocket_http_pending"), 0.0);
+    assert_eq!(value("websocket_upgrade_rate_clients"), 0.0);
     for reason in HTTP_REFUSED_REASONS {
         assert_eq!(
             value(&format!(

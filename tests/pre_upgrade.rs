@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Client, Server, WAIT, refusal};
+use common::{Client, Server, WAIT, refusal, send_and_read};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -21,41 +21,11 @@ fn upgrade_request(server: &Server, path: &str, extra: &str) -> String {
     )
 }
 
-/// Sends `request` on a fresh connection and reads until the response head is complete or the
-/// server closes: (status, the whole text read). Status 0: closed without an answer.
+/// Sends `request` on a fresh connection: (status, the whole text read), status 0 when the
+/// server closed without an answer.
 async fn exchange(server: &Server, request: &[u8]) -> (u16, String) {
     let mut stream = TcpStream::connect(server.addr()).await.unwrap();
-    // The server may answer and close before the whole request is written.
-    let _ = stream.write_all(request).await;
-    let mut read = Vec::new();
-    let mut buffer = [0u8; 4096];
-    let _ = tokio::time::timeout(WAIT, async {
-        loop {
-            match stream.read(&mut buffer).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => read.extend_from_slice(&buffer[..n]),
-            }
-            let text = String::from_utf8_lossy(&read);
-            if let Some(head_end) = text.find("\r\n\r\n") {
-                let length = text[..head_end]
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length: "))
-                    .and_then(|n| n.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
-                if read.len() >= head_end + 4 + length {
-                    break;
-                }
-            }
-        }
-    })
-    .await;
-    let text = String::from_utf8_lossy(&read).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
+    send_and_read(&mut stream, request).await
 }
 
 fn body(text: &str) -> serde_json::Value {

@@ -1,9 +1,10 @@
-"""The attacks, numbered as the defects of issue 14, with what each asserts and its time bound."""
+"""The attacks, numbered as the defects of issue 14 (14: issue 20's direct path), with what each asserts and
+its time bound."""
 
 from dataclasses import dataclass
 
 from . import (eviction, fd_exhaustion, frame_floods, handshake, ipv6_prefix, observability, origin, outbound_memory,
-               pre_upgrade, shutdown, slow_liveness, spike, utf8_fragments)
+               pre_upgrade, shutdown, slow_liveness, spike, upgrade_flood, utf8_fragments)
 
 
 @dataclass(frozen=True)
@@ -48,4 +49,8 @@ ATTACKS = [
            "SHUTDOWN_TIMEOUT=2000 with clients: every goodbye said, exit 0 within 3 s; check-config refuses < 1000"),
     Attack(13, "utf8-fragments", utf8_fragments.run, 30,
            "invalid UTF-8 in a text fragment -> 1007 before the final fragment"),
+    Attack(14, "upgrade-flood", upgrade_flood.run, 60,
+           "one address floods upgrades at UPGRADE_RATE_PER_IP=5: burst + 5/s get 101, the rest 429 "
+           "upgrade_rate_limited + Retry-After: 1, counted; 20 other addresses upgrade meanwhile; bad, slow "
+           "and untrusted PROXY v2 headers closed unanswered and counted by reason"),
 ]

@@ -88,4 +88,6 @@ pub struct RawSettings {
     pub redis: super::redis::RawRedisSettings,
     #[command(flatten)]
     pub auth: super::auth::RawAuthSettings,
+    #[command(flatten)]
+    pub edge: super::edge::RawEdgeSettings,
 }

@@ -5,6 +5,7 @@
 mod auth;
 mod channels;
 mod cli;
+mod edge;
 mod frames;
 mod http;
 mod origins;
@@ -22,6 +23,7 @@ pub use self::redis::{RawRedisSettings, RedisConfig};
 pub use auth::{AuthConfig, AuthKey, RawAuthSettings};
 pub use channels::{BrokerKind, ChannelsConfig, RawChannelSettings};
 pub use cli::{Cli, CliCommand, RawSettings};
+pub use edge::{EdgeSettings, ProxyProtocol, RawEdgeSettings};
 pub use frames::{FrameLimits, RawFrameLimits};
 pub use http::{HttpSettings, RawHttpSettings};
 use origins::origins;
@@ -58,6 +60,8 @@ pub struct Config {
     /// The Redis engine's settings (used with `BROKER=redis`).
     pub redis: RedisConfig,
     pub auth: AuthConfig,
+    /// The direct path's edge: upgrade rate per IP, PROXY protocol.
+    pub edge: EdgeSettings,
 }
 
 impl Config {
@@ -133,6 +137,7 @@ impl Config {
         let channels = ChannelsConfig::check(&raw.channels, &mut v);
         let uses_redis = matches!(&channels, Some(c) if c.broker == BrokerKind::Redis);
         let redis = RedisConfig::check(&raw.redis, uses_redis, &mut v);
+        let edge = EdgeSettings::check(&raw.edge, &mut v);
         let (key_variable, key_file, read_key) = auth::key_setting(&raw.auth);
         let auth_key = v.check(key_variable, key_file, read_key);
         let auth_timeout = v.check("AUTH_TIMEOUT", &raw.auth.auth_timeout, auth::timeout);
@@ -169,6 +174,7 @@ impl Config {
                     key: auth_key?,
                     timeout: auth_timeout?,
                 },
+                edge: edge?,
             })
         })();
         Ok(config.expect("every missing value was reported as an error"))
@@ -231,7 +237,8 @@ impl fmt::Display for Config {
         write!(f, "{}", self.frames)?;
         write!(f, "{}", self.channels)?;
         write!(f, "{}", self.redis)?;
-        write!(f, "{}", self.auth)
+        write!(f, "{}", self.auth)?;
+        write!(f, "{}", self.edge)
     }
 }
 

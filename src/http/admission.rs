@@ -1,12 +1,17 @@
-//! Who may open a WebSocket, judged before the upgrade, in order: the `Origin` policy
-//! ([`super::origin`]), draining, then in the registry the connection id (held by another
-//! client: `409`), the global cap and the per-IP limit, the client being identified by
-//! [`super::client`]. A refusal is counted, logged and answered with its status.
+//! Who may open a WebSocket, judged before the upgrade: first, as a layer on the WebSocket
+//! routes, the upgrade rate of the client IP (`UPGRADE_RATE_PER_IP`); then, once the request
+//! is a valid handshake, in order: the `Origin` policy ([`super::origin`]), draining, then in
+//! the registry the connection id (held by another client: `409`), the global cap and the
+//! per-IP limit, the client being identified by [`super::client`]. A refusal is counted,
+//! logged and answered with its status.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::Response;
 use tracing::debug;
 
@@ -21,6 +26,8 @@ use crate::state::AppState;
 const RETRY_AFTER_FULL: &str = "5";
 /// Seconds before retrying a draining server (a healthy peer usually takes over at once).
 const RETRY_AFTER_DRAINING: &str = "1";
+/// Seconds before retrying over the upgrade rate: a token comes back within 1/rate, at most 1 s.
+const RETRY_AFTER_RATE: &str = "1";
 
 /// Why an upgrade was refused before it happened.
 #[derive(Debug, Clone, Copy)]
@@ -30,6 +37,7 @@ pub(crate) enum Refusal {
     AtCapacity,
     IpLimit,
     ConnectionIdInUse,
+    UpgradeRateLimited,
 }
 
 impl Refusal {
@@ -40,6 +48,7 @@ impl Refusal {
             Refusal::AtCapacity => RejectReason::AtCapacity,
             Refusal::IpLimit => RejectReason::IpLimit,
             Refusal::ConnectionIdInUse => RejectReason::ConnectionIdInUse,
+            Refusal::UpgradeRateLimited => RejectReason::UpgradeRateLimited,
         }
     }
 
@@ -55,6 +64,9 @@ impl Refusal {
             }
             Refusal::IpLimit => retry_later(StatusCode::TOO_MANY_REQUESTS, error, RETRY_AFTER_FULL),
             Refusal::ConnectionIdInUse => json_error(StatusCode::CONFLICT, error),
+            Refusal::UpgradeRateLimited => {
+                retry_later(StatusCode::TOO_MANY_REQUESTS, error, RETRY_AFTER_RATE)
+            }
         }
     }
 }
@@ -105,8 +117,38 @@ pub(crate) fn admit(
     peer: SocketAddr,
     id: Option<&str>,
 ) -> Result<(Admission, IpAddr), Refusal> {
-    check_admission(state, headers, peer, id).inspect_err(|refusal| {
-        state.metrics.rejected(refusal.reason());
-        debug!(peer = %peer, reason = refusal.reason().as_str(), "upgrade refused");
-    })
+    check_admission(state, headers, peer, id)
+        .inspect_err(|refusal| count_refusal(state, peer, *refusal))
+}
+
+fn count_refusal(state: &AppState, peer: SocketAddr, refusal: Refusal) {
+    state.metrics.rejected(refusal.reason());
+    debug!(peer = %peer, reason = refusal.reason().as_str(), "upgrade refused");
+}
+
+/// The upgrade rate limit, a layer on the WebSocket routes (present only when
+/// `UPGRADE_RATE_PER_IP` is set): every request to them takes a token from its client's
+/// bucket before anything else is looked at, as Traefik's rate limit did in front of them.
+pub(crate) async fn limit_upgrade_rate(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(limiter) = &state.upgrade_rate {
+        let config = &state.config;
+        let ip = client_ip(peer.ip(), request.headers(), &config.trusted_proxies);
+        let client = client_key(ip, config.http.client_ipv6_prefix);
+        let (allowed, clients) = limiter.allow(client, Instant::now());
+        state
+            .metrics
+            .http
+            .upgrade_rate_clients
+            .set(i64::try_from(clients).unwrap_or(i64::MAX));
+        if !allowed {
+            count_refusal(&state, peer, Refusal::UpgradeRateLimited);
+            return Refusal::UpgradeRateLimited.into_response();
+        }
+    }
+    next.run(request).await
 }

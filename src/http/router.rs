@@ -9,13 +9,14 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
 use serde_json::json;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use super::admission::admit;
+use super::admission::{admit, limit_upgrade_rate};
 use super::auth::upgrade_identity;
 use super::response::json_error;
 use super::upgrade::{NotAnUpgrade, UpgradeRequest};
@@ -40,7 +41,7 @@ const FAVICON_SVG: &str = include_str!("../static/favicon.svg");
 
 /// The router of the public listener.
 pub(crate) fn router(state: Arc<AppState>) -> Router {
-    let mut router = Router::new()
+    let router = Router::new()
         .route(
             "/",
             get(|| async { static_asset("text/html; charset=utf-8", INDEX_HTML) }),
@@ -58,14 +59,20 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             get(|| async { static_asset("image/svg+xml", FAVICON_SVG) }),
         )
         .route("/health", get(health))
-        .route("/ready", get(ready))
+        .route("/ready", get(ready));
+    let mut websockets = Router::new()
         .route("/ws/chat/{*id}", get(chat_upgrade))
         .route("/ws/chat", any(invalid_connection_id))
         .route("/ws/chat/", any(invalid_connection_id));
     if state.config.enable_echo {
-        router = router.route("/ws/echo", get(echo_upgrade));
+        websockets = websockets.route("/ws/echo", get(echo_upgrade));
+    }
+    if state.upgrade_rate.is_some() {
+        websockets =
+            websockets.route_layer(from_fn_with_state(Arc::clone(&state), limit_upgrade_rate));
     }
     let router = router
+        .merge(websockets)
         .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not_found") })
         .method_not_allowed_fallback(|| async {
             json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")

@@ -36,6 +36,8 @@ labels! {
         /// The connection id is held by a connection this client (or user) may not
         /// replace.
         ConnectionIdInUse = "connection_id_in_use",
+        /// `UPGRADE_RATE_PER_IP` exceeded by the client IP: `429`.
+        UpgradeRateLimited = "upgrade_rate_limited",
     }
 }
 

@@ -1,6 +1,6 @@
 //! The series of the HTTP surface before the upgrade (issue 14): connections waiting for
-//! their upgrade, connections refused before it (by reason), and failed `accept` calls (by
-//! kind). All exist from start-up at 0.
+//! their upgrade, connections refused before it (by reason), failed `accept` calls (by
+//! kind), and the clients the upgrade rate limit tracks. All exist from start-up at 0.
 
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 
@@ -20,6 +20,15 @@ labels! {
         HeaderTimeout = "header_timeout",
         /// A request to a WebSocket route that is no valid opening handshake: `400`/`426`.
         BadHandshake = "bad_handshake",
+        /// `PROXY_PROTOCOL=v2`: a `PROXY_PROTOCOL_TRUSTED` peer opened without the header.
+        ProxyHeaderMissing = "proxy_header_missing",
+        /// A PROXY header malformed, cut short, or longer than `MAX_HEADER_BYTES`.
+        ProxyHeaderInvalid = "proxy_header_invalid",
+        /// A PROXY header from a peer not in `PROXY_PROTOCOL_TRUSTED`.
+        ProxyHeaderUntrusted = "proxy_header_untrusted",
+        /// No complete PROXY header from a `PROXY_PROTOCOL_TRUSTED` peer within
+        /// `HTTP_IDLE_TIMEOUT`.
+        ProxyHeaderTimeout = "proxy_header_timeout",
     }
 }
 
@@ -37,6 +46,8 @@ labels! {
 pub struct PreUpgradeMetrics {
     /// Connections accepted on the public listener and not yet upgraded or closed.
     pub pending: IntGauge,
+    /// Client IPs the upgrade rate limit holds a bucket for.
+    pub upgrade_rate_clients: IntGauge,
     refused: Children<HttpRefusal>,
     accept_errors: Children<AcceptError>,
 }
@@ -48,6 +59,14 @@ impl PreUpgradeMetrics {
             IntGauge::new(
                 "websocket_http_pending",
                 "Connections on the public listener not yet upgraded (or plain HTTP).",
+            )
+            .expect("valid gauge"),
+        );
+        let upgrade_rate_clients = register(
+            registry,
+            IntGauge::new(
+                "websocket_upgrade_rate_clients",
+                "Client IPs the upgrade rate limit (UPGRADE_RATE_PER_IP) holds a bucket for.",
             )
             .expect("valid gauge"),
         );
@@ -69,6 +88,7 @@ impl PreUpgradeMetrics {
         );
         PreUpgradeMetrics {
             pending,
+            upgrade_rate_clients,
             refused: Children::new(&refused, &[]),
             accept_errors: Children::new(&accept_errors, &[]),
         }
@@ -111,6 +131,8 @@ mod tests {
         .unwrap();
         let text = String::from_utf8(text).unwrap();
         assert!(text.contains("websocket_http_pending 0"));
+        assert!(text.contains("websocket_upgrade_rate_clients 0"));
+        assert!(text.contains("websocket_http_refused_total{reason=\"proxy_header_missing\"} 0"));
         assert!(text.contains("websocket_http_refused_total{reason=\"header_timeout\"} 1"));
         assert!(text.contains("websocket_http_refused_total{reason=\"pending_limit\"} 0"));
         assert!(text.contains("websocket_accept_errors_total{kind=\"fd_limit\"} 1"));

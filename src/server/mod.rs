@@ -5,6 +5,7 @@
 mod accept;
 mod drain;
 mod pending;
+mod proxy_header;
 mod run;
 mod serve;
 mod sockets;

@@ -1,14 +1,16 @@
 //! The cap on connections waiting for their upgrade (issue 14): `MAX_PENDING_HTTP` overall and
-//! `MAX_PENDING_HTTP_PER_IP` per client address (the TCP peer, grouped by IPv6 prefix: no header
-//! is read yet; `TRUSTED_PROXIES` peers are exempt, they carry everyone). A connection over
-//! either is closed at once; one within holds a [`PendingSlot`] until hyper lets go of it
-//! (upgraded or closed), so that with hyper's head bound the memory of every waiting
-//! connection together is bounded too.
+//! `MAX_PENDING_HTTP_PER_IP` per client address (the TCP peer, grouped by IPv6 prefix: no HTTP
+//! header is read yet; `TRUSTED_PROXIES` peers are exempt, they carry everyone, and so are the
+//! `PROXY_PROTOCOL_TRUSTED` balancers until their PROXY header names the client, who is then
+//! counted instead). A connection over either is closed at once; one within holds a
+//! [`PendingSlot`] until hyper lets go of it (upgraded or closed), so that with hyper's head
+//! bound the memory of every waiting connection together is bounded too.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
+use crate::config::ProxyProtocol;
 use crate::http::{client_key, is_trusted};
 use crate::metrics::HttpRefusal;
 use crate::state::AppState;
@@ -45,28 +47,39 @@ impl PendingGate {
         self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The per-client key of `ip`; `None` for a peer that carries other clients (exempt).
+    fn key_of(&self, ip: IpAddr) -> Option<IpAddr> {
+        let config = &self.state.config;
+        let carries_others = is_trusted(ip, &config.trusted_proxies)
+            || (config.edge.proxy_protocol != ProxyProtocol::Off
+                && is_trusted(ip, &config.edge.proxy_protocol_trusted));
+        (!carries_others).then(|| client_key(ip, config.http.client_ipv6_prefix))
+    }
+
+    /// Whether `client` has as many connections waiting as `MAX_PENDING_HTTP_PER_IP` allows.
+    fn client_is_full(&self, counts: &Counts, client: IpAddr) -> bool {
+        let limit = self.state.config.http.max_pending_http_per_ip;
+        limit > 0 && counts.per_client.get(&client).copied().unwrap_or(0) >= limit
+    }
+
+    fn refuse(&self, refusal: HttpRefusal) -> HttpRefusal {
+        self.state.metrics.http.refused(refusal);
+        refusal
+    }
+
     /// A place for a connection from `peer`, or why there is none (counted).
     pub fn enter(self: &Arc<Self>, peer: IpAddr) -> Result<PendingSlot, HttpRefusal> {
-        let config = &self.state.config;
-        let limits = &config.http;
-        let client = (!is_trusted(peer, &config.trusted_proxies))
-            .then(|| client_key(peer, limits.client_ipv6_prefix));
+        let client = self.key_of(peer);
         let mut counts = self.counts();
-        let refusal = if counts.total >= limits.max_pending_http {
-            Some(HttpRefusal::PendingLimit)
-        } else if let Some(client) = client
-            && limits.max_pending_http_per_ip > 0
-            && counts.per_client.get(&client).copied().unwrap_or(0)
-                >= limits.max_pending_http_per_ip
-        {
-            Some(HttpRefusal::PendingIpLimit)
-        } else {
-            None
-        };
-        if let Some(refusal) = refusal {
+        if counts.total >= self.state.config.http.max_pending_http {
             drop(counts);
-            self.state.metrics.http.refused(refusal);
-            return Err(refusal);
+            return Err(self.refuse(HttpRefusal::PendingLimit));
+        }
+        if let Some(client) = client
+            && self.client_is_full(&counts, client)
+        {
+            drop(counts);
+            return Err(self.refuse(HttpRefusal::PendingIpLimit));
         }
         counts.total += 1;
         if let Some(client) = client {
@@ -94,19 +107,105 @@ impl PendingGate {
     }
 }
 
+impl Counts {
+    fn release(&mut self, client: Option<IpAddr>) {
+        if let Some(client) = client
+            && let Some(count) = self.per_client.get_mut(&client)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.per_client.remove(&client);
+            }
+        }
+    }
+}
+
+impl PendingSlot {
+    /// Counts this connection under `client`, the address its PROXY header names, instead of
+    /// the balancer that carried it; refused (counted) when `client` has its share waiting.
+    pub fn attribute(&mut self, client: IpAddr) -> Result<(), HttpRefusal> {
+        let client = self.gate.key_of(client);
+        if client == self.client {
+            return Ok(());
+        }
+        let mut counts = self.gate.counts();
+        if let Some(client) = client
+            && self.gate.client_is_full(&counts, client)
+        {
+            drop(counts);
+            return Err(self.gate.refuse(HttpRefusal::PendingIpLimit));
+        }
+        counts.release(self.client);
+        if let Some(client) = client {
+            *counts.per_client.entry(client).or_insert(0) += 1;
+        }
+        self.client = client;
+        Ok(())
+    }
+}
+
 impl Drop for PendingSlot {
     fn drop(&mut self) {
         let mut counts = self.gate.counts();
         counts.total -= 1;
-        if let Some(client) = self.client
-            && let Some(count) = counts.per_client.get_mut(&client)
-        {
-            *count -= 1;
-            if *count == 0 {
-                counts.per_client.remove(&client);
-            }
-        }
+        counts.release(self.client);
         drop(counts);
         self.gate.state.metrics.http.pending.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn gate(args: &[&str]) -> Arc<PendingGate> {
+        let mut argv = vec!["concurrent-socket", "--server-id", "t"];
+        argv.extend_from_slice(args);
+        let cli = crate::config::Cli::try_parse_from(argv).unwrap();
+        let config = crate::config::Config::from_raw(&cli.settings).unwrap();
+        PendingGate::new(AppState::new(config, false))
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_balancers_connections_count_under_the_clients_its_headers_name() {
+        let gate = gate(&[
+            "--max-pending-http-per-ip",
+            "1",
+            "--proxy-protocol",
+            "v2",
+            "--proxy-protocol-trusted",
+            "10.0.0.0/24",
+        ]);
+        let balancer = ip("10.0.0.7");
+        let mut first = gate.enter(balancer).expect("a balancer is exempt");
+        let mut second = gate.enter(balancer).expect("a balancer is exempt");
+        first.attribute(ip("203.0.113.1")).unwrap();
+        assert_eq!(
+            second.attribute(ip("203.0.113.1")),
+            Err(HttpRefusal::PendingIpLimit),
+            "the client's share is taken"
+        );
+        second.attribute(ip("203.0.113.2")).unwrap();
+        assert!(gate.enter(ip("203.0.113.2")).is_err(), "counted under it");
+        drop(second);
+        assert!(gate.enter(ip("203.0.113.2")).is_ok(), "and freed with it");
+        assert_eq!(gate.counts().total, 1, "the first one waits still");
+    }
+
+    #[tokio::test]
+    async fn without_proxy_protocol_the_balancer_is_a_client_like_any() {
+        let gate = gate(&[
+            "--max-pending-http-per-ip",
+            "1",
+            "--proxy-protocol-trusted",
+            "10.0.0.0/24",
+        ]);
+        let _first = gate.enter(ip("10.0.0.7")).unwrap();
+        assert!(gate.enter(ip("10.0.0.7")).is_err());
     }
 }

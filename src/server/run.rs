@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use super::accept::{AcceptHealth, TrackedListener};
 use super::pending::PendingGate;
+use super::proxy_header::ProxyHeaders;
 use super::serve::HttpBounds;
 use super::sockets::{self, OpenSockets};
 use super::summary::{SUMMARY_INTERVAL, Summary};
@@ -107,10 +108,13 @@ impl Servers {
             max_header_bytes: state.config.http.max_header_bytes,
             idle_timeout: state.config.http_idle_timeout,
             gate: None,
+            proxy: None,
         };
-        // The pending caps hold on the public listener: scrapes get through while they are full.
+        // The pending caps and PROXY headers are the public listener's: scrapes get through
+        // while the caps are full, and come from Prometheus, not through a load balancer.
         let public_bounds = HttpBounds {
             gate: Some(PendingGate::new(Arc::clone(state))),
+            proxy: ProxyHeaders::new(state),
             ..bounds.clone()
         };
         Ok(Servers {

@@ -1,5 +1,6 @@
-//! The HTTP/1.1 servers of both listeners: the accept loop, one hyper connection per TCP
-//! connection with a bound on the request head (`MAX_HEADER_BYTES`, else `431`) and a
+//! The HTTP/1.1 servers of both listeners: the accept loop, the PROXY header of a connection
+//! from a load balancer (`PROXY_PROTOCOL`, [`super::proxy_header`]), one hyper connection per
+//! TCP connection with a bound on the request head (`MAX_HEADER_BYTES`, else `431`) and a
 //! header-read timeout (axum's `serve` sets neither, so a slowloris client could hold a socket
 //! and hyper's 400 KiB buffer for ever), the pending-connection caps of the public listener,
 //! WebSocket upgrades, and a graceful stop of plain HTTP connections at exit.
@@ -20,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::debug;
 
-use super::pending::PendingGate;
+use super::pending::{PendingGate, PendingSlot};
+use super::proxy_header::ProxyHeaders;
 
 /// hyper's smallest read buffer: a head bound below it is enforced by `max_header_size` alone.
 const HYPER_MIN_BUFFER: usize = 8192;
@@ -34,6 +36,8 @@ pub struct HttpBounds {
     pub idle_timeout: Duration,
     /// The pending caps (public listener only).
     pub gate: Option<Arc<PendingGate>>,
+    /// The PROXY headers read before HTTP (public listener, `PROXY_PROTOCOL` on).
+    pub proxy: Option<Arc<ProxyHeaders>>,
 }
 
 impl HttpBounds {
@@ -54,13 +58,13 @@ pub async fn serve<L>(mut listener: L, router: Router, bounds: HttpBounds, stop:
 where
     L: axum::serve::Listener<Io = TcpStream, Addr = SocketAddr>,
 {
-    let http = bounds.builder();
+    let http = Arc::new(bounds.builder());
     loop {
-        let (stream, peer) = tokio::select! {
+        let (mut stream, peer) = tokio::select! {
             accepted = listener.accept() => accepted,
             () = stop.cancelled() => return,
         };
-        let slot = match bounds.gate.as_ref().map(|gate| gate.enter(peer.ip())) {
+        let mut slot = match bounds.gate.as_ref().map(|gate| gate.enter(peer.ip())) {
             Some(Err(refusal)) => {
                 debug!(%peer, reason = refusal.as_str(), "connection refused before any request");
                 continue;
@@ -68,36 +72,86 @@ where
             Some(Ok(slot)) => Some(slot),
             None => None,
         };
+        let connection = Connection {
+            http: Arc::clone(&http),
+            router: router.clone(),
+            stop: stop.clone(),
+            gate: bounds.gate.clone(),
+        };
+        let proxy = bounds.proxy.clone();
+        tokio::spawn(async move {
+            let client = match proxy {
+                Some(proxy) => proxied_client(&proxy, &mut stream, peer, slot.as_mut()).await,
+                None => Some(peer),
+            };
+            if let Some(client) = client {
+                connection.serve(stream, client, slot).await;
+            }
+        });
+    }
+}
+
+/// The client of a connection whose PROXY header is read first, its pending slot counted
+/// under that client from now on; `None`: the connection is closed (refusals are counted).
+async fn proxied_client(
+    proxy: &ProxyHeaders,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    slot: Option<&mut PendingSlot>,
+) -> Option<SocketAddr> {
+    let client = proxy.client(stream, peer).await?;
+    if let Some(slot) = slot
+        && let Err(refusal) = slot.attribute(client.ip())
+    {
+        debug!(%peer, %client, reason = refusal.as_str(), "connection refused before any request");
+        return None;
+    }
+    Some(client)
+}
+
+/// What serving one accepted connection needs.
+struct Connection {
+    http: Arc<http1::Builder>,
+    router: Router,
+    stop: CancellationToken,
+    gate: Option<Arc<PendingGate>>,
+}
+
+impl Connection {
+    /// Runs hyper on `stream` for `client` (the TCP peer, or the PROXY header's source) until
+    /// the connection closes or is upgraded; `slot` is held until then.
+    async fn serve(self, stream: TcpStream, client: SocketAddr, slot: Option<PendingSlot>) {
+        let Connection {
+            http,
+            router,
+            stop,
+            gate,
+        } = self;
         let served_a_request = Arc::new(AtomicBool::new(false));
         let served = Arc::clone(&served_a_request);
-        let router = router.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             served.store(true, Ordering::Relaxed);
-            request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(ConnectInfo(client));
             router.clone().oneshot(request)
         });
         let connection = http
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
-        let stop = stop.clone();
-        let gate = bounds.gate.clone();
-        tokio::spawn(async move {
-            let mut connection = std::pin::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                () = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            // Upgraded or closed: the connection waits no more.
-            drop(slot);
-            if let Err(error) = result {
-                if let Some(gate) = gate {
-                    gate.ended_with(&error, served_a_request.load(Ordering::Relaxed));
-                }
-                debug!(%peer, %error, "HTTP connection ended with an error");
+        let mut connection = std::pin::pin!(connection);
+        let result = tokio::select! {
+            result = connection.as_mut() => result,
+            () = stop.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
             }
-        });
+        };
+        // Upgraded or closed: the connection waits no more.
+        drop(slot);
+        if let Err(error) = result {
+            if let Some(gate) = gate {
+                gate.ended_with(&error, served_a_request.load(Ordering::Relaxed));
+            }
+            debug!(peer = %client, %error, "HTTP connection ended with an error");
+        }
     }
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -270,6 +270,43 @@ impl Server {
     }
 }
 
+/// Writes `request` on `stream` and reads until the response head (and its `content-length`
+/// body) is complete or the server closes: (status, the whole text read). Status 0: closed
+/// without an answer.
+pub async fn send_and_read(stream: &mut TcpStream, request: &[u8]) -> (u16, String) {
+    // The server may answer and close before the whole request is written.
+    let _ = stream.write_all(request).await;
+    let mut read = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let _ = tokio::time::timeout(WAIT, async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read.extend_from_slice(&buffer[..n]),
+            }
+            let text = String::from_utf8_lossy(&read);
+            if let Some(head_end) = text.find("\r\n\r\n") {
+                let length = text[..head_end]
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .and_then(|n| n.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if read.len() >= head_end + 4 + length {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&read).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
 /// The value of `series` in an exposition text.
 pub fn parse_metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -285,7 +322,12 @@ pub fn parse_metric(text: &str, series: &str) -> Option<f64> {
 
 /// The status, JSON body and Retry-After of a refused upgrade.
 pub async fn refusal(url: &str, headers: &[(&'static str, &str)]) -> (u16, Value, Option<String>) {
-    match Client::connect_with(url, headers).await {
+    refusal_of(Client::connect_with(url, headers).await)
+}
+
+/// The status, JSON body and Retry-After of an upgrade that must have been refused.
+pub fn refusal_of(upgrade: Result<Client, tungstenite::Error>) -> (u16, Value, Option<String>) {
+    match upgrade {
         Err(tungstenite::Error::Http(response)) => (
             response.status().as_u16(),
             response
