@@ -7,6 +7,7 @@
 mod auth;
 mod channels;
 mod children;
+mod handover;
 mod pre_upgrade;
 
 use prometheus::{
@@ -19,6 +20,7 @@ use crate::protocol::{ClientType, DisconnectReason, ErrorCode, ServerType};
 pub use auth::AuthMetrics;
 pub use channels::{ChannelMetrics, PublishResult, RecoveryOutcome, SubscriptionEnd};
 use children::{Children, register};
+pub use handover::{HandoverMetrics, HandoverOutcome};
 pub use pre_upgrade::{AcceptError, HttpRefusal, PreUpgradeMetrics};
 
 labels! {
@@ -76,6 +78,8 @@ pub struct Metrics {
     pub channels: ChannelMetrics,
     /// Authentication: refused tokens and denied channels.
     pub auth: AuthMetrics,
+    /// Handovers to and from another process (docs/handover.md).
+    pub handover: HandoverMetrics,
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -193,6 +197,7 @@ impl Metrics {
             http: PreUpgradeMetrics::new(&registry),
             channels: ChannelMetrics::new(&registry),
             auth: AuthMetrics::new(&registry),
+            handover: HandoverMetrics::new(&registry),
             registry,
         }
     }
