@@ -17,6 +17,8 @@ pub struct Faults {
     pub response_delay: Option<Duration>,
     /// Abort the process this long after start.
     pub crash_after: Option<Duration>,
+    /// Treat a handed-over state as unreadable (docs/handover.md).
+    pub handover_unreadable: bool,
 }
 
 fn millis(name: &str) -> Option<Duration> {
@@ -37,11 +39,14 @@ impl Faults {
             ready_503: std::env::var("FAULT_READY_503").is_ok_and(|v| v.trim() == "1"),
             response_delay: millis("FAULT_RESPONSE_DELAY_MS"),
             crash_after: millis("FAULT_CRASH_AFTER_MS"),
+            handover_unreadable: std::env::var("FAULT_HANDOVER_UNREADABLE")
+                .is_ok_and(|v| v.trim() == "1"),
         };
         if faults.watchdog_stall_after.is_some()
             || faults.ready_503
             || faults.response_delay.is_some()
             || faults.crash_after.is_some()
+            || faults.handover_unreadable
         {
             warn!(
                 ?faults,

@@ -3,7 +3,7 @@
 //! `SHUTDOWN_TIMEOUT` (the drain itself runs in `server::drain`).
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Where the process is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +29,8 @@ impl Phase {
 pub struct Lifecycle {
     phase: AtomicU8,
     pub started: Instant,
+    /// The same moment on the wall clock (`/health` shows it: a restart is seen).
+    pub started_at: SystemTime,
 }
 
 impl Default for Lifecycle {
@@ -36,6 +38,7 @@ impl Default for Lifecycle {
         Lifecycle {
             phase: AtomicU8::new(Phase::Starting as u8),
             started: Instant::now(),
+            started_at: SystemTime::now(),
         }
     }
 }
@@ -56,6 +59,12 @@ impl Lifecycle {
     pub fn is_draining(&self) -> bool {
         self.phase() == Phase::Draining
     }
+}
+
+/// `at` in milliseconds since the Unix epoch (0 before it).
+pub fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
 }
 
 /// The timing of a drain, all derived from `SHUTDOWN_TIMEOUT`.

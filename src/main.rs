@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use concurrent_socket::config::{Cli, CliCommand, Config};
-use concurrent_socket::{logging, server};
+use concurrent_socket::logging;
+use concurrent_socket::server::{self, Exit};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -40,7 +41,9 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(server::run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Exit::Drained) => ExitCode::SUCCESS,
+        // The unit restarts on it (docs/handover.md).
+        Ok(Exit::HandedOver) => ExitCode::from(Exit::HANDOVER_STATUS),
         Err(e) => {
             tracing::error!(error = %e, "cannot serve");
             ExitCode::FAILURE

@@ -8,6 +8,8 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 /// Window in which rejected messages are counted towards a policy violation.
 const STRIKE_WINDOW: Duration = Duration::from_secs(10);
 /// Fewest rejected messages per window that count as abuse, for small rates.
@@ -41,18 +43,33 @@ impl Bucket {
         }
     }
 
-    /// Takes a token if there is one (after refilling for the time since the last call).
-    pub fn take(&mut self, rate: f32, burst: f32, now: Instant) -> bool {
+    /// Refills for the time since the last call; the tokens now held.
+    fn refill(&mut self, rate: f32, burst: f32, now: Instant) -> f32 {
         let elapsed = now.saturating_duration_since(self.refilled).as_secs_f32();
         self.tokens = (self.tokens + elapsed * rate).min(burst);
         self.refilled = now;
-        if self.tokens >= 1.0 {
+        self.tokens
+    }
+
+    /// Takes a token if there is one (after refilling for the time since the last call).
+    pub fn take(&mut self, rate: f32, burst: f32, now: Instant) -> bool {
+        if self.refill(rate, burst, now) >= 1.0 {
             self.tokens -= 1.0;
             true
         } else {
             false
         }
     }
+}
+
+/// A limiter's state, carried across a handover (docs/handover.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateSnapshot {
+    tokens: f32,
+    strikes: u32,
+    /// How long the current strike window has run.
+    strike_window_ms: u64,
 }
 
 /// The limiter of one connection (rate 0 = never limits).
@@ -79,6 +96,29 @@ impl RateLimiter {
     /// of the allowed rate, at least [`MIN_STRIKES`].
     fn strike_limit(&self) -> u32 {
         (self.rate as u32).max(MIN_STRIKES)
+    }
+
+    /// What the limiter stands at, for another process to take up ([`RateLimiter::resume`]).
+    pub fn snapshot(&mut self, now: Instant) -> RateSnapshot {
+        RateSnapshot {
+            tokens: self.bucket.refill(self.rate, self.rate, now),
+            strikes: self.strikes,
+            strike_window_ms: now
+                .saturating_duration_since(self.strike_window_start)
+                .as_millis() as u64,
+        }
+    }
+
+    /// A limiter at `messages_per_second` that goes on from `snapshot` (tokens capped at the
+    /// rate: the new process's setting wins).
+    pub fn resume(messages_per_second: u32, snapshot: &RateSnapshot, now: Instant) -> RateLimiter {
+        let mut limiter = RateLimiter::new(messages_per_second, now);
+        limiter.bucket = Bucket::full(snapshot.tokens.clamp(0.0, limiter.rate), now);
+        limiter.strikes = snapshot.strikes;
+        limiter.strike_window_start = now
+            .checked_sub(Duration::from_millis(snapshot.strike_window_ms))
+            .unwrap_or(now);
+        limiter
     }
 
     pub fn check(&mut self, now: Instant) -> Verdict {
@@ -238,6 +278,20 @@ mod tests {
             refilled: later,
         };
         assert_eq!(limiter.check(later), Verdict::Limited { first: true });
+    }
+
+    #[test]
+    fn a_resumed_limiter_goes_on_where_the_snapshot_stood() {
+        let t0 = Instant::now();
+        let mut limiter = RateLimiter::new(10, t0);
+        for _ in 0..12 {
+            limiter.check(t0);
+        }
+        let snapshot = limiter.snapshot(t0);
+        let t1 = t0 + Duration::from_secs(60);
+        let mut resumed = RateLimiter::resume(10, &snapshot, t1);
+        assert_eq!(resumed.check(t1), Verdict::Limited { first: false });
+        assert_eq!(resumed.strikes, 3);
     }
 
     #[test]

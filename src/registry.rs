@@ -21,6 +21,8 @@ pub enum Command {
     Replaced = 1,
     /// The server is draining: say goodbye and close with 1001.
     Shutdown = 2,
+    /// The server hands its connections to the next process: park between two frames.
+    Handover = 3,
 }
 
 /// The mailbox of one connection: a single pending command and the waker of the one task
@@ -62,6 +64,7 @@ impl Control {
         match self.command.load(Ordering::Acquire) {
             1 => Some(Command::Replaced),
             2 => Some(Command::Shutdown),
+            3 => Some(Command::Handover),
             _ => None,
         }
     }

@@ -2,7 +2,8 @@
 //! lifecycle, drain timing), and the accounting of a WebSocket's opening and closing, the
 //! same for every kind of session.
 
-use std::sync::Arc;
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::auth::Verifier;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub drain_plan: DrainPlan,
     /// The public socket came from systemd: draining stops accepting instead of answering 503.
     pub socket_activated: bool,
+    /// Connections parked for a handover (docs/handover.md).
+    pub parked: Parked,
     /// Checks tokens; `None` when authentication is off.
     pub auth: Option<Verifier>,
     /// The upgrade rate per client IP; `None` when `UPGRADE_RATE_PER_IP` is 0.
@@ -62,6 +65,7 @@ impl AppState {
                 MAX_TRACKED_CLIENTS,
                 Instant::now(),
             ),
+            parked: Parked::default(),
             #[cfg(feature = "fault-injection")]
             faults: crate::faults::Faults::from_env(),
             config,
@@ -87,5 +91,28 @@ impl AppState {
         self.metrics
             .connection_duration
             .observe(opened.elapsed().as_secs_f64());
+    }
+}
+
+/// Connections parked for a handover: each socket, off the runtime, with its session's
+/// record (opaque here), in the order they parked.
+#[derive(Default)]
+pub struct Parked(Mutex<Vec<(TcpStream, Vec<u8>)>>);
+
+impl Parked {
+    pub fn park(&self, stream: TcpStream, record: Vec<u8>) {
+        self.lock().push((stream, record));
+    }
+
+    /// Every connection parked so far.
+    pub fn take(&self) -> Vec<(TcpStream, Vec<u8>)> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(TcpStream, Vec<u8>)>> {
+        // A push or a take cannot leave the list half-updated.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

@@ -20,7 +20,7 @@ use super::admission::{admit, limit_upgrade_rate};
 use super::auth::upgrade_identity;
 use super::response::json_error;
 use super::upgrade::{NotAnUpgrade, UpgradeRequest};
-use crate::lifecycle::Phase;
+use crate::lifecycle::{Phase, unix_ms};
 use crate::metrics::{HttpRefusal, RejectReason};
 use crate::protocol::is_valid_connection_id;
 use crate::registry::Admission;
@@ -136,6 +136,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         "status": status,
         "connections": state.registry.len(),
         "uptimeSeconds": state.lifecycle.started.elapsed().as_secs(),
+        "startedAtMs": unix_ms(state.lifecycle.started_at),
         "serverId": state.config.server_id,
         "version": env!("CARGO_PKG_VERSION"),
     });

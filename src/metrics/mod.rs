@@ -8,6 +8,7 @@ mod auth;
 mod broker;
 mod channels;
 mod children;
+mod handover;
 mod pre_upgrade;
 
 use prometheus::{
@@ -21,6 +22,7 @@ pub use auth::AuthMetrics;
 pub use broker::{BrokerMetrics, BrokerOperation, GapRepair};
 pub use channels::{ChannelMetrics, PublishResult, RecoveryOutcome, SubscriptionEnd};
 use children::{Children, register};
+pub use handover::{HandoverMetrics, HandoverOutcome};
 pub use pre_upgrade::{AcceptError, HttpRefusal, PreUpgradeMetrics};
 
 labels! {
@@ -82,6 +84,8 @@ pub struct Metrics {
     pub auth: AuthMetrics,
     /// The broker: publish duration, errors, pub/sub reconnects, gap repairs.
     pub broker: std::sync::Arc<BrokerMetrics>,
+    /// Handovers to and from another process (docs/handover.md).
+    pub handover: HandoverMetrics,
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -200,6 +204,7 @@ impl Metrics {
             channels: ChannelMetrics::new(&registry),
             auth: AuthMetrics::new(&registry),
             broker: std::sync::Arc::new(BrokerMetrics::new(&registry)),
+            handover: HandoverMetrics::new(&registry),
             registry,
         }
     }

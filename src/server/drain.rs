@@ -12,11 +12,22 @@ use tracing::{info, warn};
 use crate::lifecycle::DrainPlan;
 use crate::registry::{Command, Registry};
 
-/// SIGTERM and SIGINT, caught from the moment this exists. Install it before serving: until
-/// then a signal takes its default action and kills the process without a drain.
+/// SIGTERM and SIGINT (drain), SIGUSR2 (hand over, docs/handover.md), caught from the moment
+/// this exists. Install it before serving: until then a signal takes its default action and
+/// kills the process without a drain.
 pub struct Signals {
     term: Signal,
     int: Signal,
+    usr2: Signal,
+}
+
+/// What a signal asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Say goodbye to everyone: the signal's name.
+    Drain(&'static str),
+    /// Hand the connections to the next process.
+    Handover,
 }
 
 impl Signals {
@@ -24,14 +35,16 @@ impl Signals {
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            usr2: signal(SignalKind::user_defined2())?,
         })
     }
 
-    /// Waits for SIGTERM or SIGINT and returns its name.
-    pub async fn recv(&mut self) -> &'static str {
+    /// Waits for the next signal.
+    pub async fn recv(&mut self) -> Stop {
         tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => Stop::Drain("SIGTERM"),
+            _ = self.int.recv() => Stop::Drain("SIGINT"),
+            _ = self.usr2.recv() => Stop::Handover,
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -11,12 +11,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::accept::{AcceptHealth, TrackedListener};
+use super::drain::Stop;
 use super::pending::PendingGate;
 use super::proxy_header::ProxyHeaders;
 use super::serve::HttpBounds;
 use super::sockets::{self, OpenSockets};
 use super::summary::{SUMMARY_INTERVAL, Summary};
-use super::{drain, serve, systemd};
+use super::{drain, handover, serve, systemd};
 use crate::config::Config;
 use crate::http;
 use crate::lifecycle::Phase;
@@ -29,6 +30,8 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 const ACCEPT_FAILURE_TOLERANCE: Duration = Duration::from_secs(10);
 /// Longest wait for the accept loop to take a queued connection while the watchdog looks.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait for the HTTP servers' requests in flight after a handover.
+const HTTP_STOP_WAIT: Duration = Duration::from_secs(1);
 
 /// The `STATUS=` line: the connection count and the phase.
 fn status_line(state: &AppState) -> String {
@@ -140,10 +143,25 @@ impl Servers {
     }
 }
 
-/// Runs the server until a signal has drained it.
-pub async fn run(config: Config) -> Result<(), StartError> {
+/// How the server ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Every connection was said goodbye (SIGTERM, SIGINT).
+    Drained,
+    /// The connections were handed to the next process: exit with
+    /// [`Exit::HANDOVER_STATUS`], on which the unit restarts.
+    HandedOver,
+}
+
+impl Exit {
+    pub const HANDOVER_STATUS: u8 = handover::EXIT_STATUS;
+}
+
+/// Runs the server until a signal has drained it or handed its connections over.
+pub async fn run(config: Config) -> Result<Exit, StartError> {
     raise_fd_limit(config.max_connections);
-    let sockets = sockets::open_sockets(&config).map_err(StartError)?;
+    let mut sockets = sockets::open_sockets(&config).map_err(StartError)?;
+    let inherited = std::mem::take(&mut sockets.handover);
     let mut signals =
         drain::Signals::install().map_err(|e| StartError(format!("cannot handle signals: {e}")))?;
     let state = AppState::new(config, sockets.activated);
@@ -152,17 +170,54 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 
     let epoch = Instant::now();
     let servers = Servers::start(&state, sockets, epoch)?;
+    let taken_over = handover::take_over(&state, inherited);
     state.lifecycle.set(Phase::Ready);
     info!(addr = %servers.public_addr, metrics_addr = %servers.metrics_addr, socket_activated = state.socket_activated,
         server_id = %state.config.server_id, version = env!("CARGO_PKG_VERSION"), "listening");
     systemd::ready(&status_line(&state));
+    taken_over.report(&state);
     let background = spawn_background(&state, &servers);
     tokio::spawn(crate::memory::trim_periodically());
 
-    let signal = signals.recv().await;
-    shut_down(&state, servers, signal).await;
+    let exit = loop {
+        match signals.recv().await {
+            Stop::Drain(signal) => {
+                shut_down(&state, servers, signal).await;
+                break Exit::Drained;
+            }
+            Stop::Handover => match handover::unavailable() {
+                Some(why) => warn!(%why, "SIGUSR2: cannot hand over, serving on"),
+                None => {
+                    hand_over(&state, servers).await;
+                    break Exit::HandedOver;
+                }
+            },
+        }
+    };
     background.abort();
-    Ok(())
+    Ok(exit)
+}
+
+/// Hands every WebSocket to the next process, then stops the HTTP servers: bounded by the
+/// handover, not by the drain window.
+async fn hand_over(state: &Arc<AppState>, servers: Servers) {
+    let signalled_at = SystemTime::now();
+    state.lifecycle.set(Phase::Draining);
+    state.metrics.draining.set(1);
+    systemd::stopping(&status_line(state));
+    info!(
+        connections = state.registry.len(),
+        "SIGUSR2: handing the connections over"
+    );
+    // systemd keeps the socket and queues new connections for the next process.
+    servers.stop_accepting.cancel();
+    handover::hand_over(state, signalled_at).await;
+    servers.stop_http.cancel();
+    let _ = tokio::time::timeout(HTTP_STOP_WAIT, async {
+        let _ = servers.public.await;
+        let _ = servers.metrics.await;
+    })
+    .await;
 }
 
 /// Drains every WebSocket (goodbyes spread over the window), then stops the HTTP servers, all

@@ -1,10 +1,12 @@
 //! The listening sockets: adopted from systemd socket activation (`LISTEN_FDS`, names `ws` and
 //! `metrics` from `LISTEN_FDNAMES`; a single unnamed socket is the public one), or bound here
 //! with a backlog large enough for connection bursts (tokio's `bind` uses 128, which
-//! overflows and costs clients 1 s SYN retries).
+//! overflows and costs clients 1 s SYN retries). What a previous process left in the file
+//! descriptor store for a handover comes the same way, by name.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
+use std::os::fd::{FromRawFd, OwnedFd};
 
 use listenfd::ListenFd;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -22,7 +24,15 @@ pub struct Sockets {
     /// `None`: bind `METRICS_ADDR`.
     pub metrics: Option<StdListener>,
     pub activated: bool,
+    /// The store's entries of a handover, by name.
+    pub handover: Vec<(String, OwnedFd)>,
 }
+
+/// The fd store's entry of a handover's sockets (docs/handover.md).
+pub const HANDOVER_CONNS: &str = "handover-conns";
+/// The fd store's entry of a handover's state.
+pub const HANDOVER_STATE: &str = "handover-state";
+const HANDOVER_NAMES: [&str; 2] = [HANDOVER_CONNS, HANDOVER_STATE];
 
 /// Binds `addr` with SO_REUSEADDR and the given backlog, non-blocking.
 pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<StdListener> {
@@ -46,6 +56,7 @@ pub fn open(public_addr: SocketAddr) -> io::Result<Sockets> {
             public: bind(public_addr, PUBLIC_BACKLOG)?,
             metrics: None,
             activated: false,
+            handover: Vec::new(),
         });
     }
     let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
@@ -68,10 +79,20 @@ pub fn open(public_addr: SocketAddr) -> io::Result<Sockets> {
         Some(index) if index != public_index => Some(take(&mut fds, index, "metrics")?),
         _ => None,
     };
+    let mut handover = Vec::new();
+    for (index, name) in names.iter().enumerate() {
+        if HANDOVER_NAMES.contains(&name.as_str())
+            && let Some(fd) = fds.take_raw_fd(index)?
+        {
+            // Ours from here: LISTEN_FDS handed it to this process and nothing else took it.
+            handover.push((name.clone(), unsafe { OwnedFd::from_raw_fd(fd) }));
+        }
+    }
     Ok(Sockets {
         public,
         metrics,
         activated: true,
+        handover,
     })
 }
 
@@ -92,6 +113,7 @@ pub(crate) struct OpenSockets {
     pub(crate) public: StdListener,
     pub(crate) metrics: StdListener,
     pub(crate) activated: bool,
+    pub(crate) handover: Vec<(String, OwnedFd)>,
 }
 
 /// Opens the public socket (systemd's or bound here) and the metrics socket (systemd's
@@ -101,6 +123,7 @@ pub(crate) fn open_sockets(config: &Config) -> Result<OpenSockets, String> {
         public,
         metrics,
         activated,
+        handover,
     } = open(config.listen_addr())
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen_addr()))?;
     let metrics = match metrics {
@@ -112,6 +135,7 @@ pub(crate) fn open_sockets(config: &Config) -> Result<OpenSockets, String> {
         public,
         metrics,
         activated,
+        handover,
     })
 }
 

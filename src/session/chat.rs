@@ -4,6 +4,8 @@
 //! idle and dead peers, slow consumers, floods and its token's expiry, and obeys `replaced` and
 //! shutdown commands. One task and one timer per connection keep an idle socket small.
 
+mod closing;
+pub(crate) mod handover;
 mod requests;
 
 use std::net::IpAddr;
@@ -16,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
 
 use super::auth::Credentials;
-use super::ending::{self, Farewell, answered_into, goodbye_frame};
+use super::ending::{answered_into, goodbye_frame};
 use super::frames::FrameGuard;
 use super::subscriptions::{ChannelRequest, Subscriptions, inbox_ready};
 use crate::auth::{AuthRefusal, Identity};
@@ -39,6 +41,8 @@ enum Ending {
     Closed(DisconnectReason),
     /// A read error: close with the error's code when possible.
     ReadError(ReadFailure),
+    /// The server hands its connections to the next process: park, or say goodbye.
+    Handover,
 }
 
 /// The state of one connection beyond its socket.
@@ -76,7 +80,7 @@ struct Session {
 /// socket: an `async fn` would keep its arguments and its locals in separate slots of the
 /// task, and the task's size is paid by every idle connection.
 pub fn run(
-    mut socket: WebSocket,
+    socket: WebSocket,
     state: Arc<AppState>,
     admission: Admission,
     id: String,
@@ -85,44 +89,68 @@ pub fn run(
 ) -> impl Future<Output = ()> + Send {
     let opened = Instant::now();
     let registration = state.open_connection(admission);
-    let config = &state.config;
-    let mut session = Session {
-        outbox: Outbox::new(config.outbound_queue_bytes, opened),
-        limiter: RateLimiter::new(config.rate_limit_msgs_per_sec, opened),
-        frames: FrameGuard::new(&config.frames, opened),
-        next_heartbeat: opened + config.heartbeat_interval,
-        opened,
-        last_message: opened,
-        last_received: opened,
-        ping_sent: None,
-        received_close: false,
-        client_close_code: None,
-        leaving: None,
-        subscriptions: None,
-        pending: None,
-        credentials: Credentials::at_upgrade(identity, &state, opened),
-        registration,
-        peer,
-        id: id.into_boxed_str(),
-        state,
-    };
+    let credentials = Credentials::at_upgrade(identity, &state, opened);
+    let mut session = Session::new(state, registration, id.into_boxed_str(), peer, credentials);
     debug!(connection_id = %session.id, peer = %peer, server_id = %session.state.config.server_id, "connection opened");
     let started = session.start();
-    async move {
-        let ending = match started {
-            Ok(()) => session.serve(&mut socket).await,
-            Err(ending) => ending,
-        };
-        // Boxed: the closing steps are allocated only when closing.
-        let (reason, close_code) = Box::pin(session.finish(&mut socket, ending)).await;
-        if let Some(subscriptions) = session.subscriptions.take() {
-            Box::pin(subscriptions.release_all(&session.state)).await;
-        }
-        session.report_closed(reason, close_code);
-    }
+    session.live(socket, started)
 }
 
 impl Session {
+    /// A session opened now, with nothing said or read yet.
+    fn new(
+        state: Arc<AppState>,
+        registration: Registration,
+        id: Box<str>,
+        peer: IpAddr,
+        credentials: Credentials,
+    ) -> Session {
+        let opened = Instant::now();
+        let config = &state.config;
+        Session {
+            outbox: Outbox::new(config.outbound_queue_bytes, opened),
+            limiter: RateLimiter::new(config.rate_limit_msgs_per_sec, opened),
+            frames: FrameGuard::new(&config.frames, opened),
+            next_heartbeat: opened + config.heartbeat_interval,
+            opened,
+            last_message: opened,
+            last_received: opened,
+            ping_sent: None,
+            received_close: false,
+            client_close_code: None,
+            leaving: None,
+            subscriptions: None,
+            pending: None,
+            credentials,
+            registration,
+            peer,
+            id,
+            state,
+        }
+    }
+
+    /// The connection's life once set up: served until it ends, then closed, or parked for
+    /// the next process. The future holds only the session and the socket.
+    async fn live(mut self, mut socket: WebSocket, started: Result<(), Ending>) {
+        let mut ending = match started {
+            Ok(()) => self.serve(&mut socket).await,
+            Err(ending) => ending,
+        };
+        if matches!(ending, Ending::Handover) {
+            // Boxed: allocated only for a handover. Not parked: `finish` ends it.
+            let Some((back, why)) = Box::pin(self.park_or_end(socket)).await else {
+                return;
+            };
+            (socket, ending) = (back, why);
+        }
+        // Boxed: the closing steps are allocated only when closing.
+        let (reason, close_code) = Box::pin(self.finish(&mut socket, ending)).await;
+        if let Some(subscriptions) = self.subscriptions.take() {
+            Box::pin(subscriptions.release_all(&self.state)).await;
+        }
+        self.report_closed(reason, close_code);
+    }
+
     /// Queues a serialised server message of type `kind` (answering a frame read at `received`).
     fn queue(
         &mut self,
@@ -208,6 +236,7 @@ impl Session {
                 biased;
                 command = control.recv(), if self.leaving.is_none() => match command {
                     Command::Replaced => Err(Ending::Goodbye(GoodbyeReason::Replaced)),
+                    Command::Handover => Err(Ending::Handover),
                     Command::Shutdown => {
                         self.say_goodbye_with_grace(GoodbyeReason::ServerShutdown);
                         timer.as_mut().reset(self.next_deadline().into());
@@ -368,56 +397,6 @@ impl Session {
             (None, true) => DisconnectReason::CLIENT_CLOSE,
             (None, false) => DisconnectReason::TRANSPORT_ERROR,
         }
-    }
-
-    /// Ends the connection as `ending` says; returns why, and the close code sent or received
-    /// (none when the connection broke without a close frame).
-    async fn finish(
-        &mut self,
-        socket: &mut WebSocket,
-        ending: Ending,
-    ) -> (DisconnectReason, Option<u16>) {
-        match ending {
-            Ending::Goodbye(reason) => {
-                if reason == GoodbyeReason::SlowConsumer {
-                    self.outbox.clear();
-                }
-                self.queue_goodbye(reason);
-                self.close_after_goodbye(socket, reason).await
-            }
-            Ending::GraceOver(reason) => self.close_after_goodbye(socket, reason).await,
-            Ending::Closed(reason) => (reason, self.client_close_code),
-            Ending::ReadError(failure) => {
-                let metrics = &self.state.metrics;
-                ending::after_read_failure(
-                    socket,
-                    &mut self.outbox,
-                    metrics,
-                    failure,
-                    Farewell::Goodbye,
-                )
-                .await
-            }
-        }
-    }
-
-    /// Closes with the goodbye's code once the outbox (the goodbye last) is written.
-    async fn close_after_goodbye(
-        &mut self,
-        socket: &mut WebSocket,
-        reason: GoodbyeReason,
-    ) -> (DisconnectReason, Option<u16>) {
-        let metrics = &self.state.metrics;
-        let wait = self.state.drain_plan.close_wait;
-        ending::close_for(
-            socket,
-            &mut self.outbox,
-            metrics,
-            reason,
-            reason.as_str(),
-            wait,
-        )
-        .await
     }
 }
 

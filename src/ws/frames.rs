@@ -92,6 +92,17 @@ impl FrameReader {
         self.closed
     }
 
+    /// No frame is half read and no fragmented message is open: what the buffer holds starts
+    /// at a frame header, still masked, and another reader can take it up (a handover).
+    pub(super) fn is_between_frames(&self) -> bool {
+        self.frame.is_none() && self.message.is_none() && !self.closed
+    }
+
+    /// The bytes read and not parsed yet.
+    pub(super) fn into_unparsed(self) -> Vec<u8> {
+        self.buffer.to_vec()
+    }
+
     /// The next frame: reads from `stream` until one is complete. `Ok(None)`: the stream
     /// ended. Pending when nothing arrived; [`Incoming::Partial`] when bytes arrived but no
     /// frame is complete.

@@ -7,6 +7,7 @@
 
 mod close;
 mod cork;
+mod detach;
 mod frames;
 mod outbox;
 mod stream;
@@ -14,6 +15,7 @@ mod utf8;
 
 pub(crate) use close::{close_after_read_error, close_frame, close_gracefully};
 pub(crate) use cork::{Io, next_io};
+pub(crate) use detach::{Detached, detach, resume};
 pub(crate) use frames::{Incoming, ReadFailure};
 pub(crate) use outbox::{Full, Outbox};
 pub(crate) use stream::{HARD_LIMIT_FACTOR, WebSocket};

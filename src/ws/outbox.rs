@@ -58,6 +58,14 @@ impl Outbox {
         }
     }
 
+    /// The outbox of a resumed connection whose socket still holds `unsent` bytes of frames.
+    pub(super) fn resumed(limit_bytes: usize, now: Instant, unsent: usize) -> Outbox {
+        let mut outbox = Outbox::new(limit_bytes, now);
+        outbox.unsent_bytes = unsent;
+        outbox.unflushed = unsent > 0;
+        outbox
+    }
+
     /// Queues a message. One message is always accepted when nothing waits, whatever its size.
     pub fn push(&mut self, message: Message, received: Option<Instant>) -> Result<(), Full> {
         let size = message_len(&message);

@@ -81,6 +81,48 @@ impl WebSocket {
         }
     }
 
+    /// A WebSocket taken up again from a socket handed over by another process: `unparsed`
+    /// is read before the socket, `unwritten` (whole frames) written before anything else.
+    pub(super) fn resume(
+        stream: TcpStream,
+        unparsed: Vec<u8>,
+        unwritten: Vec<u8>,
+        max_message_bytes: usize,
+    ) -> WebSocket {
+        let mut socket = WebSocket::new(stream, unparsed, max_message_bytes);
+        socket.unsent = unwritten;
+        socket
+    }
+
+    /// Whether the socket can be handed over: between two frames of an open connection.
+    pub fn is_between_frames(&self) -> bool {
+        !self.ended && !self.close_sent && self.reader.is_between_frames()
+    }
+
+    /// Formats `message` behind what waits, without writing.
+    pub(super) fn queue_frame(&mut self, message: Message) {
+        format_frame(message, &mut self.unsent);
+    }
+
+    /// Writes what the kernel takes now, without waiting; stops at the first error (the
+    /// bytes stay, and whoever takes the socket up meets the error again).
+    pub(super) fn write_available(&mut self) {
+        let mut written = 0;
+        while written < self.unsent.len() {
+            match self.stream.try_write(&self.unsent[written..]) {
+                Ok(n) if n > 0 => written += n,
+                _ => break,
+            }
+        }
+        self.unsent.drain(..written);
+    }
+
+    /// The socket off the runtime, the bytes read and not parsed, the frames not written.
+    pub(super) fn into_parts(self) -> io::Result<(std::net::TcpStream, Vec<u8>, Vec<u8>)> {
+        let stream = self.stream.into_std()?;
+        Ok((stream, self.reader.into_unparsed(), self.unsent))
+    }
+
     /// Both close frames are exchanged and ours is written: the TCP connection may go.
     pub(super) fn is_finished(&self) -> bool {
         self.reader.is_closed() && self.close_sent && self.unsent.is_empty()

@@ -79,12 +79,16 @@ pub fn server_command(server_id: &str) -> (Command, Addrs) {
 /// Passes `sockets` as fds 3, 4, ... with `LISTEN_FDS` (and `LISTEN_FDNAMES` when named), as
 /// systemd does; no `LISTEN_PID`, which listenfd does not require.
 pub fn pass_sockets(command: &mut Command, sockets: &[&TcpListener], names: Option<&str>) {
-    assert!(sockets.len() <= MAX_PASSED_FDS);
+    let fds: Vec<RawFd> = sockets.iter().map(|socket| socket.as_raw_fd()).collect();
+    pass_fds(command, &fds, names);
+}
+
+/// Passes any descriptors as `pass_sockets` does (the fd store's entries come this way).
+pub fn pass_fds(command: &mut Command, passed: &[RawFd], names: Option<&str>) {
+    assert!(passed.len() <= MAX_PASSED_FDS);
     let mut fds = [-1; MAX_PASSED_FDS];
-    for (slot, socket) in fds.iter_mut().zip(sockets) {
-        *slot = socket.as_raw_fd();
-    }
-    let count = sockets.len();
+    fds[..passed.len()].copy_from_slice(passed);
+    let count = passed.len();
     command.env("LISTEN_FDS", count.to_string());
     if let Some(names) = names {
         command.env("LISTEN_FDNAMES", names);

@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# The handover (docs/handover.md) under a real systemd as PID 1 (ci/systemd/lib.sh), with the
+# units of systemd/ installed by systemd/install.sh:
+#  1. HELD connections (default 10,000) each send a numbered message every INTERVAL s while a
+#     churn client opens new connections at CHURN_RATE/s; `systemctl reload ws@blue` twice, the
+#     second time to another build (the fault-injection build, no fault on, moved in as the
+#     instance's profile as wsctl does). Every held connection is still open on the same TCP
+#     connection, every message answered exactly once and in order, no close frame and no
+#     goodbye received; each new process's journal says it took them all over; the store is
+#     empty after each; the longest time without a successful new connection is the gap.
+#  2. A new process that cannot read the state (FAULT_HANDOVER_UNREADABLE=1): every handed-over
+#     connection gets goodbye server_shutdown and close 1001, and every client reconnects.
+#  3. `systemctl stop`: goodbye server_shutdown and close 1001 to everyone, the store empty.
+# RESULT line: `RESULT handover: N/N connections kept across 2 restarts, 0 messages lost,
+# new-connection gap X ms`.
+# Adaptations to this container: LimitNOFILE=20000 (lib.sh), so MAX_CONNECTIONS=19000;
+# MAX_CONNECTIONS_PER_IP=0 and MAX_PENDING_HTTP_PER_IP=0 (every client is 127.0.0.1).
+# needs: setup release faults
+set -euo pipefail
+. "$(dirname "$0")/../lib.sh"
+. "$REPO/ci/systemd/lib.sh"
+
+HELD=${HELD:-10000}             # connections held across the two handovers
+INTERVAL=${INTERVAL:-5}         # seconds between one held connection's messages
+CHURN_RATE=${CHURN_RATE:-100}   # new connections per second during the handovers
+FAULT_HELD=${FAULT_HELD:-500}   # connections through the failed handover and the stop
+PYTHON="$VENV/bin/python"
+WORK=$(mktemp -d)
+UNIT=ws@blue.service
+PROFILE=/var/lib/concurrent-socket/profiles/blue
+BACKGROUND=()
+cleanup() {
+  local pid
+  for pid in "${BACKGROUND[@]}"; do kill "$pid" 2> /dev/null || true; done
+  [ -z "$SYSTEMD_NSPAWN_PID" ] || IN journalctl --no-pager -o short-precise > "$LOG_DIR/31-handover-journal.log" 2>&1 || true
+  stop_systemd
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+[ -x "$BIN_DIR/concurrent-socket-faults" ] || die "$BIN_DIR/concurrent-socket-faults missing (ci/test-all builds it)"
+"$PYTHON" -c 'import websockets' 2> /dev/null || die "python websockets missing in $VENV (ci/setup)"
+
+prop() { IN systemctl show -P "$2" "$1"; }
+wait_file() {
+  local file=$1 deadline=$((SECONDS + ${2:-30}))
+  until [ -e "$file" ]; do
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 0.05
+  done
+}
+field() { jq -rc "$2" "$WORK/$1.json"; }
+
+# held NAME COUNT [ARGS...]: the held-connections client in the background; report $WORK/NAME.json.
+held() {
+  local name=$1 count=$2; shift 2
+  IN_NET "$PYTHON" "$REPO/ci/systemd/handover_client.py" --url ws://127.0.0.1:3001 \
+    --connections "$count" --prefix "$name" --interval "$INTERVAL" \
+    --ready-file "$WORK/$name.ready" --stop-file "$WORK/$name.stop" --report "$WORK/$name.json" "$@" &
+  BACKGROUND+=($!)
+  wait_file "$WORK/$name.ready" 300 || die "$name: $count connections did not open in 300 s"
+}
+# finish NAME: stops the held client NAME and waits for its report.
+finish() {
+  touch "$WORK/$1.stop"
+  wait_file "$WORK/$1.json" 60 || die "$1: no report"
+  jq -c . "$WORK/$1.json"
+}
+
+# reload_to_new_process: `systemctl reload`, then waits until another main process serves;
+# prints the new main pid.
+reload_to_new_process() {
+  local old deadline=$((SECONDS + 60)) new
+  old=$(main_pid "$UNIT")
+  IN systemctl reload "$UNIT"
+  until new=$(main_pid "$UNIT") && [ "$new" != "$old" ] && [ "$new" != 0 ] &&
+    [ "$(IN systemctl is-active "$UNIT")" = active ]; do
+    [ "$SECONDS" -lt "$deadline" ] || { IN journalctl -u "$UNIT" --no-pager | tail -30 >&2; die "no new process 60 s after systemctl reload"; }
+    sleep 0.05
+  done
+  echo "$new"
+}
+
+# taken_over PID: "RESUMED UNRESUMABLE SINCE_SIGNAL_MS" from that process's journal line.
+taken_over() {
+  local deadline=$((SECONDS + 20)) line
+  until line=$(IN journalctl -u "$UNIT" -o json --no-pager "_PID=$1" |
+    jq -r 'select(.MESSAGE == "handover: connections taken over from the previous process")
+      | "\(.RESUMED) \(.UNRESUMABLE) \(.SINCE_SIGNAL_MS)"' | tail -1) && [ -n "$line" ]; do
+    [ "$SECONDS" -lt "$deadline" ] || die "process $1 logged no take-over"
+    sleep 0.2
+  done
+  echo "$line"
+}
+
+store_empty() {
+  local n
+  n=$(prop "$UNIT" NFileDescriptorStore)
+  [ "$n" = 0 ] || die "the fd store of $UNIT holds $n entries after $1"
+}
+
+# --- set-up --------------------------------------------------------------------------------
+boot_systemd ci-handover
+install_units blue
+printf '%s\n' "MAX_CONNECTIONS=19000" "MAX_CONNECTIONS_PER_IP=0" "MAX_PENDING_HTTP_PER_IP=0" |
+  IN tee /etc/concurrent-socket/blue.env > /dev/null
+IN systemctl start ws@blue.socket ws-metrics@blue.socket "$UNIT"
+wait_active "$UNIT" || die "$UNIT did not start"
+FAULTS_BUILD=/opt/concurrent-socket/builds/faults
+IN install -D -m 0755 "$CONTAINER_BINDIR/concurrent-socket-faults" "$FAULTS_BUILD/bin/concurrent-socket"
+log "FileDescriptorStoreMax=$(prop "$UNIT" FileDescriptorStoreMax) LimitNOFILE=$(prop "$UNIT" LimitNOFILE)"
+
+# --- 1. two handovers under traffic ------------------------------------------------------
+IN_NET "$PYTHON" "$REPO/ci/systemd/churn.py" --url ws://127.0.0.1:3001 --prefix churn \
+  --rate "$CHURN_RATE" --duration 600 --stop-file "$WORK/churn.stop" --report "$WORK/churn.json" &
+BACKGROUND+=($!)
+held kept "$HELD"
+log "$HELD connections open, each sending every $INTERVAL s"
+sleep "$INTERVAL"
+exe_before=$(IN sha256sum "$(IN readlink -f "$PROFILE")/bin/concurrent-socket" | cut -c1-12)
+first=$(reload_to_new_process)
+read -r resumed1 unresumable1 since1 <<< "$(taken_over "$first")"
+echo "MEASURED handover 1: $resumed1 resumed, $unresumable1 unresumable, serving $since1 ms after SIGUSR2"
+store_empty "the first handover"
+sleep "$INTERVAL"
+IN ln -sfn "$FAULTS_BUILD" "$PROFILE"
+second=$(reload_to_new_process)
+exe_after=$(IN sha256sum "$(IN readlink -f "/proc/$second/exe")" | cut -c1-12)
+read -r resumed2 unresumable2 since2 <<< "$(taken_over "$second")"
+echo "MEASURED handover 2 (build $exe_before -> $exe_after): $resumed2 resumed, $unresumable2 unresumable, serving $since2 ms after SIGUSR2"
+[ "$exe_before" != "$exe_after" ] || die "the second handover did not change the build"
+store_empty "the second handover"
+sleep "$INTERVAL"
+finish kept
+touch "$WORK/churn.stop"
+wait_file "$WORK/churn.json" 60 || die "churn: no report"
+jq -c '{attempts, succeeded, failed, failures, longest_gap_s}' "$WORK/churn.json"
+# The churn client's connections open at that moment are handed over too.
+if [ "$resumed1" -lt "$HELD" ] || [ "$resumed2" -lt "$HELD" ] || [ "$unresumable1" != 0 ] || [ "$unresumable2" != 0 ]; then
+  die "resumed $resumed1 and $resumed2 (unresumable $unresumable1 and $unresumable2); $HELD held"
+fi
+[ "$(field kept .still_open)" = "$HELD" ] || die "$(field kept .still_open) of $HELD held connections still open"
+[ "$(field kept .server_closes)" = "{}" ] || die "close frames received: $(field kept .server_closes)"
+[ "$(field kept .goodbyes)" = "{}" ] || die "goodbyes received: $(field kept .goodbyes)"
+for counter in missing out_of_order duplicates; do
+  [ "$(field kept ".$counter")" = 0 ] || die "$(field kept ".$counter") answers $counter"
+done
+[ "$(field kept .unexpected)" = "{}" ] || die "unexpected messages: $(field kept .unexpected)"
+[ "$(field kept .sent)" = "$(field kept .answered)" ] || die "sent $(field kept .sent), answered $(field kept .answered)"
+[ "$(field churn .failed)" = 0 ] || die "new connections failed during the handovers: $(field churn .failures)"
+gap_ms=$(jq -r '.longest_gap_s * 1000 | round' "$WORK/churn.json")
+echo "MEASURED $(field kept .sent) messages sent by $HELD connections across both handovers, all answered once in order"
+echo "RESULT handover: $HELD/$HELD connections kept across 2 restarts, 0 messages lost, new-connection gap $gap_ms ms"
+
+# --- 2. a new process that cannot read the state -------------------------------------------
+IN mkdir -p /etc/systemd/system/ws@blue.service.d
+printf '%s\n' "# CI only: the new process treats the handed-over state as unreadable." "[Service]" \
+  "Environment=FAULT_HANDOVER_UNREADABLE=1" | IN tee /etc/systemd/system/ws@blue.service.d/ci-unreadable.conf > /dev/null
+IN systemctl daemon-reload
+held unreadable "$FAULT_HELD" --reconnect
+broken=$(reload_to_new_process)
+read -r resumed3 unresumable3 _ <<< "$(taken_over "$broken")"
+deadline=$((SECONDS + 60))
+until [ "$(IN_NET curl -fsS http://127.0.0.1:3001/health | jq .connections)" = "$FAULT_HELD" ]; do
+  [ "$SECONDS" -lt "$deadline" ] || die "the clients did not all reconnect"
+  sleep 0.2
+done
+finish unreadable
+store_empty "the unreadable handover"
+[ "$(field unreadable '.goodbyes.server_shutdown // 0')" = "$FAULT_HELD" ] || die "not every connection got goodbye server_shutdown: $(field unreadable .goodbyes)"
+[ "$(field unreadable '.server_closes["1001"] // 0')" = "$FAULT_HELD" ] || die "not every connection got close 1001: $(field unreadable .server_closes)"
+[ "$(field unreadable .reconnected)" = "$FAULT_HELD" ] || die "$(field unreadable .reconnected) of $FAULT_HELD reconnected"
+if [ "$resumed3" != 0 ] || [ "$unresumable3" != "$FAULT_HELD" ]; then die "unreadable state: resumed $resumed3, unresumable $unresumable3"; fi
+echo "RESULT handover, state unreadable: $FAULT_HELD/$FAULT_HELD connections closed with goodbye server_shutdown and 1001 by the new process, all reconnected"
+IN rm /etc/systemd/system/ws@blue.service.d/ci-unreadable.conf
+IN systemctl daemon-reload
+
+# --- 3. systemctl stop still says goodbye ---------------------------------------------------
+held stopped "$FAULT_HELD"
+IN systemctl stop "$UNIT"
+finish stopped
+store_empty "systemctl stop"
+[ "$(field stopped '.goodbyes.server_shutdown // 0')" = "$FAULT_HELD" ] || die "stop: goodbyes $(field stopped .goodbyes)"
+[ "$(field stopped '.server_closes["1001"] // 0')" = "$FAULT_HELD" ] || die "stop: closes $(field stopped .server_closes)"
+echo "RESULT handover, systemctl stop: $FAULT_HELD/$FAULT_HELD connections got goodbye server_shutdown and 1001; the fd store is empty"
