@@ -103,6 +103,7 @@ impl ServerBuilder {
             .kill_on_drop(true);
         let mut child = command.spawn().expect("the server binary starts");
         let output = Arc::new(Mutex::new(String::new()));
+        let mut readers = Vec::new();
         for stream in [
             child.stdout.take().map(Either::Out),
             child.stderr.take().map(Either::Err),
@@ -111,7 +112,7 @@ impl ServerBuilder {
         .flatten()
         {
             let output = Arc::clone(&output);
-            tokio::spawn(async move {
+            readers.push(tokio::spawn(async move {
                 let mut lines = match stream {
                     Either::Out(s) => Box::pin(BufReader::new(s))
                         as std::pin::Pin<Box<dyn tokio::io::AsyncBufRead + Send>>,
@@ -123,13 +124,14 @@ impl ServerBuilder {
                     out.push_str(&line);
                     out.push('\n');
                 }
-            });
+            }));
         }
         Server {
             child,
             port,
             metrics_port,
             output,
+            readers,
             http: reqwest::Client::new(),
         }
     }
@@ -146,6 +148,8 @@ pub struct Server {
     pub port: u16,
     pub metrics_port: u16,
     output: Arc<Mutex<String>>,
+    /// The tasks copying stdout and stderr into `output`, done once the pipes close.
+    readers: Vec<tokio::task::JoinHandle<()>>,
     pub http: reqwest::Client,
 }
 
@@ -258,11 +262,17 @@ impl Server {
     }
 
     /// Waits for the process to exit.
+    /// Waits for the process to exit, then for its last lines to reach [`Server::output`]:
+    /// the exit comes before the pipes' readers have read what the process wrote last.
     pub async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        tokio::time::timeout(within, self.child.wait())
+        let status = tokio::time::timeout(within, self.child.wait())
             .await
             .ok()
-            .and_then(Result::ok)
+            .and_then(Result::ok)?;
+        for reader in self.readers.drain(..) {
+            let _ = tokio::time::timeout(within, reader).await;
+        }
+        Some(status)
     }
 
     pub async fn kill(&mut self) {
