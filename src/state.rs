@@ -39,7 +39,12 @@ impl AppState {
             &config.server_id,
         );
         let registry = Registry::new(config.max_connections, config.max_connections_per_ip);
-        let channels = Channels::start(&config.channels, &metrics.channels);
+        let channels = Channels::start(
+            &config.channels,
+            &config.redis,
+            &metrics.channels,
+            &metrics.broker,
+        );
         Arc::new(AppState {
             channels,
             metrics,

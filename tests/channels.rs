@@ -5,71 +5,9 @@
 
 mod common;
 
+use common::chat::{ask, offsets, publications, publish, reply_to, subscribe};
 use common::{Client, Server};
 use serde_json::{Value, json};
-
-/// Reads until a message whose `id` is `id` (or, for `None`, one that is not a
-/// `publication` or `heartbeat`); returns it and the publications read on the way.
-async fn reply_to(client: &mut Client, id: Option<&str>) -> (Value, Vec<Value>) {
-    let mut publications = Vec::new();
-    loop {
-        let message = client.recv_reply().await;
-        let answers = match id {
-            Some(id) => message["id"] == id,
-            None => message["type"] != "publication",
-        };
-        if answers {
-            return (message, publications);
-        }
-        assert_eq!(message["type"], "publication", "unexpected {message}");
-        publications.push(message);
-    }
-}
-
-/// Sends `request` and returns its answer (`id` required in `request`).
-async fn ask(client: &mut Client, request: Value) -> Value {
-    client.send_json(&request).await;
-    let id = request["id"].as_str().expect("an id").to_owned();
-    reply_to(client, Some(&id)).await.0
-}
-
-async fn subscribe(client: &mut Client, channel: &str) -> Value {
-    let answer = ask(
-        client,
-        json!({"type":"subscribe","channel":channel,"id":"s"}),
-    )
-    .await;
-    assert_eq!(answer["type"], "subscribed", "{answer}");
-    answer
-}
-
-async fn publish(client: &mut Client, channel: &str, data: Value) -> Value {
-    let answer = ask(
-        client,
-        json!({"type":"publish","channel":channel,"id":"p","data":data}),
-    )
-    .await;
-    assert_eq!(answer["type"], "published", "{answer}");
-    answer
-}
-
-/// The next `count` publications (skipping heartbeats).
-async fn publications(client: &mut Client, count: usize) -> Vec<Value> {
-    let mut seen = Vec::new();
-    while seen.len() < count {
-        let message = client.recv_reply().await;
-        assert_eq!(message["type"], "publication", "{message}");
-        seen.push(message);
-    }
-    seen
-}
-
-fn offsets(publications: &[Value]) -> Vec<u64> {
-    publications
-        .iter()
-        .map(|p| p["offset"].as_u64().unwrap())
-        .collect()
-}
 
 #[tokio::test]
 async fn a_publication_reaches_every_subscriber_byte_for_byte() {

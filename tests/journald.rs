@@ -76,7 +76,7 @@ fn summary(journal: &[Value]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_records_reach_journald_with_their_fields() {
     if let Some(why) = missing_prerequisite() {
-        common::skip("the journald test", &why);
+        common::skip::skip("the journald test", &why);
         return;
     }
     let mut command = Command::new("unshare");

@@ -280,7 +280,7 @@ async fn metrics_are_not_on_the_public_port() {
 #[tokio::test]
 async fn promtool_finds_nothing() {
     let Ok(promtool) = which("promtool") else {
-        common::skip(
+        common::skip::skip(
             "promtool_finds_nothing",
             "promtool is not installed (Debian package `prometheus`; CI installs it)",
         );

@@ -2,8 +2,9 @@
 # Formatting, lints and every cargo test of the workspace (unit, integration over real
 # sockets, property tests). Runs as root in CI, after ci/setup installed every tool the tests
 # use, so nothing may skip: REQUIRE_ALL_TESTS=1 turns a test's skip (journald without root,
-# promtool missing) into a failure. REQUIRE_ALL_TESTS=0 lets a run without root skip them.
-# It needs ci/setup for promtool (Debian package prometheus), which may not be skipped.
+# promtool or redis-server missing) into a failure. REQUIRE_ALL_TESTS=0 lets a run without root
+# skip them. It needs ci/setup for promtool (Debian package prometheus) and redis-server (the
+# Redis engine's conformance and fault tests, src/channels/redis/tests.rs and tests/redis.rs).
 # needs: setup
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"

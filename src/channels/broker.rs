@@ -70,17 +70,28 @@ pub struct History {
 /// Why the broker refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BrokerError {
-    /// The broker cannot take work now (no connection to it). The in-memory engine is never
-    /// unavailable; the session answers it with `broker_unavailable`.
-    #[expect(dead_code, reason = "constructed by the Redis engine of issue 17")]
+    /// The broker cannot take work now (no connection to it, or it timed out or refused).
+    /// The in-memory engine is never unavailable; the session answers it with
+    /// `broker_unavailable`.
     Unavailable,
     /// The channel does not exist and the process already holds `MAX_CHANNELS` channels.
     ChannelLimit,
 }
 
+/// What the broker hands the hub for a channel this process subscribed to.
+#[derive(Debug)]
+pub enum SinkEvent {
+    /// The channel's next publication, in offset order.
+    Publication(Arc<Publication>),
+    /// Publications of the channel were lost on their way here and the history could not
+    /// give them back (trimmed, expired, or the channel has a new epoch): every subscriber
+    /// the channel has here now must be ended with `insufficient_state`.
+    Gap,
+}
+
 /// Where the broker hands every publication of a channel this process subscribed to, in
-/// offset order per channel: the process's hub.
-pub type PublicationSink = Arc<dyn Fn(&Arc<str>, Arc<Publication>) + Send + Sync>;
+/// offset order per channel, and the gaps it could not fill: the process's hub.
+pub type PublicationSink = Arc<dyn Fn(&Arc<str>, SinkEvent) + Send + Sync>;
 
 /// A channels engine. Every call on one channel is ordered: a publication accepted before a
 /// `history` call began is in its answer, and one accepted after it is handed to the sink.

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use prometheus::IntCounter;
 use tokio::sync::mpsc;
 
-use super::broker::{Publication, PublicationSink};
+use super::broker::{Publication, PublicationSink, SinkEvent};
 use super::inbox::{Frame, Inbox};
 use crate::protocol::{ServerMessage, now_ms};
 
@@ -42,7 +42,7 @@ type ChannelMap = HashMap<Arc<str>, Listeners>;
 
 struct Shard {
     channels: Arc<Mutex<ChannelMap>>,
-    queue: mpsc::UnboundedSender<(Arc<str>, Arc<Publication>)>,
+    queue: mpsc::UnboundedSender<(Arc<str>, SinkEvent)>,
 }
 
 /// The hub of the process.
@@ -117,15 +117,12 @@ impl Hub {
         }
     }
 
-    /// What the broker calls with each publication of a channel subscribed here.
+    /// What the broker calls with each publication (or gap) of a channel subscribed here.
     pub fn sink(self: &Arc<Self>) -> PublicationSink {
         let hub = Arc::clone(self);
-        Arc::new(move |channel: &Arc<str>, publication: Arc<Publication>| {
+        Arc::new(move |channel: &Arc<str>, event: SinkEvent| {
             // Fails only when the fan-out task is gone, that is when the runtime shuts down.
-            let _ = hub
-                .shard(channel)
-                .queue
-                .send((Arc::clone(channel), publication));
+            let _ = hub.shard(channel).queue.send((Arc::clone(channel), event));
         })
     }
 }
@@ -153,13 +150,20 @@ fn frame(channel: Arc<str>, publication: &Publication) -> Arc<Frame> {
 }
 
 /// One shard's task: every publication handed on, in order, left in each local subscriber's
-/// inbox, a batch at a time.
+/// inbox, a batch at a time; a gap marks every local subscriber of its channel lost.
 async fn fan_out(
     channels: Arc<Mutex<ChannelMap>>,
-    mut publications: mpsc::UnboundedReceiver<(Arc<str>, Arc<Publication>)>,
+    mut events: mpsc::UnboundedReceiver<(Arc<str>, SinkEvent)>,
     deliveries: IntCounter,
 ) {
-    while let Some((channel, publication)) = publications.recv().await {
+    while let Some((channel, event)) = events.recv().await {
+        let publication = match event {
+            SinkEvent::Publication(publication) => publication,
+            SinkEvent::Gap => {
+                mark_lost(&channels, &channel);
+                continue;
+            }
+        };
         let frame = frame(channel, &publication);
         let mut next = 0;
         loop {
@@ -171,6 +175,18 @@ async fn fan_out(
             }
             tokio::task::yield_now().await;
         }
+    }
+}
+
+/// Tells every local subscriber of `channel` that it lost publications. Rare (a broker fault):
+/// done in one pass.
+fn mark_lost(channels: &Mutex<ChannelMap>, channel: &str) {
+    let channels = lock(channels);
+    let Some(listeners) = channels.get(channel) else {
+        return;
+    };
+    for subscriber in listeners.slots.iter().flatten() {
+        subscriber.inbox.mark_lost(subscriber.key);
     }
 }
 
@@ -241,7 +257,7 @@ mod tests {
         let sink = hub.sink();
         let name: Arc<str> = "room".into();
         for offset in 1..=3 {
-            sink(&name, publication(offset));
+            sink(&name, SinkEvent::Publication(publication(offset)));
         }
         let first = take_all(&inboxes[0], 3).await;
         let text = &*first[0].frame.text;
@@ -276,7 +292,7 @@ mod tests {
                 },
             );
         }
-        hub.sink()(&"big".into(), publication(1));
+        hub.sink()(&"big".into(), SinkEvent::Publication(publication(1)));
         let probe = tokio::spawn({
             let deliveries = deliveries.clone();
             async move { deliveries.get() }
@@ -310,10 +326,33 @@ mod tests {
             },
         );
         hub.remove("c", slot);
-        hub.sink()(&"c".into(), publication(1));
+        hub.sink()(&"c".into(), SinkEvent::Publication(publication(1)));
         take_all(&kept, 1).await;
         let mut taken = VecDeque::new();
         gone.take(&mut taken);
         assert!(taken.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_gap_marks_every_local_subscriber_of_its_channel_lost() {
+        let hub = Hub::start(1, IntCounter::new("d", "d").unwrap());
+        let (a, b, other) = (Inbox::new(1024), Inbox::new(1024), Inbox::new(1024));
+        for (channel, inbox, key) in [("c", &a, 1), ("c", &b, 2), ("d", &other, 3)] {
+            let inbox = Arc::clone(inbox);
+            hub.add(channel, Subscriber { inbox, key });
+        }
+        let sink = hub.sink();
+        sink(&"c".into(), SinkEvent::Publication(publication(1)));
+        sink(&"c".into(), SinkEvent::Gap);
+        sink(&"d".into(), SinkEvent::Publication(publication(1)));
+        take_all(&other, 1).await;
+        for (inbox, key) in [(&a, 1), (&b, 2)] {
+            let mut taken = VecDeque::new();
+            assert_eq!(inbox.take(&mut taken), [key]);
+            let offsets: Vec<u64> = taken.iter().map(|d| d.frame.offset).collect();
+            assert_eq!(offsets, [1], "what came before the gap is delivered");
+        }
+        let mut taken = VecDeque::new();
+        assert!(other.take(&mut taken).is_empty(), "another channel goes on");
     }
 }

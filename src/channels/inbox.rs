@@ -88,6 +88,21 @@ impl Inbox {
         pushed
     }
 
+    /// Marks subscription `key` as having lost publications (its task ends it with
+    /// `insufficient_state`), as a refused push does.
+    pub fn mark_lost(&self, key: u32) {
+        let mut queue = self.lock();
+        if queue.overflowed.contains(&key) {
+            return;
+        }
+        let was_idle = queue.deliveries.is_empty() && queue.overflowed.is_empty();
+        queue.overflowed.push(key);
+        drop(queue);
+        if was_idle {
+            self.ready.notify_one();
+        }
+    }
+
     /// Waits until something was left since the last [`Inbox::take`].
     pub async fn ready(&self) {
         self.ready.notified().await;
@@ -135,6 +150,20 @@ mod tests {
         assert_eq!(taken.iter().map(|d| d.key).collect::<Vec<_>>(), [1]);
         assert_eq!(inbox.push(1, &frame("x")), Pushed::Queued, "taken note of");
         assert_eq!(inbox.push(3, &frame("y")), Pushed::Queued);
+    }
+
+    #[tokio::test]
+    async fn a_lost_mark_wakes_the_task_and_stops_the_subscription() {
+        let inbox = Inbox::new(64);
+        inbox.mark_lost(4);
+        inbox.mark_lost(4);
+        tokio::time::timeout(std::time::Duration::from_secs(5), inbox.ready())
+            .await
+            .expect("woken");
+        assert_eq!(inbox.push(4, &frame("late")), Pushed::Overflowed);
+        let mut taken = VecDeque::new();
+        assert_eq!(inbox.take(&mut taken), [4], "once");
+        assert!(taken.is_empty());
     }
 
     #[tokio::test]

@@ -1,8 +1,9 @@
 //! Channels (protocol v1.1): publish/subscribe between connections, with per-channel offsets,
 //! epochs, history and recovery. The engine sits behind the [`Broker`] seam (`broker.rs`;
-//! the in-memory engine in `memory.rs`, Redis with issue 17); the [`Hub`] fans the
-//! publications of the channels subscribed here out to the connections' [`Inbox`]es. The
-//! session layer above speaks the requests; nothing here knows a connection's socket.
+//! the in-memory engine in `memory/`, the Redis engine shared by processes in `redis/`); the
+//! [`Hub`] fans the publications of the channels subscribed here out to the connections'
+//! [`Inbox`]es, and ends their subscriptions when the broker reports a gap. The session layer
+//! above speaks the requests; nothing here knows a connection's socket.
 
 mod broker;
 #[cfg(test)]
@@ -10,18 +11,20 @@ pub(crate) mod conformance;
 mod hub;
 mod inbox;
 mod memory;
+mod redis;
 
 use std::sync::Arc;
 
-#[cfg(test)]
-pub use broker::PublicationSink;
 pub use broker::{Broker, BrokerError, NewPublication, Publication, StreamPosition};
+#[cfg(test)]
+pub use broker::{PublicationSink, SinkEvent};
 pub use hub::{Hub, Slot, Subscriber};
 pub use inbox::{Delivery, Inbox};
 pub use memory::{EngineGauges, MemoryBroker, MemoryLimits};
 
-use crate::config::{BrokerKind, ChannelsConfig};
-use crate::metrics::ChannelMetrics;
+use self::redis::{RedisBroker, RedisGauges, RedisSettings};
+use crate::config::{BrokerKind, ChannelsConfig, RedisConfig};
+use crate::metrics::{BrokerMetrics, ChannelMetrics};
 
 /// The channels of the process: its broker and its hub.
 pub struct Channels {
@@ -31,7 +34,12 @@ pub struct Channels {
 
 impl Channels {
     /// Starts the configured engine and the hub (their tasks on the current runtime).
-    pub fn start(config: &ChannelsConfig, metrics: &ChannelMetrics) -> Channels {
+    pub fn start(
+        config: &ChannelsConfig,
+        redis: &RedisConfig,
+        metrics: &ChannelMetrics,
+        broker_metrics: &Arc<BrokerMetrics>,
+    ) -> Channels {
         let shards = std::thread::available_parallelism().map_or(1, usize::from);
         let hub = Hub::start(shards, metrics.deliveries.clone());
         let broker: Arc<dyn Broker> = match config.broker {
@@ -43,9 +51,32 @@ impl Channels {
                 },
                 hub.sink(),
             ),
+            BrokerKind::Redis => RedisBroker::start(
+                RedisSettings::from(redis),
+                MemoryLimits::from(config),
+                RedisGauges {
+                    up: metrics.broker_up.clone(),
+                    channels: metrics.channels_active.clone(),
+                    metrics: Arc::clone(broker_metrics),
+                },
+                hub.sink(),
+            ),
         };
         metrics.broker_up.set(i64::from(broker.is_up()));
         Channels { broker, hub }
+    }
+}
+
+impl From<&RedisConfig> for RedisSettings {
+    fn from(config: &RedisConfig) -> RedisSettings {
+        RedisSettings {
+            connection: config
+                .connection_info()
+                .expect("REDIS_URL was checked by the configuration"),
+            key_prefix: config.key_prefix.clone(),
+            timeout: config.timeout,
+            position_check_interval: config.position_check_interval,
+        }
     }
 }
 

@@ -12,14 +12,16 @@ use super::values::{integer_in, millis_in};
 /// Which engine holds the channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BrokerKind {
-    /// In this process (the only engine until issue 17 brings Redis).
+    /// In this process.
     Memory,
+    /// In Redis, shared by every process on it (`RedisConfig`).
+    Redis,
 }
 
 /// The channels' settings as text, exactly as given.
 #[derive(Debug, Clone, Args)]
 pub struct RawChannelSettings {
-    /// Channels engine: `memory` (in-process)
+    /// Channels engine: `memory` (in-process) or `redis` (shared through REDIS_URL)
     #[arg(long, env = "BROKER", default_value = "memory")]
     pub broker: String,
     /// Publications kept per channel for recovery (0 = no history)
@@ -53,8 +55,8 @@ pub struct ChannelsConfig {
 fn broker(s: &str) -> Result<BrokerKind, String> {
     match s {
         "memory" => Ok(BrokerKind::Memory),
-        "redis" => Err("the redis engine is not available yet (issue 17); use memory".into()),
-        _ => Err("expected memory".into()),
+        "redis" => Ok(BrokerKind::Redis),
+        _ => Err("expected memory or redis".into()),
     }
 }
 
@@ -94,6 +96,7 @@ impl fmt::Display for ChannelsConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let broker = match self.broker {
             BrokerKind::Memory => "memory",
+            BrokerKind::Redis => "redis",
         };
         writeln!(f, "BROKER={broker}")?;
         writeln!(f, "HISTORY_SIZE={}", self.history_size)?;

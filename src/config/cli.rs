@@ -85,5 +85,7 @@ pub struct RawSettings {
     #[command(flatten)]
     pub channels: super::channels::RawChannelSettings,
     #[command(flatten)]
+    pub redis: super::redis::RawRedisSettings,
+    #[command(flatten)]
     pub auth: super::auth::RawAuthSettings,
 }

@@ -8,6 +8,7 @@ mod cli;
 mod frames;
 mod http;
 mod origins;
+mod redis;
 mod validator;
 mod values;
 
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use self::redis::{RawRedisSettings, RedisConfig};
 pub use auth::{AuthConfig, AuthKey, RawAuthSettings};
 pub use channels::{BrokerKind, ChannelsConfig, RawChannelSettings};
 pub use cli::{Cli, CliCommand, RawSettings};
@@ -53,6 +55,8 @@ pub struct Config {
     pub http: HttpSettings,
     pub frames: FrameLimits,
     pub channels: ChannelsConfig,
+    /// The Redis engine's settings (used with `BROKER=redis`).
+    pub redis: RedisConfig,
     pub auth: AuthConfig,
 }
 
@@ -127,6 +131,8 @@ impl Config {
         let http = HttpSettings::check(&raw.http, &mut v);
         let frames = FrameLimits::check(&raw.frames, &mut v);
         let channels = ChannelsConfig::check(&raw.channels, &mut v);
+        let uses_redis = matches!(&channels, Some(c) if c.broker == BrokerKind::Redis);
+        let redis = RedisConfig::check(&raw.redis, uses_redis, &mut v);
         let (key_variable, key_file, read_key) = auth::key_setting(&raw.auth);
         let auth_key = v.check(key_variable, key_file, read_key);
         let auth_timeout = v.check("AUTH_TIMEOUT", &raw.auth.auth_timeout, auth::timeout);
@@ -158,6 +164,7 @@ impl Config {
                 http: http?,
                 frames: frames?,
                 channels: channels?,
+                redis: redis?,
                 auth: AuthConfig {
                     key: auth_key?,
                     timeout: auth_timeout?,
@@ -223,6 +230,7 @@ impl fmt::Display for Config {
         write!(f, "{}", self.http)?;
         write!(f, "{}", self.frames)?;
         write!(f, "{}", self.channels)?;
+        write!(f, "{}", self.redis)?;
         write!(f, "{}", self.auth)
     }
 }
@@ -317,7 +325,7 @@ mod tests {
     }
 
     #[test]
-    fn channels_settings_parse_and_redis_waits_for_issue_17() {
+    fn channels_settings_parse_and_redis_is_checked_only_when_chosen() {
         let c = parse(&[]).unwrap().channels;
         assert_eq!(c.broker, BrokerKind::Memory);
         assert_eq!((c.history_size, c.history_max_bytes), (100, 256 << 20));
@@ -326,10 +334,19 @@ mod tests {
             (c.max_subscriptions_per_connection, c.max_channels),
             (128, 100_000)
         );
-        let errors = parse(&["--broker", "redis", "--history-size=-1"]).unwrap_err();
+        let errors = parse(&["--broker", "kafka", "--history-size=-1"]).unwrap_err();
         let names: Vec<_> = errors.iter().map(|e| e.variable).collect();
         assert_eq!(names, ["BROKER", "HISTORY_SIZE"]);
-        assert!(errors[0].to_string().contains("issue 17"), "{}", errors[0]);
+        assert!(
+            parse(&["--redis-url", "nonsense"]).is_ok(),
+            "memory: not used"
+        );
+        let errors = parse(&["--broker", "redis", "--redis-url", "nonsense"]).unwrap_err();
+        assert_eq!(errors[0].variable, "REDIS_URL");
+        let redis = parse(&["--broker", "redis"]).unwrap();
+        assert_eq!(redis.channels.broker, BrokerKind::Redis);
+        let text = redis.to_string();
+        assert!(text.contains("BROKER=redis\n") && text.contains("REDIS_KEY_PREFIX=cs\n"));
         let text = parse(&["--history-ttl", "1000"]).unwrap().to_string();
         assert!(text.contains("BROKER=memory\n") && text.contains("HISTORY_TTL=1000\n"));
     }

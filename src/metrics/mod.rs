@@ -5,6 +5,7 @@
 //! lookup and cannot name a series that does not exist.
 
 mod auth;
+mod broker;
 mod channels;
 mod children;
 mod pre_upgrade;
@@ -17,6 +18,7 @@ use prometheus::{
 use crate::label::labels;
 use crate::protocol::{ClientType, DisconnectReason, ErrorCode, ServerType};
 pub use auth::AuthMetrics;
+pub use broker::{BrokerMetrics, BrokerOperation, GapRepair};
 pub use channels::{ChannelMetrics, PublishResult, RecoveryOutcome, SubscriptionEnd};
 use children::{Children, register};
 pub use pre_upgrade::{AcceptError, HttpRefusal, PreUpgradeMetrics};
@@ -76,6 +78,8 @@ pub struct Metrics {
     pub channels: ChannelMetrics,
     /// Authentication: refused tokens and denied channels.
     pub auth: AuthMetrics,
+    /// The broker: publish duration, errors, pub/sub reconnects, gap repairs.
+    pub broker: std::sync::Arc<BrokerMetrics>,
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -193,6 +197,7 @@ impl Metrics {
             http: PreUpgradeMetrics::new(&registry),
             channels: ChannelMetrics::new(&registry),
             auth: AuthMetrics::new(&registry),
+            broker: std::sync::Arc::new(BrokerMetrics::new(&registry)),
             registry,
         }
     }
@@ -272,12 +277,14 @@ mod tests {
         assert!(text.contains("websocket_build_info{server_id=\"blue\",version=\"1.2.3\"} 1"));
         assert!(text.contains("websocket_connections_limit 10"));
         assert!(channels::every_series_at_zero(&text), "{text}");
+        assert!(broker::every_series_at_zero(&text), "{text}");
     }
 
     #[test]
     fn reject_reasons_are_listed_in_order() {
         assert!(crate::label::is_consistent::<RejectReason>());
         assert!(channels::labels_are_consistent());
+        assert!(broker::labels_are_consistent());
     }
 
     #[test]

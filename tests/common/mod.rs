@@ -1,8 +1,14 @@
 //! Test harness shared by the integration tests: spawns the real server binary on free
 //! loopback ports with the given environment, waits for `/ready`, reads metrics, sends signals,
-//! and a small WebSocket client (tokio-tungstenite) that speaks JSON with timeouts.
-//! Each test file includes it with `mod common;` and uses what it needs.
+//! and a small WebSocket client (tokio-tungstenite) that speaks JSON with timeouts; `chat`
+//! holds the channel requests, `redis_server` a real redis-server per test, `skip` the rule
+//! for tests that cannot run on a machine. Each test file includes it with `mod common;` and
+//! uses what it needs.
 #![allow(dead_code)]
+
+pub mod chat;
+pub mod redis_server;
+pub mod skip;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -28,21 +34,6 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// The server binary built by cargo for these tests.
 pub fn server_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_concurrent-socket"))
-}
-
-/// Set to 1 by CI (ci/suites/10-rust.sh), where root and every tool the tests use exist.
-pub const REQUIRE_ALL_TESTS: &str = "REQUIRE_ALL_TESTS";
-
-/// For a test that cannot run on this machine: says why and lets it pass, or, with
-/// `REQUIRE_ALL_TESTS=1`, fails it with the same reason. libtest prints `ok` for a test that
-/// returned early, so only this makes a green CI run mean that the test ran.
-pub fn skip(test: &str, why: &str) {
-    let required = std::env::var(REQUIRE_ALL_TESTS).is_ok_and(|value| value == "1");
-    assert!(
-        !required,
-        "{test} cannot run here: {why} ({REQUIRE_ALL_TESTS}=1 makes a skip a failure)"
-    );
-    eprintln!("skipped {test}: {why}");
 }
 
 /// A TCP port on 127.0.0.1 that nothing listens on right now.

@@ -17,7 +17,7 @@ use prometheus::IntGauge;
 
 use super::broker::{
     Accepted, Broker, BrokerError, History, NewPublication, Publication, PublicationSink,
-    StreamPosition,
+    SinkEvent, StreamPosition,
 };
 
 /// How often expired history is looked for besides at each call.
@@ -131,7 +131,7 @@ impl MemoryBroker {
         let queue_expiry = !std::mem::replace(&mut ch.expiry_queued, true);
         // Handed on under the lock: the sink sees a channel's publications in offset order.
         if subscribed {
-            (self.sink)(&name, Arc::clone(&publication));
+            (self.sink)(&name, SinkEvent::Publication(Arc::clone(&publication)));
         }
         if queue_expiry {
             let ttl = engine.limits.history_ttl;

@@ -1,0 +1,389 @@
+//! The pub/sub side of the Redis engine: one task owns the process's pub/sub connection, the
+//! reference count of local subscribers per channel (SUBSCRIBE on the first, UNSUBSCRIBE
+//! after the last) and, per channel, the epoch and last offset handed to the sink. Nothing is
+//! handed on out of sequence: an offset that skips, a lost connection (resubscribed in
+//! batches on the next one) or a position check that finds Redis ahead of what arrived are
+//! repaired from the history stream in order, and when the history cannot fill the gap the
+//! sink is told so ([`SinkEvent::Gap`]: the hub ends the local subscriptions with
+//! `insufficient_state`). The connection is made again with exponential backoff; meanwhile
+//! subscribes are refused.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures_util::StreamExt;
+use futures_util::future::join_all;
+use redis::aio::{PubSubSink, PubSubStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::MissedTickBehavior;
+use tracing::{info, warn};
+
+use super::super::broker::{SinkEvent, StreamPosition};
+use super::Shared;
+use crate::metrics::{BrokerOperation, GapRepair};
+
+/// Channels named in one SUBSCRIBE when a new connection takes them all back.
+const RESUBSCRIBE_BATCH: usize = 256;
+/// Position reads in flight at once during a check.
+const CHECK_BATCH: usize = 256;
+
+/// What the broker's calls ask of the task.
+pub(super) enum Control {
+    /// One more local subscriber; answered once the channel's publications reach the sink.
+    Subscribe(Arc<str>, oneshot::Sender<Result<(), ()>>),
+    /// One local subscriber fewer.
+    Unsubscribe(Arc<str>),
+}
+
+/// A channel subscribed here.
+struct Tracker {
+    subscribers: usize,
+    epoch: Arc<str>,
+    /// The last offset handed to the sink (or known to be in the subscribers' history reads).
+    delivered: u64,
+    /// The top a position check saw ahead of `delivered`; still ahead at the next check means
+    /// pub/sub lost it.
+    seen_ahead: Option<u64>,
+    /// A repair failed (Redis unreachable): tried again at the next check.
+    unrepaired: bool,
+}
+
+/// How a connection ended.
+enum Ended {
+    /// Lost: connect again.
+    Lost,
+    /// The engine was dropped: stop.
+    Closed,
+}
+
+struct Task {
+    shared: Arc<Shared>,
+    control: mpsc::UnboundedReceiver<Control>,
+    channels: HashMap<Arc<str>, Tracker>,
+}
+
+/// The task: connect, serve, and on a loss connect again with backoff, until the engine is
+/// dropped.
+pub(super) async fn run(shared: Arc<Shared>, control: mpsc::UnboundedReceiver<Control>) {
+    let mut task = Task {
+        shared,
+        control,
+        channels: HashMap::new(),
+    };
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(2))
+        .with_jitter()
+        .without_max_times();
+    let mut delays = backoff.build();
+    let mut connected_before = false;
+    loop {
+        let ended = match task.connect().await {
+            Some((sink, stream)) => {
+                if connected_before {
+                    task.shared.gauges.metrics.pubsub_reconnects.inc();
+                    info!(
+                        channels = task.channels.len(),
+                        "redis pub/sub connected again"
+                    );
+                }
+                connected_before = true;
+                delays = backoff.build();
+                let ended = task.serve(sink, stream).await;
+                task.shared.set_pubsub_up(false);
+                if matches!(ended, Ended::Lost) {
+                    warn!("redis pub/sub connection lost");
+                }
+                ended
+            }
+            None => {
+                let delay = delays.next().unwrap_or(Duration::from_secs(2));
+                task.refuse_for(delay).await
+            }
+        };
+        if matches!(ended, Ended::Closed) {
+            return;
+        }
+        task.shared.gauges.metrics.error(BrokerOperation::Pubsub);
+    }
+}
+
+impl Task {
+    /// A pub/sub connection with every channel of `channels` subscribed again and repaired.
+    async fn connect(&mut self) -> Option<(PubSubSink, PubSubStream)> {
+        let timeout = self.shared.timeout;
+        let pubsub = tokio::time::timeout(timeout, self.shared.client.get_async_pubsub());
+        let (mut sink, stream) = match pubsub.await {
+            Ok(Ok(pubsub)) => pubsub.split(),
+            Ok(Err(error)) => {
+                warn!(%error, "redis pub/sub connection refused");
+                return None;
+            }
+            Err(_) => {
+                warn!("redis pub/sub connection timed out");
+                return None;
+            }
+        };
+        let topics: Vec<String> = self
+            .channels
+            .keys()
+            .map(|channel| self.shared.keys.topic(channel))
+            .collect();
+        for batch in topics.chunks(RESUBSCRIBE_BATCH) {
+            if !matches!(
+                tokio::time::timeout(timeout, sink.subscribe(batch)).await,
+                Ok(Ok(()))
+            ) {
+                return None;
+            }
+        }
+        self.shared.set_pubsub_up(true);
+        self.shared.probe().await;
+        // Whatever was published while no connection listened is in the history, or lost.
+        self.check_positions(true).await;
+        Some((sink, stream))
+    }
+
+    /// Serves a connection until it is lost or the engine dropped.
+    async fn serve(&mut self, mut sink: PubSubSink, mut stream: PubSubStream) -> Ended {
+        let interval = self.shared.check_interval;
+        let mut checks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        checks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            // Requests first: an unsubscribe sent before a publication was even made is
+            // served before that publication's message, so the sink never gets it.
+            tokio::select! {
+                biased;
+                request = self.control.recv() => match request {
+                    Some(request) => {
+                        if self.apply(request, &mut sink).await.is_err() {
+                            return Ended::Lost;
+                        }
+                    }
+                    None => return Ended::Closed,
+                },
+                message = stream.next() => match message {
+                    Some(message) => self.dispatch(&message).await,
+                    None => return Ended::Lost,
+                },
+                _ = checks.tick() => {
+                    // A connection Redis stopped answering on ends no stream: ask it.
+                    let ping = tokio::time::timeout(self.shared.timeout, sink.ping::<redis::Value>());
+                    if !matches!(ping.await, Ok(Ok(_))) {
+                        return Ended::Lost;
+                    }
+                    self.shared.probe().await;
+                    self.check_positions(false).await;
+                    self.shared.local.sweep();
+                }
+            }
+        }
+    }
+
+    /// Without a connection, for `delay`: subscribes are refused, unsubscribes counted.
+    async fn refuse_for(&mut self, delay: Duration) -> Ended {
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => return Ended::Lost,
+                request = self.control.recv() => match request {
+                    Some(Control::Subscribe(_, reply)) => {
+                        let _ = reply.send(Err(()));
+                    }
+                    Some(Control::Unsubscribe(channel)) => {
+                        self.release(&channel);
+                    }
+                    None => return Ended::Closed,
+                },
+            }
+        }
+    }
+
+    /// One local subscriber fewer; `true` when it was the channel's last.
+    fn release(&mut self, channel: &str) -> bool {
+        let Some(tracker) = self.channels.get_mut(channel) else {
+            return false;
+        };
+        tracker.subscribers -= 1;
+        if tracker.subscribers > 0 {
+            return false;
+        }
+        self.channels.remove(channel);
+        true
+    }
+
+    /// Serves a request; an error means the connection failed under it.
+    async fn apply(&mut self, request: Control, sink: &mut PubSubSink) -> Result<(), ()> {
+        let timeout = self.shared.timeout;
+        match request {
+            Control::Subscribe(channel, reply) => {
+                if let Some(tracker) = self.channels.get_mut(&channel) {
+                    tracker.subscribers += 1;
+                    let _ = reply.send(Ok(()));
+                    return Ok(());
+                }
+                let topic = self.shared.keys.topic(&channel);
+                if !matches!(
+                    tokio::time::timeout(timeout, sink.subscribe(&topic)).await,
+                    Ok(Ok(()))
+                ) {
+                    let _ = reply.send(Err(()));
+                    return Err(());
+                }
+                // From here on every publication reaches this connection; the position read
+                // after it says which ones the subscribers' history reads will cover.
+                let Ok(position) = self.shared.read(&channel, None).await else {
+                    let _ = reply.send(Err(()));
+                    return unsubscribe(sink, &topic, timeout).await;
+                };
+                let tracker = Tracker {
+                    subscribers: 1,
+                    epoch: position.epoch,
+                    delivered: position.top,
+                    seen_ahead: None,
+                    unrepaired: false,
+                };
+                self.channels.insert(channel, tracker);
+                let _ = reply.send(Ok(()));
+                Ok(())
+            }
+            Control::Unsubscribe(channel) => {
+                if !self.release(&channel) {
+                    return Ok(());
+                }
+                let topic = self.shared.keys.topic(&channel);
+                let result = unsubscribe(sink, &topic, timeout).await;
+                if result.is_err() {
+                    self.shared
+                        .gauges
+                        .metrics
+                        .error(BrokerOperation::Unsubscribe);
+                }
+                result
+            }
+        }
+    }
+
+    /// A pub/sub message: handed on when it is the channel's next offset, dropped when
+    /// already handed on, repaired from history otherwise.
+    async fn dispatch(&mut self, message: &redis::Msg) {
+        let Some(channel) = self.shared.keys.channel_of(message.get_channel_name()) else {
+            return;
+        };
+        let Some(name) = self
+            .channels
+            .get_key_value(channel)
+            .map(|(k, _)| Arc::clone(k))
+        else {
+            return; // no local subscriber left
+        };
+        let Some((offset, epoch, publication)) = super::wire::message(message.get_payload_bytes())
+        else {
+            warn!(channel, "unreadable pub/sub message");
+            self.shared.gauges.metrics.error(BrokerOperation::Pubsub);
+            return;
+        };
+        let tracker = self.channels.get_mut(&name).expect("looked up above");
+        if *tracker.epoch == *epoch {
+            if offset <= tracker.delivered {
+                return; // handed on already, by a repair
+            }
+            if offset == tracker.delivered + 1 {
+                tracker.delivered = offset;
+                (self.shared.sink)(&name, SinkEvent::Publication(Arc::new(publication)));
+                return;
+            }
+        }
+        // A hole before this offset, or another epoch (a newer one, or a late message of an
+        // older one): the history says which.
+        self.repair(&name).await;
+    }
+
+    /// Brings the channel up to Redis's top: the missing publications from the history, in
+    /// order, or a gap when the history no longer holds them.
+    async fn repair(&mut self, channel: &Arc<str>) {
+        let Some(tracker) = self.channels.get(channel) else {
+            return;
+        };
+        let since = StreamPosition {
+            offset: tracker.delivered,
+            epoch: tracker.epoch.to_string(),
+        };
+        let read = self.shared.read(channel, Some(&since)).await;
+        let Some(tracker) = self.channels.get_mut(channel) else {
+            return;
+        };
+        let Ok(history) = read else {
+            tracker.unrepaired = true;
+            return;
+        };
+        tracker.unrepaired = false;
+        tracker.seen_ahead = None;
+        let metrics = &self.shared.gauges.metrics;
+        if history.complete {
+            if history.publications.is_empty() {
+                return; // nothing was missing
+            }
+            for publication in history.publications {
+                (self.shared.sink)(channel, SinkEvent::Publication(publication));
+            }
+            tracker.delivered = history.top;
+            metrics.gap_repaired(GapRepair::Filled);
+            info!(
+                channel = &**channel,
+                offset = history.top,
+                "gap filled from history"
+            );
+        } else {
+            (self.shared.sink)(channel, SinkEvent::Gap);
+            tracker.epoch = history.epoch;
+            tracker.delivered = history.top;
+            metrics.gap_repaired(GapRepair::InsufficientState);
+            warn!(
+                channel = &**channel,
+                "gap the history cannot fill: subscribers told insufficient_state"
+            );
+        }
+    }
+
+    /// Compares each channel's top in Redis with what was handed on; a top still ahead one
+    /// check later (pub/sub dropped it silently), another epoch, or a repair that failed is
+    /// repaired. `after_loss`: pub/sub was down, so a top ahead now is repaired at once.
+    async fn check_positions(&mut self, after_loss: bool) {
+        let names: Vec<Arc<str>> = self.channels.keys().cloned().collect();
+        for batch in names.chunks(CHECK_BATCH) {
+            let reads = batch.iter().map(|channel| self.shared.read(channel, None));
+            let positions = join_all(reads).await;
+            for (channel, position) in batch.iter().zip(positions) {
+                let Some(tracker) = self.channels.get_mut(channel) else {
+                    continue;
+                };
+                let Ok(position) = position else {
+                    tracker.unrepaired |= after_loss;
+                    continue;
+                };
+                let ahead = position.top > tracker.delivered;
+                let lost = tracker.unrepaired
+                    || *position.epoch != *tracker.epoch
+                    || (after_loss && ahead)
+                    || tracker
+                        .seen_ahead
+                        .is_some_and(|top| top > tracker.delivered);
+                tracker.seen_ahead = ahead.then_some(position.top);
+                if lost {
+                    self.repair(channel).await;
+                }
+            }
+        }
+    }
+}
+
+async fn unsubscribe(sink: &mut PubSubSink, topic: &str, timeout: Duration) -> Result<(), ()> {
+    match tokio::time::timeout(timeout, sink.unsubscribe(topic)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}

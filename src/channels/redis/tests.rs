@@ -1,0 +1,271 @@
+//! The Redis engine against a real redis-server (skipped with the reason when the machine has
+//! none, a failure under `REQUIRE_ALL_TESTS=1`): the conformance tests every engine passes,
+//! then what only a shared, faulty broker does: gaps repaired from history, gaps it cannot
+//! fill, a lost pub/sub connection, Redis down and back.
+
+#[path = "../../../tests/common/redis_server.rs"]
+mod redis_server;
+#[path = "../../../tests/common/skip.rs"]
+mod skip;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use prometheus::Registry;
+use redis_server::RedisServer;
+
+use super::*;
+use crate::channels::conformance::{self, Seen, at, message, recorder, settle};
+use crate::metrics::GapRepair;
+use redis::IntoConnectionInfo;
+
+const LIMITS: MemoryLimits = MemoryLimits {
+    history_size: 10,
+    history_ttl: Duration::from_secs(300),
+    history_max_bytes: 1 << 20,
+    max_channels: 1000,
+};
+
+const CHECK: Duration = Duration::from_millis(200);
+
+/// A key prefix no other engine of this test run uses: a fresh keyspace.
+fn fresh_prefix() -> String {
+    static ENGINES: AtomicU32 = AtomicU32::new(0);
+    format!("t{}", ENGINES.fetch_add(1, Ordering::Relaxed))
+}
+
+fn gauges() -> RedisGauges {
+    RedisGauges {
+        up: IntGauge::new("up", "up").unwrap(),
+        channels: IntGauge::new("c", "c").unwrap(),
+        metrics: Arc::new(BrokerMetrics::new(&Registry::new())),
+    }
+}
+
+fn engine(
+    redis: &RedisServer,
+    prefix: &str,
+    limits: MemoryLimits,
+    gauges: RedisGauges,
+    sink: PublicationSink,
+) -> Arc<RedisBroker> {
+    let settings = RedisSettings {
+        connection: redis.url().as_str().into_connection_info().unwrap(),
+        key_prefix: prefix.to_owned(),
+        timeout: Duration::from_secs(1),
+        position_check_interval: CHECK,
+    };
+    RedisBroker::start(settings, limits, gauges, sink)
+}
+
+/// Publishes as the script does but to no subscriber: what pub/sub losing a message looks
+/// like to a process.
+async fn publish_unseen(redis: &RedisServer, prefix: &str, channel: &str, history_size: usize) {
+    let client = Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let [meta, history] = wire::Keys::new(prefix).channel(channel);
+    let (_, _): (u64, String) = Script::new(include_str!("publish.lua"))
+        .key(meta)
+        .key(history)
+        .arg(history_size)
+        .arg(300_000)
+        .arg("nobody-listens")
+        .arg("unused-epoch")
+        .arg(wire::body(&message("unseen")))
+        .invoke_async(&mut connection)
+        .await
+        .unwrap();
+}
+
+/// Waits until what the sink saw (offsets, 0 for a gap) passes `done`; fails with it after
+/// 10 s.
+async fn wait_until(seen: &Seen, what: &str, done: impl Fn(&[u64]) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got: Vec<u64> = seen.lock().unwrap().iter().map(|(_, o)| *o).collect();
+        if done(&got) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sink got {got:?}, expected {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until the sink saw exactly `want`.
+async fn wait_for(seen: &Seen, want: &[u64]) {
+    wait_until(seen, &format!("{want:?}"), |got| got == want).await;
+}
+
+/// Gap repairs counted: (filled, insufficient_state).
+fn repairs(gauges: &RedisGauges) -> (u64, u64) {
+    let metrics = &gauges.metrics;
+    (
+        metrics.gap_repairs_of(GapRepair::Filled),
+        metrics.gap_repairs_of(GapRepair::InsufficientState),
+    )
+}
+
+#[tokio::test]
+async fn the_redis_engine_conforms() {
+    let Some(redis) = RedisServer::start_or_skip("the_redis_engine_conforms") else {
+        return;
+    };
+    conformance::run_all(|limits, sink| engine(&redis, &fresh_prefix(), limits, gauges(), sink))
+        .await;
+}
+
+#[tokio::test]
+async fn an_offset_out_of_sequence_is_filled_from_history_in_order() {
+    let test = "an_offset_out_of_sequence_is_filled_from_history_in_order";
+    let Some(redis) = RedisServer::start_or_skip(test) else {
+        return;
+    };
+    let (prefix, gauges, (sink, seen)) = (fresh_prefix(), gauges(), recorder());
+    let broker = engine(&redis, &prefix, LIMITS, gauges.clone(), sink);
+    broker.subscribe("c").await.unwrap();
+    broker.publish("c", message("1")).await.unwrap();
+    publish_unseen(&redis, &prefix, "c", LIMITS.history_size).await;
+    publish_unseen(&redis, &prefix, "c", LIMITS.history_size).await;
+    broker.publish("c", message("4")).await.unwrap();
+    wait_for(&seen, &[1, 2, 3, 4]).await;
+    assert_eq!(repairs(&gauges), (1, 0));
+}
+
+#[tokio::test]
+async fn the_position_check_finds_what_pubsub_dropped_silently() {
+    let test = "the_position_check_finds_what_pubsub_dropped_silently";
+    let Some(redis) = RedisServer::start_or_skip(test) else {
+        return;
+    };
+    let (prefix, gauges, (sink, seen)) = (fresh_prefix(), gauges(), recorder());
+    let broker = engine(&redis, &prefix, LIMITS, gauges.clone(), sink);
+    broker.subscribe("c").await.unwrap();
+    broker.publish("c", message("1")).await.unwrap();
+    publish_unseen(&redis, &prefix, "c", LIMITS.history_size).await;
+    // No later publication shows the hole: two checks later it is filled.
+    wait_for(&seen, &[1, 2]).await;
+    assert_eq!(repairs(&gauges), (1, 0));
+}
+
+#[tokio::test]
+async fn a_gap_beyond_the_history_ends_the_local_subscribers() {
+    let test = "a_gap_beyond_the_history_ends_the_local_subscribers";
+    let Some(redis) = RedisServer::start_or_skip(test) else {
+        return;
+    };
+    let limits = MemoryLimits {
+        history_size: 2,
+        ..LIMITS
+    };
+    let (prefix, gauges, (sink, seen)) = (fresh_prefix(), gauges(), recorder());
+    let broker = engine(&redis, &prefix, limits, gauges.clone(), sink);
+    broker.subscribe("c").await.unwrap();
+    broker.publish("c", message("1")).await.unwrap();
+    for _ in 0..3 {
+        publish_unseen(&redis, &prefix, "c", limits.history_size).await;
+    }
+    broker.publish("c", message("5")).await.unwrap();
+    // 2 was trimmed away: a gap (0) and no publication out of order; the channel then goes on
+    // from Redis's top (5, or 4 when a position check found the hole first).
+    wait_until(&seen, "[1, 0]", |got| got.starts_with(&[1, 0])).await;
+    broker.publish("c", message("6")).await.unwrap();
+    let after_the_gap = |got: &[u64]| got == [1, 0, 6] || got == [1, 0, 5, 6];
+    wait_until(&seen, "[1, 0, 6]", after_the_gap).await;
+    assert_eq!(repairs(&gauges), (0, 1));
+}
+
+#[tokio::test]
+async fn a_new_epoch_is_a_gap() {
+    let Some(redis) = RedisServer::start_or_skip("a_new_epoch_is_a_gap") else {
+        return;
+    };
+    let (prefix, gauges, (sink, seen)) = (fresh_prefix(), gauges(), recorder());
+    let broker = engine(&redis, &prefix, LIMITS, gauges.clone(), sink);
+    broker.subscribe("c").await.unwrap();
+    let first = broker.publish("c", message("1")).await.unwrap();
+    wait_for(&seen, &[1]).await;
+    // Redis loses the channel (a restart without persistence, a flush).
+    redis.cli(&["flushall"]);
+    let later = broker.publish("c", message("again")).await.unwrap();
+    assert_eq!(later.offset, 1);
+    assert_ne!(later.epoch, first.epoch);
+    // The gap, found by the new epoch's message or by a position check; what follows in the
+    // new epoch is handed on.
+    wait_until(&seen, "[1, 0]", |got| got.starts_with(&[1, 0])).await;
+    broker.publish("c", message("next")).await.unwrap();
+    let after_the_gap = |got: &[u64]| got == [1, 0, 2] || got == [1, 0, 1, 2];
+    wait_until(&seen, "[1, 0, 2]", after_the_gap).await;
+    assert_eq!(repairs(&gauges), (0, 1));
+}
+
+#[tokio::test]
+async fn a_lost_pubsub_connection_is_made_again_without_a_gap() {
+    let test = "a_lost_pubsub_connection_is_made_again_without_a_gap";
+    let Some(redis) = RedisServer::start_or_skip(test) else {
+        return;
+    };
+    let (prefix, gauges, (sink, seen)) = (fresh_prefix(), gauges(), recorder());
+    let broker = engine(&redis, &prefix, LIMITS, gauges.clone(), sink);
+    broker.subscribe("c").await.unwrap();
+    broker.publish("c", message("1")).await.unwrap();
+    wait_for(&seen, &[1]).await;
+    redis.cli(&["client", "kill", "type", "pubsub"]);
+    for text in ["2", "3", "4"] {
+        broker.publish("c", message(text)).await.unwrap();
+    }
+    wait_for(&seen, &[1, 2, 3, 4]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while gauges.metrics.pubsub_reconnects.get() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no reconnect counted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    broker.publish("c", message("5")).await.unwrap();
+    wait_for(&seen, &[1, 2, 3, 4, 5]).await;
+    assert_eq!(repairs(&gauges).1, 0);
+}
+
+#[tokio::test]
+async fn while_redis_is_down_calls_are_refused_and_service_comes_back() {
+    let test = "while_redis_is_down_calls_are_refused_and_service_comes_back";
+    let Some(mut redis) = RedisServer::start_or_skip(test) else {
+        return;
+    };
+    let (prefix, gauges, (sink, seen)) = (fresh_prefix(), gauges(), recorder());
+    let broker = engine(&redis, &prefix, LIMITS, gauges.clone(), sink);
+    broker.subscribe("c").await.unwrap();
+    settle(&*broker, &seen).await;
+    assert!(broker.is_up() && gauges.up.get() == 1);
+    redis.kill();
+    let refused = broker.publish("c", message("lost?")).await.unwrap_err();
+    assert_eq!(refused, BrokerError::Unavailable);
+    assert_eq!(
+        broker.subscribe("d").await.unwrap_err(),
+        BrokerError::Unavailable
+    );
+    assert_eq!(
+        broker.history("c", None).await.unwrap_err(),
+        BrokerError::Unavailable
+    );
+    assert!(!broker.is_up() && gauges.up.get() == 0);
+    redis.run();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !broker.is_up() || broker.publish("c", message("back")).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no service after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(gauges.up.get(), 1);
+    broker.subscribe("d").await.unwrap();
+    let history = broker.history("c", Some(&at(0, "x"))).await.unwrap();
+    assert!(
+        !history.complete,
+        "a restart without persistence: another epoch"
+    );
+}
