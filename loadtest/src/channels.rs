@@ -2,8 +2,8 @@
 //! at P publishes/s) and `rooms` (R rooms of K users, each subscribed to its room and
 //! publishing at a rate). What each user does ([`ChannelPlan::role`]), what they count
 //! ([`ChannelCounts`]), and how a run is judged on it: delivery latency (a publication's send
-//! time on its publisher's clock to its receipt), missing and duplicate publications (must be
-//! 0), and deliveries per second.
+//! time on its publisher's clock to its receipt), missing, duplicate and out-of-order
+//! publications and acknowledged publications lost (all must be 0), and deliveries per second.
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +34,9 @@ pub struct ChannelPlan {
     /// each publisher is connected.
     #[serde(default)]
     pub publish_from_ms: u64,
+    /// When set, every subscriber leaves its channel about this often, stays away for up to
+    /// half of it, and subscribes again with `recover` (the history/live seam under load).
+    pub resubscribe_every_ms: Option<u64>,
     /// Deliveries per second are judged over the seconds from this (the end of the ramp) to
     /// the end of publishing.
     pub measure_from_ms: u64,
@@ -82,19 +85,34 @@ pub struct ChannelCounts {
     pub publishes: u64,
     /// `published` acknowledgements received.
     pub published: u64,
-    /// Publishes answered with an `error`.
+    /// Publishes answered with an `error` (`broker_unavailable` while the broker is down;
+    /// the report's errors by code say which).
     pub publish_refused: u64,
+    /// `subscribe`s answered with an `error` (and tried again a moment later).
+    pub subscribe_refused: u64,
     /// Publications received live, in order, once (each also in the delivery histogram).
     pub deliveries: u64,
-    /// Offsets a subscription skipped, or had not received when it ended.
+    /// Offsets a subscription skipped, or had not received when it ended (those that came
+    /// later are also counted in `out_of_order`).
     pub missing: u64,
-    /// Publications received again (an offset not above the last one seen).
+    /// Publications received again on one subscription.
     pub duplicates: u64,
+    /// Skipped offsets that arrived after a later one.
+    pub out_of_order: u64,
+    /// A publisher's own acknowledged publications that never came back to it on its
+    /// subscription to the channel, with no `recovered: false` to excuse them: lost after
+    /// the acknowledgement.
+    pub acked_lost: u64,
+    /// A publisher's own acknowledged publications that a `recovered: false` excused (the
+    /// broker lost the channel's history, e.g. a Redis restarted without persistence).
+    pub acked_unrecovered: u64,
     /// Subscriptions the server ended with `insufficient_state`.
     pub insufficient_state: u64,
     /// Resubscriptions with `recover` answered `recovered: true` / `false`.
     pub recovered: u64,
     pub not_recovered: u64,
+    /// Resubscriptions answered with another epoch than the subscription had.
+    pub epoch_changes: u64,
 }
 
 impl ChannelCounts {
@@ -102,12 +120,24 @@ impl ChannelCounts {
         self.publishes += other.publishes;
         self.published += other.published;
         self.publish_refused += other.publish_refused;
+        self.subscribe_refused += other.subscribe_refused;
         self.deliveries += other.deliveries;
         self.missing += other.missing;
         self.duplicates += other.duplicates;
+        self.out_of_order += other.out_of_order;
+        self.acked_lost += other.acked_lost;
+        self.acked_unrecovered += other.acked_unrecovered;
         self.insufficient_state += other.insufficient_state;
         self.recovered += other.recovered;
         self.not_recovered += other.not_recovered;
+        self.epoch_changes += other.epoch_changes;
+    }
+
+    /// `publish`es that got neither `published` nor an `error` (lost with a connection, or
+    /// still unanswered when the run ended).
+    pub fn unanswered(&self) -> u64 {
+        self.publishes
+            .saturating_sub(self.published + self.publish_refused)
     }
 }
 
@@ -120,6 +150,10 @@ pub struct ChannelThresholds {
     pub max_missing: u64,
     /// Duplicate publications must not exceed this (0 by default).
     pub max_duplicates: u64,
+    /// Out-of-order publications must not exceed this (0 by default).
+    pub max_out_of_order: u64,
+    /// Acknowledged publications lost must not exceed this (0 by default).
+    pub max_acked_lost: u64,
     /// Deliveries per second while publishing must be above this.
     pub min_deliveries_per_s: f64,
 }
@@ -191,6 +225,22 @@ impl ChannelReport {
                 true,
             ),
             judge(
+                "out_of_order",
+                Direction::AtMost,
+                limits.max_out_of_order as f64,
+                "publications",
+                Some(c.out_of_order as f64),
+                true,
+            ),
+            judge(
+                "acked_lost",
+                Direction::AtMost,
+                limits.max_acked_lost as f64,
+                "publications",
+                Some(c.acked_lost as f64),
+                true,
+            ),
+            judge(
                 "deliveries_per_s",
                 Direction::Above,
                 limits.min_deliveries_per_s,
@@ -205,17 +255,23 @@ impl ChannelReport {
     pub fn table(&self) -> String {
         let c = &self.counts;
         format!(
-            "  channels     publishes {}  published {}  refused {}  deliveries {} ({:.0}/s)  missing {}  duplicates {}\n               insufficient_state {}  recovered {}  not recovered {}\n",
+            "  channels     publishes {}  published {}  refused {}  unanswered {}  deliveries {} ({:.0}/s)\n               missing {}  duplicates {}  out of order {}  acked lost {}  acked not recovered {}\n               insufficient_state {}  recovered {}  not recovered {}  epoch changes {}  subscribes refused {}\n",
             c.publishes,
             c.published,
             c.publish_refused,
+            c.unanswered(),
             c.deliveries,
             self.deliveries_per_s,
             c.missing,
             c.duplicates,
+            c.out_of_order,
+            c.acked_lost,
+            c.acked_unrecovered,
             c.insufficient_state,
             c.recovered,
-            c.not_recovered
+            c.not_recovered,
+            c.epoch_changes,
+            c.subscribe_refused
         )
     }
 }
@@ -229,6 +285,8 @@ mod tests {
             delivery_p99_ms: 500.0,
             max_missing: 0,
             max_duplicates: 0,
+            max_out_of_order: 0,
+            max_acked_lost: 0,
             min_deliveries_per_s: 1.0,
         }
     }
@@ -242,6 +300,7 @@ mod tests {
             },
             publish_for_ms: 1000,
             publish_from_ms: 0,
+            resubscribe_every_ms: None,
             measure_from_ms: 0,
         };
         assert_eq!(fanout.users(), 4);
@@ -256,6 +315,7 @@ mod tests {
             },
             publish_for_ms: 1000,
             publish_from_ms: 0,
+            resubscribe_every_ms: None,
             measure_from_ms: 0,
         };
         assert_eq!(rooms.users(), 10);
@@ -296,6 +356,20 @@ mod tests {
                 "duplicates",
                 ChannelCounts {
                     duplicates: 1,
+                    ..healthy.counts.clone()
+                },
+            ),
+            (
+                "out_of_order",
+                ChannelCounts {
+                    out_of_order: 1,
+                    ..healthy.counts.clone()
+                },
+            ),
+            (
+                "acked_lost",
+                ChannelCounts {
+                    acked_lost: 1,
                     ..healthy.counts.clone()
                 },
             ),

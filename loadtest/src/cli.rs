@@ -7,13 +7,14 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::engine::EnginePlan;
-use crate::net::{self, Target};
 use crate::profile::{Profile, Share};
 use crate::thresholds::Thresholds;
 use crate::vuser::Behaviour;
 
 mod channels;
+mod target;
 pub use channels::{ChannelArgs, FanoutArgs, RoomsArgs};
+pub use target::TargetArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -68,25 +69,6 @@ pub struct SpikeArgs {
     /// Time at the base after the spike, to see the recovery.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub recovery: Duration,
-}
-
-/// Where the users connect to, and from.
-#[derive(Debug, Args)]
-pub struct TargetArgs {
-    /// Server base URL, ws:// or wss://; each user opens URL/ws/chat/{id}.
-    #[arg(long, default_value = "ws://127.0.0.1:3001")]
-    pub url: String,
-    /// PEM CA certificate(s) to trust for a wss:// URL, besides the system's roots
-    /// (SSL_CERT_FILE or SSL_CERT_DIR replace those).
-    #[arg(long, value_name = "FILE")]
-    pub ca_file: Option<PathBuf>,
-    /// Source addresses: ranges and lists, e.g. 127.0.0.2-127.0.0.40 or 10.0.0.5,10.0.0.6
-    /// [default: 127.0.0.2-127.0.0.40 for a loopback target, otherwise the kernel's choice].
-    #[arg(long)]
-    pub source_ips: Option<String>,
-    /// Worker processes to split the users over [default: as few as the open-file limit allows].
-    #[arg(long)]
-    pub workers: Option<u64>,
 }
 
 /// What the run writes besides the table.
@@ -316,13 +298,9 @@ impl Command {
         if profile.total().is_zero() {
             return Err("the run would last 0 s: give --ramp or --duration".into());
         }
-        let (target, sources) = target_and_sources(
-            &common.target.url,
-            common.target.ca_file.as_deref(),
-            common.target.source_ips.as_deref(),
-        )?;
+        let (targets, sources) = common.target.resolve()?;
         let plan = EnginePlan {
-            target,
+            targets,
             profile,
             share: Share::WHOLE,
             sources,
@@ -356,18 +334,6 @@ impl Command {
 
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
-/// The target of `url` (TLS roots loaded and parsed, so that a worker cannot fail on them
-/// later, [`Target::from_flags`]) and the source addresses to connect from.
-pub(crate) fn target_and_sources(
-    url: &str,
-    ca_file: Option<&std::path::Path>,
-    source_ips: Option<&str>,
-) -> Result<(Target, Vec<std::net::IpAddr>), String> {
-    let target = Target::from_flags(url, ca_file)?;
-    let sources = net::choose_sources(source_ips, &target)?;
-    Ok((target, sources))
 }
 
 /// A short tag unique to this run, the prefix of every connection id.
@@ -431,6 +397,20 @@ mod tests {
         .thresholds;
         assert_eq!(t.round_trip_p95, Duration::from_micros(1));
         assert_eq!(t.min_success_pct, 99.5);
+    }
+
+    #[test]
+    fn several_urls_are_several_targets() {
+        let s = spec(&[
+            "smoke",
+            "--url",
+            "ws://127.0.0.1:9",
+            "--url",
+            "ws://127.0.0.1:10/x",
+        ])
+        .unwrap();
+        let bases: Vec<_> = s.plan.targets.iter().map(|t| t.base.as_str()).collect();
+        assert_eq!(bases, ["ws://127.0.0.1:9", "ws://127.0.0.1:10/x"]);
     }
 
     #[test]

@@ -20,7 +20,8 @@ use crate::vuser::{Behaviour, UserContext, run_user};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnginePlan {
-    pub target: Target,
+    /// The servers, used round-robin by global user index (at least one).
+    pub targets: Vec<Target>,
     pub profile: Profile,
     pub share: Share,
     /// Source addresses, used round-robin by global user index (empty: the kernel picks).
@@ -43,6 +44,10 @@ impl EnginePlan {
             + CLOSE_GRACE
     }
 
+    fn target_for(global: u64, count: usize) -> usize {
+        (global % count.max(1) as u64) as usize
+    }
+
     fn source_for(&self, global: u64) -> Option<IpAddr> {
         let n = self.sources.len() as u64;
         (n > 0).then(|| self.sources[(global % n) as usize])
@@ -57,12 +62,20 @@ pub async fn run(
     interrupt: CancellationToken,
 ) -> Result<(), String> {
     let recorder = Arc::new(Recorder::default());
-    let ctx = Arc::new(UserContext::new(
-        plan.target.clone(),
-        plan.behaviour.clone(),
-        recorder.clone(),
-        plan.run_tag.clone(),
-    )?);
+    // One context per server; all of them count into the one recorder.
+    let contexts = plan
+        .targets
+        .iter()
+        .map(|target| {
+            UserContext::new(
+                target.clone(),
+                plan.behaviour.clone(),
+                recorder.clone(),
+                plan.run_tag.clone(),
+            )
+            .map(Arc::new)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let everyone = CancellationToken::new();
     let mut running: Vec<CancellationToken> = Vec::new();
     let mut tasks = JoinSet::new();
@@ -89,7 +102,8 @@ pub async fn run(
             started += 1;
             let stop = everyone.child_token();
             running.push(stop.clone());
-            tasks.spawn(run_user(ctx.clone(), global, plan.source_for(global), stop));
+            let ctx = contexts[EnginePlan::target_for(global, contexts.len())].clone();
+            tasks.spawn(run_user(ctx, global, plan.source_for(global), stop));
         }
         while (running.len() as u64) > wanted {
             if let Some(stop) = running.pop() {

@@ -133,7 +133,12 @@ fn settings(spec: &RunSpec, workers: u64) -> Settings {
     let plan = &spec.plan;
     Settings {
         scenario: spec.scenario.to_owned(),
-        url: plan.target.base.clone(),
+        url: plan
+            .targets
+            .iter()
+            .map(|t| t.base.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
         peak_users: plan.profile.peak(),
         planned_seconds: plan.profile.total().as_secs_f64(),
         rate_per_user: plan.behaviour.rate,

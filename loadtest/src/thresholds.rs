@@ -57,7 +57,8 @@ pub enum Status {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Verdict {
     /// `connect_p95`, `round_trip_p95`, `success_rate`, `error_rate`, or for channel runs
-    /// `delivery_p99`, `missing`, `duplicates`, `deliveries_per_s`.
+    /// `delivery_p99`, `missing`, `duplicates`, `out_of_order`, `acked_lost`,
+    /// `deliveries_per_s`.
     pub name: &'static str,
     /// Human-readable rule, e.g. `connect_p95 < 2000 ms`.
     pub rule: String,

@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::{
     MAX_PAYLOAD, MAX_RATE, MAX_USERS, MAX_WORKERS, OutputArgs, RunSpec, TargetArgs, millis,
-    parse_duration, parse_percent, run_tag, target_and_sources,
+    parse_duration, parse_percent, run_tag,
 };
 use crate::channels::{ChannelPlan, ChannelScenario, ChannelThresholds};
 use crate::engine::EnginePlan;
@@ -79,6 +79,11 @@ pub struct ChannelArgs {
     /// with every user connected and no handshake in progress.
     #[arg(long)]
     pub publish_after_ramp: bool,
+    /// Every subscriber leaves its channel about this often (jittered), stays away for up
+    /// to half of it and subscribes again with `recover`: the seam between history and live
+    /// delivery under load.
+    #[arg(long, value_parser = parse_duration)]
+    pub resubscribe_every: Option<Duration>,
     /// Bytes of padding in each publication's `data`.
     #[arg(long, default_value_t = 64)]
     pub payload_bytes: usize,
@@ -100,6 +105,13 @@ pub struct ChannelArgs {
     /// Threshold: duplicate publications must not exceed this.
     #[arg(long, default_value_t = 0)]
     pub max_duplicates: u64,
+    /// Threshold: publications received after a later one must not exceed this.
+    #[arg(long, default_value_t = 0)]
+    pub max_out_of_order: u64,
+    /// Threshold: a publisher's acknowledged publications that never came back to it on its
+    /// own subscription (without a `recovered: false` to excuse them) must not exceed this.
+    #[arg(long, default_value_t = 0)]
+    pub max_acked_lost: u64,
     /// Threshold: deliveries per second after the ramp must be above this.
     #[arg(long, default_value_t = 0.0)]
     pub min_deliveries_per_sec: f64,
@@ -142,6 +154,11 @@ fn channel_spec(
     if a.timeout.is_zero() {
         return Err("--timeout must be above 0".into());
     }
+    if a.resubscribe_every
+        .is_some_and(|d| d < Duration::from_millis(100))
+    {
+        return Err("--resubscribe-every must be at least 100ms".into());
+    }
     if a.target
         .workers
         .is_some_and(|w| !(1..=MAX_WORKERS).contains(&w))
@@ -160,6 +177,7 @@ fn channel_spec(
         } else {
             0
         },
+        resubscribe_every_ms: a.resubscribe_every.map(millis),
         measure_from_ms: u64::try_from(a.ramp.as_millis()).unwrap_or(u64::MAX),
     };
     let users = channels.users();
@@ -168,15 +186,11 @@ fn channel_spec(
             "the scenario needs {users} users, more than {MAX_USERS}"
         ));
     }
-    let (target, sources) = target_and_sources(
-        &a.target.url,
-        a.target.ca_file.as_deref(),
-        a.target.source_ips.as_deref(),
-    )?;
+    let (targets, sources) = a.target.resolve()?;
     Ok(RunSpec {
         scenario,
         plan: EnginePlan {
-            target,
+            targets,
             profile: Profile::ramp_and_hold(users, a.ramp, a.duration),
             share: Share::WHOLE,
             sources,
@@ -198,6 +212,8 @@ fn channel_spec(
                 delivery_p99_ms: a.max_delivery_p99.as_secs_f64() * 1000.0,
                 max_missing: a.max_missing,
                 max_duplicates: a.max_duplicates,
+                max_out_of_order: a.max_out_of_order,
+                max_acked_lost: a.max_acked_lost,
                 min_deliveries_per_s: a.min_deliveries_per_sec,
             }),
             ..Thresholds::default()
@@ -256,6 +272,10 @@ mod tests {
             (&["fanout", "--publish-rate", "0"], "--publish-rate"),
             (&["rooms", "--room-size", "0"], "--room-size"),
             (&["rooms", "--duration", "500ms"], "--duration"),
+            (
+                &["rooms", "--resubscribe-every", "1ms"],
+                "--resubscribe-every",
+            ),
             (
                 &["rooms", "--rooms", "1000000", "--room-size", "1000"],
                 "users",

@@ -6,12 +6,16 @@
 
 use serde::Deserialize;
 
+/// The `id` of every `subscribe`, so that an `error` refusing one is told from a refused
+/// `publish` (whose ids are numbers).
+pub(super) const SUBSCRIBE_ID: &str = "s";
+
 /// `{"type":"subscribe",...}`, with `recover` from (`offset`, `epoch`) when given.
 pub(super) fn subscribe(channel: &str, recover: Option<(u64, &str)>) -> String {
     match recover {
-        None => format!(r#"{{"type":"subscribe","channel":"{channel}"}}"#),
+        None => format!(r#"{{"type":"subscribe","channel":"{channel}","id":"{SUBSCRIBE_ID}"}}"#),
         Some((offset, epoch)) => format!(
-            r#"{{"type":"subscribe","channel":"{channel}","recover":{{"offset":{offset},"epoch":{}}}}}"#,
+            r#"{{"type":"subscribe","channel":"{channel}","id":"{SUBSCRIBE_ID}","recover":{{"offset":{offset},"epoch":{}}}}}"#,
             serde_json::to_string(epoch).expect("a string serialises")
         ),
     }
@@ -34,11 +38,13 @@ pub(super) struct Stamp {
     pub t: u64,
 }
 
-/// One publication, live or recovered; `data` is `None` when it is not a [`Stamp`].
+/// One publication, live or recovered; `data` is `None` when it is not a [`Stamp`]; `from`
+/// is its publisher's connection id.
 #[derive(Debug, Deserialize, PartialEq, Eq)]
 pub(super) struct Item {
     pub offset: u64,
     pub data: Option<Stamp>,
+    pub from: Option<String>,
 }
 
 /// A v1.1 server message.
@@ -54,7 +60,11 @@ pub(super) enum ChannelIncoming {
     Unsubscribed {
         reason: Option<String>,
     },
-    Published,
+    /// A `publish` acknowledged: it holds `offset` in `epoch`.
+    Published {
+        offset: u64,
+        epoch: String,
+    },
     Publication(Item),
 }
 
@@ -69,6 +79,7 @@ struct Fields {
     publications: Vec<Item>,
     reason: Option<String>,
     data: Option<Stamp>,
+    from: Option<String>,
 }
 
 /// `None` for a message that is not one of v1.1's answers (left to [`super::wire::parse`]).
@@ -93,10 +104,14 @@ pub(super) fn parse(text: &str) -> Option<ChannelIncoming> {
             publications: f.publications,
         },
         "unsubscribed" => ChannelIncoming::Unsubscribed { reason: f.reason },
-        "published" => ChannelIncoming::Published,
+        "published" => ChannelIncoming::Published {
+            offset: f.offset?,
+            epoch: f.epoch?,
+        },
         "publication" => ChannelIncoming::Publication(Item {
             offset: f.offset?,
             data: f.data,
+            from: f.from,
         }),
         _ => return None,
     })
@@ -112,7 +127,7 @@ mod tests {
             serde_json::from_str(&subscribe("room:1", Some((4, "e\"1")))).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"type": "subscribe", "channel": "room:1", "recover": {"offset": 4, "epoch": "e\"1"}})
+            serde_json::json!({"type": "subscribe", "channel": "room:1", "id": "s", "recover": {"offset": 4, "epoch": "e\"1"}})
         );
         let v: serde_json::Value = serde_json::from_str(&publish("c", 7, 123, "xx")).unwrap();
         assert_eq!(
@@ -134,7 +149,8 @@ mod tests {
             ),
             Some(ChannelIncoming::Publication(Item {
                 offset: 3,
-                data: Some(Stamp { t: 9 })
+                data: Some(Stamp { t: 9 }),
+                from: Some("a".into()),
             }))
         );
         assert_eq!(
@@ -147,7 +163,8 @@ mod tests {
                 recovered: Some(true),
                 publications: vec![Item {
                     offset: 5,
-                    data: Some(Stamp { t: 1 })
+                    data: Some(Stamp { t: 1 }),
+                    from: Some("a".into()),
                 }],
             })
         );
@@ -157,6 +174,13 @@ mod tests {
             ),
             Some(ChannelIncoming::Unsubscribed {
                 reason: Some("insufficient_state".into())
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"published","channel":"c","id":"1","offset":8,"epoch":"E","ts":1}"#),
+            Some(ChannelIncoming::Published {
+                offset: 8,
+                epoch: "E".into()
             })
         );
         assert_eq!(parse(r#"{"type":"pong","ts":1}"#), None);

@@ -1,10 +1,12 @@
 //! One established connection of a channel user (the `fanout` and `rooms` scenarios):
 //! subscribes to its channel (with `recover` from the last offset it saw when it comes back
-//! after a lost connection), publishes on an open-loop schedule until the publishing window
-//! ends, and checks every publication against the offsets: in order and once counts as a
-//! delivery with its latency, a skipped offset as missing, a repeated one as a duplicate. When
-//! the run stops it, it unsubscribes and subscribes again with `recover`: the channel's newest
-//! offset then tells how many publications it never received live (missing).
+//! after a lost connection, after `insufficient_state`, or after leaving on purpose with
+//! `--resubscribe-every`), tries again a moment later when a `subscribe` is refused
+//! (`broker_unavailable`), publishes on an open-loop schedule until the publishing window
+//! ends, and hands every answer and publication to its [`ChannelMemory`], which does the
+//! accounting. When the run stops it, it settles its subscription, unsubscribes and
+//! subscribes again with `recover`: the channel's newest offset then tells how many
+//! publications it never received live (missing).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,7 +17,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
-use super::channel_wire::{self, ChannelIncoming, Item};
+use super::channel_memory::ChannelMemory;
+use super::channel_wire::{self, ChannelIncoming, Item, SUBSCRIBE_ID};
 use super::connect::Ws;
 use super::session::{SessionEnd, close_code, ended};
 use super::settings::UserContext;
@@ -23,16 +26,12 @@ use super::wire::{self, Incoming};
 use crate::channels::{ChannelCounts, Role};
 use crate::stats::bump;
 
-/// What a channel user remembers from one connection to the next.
-#[derive(Debug, Default)]
-pub(super) struct ChannelMemory {
-    /// The channel's epoch once subscribed, and the newest offset received.
-    epoch: Option<String>,
-    last: u64,
-}
-
 /// How long a closing user waits for the server's close frame.
 const CLOSE_REPLY_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a user waits before it asks again for a refused subscription (jittered up to
+/// twice as long, so that refused users do not come back together).
+const SUBSCRIBE_RETRY: Duration = Duration::from_millis(250);
 
 fn now_micros() -> u64 {
     SystemTime::now()
@@ -40,14 +39,31 @@ fn now_micros() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
+/// Where the user's subscription stands on this connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subscription {
+    /// None (not subscribed yet, refused, or left on purpose).
+    Idle,
+    /// `subscribe` sent, no answer yet: publications wait in `early`.
+    Requested,
+    Live,
+    /// `unsubscribe` sent: publications still count until its answer.
+    Leaving,
+}
+
 pub(super) struct ChannelSession<'a> {
     ctx: &'a UserContext,
     ws: Ws,
     role: &'a Role,
+    /// The user's connection id: publications `from` it are its own.
+    me: &'a str,
     memory: &'a mut ChannelMemory,
-    /// The `subscribed` answer came: publications before it wait in `early`.
-    subscribed: bool,
+    state: Subscription,
     early: Vec<Item>,
+    /// When to subscribe again (after a refusal, or after leaving on purpose).
+    subscribe_at: Option<Instant>,
+    /// When to leave the channel on purpose next (`--resubscribe-every`).
+    leave_at: Option<Instant>,
     next_id: u64,
     goodbye: Option<bool>,
 }
@@ -57,15 +73,19 @@ impl<'a> ChannelSession<'a> {
         ctx: &'a UserContext,
         ws: Ws,
         role: &'a Role,
+        me: &'a str,
         memory: &'a mut ChannelMemory,
     ) -> Self {
         ChannelSession {
             ctx,
             ws,
             role,
+            me,
             memory,
-            subscribed: false,
+            state: Subscription::Idle,
             early: Vec::new(),
+            subscribe_at: None,
+            leave_at: None,
             next_id: 1,
             goodbye: None,
         }
@@ -73,6 +93,22 @@ impl<'a> ChannelSession<'a> {
 
     fn count(&self, f: impl FnOnce(&mut ChannelCounts)) {
         self.ctx.recorder.count(|c| f(&mut c.channels));
+    }
+
+    /// Hands the memory's counts to the recorder.
+    fn flush(&mut self) {
+        if let Some(tally) = self.memory.take_tally() {
+            self.count(|c| c.merge(&tally));
+        }
+    }
+
+    fn resubscribe_every(&self) -> Option<Duration> {
+        self.ctx
+            .behaviour
+            .channels
+            .as_ref()
+            .and_then(|p| p.resubscribe_every_ms)
+            .map(Duration::from_millis)
     }
 
     pub(super) async fn run(
@@ -89,17 +125,23 @@ impl<'a> ChannelSession<'a> {
         let mut next =
             interval.map(|i| Instant::now().max(publish_from) + i.mul_f64(fastrand::f64()));
         loop {
-            let due =
-                next.filter(|&at| at < publish_until && (self.subscribed || !self.role.subscribes));
+            // A subscriber publishes once it has been subscribed (then also while it is
+            // away from its channel: that is what recovery must make up for).
+            let ready = !self.role.subscribes || self.memory.recover_from().is_some();
+            let due = next.filter(|&at| at < publish_until && ready);
+            let (subscribe_at, leave_at) = (self.subscribe_at, self.leave_at);
             tokio::select! {
                 biased;
                 () = stop.cancelled() => {
                     self.final_check().await;
+                    self.flush();
                     self.close().await;
                     return SessionEnd::Stopped;
                 }
                 frame = self.ws.next() => {
-                    if let Some(end) = self.on_frame(frame).await {
+                    let end = self.on_frame(frame).await;
+                    self.flush();
+                    if let Some(end) = end {
                         return end;
                     }
                     if let Some(reconnect) = self.goodbye {
@@ -113,18 +155,31 @@ impl<'a> ChannelSession<'a> {
                         return self.lost();
                     }
                 }
+                () = sleep_until(subscribe_at.unwrap_or_else(Instant::now)), if subscribe_at.is_some() => {
+                    self.subscribe_at = None;
+                    if self.state == Subscription::Idle && self.subscribe().await.is_err() {
+                        return self.lost();
+                    }
+                }
+                () = sleep_until(leave_at.unwrap_or_else(Instant::now)), if leave_at.is_some() => {
+                    self.leave_at = None;
+                    if self.state == Subscription::Live && self.unsubscribe().await.is_err() {
+                        return self.lost();
+                    }
+                }
             }
         }
     }
 
     async fn subscribe(&mut self) -> Result<(), WsError> {
-        self.subscribed = false;
-        let recover = self
-            .memory
-            .epoch
-            .as_deref()
-            .map(|epoch| (self.memory.last, epoch));
-        let text = channel_wire::subscribe(&self.role.channel, recover);
+        self.state = Subscription::Requested;
+        let text = channel_wire::subscribe(&self.role.channel, self.memory.recover_from());
+        self.ws.send(Message::Text(text.into())).await
+    }
+
+    async fn unsubscribe(&mut self) -> Result<(), WsError> {
+        self.state = Subscription::Leaving;
+        let text = channel_wire::unsubscribe(&self.role.channel);
         self.ws.send(Message::Text(text.into())).await
     }
 
@@ -164,36 +219,57 @@ impl<'a> ChannelSession<'a> {
     /// ended it with `insufficient_state`).
     fn on_text(&mut self, text: &str) -> bool {
         match channel_wire::parse(text) {
-            Some(ChannelIncoming::Publication(item)) if self.subscribed => self.receive(item),
-            Some(ChannelIncoming::Publication(item)) => self.early.push(item),
+            Some(ChannelIncoming::Publication(item)) => match self.state {
+                Subscription::Live | Subscription::Leaving => self.receive(item),
+                Subscription::Requested => self.early.push(item),
+                // The server ended the subscription: nothing may follow on it.
+                Subscription::Idle => self.ctx.recorder.count(|c| c.protocol_errors += 1),
+            },
             Some(ChannelIncoming::Subscribed {
                 epoch,
                 offset,
                 recovered,
                 publications,
-            }) => {
-                self.on_subscribed(epoch, offset, recovered, publications);
+            }) => self.on_subscribed(epoch, offset, recovered, publications),
+            Some(ChannelIncoming::Published { offset, epoch }) => {
+                self.memory
+                    .acknowledged(epoch, offset, self.role.subscribes);
             }
-            Some(ChannelIncoming::Published) => self.count(|c| c.published += 1),
             Some(ChannelIncoming::Unsubscribed { reason: Some(_) }) => {
                 self.count(|c| c.insufficient_state += 1);
+                self.state = Subscription::Idle;
                 return true;
             }
-            Some(ChannelIncoming::Unsubscribed { reason: None }) => {}
+            Some(ChannelIncoming::Unsubscribed { reason: None }) => self.on_left(),
             None => self.on_v1(text),
         }
         false
+    }
+
+    /// Our `unsubscribe` was answered: stay away for up to half the resubscription period.
+    fn on_left(&mut self) {
+        self.state = Subscription::Idle;
+        if let Some(every) = self.resubscribe_every() {
+            self.subscribe_at = Some(Instant::now() + every.mul_f64(fastrand::f64() / 2.0));
+        }
     }
 
     fn on_v1(&mut self, text: &str) {
         match wire::parse(text) {
             Some(Incoming::Chatter) => {}
             Some(Incoming::Error { id, code }) => {
-                let refused = id.is_some();
+                let subscribe = id == Some(SUBSCRIBE_ID);
+                let publish = id.is_some() && !subscribe;
                 self.ctx.recorder.count(|c| {
-                    c.channels.publish_refused += u64::from(refused);
+                    c.channels.subscribe_refused += u64::from(subscribe);
+                    c.channels.publish_refused += u64::from(publish);
                     bump(&mut c.server_errors, code);
                 });
+                if subscribe {
+                    self.state = Subscription::Idle;
+                    self.subscribe_at =
+                        Some(Instant::now() + SUBSCRIBE_RETRY.mul_f64(1.0 + fastrand::f64()));
+                }
             }
             Some(Incoming::Goodbye { reason, reconnect }) => {
                 self.goodbye = Some(reconnect);
@@ -212,34 +288,33 @@ impl<'a> ChannelSession<'a> {
         recovered: Option<bool>,
         publications: Vec<Item>,
     ) {
-        match recovered {
-            None => self.memory.last = offset,
-            Some(true) => {
-                self.count(|c| c.recovered += 1);
-                // Received, but not live: no delivery latency for them.
-                for item in publications {
-                    self.step(item.offset);
-                }
-            }
-            Some(false) => {
-                self.count(|c| c.not_recovered += 1);
-                if self.memory.epoch.as_deref() == Some(epoch.as_str()) {
-                    let lost = offset.saturating_sub(self.memory.last);
-                    self.count(|c| c.missing += lost);
-                }
-                self.memory.last = offset;
-            }
+        if self.state != Subscription::Requested {
+            self.ctx.recorder.count(|c| c.protocol_errors += 1);
+            return;
         }
-        self.memory.epoch = Some(epoch);
-        self.subscribed = true;
+        self.memory.subscribed(epoch, offset, recovered);
+        // Received, but not live: no delivery latency for them.
+        for item in publications {
+            let own = self.is_own(&item);
+            self.memory.receive(item.offset, own);
+        }
+        self.state = Subscription::Live;
         for item in std::mem::take(&mut self.early) {
             self.receive(item);
         }
+        self.leave_at = self
+            .resubscribe_every()
+            .map(|every| Instant::now() + every.mul_f64(0.5 + fastrand::f64()));
+    }
+
+    fn is_own(&self, item: &Item) -> bool {
+        item.from.as_deref() == Some(self.me)
     }
 
     /// A live publication: a delivery when it is the next offset.
     fn receive(&mut self, item: Item) {
-        if self.step(item.offset) {
+        let own = self.is_own(&item);
+        if self.memory.receive(item.offset, own) {
             match item.data {
                 Some(stamp) => {
                     let micros = now_micros().saturating_sub(stamp.t);
@@ -250,57 +325,50 @@ impl<'a> ChannelSession<'a> {
         }
     }
 
-    /// Moves the subscription to `offset`; false for an offset already seen (a duplicate).
-    fn step(&mut self, offset: u64) -> bool {
-        let last = self.memory.last;
-        if offset <= last {
-            self.count(|c| c.duplicates += 1);
-            return false;
-        }
-        if offset > last + 1 {
-            self.count(|c| c.missing += offset - last - 1);
-        }
-        self.memory.last = offset;
-        true
-    }
-
-    /// The run ended: unsubscribe (still taking what arrives before the answer), subscribe
-    /// again with `recover`, and count what the channel has beyond the last offset received
-    /// live as missing.
+    /// The run ended: settle a request in flight, unsubscribe (still taking what arrives
+    /// before the answer), subscribe again with `recover`, and count what the channel has
+    /// beyond the last offset received as missing.
     async fn final_check(&mut self) {
-        if !self.role.subscribes || !self.subscribed {
+        if !self.role.subscribes {
             return;
         }
         let deadline = Instant::now() + self.ctx.drain_grace();
-        let unsubscribe = channel_wire::unsubscribe(&self.role.channel);
-        if self
-            .ws
-            .send(Message::Text(unsubscribe.into()))
-            .await
-            .is_err()
-        {
-            return;
+        loop {
+            match self.state {
+                Subscription::Live => {
+                    if self.unsubscribe().await.is_err() {
+                        return;
+                    }
+                }
+                Subscription::Requested | Subscription::Leaving => {
+                    let Ok(Some(Ok(frame))) = timeout_at(deadline, self.ws.next()).await else {
+                        return;
+                    };
+                    if let Message::Text(text) = frame {
+                        // An `insufficient_state` now only ends the subscription.
+                        self.on_text(&text);
+                    }
+                }
+                Subscription::Idle => break,
+            }
         }
-        let left =
-            |m: &ChannelIncoming| matches!(m, ChannelIncoming::Unsubscribed { reason: None });
-        if self.until(deadline, left).await.is_none() {
-            return;
-        }
-        self.subscribed = false;
-        let (last, Some(epoch)) = (self.memory.last, self.memory.epoch.clone()) else {
+        let Some((last, epoch)) = self
+            .memory
+            .recover_from()
+            .map(|(last, epoch)| (last, epoch.to_owned()))
+        else {
             return;
         };
         let check = channel_wire::subscribe(&self.role.channel, Some((last, &epoch)));
+        self.state = Subscription::Requested;
         if self.ws.send(Message::Text(check.into())).await.is_err() {
             return;
         }
         let answer = |m: &ChannelIncoming| matches!(m, ChannelIncoming::Subscribed { .. });
-        if let Some(ChannelIncoming::Subscribed {
-            epoch: now, offset, ..
-        }) = self.until(deadline, answer).await
-            && now == epoch
+        if let Some(ChannelIncoming::Subscribed { epoch, offset, .. }) =
+            self.until(deadline, answer).await
         {
-            self.count(|c| c.missing += offset.saturating_sub(last));
+            self.memory.finish(&epoch, offset);
         }
     }
 

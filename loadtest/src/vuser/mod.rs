@@ -9,9 +9,11 @@
 //! - [`schedule`]: when the next `message` is due (open or closed loop);
 //! - [`in_flight`]: the `message`s sent and not yet answered;
 //! - [`wire`]: the protocol v1 messages a user writes and reads;
-//! - [`channels`] and [`channel_wire`]: a channel scenario's connection (subscribe, publish,
-//!   check every publication's offset) and the v1.1 messages it writes and reads.
+//! - [`channels`], [`channel_memory`] and [`channel_wire`]: a channel scenario's connection
+//!   (subscribe, publish, resubscribe), the accounting of what it receives against offsets
+//!   and its own acknowledgements, and the v1.1 messages it writes and reads.
 
+mod channel_memory;
 mod channel_wire;
 mod channels;
 mod connect;

@@ -9,7 +9,8 @@ use std::time::Duration;
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 
-use super::channels::{ChannelMemory, ChannelSession};
+use super::channel_memory::ChannelMemory;
+use super::channels::ChannelSession;
 use super::connect::connect;
 use super::session::{Session, SessionEnd};
 use super::settings::UserContext;
@@ -48,7 +49,7 @@ pub async fn run_user(
                 let end = match &role {
                     None => Session::new(&ctx, ws).run(&stop).await,
                     Some(role) => {
-                        ChannelSession::new(&ctx, ws, role, &mut memory)
+                        ChannelSession::new(&ctx, ws, role, &id, &mut memory)
                             .run(&stop, ctx.publishing())
                             .await
                     }

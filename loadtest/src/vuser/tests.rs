@@ -21,6 +21,7 @@ use super::{Behaviour, UserContext, run_user};
 use crate::net::Target;
 use crate::stats::Counts;
 
+mod channels;
 mod tls;
 
 /// The server's side of a connection (over TLS in the `tls` tests).
