@@ -59,9 +59,12 @@ async fn run_subscriber(ctx: &UserContext, stop: &CancellationToken) -> SessionE
     };
     let mut memory = ChannelMemory::default();
     let session = ChannelSession::new(ctx, ws, &role, "u", &mut memory);
-    timeout(Duration::from_secs(20), session.run(stop, (Instant::now(), Instant::now())))
-        .await
-        .expect("the user left by itself")
+    timeout(
+        Duration::from_secs(20),
+        session.run(stop, (Instant::now(), Instant::now())),
+    )
+    .await
+    .expect("the user left by itself")
 }
 
 #[tokio::test]
