@@ -75,7 +75,8 @@ fn raise_fd_limit(max_connections: u32) {
 
 /// The running HTTP servers and the switches that stop them.
 struct Servers {
-    public: JoinHandle<()>,
+    /// One server per public socket (the colour's own, then any shared reuseport one).
+    public: Vec<JoinHandle<()>>,
     metrics: JoinHandle<()>,
     public_addr: SocketAddr,
     metrics_addr: SocketAddr,
@@ -94,15 +95,28 @@ impl Servers {
         epoch: Instant,
     ) -> Result<Servers, StartError> {
         let public = tokio_listener(sockets.public, "public")?;
+        let also_public = sockets
+            .also_public
+            .into_iter()
+            .map(|listener| tokio_listener(listener, "public"))
+            .collect::<Result<Vec<_>, _>>()?;
         let metrics = tokio_listener(sockets.metrics, "metrics")?;
         let public_addr = public.local_addr().map_err(|e| StartError(e.to_string()))?;
         let metrics_addr = metrics
             .local_addr()
             .map_err(|e| StartError(e.to_string()))?;
         let (stop_accepting, stop_http) = (CancellationToken::new(), CancellationToken::new());
-        let public = TrackedListener::new(public, Arc::clone(state), epoch, stop_accepting.clone())
-            .map_err(|e| StartError(format!("cannot use the public socket: {e}")))?;
+        let track = |listener| {
+            TrackedListener::new(listener, Arc::clone(state), epoch, stop_accepting.clone())
+                .map_err(|e| StartError(format!("cannot use the public socket: {e}")))
+        };
+        let public = track(public)?;
+        // The watchdog probes the colour's own socket; a shared one is served the same way.
         let accept_health = public.health();
+        let also_public = also_public
+            .into_iter()
+            .map(track)
+            .collect::<Result<Vec<_>, _>>()?;
         let bounds = HttpBounds {
             max_header_bytes: state.config.http.max_header_bytes,
             idle_timeout: state.config.http_idle_timeout,
@@ -113,13 +127,19 @@ impl Servers {
             gate: Some(PendingGate::new(Arc::clone(state))),
             ..bounds.clone()
         };
-        Ok(Servers {
-            public: tokio::spawn(serve::serve(
-                public,
+        let serve_public = |listener| {
+            tokio::spawn(serve::serve(
+                listener,
                 http::router(Arc::clone(state)),
-                public_bounds,
+                public_bounds.clone(),
                 stop_http.clone(),
-            )),
+            ))
+        };
+        Ok(Servers {
+            public: std::iter::once(public)
+                .chain(also_public)
+                .map(serve_public)
+                .collect(),
             metrics: tokio::spawn(serve::serve(
                 metrics,
                 http::metrics_router(Arc::clone(state)),
@@ -183,7 +203,9 @@ async fn shut_down(state: &AppState, servers: Servers, signal: &str) {
     servers.stop_http.cancel();
     let remaining = (started + plan.deadline).saturating_duration_since(Instant::now());
     let _ = tokio::time::timeout(remaining, async {
-        let _ = servers.public.await;
+        for public in servers.public {
+            let _ = public.await;
+        }
         let _ = servers.metrics.await;
     })
     .await;

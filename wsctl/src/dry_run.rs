@@ -8,13 +8,14 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::colour::Colour;
-use crate::config::Config;
+use crate::config::{Config, DataPath};
 use crate::deploy::{self, DeployPlan, Host};
 use crate::host::{Checks, WATCH_TICK};
 use crate::interrupt::Interrupt;
 use crate::loadgate;
 use crate::profile::Pinning;
 use crate::report::{Outcome, Report, Reporter, StepLog};
+use crate::reuseport;
 use crate::routing::{RoutingFile, Weights};
 use crate::state::ActiveFile;
 use crate::systemd;
@@ -78,6 +79,49 @@ fn systemctl(args: &[String]) -> String {
     format!("systemctl {}", args.join(" "))
 }
 
+impl DryRunHost<'_> {
+    /// What stops a colour: on the direct path its shared socket first (systemd.rs).
+    fn stop_commands(&self, colour: &Colour) -> String {
+        match self.config.data_path {
+            DataPath::Traefik => systemctl(&systemd::stop_command(colour)),
+            DataPath::Direct => systemd::leave_commands(colour)
+                .iter()
+                .map(|args| systemctl(args))
+                .collect::<Vec<_>>()
+                .join("; "),
+        }
+    }
+
+    /// The direct path's routing (host.rs, `regroup`).
+    fn regroup(&self, weights: &Weights) -> Result<String> {
+        reuseport::check_even(weights)?;
+        let joins = weights.colours().map(|colour| {
+            let commands: Vec<String> = systemd::join_commands(colour)
+                .iter()
+                .map(|args| systemctl(args))
+                .collect();
+            format!(
+                "{colour} joins unless its process holds the public port already: {}; wait for /ready",
+                commands.join("; ")
+            )
+        });
+        let leaves = self
+            .config
+            .instances
+            .keys()
+            .filter(|c| weights.weight(c) == 0)
+            .map(|colour| format!("{colour} leaves if in it: {}", self.stop_commands(colour)));
+        let recorded = weights
+            .sole_colour()
+            .map(|sole| format!("; record {sole} in {}", self.active.path().display()))
+            .unwrap_or_default();
+        Ok(format!(
+            "reuseport group {weights}: {}{recorded}",
+            joins.chain(leaves).collect::<Vec<_>>().join("; ")
+        ))
+    }
+}
+
 impl Host for DryRunHost<'_> {
     fn start(&mut self, colour: &Colour) -> Result<String> {
         let ready = self.config.instance(colour)?.http_url("/ready");
@@ -119,6 +163,9 @@ impl Host for DryRunHost<'_> {
     }
 
     fn route(&mut self, weights: &Weights) -> Result<String> {
+        if self.config.data_path == DataPath::Direct {
+            return self.regroup(weights);
+        }
         let recorded = weights
             .sole_colour()
             .map(|sole| format!(", record {sole} in {}", self.active.path().display()))
@@ -140,6 +187,16 @@ impl Host for DryRunHost<'_> {
     }
 
     fn verify(&mut self, colour: &Colour) -> Result<String> {
+        if self.config.data_path == DataPath::Direct {
+            return Ok(format!(
+                "at least {} new connections on {} (within {}), each answered, some by {colour}; \
+                 then {colour}'s process and error counters unchanged for {}",
+                self.checks.verify_connections,
+                self.config.public_url,
+                within(self.checks.switch_timeout),
+                within(self.checks.verify_window)
+            ));
+        }
         Ok(format!(
             "{}, then one more every {} for {}; {colour}'s process and error counters unchanged",
             self.landing(colour),
@@ -156,14 +213,22 @@ impl Host for DryRunHost<'_> {
     }
 
     fn drain(&mut self, colour: &Colour, successor: &Colour) -> Result<String> {
-        Ok(format!(
+        let drained = format!(
             "{}; its clients get goodbye and reconnect to {successor}",
-            systemctl(&systemd::stop_command(colour))
-        ))
+            self.stop_commands(colour)
+        );
+        Ok(match self.config.data_path {
+            DataPath::Traefik => drained,
+            DataPath::Direct => format!(
+                "{drained}; record {successor} in {}; {}",
+                self.active.path().display(),
+                self.landing(successor)
+            ),
+        })
     }
 
     fn stop(&mut self, colour: &Colour) -> Result<String> {
-        let stop = systemctl(&systemd::stop_command(colour));
+        let stop = self.stop_commands(colour);
         Ok(match self.pinning.rehearse_restore(colour) {
             Some(restore) => format!("{stop}; pin {restore}"),
             None => stop,
