@@ -7,7 +7,9 @@
 #   an `nlb-health` Traefik entry point for the NLB's health check, and proxy protocol from the
 #   NLB when it terminates TLS; the loopback metrics listeners (both colours', Traefik's
 #   metrics-only entry point) exposed to the monitoring host on the private network; the
-#   journal shipped to the monitoring host's Loki by Grafana Alloy.
+#   journal shipped to the monitoring host's Loki by Grafana Alloy. On the direct data path
+#   (fleet.json dataPath "direct") the NLB reaches the colours' shared public port instead,
+#   and the server reads the NLB's proxy protocol itself.
 # - role "monitoring": Prometheus (finding the WebSocket hosts by EC2 tags), Grafana (on
 #   loopback: an SSH tunnel reaches it) and Loki, configured with the same pure library as the
 #   single-host module (nixos/lib/monitoring.nix).
@@ -29,6 +31,7 @@ let
   healthPort = fleet.healthCheckPort;
   traefikDir = "/var/lib/concurrent-socket/traefik";
   serverSettings = fleetLib.typedSettings (fleet.serverSettings or { });
+  direct = (fleet.dataPath or "traefik") == "direct";
 
   grafanaAdminPassword = "/var/lib/grafana/admin-password";
   binaryCache = fleet.binaryCache or null;
@@ -63,6 +66,11 @@ in
       services.concurrent-socket = {
         enable = true;
         openFirewall = true;
+        dataPath = fleet.dataPath or "traefik";
+        direct = mkIf direct {
+          port = fleet.directPort;
+          proxyProtocolFrom = fleet.proxyProtocolTrustedIPs;
+        };
         # TRUSTED_PROXIES: the module's default (127.0.0.1, this host's Traefik) unless
         # fleet.json's serverSettings name it.
         instances.blue = { package = colourPackages.blue; settings = serverSettings; };

@@ -278,6 +278,17 @@ let
         (expect "the cache is a substituter" (lib.head c.nix.settings.substituters) "https://cache.example.com")
       ];
     })
+    (fleetHost (fleetWs // { dataPath = "direct"; directPort = 8000; }) // {
+      name = "fleet WebSocket host on the direct data path";
+      expect = _: c: [
+        (expect "the colours share the NLB's target port" c.systemd.sockets."ws-public@green".listenStreams [ "" "0.0.0.0:8000" ])
+        (expect "the server believes proxy protocol from the NLB's subnets only"
+          (hasLine (envFile c "blue") "PROXY_PROTOCOL_TRUSTED=\"10.0.0.0/24,10.0.1.0/24\"")
+          true)
+        (expect "the NLB's target port is open" (lib.elem 8000 c.networking.firewall.allowedTCPPorts) true)
+        (expect "a closing listener's queue moves to the other colour" (sysctl c)."net.ipv4.tcp_migrate_req" 1)
+      ];
+    })
     (fleetHost fleetMonitoring // {
       name = "fleet monitoring host";
       expect = _: c: [
