@@ -32,13 +32,15 @@ rec {
   # The server's variables for what Traefik did on the WebSocket path (src/config, the
   # `direct` change of issue 20; docs/architecture.md lists them).
   variables = {
-    upgradeRate = "UPGRADE_RATE_LIMIT_PER_SEC";
-    upgradeBurst = "UPGRADE_RATE_LIMIT_BURST";
+    upgradeRate = "UPGRADE_RATE_PER_IP";
+    upgradeBurst = "UPGRADE_BURST_PER_IP";
+    proxyProtocol = "PROXY_PROTOCOL";
     proxyProtocolFrom = "PROXY_PROTOCOL_TRUSTED";
   };
 
-  # The instances' settings on the direct path: the upgrade rate limit, and PROXY protocol v2
-  # believed from `proxyProtocolFrom` only (none: the peer address is the client's).
+  # The instances' settings on the direct path: the upgrade rate limit (off in the server by
+  # default, as Traefik limits on its path), and PROXY protocol v2 required from
+  # `proxyProtocolFrom` only (none: the peer address is the client's).
   serverSettings =
     { upgradeRateLimit ? defaultUpgradeRateLimit
     , proxyProtocolFrom ? [ ]
@@ -47,7 +49,10 @@ rec {
       ${variables.upgradeRate} = upgradeRateLimit.average;
       ${variables.upgradeBurst} = upgradeRateLimit.burst;
     }
-    // (if proxyProtocolFrom == [ ] then { } else { ${variables.proxyProtocolFrom} = proxyProtocolFrom; });
+    // (if proxyProtocolFrom == [ ] then { } else {
+      ${variables.proxyProtocol} = "v2";
+      ${variables.proxyProtocolFrom} = proxyProtocolFrom;
+    });
 
   # The URL wsctl opens new connections on to see which colour they land on: the public
   # address itself, or loopback when it is a wildcard.

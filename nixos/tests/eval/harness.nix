@@ -115,7 +115,7 @@ let
             dataPath = "direct";
             direct = { port = 8443; proxyProtocolFrom = [ "10.0.0.0/24" "10.0.1.0/24" ]; };
             openFirewall = true;
-            instances.green.settings.UPGRADE_RATE_LIMIT_PER_SEC = 50;
+            instances.green.settings.UPGRADE_RATE_PER_IP = 50;
           };
         }
       ];
@@ -132,10 +132,12 @@ let
         (expect "the loopback sockets stay" c.systemd.sockets."ws@blue".listenStreams [ "" "127.0.0.1:3001" ])
         (expect "a closing listener's queue moves to the other colour" (sysctl c)."net.ipv4.tcp_migrate_req" 1)
         (expect "the upgrade rate limit of the original design in the server"
-          (map (hasLine (envFile c "blue")) [ "UPGRADE_RATE_LIMIT_PER_SEC=\"5\"" "UPGRADE_RATE_LIMIT_BURST=\"10\"" ])
+          (map (hasLine (envFile c "blue")) [ "UPGRADE_RATE_PER_IP=\"5\"" "UPGRADE_BURST_PER_IP=\"10\"" ])
           [ true true ])
-        (expect "a colour's own value wins over the module's default" (hasLine (envFile c "green") "UPGRADE_RATE_LIMIT_PER_SEC=\"50\"") true)
-        (expect "PROXY protocol believed from the NLB's subnets" (hasLine (envFile c "blue") "PROXY_PROTOCOL_TRUSTED=\"10.0.0.0/24,10.0.1.0/24\"") true)
+        (expect "a colour's own value wins over the module's default" (hasLine (envFile c "green") "UPGRADE_RATE_PER_IP=\"50\"") true)
+        (expect "PROXY protocol v2 required from the NLB's subnets"
+          (map (hasLine (envFile c "blue")) [ "PROXY_PROTOCOL=\"v2\"" "PROXY_PROTOCOL_TRUSTED=\"10.0.0.0/24,10.0.1.0/24\"" ])
+          [ true true ])
         (expect "wsctl flips the reuseport group and probes the shared address"
           (with wsctlConfig c; [ dataPath publicUrl ]) [ "direct" "ws://127.0.0.1:8443" ])
         (expect "Traefik kept for the HTTP routes" c.services.traefik.enable true)
