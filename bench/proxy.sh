@@ -95,7 +95,8 @@ bench_proxy() {
   start_traefik "$RUN_DIR/traefik" "$RUN_DIR/traefik-dynamic"
   local path URL
   for path in direct traefik; do
-    # load() reads URL: the server itself, or Traefik's web entry point.
+    # load() reads URL (bash's dynamic scope): the server itself, or Traefik's web entry point.
+    # shellcheck disable=SC2034
     if [ "$path" = direct ]; then URL="ws://127.0.0.1:$PORT"; else URL="ws://127.0.0.1:$TRAEFIK_WEB"; fi
     proxy_idle "$path"
     proxy_start "$path"

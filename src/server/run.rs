@@ -127,7 +127,7 @@ impl Servers {
             gate: Some(PendingGate::new(Arc::clone(state))),
             ..bounds.clone()
         };
-        let serve_public = |listener| {
+        let serve_public = |listener: TrackedListener| {
             tokio::spawn(serve::serve(
                 listener,
                 http::router(Arc::clone(state)),

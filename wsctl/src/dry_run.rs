@@ -305,6 +305,56 @@ mod tests {
     }
 
     #[test]
+    fn on_the_direct_path_green_joins_the_group_and_blue_leaves_it_socket_first() {
+        let (state, scratch) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut config = config(state.path(), scratch.path());
+        config.data_path = DataPath::Direct;
+        package(scratch.path(), "new");
+        let (blue, green): (Colour, Colour) = ("blue".parse().unwrap(), "green".parse().unwrap());
+        let plan = DeployPlan {
+            shift: vec![Weights::new([(blue.clone(), 1), (green.clone(), 1)]).unwrap()],
+            from: blue,
+            to: green,
+            step_interval: Duration::ZERO,
+        };
+        let report = rehearse(
+            &plan,
+            &mut DryRunHost::new(&config, checks()),
+            &Reporter::new(true),
+        );
+        assert_eq!(report.outcome, Outcome::Planned);
+        let detail = |steps: &[crate::report::StepRecord], name: &str| {
+            steps.iter().find(|s| s.name == name).unwrap().detail.clone()
+        };
+        let switch = detail(&report.steps, "switch");
+        assert!(
+            switch.contains("reuseport group blue=1,green=1")
+                && switch.contains("systemctl stop ws@green.service; systemctl start ws-public@green.socket"),
+            "{switch}"
+        );
+        let drain = detail(&report.steps, "drain");
+        assert!(
+            drain.starts_with("systemctl stop ws-public@blue.socket; systemctl stop ws@blue.service"),
+            "{drain}"
+        );
+        assert!(drain.contains("record green"), "{drain}");
+        // Rolling back takes green out of the group the same way, and records blue.
+        let restore = detail(&report.rollback, "restore-routing");
+        assert!(
+            restore.contains("green leaves if in it: systemctl stop ws-public@green.socket")
+                && restore.contains("record blue"),
+            "{restore}"
+        );
+        // A gradual split cannot be applied by the kernel.
+        let mut host = DryRunHost::new(&config, checks());
+        let err = host
+            .route(&Weights::parse_spec("blue=2,green=1").unwrap())
+            .unwrap_err();
+        assert!(err.to_string().contains("--steps 1"), "{err}");
+        assert!(!state.path().join("active").exists(), "a dry run wrote the active file");
+    }
+
+    #[test]
     fn the_plan_is_the_deploy_order_with_the_real_commands_and_changes_nothing() {
         let (state, scratch) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let config = config(state.path(), scratch.path());
