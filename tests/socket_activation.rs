@@ -178,7 +178,11 @@ async fn serves_every_socket_named_ws_and_closes_them_all_at_sigterm() {
     let (own, metrics, shared) = (listening_socket(), listening_socket(), listening_socket());
     let addrs = [own.local_addr().unwrap(), shared.local_addr().unwrap()];
     let (mut command, _) = server_command("activated-shared");
-    pass_sockets(&mut command, &[&own, &metrics, &shared], Some("ws:metrics:ws"));
+    pass_sockets(
+        &mut command,
+        &[&own, &metrics, &shared],
+        Some("ws:metrics:ws"),
+    );
     let mut server = Server::spawn(command);
     drop((own, metrics, shared));
 
@@ -204,7 +208,11 @@ async fn serves_every_socket_named_ws_and_closes_them_all_at_sigterm() {
     // server waits for it until the deadline): the listeners closed before the exit.
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.pid())).unwrap();
     let state = stat.rsplit(')').next().unwrap().trim_start().chars().next();
-    assert_ne!(state, Some('Z'), "the server exited before the listeners were seen closed");
+    assert_ne!(
+        state,
+        Some('Z'),
+        "the server exited before the listeners were seen closed"
+    );
     let (_, seen) = shared_client.recv_until_close(PATIENCE).await;
     assert!(
         seen.iter().any(|m| m["reason"] == "server_shutdown"),

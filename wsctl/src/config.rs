@@ -25,7 +25,9 @@ pub const DEFAULT_TRAEFIK_API: &str = "http://127.0.0.1:8082";
 const INSTANCE_HOST: &str = "127.0.0.1";
 
 /// How WebSockets reach the colours (nixos/lib/direct.nix, docs/deploy.md).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DataPath {
     /// Through Traefik: routing.yml says which colour gets new connections.

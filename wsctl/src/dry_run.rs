@@ -324,17 +324,26 @@ mod tests {
         );
         assert_eq!(report.outcome, Outcome::Planned);
         let detail = |steps: &[crate::report::StepRecord], name: &str| {
-            steps.iter().find(|s| s.name == name).unwrap().detail.clone()
+            steps
+                .iter()
+                .find(|s| s.name == name)
+                .unwrap()
+                .detail
+                .clone()
         };
         let switch = detail(&report.steps, "switch");
         assert!(
             switch.contains("reuseport group blue=1,green=1")
-                && switch.contains("systemctl stop ws@green.service; systemctl start ws-public@green.socket"),
+                && switch.contains(
+                    "systemctl stop ws@green.service; systemctl start ws-public@green.socket"
+                ),
             "{switch}"
         );
         let drain = detail(&report.steps, "drain");
         assert!(
-            drain.starts_with("systemctl stop ws-public@blue.socket; systemctl stop ws@blue.service"),
+            drain.starts_with(
+                "systemctl stop ws-public@blue.socket; systemctl stop ws@blue.service"
+            ),
             "{drain}"
         );
         assert!(drain.contains("record green"), "{drain}");
@@ -351,7 +360,10 @@ mod tests {
             .route(&Weights::parse_spec("blue=2,green=1").unwrap())
             .unwrap_err();
         assert!(err.to_string().contains("--steps 1"), "{err}");
-        assert!(!state.path().join("active").exists(), "a dry run wrote the active file");
+        assert!(
+            !state.path().join("active").exists(),
+            "a dry run wrote the active file"
+        );
     }
 
     #[test]
