@@ -116,8 +116,9 @@ impl DryRunHost<'_> {
             .map(|sole| format!("; record {sole} in {}", self.active.path().display()))
             .unwrap_or_default();
         Ok(format!(
-            "reuseport group {weights}: {}{recorded}",
-            joins.chain(leaves).collect::<Vec<_>>().join("; ")
+            "reuseport group {weights}: {}; write {}: {weights} (Traefik's HTTP routes) if its directory exists{recorded}",
+            joins.chain(leaves).collect::<Vec<_>>().join("; "),
+            self.routing.path().display()
         ))
     }
 }
@@ -220,7 +221,8 @@ impl Host for DryRunHost<'_> {
         Ok(match self.config.data_path {
             DataPath::Traefik => drained,
             DataPath::Direct => format!(
-                "{drained}; record {successor} in {}; {}",
+                "{drained}; write {}: {successor}=1 if its directory exists; record {successor} in {}; {}",
+                self.routing.path().display(),
                 self.active.path().display(),
                 self.landing(successor)
             ),

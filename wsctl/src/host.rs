@@ -6,6 +6,7 @@
 //! actions instead (dry_run.rs).
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -180,11 +181,24 @@ impl<'c> SystemdHost<'c> {
                 done.push(format!("{colour} left ({} {unit})", colour.service_unit()));
             }
         }
+        done.push(self.record_group(weights)?);
+        Ok(format!("reuseport group {weights}: {}", done.join(", ")))
+    }
+
+    /// The direct path's group, written where the host keeps its routing: routing.yml, so
+    /// that Traefik's HTTP routes (kept on this path) follow the colours, when the host has
+    /// Traefik's directory; and a sole colour as the active one.
+    fn record_group(&self, weights: &Weights) -> Result<String> {
+        let mut recorded = Vec::new();
+        if self.routing.path().parent().is_some_and(Path::is_dir) {
+            self.routing.write(weights)?;
+            recorded.push(format!("routing.yml {weights} (Traefik's HTTP routes)"));
+        }
         if let Some(sole) = weights.sole_colour() {
             self.active.write(sole)?;
-            done.push(format!("active {sole}"));
+            recorded.push(format!("active {sole}"));
         }
-        Ok(format!("reuseport group {weights}: {}", done.join(", ")))
+        Ok(recorded.join(", "))
     }
 
     /// The colour's shared socket is open, or its process still holds a listener there.
@@ -420,9 +434,9 @@ impl Host for SystemdHost<'_> {
             return Ok(stopped);
         }
         // The group is the successor alone now: record it, and see it from the outside.
-        self.active.write(successor)?;
+        let recorded = self.record_group(&Weights::only(successor))?;
         let landing = self.landing_on(successor)?;
-        Ok(format!("{stopped}; active {successor}; {landing}"))
+        Ok(format!("{stopped}; {recorded}; {landing}"))
     }
 
     fn stop(&mut self, colour: &Colour) -> Result<String> {
