@@ -260,7 +260,8 @@ impl<'c> SystemdHost<'c> {
         }
         self.observe(colour, t.verify_window, false)?;
         Ok(format!(
-            "{on_colour} of {attempts} new connections on the public address reached {colour},              the rest the group's other colours; process and error counters unchanged for {}",
+            "{on_colour} of {attempts} new connections on the public address reached {colour}, \
+             the rest the group's other colours; process and error counters unchanged for {}",
             humantime::format_duration(t.verify_window)
         ))
     }
