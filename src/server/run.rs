@@ -220,7 +220,11 @@ async fn shut_down(state: &AppState, servers: Servers, signal: &str) {
 /// The status refresher, the log summary and, when systemd asks for one, the watchdog.
 fn spawn_background(state: &Arc<AppState>, servers: &Servers) -> JoinHandle<()> {
     let state = Arc::clone(state);
-    let server_alive = servers.public.abort_handle();
+    let public_loops: Vec<_> = servers
+        .public
+        .iter()
+        .map(JoinHandle::abort_handle)
+        .collect();
     let accept = Arc::clone(&servers.accept_health);
     let summary = Arc::clone(&servers.summary);
     tokio::spawn(async move {
@@ -241,8 +245,8 @@ fn spawn_background(state: &Arc<AppState>, servers: &Servers) -> JoinHandle<()> 
         #[cfg(feature = "fault-injection")]
         let stall_after = state.faults.watchdog_stall_after;
         let healthy = || async {
-            if server_alive.is_finished() {
-                return Err("the public accept loop has stopped".to_owned());
+            if public_loops.iter().any(|public| public.is_finished()) {
+                return Err("a public accept loop has stopped".to_owned());
             }
             if let Some(failing) = accept
                 .failing_for()
