@@ -300,7 +300,7 @@ run "direct_data_path_with_tls" {
   }
   assert {
     condition = (
-      sort([for rule in aws_vpc_security_group_ingress_rule.this : tostring(rule.from_port) if rule.referenced_security_group_id == aws_security_group.nlb.id]) == ["8000"] &&
+      [for rule in aws_vpc_security_group_ingress_rule.this : rule.from_port if rule.referenced_security_group_id == aws_security_group.nlb.id] == [8000] &&
       [for rule in aws_vpc_security_group_egress_rule.nlb_to_ws : rule.from_port] == [8000]
     )
     error_message = "On the direct path the NLB may reach the hosts on the shared port only (no Traefik port, no separate health check port)."
