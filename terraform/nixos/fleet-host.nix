@@ -67,10 +67,8 @@ in
         enable = true;
         openFirewall = true;
         dataPath = fleet.dataPath or "traefik";
-        direct = mkIf direct {
-          port = fleet.directPort;
-          proxyProtocolFrom = fleet.proxyProtocolTrustedIPs;
-        };
+        direct.port = mkIf direct fleet.directPort;
+        direct.proxyProtocolFrom = mkIf direct fleet.proxyProtocolTrustedIPs;
         # TRUSTED_PROXIES: the module's default (127.0.0.1, this host's Traefik) unless
         # fleet.json's serverSettings name it.
         instances.blue = { package = colourPackages.blue; settings = serverSettings; };
