@@ -41,6 +41,8 @@ let
   monitoringLib = import ./lib/monitoring.nix { };
   hostLib = import ./lib/host.nix { };
   redisLib = import ./lib/redis.nix { };
+  directLib = import ./lib/direct.nix { };
+  direct = cfg.dataPath == "direct";
   json = pkgs.formats.json { };
 
   stateDir = "/var/lib/concurrent-socket";
@@ -88,6 +90,8 @@ let
     entryPoints = [ (if acme then "websecure" else "web") ];
     certResolver = if acme then traefikLib.certResolverName else null;
     loopbackEntryPoint = "loopback";
+    # On the direct path upgrades reach the colours without Traefik.
+    websocketRoute = !direct;
   });
   seedRoutingFile = json.generate "routing.yml" (traefikLib.seedRouting cfg.activeColour);
   staticFile = json.generate "traefik.yml" cfg.traefik.staticSettings;
@@ -104,7 +108,8 @@ let
   # Every port the host's own sockets bind, kept out of the kernel's ephemeral range so that
   # no outgoing connection (Traefik's to a colour, for one) holds it when a socket unit binds
   # it again (`wsctl` restarting a drained colour, a rollback).
-  listenPorts =
+  listenPorts = hostPorts ++ optionals direct [ cfg.direct.port ];
+  hostPorts =
     concatLists (mapAttrsToList (_: inst: [ inst.port inst.metricsPort ]) instances)
     ++ optionals cfg.traefik.enable (with cfg.traefik; [ httpPort httpsPort apiPort loopbackPort metricsPort ])
     ++ optionals cfg.prometheus.enable [ config.services.prometheus.port ]
@@ -124,7 +129,8 @@ let
   wsctlConfig = json.generate "wsctl.json" {
     instances = mapAttrs (_: inst: { inherit (inst) port metricsPort; }) instances;
     packages = mapAttrs (name: _: "${instancePackage name}") instances;
-    publicUrl = "ws://${loopbackAddress}";
+    inherit (cfg) dataPath;
+    publicUrl = if direct then directLib.probeUrl { inherit (cfg.direct) address port; } else "ws://${loopbackAddress}";
     traefikApi = "http://127.0.0.1:${toString cfg.traefik.apiPort}";
     inherit stateDir traefikDir;
     loadtest = "${cfg.loadtestPackage}/bin/loadtest";
@@ -196,6 +202,8 @@ let
             { PUBLIC_ORIGIN = mkIf (cfg.traefik.enable && cfg.traefik.domain != null) (mkDefault publicOrigin); }
             # Every colour on the same broker, so blue and green are one chat during a switch.
             { config = mkIf redisBroker (mapAttrs (_: mkDefault) (redisLib.settings brokerUrl)); }
+            # The direct path: the server limits upgrades and reads PROXY protocol itself.
+            { config = mkIf direct (mapAttrs (_: mkDefault) (directLib.serverSettings { inherit (cfg.direct) upgradeRateLimit proxyProtocolFrom; })); }
           ];
           default = { };
           example = literalExpression ''{ MAX_CONNECTIONS = 50000; ALLOWED_ORIGINS = [ "https://app.example.com" ]; }'';
@@ -278,6 +286,56 @@ in
         File on the host holding the RS256 or ES256 public key (PEM) that verifies tokens,
         passed like jwtSecretFile (as AUTH_JWT_PUBLIC_KEY_FILE). Set one of the two.
       '';
+    };
+
+    dataPath = mkOption {
+      type = types.enum directLib.dataPaths;
+      default = "traefik";
+      description = ''
+        How WebSockets reach the colours. `traefik`: through Traefik, which routes new
+        connections to the active colour (routing.yml). `direct`: straight to the colours'
+        servers on direct.address:direct.port, which every running colour binds with
+        SO_REUSEPORT (ws-public@COLOUR.socket); a deploy flips colours in the kernel
+        (net.ipv4.tcp_migrate_req=1 moves a closing listener's queue to the new colour), and
+        Traefik keeps the HTTP routes (and TLS where it terminates it) but no longer carries
+        /ws/. docs/deploy.md, "The direct data path".
+      '';
+    };
+
+    direct = {
+      address = mkOption {
+        type = types.str;
+        default = "0.0.0.0";
+        example = "10.0.1.15";
+        description = "Address of the direct path's public listener (dataPath = \"direct\").";
+      };
+      port = mkOption {
+        type = types.port;
+        default = 8000;
+        description = "TCP port of the direct path's public listener, shared by the colours (SO_REUSEPORT).";
+      };
+      upgradeRateLimit = {
+        average = mkOption {
+          type = types.ints.positive;
+          default = directLib.defaultUpgradeRateLimit.average;
+          description = "WebSocket upgrades per second per client IP the server lets through on the direct path (Traefik's ws-ratelimit on the Traefik path).";
+        };
+        burst = mkOption {
+          type = types.ints.positive;
+          default = directLib.defaultUpgradeRateLimit.burst;
+          description = "Upgrades per client let through at once above the average.";
+        };
+      };
+      proxyProtocolFrom = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "10.0.0.0/24" "10.0.1.0/24" ];
+        description = ''
+          IPs or CIDRs of the L4 load balancer in front of the direct path that sends a PROXY
+          protocol v2 header (the fleet's NLB subnets): the server takes the client address
+          from it on connections from these peers only. Empty: no PROXY protocol.
+        '';
+      };
     };
 
     activeColour = mkOption {
@@ -570,6 +628,10 @@ in
             message = "services.concurrent-socket.traefik.acme.email needs traefik.domain (the certificate's name).";
           }
           {
+            assertion = direct || cfg.direct.proxyProtocolFrom == [ ];
+            message = "services.concurrent-socket.direct.proxyProtocolFrom is for dataPath = \"direct\" (on the Traefik path Traefik's entry points read PROXY protocol).";
+          }
+          {
             assertion = (cfg.binaryCache.url == null) == (cfg.binaryCache.publicKey == null);
             message = "services.concurrent-socket.binaryCache: set both url and publicKey (Nix refuses a cache's paths without the key that signed them).";
           }
@@ -733,6 +795,47 @@ in
       };
 
       networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall [ cfg.traefik.httpPort cfg.traefik.httpsPort ];
+    })
+
+    (mkIf direct {
+      assertions = map (message: { assertion = false; message = "services.concurrent-socket.${message}"; })
+        (directLib.check {
+          inherit (cfg.direct) port upgradeRateLimit;
+          otherPorts = hostPorts;
+        });
+
+      # Every colour's public socket on the shared address. None is wanted at boot: the
+      # active colour's is started by ws-direct-boot, a new colour's by `wsctl deploy`.
+      systemd.sockets = mapAttrs'
+        (name: _: nameValuePair "ws-public@${name}" {
+          overrideStrategy = "asDropin";
+          listenStreams = [ "" "${cfg.direct.address}:${toString cfg.direct.port}" ];
+        })
+        instances;
+
+      # The active colour joins the reuseport group at boot, before sockets.target, so that
+      # no colour's service starts (a scrape activates it) without its public socket.
+      systemd.services.ws-direct-boot = {
+        description = "concurrent-socket: the active colour's public socket (direct data path)";
+        wantedBy = [ "sockets.target" ];
+        before = [ "sockets.target" ];
+        after = [ "sysinit.target" ];
+        unitConfig.DefaultDependencies = false;
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+        };
+        path = [ config.systemd.package ];
+        script = ''
+          systemctl start "ws-public@$(cat ${stateDir}/active).socket"
+        '';
+      };
+
+      # A closing listener's queued connections move to the group's other listener instead
+      # of being reset: the flip of a deploy (docs/deploy.md).
+      boot.kernel.sysctl."net.ipv4.tcp_migrate_req" = mkDefault 1;
+
+      networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall [ cfg.direct.port ];
     })
 
     (mkIf cfg.prometheus.enable {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs concurrent-socket on a plain systemd host: the server binary as a build of its own
 # (BUILDS/<sha256 prefix>/bin/concurrent-socket, never overwritten), the unit templates
-# (ws@.socket, ws-metrics@.socket, ws@.service), each instance's listen drop-ins, and each
+# (ws@.socket, ws-metrics@.socket, ws-public@.socket for the direct data path, ws@.service),
+# each instance's listen drop-ins, and each
 # instance's settings file in /etc/concurrent-socket/ (only when absent: the operator's
 # settings are never overwritten). The build becomes the candidate
 # (/var/lib/concurrent-socket/candidate), which `wsctl deploy` installs on the idle colour.
@@ -21,7 +22,7 @@
 set -euo pipefail
 
 SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-UNITS=(ws@.socket ws-metrics@.socket ws@.service)
+UNITS=(ws@.socket ws-metrics@.socket ws-public@.socket ws@.service)
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 fail() { echo "install.sh: $*" >&2; exit 1; }

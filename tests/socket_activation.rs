@@ -167,3 +167,56 @@ async fn a_restart_on_the_same_socket_refuses_no_client() {
     assert_eq!(welcome["connectionId"], "during-restart");
     assert_clean_exit(second.terminate());
 }
+
+/// The direct data path (docs/deploy.md): the colour's loopback socket and the shared
+/// reuseport one are both named `ws` (`ws@.socket`, `ws-public@.socket`), and both are served.
+/// At SIGTERM the server closes every one of them before its drain, so that the kernel moves
+/// what waits in a shared listener's queue to the next colour (net.ipv4.tcp_migrate_req):
+/// while a client is still being drained, nothing listens on either address any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_every_socket_named_ws_and_closes_them_all_at_sigterm() {
+    let (own, metrics, shared) = (listening_socket(), listening_socket(), listening_socket());
+    let addrs = [own.local_addr().unwrap(), shared.local_addr().unwrap()];
+    let (mut command, _) = server_command("activated-shared");
+    pass_sockets(
+        &mut command,
+        &[&own, &metrics, &shared],
+        Some("ws:metrics:ws"),
+    );
+    let mut server = Server::spawn(command);
+    drop((own, metrics, shared));
+
+    for addr in addrs {
+        wait_for_200(addr, "/health").await;
+    }
+    let (_own_client, welcome) = chat(addrs[0], "on-own").await;
+    assert_eq!(welcome["serverId"], "activated-shared");
+    let (mut shared_client, welcome) = chat(addrs[1], "on-shared").await;
+    assert_eq!(welcome["connectionId"], "on-shared");
+
+    server.signal(libc::SIGTERM);
+    // The drain (SHUTDOWN_TIMEOUT 3 s) spreads the goodbyes; the listeners are gone first.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while addrs.iter().any(|&addr| is_listening(addr)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a listener is still open after SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Still draining (the client on the own socket does not answer its goodbye, so the
+    // server waits for it until the deadline): the listeners closed before the exit.
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.pid())).unwrap();
+    let state = stat.rsplit(')').next().unwrap().trim_start().chars().next();
+    assert_ne!(
+        state,
+        Some('Z'),
+        "the server exited before the listeners were seen closed"
+    );
+    let (_, seen) = shared_client.recv_until_close(PATIENCE).await;
+    assert!(
+        seen.iter().any(|m| m["reason"] == "server_shutdown"),
+        "the client on the shared socket got no goodbye: {seen:?}"
+    );
+    assert_clean_exit(server.wait());
+}

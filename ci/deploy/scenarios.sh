@@ -18,6 +18,13 @@
 #      while green serves; then blue is killed (kill -9): systemd brings it back on the OLD
 #      build, its profile's
 #   6. blue -> green again, shifting the weights in 3 steps
+# DATA_PATH=direct runs the same scenarios on the direct data path (docs/deploy.md, "The direct
+# data path"): the clients connect to the colours' shared reuseport address DIRECT_PORT, which
+# wsctl flips in the kernel, not to Traefik; scenario 6 checks that a gradual switch is
+# refused there (the direct path flips all at once), and scenario 7 queues connections on
+# blue's listener while blue is stopped (SIGSTOP) and flips: none may be reset
+# (ci/deploy/flip-queue.py), with net.ipv4.tcp_migrate_req=0 as the control that shows the
+# test can fail.
 # Each failure scenario ends with traffic on blue, green stopped and its profile back on the
 # old build, exit 1. RESULT lines give per scenario: failed connection attempts, reconnects,
 # longest gap, deploy time; ci/deploy/table.py turns the reports into docs/deploy.md's table.
@@ -31,6 +38,7 @@ set -euo pipefail
 : "${CONTAINER_LEADER:?set by 60-deploy.sh}" "${WORK:?set by 60-deploy.sh}" "${TEST_SETTINGS:?set by 60-deploy.sh}"
 SYSTEMD_LEADER=$CONTAINER_LEADER # what IN and main_pid of ci/systemd/lib.sh enter
 
+DATA_PATH=${DATA_PATH:-traefik}
 CLIENTS=${CLIENTS:-100}      # long-lived clients that reconnect on goodbye
 NEW_RATE=${NEW_RATE:-20}     # new short-lived connections per second
 DYNAMIC=$WORK/state/traefik  # /var/lib/concurrent-socket/traefik inside the container
@@ -43,12 +51,30 @@ cleanup() {
 trap cleanup EXIT
 
 start_traefik "$WORK/traefik" "$DYNAMIC"
-PUBLIC="ws://127.0.0.1:$TRAEFIK_WEB"
 [ -z "$(traefik_errors)" ] || die "Traefik reports broken configuration: $(traefik_errors)"
+case $DATA_PATH in
+  traefik)
+    PUBLIC="ws://127.0.0.1:$TRAEFIK_WEB"
+    PUBLIC_HTTP="http://127.0.0.1:$TRAEFIK_WEB"
+    ;;
+  direct)
+    : "${DIRECT_PORT:?set by 60-deploy.sh}"
+    PUBLIC="ws://127.0.0.1:$DIRECT_PORT"
+    PUBLIC_HTTP="http://127.0.0.1:$DIRECT_PORT"
+    ;;
+  *) die "DATA_PATH must be traefik or direct, got '$DATA_PATH'" ;;
+esac
+log "data path $DATA_PATH: clients connect to $PUBLIC"
 
 wsctl() {
-  IN env WSCTL_PUBLIC_URL="$PUBLIC" WSCTL_TRAEFIK_API="http://127.0.0.1:$TRAEFIK_API" \
+  IN env WSCTL_PUBLIC_URL="$PUBLIC" WSCTL_TRAEFIK_API="http://127.0.0.1:$TRAEFIK_API" WSCTL_DATA_PATH="$DATA_PATH" \
     WSCTL_LOADTEST="$CONTAINER_BINDIR/loadtest" "$CONTAINER_BINDIR/wsctl" "$@"
+}
+
+# The units of a colour that must all be stopped once it is out.
+colour_units() {
+  echo "ws@$1.service ws@$1.socket ws-metrics@$1.socket"
+  [ "$DATA_PATH" = traefik ] || echo "ws-public@$1.socket"
 }
 
 # The deploy as the scenarios run it: shorter waits than production, same steps.
@@ -91,8 +117,16 @@ assert_build() {
   fi
 }
 
-# serving_colour: serverId of the colour Traefik sends HTTP requests to now.
-serving_colour() { curl -fsS "http://127.0.0.1:$TRAEFIK_WEB/health" | jq -r .serverId; }
+# serving_colour: serverId of the colour new HTTP requests reach now (through Traefik, or on
+# the direct path's shared address; a few tries there, as the kernel spreads over the group).
+serving_colour() {
+  local tries=6 seen=""
+  for ((; tries > 0; tries--)); do
+    seen="$seen $(curl -fsS "$PUBLIC_HTTP/health" | jq -r .serverId)"
+    [ "$DATA_PATH" = direct ] || break
+  done
+  tr ' ' '\n' <<< "$seen" | sed '/^$/d' | sort -u | paste -sd,
+}
 
 connections_of() { curl -fsS "http://127.0.0.1:$1/health" | jq -r .connections; }
 
@@ -158,12 +192,13 @@ assert_rolled_back() {
   [ "$DEPLOY_RC" -eq 1 ] || die "$name: wsctl exit $DEPLOY_RC, expected 1 (rolled back)"
   [ "$(d "$name" .outcome)" = rolled-back ] || die "$name: outcome $(d "$name" .outcome)"
   [ "$(d "$name" .failedStep)" = "$step" ] || die "$name: failed at $(d "$name" .failedStep), expected $step"
-  [ "$(IN systemctl is-active ws@green.service ws@green.socket ws-metrics@green.socket | sort -u)" = inactive ] ||
+  # shellcheck disable=SC2046 # the unit names are words
+  [ "$(IN systemctl is-active $(colour_units green) | sort -u)" = inactive ] ||
     die "$name: green's units are not all stopped"
   [ "$(cat "$WORK/state/active")" = blue ] || die "$name: active file says $(cat "$WORK/state/active")"
   [ "$(jq -c '[.http.services["ws-active"].weighted.services[].name]' "$DYNAMIC/routing.yml")" = '["ws-blue"]' ] ||
     die "$name: routing.yml is $(cat "$DYNAMIC/routing.yml")"
-  [ "$(serving_colour)" = blue ] || die "$name: Traefik does not serve blue"
+  [ "$(serving_colour)" = blue ] || die "$name: new connections reach $(serving_colour), not blue alone"
   # The long-lived clients never left blue: no goodbye, no drop.
   [ "$(t "$name" .clients.drops_without_goodbye)" -eq 0 ] || die "$name: clients dropped without goodbye"
   [ "$(t "$name" '.clients.goodbyes | tojson')" = "{}" ] || die "$name: goodbyes $(t "$name" '.clients.goodbyes | tojson') on blue"
@@ -223,13 +258,22 @@ d load-fail '.error' | grep -q 'round_trip_p95' || die "load-fail: the report do
 [ "$(t load-fail .failed_attempts)" -eq 0 ] || die "load-fail: failed attempts: $(t load-fail .failures)"
 
 # --- 3. green crashes right after the switch -----------------------------------------------
-log "scenario 3: green is killed (kill -9) as soon as Traefik routes to it"
+log "scenario 3: green is killed (kill -9) as soon as it gets new connections"
 green_faults
 start_traffic crash
+# routed_to_green: Traefik applies routing to green; on the direct path green joined the
+# reuseport group (wsctl's switch step is done).
+routed_to_green() {
+  if [ "$DATA_PATH" = direct ]; then
+    grep -q 'ok\] switch' "$WORK/crash.deploy.log" 2> /dev/null
+  else
+    curl -fsS "http://127.0.0.1:$TRAEFIK_API/api/http/services/ws-active@file" 2> /dev/null |
+      jq -e '[.weighted.services[].name] == ["ws-green"]' > /dev/null
+  fi
+}
 (
   deadline=$((SECONDS + 60))
-  until curl -fsS "http://127.0.0.1:$TRAEFIK_API/api/http/services/ws-active@file" 2> /dev/null |
-    jq -e '[.weighted.services[].name] == ["ws-green"]' > /dev/null; do
+  until routed_to_green; do
     [ "$SECONDS" -lt "$deadline" ] || exit 1 # the deploy never switched
     sleep 0.01
   done
@@ -301,10 +345,11 @@ result_line normal
 [ "$(t normal .failed_attempts)" -eq 0 ] || die "normal: failed connection attempts: $(t normal .failures)"
 assert_moved normal blue green
 [ "$(t normal '.new.by_server.green // 0')" -gt 0 ] || die "normal: no new connection reached green"
-[ "$(IN systemctl is-active ws@blue.service ws@blue.socket ws-metrics@blue.socket | sort -u)" = inactive ] ||
+# shellcheck disable=SC2046 # the unit names are words
+[ "$(IN systemctl is-active $(colour_units blue) | sort -u)" = inactive ] ||
   die "normal: blue's units are not all stopped"
 [ "$(cat "$WORK/state/active")" = green ] || die "normal: active file says $(cat "$WORK/state/active")"
-[ "$(serving_colour)" = green ] || die "normal: Traefik does not serve green"
+[ "$(serving_colour)" = green ] || die "normal: new connections reach $(serving_colour), not green alone"
 # green was deployed with the new build; blue, stopped, keeps the old one in its profile.
 assert_build normal green "$NEW_BUILD"
 assert_build normal blue "$OLD_BUILD"
@@ -315,7 +360,8 @@ echo "RESULT builds: the deploy pinned green to the new build $NEW_BUILD; blue's
 # --- status, dry run and manual rollback ---------------------------------------------------
 wsctl --json status > "$WORK/status.json"
 # shellcheck disable=SC2016 # jq variables
-jq -e --arg new "$NEW_BUILD" --arg old "$OLD_BUILD" '.active == "green" and .routing == "green=1" and .traefikApplies == "green=1" and .warnings == [] and
+jq -e --arg new "$NEW_BUILD" --arg old "$OLD_BUILD" --arg path "$DATA_PATH" '.active == "green" and .routing == "green=1" and .dataPath == $path
+  and .traefikApplies == (if $path == "direct" then null else "green=1" end) and .warnings == [] and
   ([.instances[] | select(.colour == "green") | .unit.activeState == "active" and .health.serverId == "green"
     and .pinned == $new and .runs == $new + "/bin/concurrent-socket"] == [true]) and
   ([.instances[] | select(.colour == "blue") | [.unit.activeState, .pinned, .runs]] == [["inactive", $old, null]])' "$WORK/status.json" > /dev/null ||
@@ -367,8 +413,83 @@ until [ "$(main_pid ws@blue.service)" != "$killed" ] && [ "$(main_pid ws@blue.se
   sleep 0.1
 done
 assert_build "blue after kill -9" blue "$OLD_BUILD"
-[ "$(serving_colour)" = blue ] || die "after kill -9 Traefik does not serve blue"
+[ "$(serving_colour)" = blue ] || die "after kill -9 new connections reach $(serving_colour), not blue alone"
 echo "RESULT rollback keeps the code: blue killed (pid $killed), restarted by systemd as pid $(main_pid ws@blue.service) on $(build_of blue), the old build (new build: $NEW_BUILD)"
+
+# queued_on_listeners: connections waiting in the accept queues of the shared port's listeners.
+queued_on_listeners() { ss -Hltn "sport = :$DIRECT_PORT" | awk '{q += $2} END {print q + 0}'; }
+
+# join_colour COLOUR: the colour runs and holds a listener on the shared port.
+join_colour() {
+  local colour=$1 deadline=$((SECONDS + 20))
+  IN systemctl stop "ws@$colour.service"
+  IN systemctl start "ws-metrics@$colour.socket" "ws@$colour.socket" "ws-public@$colour.socket" "ws@$colour.service"
+  wait_active "ws@$colour.service" || die "$colour did not start"
+  until IN ss -Hltnp "sport = :$DIRECT_PORT" | grep -q "pid=$(main_pid "ws@$colour.service"),"; do
+    [ "$SECONDS" -lt "$deadline" ] || die "$colour does not hold a listener on $DIRECT_PORT"
+    sleep 0.05
+  done
+}
+
+# flip_round MIGRATE: blue and green in the group, blue stopped (SIGSTOP), a burst of
+# connections (the ones on blue queue), then blue leaves: its shared socket stopped, then its
+# process killed, so that it never accepts what waits in its queue. With
+# net.ipv4.tcp_migrate_req=1 none may fail and green must answer all; with 0 (the control)
+# the queued ones must fail (reset), or the test would prove nothing.
+flip_round() {
+  local migrate=$1 count=200 name=flip-$1 blue_pid deadline queued=0 finished=0 burst
+  ss -V > /dev/null || die "ss (iproute2) is needed for the flip test"
+  sysctl -qw net.ipv4.tcp_migrate_req="$migrate"
+  join_colour blue
+  join_colour green
+  blue_pid=$(main_pid ws@blue.service)
+  IN kill -STOP "$blue_pid"
+  rm -f "$WORK/$name.progress"
+  "$VENV/bin/python" "$REPO/ci/deploy/flip-queue.py" --url "$PUBLIC" --count "$count" \
+    --progress "$WORK/$name.progress" --report "$WORK/$name.json" &
+  burst=$!
+  # Every connection either answered by green or waiting on blue's listener.
+  deadline=$((SECONDS + 30))
+  until [ $((finished + queued)) -ge "$count" ] && [ "$queued" -gt 0 ]; do
+    [ "$SECONDS" -lt "$deadline" ] || { IN kill -CONT "$blue_pid"; die "$name: $finished answered and $queued queued of $count after 30 s"; }
+    sleep 0.1
+    finished=$(cat "$WORK/$name.progress" 2> /dev/null || echo 0)
+    queued=$(queued_on_listeners)
+  done
+  log "$name: $queued connections wait on the stopped blue's listener, $finished answered by green; blue leaves"
+  IN systemctl stop ws-public@blue.socket
+  IN kill -KILL "$blue_pid"
+  wait "$burst" || die "$name: the burst client failed"
+  IN systemctl stop ws@blue.service ws@blue.socket ws-metrics@blue.socket
+  echo "RESULT flip tcp_migrate_req=$migrate: $queued of $count connections queued on blue when it left; answered by server $(jq -c .by_server "$WORK/$name.json"), failed $(jq -c .failed "$WORK/$name.json")"
+  if [ "$migrate" = 1 ]; then
+    [ "$(jq .answered "$WORK/$name.json")" -eq "$count" ] ||
+      die "$name: $(jq -c '.failed, .errors' "$WORK/$name.json") with tcp_migrate_req=1"
+    [ "$(jq '.by_server.green // 0' "$WORK/$name.json")" -eq "$count" ] || die "$name: not all on green: $(jq -c .by_server "$WORK/$name.json")"
+  else
+    [ "$(jq '[.failed[]] | add // 0' "$WORK/$name.json")" -gt 0 ] ||
+      die "$name: the control (tcp_migrate_req=0) lost nothing: the test does not queue on blue"
+  fi
+}
+
+if [ "$DATA_PATH" = direct ]; then
+  # --- 6. the direct path flips all at once: a gradual switch is refused -------------------
+  log "scenario 6 (direct): a deploy in 3 steps is refused, nothing changes"
+  gradual_rc=0
+  wsctl --json deploy --to green --steps 3 > "$WORK/gradual.json" 2> "$WORK/gradual.log" || gradual_rc=$?
+  [ "$gradual_rc" -eq 2 ] || die "gradual on the direct path exited $gradual_rc, expected 2 (refused): $(cat "$WORK/gradual.log")"
+  grep -q 'all at once' "$WORK/gradual.log" || die "the refusal does not say why: $(cat "$WORK/gradual.log")"
+  [ "$(IN systemctl is-active ws@green.service)" = inactive ] || die "a refused deploy started green"
+  echo "RESULT gradual (direct): refused (exit 2): $(jq -r .error "$WORK/gradual.json")"
+
+  # --- 7. connections queued on blue's listener move to green when blue leaves ------------
+  log "scenario 7 (direct): a burst queued on a stopped blue (SIGSTOP), then the flip"
+  flip_round 0
+  flip_round 1
+  log "all deploy scenarios passed on the direct path; its table (ci/deploy/table.py):"
+  "$VENV/bin/python" "$REPO/ci/deploy/table.py" "$WORK" | tee "$LOG_DIR/deploy-table-direct.md"
+  exit 0
+fi
 
 # --- 6. a gradual shift through Traefik's weighted service ---------------------------------
 log "scenario 6: blue -> green in 3 weight steps"

@@ -102,6 +102,9 @@ rec {
   #   clientIpDepth  0: rate-limit by the peer address; N: by the N-th X-Forwarded-For
   #                  entry from the right (behind N trusted proxies)
   #   hstsSeconds    Strict-Transport-Security max-age (0 = no header)
+  #   websocketRoute false on the direct data path (nixos/lib/direct.nix): no `ws` router,
+  #                  and the HTTP router leaves /ws/ alone (404), so that no upgrade goes
+  #                  through Traefik
   base =
     { instances ? instancesLib.defaultInstances
     , rateLimits ? { }
@@ -113,6 +116,7 @@ rec {
     , hstsSeconds ? (if certResolver == null then 0 else 31536000)
     , healthCheck ? { }
     , circuitBreaker ? defaultCircuitBreaker
+    , websocketRoute ? true
     ,
     }:
     let
@@ -137,15 +141,17 @@ rec {
 
       tls = optionalAttrs (certResolver != null) { tls.certResolver = certResolver; };
       # The two routes; each becomes a public router and, on request, a loopback twin.
-      routes = {
-        # Explicit priorities: the WebSocket route wins whatever the rule lengths.
-        ws = {
-          rule = "PathPrefix(`/ws/`)";
-          priority = 200;
-          middlewares = [ "ws-ratelimit" "circuit-breaker" "security-headers" ];
-        };
+      routes = optionalAttrs websocketRoute
+        {
+          # Explicit priorities: the WebSocket route wins whatever the rule lengths.
+          ws = {
+            rule = "PathPrefix(`/ws/`)";
+            priority = 200;
+            middlewares = [ "ws-ratelimit" "circuit-breaker" "security-headers" ];
+          };
+        } // {
         ws-http = {
-          rule = "PathPrefix(`/`)";
+          rule = if websocketRoute then "PathPrefix(`/`)" else "PathPrefix(`/`) && !PathPrefix(`/ws/`)";
           priority = 100;
           middlewares = [ "api-ratelimit" "circuit-breaker" "security-headers" "compress" ];
         };
@@ -175,10 +181,10 @@ rec {
     orThrow "traefik base" errors {
       http = {
         routers = mapAttrs (_: publicRouter) routes
-          // optionalAttrs (loopbackEntryPoint != null) {
-          ws-loopback = loopbackRouter routes.ws;
-          ws-http-loopback = loopbackRouter routes.ws-http;
-        };
+          // optionalAttrs (loopbackEntryPoint != null) (
+          optionalAttrs websocketRoute { ws-loopback = loopbackRouter routes.ws; }
+            // { ws-http-loopback = loopbackRouter routes.ws-http; }
+        );
         middlewares = {
           ws-ratelimit = rateLimit limits.ws;
           api-ratelimit = rateLimit limits.api;

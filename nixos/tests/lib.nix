@@ -22,6 +22,8 @@ let
   host = import ../lib/host.nix { };
   redis = import ../lib/redis.nix { };
   brokerCheck = args: redis.check ({ type = "redis"; local = true; url = null; passwordFile = null; } // args);
+  direct = import ../lib/direct.nix { };
+  directBase = traefik.base { websocketRoute = false; loopbackEntryPoint = "loopback"; };
 
   # A case: its name, what the library gave, what it must be.
   eq = name: got: want: { inherit name got want; };
@@ -260,6 +262,15 @@ let
         "    target_label  = \"host\""
       ]) [ true true true true true true true true ])
     (eq "Alloy pushes to Loki" (alloyHas "    url = \"http://127.0.0.1:3100/loki/api/v1/push\"") true)
+    (eq "direct path: Traefik has no WebSocket router" (attrNames directBase.http.routers) [ "ws-http" "ws-http-loopback" ])
+    (eq "direct path: Traefik's HTTP router leaves /ws/ alone" directBase.http.routers.ws-http.rule "PathPrefix(`/`) && !PathPrefix(`/ws/`)")
+    (eq "direct path: the server's upgrade limit, no PROXY protocol by default" (direct.serverSettings { })
+      { UPGRADE_RATE_PER_IP = 5; UPGRADE_BURST_PER_IP = 10; })
+    (eq "direct path: PROXY protocol from the given networks" (with direct.serverSettings { proxyProtocolFrom = [ "10.0.0.0/24" ]; }; [ PROXY_PROTOCOL PROXY_PROTOCOL_TRUSTED ]) [ "v2" [ "10.0.0.0/24" ] ])
+    (eq "direct path: wsctl probes a wildcard address on loopback" (map direct.probeUrl [{ address = "0.0.0.0"; port = 8000; } { address = "10.0.1.5"; port = 443; }])
+      [ "ws://127.0.0.1:8000" "ws://10.0.1.5:443" ])
+    (eq "direct path: a port clash and a burst below the average" (length (direct.check { port = 80; upgradeRateLimit = { average = 5; burst = 1; }; otherPorts = [ 80 8081 ]; })) 2)
+    (eq "direct path: a good configuration" (direct.check { port = 8000; upgradeRateLimit = direct.defaultUpgradeRateLimit; otherPorts = [ 80 ]; }) [ ])
     (eq "datasource uids" (map (d: d.uid) (monitoring.grafanaDatasources { })) [ "prometheus" "loki" ])
     (eq "no Loki datasource without Loki" (map (d: d.uid) (monitoring.grafanaDatasources { lokiUrl = null; })) [ "prometheus" ])
     (eq "broker: the local Redis's URL" (redis.url { local = true; port = 6380; url = null; }) "redis://127.0.0.1:6380")

@@ -79,7 +79,8 @@ fn raise_fd_limit(max_connections: u32) {
 
 /// The running HTTP servers and the switches that stop them.
 struct Servers {
-    public: JoinHandle<()>,
+    /// One server per public socket (the colour's own, then any shared reuseport one).
+    public: Vec<JoinHandle<()>>,
     metrics: JoinHandle<()>,
     public_addr: SocketAddr,
     metrics_addr: SocketAddr,
@@ -98,15 +99,28 @@ impl Servers {
         epoch: Instant,
     ) -> Result<Servers, StartError> {
         let public = tokio_listener(sockets.public, "public")?;
+        let also_public = sockets
+            .also_public
+            .into_iter()
+            .map(|listener| tokio_listener(listener, "public"))
+            .collect::<Result<Vec<_>, _>>()?;
         let metrics = tokio_listener(sockets.metrics, "metrics")?;
         let public_addr = public.local_addr().map_err(|e| StartError(e.to_string()))?;
         let metrics_addr = metrics
             .local_addr()
             .map_err(|e| StartError(e.to_string()))?;
         let (stop_accepting, stop_http) = (CancellationToken::new(), CancellationToken::new());
-        let public = TrackedListener::new(public, Arc::clone(state), epoch, stop_accepting.clone())
-            .map_err(|e| StartError(format!("cannot use the public socket: {e}")))?;
+        let track = |listener| {
+            TrackedListener::new(listener, Arc::clone(state), epoch, stop_accepting.clone())
+                .map_err(|e| StartError(format!("cannot use the public socket: {e}")))
+        };
+        let public = track(public)?;
+        // The watchdog probes the colour's own socket; a shared one is served the same way.
         let accept_health = public.health();
+        let also_public = also_public
+            .into_iter()
+            .map(track)
+            .collect::<Result<Vec<_>, _>>()?;
         let bounds = HttpBounds {
             max_header_bytes: state.config.http.max_header_bytes,
             idle_timeout: state.config.http_idle_timeout,
@@ -120,13 +134,19 @@ impl Servers {
             proxy: ProxyHeaders::new(state),
             ..bounds.clone()
         };
-        Ok(Servers {
-            public: tokio::spawn(serve::serve(
-                public,
+        let serve_public = |listener: TrackedListener| {
+            tokio::spawn(serve::serve(
+                listener,
                 http::router(Arc::clone(state)),
-                public_bounds,
+                public_bounds.clone(),
                 stop_http.clone(),
-            )),
+            ))
+        };
+        Ok(Servers {
+            public: std::iter::once(public)
+                .chain(also_public)
+                .map(serve_public)
+                .collect(),
             metrics: tokio::spawn(serve::serve(
                 metrics,
                 http::metrics_router(Arc::clone(state)),
@@ -242,7 +262,9 @@ async fn shut_down(state: &AppState, servers: Servers, signal: &str) {
     servers.stop_http.cancel();
     let remaining = (started + plan.deadline).saturating_duration_since(Instant::now());
     let _ = tokio::time::timeout(remaining, async {
-        let _ = servers.public.await;
+        for public in servers.public {
+            let _ = public.await;
+        }
         let _ = servers.metrics.await;
     })
     .await;
@@ -257,7 +279,11 @@ async fn shut_down(state: &AppState, servers: Servers, signal: &str) {
 /// The status refresher, the log summary and, when systemd asks for one, the watchdog.
 fn spawn_background(state: &Arc<AppState>, servers: &Servers) -> JoinHandle<()> {
     let state = Arc::clone(state);
-    let server_alive = servers.public.abort_handle();
+    let public_loops: Vec<_> = servers
+        .public
+        .iter()
+        .map(JoinHandle::abort_handle)
+        .collect();
     let accept = Arc::clone(&servers.accept_health);
     let summary = Arc::clone(&servers.summary);
     tokio::spawn(async move {
@@ -278,8 +304,8 @@ fn spawn_background(state: &Arc<AppState>, servers: &Servers) -> JoinHandle<()> 
         #[cfg(feature = "fault-injection")]
         let stall_after = state.faults.watchdog_stall_after;
         let healthy = || async {
-            if server_alive.is_finished() {
-                return Err("the public accept loop has stopped".to_owned());
+            if public_loops.iter().any(|public| public.is_finished()) {
+                return Err("a public accept loop has stopped".to_owned());
             }
             if let Some(failing) = accept
                 .failing_for()

@@ -1,5 +1,7 @@
 //! The listening sockets: adopted from systemd socket activation (`LISTEN_FDS`, names `ws` and
-//! `metrics` from `LISTEN_FDNAMES`; a single unnamed socket is the public one), or bound here
+//! `metrics` from `LISTEN_FDNAMES`; a single unnamed socket is the public one; every further
+//! socket named `ws` is served alike: the direct data path's shared public address next to
+//! the colour's own loopback port, docs/deploy.md), or bound here
 //! with a backlog large enough for connection bursts (tokio's `bind` uses 128, which
 //! overflows and costs clients 1 s SYN retries). What a previous process left in the file
 //! descriptor store for a handover comes the same way, by name.
@@ -21,6 +23,9 @@ const METRICS_BACKLOG: i32 = 128;
 #[derive(Debug)]
 pub struct Sockets {
     pub public: StdListener,
+    /// Further sockets named `ws` (the direct data path's reuseport address), served like
+    /// `public`.
+    pub also_public: Vec<StdListener>,
     /// `None`: bind `METRICS_ADDR`.
     pub metrics: Option<StdListener>,
     pub activated: bool,
@@ -54,6 +59,7 @@ pub fn open(public_addr: SocketAddr) -> io::Result<Sockets> {
     if fds.len() == 0 {
         return Ok(Sockets {
             public: bind(public_addr, PUBLIC_BACKLOG)?,
+            also_public: Vec::new(),
             metrics: None,
             activated: false,
             handover: Vec::new(),
@@ -75,6 +81,10 @@ pub fn open(public_addr: SocketAddr) -> io::Result<Sockets> {
         }
     };
     let public = take(&mut fds, public_index, "ws")?;
+    let also_public = (public_index + 1..names.len())
+        .filter(|&index| names[index] == "ws")
+        .map(|index| take(&mut fds, index, "ws"))
+        .collect::<io::Result<Vec<_>>>()?;
     let metrics = match index_of("metrics") {
         Some(index) if index != public_index => Some(take(&mut fds, index, "metrics")?),
         _ => None,
@@ -90,6 +100,7 @@ pub fn open(public_addr: SocketAddr) -> io::Result<Sockets> {
     }
     Ok(Sockets {
         public,
+        also_public,
         metrics,
         activated: true,
         handover,
@@ -111,6 +122,7 @@ fn take(fds: &mut ListenFd, index: usize, name: &str) -> io::Result<StdListener>
 /// The listening sockets: public and metrics, and whether systemd passed them.
 pub(crate) struct OpenSockets {
     pub(crate) public: StdListener,
+    pub(crate) also_public: Vec<StdListener>,
     pub(crate) metrics: StdListener,
     pub(crate) activated: bool,
     pub(crate) handover: Vec<(String, OwnedFd)>,
@@ -121,6 +133,7 @@ pub(crate) struct OpenSockets {
 pub(crate) fn open_sockets(config: &Config) -> Result<OpenSockets, String> {
     let Sockets {
         public,
+        also_public,
         metrics,
         activated,
         handover,
@@ -133,6 +146,7 @@ pub(crate) fn open_sockets(config: &Config) -> Result<OpenSockets, String> {
     };
     Ok(OpenSockets {
         public,
+        also_public,
         metrics,
         activated,
         handover,

@@ -9,7 +9,9 @@
 #   metrics-only entry point) exposed to the monitoring host on the private network; the
 #   journal shipped to the monitoring host's Loki by Grafana Alloy; with the fleet's Redis
 #   (fleet.json `redis`), both colours on it as their broker, its auth token fetched from
-#   Secrets Manager at boot (redis-auth-token.service) and loaded as a credential.
+#   Secrets Manager at boot (redis-auth-token.service) and loaded as a credential. On the
+#   direct data path (fleet.json dataPath "direct") the NLB reaches the colours' shared public
+#   port instead, and the server reads the NLB's proxy protocol itself.
 # - role "monitoring": Prometheus (finding the WebSocket hosts by EC2 tags), Grafana (on
 #   loopback: an SSH tunnel reaches it) and Loki, configured with the same pure library as the
 #   single-host module (nixos/lib/monitoring.nix).
@@ -31,6 +33,7 @@ let
   healthPort = fleet.healthCheckPort;
   traefikDir = "/var/lib/concurrent-socket/traefik";
   serverSettings = fleetLib.typedSettings (fleet.serverSettings or { });
+  direct = (fleet.dataPath or "traefik") == "direct";
 
   grafanaAdminPassword = "/var/lib/grafana/admin-password";
   binaryCache = fleet.binaryCache or null;
@@ -67,6 +70,9 @@ in
       services.concurrent-socket = {
         enable = true;
         openFirewall = true;
+        dataPath = fleet.dataPath or "traefik";
+        direct.port = mkIf direct fleet.directPort;
+        direct.proxyProtocolFrom = mkIf direct fleet.proxyProtocolTrustedIPs;
         # TRUSTED_PROXIES: the module's default (127.0.0.1, this host's Traefik) unless
         # fleet.json's serverSettings name it.
         instances.blue = { package = colourPackages.blue; settings = serverSettings; };

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::colour::Colour;
+use crate::config::DataPath;
 
 /// Blue/green deploys of concurrent-socket through Traefik, with automatic rollback
 /// (docs/deploy.md).
@@ -44,6 +45,10 @@ pub struct Cli {
     /// besides the system's roots (SSL_CERT_FILE or SSL_CERT_DIR replace those).
     #[arg(long, global = true, env = "WSCTL_CA_FILE", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// How WebSockets reach the colours: through Traefik, or direct on a shared reuseport
+    /// address [default: the config file's dataPath, else traefik].
+    #[arg(long, global = true, env = "WSCTL_DATA_PATH", value_name = "PATH")]
+    pub data_path: Option<DataPath>,
     /// The loadtest binary [default: loadtest from PATH].
     #[arg(long, global = true, env = "WSCTL_LOADTEST", value_name = "PATH")]
     pub loadtest: Option<PathBuf>,

@@ -31,6 +31,12 @@ impl Colour {
         ]
     }
 
+    /// The direct data path's public socket (systemd/ws-public@.socket): the colour's
+    /// listener in the reuseport group.
+    pub fn reuseport_socket_unit(&self) -> String {
+        format!("ws-public@{}.socket", self.0)
+    }
+
     /// The Traefik load-balancer service of base.yml for this colour.
     pub fn traefik_service(&self) -> String {
         format!("ws-{}", self.0)

@@ -2,10 +2,11 @@
 //! the lock, then the deploy or rollback order of deploy.rs on the real host (or, for
 //! `--dry-run`, on the host that only describes its actions).
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 
 use crate::cli::{Cli, Command, DeployArgs, RenderArgs, RollbackArgs};
-use crate::config::{Config, Overrides};
+use crate::colour::Colour;
+use crate::config::{Config, DataPath, Overrides};
 use crate::deploy::{self, DeployPlan, Host};
 use crate::dry_run::{self, DryRunHost};
 use crate::host::{Checks, SystemdHost};
@@ -13,9 +14,11 @@ use crate::interrupt::Interrupt;
 use crate::lock::{DeployLock, LockError};
 use crate::plan::{self, OnDisk};
 use crate::report::{EXIT_LOCKED, EXIT_REFUSED, Reporter};
+use crate::reuseport;
 use crate::routing::{RoutingFile, Weights};
 use crate::state::ActiveFile;
 use crate::status;
+use crate::systemd;
 use crate::traefik_api;
 
 /// A command that stopped before changing anything.
@@ -58,6 +61,7 @@ pub fn run(cli: Cli) -> Result<i32, Refusal> {
         state_dir: cli.state_dir,
         traefik_dir: cli.traefik_dir,
         ca_file: cli.ca_file,
+        data_path: cli.data_path,
     });
     match cli.command {
         Command::RenderRouting(args) => render_routing(&args),
@@ -91,11 +95,60 @@ fn render_routing(args: &RenderArgs) -> Result<i32, Refusal> {
     Ok(0)
 }
 
+/// The recorded colour and the routing: routing.yml, or on the direct path the reuseport
+/// group (the colours whose shared socket is open).
 fn on_disk(config: &Config) -> Result<OnDisk> {
+    let routing = match config.data_path {
+        DataPath::Traefik => RoutingFile::in_dir(&config.traefik_dir).read()?,
+        DataPath::Direct => match reuseport::group(config)? {
+            Some(group) => Some(group),
+            None => bail!(
+                "no colour is in the reuseport group (no ws-public@ socket is active): \
+                 start the active colour's with `systemctl start ws-public@COLOUR.socket`"
+            ),
+        },
+    };
     Ok(OnDisk {
         recorded: ActiveFile::in_dir(&config.state_dir).read()?,
-        routing: RoutingFile::in_dir(&config.traefik_dir).read()?,
+        routing,
     })
+}
+
+/// The switch of a deploy. Through Traefik: `steps` equal weight shifts. On the direct path
+/// all at once (docs/deploy.md says why): the new colour joins the group, which then spreads
+/// evenly over both, and the drain takes the old colour out.
+fn shift(config: &Config, from: &Colour, to: &Colour, steps: u32) -> Result<Vec<Weights>> {
+    match config.data_path {
+        DataPath::Traefik => Weights::shift(from, to, steps),
+        DataPath::Direct => {
+            ensure!(
+                steps == 1,
+                "--steps {steps}: the direct data path flips all at once (the kernel spreads \
+                 new connections evenly over the reuseport group; docs/deploy.md)"
+            );
+            Ok(vec![Weights::new([(from.clone(), 1), (to.clone(), 1)])?])
+        }
+    }
+}
+
+/// Before a deploy: the colour left serves all new connections, as routing says.
+fn check_serving(config: &Config, from: &Colour) -> Result<()> {
+    match config.data_path {
+        DataPath::Traefik => {
+            let applied = traefik_api::applied(&config.traefik_api, &config.trust)?;
+            ensure!(
+                applied == Weights::only(from),
+                "Traefik applies routing {applied}, not routing.yml's {from}=1: is it watching {}?",
+                config.traefik_dir.display()
+            );
+        }
+        DataPath::Direct => {
+            reuseport::ensure_migration()?;
+            let pid = systemd::show(&from.service_unit())?.main_pid;
+            reuseport::ensure_holds(from, pid, config.public_port())?;
+        }
+    }
+    Ok(())
 }
 
 fn checks(args: &DeployArgs) -> Checks {
@@ -123,14 +176,9 @@ fn deploy_locked(
     lock: DeployLock,
 ) -> Result<i32> {
     let from = plan::deploy_source(&on_disk(config)?, &args.to)?;
-    let applied = traefik_api::applied(&config.traefik_api, &config.trust)?;
-    ensure!(
-        applied == Weights::only(&from),
-        "Traefik applies routing {applied}, not routing.yml's {from}=1: is it watching {}?",
-        config.traefik_dir.display()
-    );
+    check_serving(config, &from)?;
     let plan = DeployPlan {
-        shift: Weights::shift(&from, &args.to, args.steps)?,
+        shift: shift(config, &from, &args.to, args.steps)?,
         from,
         to: args.to.clone(),
         step_interval: args.step_interval,
@@ -163,6 +211,14 @@ fn rollback_locked(config: &Config, args: &RollbackArgs, reporter: &Reporter) ->
         config.other_colour(c)
     })?;
     config.instance(&to)?;
+    if config.data_path == DataPath::Direct {
+        ensure!(
+            !args.no_drain,
+            "--no-drain: on the direct data path a colour leaves the reuseport group only by \
+             stopping (its listener must close for its queue to move)"
+        );
+        reuseport::ensure_migration()?;
+    }
     let checks = Checks::switch_only(args.switch.verify_connections, args.switch.switch_timeout);
     let mut host = SystemdHost::new(config, checks);
     let report = deploy::switch_back(&from, &to, !args.no_drain, &mut host, reporter);

@@ -1,6 +1,7 @@
 //! Where wsctl finds things: each colour's loopback ports, Traefik's public URL and API (and
 //! whom to trust when they are TLS), the `loadtest` binary, the state and Traefik directories,
-//! the package each colour is deployed with (profile.rs). Defaults are docs/architecture.md's;
+//! the package each colour is deployed with (profile.rs), and the data path (through Traefik,
+//! or direct to the colours on a shared reuseport address). Defaults are docs/architecture.md's;
 //! a JSON file (`$WSCTL_CONFIG`, default /etc/concurrent-socket/wsctl.json) overrides them,
 //! and flags or environment variables override the file.
 
@@ -22,6 +23,30 @@ pub const DEFAULT_PUBLIC_URL: &str = "ws://127.0.0.1:80";
 pub const DEFAULT_TRAEFIK_API: &str = "http://127.0.0.1:8082";
 /// The instances listen on loopback only; Traefik is their public side.
 const INSTANCE_HOST: &str = "127.0.0.1";
+
+/// How WebSockets reach the colours (nixos/lib/direct.nix, docs/deploy.md).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum DataPath {
+    /// Through Traefik: routing.yml says which colour gets new connections.
+    #[default]
+    Traefik,
+    /// Straight to the colours, which share the public address (SO_REUSEPORT): the colours
+    /// whose `ws-public@` socket is open get new connections, and a deploy flips them in the
+    /// kernel.
+    Direct,
+}
+
+impl std::fmt::Display for DataPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DataPath::Traefik => "traefik",
+            DataPath::Direct => "direct",
+        })
+    }
+}
 
 /// One colour's listeners (the same field names as nixos/lib/instances.nix).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -60,6 +85,7 @@ struct ConfigFile {
     packages: Option<BTreeMap<Colour, PathBuf>>,
     candidate: Option<PathBuf>,
     ca_file: Option<PathBuf>,
+    data_path: Option<DataPath>,
 }
 
 /// Values given on the command line or in the environment; they win over the file.
@@ -72,12 +98,15 @@ pub struct Overrides {
     pub state_dir: Option<PathBuf>,
     pub traefik_dir: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
+    pub data_path: Option<DataPath>,
 }
 
 #[derive(Clone, Debug)]
 pub struct Config {
     pub instances: BTreeMap<Colour, Instance>,
-    /// Traefik's WebSocket entry point, as clients reach it (`ws://HOST:PORT` or `wss://`).
+    pub data_path: DataPath,
+    /// Where clients reach the colours (`ws://HOST:PORT` or `wss://`): Traefik's WebSocket
+    /// entry point, or on the direct path the colours' shared public address.
     pub public_url: String,
     /// Traefik's API, to see which routing it applies (`http://HOST:PORT` or `https://`).
     pub traefik_api: String,
@@ -111,6 +140,7 @@ impl Config {
         let trust = Trust::new(overrides.ca_file.or(file.ca_file).as_deref())?;
         let config = Config {
             instances: file.instances.unwrap_or_else(default_instances),
+            data_path: overrides.data_path.or(file.data_path).unwrap_or_default(),
             public_url: overrides
                 .public_url
                 .or(file.public_url)
@@ -159,7 +189,13 @@ impl Config {
                 "packages names {colour}, which is not a configured instance"
             );
         }
-        PublicUrl::parse(&self.public_url)?;
+        let public = PublicUrl::parse(&self.public_url)?;
+        ensure!(
+            self.data_path == DataPath::Traefik || !public.tls(),
+            "the direct data path's public URL is the colours' own address, ws://HOST:PORT \
+             (TLS ends before it, at the load balancer), got '{}'",
+            self.public_url
+        );
         ensure!(
             (self.traefik_api.starts_with("http://") || self.traefik_api.starts_with("https://"))
                 && !self.traefik_api.ends_with('/'),
@@ -177,6 +213,13 @@ impl Config {
                 known.join(", ")
             )
         })
+    }
+
+    /// The port of the public URL: on the direct path, the colours' shared listener.
+    pub fn public_port(&self) -> u16 {
+        PublicUrl::parse(&self.public_url)
+            .expect("validated when loaded")
+            .port()
     }
 
     /// The one colour other than `colour`, when there are exactly two.
@@ -246,6 +289,21 @@ mod tests {
             Path::new("/var/lib/concurrent-socket/candidate")
         );
         assert!(c.packages.is_empty());
+        assert_eq!(c.data_path, DataPath::Traefik);
+    }
+
+    #[test]
+    fn the_direct_path_is_read_and_wants_a_plain_public_url() {
+        let c = parse(r#"{"dataPath":"direct","publicUrl":"ws://127.0.0.1:8000"}"#).unwrap();
+        assert_eq!(c.data_path, DataPath::Direct);
+        assert_eq!(c.public_port(), 8000);
+        let err = format!(
+            "{:#}",
+            parse(r#"{"dataPath":"direct","publicUrl":"wss://ws.example.com"}"#).unwrap_err()
+        );
+        assert!(err.contains("ws://HOST:PORT"), "{err}");
+        let err = format!("{:#}", parse(r#"{"dataPath":"proxy"}"#).unwrap_err());
+        assert!(err.contains("traefik") && err.contains("direct"), "{err}");
     }
 
     #[test]

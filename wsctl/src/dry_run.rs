@@ -8,13 +8,14 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::colour::Colour;
-use crate::config::Config;
+use crate::config::{Config, DataPath};
 use crate::deploy::{self, DeployPlan, Host};
 use crate::host::{Checks, WATCH_TICK};
 use crate::interrupt::Interrupt;
 use crate::loadgate;
 use crate::profile::Pinning;
 use crate::report::{Outcome, Report, Reporter, StepLog};
+use crate::reuseport;
 use crate::routing::{RoutingFile, Weights};
 use crate::state::ActiveFile;
 use crate::systemd;
@@ -78,6 +79,50 @@ fn systemctl(args: &[String]) -> String {
     format!("systemctl {}", args.join(" "))
 }
 
+impl DryRunHost<'_> {
+    /// What stops a colour: on the direct path its shared socket first (systemd.rs).
+    fn stop_commands(&self, colour: &Colour) -> String {
+        match self.config.data_path {
+            DataPath::Traefik => systemctl(&systemd::stop_command(colour)),
+            DataPath::Direct => systemd::leave_commands(colour)
+                .iter()
+                .map(|args| systemctl(args))
+                .collect::<Vec<_>>()
+                .join("; "),
+        }
+    }
+
+    /// The direct path's routing (host.rs, `regroup`).
+    fn regroup(&self, weights: &Weights) -> Result<String> {
+        reuseport::check_even(weights)?;
+        let joins = weights.colours().map(|colour| {
+            let commands: Vec<String> = systemd::join_commands(colour)
+                .iter()
+                .map(|args| systemctl(args))
+                .collect();
+            format!(
+                "{colour} joins unless its process holds the public port already: {}; wait for /ready",
+                commands.join("; ")
+            )
+        });
+        let leaves = self
+            .config
+            .instances
+            .keys()
+            .filter(|c| weights.weight(c) == 0)
+            .map(|colour| format!("{colour} leaves if in it: {}", self.stop_commands(colour)));
+        let recorded = weights
+            .sole_colour()
+            .map(|sole| format!("; record {sole} in {}", self.active.path().display()))
+            .unwrap_or_default();
+        Ok(format!(
+            "reuseport group {weights}: {}; write {}: {weights} (Traefik's HTTP routes) if its directory exists{recorded}",
+            joins.chain(leaves).collect::<Vec<_>>().join("; "),
+            self.routing.path().display()
+        ))
+    }
+}
+
 impl Host for DryRunHost<'_> {
     fn start(&mut self, colour: &Colour) -> Result<String> {
         let ready = self.config.instance(colour)?.http_url("/ready");
@@ -119,6 +164,9 @@ impl Host for DryRunHost<'_> {
     }
 
     fn route(&mut self, weights: &Weights) -> Result<String> {
+        if self.config.data_path == DataPath::Direct {
+            return self.regroup(weights);
+        }
         let recorded = weights
             .sole_colour()
             .map(|sole| format!(", record {sole} in {}", self.active.path().display()))
@@ -140,6 +188,16 @@ impl Host for DryRunHost<'_> {
     }
 
     fn verify(&mut self, colour: &Colour) -> Result<String> {
+        if self.config.data_path == DataPath::Direct {
+            return Ok(format!(
+                "at least {} new connections on {} (within {}), each answered, some by {colour}; \
+                 then {colour}'s process and error counters unchanged for {}",
+                self.checks.verify_connections,
+                self.config.public_url,
+                within(self.checks.switch_timeout),
+                within(self.checks.verify_window)
+            ));
+        }
         Ok(format!(
             "{}, then one more every {} for {}; {colour}'s process and error counters unchanged",
             self.landing(colour),
@@ -156,14 +214,23 @@ impl Host for DryRunHost<'_> {
     }
 
     fn drain(&mut self, colour: &Colour, successor: &Colour) -> Result<String> {
-        Ok(format!(
+        let drained = format!(
             "{}; its clients get goodbye and reconnect to {successor}",
-            systemctl(&systemd::stop_command(colour))
-        ))
+            self.stop_commands(colour)
+        );
+        Ok(match self.config.data_path {
+            DataPath::Traefik => drained,
+            DataPath::Direct => format!(
+                "{drained}; write {}: {successor}=1 if its directory exists; record {successor} in {}; {}",
+                self.routing.path().display(),
+                self.active.path().display(),
+                self.landing(successor)
+            ),
+        })
     }
 
     fn stop(&mut self, colour: &Colour) -> Result<String> {
-        let stop = systemctl(&systemd::stop_command(colour));
+        let stop = self.stop_commands(colour);
         Ok(match self.pinning.rehearse_restore(colour) {
             Some(restore) => format!("{stop}; pin {restore}"),
             None => stop,
@@ -237,6 +304,68 @@ mod tests {
         std::fs::write(&binary, "#!/bin/sh\n").unwrap();
         std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::canonicalize(dir).unwrap()
+    }
+
+    #[test]
+    fn on_the_direct_path_green_joins_the_group_and_blue_leaves_it_socket_first() {
+        let (state, scratch) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut config = config(state.path(), scratch.path());
+        config.data_path = DataPath::Direct;
+        package(scratch.path(), "new");
+        let (blue, green): (Colour, Colour) = ("blue".parse().unwrap(), "green".parse().unwrap());
+        let plan = DeployPlan {
+            shift: vec![Weights::new([(blue.clone(), 1), (green.clone(), 1)]).unwrap()],
+            from: blue,
+            to: green,
+            step_interval: Duration::ZERO,
+        };
+        let report = rehearse(
+            &plan,
+            &mut DryRunHost::new(&config, checks()),
+            &Reporter::new(true),
+        );
+        assert_eq!(report.outcome, Outcome::Planned);
+        let detail = |steps: &[crate::report::StepRecord], name: &str| {
+            steps
+                .iter()
+                .find(|s| s.name == name)
+                .unwrap()
+                .detail
+                .clone()
+        };
+        let switch = detail(&report.steps, "switch");
+        assert!(
+            switch.contains("reuseport group blue=1,green=1")
+                && switch.contains(
+                    "systemctl stop ws@green.service; systemctl start ws-public@green.socket"
+                ),
+            "{switch}"
+        );
+        let drain = detail(&report.steps, "drain");
+        assert!(
+            drain.starts_with(
+                "systemctl stop ws-public@blue.socket; systemctl stop ws@blue.service"
+            ),
+            "{drain}"
+        );
+        assert!(drain.contains("record green"), "{drain}");
+        // Rolling back takes green out of the group the same way, and records blue.
+        let restore = detail(&report.rollback, "restore-routing");
+        assert!(
+            restore.contains("green leaves if in it: systemctl stop ws-public@green.socket")
+                && restore.contains("record blue"),
+            "{restore}"
+        );
+        // A gradual split cannot be applied by the kernel.
+        let mut host = DryRunHost::new(&config, checks());
+        let err = host
+            .route(&Weights::parse_spec("blue=2,green=1").unwrap())
+            .unwrap_err();
+        assert!(err.to_string().contains("--steps 1"), "{err}");
+        assert!(
+            !state.path().join("active").exists(),
+            "a dry run wrote the active file"
+        );
     }
 
     #[test]

@@ -1,20 +1,25 @@
 //! The deploy's actions on a real host: systemd through `systemctl`, the instances' HTTP
 //! endpoints, `loadtest`, Traefik's routing.yml and the active-colour file, and new
-//! WebSocket connections through Traefik. `--dry-run` describes them instead (dry_run.rs).
+//! WebSocket connections through Traefik. On the direct data path the routing is the
+//! reuseport group instead (reuseport.rs): a colour joins it, and leaves it by stopping,
+//! and new connections are probed on the shared public address. `--dry-run` describes the
+//! actions instead (dry_run.rs).
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 
 use crate::colour::Colour;
-use crate::config::Config;
+use crate::config::{Config, DataPath};
 use crate::deploy::Host;
 use crate::health::{self, ErrorCounters};
 use crate::loadgate;
 use crate::probe::{self, OnFailure};
 use crate::profile::Pinning;
+use crate::reuseport;
 use crate::routing::{RoutingFile, Weights};
 use crate::state::ActiveFile;
 use crate::systemd::{self, UnitState};
@@ -126,6 +131,141 @@ impl<'c> SystemdHost<'c> {
         Ok(())
     }
 
+    /// `verify_connections` new connections in a row through the public URL land on the
+    /// colour (failures retried until the switch timeout).
+    fn landing_on(&mut self, colour: &Colour) -> Result<String> {
+        let expected = self.server_id(colour)?;
+        let t = &self.checks;
+        let landing = probe::wait_landing(
+            &self.config.public_url,
+            &self.config.trust,
+            &expected,
+            t.verify_connections,
+            t.switch_timeout,
+            OnFailure::Retry,
+        )?;
+        Ok(format!(
+            "{} in a row on {colour} ({landing})",
+            t.verify_connections
+        ))
+    }
+
+    /// Stop the colour's units: on the direct path its shared socket first, so that the
+    /// queue of its listener moves to the group's others (systemd.rs, `leave_group`).
+    fn stop_units(&self, colour: &Colour) -> Result<UnitState> {
+        match self.config.data_path {
+            DataPath::Traefik => systemd::stop_colour(colour),
+            DataPath::Direct => systemd::leave_group(colour),
+        }
+    }
+
+    /// The direct path's routing: the colours of `weights` in the reuseport group (joining
+    /// the ones not in it yet), every other colour out of it (which stops it: its clients get
+    /// goodbye and reconnect to the colours left). A sole colour is recorded as active.
+    fn regroup(&mut self, weights: &Weights) -> Result<String> {
+        reuseport::check_even(weights)?;
+        let mut done = Vec::new();
+        for colour in weights.colours() {
+            done.push(self.join(colour)?);
+        }
+        let leaving: Vec<Colour> = self
+            .config
+            .instances
+            .keys()
+            .filter(|c| weights.weight(c) == 0)
+            .cloned()
+            .collect();
+        for colour in leaving {
+            if self.in_group(&colour)? {
+                let unit = systemd::leave_group(&colour)?;
+                done.push(format!("{colour} left ({} {unit})", colour.service_unit()));
+            }
+        }
+        done.push(self.record_group(weights)?);
+        Ok(format!("reuseport group {weights}: {}", done.join(", ")))
+    }
+
+    /// The direct path's group, written where the host keeps its routing: routing.yml, so
+    /// that Traefik's HTTP routes (kept on this path) follow the colours, when the host has
+    /// Traefik's directory; and a sole colour as the active one.
+    fn record_group(&self, weights: &Weights) -> Result<String> {
+        let mut recorded = Vec::new();
+        if self.routing.path().parent().is_some_and(Path::is_dir) {
+            self.routing.write(weights)?;
+            recorded.push(format!("routing.yml {weights} (Traefik's HTTP routes)"));
+        }
+        if let Some(sole) = weights.sole_colour() {
+            self.active.write(sole)?;
+            recorded.push(format!("active {sole}"));
+        }
+        Ok(recorded.join(", "))
+    }
+
+    /// The colour's shared socket is open, or its process still holds a listener there.
+    fn in_group(&self, colour: &Colour) -> Result<bool> {
+        if systemd::is_active(&colour.reuseport_socket_unit())? {
+            return Ok(true);
+        }
+        let pid = systemd::show(&colour.service_unit())?.main_pid;
+        Ok(pid != 0 && reuseport::holders(self.config.public_port())?.contains(&pid))
+    }
+
+    /// The colour into the reuseport group, its service restarted to receive the shared
+    /// socket unless its running process holds it already.
+    fn join(&mut self, colour: &Colour) -> Result<String> {
+        let port = self.config.public_port();
+        let unit = systemd::show(&colour.service_unit())?;
+        if unit.is_running()
+            && systemd::is_active(&colour.reuseport_socket_unit())?
+            && reuseport::holders(port)?.contains(&unit.main_pid)
+        {
+            return Ok(format!("{colour} in it already (pid {})", unit.main_pid));
+        }
+        let timeout = self.checks.ready_timeout.max(self.checks.switch_timeout);
+        let started = Instant::now();
+        let unit = systemd::join_group(colour, timeout)?;
+        health::wait_ready(self.config.instance(colour)?, timeout)
+            .with_context(|| format!("{colour} not ready after joining the reuseport group"))?;
+        reuseport::ensure_holds(colour, unit.main_pid, port)?;
+        // The process that joined is the one watched from now on.
+        if self.baseline.as_ref().is_some_and(|b| &b.colour == colour) {
+            self.mark_baseline(colour)?;
+        }
+        Ok(format!(
+            "{colour} joined ({} restarted with {}: {unit}, ready after {:.2}s)",
+            colour.service_unit(),
+            colour.reuseport_socket_unit(),
+            started.elapsed().as_secs_f64()
+        ))
+    }
+
+    /// The direct path's verification while the old colour is still in the group: new
+    /// connections on the shared address each reach a colour of the group, some of them
+    /// `colour`; then `colour` is watched as on the Traefik path.
+    fn verify_in_group(&mut self, colour: &Colour) -> Result<String> {
+        let expected = self.server_id(colour)?;
+        let t = self.checks.clone();
+        let deadline = Instant::now() + t.switch_timeout;
+        let (mut on_colour, mut attempts) = (0, 0);
+        while attempts < t.verify_connections || on_colour == 0 {
+            ensure!(
+                Instant::now() < deadline,
+                "no new connection of {attempts} on the public address reached {colour} within {}",
+                humantime::format_duration(t.switch_timeout)
+            );
+            attempts += 1;
+            if probe::server_id(&self.config.public_url, &self.config.trust)? == expected {
+                on_colour += 1;
+            }
+        }
+        self.observe(colour, t.verify_window, false)?;
+        Ok(format!(
+            "{on_colour} of {attempts} new connections on the public address reached {colour}, \
+             the rest the group's other colours; process and error counters unchanged for {}",
+            humantime::format_duration(t.verify_window)
+        ))
+    }
+
     /// Check the colour every tick for `period`; with `expect_landing`, every tick also
     /// opens a new connection through Traefik that must land on it. Returns the probe count.
     fn observe(&mut self, colour: &Colour, period: Duration, expect_landing: bool) -> Result<u32> {
@@ -217,6 +357,9 @@ impl Host for SystemdHost<'_> {
     }
 
     fn route(&mut self, weights: &Weights) -> Result<String> {
+        if self.config.data_path == DataPath::Direct {
+            return self.regroup(weights);
+        }
         self.routing.write(weights)?;
         let recorded = match weights.sole_colour() {
             Some(sole) => {
@@ -246,6 +389,9 @@ impl Host for SystemdHost<'_> {
     }
 
     fn verify(&mut self, colour: &Colour) -> Result<String> {
+        if self.config.data_path == DataPath::Direct {
+            return self.verify_in_group(colour);
+        }
         let expected = self.server_id(colour)?;
         let t = self.checks.clone();
         let landing = probe::wait_landing(
@@ -265,25 +411,12 @@ impl Host for SystemdHost<'_> {
     }
 
     fn confirm_routing(&mut self, colour: &Colour) -> Result<String> {
-        let expected = self.server_id(colour)?;
-        let t = &self.checks;
-        let landing = probe::wait_landing(
-            &self.config.public_url,
-            &self.config.trust,
-            &expected,
-            t.verify_connections,
-            t.switch_timeout,
-            OnFailure::Retry,
-        )?;
-        Ok(format!(
-            "{} in a row on {colour} ({landing})",
-            t.verify_connections
-        ))
+        self.landing_on(colour)
     }
 
     fn drain(&mut self, colour: &Colour, successor: &Colour) -> Result<String> {
         let held = health::health(self.config.instance(colour)?).map(|h| h.connections);
-        let unit = systemd::stop_colour(colour)?;
+        let unit = self.stop_units(colour)?;
         ensure!(
             unit.active_state != "active",
             "{} still {unit} after stop",
@@ -292,17 +425,24 @@ impl Host for SystemdHost<'_> {
         let now = health::health(self.config.instance(successor)?).map(|h| h.connections);
         let count =
             |c: Result<u64>| c.map_or_else(|e| format!("unknown ({e:#})"), |n| n.to_string());
-        Ok(format!(
+        let stopped = format!(
             "{} stopped ({unit}); it held {} connections, {successor} now holds {}",
             colour.service_unit(),
             count(held),
             count(now)
-        ))
+        );
+        if self.config.data_path == DataPath::Traefik {
+            return Ok(stopped);
+        }
+        // The group is the successor alone now: record it, and see it from the outside.
+        let recorded = self.record_group(&Weights::only(successor))?;
+        let landing = self.landing_on(successor)?;
+        Ok(format!("{stopped}; {recorded}; {landing}"))
     }
 
     fn stop(&mut self, colour: &Colour) -> Result<String> {
         // Both, even when one fails: a stopped colour must not come back on the failed build.
-        let stopped = systemd::stop_colour(colour);
+        let stopped = self.stop_units(colour);
         let restored = self.pinning.restore(colour)?;
         let unit = stopped?;
         Ok(match restored {

@@ -17,6 +17,7 @@ mod plan;
 mod probe;
 mod profile;
 mod report;
+mod reuseport;
 mod routing;
 mod state;
 mod status;

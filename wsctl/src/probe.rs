@@ -53,6 +53,14 @@ impl PublicUrl {
             _ => bail!("public URL {shape}, got '{url}'"),
         }
     }
+
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
 }
 
 /// Open one connection to `public_url`, read `connection_established`, close, and return

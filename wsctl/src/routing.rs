@@ -71,6 +71,16 @@ impl Weights {
         }
     }
 
+    /// Every colour named gets the same share (after reduction, all weights are 1).
+    pub fn is_even(&self) -> bool {
+        self.0.values().all(|w| *w == 1)
+    }
+
+    /// The colours with a positive weight.
+    pub fn colours(&self) -> impl Iterator<Item = &Colour> {
+        self.0.keys()
+    }
+
     pub fn weight(&self, colour: &Colour) -> u32 {
         self.0.get(colour).copied().unwrap_or(0)
     }

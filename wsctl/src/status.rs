@@ -1,5 +1,6 @@
 //! `wsctl status`: the active colour (recorded, as routed, as Traefik applies it, and where a
-//! new connection through the public URL lands), and per colour its unit state, version,
+//! new connection through the public URL lands; on the direct data path the routing is the
+//! reuseport group and Traefik is not asked), and per colour its unit state, version,
 //! server ID and connections, from systemd and each instance's /health, and the build its
 //! profile pins and the one its process runs.
 
@@ -8,10 +9,11 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::colour::Colour;
-use crate::config::Config;
+use crate::config::{Config, DataPath};
 use crate::health::{self, Health};
 use crate::probe;
 use crate::profile::Profiles;
+use crate::reuseport;
 use crate::routing::RoutingFile;
 use crate::state::ActiveFile;
 use crate::systemd::{self, UnitState};
@@ -20,9 +22,11 @@ use crate::traefik_api;
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
+    pub data_path: DataPath,
     /// The recorded active colour (`$WSCTL_STATE_DIR/active`).
     pub active: Option<Colour>,
-    /// routing.yml's weights, `blue=1` or `blue=3,green=1`.
+    /// routing.yml's weights, `blue=1` or `blue=3,green=1`; on the direct path the colours
+    /// in the reuseport group, each 1.
     pub routing: Option<String>,
     /// The weights Traefik applies now, per its API.
     pub traefik_applies: Option<String>,
@@ -67,23 +71,29 @@ pub fn gather(config: &Config) -> Status {
             warnings.push(format!("{e:#}"));
             None
         });
-    let weights = RoutingFile::in_dir(&config.traefik_dir)
-        .read()
-        .unwrap_or_else(|e| {
-            warnings.push(format!("{e:#}"));
-            None
-        });
+    let routing = match config.data_path {
+        DataPath::Traefik => RoutingFile::in_dir(&config.traefik_dir).read(),
+        DataPath::Direct => reuseport::group(config),
+    };
+    let weights = routing.unwrap_or_else(|e| {
+        warnings.push(format!("{e:#}"));
+        None
+    });
     if let (Some(active), Some(w)) = (&active, &weights)
         && w.sole_colour() != Some(active)
     {
         warnings.push(format!(
-            "recorded active colour {active} but routing.yml says {w} (a switch did not finish?)"
+            "recorded active colour {active} but the routing says {w} (a switch did not finish?)"
         ));
     }
-    let traefik_applies = traefik_api::applied(&config.traefik_api, &config.trust)
-        .map(|w| w.to_string())
-        .map_err(|e| warnings.push(format!("{e:#}")))
-        .ok();
+    let traefik_applies = (config.data_path == DataPath::Traefik)
+        .then(|| {
+            traefik_api::applied(&config.traefik_api, &config.trust)
+                .map(|w| w.to_string())
+                .map_err(|e| warnings.push(format!("{e:#}")))
+                .ok()
+        })
+        .flatten();
     if let (Some(file), Some(live)) = (weights.as_ref().map(ToString::to_string), &traefik_applies)
         && &file != live
     {
@@ -109,6 +119,13 @@ pub fn gather(config: &Config) -> Status {
             if let Some(warning) = build_mismatch(colour, &profiles.path(colour), runs.as_deref()) {
                 warnings.push(warning);
             }
+            if let (DataPath::Direct, Some(w), Some(u)) = (config.data_path, &weights, &unit)
+                && w.weight(colour) > 0
+                && u.is_running()
+                && let Err(e) = reuseport::ensure_holds(colour, u.main_pid, config.public_port())
+            {
+                warnings.push(format!("{e:#}"));
+            }
             InstanceStatus {
                 colour: colour.clone(),
                 port: inst.port,
@@ -124,6 +141,7 @@ pub fn gather(config: &Config) -> Status {
         .collect();
     let (server_id, error) = split(probe::server_id(&config.public_url, &config.trust));
     Status {
+        data_path: config.data_path,
         active,
         routing: weights.map(|w| w.to_string()),
         traefik_applies,
@@ -166,12 +184,19 @@ impl Status {
             c.as_ref()
                 .map_or("(none recorded)".to_owned(), ToString::to_string)
         };
-        println!(
-            "active: {}   routing.yml: {}   Traefik applies: {}",
-            shown(&self.active),
-            self.routing.as_deref().unwrap_or("(none)"),
-            self.traefik_applies.as_deref().unwrap_or("(unknown)")
-        );
+        match self.data_path {
+            DataPath::Traefik => println!(
+                "active: {}   routing.yml: {}   Traefik applies: {}",
+                shown(&self.active),
+                self.routing.as_deref().unwrap_or("(none)"),
+                self.traefik_applies.as_deref().unwrap_or("(unknown)")
+            ),
+            DataPath::Direct => println!(
+                "active: {}   data path: direct   reuseport group: {}",
+                shown(&self.active),
+                self.routing.as_deref().unwrap_or("(empty)")
+            ),
+        }
         match (&self.public.server_id, &self.public.error) {
             (Some(id), _) => println!(
                 "public {}: a new connection reaches serverId {id}",

@@ -113,6 +113,52 @@ pub fn stop_command(colour: &Colour) -> Vec<String> {
     vec!["stop".into(), colour.service_unit(), public, metrics]
 }
 
+/// Whether the unit is active (`systemctl show -P ActiveState`).
+pub fn is_active(unit: &str) -> Result<bool> {
+    Ok(systemctl(&["show", "-P", "ActiveState", unit])?.trim() == "active")
+}
+
+/// The direct data path: the colour joins the reuseport group. Its service is stopped (it
+/// holds no client yet: started by the deploy step on its loopback socket and load-tested
+/// there), its shared public socket started, and the service started again, so that systemd
+/// hands it that socket too; then wait until it runs.
+pub fn join_group(colour: &Colour, timeout: Duration) -> Result<UnitState> {
+    for args in join_commands(colour) {
+        systemctl(&args)?;
+    }
+    wait_running(&colour.service_unit(), timeout)
+}
+
+pub fn join_commands(colour: &Colour) -> [Vec<String>; 3] {
+    let service = colour.service_unit();
+    [
+        vec!["stop".into(), service.clone()],
+        vec!["start".into(), colour.reuseport_socket_unit()],
+        vec!["start".into(), "--no-block".into(), service],
+    ]
+}
+
+/// The direct data path: the colour leaves the reuseport group. Its shared socket first
+/// (systemd's copy of the listener closes; the server still accepts on its own), then the
+/// service and its other sockets: at SIGTERM the server closes its listeners, so the last
+/// copy closes and the kernel moves the connections waiting in its queue to the group's other
+/// listeners (net.ipv4.tcp_migrate_req=1); then the drain says goodbye to its clients, who
+/// reconnect to the colours left. Stopping the socket together with the service would leave
+/// systemd's copy open, unaccepted, for the length of the drain.
+pub fn leave_group(colour: &Colour) -> Result<UnitState> {
+    for args in leave_commands(colour) {
+        systemctl(&args)?;
+    }
+    show(&colour.service_unit())
+}
+
+pub fn leave_commands(colour: &Colour) -> [Vec<String>; 2] {
+    [
+        vec!["stop".into(), colour.reuseport_socket_unit()],
+        stop_command(colour),
+    ]
+}
+
 fn wait_running(unit: &str, timeout: Duration) -> Result<UnitState> {
     let deadline = Instant::now() + timeout;
     loop {

@@ -64,6 +64,7 @@ let
     let t = config.services.traefik; in
     builtins.fromJSON (if shape == "classic" then t.staticConfigFile.text else t.static.file.text);
   envFile = config: colour: config.environment.etc."concurrent-socket/${colour}.env".text;
+  wsctlConfig = config: builtins.fromJSON config.environment.etc."concurrent-socket/wsctl.json".source.text;
   hasLine = text: line: lib.elem line (lib.splitString "\n" text);
   sysctl = config: config.boot.kernel.sysctl;
 
@@ -100,7 +101,48 @@ let
             true)
           (expect "no extra substituter" c.nix.settings.substituters [ "https://cache.nixos.org/" ])
           (expect "instances keep running across nixos-rebuild" c.systemd.services."ws@green".restartIfChanged false)
+          (expect "the Traefik data path: no shared public socket" (c.systemd.sockets ? "ws-public@blue") false)
+          (expect "the Traefik data path: the kernel's default for a closing listener's queue" ((sysctl c) ? "net.ipv4.tcp_migrate_req") false)
+          (expect "wsctl probes through Traefik's loopback entry point" (with wsctlConfig c; [ dataPath publicUrl ]) [ "traefik" "ws://127.0.0.1:8081" ])
         ];
+    }
+    {
+      name = "the direct data path behind an NLB";
+      modules = [
+        enabled
+        {
+          services.concurrent-socket = {
+            dataPath = "direct";
+            direct = { port = 8443; proxyProtocolFrom = [ "10.0.0.0/24" "10.0.1.0/24" ]; };
+            openFirewall = true;
+            instances.green.settings.UPGRADE_RATE_PER_IP = 50;
+          };
+        }
+      ];
+      expect = _: c: [
+        (expect "both colours' shared sockets on the public address"
+          (map (colour: c.systemd.sockets."ws-public@${colour}".listenStreams) [ "blue" "green" ])
+          [ [ "" "0.0.0.0:8443" ] [ "" "0.0.0.0:8443" ] ])
+        (expect "no shared socket wanted at boot but the active colour's, by ws-direct-boot"
+          [ c.systemd.sockets."ws-public@blue".wantedBy c.systemd.services.ws-direct-boot.wantedBy ]
+          [ [ ] [ "sockets.target" ] ])
+        (expect "ws-direct-boot starts the recorded colour's shared socket"
+          (lib.hasInfix "ws-public@$(cat /var/lib/concurrent-socket/active).socket" c.systemd.services.ws-direct-boot.script)
+          true)
+        (expect "the loopback sockets stay" c.systemd.sockets."ws@blue".listenStreams [ "" "127.0.0.1:3001" ])
+        (expect "a closing listener's queue moves to the other colour" (sysctl c)."net.ipv4.tcp_migrate_req" 1)
+        (expect "the upgrade rate limit of the original design in the server"
+          (map (hasLine (envFile c "blue")) [ "UPGRADE_RATE_PER_IP=\"5\"" "UPGRADE_BURST_PER_IP=\"10\"" ])
+          [ true true ])
+        (expect "a colour's own value wins over the module's default" (hasLine (envFile c "green") "UPGRADE_RATE_PER_IP=\"50\"") true)
+        (expect "PROXY protocol v2 required from the NLB's subnets"
+          (map (hasLine (envFile c "blue")) [ "PROXY_PROTOCOL=\"v2\"" "PROXY_PROTOCOL_TRUSTED=\"10.0.0.0/24,10.0.1.0/24\"" ])
+          [ true true ])
+        (expect "wsctl flips the reuseport group and probes the shared address"
+          (with wsctlConfig c; [ dataPath publicUrl ]) [ "direct" "ws://127.0.0.1:8443" ])
+        (expect "Traefik kept for the HTTP routes" c.services.traefik.enable true)
+        (expect "the shared port reserved and opened" [ (lib.hasInfix "8443" (sysctl c)."net.ipv4.ip_local_reserved_ports") (lib.elem 8443 c.networking.firewall.allowedTCPPorts) ] [ true true ])
+      ];
     }
     {
       name = "ACME on a domain";
@@ -259,6 +301,17 @@ let
           [ [ [ "redis-password:/run/redis-auth-token/token" ] true ] [ [ "redis-password:/run/redis-auth-token/token" ] true ] ])
       ];
     })
+    (fleetHost (fleetWs // { dataPath = "direct"; directPort = 8000; }) // {
+      name = "fleet WebSocket host on the direct data path";
+      expect = _: c: [
+        (expect "the colours share the NLB's target port" c.systemd.sockets."ws-public@green".listenStreams [ "" "0.0.0.0:8000" ])
+        (expect "the server believes proxy protocol from the NLB's subnets only"
+          (hasLine (envFile c "blue") "PROXY_PROTOCOL_TRUSTED=\"10.0.0.0/24,10.0.1.0/24\"")
+          true)
+        (expect "the NLB's target port is open" (lib.elem 8000 c.networking.firewall.allowedTCPPorts) true)
+        (expect "a closing listener's queue moves to the other colour" (sysctl c)."net.ipv4.tcp_migrate_req" 1)
+      ];
+    })
     (fleetHost fleetMonitoring // {
       name = "fleet monitoring host";
       expect = _: c: [
@@ -355,6 +408,36 @@ let
       name = "a binary cache without its key";
       shape = "refactored";
       modules = [ enabled { services.concurrent-socket.binaryCache.url = "https://cache.example.com"; } ];
+      error = "assertions";
+    }
+    {
+      name = "a data path that does not exist";
+      shape = "classic";
+      modules = [ enabled { services.concurrent-socket.dataPath = "proxy"; } ];
+      error = "not of type";
+    }
+    {
+      name = "the direct path on Traefik's HTTP port";
+      shape = "classic";
+      modules = [ enabled { services.concurrent-socket = { dataPath = "direct"; direct.port = 80; }; } ];
+      error = "assertions";
+    }
+    {
+      name = "the direct path on a colour's loopback port";
+      shape = "refactored";
+      modules = [ enabled { services.concurrent-socket = { dataPath = "direct"; direct.port = 3002; }; } ];
+      error = "assertions";
+    }
+    {
+      name = "PROXY protocol for the server on the Traefik path";
+      shape = "classic";
+      modules = [ enabled { services.concurrent-socket.direct.proxyProtocolFrom = [ "10.0.0.0/24" ]; } ];
+      error = "assertions";
+    }
+    {
+      name = "an upgrade burst below its average";
+      shape = "classic";
+      modules = [ enabled { services.concurrent-socket = { dataPath = "direct"; direct.upgradeRateLimit = { average = 20; burst = 5; }; }; } ];
       error = "assertions";
     }
     {

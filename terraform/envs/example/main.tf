@@ -23,6 +23,7 @@ module "fleet" {
   domain_name         = var.domain_name
   certificate_arn     = var.certificate_arn
   create_certificate  = var.create_certificate
+  data_path           = var.data_path
   deletion_protection = var.deletion_protection
   redis               = var.redis
   tags                = merge(var.tags, { Environment = var.environment, Service = "concurrent-socket" })

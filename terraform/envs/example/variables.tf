@@ -105,6 +105,12 @@ variable "create_certificate" {
   default     = false
 }
 
+variable "data_path" {
+  description = "\"traefik\": the NLB forwards to each host's Traefik; \"direct\": to the colours' shared port, blue/green flipped in the kernel (docs/deploy.md, \"The direct data path\")."
+  type        = string
+  default     = "traefik"
+}
+
 variable "deletion_protection" {
   description = "Protect the load balancer from deletion."
   type        = bool

@@ -15,11 +15,15 @@ locals {
     serverSettings    = var.server_settings
     metricsPorts      = local.metrics_ports
     healthCheckPort   = local.health_check_port
-    # With TLS at the NLB: the addresses whose proxy protocol header Traefik believes.
+    # With TLS at the NLB: the addresses whose proxy protocol header Traefik (or, on the
+    # direct path, the server) believes.
     proxyProtocolTrustedIPs = local.tls ? local.nlb_subnet_cidrs : []
-    binaryCache             = local.binary_cache
-    redis                   = local.redis_settings
-    stateVersion            = var.nixos_release
+    # The direct data path: the NLB's target is the colours' shared port.
+    dataPath     = var.data_path
+    directPort   = local.direct_port
+    binaryCache  = local.binary_cache
+    redis        = local.redis_settings
+    stateVersion = var.nixos_release
   }
   monitoring_settings = {
     fleet             = var.name

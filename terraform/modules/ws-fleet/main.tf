@@ -26,6 +26,11 @@ locals {
   # which only the monitoring host may reach.
   traefik_port      = 80
   health_check_port = 8083
+  # The direct data path: the colours' shared public port (services.concurrent-socket.direct.port,
+  # set from fleet.json), which the NLB forwards to instead of Traefik's.
+  direct      = var.data_path == "direct"
+  direct_port = 8000
+  target_port = local.direct ? local.direct_port : local.traefik_port
   metrics_ports = {
     blue    = 19464 # -> 127.0.0.1:9464, ws-metrics@blue
     green   = 19465 # -> 127.0.0.1:9465, ws-metrics@green

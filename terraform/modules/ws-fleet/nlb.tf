@@ -9,7 +9,16 @@
 #   only from the NLB's subnets (fleet.json proxyProtocolTrustedIPs), and the hosts' security
 #   group admits the port from the NLB only.
 #
-# Health check: HTTP GET /ready on Traefik's `nlb-health` entry point (port 8083, added by
+# On the direct data path (var.data_path) the target is the colours' shared public port
+# instead (every running colour listens there with SO_REUSEPORT): no proxy on the host, the
+# server itself reads the proxy protocol header, from the NLB's subnets only (fleet.json
+# proxyProtocolTrustedIPs), and the health check is GET /ready on that same port: a host is
+# healthy when a colour in its reuseport group is ready (a draining colour has already left
+# the group). With proxy protocol on, the NLB's health checks carry a LOCAL header, which the
+# server accepts from the NLB's subnets like any other. The resources keep the names of the
+# Traefik path, so that switching data paths updates them in place.
+#
+# Health check on the Traefik path: HTTP GET /ready on Traefik's `nlb-health` entry point (port 8083, added by
 # terraform/nixos/fleet-host.nix), where one router sends /ready to the `ws-active` service.
 # So a host is healthy only when its Traefik runs AND the colour it routes to is ready: a
 # starting or draining server answers 503 and the host leaves the rotation. Not Traefik's ping
@@ -48,7 +57,7 @@ resource "aws_lb" "this" {
 resource "aws_lb_target_group" "traefik" {
   for_each    = { (local.listener.name) = local.listener }
   name        = "${var.name}-${each.key}"
-  port        = local.traefik_port
+  port        = local.target_port
   protocol    = "TCP"
   target_type = "instance"
   vpc_id      = local.vpc_id
@@ -62,7 +71,7 @@ resource "aws_lb_target_group" "traefik" {
 
   health_check {
     protocol            = "HTTP"
-    port                = tostring(local.health_check_port)
+    port                = local.direct ? "traffic-port" : tostring(local.health_check_port)
     path                = "/ready"
     matcher             = "200"
     interval            = 10
@@ -100,5 +109,5 @@ resource "aws_lb_target_group_attachment" "ws" {
   }
   target_group_arn = aws_lb_target_group.traefik[each.value.listener].arn
   target_id        = module.ws_host[each.value.host].instance_id
-  port             = local.traefik_port
+  port             = local.target_port
 }

@@ -38,13 +38,19 @@ locals {
       description = "clients to the NLB (${local.listener.name})"
     }
   }
-  nlb_to_ws_rules = {
+  nlb_to_ws_rules = local.direct ? {
+    "ws-direct-from-nlb" = {
+      sg          = "ws", port = local.direct_port, cidr = null, source_sg = "nlb"
+      description = "NLB to the colours' shared public port, client traffic and health checks (direct data path)"
+    }
+    } : {
     "ws-traefik-from-nlb" = {
       sg          = "ws", port = local.traefik_port, cidr = null, source_sg = "nlb"
       description = "NLB to Traefik's web entry point, client traffic"
     }
   }
-  health_rules = {
+  # On the direct path the health check goes to the traffic port.
+  health_rules = local.direct ? {} : {
     "ws-health-from-nlb" = {
       sg          = "ws", port = local.health_check_port, cidr = null, source_sg = "nlb"
       description = "NLB health checks to Traefik's nlb-health entry point"
@@ -85,11 +91,12 @@ resource "aws_vpc_security_group_ingress_rule" "this" {
   tags                         = merge(local.common_tags, { Name = each.key })
 }
 
-# The NLB forwards only to the hosts' Traefik ports and health-checks them.
+# The NLB forwards only to the hosts' Traefik ports and health-checks them; on the direct path
+# to the colours' shared port, which it health-checks too.
 resource "aws_vpc_security_group_egress_rule" "nlb_to_ws" {
-  for_each                     = { traefik = local.traefik_port, health = local.health_check_port }
+  for_each                     = local.direct ? { direct = local.direct_port } : { traefik = local.traefik_port, health = local.health_check_port }
   security_group_id            = aws_security_group.nlb.id
-  description                  = "NLB to Traefik (${each.key})"
+  description                  = "NLB to the hosts (${each.key})"
   ip_protocol                  = "tcp"
   from_port                    = each.value
   to_port                      = each.value

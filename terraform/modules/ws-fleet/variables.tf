@@ -192,6 +192,16 @@ variable "server_settings" {
 
 # --- load balancer ---
 
+variable "data_path" {
+  description = "How client connections reach the servers on each WebSocket host (docs/deploy.md, \"The direct data path\"). \"traefik\": the NLB forwards to the host's Traefik (web entry point), which routes to the active colour. \"direct\": the NLB forwards straight to the colours' shared public port (SO_REUSEPORT; services.concurrent-socket.dataPath), where the kernel flips blue/green. TLS, when there is a certificate, ends at the NLB either way, and the client's address comes as proxy protocol v2, believed from the NLB's subnets only (by Traefik, or on the direct path by the server)."
+  type        = string
+  default     = "traefik"
+  validation {
+    condition     = contains(["traefik", "direct"], var.data_path)
+    error_message = "data_path must be \"traefik\" or \"direct\"."
+  }
+}
+
 variable "certificate_arn" {
   description = "ACM certificate for domain_name: the NLB terminates TLS on 443 with it and passes plain HTTP to Traefik with proxy protocol v2. null (and create_certificate false): no TLS, plain TCP on 80."
   type        = string

@@ -270,6 +270,55 @@ run "tls_at_the_load_balancer" {
   }
 }
 
+run "direct_data_path_with_tls" {
+  variables {
+    data_path       = "direct"
+    domain_name     = "ws.example.com"
+    certificate_arn = "arn:aws:acm:eu-west-1:123456789012:certificate/0a1b2c3d-0000-4000-8000-0123456789ab"
+  }
+  assert {
+    condition = keys(aws_lb_target_group.traefik) == ["https"] && alltrue([for tg in aws_lb_target_group.traefik :
+      tg.port == 8000 && tg.protocol == "TCP" && tg.proxy_protocol_v2 == true && tg.preserve_client_ip == "false"
+    ])
+    error_message = "On the direct path behind the TLS listener, the colours' shared port (8000) must get proxy protocol v2 from the NLB."
+  }
+  assert {
+    condition     = alltrue([for tg in aws_lb_target_group.traefik : tg.health_check[0].port == "traffic-port" && tg.health_check[0].path == "/ready" && tg.health_check[0].protocol == "HTTP"])
+    error_message = "On the direct path the NLB must health-check /ready on the colours' shared port."
+  }
+  assert {
+    condition     = alltrue([for a in aws_lb_target_group_attachment.ws : a.port == 8000])
+    error_message = "Every host must be registered on the shared port."
+  }
+  assert {
+    condition = alltrue([for host in module.ws_host : (
+      jsondecode(host.nixos_files["fleet.json"]).dataPath == "direct" &&
+      jsondecode(host.nixos_files["fleet.json"]).directPort == 8000 &&
+      jsondecode(host.nixos_files["fleet.json"]).proxyProtocolTrustedIPs == ["10.40.0.0/24", "10.40.1.0/24"]
+    )])
+    error_message = "fleet.json must give the hosts the direct path, its port and the NLB's subnets (whose proxy protocol the server believes)."
+  }
+  assert {
+    condition = (
+      [for rule in aws_vpc_security_group_ingress_rule.this : rule.from_port if rule.referenced_security_group_id == aws_security_group.nlb.id] == [8000] &&
+      [for rule in aws_vpc_security_group_egress_rule.nlb_to_ws : rule.from_port] == [8000]
+    )
+    error_message = "On the direct path the NLB may reach the hosts on the shared port only (no Traefik port, no separate health check port)."
+  }
+  assert {
+    condition     = [for rule in aws_vpc_security_group_ingress_rule.this : rule.from_port if rule.cidr_ipv4 == "0.0.0.0/0"] == [443]
+    error_message = "With TLS, only 443 may be open to the internet on the direct path too."
+  }
+}
+
+run "rejects_an_unknown_data_path" {
+  command = plan
+  variables {
+    data_path = "proxy"
+  }
+  expect_failures = [var.data_path]
+}
+
 run "tls_with_a_certificate_requested_here" {
   variables {
     route53_zone_id    = "Z0123456789ABCDEFGHIJ"
