@@ -93,6 +93,14 @@ struct Servers {
 }
 
 impl Servers {
+    /// Waits for the HTTP servers to finish (once `stop_http` was cancelled).
+    async fn stopped(&mut self) {
+        for public in self.public.drain(..) {
+            let _ = public.await;
+        }
+        let _ = (&mut self.metrics).await;
+    }
+
     fn start(
         state: &Arc<AppState>,
         sockets: OpenSockets,
@@ -220,7 +228,7 @@ pub async fn run(config: Config) -> Result<Exit, StartError> {
 
 /// Hands every WebSocket to the next process, then stops the HTTP servers: bounded by the
 /// handover, not by the drain window.
-async fn hand_over(state: &Arc<AppState>, servers: Servers) {
+async fn hand_over(state: &Arc<AppState>, mut servers: Servers) {
     let signalled_at = SystemTime::now();
     state.lifecycle.set(Phase::Draining);
     state.metrics.draining.set(1);
@@ -233,16 +241,12 @@ async fn hand_over(state: &Arc<AppState>, servers: Servers) {
     servers.stop_accepting.cancel();
     handover::hand_over(state, signalled_at).await;
     servers.stop_http.cancel();
-    let _ = tokio::time::timeout(HTTP_STOP_WAIT, async {
-        let _ = servers.public.await;
-        let _ = servers.metrics.await;
-    })
-    .await;
+    let _ = tokio::time::timeout(HTTP_STOP_WAIT, servers.stopped()).await;
 }
 
 /// Drains every WebSocket (goodbyes spread over the window), then stops the HTTP servers, all
 /// before the deadline.
-async fn shut_down(state: &AppState, servers: Servers, signal: &str) {
+async fn shut_down(state: &AppState, mut servers: Servers, signal: &str) {
     let started = Instant::now();
     state.lifecycle.set(Phase::Draining);
     state.metrics.draining.set(1);
@@ -261,13 +265,7 @@ async fn shut_down(state: &AppState, servers: Servers, signal: &str) {
     let left = drain::drain(&state.registry, plan, started).await;
     servers.stop_http.cancel();
     let remaining = (started + plan.deadline).saturating_duration_since(Instant::now());
-    let _ = tokio::time::timeout(remaining, async {
-        for public in servers.public {
-            let _ = public.await;
-        }
-        let _ = servers.metrics.await;
-    })
-    .await;
+    let _ = tokio::time::timeout(remaining, servers.stopped()).await;
     servers.summary.log(&state.metrics, true);
     info!(
         left,
