@@ -809,7 +809,7 @@ in
       systemd.sockets = mapAttrs'
         (name: _: nameValuePair "ws-public@${name}" {
           overrideStrategy = "asDropin";
-          listenStreams = [ "" "${cfg.direct.address}:${toString cfg.direct.port}" ];
+          listenStreams = [ "" (directLib.hostPort cfg.direct.address cfg.direct.port) ];
         })
         instances;
 

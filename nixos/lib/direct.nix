@@ -13,7 +13,7 @@
 #     upgradeRateLimit = { average = 5; burst = 10; }; proxyProtocolFrom = [ "10.0.0.0/24" ]; }'
 {}:
 let
-  inherit (builtins) concatStringsSep elem isInt;
+  inherit (builtins) concatStringsSep elem isInt match replaceStrings;
 in
 rec {
   dataPaths = [ "traefik" "direct" ];
@@ -54,11 +54,16 @@ rec {
       ${variables.proxyProtocolFrom} = proxyProtocolFrom;
     });
 
+  # `address:port` as systemd's ListenStream= and URLs want it: an IPv6 address in brackets.
+  hostPort = address: port:
+    let bare = replaceStrings [ "[" "]" ] [ "" "" ] address;
+    in (if match ".*:.*" bare != null then "[${bare}]" else bare) + ":${toString port}";
+
   # The URL wsctl opens new connections on to see which colour they land on: the public
   # address itself, or loopback when it is a wildcard.
   probeUrl = { address, port }:
     let host = if elem address [ "0.0.0.0" "::" "[::]" "" ] then "127.0.0.1" else address;
-    in "ws://${host}:${toString port}";
+    in "ws://${hostPort host port}";
 
   # The problems of a direct-path configuration, as messages naming the option.
   check =

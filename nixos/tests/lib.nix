@@ -267,6 +267,9 @@ let
     (eq "direct path: the server's upgrade limit, no PROXY protocol by default" (direct.serverSettings { })
       { UPGRADE_RATE_PER_IP = 5; UPGRADE_BURST_PER_IP = 10; })
     (eq "direct path: PROXY protocol from the given networks" (with direct.serverSettings { proxyProtocolFrom = [ "10.0.0.0/24" ]; }; [ PROXY_PROTOCOL PROXY_PROTOCOL_TRUSTED ]) [ "v2" [ "10.0.0.0/24" ] ])
+    (eq "direct path: an IPv6 address in brackets, IPv4 as it is"
+      (map (a: direct.hostPort a 8000) [ "::" "[::]" "2001:db8::1" "10.0.0.5" ])
+      [ "[::]:8000" "[::]:8000" "[2001:db8::1]:8000" "10.0.0.5:8000" ])
     (eq "direct path: wsctl probes a wildcard address on loopback" (map direct.probeUrl [{ address = "0.0.0.0"; port = 8000; } { address = "10.0.1.5"; port = 443; }])
       [ "ws://127.0.0.1:8000" "ws://10.0.1.5:443" ])
     (eq "direct path: a port clash and a burst below the average" (length (direct.check { port = 80; upgradeRateLimit = { average = 5; burst = 1; }; otherPorts = [ 80 8081 ]; })) 2)
