@@ -116,9 +116,10 @@ log_exit_status() {
 }
 
 # exit_status UNIT INVOCATION_ID: "CODE STATUS REALTIME_US" of that invocation's main process
-# (exited 0, killed KILL...), from log_exit_status's journal line; empty if none comes in 10 s.
+# (exited 0, killed KILL...), from log_exit_status's journal line; empty if none comes in 30 s
+# (on a machine loaded by other work, journald has taken longer than 10 s to pass it on).
 exit_status() {
-  local deadline=$((SECONDS + 10)) found
+  local deadline=$((SECONDS + 30)) found
   until found=$(jq -nr --arg id "$2" 'first(inputs | select(._SYSTEMD_INVOCATION_ID == $id and
       (.MESSAGE | tostring | startswith("ci-exit-status: "))))
     | "\(.MESSAGE | ltrimstr("ci-exit-status: ")) \(.__REALTIME_TIMESTAMP)"' "$(journal_json "$1")") && [ -n "$found" ]; do
