@@ -22,9 +22,10 @@
 #
 # bench/redis.sh runs the same kind of run with the Redis engine, through channel_run's hooks:
 # CHANNEL_START and CHANNEL_STOP (functions that start and stop the server or servers),
-# CHANNEL_CPU (prints their CPU seconds so far) and BROKER_CPU (prints the broker's, when the
-# broker is a process of its own). A run also writes the publishes sent in the CPU window,
-# and with BROKER_CPU the broker's CPU per publication.
+# CHANNEL_CPU (prints their CPU seconds so far) and BROKER_STATS (prints, as JSON, the
+# broker's `cpu_seconds` and the `publications` it ran so far, when the broker is a process of
+# its own). A run also writes the publishes sent in the CPU window, and with BROKER_STATS the
+# broker's CPU per publication it ran in that window.
 
 CHANNEL_SERVERS="concurrent-socket elysia"
 CHANNEL_RUNS=${CHANNEL_RUNS:-3}
@@ -44,7 +45,7 @@ channel_start() { start_server "$SERVER" 30000; }
 CHANNEL_START=channel_start
 CHANNEL_STOP=stop_server
 CHANNEL_CPU=cpu_seconds
-BROKER_CPU=
+BROKER_STATS=
 
 # speaks_channels: true when $SERVER speaks protocol v1.1's channels; says so when not.
 speaks_channels() {
@@ -73,10 +74,10 @@ channel_run() {
   load_pid=$!
   sleep "$from"
   cpu0=$("$CHANNEL_CPU")
-  [ -z "$BROKER_CPU" ] || broker0=$("$BROKER_CPU")
+  [ -z "$BROKER_STATS" ] || broker0=$("$BROKER_STATS")
   sleep $((to - from))
   cpu1=$("$CHANNEL_CPU")
-  [ -z "$BROKER_CPU" ] || broker1=$("$BROKER_CPU")
+  [ -z "$BROKER_STATS" ] || broker1=$("$BROKER_STATS")
   wait "$load_pid" || rc=$?
   "$CHANNEL_STOP"
   [ "$rc" -eq 0 ] || die "loadtest $name against $SERVER failed (log: $RUN_DIR/$SERVER-$name.err)"
@@ -88,8 +89,9 @@ channel_run() {
       cpu_cores: (($c1 - $c0) / ($to - $from)),
       cpu_s_per_100k: (if $d > 0 then ($c1 - $c0) / $d * 100000 else null end)} +
      (if $b0 == null then {} else
-      {broker_cpu_seconds: ($b1 - $b0), broker_cpu_cores: (($b1 - $b0) / ($to - $from)),
-       broker_cpu_us_per_publication: (if $p > 0 then ($b1 - $b0) / $p * 1000000 else null end)} end)' \
+      ($b1.cpu_seconds - $b0.cpu_seconds) as $bc | ($b1.publications - $b0.publications) as $bp |
+      {broker_cpu_seconds: $bc, broker_publications: $bp, broker_cpu_cores: ($bc / ($to - $from)),
+       broker_cpu_us_per_publication: (if $bp > 0 then $bc / $bp * 1000000 else null end)} end)' \
     > "$RUN_DIR/$SERVER-$name-cpu.json"
 }
 
@@ -105,6 +107,7 @@ channel_runs() {
   jq -s 'def median(f): map(f) | sort | .[length / 2 | floor];
          {cpu_s_per_100k: median(.cpu_s_per_100k), cpu_cores: median(.cpu_cores),
           publishes_per_s: median(if .publishes then .publishes / .window_s else null end),
+          broker_publications_per_s: median(if .broker_publications then .broker_publications / .window_s else null end),
           broker_cpu_us_per_publication: median(.broker_cpu_us_per_publication),
           broker_cpu_cores: median(.broker_cpu_cores), runs: .}' \
     "$RUN_DIR/$SERVER-$name"-[0-9]*-cpu.json > "$RUN_DIR/$SERVER-$name-cpu.json"

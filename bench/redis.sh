@@ -30,7 +30,8 @@
 # counts). Automatic AOF rewrites are off: a rewrite is a fork whose cost follows the data set,
 # not the publications, and whether one falls into a run's 15 s CPU window is chance.
 # `maxmemory 1gb` with `noeviction`, the module's. Redis's CPU is its utime + stime
-# (/proc/PID/stat) over the servers' CPU window, per publication sent in those seconds.
+# (/proc/PID/stat) over the servers' CPU window, per publication Redis ran in those seconds
+# (its PUBLISH calls: fewer than loadtest sent when the servers fall behind).
 # The servers other than concurrent-socket have no Redis engine: their Redis runs are skipped.
 
 # shellcheck source=ci/redis/lib.sh
@@ -72,12 +73,12 @@ redis_down() {
   rm -rf "${REDIS_DIR:?}/appendonlydir"
 }
 
-# start_redis_server [PORT METRICS_PORT LOG]: start_server with BROKER=redis on the run's Redis
-# (on $PORT, or on the given ports with output to LOG).
+# start_redis_server [PORT METRICS_PORT NAME]: start_server with BROKER=redis on the run's Redis
+# (on $PORT, or on the given ports as server NAME: its SERVER_ID, output to $RUN_DIR/NAME.log).
 start_redis_server() {
-  local port=${1:-$PORT} metrics=${2:-$METRICS_PORT} log=${3:-$RUN_DIR/$SERVER.log}
-  PORT=$port METRICS_PORT=$metrics SERVER_LOG=$log start_server "$SERVER" 30000 BROKER=redis \
-    REDIS_URL="redis://127.0.0.1:$REDIS_PORT" REDIS_KEY_PREFIX=bench
+  local port=${1:-$PORT} metrics=${2:-$METRICS_PORT} name=${3:-$SERVER}
+  PORT=$port METRICS_PORT=$metrics SERVER_LOG=$RUN_DIR/$name.log start_server "$SERVER" 30000 \
+    BROKER=redis REDIS_URL="redis://127.0.0.1:$REDIS_PORT" REDIS_KEY_PREFIX=bench SERVER_ID="bench-$name"
 }
 
 # Hooks of channel_run: one server on Redis (PID), or two (A: PID, B: PID_B).
@@ -91,7 +92,7 @@ redis_one_stop() {
 }
 redis_two_start() {
   redis_up
-  start_redis_server "$PORT_B" "$METRICS_PORT_B" "$RUN_DIR/$SERVER-b.log"
+  start_redis_server "$PORT_B" "$METRICS_PORT_B" "$SERVER-b"
   PID_B=$PID
   start_redis_server
 }
@@ -103,7 +104,14 @@ redis_two_stop() {
   redis_down
 }
 two_servers_cpu() { echo "$(cpu_seconds) $(cpu_seconds "$PID_B")" | awk '{ print $1 + $2 }'; }
-redis_cpu() { cpu_seconds "$REDIS_PID"; }
+# redis_stats: Redis's CPU seconds so far and the PUBLISHes it ran (one per publication, by
+# publish.lua; its command statistics count the commands scripts call), as JSON.
+redis_stats() {
+  local calls
+  calls=$(redis_cli info commandstats | sed -n 's/^cmdstat_publish:calls=\([0-9]*\),.*/\1/p')
+  jq -n --argjson cpu "$(cpu_seconds "$REDIS_PID")" --argjson calls "${calls:-0}" \
+    '{cpu_seconds: $cpu, publications: $calls}'
+}
 
 # What an interrupted figure leaves running: server B and Redis (run.sh stops A).
 redis_cleanup() {
@@ -117,7 +125,7 @@ bench_redis_cross() {
   has_redis_engine || return 0
   # shellcheck disable=SC2034 # channel_run's hooks, read there (dynamic scope)
   local CHANNEL_START=redis_two_start CHANNEL_STOP=redis_two_stop CHANNEL_CPU=two_servers_cpu
-  local BROKER_CPU=redis_cpu URL=$URL_B
+  local BROKER_STATS=redis_stats URL=$URL_B
   channel_runs redis-cross fanout --channels "$REDIS_CROSS_CHANNELS" \
     --subscribers "$REDIS_CROSS_SUBSCRIBERS" --publish-rate "$REDIS_CROSS_RATE" --publish-url "$URL_A"
 }
@@ -126,7 +134,7 @@ bench_redis_rooms() {
   has_redis_engine || return 0
   # shellcheck disable=SC2034 # channel_run's hooks, read there (dynamic scope)
   local CHANNEL_START=redis_two_start CHANNEL_STOP=redis_two_stop CHANNEL_CPU=two_servers_cpu
-  local BROKER_CPU=redis_cpu
+  local BROKER_STATS=redis_stats
   channel_runs redis-rooms rooms --rooms "$ROOMS" --room-size 5 --publish-rate 1 --url "$URL_B"
 }
 
@@ -135,7 +143,7 @@ bench_redis_fanout() {
   channel_runs fanout-max fanout --subscribers "$FANOUT_SUBSCRIBERS" --publish-rate "$FANOUT_MAX_RATE"
   has_redis_engine || return 0
   # shellcheck disable=SC2034 # channel_run's hooks, read there (dynamic scope)
-  local CHANNEL_START=redis_one_start CHANNEL_STOP=redis_one_stop BROKER_CPU=redis_cpu
+  local CHANNEL_START=redis_one_start CHANNEL_STOP=redis_one_stop BROKER_STATS=redis_stats
   channel_runs redis-fanout-max fanout --subscribers "$FANOUT_SUBSCRIBERS" --publish-rate "$FANOUT_MAX_RATE"
   channel_runs redis-fanout fanout --subscribers "$FANOUT_SUBSCRIBERS" --publish-rate "$FANOUT_RATE"
 }

@@ -132,6 +132,7 @@ def channel_rows(run, server, name, title, short, broker=False):
     if broker:
         rows.update({
             f"  {short}: publications per second sent": dig(cpu, "publishes_per_s"),
+            f"  {short}: publications per second run by Redis": dig(cpu, "broker_publications_per_s"),
             f"  {short}: Redis CPU per publication (us, utime + stime)": dig(cpu, "broker_cpu_us_per_publication"),
             f"  {short}: Redis CPU (cores busy while publishing)": dig(cpu, "broker_cpu_cores"),
         })
