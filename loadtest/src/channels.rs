@@ -78,7 +78,7 @@ impl ChannelPlan {
     /// users that `--publish-url` sends to their own server.
     pub fn publishes_only(&self, global: u64) -> bool {
         match self.scenario {
-            ChannelScenario::Fanout { subscribers, .. } => global % (subscribers + 1) == 0,
+            ChannelScenario::Fanout { subscribers, .. } => global.is_multiple_of(subscribers + 1),
             ChannelScenario::Rooms { .. } => false,
         }
     }
