@@ -13,8 +13,8 @@
 #                 deliveries/s offered, every delivery from A through Redis to B
 #   redis_rooms   the rooms figure's load (ROOMS (2000) rooms of 5, each user publishing once a
 #                 second: 10,000 publications/s) with the users alternating between A and B
-#                 (`--url A --url B`): every room has members on both, so each publication goes
-#                 to its publisher's process directly and through Redis to the other
+#                 (`--url A --url B`): every room has members on both, so each publication comes
+#                 from Redis's pub/sub to both processes
 #   redis_fanout  the fanout figure's load (one channel, FANOUT_SUBSCRIBERS subscribers, one
 #                 publisher at FANOUT_RATE/s) on one server with BROKER=redis, beside the fanout
 #                 figure's in-memory runs; then the same channel at FANOUT_MAX_RATE (500)/s
