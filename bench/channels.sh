@@ -19,6 +19,13 @@
 # publishing stops, divided by the deliveries the client counted in those seconds.
 # The server speaks channels only if it is one of CHANNEL_SERVERS; node-ws speaks protocol v1
 # only, and its channel figures are skipped with that reason.
+#
+# bench/redis.sh runs the same kind of run with the Redis engine, through channel_run's hooks:
+# CHANNEL_START and CHANNEL_STOP (functions that start and stop the server or servers),
+# CHANNEL_CPU (prints their CPU seconds so far) and BROKER_STATS (prints, as JSON, the
+# broker's `cpu_seconds` and the `publications` it ran so far, when the broker is a process of
+# its own). A run also writes the publishes sent in the CPU window, and with BROKER_STATS the
+# broker's CPU per publication it ran in that window.
 
 CHANNEL_SERVERS="concurrent-socket elysia"
 CHANNEL_RUNS=${CHANNEL_RUNS:-3}
@@ -34,6 +41,11 @@ CHMEM_CHANNELS=${CHMEM_CHANNELS:-200}
 CHMEM_BYTES=${CHMEM_BYTES:-64}
 # The servers' default, stated so that the figure says what it measured.
 CHMEM_HISTORY_SIZE=100
+channel_start() { start_server "$SERVER" 30000; }
+CHANNEL_START=channel_start
+CHANNEL_STOP=stop_server
+CHANNEL_CPU=cpu_seconds
+BROKER_STATS=
 
 # speaks_channels: true when $SERVER speaks protocol v1.1's channels; says so when not.
 speaks_channels() {
@@ -50,29 +62,36 @@ speaks_channels() {
 # (SERVER-NAME.json), and the server's CPU over the steady publishing seconds
 # (SERVER-NAME-cpu.json).
 channel_run() {
-  local name=$1 scenario=$2 from to cpu0 cpu1 load_pid rc=0
+  local name=$1 scenario=$2 from to cpu0 cpu1 broker0=null broker1=null load_pid rc=0
   shift 2
   # Seconds of the run (from loadtest's start) between which the CPU is taken: from 2 s
   # after the ramp to 1 s before publishing stops (2 s before the hold ends).
   from=$((CHANNEL_RAMP + 2))
   to=$((CHANNEL_RAMP + CHANNEL_HOLD - 3))
-  start_server "$SERVER" 30000
+  "$CHANNEL_START"
   loadtest_run "$scenario" "$name" --ramp "${CHANNEL_RAMP}s" --duration "${CHANNEL_HOLD}s" \
     --publish-after-ramp --payload-bytes 64 --max-delivery-p99 1s "$@" &
   load_pid=$!
   sleep "$from"
-  cpu0=$(cpu_seconds)
+  cpu0=$("$CHANNEL_CPU")
+  [ -z "$BROKER_STATS" ] || broker0=$("$BROKER_STATS")
   sleep $((to - from))
-  cpu1=$(cpu_seconds)
+  cpu1=$("$CHANNEL_CPU")
+  [ -z "$BROKER_STATS" ] || broker1=$("$BROKER_STATS")
   wait "$load_pid" || rc=$?
-  stop_server
+  "$CHANNEL_STOP"
   [ "$rc" -eq 0 ] || die "loadtest $name against $SERVER failed (log: $RUN_DIR/$SERVER-$name.err)"
   jq -n --argjson c0 "$cpu0" --argjson c1 "$cpu1" --argjson from "$from" --argjson to "$to" \
-    --slurpfile r "$RUN_DIR/$SERVER-$name.json" \
-    '$r[0] as $r | ([$r.timeline[] | select(.second > $from and .second <= $to) | .deliveries] | add) as $d |
-     {cpu_seconds: ($c1 - $c0), window_s: ($to - $from), deliveries: $d,
+    --argjson b0 "$broker0" --argjson b1 "$broker1" --slurpfile r "$RUN_DIR/$SERVER-$name.json" \
+    '$r[0] as $r | [$r.timeline[] | select(.second > $from and .second <= $to)] as $w |
+     ([$w[].deliveries] | add) as $d | ([$w[].publishes] | add) as $p |
+     {cpu_seconds: ($c1 - $c0), window_s: ($to - $from), deliveries: $d, publishes: $p,
       cpu_cores: (($c1 - $c0) / ($to - $from)),
-      cpu_s_per_100k: (if $d > 0 then ($c1 - $c0) / $d * 100000 else null end)}' \
+      cpu_s_per_100k: (if $d > 0 then ($c1 - $c0) / $d * 100000 else null end)} +
+     (if $b0 == null then {} else
+      ($b1.cpu_seconds - $b0.cpu_seconds) as $bc | ($b1.publications - $b0.publications) as $bp |
+      {broker_cpu_seconds: $bc, broker_publications: $bp, broker_cpu_cores: ($bc / ($to - $from)),
+       broker_cpu_us_per_publication: (if $bp > 0 then $bc / $bp * 1000000 else null end)} end)' \
     > "$RUN_DIR/$SERVER-$name-cpu.json"
 }
 
@@ -85,8 +104,12 @@ channel_runs() {
   for ((i = 1; i <= CHANNEL_RUNS; i++)); do
     channel_run "$name-$i" "$@"
   done
-  jq -s '{cpu_s_per_100k: (map(.cpu_s_per_100k) | sort | .[length / 2 | floor]),
-          cpu_cores: (map(.cpu_cores) | sort | .[length / 2 | floor]), runs: .}' \
+  jq -s 'def median(f): map(f) | sort | .[length / 2 | floor];
+         {cpu_s_per_100k: median(.cpu_s_per_100k), cpu_cores: median(.cpu_cores),
+          publishes_per_s: median(if .publishes then .publishes / .window_s else null end),
+          broker_publications_per_s: median(if .broker_publications then .broker_publications / .window_s else null end),
+          broker_cpu_us_per_publication: median(.broker_cpu_us_per_publication),
+          broker_cpu_cores: median(.broker_cpu_cores), runs: .}' \
     "$RUN_DIR/$SERVER-$name"-[0-9]*-cpu.json > "$RUN_DIR/$SERVER-$name-cpu.json"
 }
 

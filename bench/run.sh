@@ -6,10 +6,11 @@
 # answers less of the protocol. bench/rounds.sh repeats the CPU and latency figures and prints
 # their medians.
 #
-#   bench/run.sh                      # all three servers, all figures (about 35 minutes)
+#   bench/run.sh                      # all three servers, all figures (about 50 minutes)
 #   SERVERS="concurrent-socket elysia" bench/run.sh
 #   FIGURES="echo latency" bench/run.sh   # a subset of the figures below
 #   SERVERS="concurrent-socket elysia" FIGURES="fanout fanout_10k rooms chmem" bench/run.sh
+#   SERVERS="concurrent-socket elysia" FIGURES="fanout redis_cross redis_rooms redis_fanout" bench/run.sh
 #
 # Figures, each on a freshly started server:
 #   idle     RSS per idle connection at 10,000 connections (heartbeat 30 s)
@@ -30,6 +31,14 @@
 #            and of 10,000 subscribers and for 2,000 rooms of 5 users, and RSS per idle
 #            connection with 2 subscriptions and per channel with full history. Skipped, with
 #            the reason, for a server that does not speak channels (node-ws)
+#   redis_cross redis_rooms redis_fanout
+#            the Redis engine (issue 17; bench/redis.sh, which says how), each run on its own
+#            redis-server: publish-to-receive latency, deliveries/s, the servers' CPU and
+#            Redis's CPU per publication at 10,000 publications/s from publishers on one
+#            process to subscribers on another (redis_cross) and with rooms spread over both
+#            (redis_rooms); the fanout load with the Redis engine, and a saturating 500/s of it
+#            with both engines (redis_fanout). concurrent-socket only, but for redis_fanout's
+#            in-memory runs, which every channel server does
 #   proxy    concurrent-socket alone, directly and through the real Traefik (issue 20): RSS per
 #            idle WebSocket at 5,000 connections (server, Traefik), handshakes/s, closed-loop
 #            echo msgs/s at 1,000 connections, CPU per message (server, Traefik), p99 at
@@ -50,7 +59,7 @@ set -euo pipefail
 LOADTEST=${LOADTEST:-$REPO/target/release/loadtest}
 SERVERS=${SERVERS:-$ALL_SERVERS}
 read -ra SERVER_LIST <<< "$SERVERS"
-FIGURES=${FIGURES:-idle hold hold_1s echo latency churn profile fanout fanout_10k rooms chmem}
+FIGURES=${FIGURES:-idle hold hold_1s echo latency churn profile fanout fanout_10k rooms chmem redis_cross redis_rooms redis_fanout}
 ECHO_RUNS=${ECHO_RUNS:-3}
 read -ra FIGURE_LIST <<< "$FIGURES"
 OUT=${OUT:-$CI_DIR/bench}
@@ -69,15 +78,17 @@ PORT=$(free_port)
 METRICS_PORT=$(free_port)
 URL="ws://127.0.0.1:$PORT"
 
-# start_server NAME HEARTBEAT_MS: start NAME on $PORT with limits that do not interfere;
-# sets PID (the server process itself, for /proc).
+# start_server NAME HEARTBEAT_MS [VAR=VALUE...]: start NAME on $PORT with limits that do not
+# interfere (and the extra settings given), output to SERVER_LOG ($RUN_DIR/NAME.log); sets PID
+# (the server process itself, for /proc).
 start_server() {
-  local name=$1 heartbeat=$2
-  launch "$name" "$RUN_DIR/$name.log" PORT="$PORT" HOST=127.0.0.1 HEARTBEAT_INTERVAL="$heartbeat" \
+  local name=$1 heartbeat=$2 log=${SERVER_LOG:-$RUN_DIR/$1.log}
+  shift 2
+  launch "$name" "$log" PORT="$PORT" HOST=127.0.0.1 HEARTBEAT_INTERVAL="$heartbeat" \
     MAX_CONNECTIONS=25000 RATE_LIMIT_MSGS_PER_SEC=0 MAX_CONNECTIONS_PER_IP=0 \
     MAX_PENDING_HTTP_PER_IP=0 SERVER_ID="bench-$name" \
-    SHUTDOWN_TIMEOUT=2000 METRICS_ADDR="127.0.0.1:$METRICS_PORT" LOG_LEVEL=warn
-  wait_http "http://127.0.0.1:$PORT/health" 30 || { tail -20 "$RUN_DIR/$name.log"; die "$name did not start"; }
+    SHUTDOWN_TIMEOUT=2000 METRICS_ADDR="127.0.0.1:$METRICS_PORT" LOG_LEVEL=warn "$@"
+  wait_http "http://127.0.0.1:$PORT/health" 30 || { tail -20 "$log"; die "$name did not start"; }
   sleep 1
 }
 
@@ -89,9 +100,9 @@ stop_server() {
 }
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$PID/status"; }
-# CPU seconds (user + system) the server has used so far.
+# cpu_seconds [PID]: CPU seconds (user + system) the server (or PID) has used so far.
 cpu_seconds() {
-  awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print ($12 + $13) / hz }' "/proc/$PID/stat"
+  awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print ($12 + $13) / hz }' "/proc/${1:-$PID}/stat"
 }
 server_connections() { curl -fsS "http://127.0.0.1:$PORT/health" | jq -r .connections; }
 
@@ -241,6 +252,8 @@ bench_churn() {
 
 # shellcheck source=bench/channels.sh
 . "$REPO/bench/channels.sh"
+# shellcheck source=bench/redis.sh
+. "$REPO/bench/redis.sh"
 
 log "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 {

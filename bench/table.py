@@ -87,14 +87,17 @@ def figures(run, server):
         "  closed-loop CPU s per 100,000 messages without the client's receive (estimate)":
             without_peer_receive(dig(f("echo-cpu"), "cpu_s_per_100k"), dig(f("profile"), "peer_receive_pct")),
         **channel_figures(run, server),
+        **redis_figures(run, server),
     }
 
 
 def offered(report):
-    """Deliveries per second the run asked for: subscribers (or room members) x publications/s."""
+    """Deliveries per second the run asked for: subscribers (or room members) x publications/s
+    (x channels)."""
     scenario = dig(report, "settings", "channels", "scenario") or {}
     if "fanout" in scenario:
-        return scenario["fanout"]["subscribers"] * scenario["fanout"]["rate"]
+        fanout = scenario["fanout"]
+        return fanout["subscribers"] * fanout["rate"] * fanout.get("channels", 1)
     if "rooms" in scenario:
         rooms = scenario["rooms"]
         return rooms["rooms"] * rooms["size"] * rooms["size"] * rooms["rate"]
@@ -107,6 +110,35 @@ def lost(report):
     return None if counts is None else counts["missing"] + counts["duplicates"]
 
 
+def channel_rows(run, server, name, title, short, broker=False):
+    """One publication/s figure's rows: the run with the median delivery p99, and the median
+    CPU of its runs; with `broker`, also the publications per second and the broker's (Redis's)
+    own CPU."""
+    report = median_run(run, server, name, key=delivery_p99)
+    latency = dig(report, "channels", "delivery_latency") or {}
+    cpu = load(run / f"{server}-{name}-cpu.json")
+    rows = {
+        f"{title}: deliveries per second": dig(report, "channels", "deliveries_per_s"),
+        f"  {short}: offered (subscribers x publications per second)": offered(report),
+        f"  {short}: delivery p50 (ms)": latency.get("p50_ms"),
+        f"  {short}: delivery p99 (ms)": latency.get("p99_ms"),
+        f"  {short}: delivery p99.9 (ms)": latency.get("p999_ms"),
+        f"  {short}: server CPU seconds per 100,000 deliveries": dig(cpu, "cpu_s_per_100k"),
+        f"  {short}: server CPU (cores busy while publishing)": dig(cpu, "cpu_cores"),
+        f"  {short}: missing + duplicate publications (must be 0)": lost(report),
+        f"  {short}: insufficient_state, failed connects, server-side disconnects": add(
+            dig(report, "channels", "counts", "insufficient_state"), troubles(report)),
+    }
+    if broker:
+        rows.update({
+            f"  {short}: publications per second sent": dig(cpu, "publishes_per_s"),
+            f"  {short}: publications per second run by Redis": dig(cpu, "broker_publications_per_s"),
+            f"  {short}: Redis CPU per publication (us, utime + stime)": dig(cpu, "broker_cpu_us_per_publication"),
+            f"  {short}: Redis CPU (cores busy while publishing)": dig(cpu, "broker_cpu_cores"),
+        })
+    return rows
+
+
 def channel_figures(run, server):
     """The channel figures (bench/channels.sh): per publication/s figure, the run with the
     median delivery p99, and the median CPU of its runs; the memory figures."""
@@ -114,21 +146,7 @@ def channel_figures(run, server):
     for name, title, short in [("fanout", "one channel, 1,000 subscribers", "1,000 subscribers"),
                                ("fanout-10k", "one channel, 10,000 subscribers", "10,000 subscribers"),
                                ("rooms", "2,000 rooms of 5 users, each publishing once a second", "rooms")]:
-        report = median_run(run, server, name, key=delivery_p99)
-        latency = dig(report, "channels", "delivery_latency") or {}
-        cpu = load(run / f"{server}-{name}-cpu.json")
-        rows.update({
-            f"{title}: deliveries per second": dig(report, "channels", "deliveries_per_s"),
-            f"  {short}: offered (subscribers x publications per second)": offered(report),
-            f"  {short}: delivery p50 (ms)": latency.get("p50_ms"),
-            f"  {short}: delivery p99 (ms)": latency.get("p99_ms"),
-            f"  {short}: delivery p99.9 (ms)": latency.get("p999_ms"),
-            f"  {short}: server CPU seconds per 100,000 deliveries": dig(cpu, "cpu_s_per_100k"),
-            f"  {short}: server CPU (cores busy while publishing)": dig(cpu, "cpu_cores"),
-            f"  {short}: missing + duplicate publications (must be 0)": lost(report),
-            f"  {short}: insufficient_state, failed connects, server-side disconnects": add(
-                dig(report, "channels", "counts", "insufficient_state"), troubles(report)),
-        })
+        rows.update(channel_rows(run, server, name, title, short))
     idle_0 = dig(load(run / f"{server}-chmem-idle-0.json"), "rss_per_connection_kib")
     idle_2 = dig(load(run / f"{server}-chmem-idle-2.json"), "rss_per_connection_kib")
     history = load(run / f"{server}-chmem-history.json")
@@ -140,6 +158,36 @@ def channel_figures(run, server):
         "  publications kept per channel (HISTORY_SIZE, 64-byte padding)": dig(history, "history_size"),
     })
     return rows
+
+
+def redis_figures(run, server):
+    """The Redis-engine figures (bench/redis.sh, issue 17), and the saturating fan-out of both
+    engines with the Redis engine's deliveries per second as a share of the in-memory one's."""
+    rows = {}
+    for name, title, short, broker in [
+            ("redis-cross", "Redis engine across processes: 1,000 channels, publisher on A at 10/s, "
+             "5 subscribers on B (10,000 publications/s)", "A to B", True),
+            ("redis-rooms", "Redis engine, 2,000 rooms of 5 with members on both A and B "
+             "(10,000 publications/s)", "rooms on A and B", True),
+            ("redis-fanout", "Redis engine, one channel, 1,000 subscribers (the fanout load)",
+             "Redis, 1,000 subscribers", True),
+            ("fanout-max", "one channel, 1,000 subscribers at 500 publications/s (saturating), "
+             "in-memory engine", "in-memory at 500/s", False),
+            ("redis-fanout-max", "the same with the Redis engine", "Redis at 500/s", True)]:
+        rows.update(channel_rows(run, server, name, title, short, broker))
+    delivered = lambda name: dig(median_run(run, server, name, key=delivery_p99),  # noqa: E731
+                                 "channels", "deliveries_per_s")
+    rows.update({
+        "Redis engine / in-memory engine, deliveries per second, fanout load (goal >= 0.8)":
+            ratio(delivered("redis-fanout"), delivered("fanout")),
+        "Redis engine / in-memory engine, deliveries per second, at 500/s (goal >= 0.8)":
+            ratio(delivered("redis-fanout-max"), delivered("fanout-max")),
+    })
+    return rows
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
 
 
 def add(*values):

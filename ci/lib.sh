@@ -46,9 +46,21 @@ npm_ci() {
   record "$stamp" "$1/package-lock.json"
 }
 
-# free_port: a TCP port on 127.0.0.1 that nothing listens on right now.
+# free_port: a TCP port on 127.0.0.1 that nothing listens on right now; with FREE_PORTS=LOW-HIGH
+# one of those (a shared machine's share; picked at random, so two calls may collide).
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+  python3 -c 'import os, random, socket
+low, high = map(int, os.environ.get("FREE_PORTS", "0-0").split("-"))
+for port in random.sample(range(low, high + 1), high - low + 1):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    print(s.getsockname()[1])
+    break
+else:
+    raise SystemExit("free_port: no free port in FREE_PORTS")'
 }
 
 # wait_http URL [SECONDS]: wait until URL answers 2xx.

@@ -1,5 +1,5 @@
-//! The channel scenarios (protocol v1.1): `fanout` (one channel, N subscribers, one publisher
-//! at P publishes/s) and `rooms` (R rooms of K users, each subscribed to its room and
+//! The channel scenarios (protocol v1.1): `fanout` (C channels of N subscribers, each with
+//! one publisher at P publishes/s) and `rooms` (R rooms of K users, each subscribed to its room and
 //! publishing at a rate). What each user does ([`ChannelPlan::role`]), what they count
 //! ([`ChannelCounts`]), and how a run is judged on it: delivery latency (a publication's send
 //! time on its publisher's clock to its receipt), missing, duplicate and out-of-order
@@ -14,8 +14,14 @@ use crate::thresholds::{Direction, Verdict, judge};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum ChannelScenario {
-    /// User 0 publishes `rate` times a second to one channel; users 1..=`subscribers` subscribe.
-    Fanout { subscribers: u64, rate: f64 },
+    /// `channels` groups of `subscribers` + 1 users: the group's first user publishes `rate`
+    /// times a second to the group's channel, the others subscribe to it.
+    Fanout {
+        subscribers: u64,
+        rate: f64,
+        #[serde(default = "one")]
+        channels: u64,
+    },
     /// `rooms` rooms of `size` users; each user subscribes to its room and publishes `rate`
     /// times a second to it.
     Rooms { rooms: u64, size: u64, rate: f64 },
@@ -51,23 +57,52 @@ pub struct Role {
     pub publish_rate: f64,
 }
 
+fn one() -> u64 {
+    1
+}
+
 impl ChannelPlan {
     /// The users the scenario needs.
     pub fn users(&self) -> u64 {
         match self.scenario {
-            ChannelScenario::Fanout { subscribers, .. } => subscribers + 1,
+            ChannelScenario::Fanout {
+                subscribers,
+                channels,
+                ..
+            } => (subscribers + 1) * channels,
             ChannelScenario::Rooms { rooms, size, .. } => rooms * size,
+        }
+    }
+
+    /// Whether user number `global` only publishes (a `fanout` channel's publisher): the
+    /// users that `--publish-url` sends to their own server.
+    pub fn publishes_only(&self, global: u64) -> bool {
+        match self.scenario {
+            ChannelScenario::Fanout { subscribers, .. } => global.is_multiple_of(subscribers + 1),
+            ChannelScenario::Rooms { .. } => false,
         }
     }
 
     /// What user number `global` of the run tagged `run_tag` does.
     pub fn role(&self, run_tag: &str, global: u64) -> Role {
         match self.scenario {
-            ChannelScenario::Fanout { rate, .. } => Role {
-                channel: format!("lt:{run_tag}:fanout"),
-                subscribes: global > 0,
-                publish_rate: if global == 0 { rate } else { 0.0 },
-            },
+            ChannelScenario::Fanout {
+                rate,
+                subscribers,
+                channels,
+            } => {
+                let publisher = self.publishes_only(global);
+                Role {
+                    // One channel keeps the name it always had.
+                    channel: if channels == 1 {
+                        format!("lt:{run_tag}:fanout")
+                    } else {
+                        format!("lt:{run_tag}:fanout-{}", global / (subscribers + 1))
+                    },
+                    subscribes: !publisher,
+                    publish_rate: if publisher { rate } else { 0.0 },
+                }
+            }
             ChannelScenario::Rooms { size, rate, .. } => Role {
                 channel: format!("lt:{run_tag}:room-{}", global / size.max(1)),
                 subscribes: true,
@@ -297,6 +332,7 @@ mod tests {
             scenario: ChannelScenario::Fanout {
                 subscribers: 3,
                 rate: 10.0,
+                channels: 1,
             },
             publish_for_ms: 1000,
             publish_from_ms: 0,
@@ -307,6 +343,21 @@ mod tests {
         assert_eq!(fanout.role("t", 0).publish_rate, 10.0);
         assert!(!fanout.role("t", 0).subscribes);
         assert!(fanout.role("t", 3).subscribes && fanout.role("t", 3).publish_rate == 0.0);
+        assert_eq!(fanout.role("t", 3).channel, "lt:t:fanout");
+        assert!(fanout.publishes_only(0) && !fanout.publishes_only(1));
+        let many = ChannelPlan {
+            scenario: ChannelScenario::Fanout {
+                subscribers: 3,
+                rate: 10.0,
+                channels: 2,
+            },
+            ..fanout.clone()
+        };
+        assert_eq!(many.users(), 8);
+        assert_eq!(many.role("t", 3).channel, "lt:t:fanout-0");
+        assert_eq!(many.role("t", 4).channel, "lt:t:fanout-1");
+        assert!(many.publishes_only(4) && many.role("t", 4).publish_rate == 10.0);
+        assert!(!many.role("t", 4).subscribes && many.role("t", 5).subscribes);
         let rooms = ChannelPlan {
             scenario: ChannelScenario::Rooms {
                 rooms: 2,
@@ -321,6 +372,7 @@ mod tests {
         assert_eq!(rooms.users(), 10);
         assert_eq!(rooms.role("t", 4).channel, "lt:t:room-0");
         assert_eq!(rooms.role("t", 5).channel, "lt:t:room-1");
+        assert!(!rooms.publishes_only(0));
     }
 
     #[test]

@@ -301,6 +301,7 @@ impl Command {
         let (targets, sources) = common.target.resolve()?;
         let plan = EnginePlan {
             targets,
+            publish_target: None,
             profile,
             share: Share::WHOLE,
             sources,

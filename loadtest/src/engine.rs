@@ -22,6 +22,10 @@ use crate::vuser::{Behaviour, UserContext, run_user};
 pub struct EnginePlan {
     /// The servers, used round-robin by global user index (at least one).
     pub targets: Vec<Target>,
+    /// Channel runs (`--publish-url`): the server of the users that only publish, so that
+    /// publishers and subscribers sit on different servers sharing one broker.
+    #[serde(default)]
+    pub publish_target: Option<Target>,
     pub profile: Profile,
     pub share: Share,
     /// Source addresses, used round-robin by global user index (empty: the kernel picks).
@@ -44,8 +48,26 @@ impl EnginePlan {
             + CLOSE_GRACE
     }
 
-    fn target_for(global: u64, count: usize) -> usize {
-        (global % count.max(1) as u64) as usize
+    /// The index of user `global`'s server in [`EnginePlan::all_targets`]: the publish
+    /// target (last) for a publish-only channel user when there is one, otherwise the
+    /// targets round-robin.
+    fn target_for(&self, global: u64) -> usize {
+        let publish_only = self.publish_target.is_some()
+            && self
+                .behaviour
+                .channels
+                .as_ref()
+                .is_some_and(|c| c.publishes_only(global));
+        if publish_only {
+            self.targets.len()
+        } else {
+            (global % self.targets.len().max(1) as u64) as usize
+        }
+    }
+
+    /// The targets, then the publish target if any.
+    fn all_targets(&self) -> impl Iterator<Item = &Target> {
+        self.targets.iter().chain(&self.publish_target)
     }
 
     fn source_for(&self, global: u64) -> Option<IpAddr> {
@@ -64,8 +86,7 @@ pub async fn run(
     let recorder = Arc::new(Recorder::default());
     // One context per server; all of them count into the one recorder.
     let contexts = plan
-        .targets
-        .iter()
+        .all_targets()
         .map(|target| {
             UserContext::new(
                 target.clone(),
@@ -102,7 +123,7 @@ pub async fn run(
             started += 1;
             let stop = everyone.child_token();
             running.push(stop.clone());
-            let ctx = contexts[EnginePlan::target_for(global, contexts.len())].clone();
+            let ctx = contexts[plan.target_for(global)].clone();
             tasks.spawn(run_user(ctx, global, plan.source_for(global), stop));
         }
         while (running.len() as u64) > wanted {
@@ -122,4 +143,63 @@ pub async fn run(
     tasks.abort_all();
     let _ = out.send(recorder.take(second));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::{ChannelPlan, ChannelScenario};
+
+    fn plan(publish_url: Option<&str>, scenario: ChannelScenario) -> EnginePlan {
+        let target = |url: &str| Target::parse(url, None).unwrap();
+        EnginePlan {
+            targets: vec![target("ws://127.0.0.1:1"), target("ws://127.0.0.1:2")],
+            publish_target: publish_url.map(target),
+            profile: Profile::ramp_and_hold(8, Duration::ZERO, Duration::from_secs(1)),
+            share: Share::WHOLE,
+            sources: Vec::new(),
+            behaviour: Behaviour {
+                rate: 0.0,
+                closed_loop_window: None,
+                payload_bytes: 0,
+                timeout_ms: 1000,
+                churn: false,
+                channels: Some(ChannelPlan {
+                    scenario,
+                    publish_for_ms: 1000,
+                    publish_from_ms: 0,
+                    resubscribe_every_ms: None,
+                    measure_from_ms: 0,
+                }),
+            },
+            run_tag: "t".into(),
+        }
+    }
+
+    fn servers(plan: &EnginePlan) -> Vec<&str> {
+        let all: Vec<_> = plan.all_targets().collect();
+        (0..8)
+            .map(|global| all[plan.target_for(global)].base.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn publishers_go_to_the_publish_url_and_subscribers_round_robin() {
+        let fanout = ChannelScenario::Fanout {
+            subscribers: 3,
+            rate: 1.0,
+            channels: 2,
+        };
+        let split = plan(Some("ws://127.0.0.1:3"), fanout.clone());
+        let (a, b, p) = ("ws://127.0.0.1:1", "ws://127.0.0.1:2", "ws://127.0.0.1:3");
+        assert_eq!(servers(&split), [p, b, a, b, p, b, a, b]);
+        // Without --publish-url, and in rooms (no publish-only user), all round-robin.
+        assert_eq!(servers(&plan(None, fanout)), [a, b, a, b, a, b, a, b]);
+        let rooms = ChannelScenario::Rooms {
+            rooms: 2,
+            size: 4,
+            rate: 1.0,
+        };
+        assert_eq!(servers(&plan(Some(p), rooms)), [a, b, a, b, a, b, a, b]);
+    }
 }

@@ -299,6 +299,7 @@ mod tests {
         let settings = Settings {
             scenario: "smoke<&>".into(),
             url: "ws://127.0.0.1:1".into(),
+            publish_url: None,
             peak_users: 30,
             planned_seconds: 3.0,
             rate_per_user: 1.0,

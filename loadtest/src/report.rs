@@ -18,6 +18,8 @@ pub const SCHEMA: &str = "loadtest-report/1";
 pub struct Settings {
     pub scenario: String,
     pub url: String,
+    /// `--publish-url`: the publishers' server, when not among `url`.
+    pub publish_url: Option<String>,
     pub peak_users: u64,
     pub planned_seconds: f64,
     pub rate_per_user: f64,
@@ -87,7 +89,9 @@ pub struct Point {
     pub round_trip_p50_ms: Option<f64>,
     pub round_trip_p95_ms: Option<f64>,
     pub round_trip_p99_ms: Option<f64>,
-    /// Channel runs: publications received in order and their latency percentiles.
+    /// Channel runs: `publish` requests written, publications received in order and their
+    /// latency percentiles.
+    pub publishes: u64,
     pub deliveries: u64,
     pub delivery_p50_ms: Option<f64>,
     pub delivery_p99_ms: Option<f64>,
@@ -111,6 +115,7 @@ impl Point {
             round_trip_p50_ms: q(0.50),
             round_trip_p95_ms: q(0.95),
             round_trip_p99_ms: q(0.99),
+            publishes: s.counts.channels.publishes,
             deliveries: s.counts.channels.deliveries,
             delivery_p50_ms: d(0.50),
             delivery_p99_ms: d(0.99),
@@ -351,6 +356,7 @@ mod tests {
         Settings {
             scenario: "smoke".into(),
             url: "ws://127.0.0.1:3001".into(),
+            publish_url: None,
             peak_users: 10,
             planned_seconds: 6.0,
             rate_per_user: 2.0,

@@ -139,6 +139,7 @@ fn settings(spec: &RunSpec, workers: u64) -> Settings {
             .map(|t| t.base.as_str())
             .collect::<Vec<_>>()
             .join(" "),
+        publish_url: plan.publish_target.as_ref().map(|t| t.base.clone()),
         peak_users: plan.profile.peak(),
         planned_seconds: plan.profile.total().as_secs_f64(),
         rate_per_user: plan.behaviour.rate,

@@ -11,18 +11,22 @@ use super::{
 };
 use crate::channels::{ChannelPlan, ChannelScenario, ChannelThresholds};
 use crate::engine::EnginePlan;
+use crate::net::Target;
 use crate::profile::{Profile, Share};
 use crate::thresholds::Thresholds;
 use crate::vuser::Behaviour;
 
 #[derive(Debug, Args)]
 pub struct FanoutArgs {
-    /// Subscribers of the channel.
+    /// Subscribers of each channel.
     #[arg(long, default_value_t = 1000)]
     pub subscribers: u64,
-    /// Publishes per second of the one publisher.
+    /// Publishes per second of each channel's one publisher.
     #[arg(long, default_value_t = 10.0)]
     pub publish_rate: f64,
+    /// Channels, each with its own publisher and subscribers.
+    #[arg(long, default_value_t = 1)]
+    pub channels: u64,
     #[command(flatten)]
     pub channel: ChannelArgs,
 }
@@ -44,9 +48,13 @@ pub struct RoomsArgs {
 
 impl FanoutArgs {
     pub(super) fn into_spec(self) -> Result<RunSpec, String> {
+        if !(1..=MAX_USERS).contains(&self.channels) {
+            return Err(format!("--channels must be between 1 and {MAX_USERS}"));
+        }
         let shape = ChannelScenario::Fanout {
             subscribers: self.subscribers,
             rate: self.publish_rate,
+            channels: self.channels,
         };
         channel_spec("fanout", shape, self.channel)
     }
@@ -68,6 +76,10 @@ impl RoomsArgs {
 pub struct ChannelArgs {
     #[command(flatten)]
     pub target: TargetArgs,
+    /// `fanout`: the server its publishers connect to (the subscribers use `--url`), so that
+    /// every delivery crosses from one server to another through their shared broker.
+    #[arg(long, value_name = "URL")]
+    pub publish_url: Option<String>,
     /// Time to connect and subscribe every user.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub ramp: Duration,
@@ -127,10 +139,18 @@ fn channel_spec(
     a: ChannelArgs,
 ) -> Result<RunSpec, String> {
     let (groups, rate) = match shape {
-        ChannelScenario::Fanout { subscribers, rate } => (subscribers, rate),
+        ChannelScenario::Fanout {
+            subscribers, rate, ..
+        } => (subscribers, rate),
         ChannelScenario::Rooms { rooms, size, rate } => {
             if !(1..=MAX_USERS).contains(&size) {
                 return Err(format!("--room-size must be between 1 and {MAX_USERS}"));
+            }
+            if a.publish_url.is_some() {
+                return Err(
+                    "--publish-url is for fanout: every user of a room publishes and subscribes"
+                        .into(),
+                );
             }
             (rooms, rate)
         }
@@ -187,10 +207,16 @@ fn channel_spec(
         ));
     }
     let (targets, sources) = a.target.resolve()?;
+    let publish_target = a
+        .publish_url
+        .as_deref()
+        .map(|url| Target::from_flags(url, a.target.ca_file.as_deref()))
+        .transpose()?;
     Ok(RunSpec {
         scenario,
         plan: EnginePlan {
             targets,
+            publish_target,
             profile: Profile::ramp_and_hold(users, a.ramp, a.duration),
             share: Share::WHOLE,
             sources,
@@ -260,9 +286,30 @@ mod tests {
         assert_eq!(rooms.plan.profile.peak(), 12);
         let plan = rooms.plan.behaviour.channels.unwrap();
         assert_eq!((plan.publish_from_ms, plan.publish_for_ms), (0, 10_500));
+        let many = spec(&["fanout", "--channels", "3", "--subscribers", "5"]).unwrap();
+        assert_eq!(many.plan.profile.peak(), 18);
+        assert!(many.plan.publish_target.is_none());
         let after_ramp = spec(&["fanout", "--ramp", "4s", "--publish-after-ramp"]).unwrap();
         let plan = after_ramp.plan.behaviour.channels.unwrap();
         assert_eq!((plan.publish_from_ms, plan.publish_for_ms), (4_000, 32_000));
+    }
+
+    #[test]
+    fn publish_url_is_the_publishers_own_target() {
+        let split = spec(&[
+            "fanout",
+            "--url",
+            "ws://127.0.0.1:9",
+            "--publish-url",
+            "ws://127.0.0.1:8",
+        ])
+        .unwrap();
+        let bases: Vec<_> = split.plan.targets.iter().map(|t| t.base.as_str()).collect();
+        assert_eq!(bases, ["ws://127.0.0.1:9"]);
+        assert_eq!(
+            split.plan.publish_target.map(|t| t.base),
+            Some("ws://127.0.0.1:8".to_owned())
+        );
     }
 
     #[test]
@@ -279,6 +326,16 @@ mod tests {
             (
                 &["rooms", "--rooms", "1000000", "--room-size", "1000"],
                 "users",
+            ),
+            (&["fanout", "--channels", "0"], "--channels"),
+            (
+                &["fanout", "--channels", "1000", "--subscribers", "1000"],
+                "users",
+            ),
+            (&["fanout", "--publish-url", "http://x"], "ws://"),
+            (
+                &["rooms", "--publish-url", "ws://127.0.0.1:9"],
+                "--publish-url",
             ),
         ] {
             let err = spec(args).unwrap_err();
