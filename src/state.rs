@@ -133,3 +133,41 @@ impl Parked {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use clap::Parser;
+    use futures_util::FutureExt;
+
+    use super::*;
+    use crate::config::Cli;
+    use crate::lifecycle::Phase;
+
+    fn opened(state: &AppState) -> Registration {
+        let admission = state
+            .registry
+            .admit(IpAddr::V4(Ipv4Addr::LOCALHOST))
+            .unwrap();
+        state.open_connection(admission)
+    }
+
+    fn pending(registration: &Registration) -> Option<Command> {
+        registration.control().recv().now_or_never()
+    }
+
+    #[tokio::test]
+    async fn a_connection_opened_during_a_handover_parks_and_one_opened_after_it_leaves() {
+        let cli = Cli::try_parse_from(["concurrent-socket", "--server-id", "t"]).unwrap();
+        let state = AppState::new(Config::from_raw(&cli.settings).unwrap(), true);
+        let before = opened(&state);
+        assert_eq!(pending(&before), None, "serving: nothing asked");
+        state.parked.collect();
+        let during = opened(&state);
+        assert_eq!(pending(&during), Some(Command::Handover));
+        state.lifecycle.set(Phase::Draining);
+        let after = opened(&state);
+        assert_eq!(pending(&after), Some(Command::Shutdown));
+    }
+}
