@@ -159,10 +159,16 @@ bench_row() {
   printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$n" "$serving" "$since" "$all" "$gap" "$accepted" "$handed"
 }
 
+# The table goes to $LOG_DIR/handover-bench.md row by row, so that the rows measured survive
+# a failure in a later one.
 if [ -n "${HANDOVER_BENCH:-}" ]; then
-  echo "| connections | reload to serving (ms) | SIGUSR2 to serving (ms) | SIGUSR2 to all resumed (ms) | new-connection gap (ms) | old process accepting (ms) | old process handover (ms) |"
-  echo "|---|---|---|---|---|---|---|"
-  for n in $HANDOVER_BENCH; do bench_row "$n"; done
+  table="$LOG_DIR/handover-bench.md"
+  {
+    echo "| connections | reload to serving (ms) | SIGUSR2 to serving (ms) | SIGUSR2 to all resumed (ms) | new-connection gap (ms) | old process accepting (ms) | old process handover (ms) |"
+    echo "|---|---|---|---|---|---|---|"
+  } > "$table"
+  for n in $HANDOVER_BENCH; do bench_row "$n" >> "$table"; done
+  cat "$table"
   exit 0
 fi
 
