@@ -356,6 +356,25 @@ def overview():
              "WebSocketBrokerDown pages after a minute.",
              "bool", [(f"websocket_broker_up{{{s}}}", "{{colour}} {{instance}}")], width=8),
 
+        row("Handover"),
+        timeseries("Handover: connections by outcome",
+                   "Connections of the handover (systemctl reload, docs/handover.md) that started "
+                   "each process, by outcome: resumed by it, or unresumable (closed with goodbye "
+                   "server_shutdown; WebSocketHandoverUnresumable warns). A process counts its own "
+                   "take-over once, at start, so the raw count is shown, not a rate; handed_over "
+                   "is counted by the old process, which exits within a second, and is seldom "
+                   "scraped.",
+                   "short", [(f"websocket_handover_connections_total{{{s}}}",
+                              "{{outcome}} {{colour}} {{instance}}")],
+                   "connections"),
+        timeseries("Handover durations",
+                   "From the old process's handover signal to the new process serving new "
+                   "connections, and to it having resumed every handed-over one (0: the process "
+                   "started without a handover). WebSocketHandoverSlow warns above 1 s to serving.",
+                   "s", [(f"websocket_handover_seconds{{{s}}}", "serving {{colour}} {{instance}}"),
+                         (f"websocket_handover_resume_seconds{{{s}}}", "all resumed {{colour}} {{instance}}")],
+                   "seconds"),
+
         row("Resources"),
         timeseries("Resident memory",
                    "Resident set size of each server process. WebSocketHighMemoryUsage warns above 2 GiB.",

@@ -3,6 +3,7 @@
 //! same for every kind of session.
 
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -73,11 +74,16 @@ impl AppState {
     }
 
     /// Records an upgraded WebSocket (either endpoint) and counts it as open. One opened
-    /// after the drain took its snapshot is told to leave at once.
+    /// after the drain took its snapshot is told to leave at once; one opened while a
+    /// handover parks the others is told to park too.
     pub fn open_connection(&self, admission: Admission) -> Registration {
         let registration = self.registry.register(admission);
+        // Registered first, then the flags read: the handover sets them, then looks at the
+        // registry (both under its lock), so either it sees this connection or this sees them.
         if self.lifecycle.is_draining() {
             registration.control().send(Command::Shutdown);
+        } else if self.parked.is_collecting() {
+            registration.control().send(Command::Handover);
         }
         self.metrics.connections_total.inc();
         self.metrics.connections_active.inc();
@@ -95,11 +101,22 @@ impl AppState {
 }
 
 /// Connections parked for a handover: each socket, off the runtime, with its session's
-/// record (opaque here), in the order they parked.
+/// record (opaque here), in the order they parked; and whether a handover is collecting
+/// them (connections opened meanwhile park as well).
 #[derive(Default)]
-pub struct Parked(Mutex<Vec<(TcpStream, Vec<u8>)>>);
+pub struct Parked(Mutex<Vec<(TcpStream, Vec<u8>)>>, AtomicBool);
 
 impl Parked {
+    /// From now on, every connection that opens is told to park (the handover has begun
+    /// and the process still accepts).
+    pub fn collect(&self) {
+        self.1.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_collecting(&self) -> bool {
+        self.1.load(Ordering::SeqCst)
+    }
+
     pub fn park(&self, stream: TcpStream, record: Vec<u8>) {
         self.lock().push((stream, record));
     }
@@ -114,5 +131,43 @@ impl Parked {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use clap::Parser;
+    use futures_util::FutureExt;
+
+    use super::*;
+    use crate::config::Cli;
+    use crate::lifecycle::Phase;
+
+    fn opened(state: &AppState) -> Registration {
+        let admission = state
+            .registry
+            .admit(IpAddr::V4(Ipv4Addr::LOCALHOST))
+            .unwrap();
+        state.open_connection(admission)
+    }
+
+    fn pending(registration: &Registration) -> Option<Command> {
+        registration.control().recv().now_or_never()
+    }
+
+    #[tokio::test]
+    async fn a_connection_opened_during_a_handover_parks_and_one_opened_after_it_leaves() {
+        let cli = Cli::try_parse_from(["concurrent-socket", "--server-id", "t"]).unwrap();
+        let state = AppState::new(Config::from_raw(&cli.settings).unwrap(), true);
+        let before = opened(&state);
+        assert_eq!(pending(&before), None, "serving: nothing asked");
+        state.parked.collect();
+        let during = opened(&state);
+        assert_eq!(pending(&during), Some(Command::Handover));
+        state.lifecycle.set(Phase::Draining);
+        let after = opened(&state);
+        assert_eq!(pending(&after), Some(Command::Shutdown));
     }
 }

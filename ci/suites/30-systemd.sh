@@ -12,7 +12,7 @@
 #  4. The faults build that stops feeding the watchdog is killed (SIGABRT) and restarted.
 #  5. journalctl -u ws@green -o json has the server's structured fields for ws@green.service.
 #  6. ws@blue and ws@green serve side by side on their own ports.
-#  7. A bad setting fails the start in ExecStartPre (check-config), naming the variable.
+#  7. A bad setting fails the start (the server checks its settings first), naming the variable.
 #  8. The token key as a credential (docs/systemd.md): a root-only secret file passed with
 #     LoadCredential= and AUTH_JWT_SECRET_FILE=%d/jwt-key; a Bearer token of it opens a
 #     connection whose connection_established names the user; a missing file fails the start.
@@ -345,16 +345,16 @@ blue_and_green_side_by_side() {
   echo "RESULT side by side: ws@blue on 3001 (metrics 9464) and ws@green on 3002 (metrics 9465), pids $(main_pid ws@blue.service) and $(main_pid ws@green.service)"
 }
 
-# --- 7. a bad setting fails the start in check-config ---------------------------------------
+# --- 7. a bad setting fails the start, named ---------------------------------------------
 bad_setting_fails_start() {
   set_instance_settings blue "MAX_CONNECTIONS=lots"
   if IN systemctl restart ws@blue.service 2> /dev/null; then die "ws@blue.service started with MAX_CONNECTIONS=lots"; fi
-  [ "$(prop ws@blue.service ExecMainPID)" = 0 ] || die "the server itself ran with the bad setting"
+  [ "$(prop ws@blue.service ExecMainStatus)" = 1 ] || die "the server did not refuse the bad setting (exit status $(prop ws@blue.service ExecMainStatus))"
   local line
   line=$(jq -nr 'first(inputs | select(.SYSLOG_IDENTIFIER == "concurrent-socket" and (.MESSAGE | tostring | test("MAX_CONNECTIONS.*lots"))))
     | .MESSAGE | sub("^\\s+"; "")' "$(journal_json ws@blue.service)")
   [ -n "$line" ] || { IN journalctl -u ws@blue.service --no-pager | tail -20; die "no journal line naming MAX_CONNECTIONS"; }
-  echo "RESULT bad setting: ws@blue.service failed in ExecStartPre (check-config) with: $line"
+  echo "RESULT bad setting: ws@blue.service failed at start (exit 1, before serving) with: $line"
   set_instance_settings blue
   IN systemctl reset-failed ws@blue.service ws@blue.socket ws-metrics@blue.socket
   IN systemctl start ws@blue.socket ws-metrics@blue.socket

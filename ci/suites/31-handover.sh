@@ -10,7 +10,9 @@
 #     empty after each; the longest time without a successful new connection is the gap.
 #  2. A new process that cannot read the state (FAULT_HANDOVER_UNREADABLE=1): every handed-over
 #     connection gets goodbye server_shutdown and close 1001, and every client reconnects.
-#  3. `systemctl stop`: goodbye server_shutdown and close 1001 to everyone, the store empty.
+#  3. A bad setting in the environment file: `systemctl reload` fails in check-config
+#     (ExecReload=), and the running process serves on.
+#  4. `systemctl stop`: goodbye server_shutdown and close 1001 to everyone, the store empty.
 # RESULT line: `RESULT handover: N/N connections kept across 2 restarts, 0 messages lost,
 # new-connection gap X ms`.
 # Adaptations to this container: LimitNOFILE=20000 (lib.sh), so MAX_CONNECTIONS=19000;
@@ -81,16 +83,36 @@ reload_to_new_process() {
   echo "$new"
 }
 
-# taken_over PID: "RESUMED UNRESUMABLE SINCE_SIGNAL_MS" from that process's journal line.
-taken_over() {
+# journal_line PID MESSAGE FIELDS: the jq string FIELDS of that process's last journal line
+# MESSAGE, waiting for it up to 20 s.
+journal_line() {
   local deadline=$((SECONDS + 20)) line
   until line=$(IN journalctl -u "$UNIT" -o json --no-pager "_PID=$1" |
-    jq -r 'select(.MESSAGE == "handover: connections taken over from the previous process")
-      | "\(.RESUMED) \(.UNRESUMABLE) \(.SINCE_SIGNAL_MS)"' | tail -1) && [ -n "$line" ]; do
-    [ "$SECONDS" -lt "$deadline" ] || die "process $1 logged no take-over"
+    jq -r --arg m "$2" "select(.MESSAGE == \$m) | $3" | tail -1) && [ -n "$line" ]; do
+    [ "$SECONDS" -lt "$deadline" ] || die "process $1 logged no '$2'"
     sleep 0.2
   done
   echo "$line"
+}
+
+# taken_over PID: "RESUMED UNRESUMABLE SINCE_SIGNAL_MS RESUMED_MS" from that process's journal
+# (serving, and every connection resumed, so many ms after SIGUSR2).
+taken_over() {
+  journal_line "$1" "handover: connections taken over from the previous process" \
+    '"\(.RESUMED) \(.UNRESUMABLE) \(.SINCE_SIGNAL_MS) \(.RESUMED_MS)"'
+}
+
+# handed_over PID: "ACCEPTED_FOR_MS ELAPSED_MS" of the old process PID: how long it accepted
+# on while the connections parked, and how long its handover took (parked, queued, stored).
+handed_over() {
+  journal_line "$1" "handover: connections left in the file descriptor store" '"\(.ACCEPTED_FOR_MS) \(.ELAPSED_MS)"'
+}
+
+# serving_after PID SINCE_MS: ms from SINCE_MS (Unix ms) to process PID's `listening`.
+serving_after() {
+  local at
+  at=$(journal_line "$1" listening '.__REALTIME_TIMESTAMP')
+  echo $(((at / 1000) - $2))
 }
 
 store_empty() {
@@ -102,13 +124,53 @@ store_empty() {
 # --- set-up --------------------------------------------------------------------------------
 boot_systemd ci-handover
 install_units blue
-printf '%s\n' "MAX_CONNECTIONS=19000" "MAX_CONNECTIONS_PER_IP=0" "MAX_PENDING_HTTP_PER_IP=0" |
+printf '%s\n' "MAX_CONNECTIONS=${MAX_CONNECTIONS:-19000}" "MAX_CONNECTIONS_PER_IP=0" "MAX_PENDING_HTTP_PER_IP=0" |
   IN tee /etc/concurrent-socket/blue.env > /dev/null
 IN systemctl start ws@blue.socket ws-metrics@blue.socket "$UNIT"
 wait_active "$UNIT" || die "$UNIT did not start"
 FAULTS_BUILD=/opt/concurrent-socket/builds/faults
 IN install -D -m 0755 "$CONTAINER_BINDIR/concurrent-socket-faults" "$FAULTS_BUILD/bin/concurrent-socket"
 log "FileDescriptorStoreMax=$(prop "$UNIT" FileDescriptorStoreMax) LimitNOFILE=$(prop "$UNIT" LimitNOFILE)"
+
+# --- bench/handover.sh: one reload per connection count, the table ---------------------------
+# bench_row N: N held connections and the churn client, one `systemctl reload`; prints the row.
+bench_row() {
+  local n=$1 old new reload_ms resumed unresumable since all accepted handed serving gap
+  IN_NET "$PYTHON" "$REPO/ci/systemd/churn.py" --url ws://127.0.0.1:3001 --prefix "churn$n" \
+    --rate "$CHURN_RATE" --duration 600 --stop-file "$WORK/churn$n.stop" --report "$WORK/churn$n.json" &
+  BACKGROUND+=($!)
+  held "held$n" "$n"
+  sleep "$INTERVAL"
+  old=$(main_pid "$UNIT")
+  reload_ms=$(date +%s%3N)
+  new=$(reload_to_new_process)
+  read -r resumed unresumable since all <<< "$(taken_over "$new")"
+  read -r accepted handed <<< "$(handed_over "$old")"
+  serving=$(serving_after "$new" "$reload_ms")
+  sleep "$INTERVAL"
+  finish "held$n" > /dev/null
+  touch "$WORK/churn$n.stop"
+  wait_file "$WORK/churn$n.json" 60 || die "churn$n: no report"
+  gap=$(jq -r '.longest_gap_s * 1000 | round' "$WORK/churn$n.json")
+  if [ "$resumed" -lt "$n" ] || [ "$unresumable" != 0 ] || [ "$(field "held$n" .still_open)" != "$n" ] ||
+    [ "$(field "churn$n" .failed)" != 0 ]; then
+    die "$n connections: resumed $resumed, unresumable $unresumable, $(field "held$n" .still_open) still open, $(field "churn$n" .failed) new connections failed"
+  fi
+  printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$n" "$serving" "$since" "$all" "$gap" "$accepted" "$handed"
+}
+
+# The table goes to $LOG_DIR/handover-bench.md row by row, so that the rows measured survive
+# a failure in a later one.
+if [ -n "${HANDOVER_BENCH:-}" ]; then
+  table="$LOG_DIR/handover-bench.md"
+  {
+    echo "| connections | reload to serving (ms) | SIGUSR2 to serving (ms) | SIGUSR2 to all resumed (ms) | new-connection gap (ms) | old process accepting (ms) | old process handover (ms) |"
+    echo "|---|---|---|---|---|---|---|"
+  } > "$table"
+  for n in $HANDOVER_BENCH; do bench_row "$n" >> "$table"; done
+  cat "$table"
+  exit 0
+fi
 
 # --- 1. two handovers under traffic ------------------------------------------------------
 IN_NET "$PYTHON" "$REPO/ci/systemd/churn.py" --url ws://127.0.0.1:3001 --prefix churn \
@@ -118,16 +180,17 @@ held kept "$HELD"
 log "$HELD connections open, each sending every $INTERVAL s"
 sleep "$INTERVAL"
 exe_before=$(IN sha256sum "$(IN readlink -f "$PROFILE")/bin/concurrent-socket" | cut -c1-12)
+old_pid=$(main_pid "$UNIT")
 first=$(reload_to_new_process)
-read -r resumed1 unresumable1 since1 <<< "$(taken_over "$first")"
-echo "MEASURED handover 1: $resumed1 resumed, $unresumable1 unresumable, serving $since1 ms after SIGUSR2"
+read -r resumed1 unresumable1 since1 all1 <<< "$(taken_over "$first")"
+echo "MEASURED handover 1: $resumed1 resumed, $unresumable1 unresumable, serving $since1 ms after SIGUSR2, all resumed after $all1 ms; old process: $(handed_over "$old_pid" | awk '{print "accepting for " $1 " ms, handed over in " $2 " ms"}')"
 store_empty "the first handover"
 sleep "$INTERVAL"
 IN ln -sfn "$FAULTS_BUILD" "$PROFILE"
 second=$(reload_to_new_process)
 exe_after=$(IN sha256sum "$(IN readlink -f "/proc/$second/exe")" | cut -c1-12)
-read -r resumed2 unresumable2 since2 <<< "$(taken_over "$second")"
-echo "MEASURED handover 2 (build $exe_before -> $exe_after): $resumed2 resumed, $unresumable2 unresumable, serving $since2 ms after SIGUSR2"
+read -r resumed2 unresumable2 since2 all2 <<< "$(taken_over "$second")"
+echo "MEASURED handover 2 (build $exe_before -> $exe_after): $resumed2 resumed, $unresumable2 unresumable, serving $since2 ms after SIGUSR2, all resumed after $all2 ms; old process: $(handed_over "$first" | awk '{print "accepting for " $1 " ms, handed over in " $2 " ms"}')"
 [ "$exe_before" != "$exe_after" ] || die "the second handover did not change the build"
 store_empty "the second handover"
 sleep "$INTERVAL"
@@ -159,7 +222,7 @@ printf '%s\n' "# CI only: the new process treats the handed-over state as unread
 IN systemctl daemon-reload
 held unreadable "$FAULT_HELD" --reconnect
 broken=$(reload_to_new_process)
-read -r resumed3 unresumable3 _ <<< "$(taken_over "$broken")"
+read -r resumed3 unresumable3 _ _ <<< "$(taken_over "$broken")"
 deadline=$((SECONDS + 60))
 until [ "$(IN_NET curl -fsS http://127.0.0.1:3001/health | jq .connections)" = "$FAULT_HELD" ]; do
   [ "$SECONDS" -lt "$deadline" ] || die "the clients did not all reconnect"
@@ -175,7 +238,19 @@ echo "RESULT handover, state unreadable: $FAULT_HELD/$FAULT_HELD connections clo
 IN rm /etc/systemd/system/ws@blue.service.d/ci-unreadable.conf
 IN systemctl daemon-reload
 
-# --- 3. systemctl stop still says goodbye ---------------------------------------------------
+# --- 3. a bad setting refuses the reload: the process serves on -----------------------------
+IN cp /etc/concurrent-socket/blue.env /etc/concurrent-socket/blue.env.good
+echo "MAX_CONNECTIONS=lots" | IN tee -a /etc/concurrent-socket/blue.env > /dev/null
+before=$(main_pid "$UNIT")
+if IN systemctl reload "$UNIT" 2> /dev/null; then die "systemctl reload succeeded with MAX_CONNECTIONS=lots"; fi
+if [ "$(main_pid "$UNIT")" != "$before" ] || [ "$(IN systemctl is-active "$UNIT")" != active ]; then
+  die "a refused reload did not leave process $before serving"
+fi
+IN_NET curl -fsS http://127.0.0.1:3001/health > /dev/null || die "no /health after a refused reload"
+IN mv /etc/concurrent-socket/blue.env.good /etc/concurrent-socket/blue.env
+echo "RESULT handover, bad setting: systemctl reload refused by check-config, process $before serves on"
+
+# --- 4. systemctl stop still says goodbye ---------------------------------------------------
 held stopped "$FAULT_HELD"
 IN systemctl stop "$UNIT"
 finish stopped

@@ -165,21 +165,14 @@ rec {
     };
     service = "ws@${name}.service";
     profile = "${profilesDir}/${name}";
-    # The service's commands, on the profile (the empty entries reset the template's).
-    serviceCommands =
-      let
-        server = "${profilesDir}/${name}/bin/concurrent-socket";
-      in
-      {
-        ExecStartPre = [
-          ""
-          "${server} check-config"
-        ];
-        ExecStart = [
-          ""
-          server
-        ];
-      };
+    # The service's command, on the profile (the empty entry resets the template's). The
+    # template's ExecReload= (check-config, then the handover's SIGUSR2) runs the same path.
+    serviceCommands = {
+      ExecStart = [
+        ""
+        "${profilesDir}/${name}/bin/concurrent-socket"
+      ];
+    };
     envFileName = "concurrent-socket/${name}.env";
     envFileText = envFile (inst.settings or { });
   };

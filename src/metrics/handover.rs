@@ -1,7 +1,8 @@
 //! The metric family of handovers (docs/handover.md): what became of each connection handed
 //! from one process to the next, `websocket_handover_connections_total{outcome}`, and how
-//! long the handover that started this process took, `websocket_handover_seconds`, all at 0
-//! from start-up.
+//! long the handover that started this process took, until it served
+//! (`websocket_handover_seconds`) and until it had resumed every connection
+//! (`websocket_handover_resume_seconds`), all at 0 from start-up.
 
 use prometheus::{Gauge, IntCounterVec, Opts, Registry};
 
@@ -26,6 +27,8 @@ pub struct HandoverMetrics {
     connections: Children<HandoverOutcome>,
     /// From the old process's signal to this process serving (0: it started without one).
     pub seconds: Gauge,
+    /// From the old process's signal to this process having resumed every connection.
+    pub resume_seconds: Gauge,
 }
 
 impl HandoverMetrics {
@@ -50,9 +53,19 @@ impl HandoverMetrics {
             )
             .expect("valid gauge"),
         );
+        let resume_seconds = register(
+            registry,
+            Gauge::new(
+                "websocket_handover_resume_seconds",
+                "Seconds from the previous process's handover signal to this process having \
+                resumed every handed-over connection (0: this process started without a handover).",
+            )
+            .expect("valid gauge"),
+        );
         HandoverMetrics {
             connections: Children::new(&connections, &[]),
             seconds,
+            resume_seconds,
         }
     }
 
@@ -89,6 +102,7 @@ mod tests {
             assert!(text.contains(&series), "{series}");
         }
         assert!(text.contains("websocket_handover_seconds 0"));
+        assert!(text.contains("websocket_handover_resume_seconds 0"));
         metrics.count(HandoverOutcome::Resumed, 3);
         assert!(render().contains("websocket_handover_connections_total{outcome=\"resumed\"} 3"));
     }

@@ -198,17 +198,27 @@ pub async fn run(config: Config) -> Result<Exit, StartError> {
 
     let epoch = Instant::now();
     let servers = Servers::start(&state, sockets, epoch)?;
-    let taken_over = handover::take_over(&state, inherited);
+    // The store is emptied before serving; the connections are resumed after it: new
+    // clients are served at once, and each old one still goes on in its own order.
+    let inherited = handover::take_over(inherited);
     state.lifecycle.set(Phase::Ready);
     info!(addr = %servers.public_addr, metrics_addr = %servers.metrics_addr, socket_activated = state.socket_activated,
         server_id = %state.config.server_id, version = env!("CARGO_PKG_VERSION"), "listening");
     systemd::ready(&status_line(&state));
-    taken_over.report(&state);
+    let mut resuming = Some(tokio::spawn(handover::resume(
+        Arc::clone(&state),
+        inherited,
+    )));
     let background = spawn_background(&state, &servers);
     tokio::spawn(crate::memory::trim_periodically());
 
     let exit = loop {
-        match signals.recv().await {
+        let stop = signals.recv().await;
+        // A drain or a handover covers the resumed connections only once they all are.
+        if let Some(resuming) = resuming.take() {
+            let _ = resuming.await;
+        }
+        match stop {
             Stop::Drain(signal) => {
                 shut_down(&state, servers, signal).await;
                 break Exit::Drained;
@@ -230,16 +240,19 @@ pub async fn run(config: Config) -> Result<Exit, StartError> {
 /// handover, not by the drain window.
 async fn hand_over(state: &Arc<AppState>, mut servers: Servers) {
     let signalled_at = SystemTime::now();
-    state.lifecycle.set(Phase::Draining);
     state.metrics.draining.set(1);
     systemd::stopping(&status_line(state));
     info!(
         connections = state.registry.len(),
         "SIGUSR2: handing the connections over"
     );
-    // systemd keeps the socket and queues new connections for the next process.
-    servers.stop_accepting.cancel();
-    handover::hand_over(state, signalled_at).await;
+    // Once the connections are parked: systemd keeps the socket and queues new connections
+    // for the next process.
+    let stop_accepting = || {
+        servers.stop_accepting.cancel();
+        state.lifecycle.set(Phase::Draining);
+    };
+    handover::hand_over(state, signalled_at, stop_accepting).await;
     servers.stop_http.cancel();
     let _ = tokio::time::timeout(HTTP_STOP_WAIT, servers.stopped()).await;
 }

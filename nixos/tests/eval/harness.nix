@@ -101,6 +101,12 @@ let
             true)
           (expect "no extra substituter" c.nix.settings.substituters [ "https://cache.nixos.org/" ])
           (expect "instances keep running across nixos-rebuild" c.systemd.services."ws@green".restartIfChanged false)
+          (expect "the profile's server, no ExecStartPre (a handover restart waits for none; the template's ExecReload checks the settings)"
+            (with c.systemd.services."ws@green".serviceConfig; [ ExecStart (c.systemd.services."ws@green".serviceConfig ? ExecStartPre) ])
+            [ [ "" "/var/lib/concurrent-socket/profiles/green/bin/concurrent-socket" ] false ])
+          (expect "the handover's descriptors: LimitNOFILE from tuning, the store from the packaged template"
+            (with c.systemd.services."ws@green".serviceConfig; [ LimitNOFILE (c.systemd.services."ws@green".serviceConfig ? FileDescriptorStoreMax) ])
+            [ 1048576 false ])
           (expect "the Traefik data path: no shared public socket" (c.systemd.sockets ? "ws-public@blue") false)
           (expect "the Traefik data path: the kernel's default for a closing listener's queue" ((sysctl c) ? "net.ipv4.tcp_migrate_req") false)
           (expect "wsctl probes through Traefik's loopback entry point" (with wsctlConfig c; [ dataPath publicUrl ]) [ "traefik" "ws://127.0.0.1:8081" ])

@@ -23,6 +23,9 @@ use crate::state::AppState;
 
 /// How long connections have to park (or to say goodbye when they cannot).
 const HANDOVER_BOUND: Duration = Duration::from_secs(3);
+/// The longest the process accepts on while the connections park (a steady stream of new
+/// ones could otherwise keep it from ever finding all parked).
+const ACCEPT_BOUND: Duration = Duration::from_millis(1500);
 /// How long systemd has to read the store messages.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Fewest entries the store must take: the queue and the state.
@@ -45,18 +48,26 @@ pub fn unavailable() -> Option<String> {
     }
 }
 
-/// Hands every connection to the next process (the caller has stopped accepting); returns
-/// how many went. Connections that cannot go say goodbye and close.
-pub async fn hand_over(state: &Arc<AppState>, signalled_at: SystemTime) -> usize {
+/// Hands every connection to the next process; returns how many went. Connections that
+/// cannot go say goodbye and close. The process accepts on while the open connections park
+/// (each new one parks as it opens): `stop_accepting` is called only once they have, so that
+/// new clients wait in systemd's socket queue for as short a time as can be.
+pub async fn hand_over(
+    state: &Arc<AppState>,
+    signalled_at: SystemTime,
+    stop_accepting: impl FnOnce(),
+) -> usize {
     let started = Instant::now();
     let open = state.registry.len();
+    state.parked.collect();
     for control in state.registry.snapshot() {
         control.send(Command::Handover);
     }
-    let deadline = started + HANDOVER_BOUND;
-    while !state.registry.is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    all_parked(state, started + ACCEPT_BOUND).await;
+    stop_accepting();
+    let accepted_for_ms = started.elapsed().as_millis() as u64;
+    // Connections whose upgrade was under way park (or, opened now, say goodbye) too.
+    all_parked(state, started + HANDOVER_BOUND).await;
     let parked = state.parked.take();
     let parked_ms = started.elapsed().as_millis() as u64;
     let handed = match store(&parked, signalled_at) {
@@ -74,11 +85,19 @@ pub async fn hand_over(state: &Arc<AppState>, signalled_at: SystemTime) -> usize
         open,
         handed_over = handed,
         closed,
+        accepted_for_ms,
         parked_ms,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "handover: connections left in the file descriptor store"
     );
     handed
+}
+
+/// Waits until no connection is left in the registry (each parked or closed), or `deadline`.
+async fn all_parked(state: &AppState, deadline: Instant) {
+    while !state.registry.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Queues the parked sockets and stores the queue and the state; returns how many are in

@@ -1,7 +1,8 @@
 //! The new process's side: the store's entries taken back (every socket out of the queue,
-//! then both entries removed from the store), the state checked, each connection resumed
-//! from its record, and whatever cannot be (no state, a state it cannot read, a record it
-//! does not understand, no room) closed with `goodbye` `server_shutdown`.
+//! then both entries removed from the store) before serving; once serving, the state
+//! checked, each connection resumed from its record, and whatever cannot be (no state, a
+//! state it cannot read, a record it does not understand, no room) closed with `goodbye`
+//! `server_shutdown`.
 
 use std::net::TcpStream;
 use std::os::fd::OwnedFd;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde_json::value::RawValue;
+use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use super::super::sockets::{HANDOVER_CONNS as CONNS, HANDOVER_STATE as STATE};
@@ -21,44 +23,26 @@ use crate::metrics::HandoverOutcome;
 use crate::session::chat;
 use crate::state::AppState;
 
-/// What a take-over found, to report once the process serves.
+/// Tasks resuming the inherited connections side by side.
+const RESUMERS: usize = 4;
+/// Connections one resumer takes up before it lets other tasks (accepting) run.
+const RESUME_SLICE: usize = 64;
+
+/// What the previous process left in the store, taken out of it: the sockets and the state.
 #[derive(Debug, Default)]
-pub struct TakenOver {
+pub struct Inherited {
     /// The previous process left something in the store.
     found: bool,
-    /// When it was told to hand over, if its state could be read.
-    signalled_at_ms: Option<u64>,
-    resumed: usize,
-    unresumable: usize,
+    sockets: Vec<(usize, OwnedFd)>,
+    state: Option<OwnedFd>,
 }
 
-impl TakenOver {
-    /// Logs the take-over and sets `websocket_handover_seconds`: call once serving.
-    pub fn report(&self, state: &AppState) {
-        if !self.found {
-            return;
-        }
-        let now_ms = unix_ms(SystemTime::now());
-        let since_signal_ms = self
-            .signalled_at_ms
-            .map(|signalled| now_ms.saturating_sub(signalled));
-        if let Some(ms) = since_signal_ms {
-            state.metrics.handover.seconds.set(ms as f64 / 1000.0);
-        }
-        info!(
-            resumed = self.resumed,
-            unresumable = self.unresumable,
-            since_signal_ms,
-            "handover: connections taken over from the previous process"
-        );
-    }
-}
-
-/// Takes over what a previous process left in the store (`entries`, by name), spawning a
-/// task per resumed connection.
-pub fn take_over(state: &Arc<AppState>, entries: Vec<(String, OwnedFd)>) -> TakenOver {
+/// Takes what a previous process left in the store (`entries`, by name) out of it: every
+/// socket out of the queue, then both entries removed, so that nothing of this handover can
+/// reach another process. Cheap (a few dozen messages): done before serving.
+pub fn take_over(entries: Vec<(String, OwnedFd)>) -> Inherited {
     if entries.is_empty() {
-        return TakenOver::default();
+        return Inherited::default();
     }
     let (mut conns, mut file) = (None, None);
     for (name, fd) in entries {
@@ -77,13 +61,28 @@ pub fn take_over(state: &Arc<AppState>, entries: Vec<(String, OwnedFd)>) -> Take
         None => Vec::new(),
     };
     drop(conns);
-    // The sockets are ours now: nothing of this handover may reach another process.
     for name in [CONNS, STATE] {
         if let Err(error) = systemd::remove_stored(name) {
             warn!(%error, name, "handover: cannot remove the entry from the store");
         }
     }
-    let read = match file {
+    Inherited {
+        found: true,
+        sockets,
+        state: file,
+    }
+}
+
+/// Resumes every inherited connection (the process serves new ones meanwhile), in
+/// [`RESUMERS`] tasks that yield between slices so that the accept loops keep their turn;
+/// closes what cannot be resumed with `goodbye` `server_shutdown`; logs the take-over and
+/// sets the handover gauges. Call once serving.
+pub async fn resume(state: Arc<AppState>, inherited: Inherited) {
+    if !inherited.found {
+        return;
+    }
+    let serving_at = SystemTime::now();
+    let read = match inherited.state {
         Some(fd) => state_file::read(fd).map_err(|e| e.to_string()),
         None => Err("no state in the store".to_owned()),
     };
@@ -93,6 +92,7 @@ pub fn take_over(state: &Arc<AppState>, entries: Vec<(String, OwnedFd)>) -> Take
     } else {
         read
     };
+    let mut sockets = inherited.sockets;
     let (records, signalled_at_ms) = match read {
         Ok(read) => (read.connections, Some(read.signalled_at_ms)),
         Err(why) => {
@@ -101,29 +101,52 @@ pub fn take_over(state: &Arc<AppState>, entries: Vec<(String, OwnedFd)>) -> Take
         }
     };
     let received = sockets.len();
-    let (resumed, closing) = resume_all(state, sockets, &records);
+    let records = Arc::new(records);
+    let share = received.div_ceil(RESUMERS).max(1);
+    let mut resumers = JoinSet::new();
+    while !sockets.is_empty() {
+        let part = sockets.split_off(sockets.len().saturating_sub(share));
+        let (state, records) = (Arc::clone(&state), Arc::clone(&records));
+        resumers.spawn(async move { resume_all(&state, part, &records).await });
+    }
+    let (mut resumed, mut closing) = (0, Vec::new());
+    for (part_resumed, part_closing) in resumers.join_all().await {
+        resumed += part_resumed;
+        closing.extend(part_closing);
+    }
     let handover = &state.metrics.handover;
     handover.count(HandoverOutcome::Resumed, resumed as u64);
     // Sockets lost on the way (they could not join the runtime) are closed already.
     let lost = received - resumed - closing.len();
     handover.count(HandoverOutcome::Unresumable, lost as u64);
-    tokio::spawn(close_all(Arc::clone(state), closing));
-    TakenOver {
-        found: true,
-        signalled_at_ms,
-        resumed,
-        unresumable: received - resumed,
+    tokio::spawn(close_all(Arc::clone(&state), closing));
+    let since =
+        |at: SystemTime| signalled_at_ms.map(|signalled| unix_ms(at).saturating_sub(signalled));
+    let (since_signal_ms, resumed_ms) = (since(serving_at), since(SystemTime::now()));
+    if let (Some(serving), Some(all)) = (since_signal_ms, resumed_ms) {
+        handover.seconds.set(serving as f64 / 1000.0);
+        handover.resume_seconds.set(all as f64 / 1000.0);
     }
+    info!(
+        resumed,
+        unresumable = received - resumed,
+        since_signal_ms,
+        resumed_ms,
+        "handover: connections taken over from the previous process"
+    );
 }
 
 /// Resumes each socket from its record; returns how many were, and the sockets to close.
-fn resume_all(
+async fn resume_all(
     state: &Arc<AppState>,
     sockets: Vec<(usize, OwnedFd)>,
     records: &[Box<RawValue>],
 ) -> (usize, Vec<TcpStream>) {
     let (mut resumed, mut closing, mut first_refusal) = (0, Vec::new(), None);
-    for (index, fd) in sockets {
+    for (n, (index, fd)) in sockets.into_iter().enumerate() {
+        if n % RESUME_SLICE == 0 {
+            tokio::task::yield_now().await;
+        }
         let stream = TcpStream::from(fd);
         let Some(record) = records.get(index) else {
             closing.push(stream);

@@ -9,7 +9,7 @@ mod queue;
 mod state_file;
 
 pub(super) use export::{hand_over, unavailable};
-pub(super) use import::take_over;
+pub(super) use import::{resume, take_over};
 
 /// The exit status after a handover: the unit restarts on it (`RestartForceExitStatus=75`)
 /// and does not count it as a failure (`SuccessExitStatus=75`).
