@@ -7,13 +7,15 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
 
 use crate::auth::{AuthRefusal, Identity};
 use crate::channels::{
-    BrokerError, Delivery, Inbox, NewPublication, Publication, Slot, StreamPosition, Subscriber,
+    BrokerError, Delivery, History, Inbox, NewPublication, Publication, Slot, StreamPosition,
+    Subscriber,
 };
 use crate::metrics::{PublishResult, RecoveryOutcome, SubscriptionEnd};
 use crate::protocol::{
@@ -61,14 +63,26 @@ impl ChannelRequest {
     }
 }
 
-/// One subscription: its channel (the name the hub holds, shared), which key its deliveries
-/// carry, its place in the hub, and the newest offset the client has (or was told it needs no
-/// older one).
+/// One subscription: its channel (the name the hub holds, shared), its epoch, which key its
+/// deliveries carry, its place in the hub, and the newest offset the client has (or was told
+/// it needs no older one).
 struct Subscription {
     channel: Arc<str>,
+    /// The epoch its offsets count in (shared with the broker's): what a handover carries.
+    epoch: Arc<str>,
     key: u32,
     slot: Slot,
     position: u64,
+}
+
+/// One subscription as a handover carries it to the next process (docs/handover.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct SubscriptionRecord {
+    channel: String,
+    epoch: String,
+    /// The last offset delivered to the client (written, or in the record's unwritten bytes).
+    offset: u64,
 }
 
 /// The answer to a channel request: a serialised message, or the `error` to answer with.
@@ -177,47 +191,20 @@ impl Subscriptions {
                 id,
             ));
         }
-        let key = self.next_key;
-        self.next_key = self.next_key.wrapping_add(1);
-        let channels = &state.channels;
-        // Live first, then the history: a publication accepted in between is in both and
-        // the merge by offset keeps one (`deliver`).
-        let subscriber = Subscriber {
-            inbox: Arc::clone(&self.inbox),
-            key,
-        };
-        let (channel, slot) = channels.hub.add(channel, subscriber);
-        if let Err(error) = channels.broker.subscribe(&channel).await {
-            channels.hub.remove(&channel, slot);
-            return Err(broker_error(error, state, id));
-        }
         let since = recover.map(|r| StreamPosition {
             offset: r.offset,
             epoch: r.epoch,
         });
-        let mut history = match channels.broker.history(&channel, since.as_ref()).await {
-            Ok(history) => history,
-            Err(error) => {
-                channels.hub.remove(&channel, slot);
-                channels.broker.unsubscribe(&channel).await;
-                return Err(broker_error(error, state, id));
-            }
-        };
+        let (channel, mut history) = self
+            .attach(state, channel, since.as_ref())
+            .await
+            .map_err(|error| broker_error(error, state, id))?;
         if history.complete && recovery_bytes(&history.publications) > recovery_limit(state) {
             // Larger than one message the transport writes: told, not sent.
             history.complete = false;
             history.publications.clear();
         }
-        // Exactly what it holds: most connections subscribe to a few channels and stay.
-        self.list.reserve_exact(1);
-        self.list.push(Subscription {
-            channel: Arc::clone(&channel),
-            key,
-            slot,
-            position: history.top,
-        });
         let metrics = &state.metrics.channels;
-        metrics.subscriptions_active.inc();
         let recovered = since.is_some().then_some(history.complete);
         if let Some(recovered) = recovered {
             metrics.recovery(if recovered {
@@ -253,6 +240,50 @@ impl Subscriptions {
             ts: now_ms(),
         };
         Ok((answer.to_json(), ServerType::Subscribed))
+    }
+
+    /// Subscribes to `channel` in the hub and the broker and reads its history since `since`:
+    /// the subscription is listed from the history's newest offset on. Returns the channel's
+    /// name as the hub holds it, and the history.
+    async fn attach(
+        &mut self,
+        state: &AppState,
+        channel: &str,
+        since: Option<&StreamPosition>,
+    ) -> Result<(Arc<str>, History), BrokerError> {
+        let key = self.next_key;
+        self.next_key = self.next_key.wrapping_add(1);
+        let channels = &state.channels;
+        // Live first, then the history: a publication accepted in between is in both and
+        // the merge by offset keeps one (`deliver`).
+        let subscriber = Subscriber {
+            inbox: Arc::clone(&self.inbox),
+            key,
+        };
+        let (channel, slot) = channels.hub.add(channel, subscriber);
+        if let Err(error) = channels.broker.subscribe(&channel).await {
+            channels.hub.remove(&channel, slot);
+            return Err(error);
+        }
+        let history = match channels.broker.history(&channel, since).await {
+            Ok(history) => history,
+            Err(error) => {
+                channels.hub.remove(&channel, slot);
+                channels.broker.unsubscribe(&channel).await;
+                return Err(error);
+            }
+        };
+        // Exactly what it holds: most connections subscribe to a few channels and stay.
+        self.list.reserve_exact(1);
+        self.list.push(Subscription {
+            channel: Arc::clone(&channel),
+            epoch: Arc::clone(&history.epoch),
+            key,
+            slot,
+            position: history.top,
+        });
+        state.metrics.channels.subscriptions_active.inc();
+        Ok((channel, history))
     }
 
     async fn unsubscribe(
@@ -333,16 +364,72 @@ impl Subscriptions {
                 offset = position,
                 "subscription ended: insufficient_state"
             );
-            let ended = ServerMessage::Unsubscribed {
-                channel: &channel,
-                id: None,
-                reason: Some(UnsubscribeReason::InsufficientState),
-                resubscribe: Some(true),
-                ts: now_ms(),
+            tell_insufficient(state, &channel, outbox);
+        }
+    }
+
+    /// Parks the subscriptions for a handover: out of this process's hub (their publications
+    /// go on in the broker, whose history the next process fills the gap from), and their
+    /// records for the next process. The broker keeps them counted: a channel must not be
+    /// freed, and come back with a new epoch, before the channels are handed over.
+    pub(super) fn park(&mut self, state: &AppState) -> Vec<SubscriptionRecord> {
+        std::mem::take(&mut self.list)
+            .into_iter()
+            .map(|s| {
+                state.channels.hub.remove(&s.channel, s.slot);
+                SubscriptionRecord {
+                    channel: s.channel.to_string(),
+                    epoch: s.epoch.to_string(),
+                    offset: s.position,
+                }
+            })
+            .collect()
+    }
+
+    /// Resumes the subscriptions a previous process parked, before anything else of the
+    /// connection: each subscribed again, and the publications it missed since its offset
+    /// queued from history ahead of the live ones, in offset order. One whose gap the history
+    /// cannot fill (another epoch, trimmed, no room) ends with `insufficient_state`.
+    pub(super) async fn resume(
+        &mut self,
+        state: &AppState,
+        from: &str,
+        records: Vec<SubscriptionRecord>,
+        outbox: &mut Outbox,
+    ) {
+        let mut lost = Vec::new();
+        for SubscriptionRecord {
+            channel,
+            epoch,
+            offset,
+        } in records
+        {
+            let full = self.list.len() >= state.config.channels.max_subscriptions_per_connection;
+            let since = StreamPosition { offset, epoch };
+            let attached = match full {
+                true => Err(BrokerError::Unavailable),
+                false => self.attach(state, &channel, Some(&since)).await,
             };
-            // Past the bound: one per subscription at most, and the client must learn of the gap.
-            outbox.push_last(Message::Text(ended.to_json().into()));
-            state.metrics.message_out(ServerType::Unsubscribed);
+            let (name, history) = match attached {
+                Ok(attached) => attached,
+                Err(error) => {
+                    debug!(
+                        connection_id = from,
+                        channel,
+                        ?error,
+                        "handover: cannot resubscribe"
+                    );
+                    tell_insufficient(state, &channel, outbox);
+                    continue;
+                }
+            };
+            let key = self.list.last().expect("just attached").key;
+            if !(history.complete && queue_missed(state, &name, &history, outbox)) {
+                lost.push(key);
+            }
+        }
+        if !lost.is_empty() {
+            self.end_insufficient(state, from, lost, outbox).await;
         }
     }
 
@@ -352,6 +439,21 @@ impl Subscriptions {
             release(state, &channel, slot, SubscriptionEnd::Disconnect).await;
         }
     }
+}
+
+/// Tells the client that its subscription to `channel` ended with `insufficient_state`: it
+/// resubscribes with `recover` from the last offset it saw.
+fn tell_insufficient(state: &AppState, channel: &str, outbox: &mut Outbox) {
+    let ended = ServerMessage::Unsubscribed {
+        channel,
+        id: None,
+        reason: Some(UnsubscribeReason::InsufficientState),
+        resubscribe: Some(true),
+        ts: now_ms(),
+    };
+    // Past the bound: one per subscription at most, and the client must learn of the gap.
+    outbox.push_last(Message::Text(ended.to_json().into()));
+    state.metrics.message_out(ServerType::Unsubscribed);
 }
 
 /// The largest recovery sent in one `subscribed`: the transport's largest message
@@ -377,6 +479,27 @@ fn recovery_bytes(publications: &[Arc<Publication>]) -> usize {
                 + ITEM_OVERHEAD
         })
         .sum()
+}
+
+/// Queues the publications of `history` (all of those after the resumed offset) as
+/// `publication` messages; `false` when the outbox cannot take them all.
+fn queue_missed(state: &AppState, channel: &str, history: &History, outbox: &mut Outbox) -> bool {
+    for publication in &history.publications {
+        let text = ServerMessage::Publication {
+            channel,
+            offset: publication.offset,
+            data: &publication.data,
+            from: &publication.from,
+            user: publication.user.as_deref(),
+            ts: now_ms(),
+        }
+        .to_json();
+        if outbox.push(Message::Text(text.into()), None).is_err() {
+            return false;
+        }
+        state.metrics.message_out(ServerType::Publication);
+    }
+    true
 }
 
 /// Ready when publications wait in the connection's inbox; never without subscriptions.

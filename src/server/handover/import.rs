@@ -1,7 +1,8 @@
 //! The new process's side: the store's entries taken back (every socket out of the queue,
-//! then both entries removed from the store), the state checked, each connection resumed
-//! from its record, and whatever cannot be (no state, a state it cannot read, a record it
-//! does not understand, no room) closed with `goodbye` `server_shutdown`.
+//! then both entries removed from the store), the state checked, the channels restored into
+//! the broker, each connection resumed from its record, and whatever cannot be (no state, a
+//! state it cannot read, a record it does not understand, no room) closed with `goodbye`
+//! `server_shutdown`.
 
 use std::net::TcpStream;
 use std::os::fd::OwnedFd;
@@ -16,6 +17,7 @@ use super::super::systemd;
 use super::export::close_all;
 use super::queue;
 use super::state_file;
+use crate::channels::ChannelsSnapshot;
 use crate::lifecycle::unix_ms;
 use crate::metrics::HandoverOutcome;
 use crate::session::chat;
@@ -94,7 +96,13 @@ pub fn take_over(state: &Arc<AppState>, entries: Vec<(String, OwnedFd)>) -> Take
         read
     };
     let (records, signalled_at_ms) = match read {
-        Ok(read) => (read.connections, Some(read.signalled_at_ms)),
+        Ok(read) => {
+            // Before any subscriber resumes: they go on in these channels' epochs.
+            if let Some(channels) = read.channels {
+                restore_channels(state, channels);
+            }
+            (read.connections, Some(read.signalled_at_ms))
+        }
         Err(why) => {
             warn!(%why, sockets = sockets.len(), "handover: state unreadable: closing every handed-over connection");
             (Vec::new(), None)
@@ -114,6 +122,17 @@ pub fn take_over(state: &Arc<AppState>, entries: Vec<(String, OwnedFd)>) -> Take
         resumed,
         unresumable: received - resumed,
     }
+}
+
+/// Takes the channels of the previous process into the broker.
+fn restore_channels(state: &AppState, channels: ChannelsSnapshot) {
+    let restored = state.channels.broker.take_over(channels);
+    info!(
+        channels = restored.channels,
+        publications = restored.publications,
+        refused = restored.refused,
+        "handover: channels taken over from the previous process"
+    );
 }
 
 /// Resumes each socket from its record; returns how many were, and the sockets to close.
