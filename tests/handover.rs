@@ -345,7 +345,6 @@ async fn with_redis_a_new_epoch_ends_the_resumed_subscription_with_insufficient_
 /// each subscriber gets every offset once, in order, in the epoch it subscribed in, and each
 /// publish is answered once.
 async fn every_publication_once_in_order(unit: Unit) {
-    let unit = Unit::new(&[]);
     let addr = unit.addr();
     let (mut old, notify) = unit.start("old", None);
     wait_for_200(addr, "/health").await;
