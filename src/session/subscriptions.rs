@@ -1,13 +1,13 @@
 //! The channel requests of one chat connection (protocol v1.1): its subscriptions, what it
 //! may access, and the move of its publications from its inbox into its outbox, merged by
 //! offset so that a subscriber sees each offset once, in order, or is told
-//! `insufficient_state`. Created on the connection's first channel request: a v1 connection
-//! pays one empty pointer for it.
+//! `insufficient_state` (`insufficient.rs`); parked and resumed across a handover
+//! (`handover.rs`). Created on the connection's first channel request: a v1 connection pays
+//! one empty pointer for it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
@@ -20,10 +20,13 @@ use crate::channels::{
 use crate::metrics::{PublishResult, RecoveryOutcome, SubscriptionEnd};
 use crate::protocol::{
     ClientMessage, ErrorCode, ProtocolError, PublicationItem, Recover, ServerMessage, ServerType,
-    UnsubscribeReason, now_ms,
+    now_ms,
 };
 use crate::state::AppState;
 use crate::ws::{self, Outbox};
+
+pub(super) mod handover;
+mod insufficient;
 
 /// A channel request, owned: it outlives the frame it was read from while the broker works.
 pub(super) struct ChannelRequest {
@@ -73,16 +76,6 @@ struct Subscription {
     key: u32,
     slot: Slot,
     position: u64,
-}
-
-/// One subscription as a handover carries it to the next process (docs/handover.md).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct SubscriptionRecord {
-    channel: String,
-    epoch: String,
-    /// The last offset delivered to the client (written, or in the record's unwritten bytes).
-    offset: u64,
 }
 
 /// The answer to a channel request: a serialised message, or the `error` to answer with.
@@ -338,122 +331,12 @@ impl Subscriptions {
         lost
     }
 
-    /// Ends the subscriptions (by key) that may have missed a publication with
-    /// `insufficient_state`: the client resubscribes with `recover` from the last offset it saw.
-    pub(super) async fn end_insufficient(
-        &mut self,
-        state: &AppState,
-        from: &str,
-        lost: Vec<u32>,
-        outbox: &mut Outbox,
-    ) {
-        for key in lost {
-            let Some(index) = self.list.iter().position(|s| s.key == key) else {
-                continue; // already ended
-            };
-            let Subscription {
-                channel,
-                slot,
-                position,
-                ..
-            } = self.remove(index);
-            release(state, &channel, slot, SubscriptionEnd::InsufficientState).await;
-            debug!(
-                connection_id = from,
-                channel = &*channel,
-                offset = position,
-                "subscription ended: insufficient_state"
-            );
-            tell_insufficient(state, &channel, outbox);
-        }
-    }
-
-    /// Parks the subscriptions for a handover: out of this process's hub (their publications
-    /// go on in the broker, whose history the next process fills the gap from), and their
-    /// records for the next process. The broker keeps them counted: a channel must not be
-    /// freed, and come back with a new epoch, before the channels are handed over.
-    pub(super) fn park(&mut self, state: &AppState) -> Vec<SubscriptionRecord> {
-        std::mem::take(&mut self.list)
-            .into_iter()
-            .map(|s| {
-                state.channels.hub.remove(&s.channel, s.slot);
-                SubscriptionRecord {
-                    channel: s.channel.to_string(),
-                    epoch: s.epoch.to_string(),
-                    offset: s.position,
-                }
-            })
-            .collect()
-    }
-
-    /// Resumes the subscriptions a previous process parked, before anything else of the
-    /// connection: each subscribed again, and the publications it missed since its offset
-    /// queued from history ahead of the live ones, in offset order. One whose gap the history
-    /// cannot fill (another epoch, trimmed, no room) ends with `insufficient_state`.
-    pub(super) async fn resume(
-        &mut self,
-        state: &AppState,
-        from: &str,
-        records: Vec<SubscriptionRecord>,
-        outbox: &mut Outbox,
-    ) {
-        let mut lost = Vec::new();
-        for SubscriptionRecord {
-            channel,
-            epoch,
-            offset,
-        } in records
-        {
-            let full = self.list.len() >= state.config.channels.max_subscriptions_per_connection;
-            let since = StreamPosition { offset, epoch };
-            let attached = match full {
-                true => Err(BrokerError::Unavailable),
-                false => self.attach(state, &channel, Some(&since)).await,
-            };
-            let (name, history) = match attached {
-                Ok(attached) => attached,
-                Err(error) => {
-                    debug!(
-                        connection_id = from,
-                        channel,
-                        ?error,
-                        "handover: cannot resubscribe"
-                    );
-                    tell_insufficient(state, &channel, outbox);
-                    continue;
-                }
-            };
-            let key = self.list.last().expect("just attached").key;
-            if !(history.complete && queue_missed(state, &name, &history, outbox)) {
-                lost.push(key);
-            }
-        }
-        if !lost.is_empty() {
-            self.end_insufficient(state, from, lost, outbox).await;
-        }
-    }
-
     /// Releases every subscription of a connection that ended.
     pub(super) async fn release_all(self: Box<Self>, state: &AppState) {
         for Subscription { channel, slot, .. } in self.list {
             release(state, &channel, slot, SubscriptionEnd::Disconnect).await;
         }
     }
-}
-
-/// Tells the client that its subscription to `channel` ended with `insufficient_state`: it
-/// resubscribes with `recover` from the last offset it saw.
-fn tell_insufficient(state: &AppState, channel: &str, outbox: &mut Outbox) {
-    let ended = ServerMessage::Unsubscribed {
-        channel,
-        id: None,
-        reason: Some(UnsubscribeReason::InsufficientState),
-        resubscribe: Some(true),
-        ts: now_ms(),
-    };
-    // Past the bound: one per subscription at most, and the client must learn of the gap.
-    outbox.push_last(Message::Text(ended.to_json().into()));
-    state.metrics.message_out(ServerType::Unsubscribed);
 }
 
 /// The largest recovery sent in one `subscribed`: the transport's largest message
@@ -479,27 +362,6 @@ fn recovery_bytes(publications: &[Arc<Publication>]) -> usize {
                 + ITEM_OVERHEAD
         })
         .sum()
-}
-
-/// Queues the publications of `history` (all of those after the resumed offset) as
-/// `publication` messages; `false` when the outbox cannot take them all.
-fn queue_missed(state: &AppState, channel: &str, history: &History, outbox: &mut Outbox) -> bool {
-    for publication in &history.publications {
-        let text = ServerMessage::Publication {
-            channel,
-            offset: publication.offset,
-            data: &publication.data,
-            from: &publication.from,
-            user: publication.user.as_deref(),
-            ts: now_ms(),
-        }
-        .to_json();
-        if outbox.push(Message::Text(text.into()), None).is_err() {
-            return false;
-        }
-        state.metrics.message_out(ServerType::Publication);
-    }
-    true
 }
 
 /// Ready when publications wait in the connection's inbox; never without subscriptions.

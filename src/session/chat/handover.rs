@@ -16,7 +16,8 @@ use tracing::{debug, warn};
 
 use super::super::auth::Credentials;
 use super::super::ending::{self, answered_into, goodbye_frame};
-use super::super::subscriptions::{SubscriptionRecord, Subscriptions};
+use super::super::subscriptions::Subscriptions;
+use super::super::subscriptions::handover::SubscriptionRecord;
 use super::{Ending, Session};
 use crate::auth::{Identity, IdentityRecord};
 use crate::metrics::HandoverOutcome;
