@@ -11,6 +11,7 @@ use futures_util::future::BoxFuture;
 use serde_json::value::RawValue;
 
 use super::snapshot::{ChannelsSnapshot, Restored};
+use crate::protocol::{ServerMessage, now_ms};
 
 /// One publication as the broker stores and hands it on.
 #[derive(Debug)]
@@ -25,6 +26,18 @@ pub struct Publication {
 }
 
 impl Publication {
+    /// The `publication` message of this publication in `channel`, stamped now.
+    pub fn message<'a>(&'a self, channel: &'a str) -> ServerMessage<'a> {
+        ServerMessage::Publication {
+            channel,
+            offset: self.offset,
+            data: &self.data,
+            from: &self.from,
+            user: self.user.as_deref(),
+            ts: now_ms(),
+        }
+    }
+
     /// Bytes of memory the publication holds (what `HISTORY_MAX_BYTES` counts).
     pub fn cost(&self) -> usize {
         std::mem::size_of::<Publication>()

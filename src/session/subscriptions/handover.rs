@@ -10,7 +10,7 @@ use tracing::debug;
 use super::Subscriptions;
 use super::insufficient::tell_insufficient;
 use crate::channels::{BrokerError, History, StreamPosition};
-use crate::protocol::{ServerMessage, ServerType, now_ms};
+use crate::protocol::ServerType;
 use crate::state::AppState;
 use crate::ws::Outbox;
 
@@ -95,15 +95,7 @@ impl Subscriptions {
 /// `publication` messages; `false` when the outbox cannot take them all.
 fn queue_missed(state: &AppState, channel: &str, history: &History, outbox: &mut Outbox) -> bool {
     for publication in &history.publications {
-        let text = ServerMessage::Publication {
-            channel,
-            offset: publication.offset,
-            data: &publication.data,
-            from: &publication.from,
-            user: publication.user.as_deref(),
-            ts: now_ms(),
-        }
-        .to_json();
+        let text = publication.message(channel).to_json();
         if outbox.push(Message::Text(text.into()), None).is_err() {
             return false;
         }
