@@ -8,13 +8,16 @@
 #     connection, every message answered exactly once and in order, no close frame and no
 #     goodbye received; each new process's journal says it took them all over; the store is
 #     empty after each; the longest time without a successful new connection is the gap.
+#     Channel subscribers (SUBSCRIBERS over CHANNELS channels, BROKER=memory) with a publisher
+#     per channel publishing every PUBLISH_INTERVAL s all along: every subscriber receives every
+#     publication once, in order, in one epoch per channel; no goodbye, close or unsubscribed.
 #  2. A new process that cannot read the state (FAULT_HANDOVER_UNREADABLE=1): every handed-over
 #     connection gets goodbye server_shutdown and close 1001, and every client reconnects.
 #  3. A bad setting in the environment file: `systemctl reload` fails in check-config
 #     (ExecReload=), and the running process serves on.
 #  4. `systemctl stop`: goodbye server_shutdown and close 1001 to everyone, the store empty.
-# RESULT line: `RESULT handover: N/N connections kept across 2 restarts, 0 messages lost,
-# new-connection gap X ms`.
+# RESULT lines: `RESULT handover: N/N connections kept across 2 restarts, 0 messages lost,
+# new-connection gap X ms` and `RESULT handover, channels: ... lost 0, duplicated 0`.
 # Adaptations to this container: LimitNOFILE=20000 (lib.sh), so MAX_CONNECTIONS=19000;
 # MAX_CONNECTIONS_PER_IP=0 and MAX_PENDING_HTTP_PER_IP=0 (every client is 127.0.0.1).
 # needs: setup release faults
@@ -26,6 +29,9 @@ HELD=${HELD:-10000}             # connections held across the two handovers
 INTERVAL=${INTERVAL:-5}         # seconds between one held connection's messages
 CHURN_RATE=${CHURN_RATE:-100}   # new connections per second during the handovers
 FAULT_HELD=${FAULT_HELD:-500}   # connections through the failed handover and the stop
+SUBSCRIBERS=${SUBSCRIBERS:-500} # channel subscribers held across the two handovers
+CHANNELS=${CHANNELS:-5}         # channels they subscribe to, each with one publisher
+PUBLISH_INTERVAL=${PUBLISH_INTERVAL:-0.1} # seconds between one publisher's publications
 PYTHON="$VENV/bin/python"
 WORK=$(mktemp -d)
 UNIT=ws@blue.service
@@ -61,6 +67,17 @@ held() {
     --ready-file "$WORK/$name.ready" --stop-file "$WORK/$name.stop" --report "$WORK/$name.json" "$@" &
   BACKGROUND+=($!)
   wait_file "$WORK/$name.ready" 300 || die "$name: $count connections did not open in 300 s"
+}
+# subscribed NAME: the channel client (subscribers and publishers) in the background; report
+# $WORK/NAME.json.
+subscribed() {
+  local name=$1
+  IN_NET "$PYTHON" "$REPO/ci/systemd/channel_client.py" --url ws://127.0.0.1:3001 \
+    --subscribers "$SUBSCRIBERS" --channels "$CHANNELS" --prefix "$name" \
+    --publish-interval "$PUBLISH_INTERVAL" --ready-file "$WORK/$name.ready" \
+    --stop-file "$WORK/$name.stop" --report "$WORK/$name.json" &
+  BACKGROUND+=($!)
+  wait_file "$WORK/$name.ready" 300 || die "$name: $SUBSCRIBERS subscribers did not subscribe in 300 s"
 }
 # finish NAME: stops the held client NAME and waits for its report.
 finish() {
@@ -178,6 +195,8 @@ IN_NET "$PYTHON" "$REPO/ci/systemd/churn.py" --url ws://127.0.0.1:3001 --prefix 
 BACKGROUND+=($!)
 held kept "$HELD"
 log "$HELD connections open, each sending every $INTERVAL s"
+subscribed chan
+log "$SUBSCRIBERS subscribers on $CHANNELS channels, each channel published to every $PUBLISH_INTERVAL s"
 sleep "$INTERVAL"
 exe_before=$(IN sha256sum "$(IN readlink -f "$PROFILE")/bin/concurrent-socket" | cut -c1-12)
 old_pid=$(main_pid "$UNIT")
@@ -195,6 +214,7 @@ echo "MEASURED handover 2 (build $exe_before -> $exe_after): $resumed2 resumed, 
 store_empty "the second handover"
 sleep "$INTERVAL"
 finish kept
+finish chan
 touch "$WORK/churn.stop"
 wait_file "$WORK/churn.json" 60 || die "churn: no report"
 jq -c '{attempts, succeeded, failed, failures, longest_gap_s}' "$WORK/churn.json"
@@ -214,6 +234,18 @@ done
 gap_ms=$(jq -r '.longest_gap_s * 1000 | round' "$WORK/churn.json")
 echo "MEASURED $(field kept .sent) messages sent by $HELD connections across both handovers, all answered once in order"
 echo "RESULT handover: $HELD/$HELD connections kept across 2 restarts, 0 messages lost, new-connection gap $gap_ms ms"
+for counter in lost duplicated out_of_order; do
+  [ "$(field chan ".$counter")" = 0 ] || die "channels: $(field chan ".$counter") publications $counter"
+done
+for outcome in publish_errors unsubscribed goodbyes server_closes unexpected; do
+  [ "$(field chan ".$outcome")" = "{}" ] || die "channels: $outcome $(field chan ".$outcome")"
+done
+[ "$(field chan .epochs)" = 1 ] || die "channels: $(field chan .epochs) epochs in one channel"
+published=$(field chan .published)
+if [ "$published" = 0 ] || [ "$(field chan .received)" != "$(field chan .expected)" ]; then
+  die "channels: received $(field chan .received) of $(field chan .expected) publications due ($published published)"
+fi
+echo "RESULT handover, channels: $SUBSCRIBERS/$SUBSCRIBERS subscribers on $CHANNELS channels received every one of $published publications across 2 restarts ($(field chan .received) deliveries), lost 0, duplicated 0, one epoch per channel"
 
 # --- 2. a new process that cannot read the state -------------------------------------------
 IN mkdir -p /etc/systemd/system/ws@blue.service.d

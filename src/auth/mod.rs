@@ -13,7 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::AuthKey;
 use crate::label::labels;
@@ -71,6 +71,37 @@ impl Identity {
                 expiry.duration_since(now).unwrap_or(Duration::ZERO)
             })
             .min(MAX_LIFETIME)
+    }
+}
+
+/// A verified identity as a handover carries it to the next process (docs/handover.md): the
+/// token's `sub`, `exp` and `channels`, taken without the token, which is not kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityRecord {
+    pub sub: String,
+    pub exp: u64,
+    pub channels: Vec<String>,
+}
+
+impl Identity {
+    /// What the next process needs to go on with this identity.
+    pub fn record(&self) -> IdentityRecord {
+        IdentityRecord {
+            sub: self.user.to_string(),
+            exp: self.expires_at,
+            channels: self.channels.claim(),
+        }
+    }
+
+    /// The identity a previous process verified; `None` for one no token could carry (an
+    /// empty `sub`).
+    pub fn from_record(record: IdentityRecord) -> Option<Identity> {
+        (!record.sub.is_empty()).then(|| Identity {
+            user: record.sub.into(),
+            channels: ChannelPatterns::new(record.channels),
+            expires_at: record.exp,
+        })
     }
 }
 

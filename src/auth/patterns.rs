@@ -26,6 +26,17 @@ impl ChannelPatterns {
         ChannelPatterns(patterns.collect())
     }
 
+    /// The claim's list again: what [`ChannelPatterns::new`] reads back into these patterns.
+    pub fn claim(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|pattern| match pattern {
+                Pattern::Exact(name) => name.to_string(),
+                Pattern::Prefix(prefix) => format!("{prefix}*"),
+            })
+            .collect()
+    }
+
     /// Whether one of the patterns allows `channel`.
     pub fn allow(&self, channel: &str) -> bool {
         self.0.iter().any(|pattern| match pattern {
@@ -62,6 +73,13 @@ mod tests {
         assert!(!p.allow("room"));
         assert!(!p.allow("rooms:1"));
         assert!(patterns(&["*"]).allow("anything"));
+    }
+
+    #[test]
+    fn the_claim_reads_back_into_the_same_patterns() {
+        let p = patterns(&["room:*", "news", "*", "a*b"]);
+        assert_eq!(p.claim(), ["room:*", "news", "*", "a*b"]);
+        assert_eq!(ChannelPatterns::new(p.claim()), p);
     }
 
     #[test]

@@ -59,6 +59,23 @@ fn a_valid_token_proves_its_user_and_channels() {
 }
 
 #[test]
+fn an_identity_record_carries_the_user_expiry_and_channels() {
+    let identity = hs256().verify(&hs(&alice())).unwrap();
+    let json = serde_json::to_value(identity.record()).unwrap();
+    assert_eq!(json["sub"], "alice");
+    assert_eq!(json["exp"], alice()["exp"]);
+    assert_eq!(json["channels"], json!(["room:*", "news"]));
+    let back = Identity::from_record(serde_json::from_value(json).unwrap()).unwrap();
+    assert_eq!(back, identity);
+    let nobody = IdentityRecord {
+        sub: String::new(),
+        exp: now(),
+        channels: Vec::new(),
+    };
+    assert!(Identity::from_record(nobody).is_none());
+}
+
+#[test]
 fn an_expiry_beyond_any_clock_is_capped() {
     let identity = hs256()
         .verify(&hs(&json!({"sub": "a", "exp": u64::MAX})))

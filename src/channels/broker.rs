@@ -10,6 +10,9 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use serde_json::value::RawValue;
 
+use super::snapshot::{ChannelsSnapshot, Restored};
+use crate::protocol::{ServerMessage, now_ms};
+
 /// One publication as the broker stores and hands it on.
 #[derive(Debug)]
 pub struct Publication {
@@ -23,6 +26,18 @@ pub struct Publication {
 }
 
 impl Publication {
+    /// The `publication` message of this publication in `channel`, stamped now.
+    pub fn message<'a>(&'a self, channel: &'a str) -> ServerMessage<'a> {
+        ServerMessage::Publication {
+            channel,
+            offset: self.offset,
+            data: &self.data,
+            from: &self.from,
+            user: self.user.as_deref(),
+            ts: now_ms(),
+        }
+    }
+
     /// Bytes of memory the publication holds (what `HISTORY_MAX_BYTES` counts).
     pub fn cost(&self) -> usize {
         std::mem::size_of::<Publication>()
@@ -71,8 +86,8 @@ pub struct History {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BrokerError {
     /// The broker cannot take work now (no connection to it, or it timed out or refused).
-    /// The in-memory engine is never unavailable; the session answers it with
-    /// `broker_unavailable`.
+    /// The in-memory engine is unavailable only once it handed its channels to the next
+    /// process; the session answers it with `broker_unavailable`.
     Unavailable,
     /// The channel does not exist and the process already holds `MAX_CHANNELS` channels.
     ChannelLimit,
@@ -120,4 +135,22 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Whether the broker accepts work (`websocket_broker_up`).
     fn is_up(&self) -> bool;
+
+    /// For a handover (docs/handover.md): refuses every later publish (`Unavailable`) and
+    /// returns the channels' state for the next process; `None` when the engine keeps none in
+    /// this process (Redis keeps it in Redis).
+    fn hand_over(&self) -> Option<ChannelsSnapshot> {
+        None
+    }
+
+    /// Takes the channels a previous process handed over, within this process's history
+    /// bounds; before any subscriber resumes. An engine without channel state of its own
+    /// ignores them: the resumed subscriptions then find other epochs and end
+    /// `insufficient_state`.
+    fn take_over(&self, snapshot: ChannelsSnapshot) -> Restored {
+        Restored {
+            refused: snapshot.channels.len(),
+            ..Restored::default()
+        }
+    }
 }

@@ -12,15 +12,17 @@ mod hub;
 mod inbox;
 mod memory;
 mod redis;
+mod snapshot;
 
 use std::sync::Arc;
 
-pub use broker::{Broker, BrokerError, NewPublication, Publication, StreamPosition};
+pub use broker::{Broker, BrokerError, History, NewPublication, Publication, StreamPosition};
 #[cfg(test)]
 pub use broker::{PublicationSink, SinkEvent};
 pub use hub::{Hub, Slot, Subscriber};
 pub use inbox::{Delivery, Inbox};
 pub use memory::{EngineGauges, MemoryBroker, MemoryLimits};
+pub use snapshot::ChannelsSnapshot;
 
 use self::redis::{RedisBroker, RedisGauges, RedisSettings};
 use crate::config::{BrokerKind, ChannelsConfig, RedisConfig};

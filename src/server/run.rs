@@ -196,11 +196,12 @@ pub async fn run(config: Config) -> Result<Exit, StartError> {
     #[cfg(feature = "fault-injection")]
     state.faults.arm_crash();
 
+    // The store is emptied and the channels restored before serving; the connections are
+    // resumed after it: new clients are served at once, and each old one still goes on in
+    // its own order.
+    let inherited = handover::take_over(&state, inherited);
     let epoch = Instant::now();
     let servers = Servers::start(&state, sockets, epoch)?;
-    // The store is emptied before serving; the connections are resumed after it: new
-    // clients are served at once, and each old one still goes on in its own order.
-    let inherited = handover::take_over(inherited);
     state.lifecycle.set(Phase::Ready);
     info!(addr = %servers.public_addr, metrics_addr = %servers.metrics_addr, socket_activated = state.socket_activated,
         server_id = %state.config.server_id, version = env!("CARGO_PKG_VERSION"), "listening");

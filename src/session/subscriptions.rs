@@ -1,8 +1,9 @@
 //! The channel requests of one chat connection (protocol v1.1): its subscriptions, what it
 //! may access, and the move of its publications from its inbox into its outbox, merged by
 //! offset so that a subscriber sees each offset once, in order, or is told
-//! `insufficient_state`. Created on the connection's first channel request: a v1 connection
-//! pays one empty pointer for it.
+//! `insufficient_state` (`insufficient.rs`); parked and resumed across a handover
+//! (`handover.rs`). Created on the connection's first channel request: a v1 connection pays
+//! one empty pointer for it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -13,15 +14,19 @@ use tracing::debug;
 
 use crate::auth::{AuthRefusal, Identity};
 use crate::channels::{
-    BrokerError, Delivery, Inbox, NewPublication, Publication, Slot, StreamPosition, Subscriber,
+    BrokerError, Delivery, History, Inbox, NewPublication, Publication, Slot, StreamPosition,
+    Subscriber,
 };
 use crate::metrics::{PublishResult, RecoveryOutcome, SubscriptionEnd};
 use crate::protocol::{
     ClientMessage, ErrorCode, ProtocolError, PublicationItem, Recover, ServerMessage, ServerType,
-    UnsubscribeReason, now_ms,
+    now_ms,
 };
 use crate::state::AppState;
 use crate::ws::{self, Outbox};
+
+pub(super) mod handover;
+mod insufficient;
 
 /// A channel request, owned: it outlives the frame it was read from while the broker works.
 pub(super) struct ChannelRequest {
@@ -61,11 +66,13 @@ impl ChannelRequest {
     }
 }
 
-/// One subscription: its channel (the name the hub holds, shared), which key its deliveries
-/// carry, its place in the hub, and the newest offset the client has (or was told it needs no
-/// older one).
+/// One subscription: its channel (the name the hub holds, shared), its epoch, which key its
+/// deliveries carry, its place in the hub, and the newest offset the client has (or was told
+/// it needs no older one).
 struct Subscription {
     channel: Arc<str>,
+    /// The epoch its offsets count in (shared with the broker's): what a handover carries.
+    epoch: Arc<str>,
     key: u32,
     slot: Slot,
     position: u64,
@@ -177,47 +184,20 @@ impl Subscriptions {
                 id,
             ));
         }
-        let key = self.next_key;
-        self.next_key = self.next_key.wrapping_add(1);
-        let channels = &state.channels;
-        // Live first, then the history: a publication accepted in between is in both and
-        // the merge by offset keeps one (`deliver`).
-        let subscriber = Subscriber {
-            inbox: Arc::clone(&self.inbox),
-            key,
-        };
-        let (channel, slot) = channels.hub.add(channel, subscriber);
-        if let Err(error) = channels.broker.subscribe(&channel).await {
-            channels.hub.remove(&channel, slot);
-            return Err(broker_error(error, state, id));
-        }
         let since = recover.map(|r| StreamPosition {
             offset: r.offset,
             epoch: r.epoch,
         });
-        let mut history = match channels.broker.history(&channel, since.as_ref()).await {
-            Ok(history) => history,
-            Err(error) => {
-                channels.hub.remove(&channel, slot);
-                channels.broker.unsubscribe(&channel).await;
-                return Err(broker_error(error, state, id));
-            }
-        };
+        let (channel, mut history) = self
+            .attach(state, channel, since.as_ref())
+            .await
+            .map_err(|error| broker_error(error, state, id))?;
         if history.complete && recovery_bytes(&history.publications) > recovery_limit(state) {
             // Larger than one message the transport writes: told, not sent.
             history.complete = false;
             history.publications.clear();
         }
-        // Exactly what it holds: most connections subscribe to a few channels and stay.
-        self.list.reserve_exact(1);
-        self.list.push(Subscription {
-            channel: Arc::clone(&channel),
-            key,
-            slot,
-            position: history.top,
-        });
         let metrics = &state.metrics.channels;
-        metrics.subscriptions_active.inc();
         let recovered = since.is_some().then_some(history.complete);
         if let Some(recovered) = recovered {
             metrics.recovery(if recovered {
@@ -253,6 +233,50 @@ impl Subscriptions {
             ts: now_ms(),
         };
         Ok((answer.to_json(), ServerType::Subscribed))
+    }
+
+    /// Subscribes to `channel` in the hub and the broker and reads its history since `since`:
+    /// the subscription is listed from the history's newest offset on. Returns the channel's
+    /// name as the hub holds it, and the history.
+    async fn attach(
+        &mut self,
+        state: &AppState,
+        channel: &str,
+        since: Option<&StreamPosition>,
+    ) -> Result<(Arc<str>, History), BrokerError> {
+        let key = self.next_key;
+        self.next_key = self.next_key.wrapping_add(1);
+        let channels = &state.channels;
+        // Live first, then the history: a publication accepted in between is in both and
+        // the merge by offset keeps one (`deliver`).
+        let subscriber = Subscriber {
+            inbox: Arc::clone(&self.inbox),
+            key,
+        };
+        let (channel, slot) = channels.hub.add(channel, subscriber);
+        if let Err(error) = channels.broker.subscribe(&channel).await {
+            channels.hub.remove(&channel, slot);
+            return Err(error);
+        }
+        let history = match channels.broker.history(&channel, since).await {
+            Ok(history) => history,
+            Err(error) => {
+                channels.hub.remove(&channel, slot);
+                channels.broker.unsubscribe(&channel).await;
+                return Err(error);
+            }
+        };
+        // Exactly what it holds: most connections subscribe to a few channels and stay.
+        self.list.reserve_exact(1);
+        self.list.push(Subscription {
+            channel: Arc::clone(&channel),
+            epoch: Arc::clone(&history.epoch),
+            key,
+            slot,
+            position: history.top,
+        });
+        state.metrics.channels.subscriptions_active.inc();
+        Ok((channel, history))
     }
 
     async fn unsubscribe(
@@ -305,45 +329,6 @@ impl Subscriptions {
             .metrics
             .messages_out(ServerType::Publication, delivered);
         lost
-    }
-
-    /// Ends the subscriptions (by key) that may have missed a publication with
-    /// `insufficient_state`: the client resubscribes with `recover` from the last offset it saw.
-    pub(super) async fn end_insufficient(
-        &mut self,
-        state: &AppState,
-        from: &str,
-        lost: Vec<u32>,
-        outbox: &mut Outbox,
-    ) {
-        for key in lost {
-            let Some(index) = self.list.iter().position(|s| s.key == key) else {
-                continue; // already ended
-            };
-            let Subscription {
-                channel,
-                slot,
-                position,
-                ..
-            } = self.remove(index);
-            release(state, &channel, slot, SubscriptionEnd::InsufficientState).await;
-            debug!(
-                connection_id = from,
-                channel = &*channel,
-                offset = position,
-                "subscription ended: insufficient_state"
-            );
-            let ended = ServerMessage::Unsubscribed {
-                channel: &channel,
-                id: None,
-                reason: Some(UnsubscribeReason::InsufficientState),
-                resubscribe: Some(true),
-                ts: now_ms(),
-            };
-            // Past the bound: one per subscription at most, and the client must learn of the gap.
-            outbox.push_last(Message::Text(ended.to_json().into()));
-            state.metrics.message_out(ServerType::Unsubscribed);
-        }
     }
 
     /// Releases every subscription of a connection that ended.

@@ -3,7 +3,8 @@
 //! history ring of `HISTORY_SIZE` publications kept `HISTORY_TTL` after the last one. A
 //! channel with no local subscriber whose history expired is freed, so memory follows the
 //! live subscriptions and history, not the channels ever used; `HISTORY_MAX_BYTES` bounds all
-//! history together, the oldest publications of the process going first.
+//! history together, the oldest publications of the process going first. A handover hands
+//! the channels to the next process (`handover.rs`).
 
 use std::cmp::Reverse;
 use std::collections::hash_map::RandomState;
@@ -19,6 +20,9 @@ use super::broker::{
     Accepted, Broker, BrokerError, History, NewPublication, Publication, PublicationSink,
     SinkEvent, StreamPosition,
 };
+use super::snapshot::{ChannelsSnapshot, Restored};
+
+mod handover;
 
 /// How often expired history is looked for besides at each call.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -80,6 +84,8 @@ struct Engine {
     generations: u64,
     /// Random per process: epochs of two processes (or two runs) never match.
     nonce: u32,
+    /// The channels went to the next process: no publication may follow.
+    handed_over: bool,
 }
 
 impl MemoryBroker {
@@ -113,6 +119,10 @@ impl MemoryBroker {
     ) -> Result<Accepted, BrokerError> {
         let now = Instant::now();
         let mut engine = self.engine();
+        if engine.handed_over {
+            // Its offset would be the next process's too.
+            return Err(BrokerError::Unavailable);
+        }
         engine.expire(now);
         let (name, ch) = engine.channel(channel)?;
         ch.top += 1;
@@ -214,6 +224,7 @@ impl Engine {
             expiries: BinaryHeap::new(),
             generations: 0,
             nonce: RandomState::new().hash_one(std::process::id()) as u32,
+            handed_over: false,
         }
     }
 
@@ -322,10 +333,11 @@ impl Engine {
             let Some(ch) = self.channels.get_mut(&name) else {
                 continue;
             };
-            let last = ch.last_publish.expect("queued when published");
-            if last + ttl > now {
+            // None: a channel restored from a handover that never published.
+            let fresh_until = ch.last_publish.map(|last| last + ttl);
+            if let Some(deadline) = fresh_until.filter(|deadline| *deadline > now) {
                 // Published again since: wait for the new deadline.
-                self.expiries.push(Reverse((last + ttl, name)));
+                self.expiries.push(Reverse((deadline, name)));
                 continue;
             }
             ch.expiry_queued = false;
@@ -389,6 +401,19 @@ impl Broker for MemoryBroker {
 
     fn is_up(&self) -> bool {
         true
+    }
+
+    fn hand_over(&self) -> Option<ChannelsSnapshot> {
+        let mut engine = self.engine();
+        engine.handed_over = true;
+        Some(engine.snapshot(Instant::now()))
+    }
+
+    fn take_over(&self, snapshot: ChannelsSnapshot) -> Restored {
+        let now = Instant::now();
+        let mut engine = self.engine();
+        engine.expire(now);
+        engine.restore(snapshot, now)
     }
 }
 

@@ -1,5 +1,6 @@
-//! The old process's side: every connection parked, the sockets queued into one store
-//! entry, the state written and sealed into another, and systemd's word that it read both.
+//! The old process's side: every connection parked, publishing stopped and the channels
+//! taken, the sockets queued into one store entry, the state written and sealed into another,
+//! and systemd's word that it read both.
 //! Bounded by [`HANDOVER_BOUND`] plus a close wait, whatever the drain window.
 
 use std::net::TcpStream;
@@ -15,6 +16,7 @@ use super::super::sockets::{HANDOVER_CONNS as CONNS, HANDOVER_STATE as STATE};
 use super::super::systemd;
 use super::queue;
 use super::state_file::{self, State};
+use crate::channels::ChannelsSnapshot;
 use crate::lifecycle::unix_ms;
 use crate::metrics::HandoverOutcome;
 use crate::registry::Command;
@@ -70,7 +72,10 @@ pub async fn hand_over(
     all_parked(state, started + HANDOVER_BOUND).await;
     let parked = state.parked.take();
     let parked_ms = started.elapsed().as_millis() as u64;
-    let handed = match store(&parked, signalled_at) {
+    // After the parking: every publication a parked connection was answered is in it, and
+    // none can follow (a connection still open gets `broker_unavailable`).
+    let channels = state.channels.broker.hand_over();
+    let handed = match store(&parked, signalled_at, channels) {
         Ok(handed) => handed,
         Err(error) => {
             warn!(%error, connections = parked.len(), "handover failed: closing the parked connections");
@@ -102,7 +107,11 @@ async fn all_parked(state: &AppState, deadline: Instant) {
 
 /// Queues the parked sockets and stores the queue and the state; returns how many are in
 /// the store (the first ones of `parked`). Nothing is stored on an error before the queue.
-fn store(parked: &[(TcpStream, Vec<u8>)], signalled_at: SystemTime) -> std::io::Result<usize> {
+fn store(
+    parked: &[(TcpStream, Vec<u8>)],
+    signalled_at: SystemTime,
+    channels: Option<ChannelsSnapshot>,
+) -> std::io::Result<usize> {
     if parked.is_empty() {
         return Ok(0);
     }
@@ -118,6 +127,7 @@ fn store(parked: &[(TcpStream, Vec<u8>)], signalled_at: SystemTime) -> std::io::
     let memfd = state_file::write(&State {
         signalled_at_ms: unix_ms(signalled_at),
         connections,
+        channels,
     })?;
     // The queue first: a crash between the two leaves sockets without state, which the next
     // process closes; the state is complete and sealed before it is stored.

@@ -1,6 +1,7 @@
 //! The new process's side: the store's entries taken back (every socket out of the queue,
-//! then both entries removed from the store) before serving; once serving, the state
-//! checked, each connection resumed from its record, and whatever cannot be (no state, a
+//! then both entries removed from the store), the state checked and the channels restored
+//! into the broker, all before serving; once serving, each connection resumed from its
+//! record, and whatever cannot be (no state, a
 //! state it cannot read, a record it does not understand, no room) closed with `goodbye`
 //! `server_shutdown`.
 
@@ -18,6 +19,7 @@ use super::super::systemd;
 use super::export::close_all;
 use super::queue;
 use super::state_file;
+use crate::channels::ChannelsSnapshot;
 use crate::lifecycle::unix_ms;
 use crate::metrics::HandoverOutcome;
 use crate::session::chat;
@@ -28,19 +30,23 @@ const RESUMERS: usize = 4;
 /// Connections one resumer takes up before it lets other tasks (accepting) run.
 const RESUME_SLICE: usize = 64;
 
-/// What the previous process left in the store, taken out of it: the sockets and the state.
+/// What the previous process left in the store, taken out of it: the sockets and the
+/// records of its state (or why there are none).
 #[derive(Debug, Default)]
 pub struct Inherited {
     /// The previous process left something in the store.
     found: bool,
     sockets: Vec<(usize, OwnedFd)>,
-    state: Option<OwnedFd>,
+    records: Vec<Box<RawValue>>,
+    signalled_at_ms: Option<u64>,
 }
 
 /// Takes what a previous process left in the store (`entries`, by name) out of it: every
 /// socket out of the queue, then both entries removed, so that nothing of this handover can
-/// reach another process. Cheap (a few dozen messages): done before serving.
-pub fn take_over(entries: Vec<(String, OwnedFd)>) -> Inherited {
+/// reach another process; reads the state and restores its channels into the broker, so
+/// that the resumed subscribers go on in their epochs even if a new client publishes first.
+/// Cheap (a few dozen messages, one read of a sealed file): done before serving.
+pub fn take_over(state: &AppState, entries: Vec<(String, OwnedFd)>) -> Inherited {
     if entries.is_empty() {
         return Inherited::default();
     }
@@ -66,10 +72,38 @@ pub fn take_over(entries: Vec<(String, OwnedFd)>) -> Inherited {
             warn!(%error, name, "handover: cannot remove the entry from the store");
         }
     }
+    let (records, signalled_at_ms) = match read_state(state, file) {
+        Ok(read) => {
+            if let Some(channels) = read.channels {
+                restore_channels(state, channels);
+            }
+            (read.connections, Some(read.signalled_at_ms))
+        }
+        Err(why) => {
+            warn!(%why, sockets = sockets.len(), "handover: state unreadable: closing every handed-over connection");
+            (Vec::new(), None)
+        }
+    };
     Inherited {
         found: true,
         sockets,
-        state: file,
+        records,
+        signalled_at_ms,
+    }
+}
+
+/// The state file, read and checked.
+fn read_state(
+    #[cfg_attr(not(feature = "fault-injection"), allow(unused_variables))] state: &AppState,
+    file: Option<OwnedFd>,
+) -> Result<state_file::State, String> {
+    #[cfg(feature = "fault-injection")]
+    if state.faults.handover_unreadable {
+        return Err("FAULT_HANDOVER_UNREADABLE".to_owned());
+    }
+    match file {
+        Some(fd) => state_file::read(fd).map_err(|e| e.to_string()),
+        None => Err("no state in the store".to_owned()),
     }
 }
 
@@ -82,24 +116,12 @@ pub async fn resume(state: Arc<AppState>, inherited: Inherited) {
         return;
     }
     let serving_at = SystemTime::now();
-    let read = match inherited.state {
-        Some(fd) => state_file::read(fd).map_err(|e| e.to_string()),
-        None => Err("no state in the store".to_owned()),
-    };
-    #[cfg(feature = "fault-injection")]
-    let read = if state.faults.handover_unreadable {
-        Err("FAULT_HANDOVER_UNREADABLE".to_owned())
-    } else {
-        read
-    };
-    let mut sockets = inherited.sockets;
-    let (records, signalled_at_ms) = match read {
-        Ok(read) => (read.connections, Some(read.signalled_at_ms)),
-        Err(why) => {
-            warn!(%why, sockets = sockets.len(), "handover: state unreadable: closing every handed-over connection");
-            (Vec::new(), None)
-        }
-    };
+    let Inherited {
+        mut sockets,
+        records,
+        signalled_at_ms,
+        ..
+    } = inherited;
     let received = sockets.len();
     let records = Arc::new(records);
     let share = received.div_ceil(RESUMERS).max(1);
@@ -133,6 +155,17 @@ pub async fn resume(state: Arc<AppState>, inherited: Inherited) {
         since_signal_ms,
         resumed_ms,
         "handover: connections taken over from the previous process"
+    );
+}
+
+/// Takes the channels of the previous process into the broker.
+fn restore_channels(state: &AppState, channels: ChannelsSnapshot) {
+    let restored = state.channels.broker.take_over(channels);
+    info!(
+        channels = restored.channels,
+        publications = restored.publications,
+        refused = restored.refused,
+        "handover: channels taken over from the previous process"
     );
 }
 

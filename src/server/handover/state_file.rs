@@ -10,10 +10,13 @@ use rustix::fs::{MemfdFlags, SealFlags, fcntl_add_seals, fcntl_get_seals, memfd_
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::channels::ChannelsSnapshot;
+
 const MAGIC: &str = "concurrent-socket-handover";
 /// Raised whenever a record or the document changes shape: an older binary then refuses the
 /// state instead of guessing at it.
-pub const VERSION: u32 = 1;
+/// 2: the records carry subscriptions and identities, the document the channels.
+pub const VERSION: u32 = 2;
 
 /// What the old process leaves for the new one.
 #[derive(Debug, Serialize, Deserialize)]
@@ -24,6 +27,9 @@ pub struct State {
     pub signalled_at_ms: u64,
     /// The sessions' records, in the order of the sockets in the queue.
     pub connections: Vec<Box<RawValue>>,
+    /// The channels, when the broker keeps them in the process (`BROKER=memory`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<ChannelsSnapshot>,
 }
 
 /// Why a state is not taken.
@@ -128,6 +134,7 @@ mod tests {
         State {
             signalled_at_ms: 1_765_000_000_000,
             connections: vec![RawValue::from_string(r#"{"id":"a"}"#.into()).unwrap()],
+            channels: Some(ChannelsSnapshot::default()),
         }
     }
 
@@ -137,6 +144,7 @@ mod tests {
         let back = read(fd).unwrap();
         assert_eq!(back.signalled_at_ms, 1_765_000_000_000);
         assert_eq!(back.connections[0].get(), r#"{"id":"a"}"#);
+        assert!(back.channels.is_some_and(|c| c.channels.is_empty()));
     }
 
     #[test]
@@ -153,10 +161,13 @@ mod tests {
         for cut in [bytes.len() - 1, bytes.len() - 8, bytes.len() / 2, 30] {
             assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
-        let newer = String::from_utf8(bytes.clone())
-            .unwrap()
-            .replacen(" 1\n", " 2\n", 1);
-        assert!(matches!(decode(newer.as_bytes()), Err(Unreadable::Version(v)) if v == "2"));
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let this = format!(" {VERSION}\n");
+        for other in [VERSION + 1, VERSION - 1] {
+            let other = other.to_string();
+            let state = text.replacen(&this, &format!(" {other}\n"), 1);
+            assert!(matches!(decode(state.as_bytes()), Err(Unreadable::Version(v)) if v == other));
+        }
         assert!(matches!(decode(b"hello\n"), Err(Unreadable::NotAState)));
         assert!(decode(&bytes).is_ok());
     }

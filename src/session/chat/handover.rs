@@ -1,6 +1,8 @@
 //! A chat connection handed to the next process (docs/handover.md): parked between two
-//! frames as its socket and a [`ConnectionRecord`], and resumed from them on the other side
-//! by a new task that goes on where the old one stopped (no second `connection_established`).
+//! frames as its socket and a [`ConnectionRecord`] (with its subscriptions' positions and its
+//! verified identity), and resumed from them on the other side by a new task that subscribes
+//! again, fills its channels' gaps, and goes on where the old one stopped (no second
+//! `connection_established`).
 
 use std::net::{IpAddr, TcpStream};
 use std::sync::Arc;
@@ -8,16 +10,19 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use futures_util::future::Either;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tracing::{debug, warn};
 
 use super::super::auth::Credentials;
 use super::super::ending::{self, answered_into, goodbye_frame};
+use super::super::subscriptions::Subscriptions;
+use super::super::subscriptions::handover::SubscriptionRecord;
 use super::{Ending, Session};
+use crate::auth::{Identity, IdentityRecord};
 use crate::metrics::HandoverOutcome;
 use crate::protocol::{DisconnectReason, GoodbyeReason};
 use crate::ratelimit::{RateLimiter, RateSnapshot};
-use crate::registry::Owner;
 use crate::state::AppState;
 use crate::ws::{self, Detached, WebSocket};
 
@@ -46,6 +51,13 @@ pub(crate) struct ConnectionRecord {
     /// Since the ping still unanswered, if one is.
     ping_for_ms: Option<u64>,
     rate: RateSnapshot,
+    /// Its channel subscriptions, with the last offset each delivered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    subscriptions: Vec<SubscriptionRecord>,
+    /// The identity its token proved, when authentication is on: the next process goes on
+    /// without the token, to the same expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    identity: Option<IdentityRecord>,
 }
 
 /// How long a connection in the middle of a frame may take to finish it before a handover
@@ -77,20 +89,22 @@ impl Session {
                 .await
                 .map_err(|_| Ending::Handover)?;
             self.on_io(io)?;
+            if let Some(request) = self.pending.take() {
+                // Served here, before the channels are handed over, as `serve` would.
+                Box::pin(self.on_channel_request(*request)).await?;
+            }
         }
         Ok(())
     }
 
     /// Parks the connection for the next process, or gives the socket back when it cannot
-    /// go: in the middle of a frame or of a goodbye, authenticated (the identity does not
-    /// travel yet), or subscribed to channels (their history stays in this process).
+    /// go: in the middle of a frame or of a goodbye, or still owing its token.
     fn park(&mut self, socket: WebSocket) -> Option<WebSocket> {
-        let plain = self.leaving.is_none()
+        let parkable = self.leaving.is_none()
             && !self.received_close
             && self.pending.is_none()
-            && self.subscriptions.is_none()
-            && matches!(self.credentials, Credentials::Off);
-        if !plain || !socket.is_between_frames() {
+            && !self.credentials.is_awaiting();
+        if !parkable || !socket.is_between_frames() {
             return Some(socket);
         }
         let detached = match ws::detach(socket, &mut self.outbox) {
@@ -102,7 +116,10 @@ impl Session {
             }
             Ok(detached) => detached,
         };
-        let record = self.record(Instant::now(), detached.unparsed, detached.unwritten);
+        let mut record = self.record(Instant::now(), detached.unparsed, detached.unwritten);
+        if let Some(subscriptions) = self.subscriptions.as_mut() {
+            record.subscriptions = subscriptions.park(&self.state);
+        }
         let record = serde_json::to_vec(&record).expect("a record serialises");
         self.state.parked.park(detached.stream, record);
         let metrics = &self.state.metrics;
@@ -127,6 +144,8 @@ impl Session {
             silent_for_ms: ago(self.last_received),
             ping_for_ms: self.ping_sent.map(ago),
             rate: self.limiter.snapshot(now),
+            subscriptions: Vec::new(),
+            identity: self.credentials.identity().map(Identity::record),
         }
     }
 }
@@ -145,6 +164,9 @@ pub(crate) enum Unresumable {
     Record(serde_json::Error),
     AtCapacity,
     Socket(std::io::Error),
+    /// Authentication is on here and the connection proved no identity (its process had
+    /// authentication off): it must reconnect with a token.
+    NoIdentity,
 }
 
 impl std::fmt::Display for Unresumable {
@@ -153,6 +175,7 @@ impl std::fmt::Display for Unresumable {
             Unresumable::Record(e) => write!(f, "record not understood: {e}"),
             Unresumable::AtCapacity => f.write_str("over MAX_CONNECTIONS or the per-IP limit"),
             Unresumable::Socket(e) => write!(f, "socket unusable: {e}"),
+            Unresumable::NoIdentity => f.write_str("authentication is on and it has no identity"),
         }
     }
 }
@@ -168,9 +191,15 @@ pub(crate) fn resume(
     stream: TcpStream,
     record: &str,
 ) -> Result<impl Future<Output = ()> + Send + use<>, NotResumed> {
-    let record: ConnectionRecord = match serde_json::from_str(record) {
+    let mut record: ConnectionRecord = match serde_json::from_str(record) {
         Ok(record) => record,
         Err(e) => return Err((Some(stream), Unresumable::Record(e))),
+    };
+    let identity = match record.identity.take().map(Identity::from_record) {
+        Some(Some(identity)) => Some(identity),
+        Some(None) => return Err((Some(stream), Unresumable::Record(no_user()))),
+        None if state.auth.is_some() => return Err((Some(stream), Unresumable::NoIdentity)),
+        None => None,
     };
     let Ok(admission) = state.registry.admit(record.client) else {
         return Err((Some(stream), Unresumable::AtCapacity));
@@ -191,18 +220,22 @@ pub(crate) fn resume(
     .map_err(|e| (None, Unresumable::Socket(e)))?;
     let registration = state.registry.register(admission);
     state.metrics.connections_active.inc();
+    // The same expiry: `exp` is wall-clock time, which both processes share.
+    let credentials = Credentials::at_upgrade(identity, state, now);
     let mut session = Session::new(
         Arc::clone(state),
         registration,
         record.id.into_boxed_str(),
         record.peer,
-        Credentials::Off,
+        credentials,
     );
     let client = session.registration.client();
-    // A fresh registry: the id is free, or held by an older socket of the same client.
-    let _ = session
-        .registration
-        .claim(&session.id, Owner::Client(client));
+    let owner = session
+        .credentials
+        .owner(client)
+        .expect("not awaiting a token");
+    // A fresh registry: the id is free, or held by an older socket of the same owner.
+    let _ = session.registration.claim(&session.id, owner);
     session.outbox = outbox;
     session.limiter = RateLimiter::resume(config.rate_limit_msgs_per_sec, &record.rate, now);
     session.opened = before(now, record.open_for_ms);
@@ -210,7 +243,32 @@ pub(crate) fn resume(
     session.last_message = before(now, record.idle_for_ms);
     session.last_received = before(now, record.silent_for_ms);
     session.ping_sent = record.ping_for_ms.map(|ms| before(now, ms));
-    Ok(session.live(socket, Ok(())))
+    let subscriptions = record.subscriptions;
+    if subscriptions.is_empty() {
+        return Ok(Either::Left(session.live(socket, Ok(()))));
+    }
+    // Boxed: only a subscriber pays for the resubscription's place in its task.
+    Ok(Either::Right(Box::pin(async move {
+        session.resubscribe(subscriptions).await;
+        session.live(socket, Ok(())).await;
+    })))
+}
+
+/// The error of an identity record without a user.
+fn no_user() -> serde_json::Error {
+    serde::de::Error::custom("an identity without a user")
+}
+
+impl Session {
+    /// Subscribes again to what the connection was subscribed to in the previous process,
+    /// before it reads anything (its unread bytes may unsubscribe).
+    async fn resubscribe(&mut self, records: Vec<SubscriptionRecord>) {
+        let mut subscriptions = Subscriptions::new(self.state.config.outbound_queue_bytes);
+        subscriptions
+            .resume(&self.state, &self.id, records, &mut self.outbox)
+            .await;
+        self.subscriptions = Some(subscriptions);
+    }
 }
 
 /// Says `goodbye` `server_shutdown` and closes (1001) a handed-over socket that cannot be
@@ -280,7 +338,28 @@ mod tests {
             silent_for_ms: 100,
             ping_for_ms: Some(50),
             rate: limiter.snapshot(Instant::now()),
+            subscriptions: Vec::new(),
+            identity: None,
         }
+    }
+
+    /// The record in `json`, read from its text as the new process reads it.
+    fn from_json(json: &serde_json::Value) -> serde_json::Result<ConnectionRecord> {
+        serde_json::from_str(&json.to_string())
+    }
+
+    /// A subscriber's record, authenticated.
+    fn subscriber() -> ConnectionRecord {
+        let json = serde_json::json!({
+            "subscriptions": [{"channel": "room:1", "epoch": "5eed1", "offset": 42}],
+            "identity": {"sub": "alice", "exp": 1_900_000_000u64, "channels": ["room:*"]},
+        });
+        let mut record = serde_json::to_value(record()).unwrap();
+        record
+            .as_object_mut()
+            .unwrap()
+            .extend(json.as_object().unwrap().clone());
+        from_json(&record).unwrap()
     }
 
     #[test]
@@ -292,9 +371,33 @@ mod tests {
     }
 
     #[test]
+    fn a_plain_record_carries_no_subscriptions_or_identity() {
+        let json = serde_json::to_value(record()).unwrap();
+        assert!(json.get("subscriptions").is_none() && json.get("identity").is_none());
+    }
+
+    #[test]
+    fn a_subscriber_record_carries_its_positions_and_identity() {
+        let record = subscriber();
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["subscriptions"][0]["offset"], 42, "{json}");
+        assert_eq!(json["subscriptions"][0]["epoch"], "5eed1");
+        assert_eq!(json["identity"]["sub"], "alice");
+        let back = from_json(&json).unwrap();
+        assert_eq!(back, record);
+        let identity = Identity::from_record(back.identity.unwrap()).unwrap();
+        assert!(identity.may_access("room:2") && !identity.may_access("news"));
+    }
+
+    #[test]
     fn a_record_with_fields_this_build_does_not_know_is_refused() {
         let mut json: serde_json::Value = serde_json::to_value(record()).unwrap();
-        json["subscriptions"] = serde_json::json!([]);
-        assert!(serde_json::from_value::<ConnectionRecord>(json).is_err());
+        json["frameBudget"] = serde_json::json!(3);
+        let error = from_json(&json).unwrap_err().to_string();
+        assert!(error.contains("unknown field `frameBudget`"), "{error}");
+        let mut json = serde_json::to_value(subscriber()).unwrap();
+        json["subscriptions"][0]["inbox"] = serde_json::json!([]);
+        let error = from_json(&json).unwrap_err().to_string();
+        assert!(error.contains("unknown field `inbox`"), "{error}");
     }
 }
