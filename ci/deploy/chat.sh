@@ -1,0 +1,103 @@
+# shellcheck shell=bash
+# The chat scenarios of ci/deploy/scenarios.sh (sourced by it; never run): rooms of users
+# chatting through the public address (Traefik, or the direct path's shared address) while
+# `wsctl deploy` moves them from one colour to the other (docs/redis.md, "Deploys").
+#
+#   chat_deploy NAME FROM TO BROKER-SETTING...
+#       both colours' settings get BROKER-SETTING... (e.g. BROKER=redis REDIS_URL=...), the
+#       running colour FROM is restarted to take them (no client is connected then), then
+#       `loadtest rooms` (CHAT_ROOMS rooms of CHAT_ROOM_SIZE users, each subscribed to its room
+#       and publishing CHAT_RATE/s to it; on `goodbye` a user takes the answers still on their
+#       way, reconnects and subscribes again with `recover` from the last offset it saw)
+#       runs through the public address, and `wsctl deploy --to TO` runs meanwhile. The
+#       connections each colour holds are sampled during the deploy: while FROM drains, a
+#       room's users sit on both colours. Leaves NAME.load.json (loadtest's report),
+#       NAME.deploy.json and DEPLOY_RC.
+#   chat_counts NAME    the figures of the RESULT line
+#   most_on_both NAME   the most users both colours held at one moment of the deploy
+#
+# Uses the functions of scenarios.sh (wsctl, run_deploy, connections_of, serving_colour,
+# colour_env) and ci/redis/lib.sh.
+
+CHAT_ROOMS=${CHAT_ROOMS:-20}
+CHAT_ROOM_SIZE=${CHAT_ROOM_SIZE:-5}
+CHAT_RATE=${CHAT_RATE:-2}
+# The users connect over CHAT_RAMP and chat for CHAT_HOLD; publishing stops 2 s before the
+# end. The deploy must be over before that (checked: otherwise the drain's reconnections
+# would not be under load).
+CHAT_RAMP=2
+CHAT_HOLD=${CHAT_HOLD:-40}
+LOAD_PID=""
+
+colour_port() { case $1 in blue) echo 3001 ;; green) echo 3002 ;; esac; }
+
+# sample_colours FILE: every 100 ms, "BLUE GREEN" connection counts, until FILE.stop exists.
+sample_colours() {
+  local file=$1
+  while [ ! -e "$file.stop" ]; do
+    echo "$(connections_of 3001 2> /dev/null || echo 0) $(connections_of 3002 2> /dev/null || echo 0)" >> "$file"
+    sleep 0.1
+  done
+}
+
+chat_deploy() {
+  local name=$1 from=$2 to=$3 users deadline started publish_end sampler
+  shift 3
+  BROKER_SETTINGS=("$@")
+  colour_env blue
+  colour_env green
+  IN systemctl restart "ws@$from.service"
+  wait_active "ws@$from.service" || die "$name: $from did not start again with ${BROKER_SETTINGS[*]}"
+  # Until new connections reach FROM again through the public address: the load must not
+  # start while Traefik's health check still has FROM out of rotation.
+  deadline=$((SECONDS + 20))
+  until [ "$(serving_colour 2> /dev/null)" = "$from" ]; do
+    [ "$SECONDS" -lt "$deadline" ] || die "$name: $from does not serve through $PUBLIC_HTTP after its restart"
+    sleep 0.2
+  done
+  users=$((CHAT_ROOMS * CHAT_ROOM_SIZE))
+  started=$(date +%s.%N)
+  "$BIN_DIR/loadtest" rooms --url "$PUBLIC" --rooms "$CHAT_ROOMS" --room-size "$CHAT_ROOM_SIZE" \
+    --publish-rate "$CHAT_RATE" --ramp "${CHAT_RAMP}s" --duration "${CHAT_HOLD}s" --json --quiet \
+    --max-connect-p95 10s --max-delivery-p99 30s > "$WORK/$name.load.json" 2> "$WORK/$name.load.err" &
+  LOAD_PID=$!
+  deadline=$((SECONDS + 20))
+  until [ "$(connections_of "$(colour_port "$from")" 2> /dev/null || echo 0)" -ge "$users" ]; do
+    [ "$SECONDS" -lt "$deadline" ] || die "$name: $users chat users did not connect to $from"
+    sleep 0.1
+  done
+  sleep 2 # chat on one colour before the deploy
+  sample_colours "$WORK/$name.colours" &
+  sampler=$!
+  local deploy_args=(--json deploy --to "$to" "${DEPLOY_WAITS[@]}")
+  run_deploy "$name" "${deploy_args[@]}"
+  publish_end=$(awk -v s="$started" -v r="$CHAT_RAMP" -v h="$CHAT_HOLD" 'BEGIN { print s + r + h - 2 }')
+  awk -v now="$(date +%s.%N)" -v end="$publish_end" 'BEGIN { exit !(now < end) }' ||
+    die "$name: the deploy outlasted the chat's publishing window (CHAT_HOLD=$CHAT_HOLD s): raise CHAT_HOLD"
+  local rc=0
+  wait "$LOAD_PID" || rc=$?
+  LOAD_PID=""
+  touch "$WORK/$name.colours.stop"
+  wait "$sampler"
+  # Exit 1 is a failed threshold, judged by the caller; anything else is a broken run.
+  [ "$rc" -le 1 ] || { cat "$WORK/$name.load.err" >&2; die "$name: loadtest exit $rc"; }
+}
+
+# l NAME FILTER: jq FILTER over NAME's loadtest report.
+l() { jq -r "$2" "$WORK/$1.load.json"; }
+
+# most_on_both NAME: the most users that both colours held at one moment of NAME's deploy.
+most_on_both() {
+  awk '{ m = ($1 < $2 ? $1 : $2); if (m > max) max = m } END { print max + 0 }' "$WORK/$1.colours"
+}
+
+chat_counts() {
+  local name=$1
+  # shellcheck disable=SC2016 # jq variables
+  echo "$(l "$name" '.connections as $n | .channels.counts as $c |
+    "connections \($n.attempts) (\($n.reconnects) reconnects after \(.disconnects.by_goodbye_reason.server_shutdown // 0) goodbyes server_shutdown), failed \($n.failed);" +
+    " publications sent \($c.publishes), acknowledged \($c.published), refused \($c.publish_refused), unanswered \($c.publishes - $c.published - $c.publish_refused), delivered live \($c.deliveries);" +
+    " resubscriptions recovered \($c.recovered), recovered:false \($c.not_recovered), epoch changes \($c.epoch_changes), insufficient_state \($c.insufficient_state);" +
+    " lost \($c.missing) (acknowledged and lost \($c.acked_lost), acknowledged and excused by recovered:false \($c.acked_unrecovered)), duplicated \($c.duplicates), out of order \($c.out_of_order);" +
+    " delivery p99 \(.channels.delivery_latency.p99_ms // "-") ms"'); at most $(most_on_both "$name") users on each colour at once"
+}
