@@ -29,13 +29,28 @@ CHAT_RAMP=2
 CHAT_HOLD=${CHAT_HOLD:-40}
 LOAD_PID=""
 
-colour_port() { case $1 in blue) echo 3001 ;; green) echo 3002 ;; esac; }
+# colour_connections FROM TO: "FROM TO", the connections each colour's processes hold on the
+# public ports now (established TCP on 3001, 3002 and the direct path's shared port, told
+# apart by the process's colour: on the direct path both colours serve on one port, and a
+# draining colour no longer answers /health).
+colour_connections() {
+  local from=$1 to=$2 count pid colour ports="( sport = :3001 or sport = :3002 )"
+  local -A held=(["$from"]=0 ["$to"]=0)
+  [ -z "${DIRECT_PORT:-}" ] || ports="( sport = :3001 or sport = :3002 or sport = :$DIRECT_PORT )"
+  while read -r count pid; do
+    # ws@.service sets SERVER_ID to the colour.
+    colour=$(tr '\0' '\n' < "/proc/$pid/environ" 2> /dev/null | sed -n 's/^SERVER_ID=//p' || true)
+    [ -z "$colour" ] || held[$colour]=$((${held[$colour]:-0} + count))
+  done < <(ss -Htnp state established "$ports" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort | uniq -c)
+  echo "${held[$from]} ${held[$to]}"
+}
 
-# sample_colours FILE: every 100 ms, "BLUE GREEN" connection counts, until FILE.stop exists.
+# sample_colours FILE FROM TO: every 100 ms, colour_connections FROM TO, until FILE.stop
+# exists.
 sample_colours() {
   local file=$1
   while [ ! -e "$file.stop" ]; do
-    echo "$(connections_of 3001 2> /dev/null || echo 0) $(connections_of 3002 2> /dev/null || echo 0)" >> "$file"
+    colour_connections "$2" "$3" >> "$file"
     sleep 0.1
   done
 }
@@ -56,23 +71,23 @@ chat_deploy() {
     sleep 0.2
   done
   users=$((CHAT_ROOMS * CHAT_ROOM_SIZE))
-  started=$(date +%s.%N)
+  started=$(date +%s%3N)
   "$BIN_DIR/loadtest" rooms --url "$PUBLIC" --rooms "$CHAT_ROOMS" --room-size "$CHAT_ROOM_SIZE" \
     --publish-rate "$CHAT_RATE" --ramp "${CHAT_RAMP}s" --duration "${CHAT_HOLD}s" --json --quiet \
     --max-connect-p95 10s --max-delivery-p99 30s > "$WORK/$name.load.json" 2> "$WORK/$name.load.err" &
   LOAD_PID=$!
   deadline=$((SECONDS + 20))
-  until [ "$(connections_of "$(colour_port "$from")" 2> /dev/null || echo 0)" -ge "$users" ]; do
+  until [ "$(colour_connections "$from" "$to" | cut -d' ' -f1)" -ge "$users" ]; do
     [ "$SECONDS" -lt "$deadline" ] || die "$name: $users chat users did not connect to $from"
     sleep 0.1
   done
   sleep 2 # chat on one colour before the deploy
-  sample_colours "$WORK/$name.colours" &
+  sample_colours "$WORK/$name.colours" "$from" "$to" &
   sampler=$!
   local deploy_args=(--json deploy --to "$to" "${DEPLOY_WAITS[@]}")
   run_deploy "$name" "${deploy_args[@]}"
-  publish_end=$(awk -v s="$started" -v r="$CHAT_RAMP" -v h="$CHAT_HOLD" 'BEGIN { print s + r + h - 2 }')
-  awk -v now="$(date +%s.%N)" -v end="$publish_end" 'BEGIN { exit !(now < end) }' ||
+  publish_end=$((started + (CHAT_RAMP + CHAT_HOLD - 2) * 1000))
+  [ "$(date +%s%3N)" -lt "$publish_end" ] ||
     die "$name: the deploy outlasted the chat's publishing window (CHAT_HOLD=$CHAT_HOLD s): raise CHAT_HOLD"
   local rc=0
   wait "$LOAD_PID" || rc=$?
@@ -86,9 +101,12 @@ chat_deploy() {
 # l NAME FILTER: jq FILTER over NAME's loadtest report.
 l() { jq -r "$2" "$WORK/$1.load.json"; }
 
-# most_on_both NAME: the most users that both colours held at one moment of NAME's deploy.
+# most_on_both NAME: the most chat users that both colours held at one moment of NAME's
+# deploy: once the old colour has lost one (the drain; before it, the new colour's
+# connections are wsctl's checks), the fewer of the two counts.
 most_on_both() {
-  awk '{ m = ($1 < $2 ? $1 : $2); if (m > max) max = m } END { print max + 0 }' "$WORK/$1.colours"
+  awk -v users=$((CHAT_ROOMS * CHAT_ROOM_SIZE)) '$1 < users { m = ($1 < $2 ? $1 : $2); if (m > max) max = m }
+    END { print max + 0 }' "$WORK/$1.colours"
 }
 
 chat_counts() {
