@@ -7,7 +7,8 @@
 #       both colours' settings get BROKER-SETTING... (e.g. BROKER=redis REDIS_URL=...), the
 #       running colour FROM is restarted to take them (no client is connected then), then
 #       `loadtest rooms` (CHAT_ROOMS rooms of CHAT_ROOM_SIZE users, each subscribed to its room
-#       and publishing CHAT_RATE/s to it; on `goodbye` a user takes the answers still on their
+#       and publishing CHAT_RATE/s to it; a room's users connected at different moments, so
+#       that the drain moves them at different moments too; on `goodbye` a user takes the answers still on their
 #       way, reconnects and subscribes again with `recover` from the last offset it saw)
 #       runs through the public address, and `wsctl deploy --to TO` runs meanwhile. The
 #       connections each colour holds are sampled during the deploy: while FROM drains, a
@@ -72,7 +73,7 @@ chat_deploy() {
   done
   users=$((CHAT_ROOMS * CHAT_ROOM_SIZE))
   started=$(date +%s%3N)
-  "$BIN_DIR/loadtest" rooms --url "$PUBLIC" --rooms "$CHAT_ROOMS" --room-size "$CHAT_ROOM_SIZE" \
+  "$BIN_DIR/loadtest" rooms --url "$PUBLIC" --rooms "$CHAT_ROOMS" --room-size "$CHAT_ROOM_SIZE" --spread-rooms \
     --publish-rate "$CHAT_RATE" --ramp "${CHAT_RAMP}s" --duration "${CHAT_HOLD}s" --json --quiet \
     --max-connect-p95 10s --max-delivery-p99 30s > "$WORK/$name.load.json" 2> "$WORK/$name.load.err" &
   LOAD_PID=$!
@@ -98,8 +99,12 @@ chat_deploy() {
   [ "$rc" -le 1 ] || { cat "$WORK/$name.load.err" >&2; die "$name: loadtest exit $rc"; }
 }
 
-# l NAME FILTER: jq FILTER over NAME's loadtest report.
-l() { jq -r "$2" "$WORK/$1.load.json"; }
+# l NAME FILTER: jq FILTER over NAME's loadtest report, with `never_received`: the
+# acknowledged publications x the room size that no room user received, live or by recovery.
+l() {
+  jq -r --argjson size "$CHAT_ROOM_SIZE" 'def never_received: .channels.counts |
+    [.published * $size - .deliveries - .recovered_publications, 0] | max; '"$2" "$WORK/$1.load.json"
+}
 
 # most_on_both NAME: the most chat users that both colours held at one moment of NAME's
 # deploy: once the old colour has lost one (the drain; before it, the new colour's
@@ -114,7 +119,8 @@ chat_counts() {
   # shellcheck disable=SC2016 # jq variables
   echo "$(l "$name" '.connections as $n | .channels.counts as $c |
     "connections \($n.attempts) (\($n.reconnects) reconnects after \(.disconnects.by_goodbye_reason.server_shutdown // 0) goodbyes server_shutdown), failed \($n.failed);" +
-    " publications sent \($c.publishes), acknowledged \($c.published), refused \($c.publish_refused), unanswered \($c.publishes - $c.published - $c.publish_refused), delivered live \($c.deliveries);" +
+    " publications sent \($c.publishes), acknowledged \($c.published), refused \($c.publish_refused), unanswered \($c.publishes - $c.published - $c.publish_refused);" +
+    " received by room users \($c.deliveries) live + \($c.recovered_publications) by recovery of \($c.published * $size) (acknowledged x room size), never received \(never_received);" +
     " resubscriptions recovered \($c.recovered), recovered:false \($c.not_recovered), epoch changes \($c.epoch_changes), insufficient_state \($c.insufficient_state);" +
     " lost \($c.missing) (acknowledged and lost \($c.acked_lost), acknowledged and excused by recovered:false \($c.acked_unrecovered)), duplicated \($c.duplicates), out of order \($c.out_of_order);" +
     " delivery p99 \(.channels.delivery_latency.p99_ms // "-") ms"'); at most $(most_on_both "$name") users on each colour at once"

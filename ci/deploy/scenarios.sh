@@ -440,7 +440,9 @@ echo "RESULT rollback keeps the code: blue killed (pid $killed), restarted by sy
 # subscribe with `recover` from the last offset they saw (ci/deploy/chat.sh). With
 # BROKER=redis (a redis-server in the container's network, append-only file) both colours
 # are one chat: 0 failed connections and, over every recovered subscription, 0 publications
-# lost or doubled; recovered:false must not happen (Redis keeps the history). Then the same
+# lost (by offset, by acknowledgement, and by count: every acknowledged publication received
+# by every user of its room, live or by recovery) or doubled; recovered:false must not
+# happen (Redis keeps the history). Then the same
 # with BROKER=memory (green -> blue, back to where scenario 6 starts): each colour is a
 # chat of its own, so the moved users get recovered:false and lose what was published
 # meanwhile. That control is printed, not judged, except that it must show the loss: else
@@ -458,6 +460,8 @@ jq -e --argjson users "$users" '.connections.failed == 0 and .connections.reconn
     and .publish_refused == 0 and .published > 0)
   and .messages.protocol_errors == 0 and .failed_thresholds == []' "$WORK/$name.load.json" > /dev/null ||
   die "$name: the chat lost, doubled or failed something across the deploy: $(jq -c '.connections, .channels.counts, .failed_thresholds' "$WORK/$name.load.json")"
+[ "$(l "$name" never_received)" -eq 0 ] ||
+  die "$name: $(l "$name" never_received) of the acknowledged publications x room size were never received by a room user"
 [ "$(most_on_both "$name")" -gt 0 ] ||
   die "$name: no moment with users on both colours: the scenario did not test a mixed chat"
 redis_stop

@@ -17,8 +17,16 @@ pub enum ChannelScenario {
     /// User 0 publishes `rate` times a second to one channel; users 1..=`subscribers` subscribe.
     Fanout { subscribers: u64, rate: f64 },
     /// `rooms` rooms of `size` users; each user subscribes to its room and publishes `rate`
-    /// times a second to it.
-    Rooms { rooms: u64, size: u64, rate: f64 },
+    /// times a second to it. A room's users are consecutive user numbers, or with `spread`
+    /// every `rooms`-th one, so that they connect (and a drain moves them) at different
+    /// moments rather than together.
+    Rooms {
+        rooms: u64,
+        size: u64,
+        rate: f64,
+        #[serde(default)]
+        spread: bool,
+    },
 }
 
 /// What every user of a channel run does (part of the plan a worker receives).
@@ -68,8 +76,20 @@ impl ChannelPlan {
                 subscribes: global > 0,
                 publish_rate: if global == 0 { rate } else { 0.0 },
             },
-            ChannelScenario::Rooms { size, rate, .. } => Role {
-                channel: format!("lt:{run_tag}:room-{}", global / size.max(1)),
+            ChannelScenario::Rooms {
+                rooms,
+                size,
+                rate,
+                spread,
+            } => Role {
+                channel: format!(
+                    "lt:{run_tag}:room-{}",
+                    if spread {
+                        global % rooms.max(1)
+                    } else {
+                        global / size.max(1)
+                    }
+                ),
                 subscribes: true,
                 publish_rate: rate,
             },
@@ -113,6 +133,12 @@ pub struct ChannelCounts {
     pub not_recovered: u64,
     /// Resubscriptions answered with another epoch than the subscription had.
     pub epoch_changes: u64,
+    /// Publications received in order in a recovery's `publications` (not live, so not
+    /// deliveries). In `rooms`, where every user receives its room's publications,
+    /// `deliveries + recovered_publications` is what the rooms' users received, against
+    /// `published` x the room size.
+    #[serde(default)]
+    pub recovered_publications: u64,
 }
 
 impl ChannelCounts {
@@ -131,6 +157,7 @@ impl ChannelCounts {
         self.recovered += other.recovered;
         self.not_recovered += other.not_recovered;
         self.epoch_changes += other.epoch_changes;
+        self.recovered_publications += other.recovered_publications;
     }
 
     /// `publish`es that got neither `published` nor an `error` (lost with a connection, or
@@ -255,7 +282,7 @@ impl ChannelReport {
     pub fn table(&self) -> String {
         let c = &self.counts;
         format!(
-            "  channels     publishes {}  published {}  refused {}  unanswered {}  deliveries {} ({:.0}/s)\n               missing {}  duplicates {}  out of order {}  acked lost {}  acked not recovered {}\n               insufficient_state {}  recovered {}  not recovered {}  epoch changes {}  subscribes refused {}\n",
+            "  channels     publishes {}  published {}  refused {}  unanswered {}  deliveries {} ({:.0}/s)\n               missing {}  duplicates {}  out of order {}  acked lost {}  acked not recovered {}\n               insufficient_state {}  recovered {} ({} publications)  not recovered {}  epoch changes {}  subscribes refused {}\n",
             c.publishes,
             c.published,
             c.publish_refused,
@@ -269,6 +296,7 @@ impl ChannelReport {
             c.acked_unrecovered,
             c.insufficient_state,
             c.recovered,
+            c.recovered_publications,
             c.not_recovered,
             c.epoch_changes,
             c.subscribe_refused
@@ -312,6 +340,7 @@ mod tests {
                 rooms: 2,
                 size: 5,
                 rate: 1.0,
+                spread: false,
             },
             publish_for_ms: 1000,
             publish_from_ms: 0,
@@ -321,6 +350,23 @@ mod tests {
         assert_eq!(rooms.users(), 10);
         assert_eq!(rooms.role("t", 4).channel, "lt:t:room-0");
         assert_eq!(rooms.role("t", 5).channel, "lt:t:room-1");
+        let spread = ChannelPlan {
+            scenario: ChannelScenario::Rooms {
+                rooms: 2,
+                size: 5,
+                rate: 1.0,
+                spread: true,
+            },
+            ..rooms
+        };
+        assert_eq!(spread.users(), 10);
+        let members = |room: &str| {
+            (0..10)
+                .filter(|&u| spread.role("t", u).channel == room)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(members("lt:t:room-0"), [0, 2, 4, 6, 8]);
+        assert_eq!(members("lt:t:room-1"), [1, 3, 5, 7, 9]);
     }
 
     #[test]

@@ -110,6 +110,14 @@ impl ChannelMemory {
         true
     }
 
+    /// A publication of a recovery's `publications`: received like a live one, and counted
+    /// as recovered when it is the next one.
+    pub(super) fn recovered_publication(&mut self, offset: u64, own: bool) {
+        if self.receive(offset, own) {
+            self.tally.recovered_publications += 1;
+        }
+    }
+
     /// Acknowledgements of the current epoch at or below the newest offset are settled: the
     /// one at `offset` by this publication (lost when it is someone else's), those below it
     /// by a publication received earlier.
@@ -243,10 +251,13 @@ mod tests {
         let mut m = subscribed_at(2);
         m.subscribed("E".into(), 5, Some(true));
         for k in 3..=5 {
-            assert!(m.receive(k, false));
+            m.recovered_publication(k, false);
         }
+        // One the recovery brought twice is a duplicate, not a second recovered publication.
+        m.recovered_publication(5, false);
         assert_eq!(m.recover_from(), Some((5, "E")));
         let t = m.take_tally().unwrap();
         assert_eq!((t.recovered, t.missing, t.epoch_changes), (1, 0, 0));
+        assert_eq!((t.recovered_publications, t.duplicates), (3, 1));
     }
 }

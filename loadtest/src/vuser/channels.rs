@@ -298,7 +298,7 @@ impl<'a> ChannelSession<'a> {
         // Received, but not live: no delivery latency for them.
         for item in publications {
             let own = self.is_own(&item);
-            self.memory.receive(item.offset, own);
+            self.memory.recovered_publication(item.offset, own);
         }
         self.state = Subscription::Live;
         for item in std::mem::take(&mut self.early) {

@@ -38,6 +38,7 @@ fn subscriber(resubscribe_every_ms: Option<u64>) -> Behaviour {
                 rooms: 1,
                 size: 1,
                 rate: 1.0,
+                spread: false,
             },
             publish_for_ms: 1,
             publish_from_ms: 0,
