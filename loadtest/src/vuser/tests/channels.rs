@@ -31,6 +31,19 @@ async fn publication(ws: &mut Ws, offset: u64, from: &str) {
     tell(ws, "publication", fields).await;
 }
 
+/// Accepts the user and answers its first request, a `subscribe`, at `offset` of epoch E.
+async fn accept_subscriber(listener: &TcpListener, offset: u64) -> Ws {
+    let mut ws = accept(listener).await;
+    assert_eq!(request(&mut ws).await["type"], "subscribe");
+    tell(
+        &mut ws,
+        "subscribed",
+        json!({"channel": "c", "id": "s", "epoch": "E", "offset": offset, "ts": 1}),
+    )
+    .await;
+    ws
+}
+
 fn subscriber(resubscribe_every_ms: Option<u64>) -> Behaviour {
     Behaviour {
         channels: Some(ChannelPlan {
@@ -165,14 +178,7 @@ async fn a_subscriber_told_to_resubscribe_leaves_and_comes_back_with_recover() {
     let stop = CancellationToken::new();
     let stopper = stop.clone();
     let server = tokio::spawn(async move {
-        let mut ws = accept(&listener).await;
-        assert_eq!(request(&mut ws).await["type"], "subscribe");
-        tell(
-            &mut ws,
-            "subscribed",
-            json!({"channel": "c", "id": "s", "epoch": "E", "offset": 2, "ts": 1}),
-        )
-        .await;
+        let mut ws = accept_subscriber(&listener, 2).await;
         publication(&mut ws, 3, "v").await;
         // Within 50..150 ms: it leaves on its own.
         assert_eq!(request(&mut ws).await["type"], "unsubscribe");
@@ -222,14 +228,7 @@ async fn a_subscriber_told_to_resubscribe_leaves_and_comes_back_with_recover() {
 async fn publishes_that_crossed_the_goodbye_are_answered_and_counted_before_the_user_leaves() {
     let (target, listener) = listen().await;
     let server = tokio::spawn(async move {
-        let mut ws = accept(&listener).await;
-        assert_eq!(request(&mut ws).await["type"], "subscribe");
-        tell(
-            &mut ws,
-            "subscribed",
-            json!({"channel": "c", "id": "s", "epoch": "E", "offset": 0, "ts": 1}),
-        )
-        .await;
+        let mut ws = accept_subscriber(&listener, 0).await;
         // The drain: `goodbye` comes between the first publish and its answer. The server
         // answers it and every later publish until the user's close, as it does in its grace.
         let mut offset = 0;
