@@ -99,11 +99,12 @@ chat_deploy() {
   [ "$rc" -le 1 ] || { cat "$WORK/$name.load.err" >&2; die "$name: loadtest exit $rc"; }
 }
 
-# l NAME FILTER: jq FILTER over NAME's loadtest report, with `never_received`: the
-# acknowledged publications x the room size that no room user received, live or by recovery.
+# l NAME FILTER: jq FILTER over NAME's loadtest report, with `never_received`: of the
+# acknowledged publications x the room size, those that no room user received, live or by
+# recovery, but for those made before the user joined.
 l() {
   jq -r --argjson size "$CHAT_ROOM_SIZE" 'def never_received: .channels.counts |
-    [.published * $size - .deliveries - .recovered_publications, 0] | max; '"$2" "$WORK/$1.load.json"
+    [.published * $size - .deliveries - .recovered_publications - .published_before_joining, 0] | max; '"$2" "$WORK/$1.load.json"
 }
 
 # most_on_both NAME: the most chat users that both colours held at one moment of NAME's
@@ -120,7 +121,7 @@ chat_counts() {
   echo "$(l "$name" '.connections as $n | .channels.counts as $c |
     "connections \($n.attempts) (\($n.reconnects) reconnects after \(.disconnects.by_goodbye_reason.server_shutdown // 0) goodbyes server_shutdown), failed \($n.failed);" +
     " publications sent \($c.publishes), acknowledged \($c.published), refused \($c.publish_refused), unanswered \($c.publishes - $c.published - $c.publish_refused);" +
-    " received by room users \($c.deliveries) live + \($c.recovered_publications) by recovery of \($c.published * $size) (acknowledged x room size), never received \(never_received);" +
+    " owed to room users \($c.published * $size - $c.published_before_joining) (acknowledged x room size, less \($c.published_before_joining) made before the user joined), received \($c.deliveries) live + \($c.recovered_publications) by recovery, never received \(never_received);" +
     " resubscriptions recovered \($c.recovered), recovered:false \($c.not_recovered), epoch changes \($c.epoch_changes), insufficient_state \($c.insufficient_state);" +
     " lost \($c.missing) (acknowledged and lost \($c.acked_lost), acknowledged and excused by recovered:false \($c.acked_unrecovered)), duplicated \($c.duplicates), out of order \($c.out_of_order);" +
     " delivery p99 \(.channels.delivery_latency.p99_ms // "-") ms"'); at most $(most_on_both "$name") users on each colour at once"

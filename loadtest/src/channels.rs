@@ -134,11 +134,15 @@ pub struct ChannelCounts {
     /// Resubscriptions answered with another epoch than the subscription had.
     pub epoch_changes: u64,
     /// Publications received in order in a recovery's `publications` (not live, so not
-    /// deliveries). In `rooms`, where every user receives its room's publications,
-    /// `deliveries + recovered_publications` is what the rooms' users received, against
-    /// `published` x the room size.
+    /// deliveries).
     #[serde(default)]
     pub recovered_publications: u64,
+    /// The channel's offset at each user's first subscription: publications made before
+    /// it joined, never owed to it. In `rooms`, where every user receives its room's
+    /// publications, `deliveries + recovered_publications + published_before_joining` =
+    /// `published` x the room size when every publish was answered and none was lost.
+    #[serde(default)]
+    pub published_before_joining: u64,
 }
 
 impl ChannelCounts {
@@ -158,6 +162,7 @@ impl ChannelCounts {
         self.not_recovered += other.not_recovered;
         self.epoch_changes += other.epoch_changes;
         self.recovered_publications += other.recovered_publications;
+        self.published_before_joining += other.published_before_joining;
     }
 
     /// `publish`es that got neither `published` nor an `error` (lost with a connection, or

@@ -59,7 +59,10 @@ impl ChannelMemory {
             self.tally.epoch_changes += 1;
         }
         match recovered {
-            None => self.last = offset,
+            None => {
+                self.last = offset;
+                self.tally.published_before_joining += offset;
+            }
             Some(true) => self.tally.recovered += 1,
             Some(false) => {
                 self.tally.not_recovered += 1;
@@ -201,6 +204,15 @@ mod tests {
             "5 and 6 skipped, 7 twice, 5 late"
         );
         assert_eq!(m.take_tally(), None);
+    }
+
+    #[test]
+    fn the_first_subscription_counts_what_was_published_before_the_user_joined() {
+        let mut m = subscribed_at(3);
+        assert_eq!(m.take_tally().unwrap().published_before_joining, 3);
+        // A resubscription with `recover` owes everything after the last offset received.
+        m.subscribed("E".into(), 9, Some(true));
+        assert_eq!(m.take_tally().unwrap().published_before_joining, 0);
     }
 
     #[test]
