@@ -121,8 +121,8 @@ chat_counts() {
   echo "$(l "$name" '.connections as $n | .channels.counts as $c |
     "connections \($n.attempts) (\($n.reconnects) reconnects after \(.disconnects.by_goodbye_reason.server_shutdown // 0) goodbyes server_shutdown), failed \($n.failed);" +
     " publications sent \($c.publishes), acknowledged \($c.published), refused \($c.publish_refused), unanswered \($c.publishes - $c.published - $c.publish_refused);" +
-    " owed to room users \($c.published * $size - $c.published_before_joining) (acknowledged x room size, less \($c.published_before_joining) made before the user joined), received \($c.deliveries) live + \($c.recovered_publications) by recovery, never received \(never_received);" +
+    " received by room users \($c.deliveries) live + \($c.recovered_publications) by recovery, of \($c.published * $size - $c.published_before_joining) owed (acknowledged x room size, less \($c.published_before_joining) made before the user joined);" +
+    " lost: never received \(never_received), skipped offsets \($c.missing), acknowledged and never back to the publisher \($c.acked_lost) (+ \($c.acked_unrecovered) excused by recovered:false); duplicated \($c.duplicates), out of order \($c.out_of_order);" +
     " resubscriptions recovered \($c.recovered), recovered:false \($c.not_recovered), epoch changes \($c.epoch_changes), insufficient_state \($c.insufficient_state);" +
-    " lost \($c.missing) (acknowledged and lost \($c.acked_lost), acknowledged and excused by recovered:false \($c.acked_unrecovered)), duplicated \($c.duplicates), out of order \($c.out_of_order);" +
     " delivery p99 \(.channels.delivery_latency.p99_ms // "-") ms"'); at most $(most_on_both "$name") users on each colour at once"
 }
