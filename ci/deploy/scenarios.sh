@@ -17,6 +17,9 @@
 #   5. `wsctl rollback` refused while blue is stopped, then back to blue, started again,
 #      while green serves; then blue is killed (kill -9): systemd brings it back on the OLD
 #      build, its profile's
+#   5b. chat through the switch (ci/deploy/chat.sh): both colours on one redis-server, rooms
+#      of users publishing and subscribed while blue -> green: nothing lost or doubled; then
+#      the in-memory control, green -> blue, which must show the loss
 #   6. blue -> green again, shifting the weights in 3 steps
 # DATA_PATH=direct runs the same scenarios on the direct data path (docs/deploy.md, "The direct
 # data path"): the clients connect to the colours' shared reuseport address DIRECT_PORT, which
