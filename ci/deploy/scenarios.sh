@@ -17,6 +17,9 @@
 #   5. `wsctl rollback` refused while blue is stopped, then back to blue, started again,
 #      while green serves; then blue is killed (kill -9): systemd brings it back on the OLD
 #      build, its profile's
+#   5b. chat through the switch (ci/deploy/chat.sh): both colours on one redis-server, rooms
+#      of users publishing and subscribed while blue -> green: nothing lost or doubled; then
+#      the in-memory control, green -> blue, which must show the loss
 #   6. blue -> green again, shifting the weights in 3 steps
 # DATA_PATH=direct runs the same scenarios on the direct data path (docs/deploy.md, "The direct
 # data path"): the clients connect to the colours' shared reuseport address DIRECT_PORT, which
@@ -35,6 +38,10 @@ set -euo pipefail
 . "$REPO/ci/traefik.sh"
 # shellcheck source=ci/systemd/lib.sh
 . "$REPO/ci/systemd/lib.sh"
+# shellcheck source=ci/redis/lib.sh
+. "$REPO/ci/redis/lib.sh"
+# shellcheck source=ci/deploy/chat.sh
+. "$REPO/ci/deploy/chat.sh"
 : "${CONTAINER_LEADER:?set by 60-deploy.sh}" "${WORK:?set by 60-deploy.sh}" "${TEST_SETTINGS:?set by 60-deploy.sh}"
 SYSTEMD_LEADER=$CONTAINER_LEADER # what IN and main_pid of ci/systemd/lib.sh enter
 
@@ -46,6 +53,8 @@ TRAFFIC_PID=""
 
 cleanup() {
   [ -z "$TRAFFIC_PID" ] || kill "$TRAFFIC_PID" 2> /dev/null || true
+  [ -z "$LOAD_PID" ] || kill "$LOAD_PID" 2> /dev/null || true
+  redis_stop
   stop_traefik
 }
 trap cleanup EXIT
@@ -78,17 +87,29 @@ colour_units() {
 }
 
 # The deploy as the scenarios run it: shorter waits than production, same steps.
-DEPLOY_ARGS=(--json deploy --to green --ready-timeout 10s --verify-window 3s --switch-timeout 10s)
+DEPLOY_WAITS=(--ready-timeout 10s --verify-window 3s --switch-timeout 10s)
+DEPLOY_ARGS=(--json deploy --to green "${DEPLOY_WAITS[@]}")
+
+# The broker settings of both colours (the chat scenarios set them; none: the default).
+BROKER_SETTINGS=()
+
+# colour_env COLOUR [VAR=VALUE...]: the colour's settings file: the shipped one, the suite's
+# TEST_SETTINGS, BROKER_SETTINGS and these.
+colour_env() {
+  local colour=$1
+  shift
+  {
+    cat "$REPO/systemd/instances/$colour.env"
+    echo "$TEST_SETTINGS"
+    printf '%s\n' "${BROKER_SETTINGS[@]}" "$@"
+  } | IN tee "/etc/concurrent-socket/$colour.env" > /dev/null
+}
 
 # green_faults [VAR=VALUE...]: green runs the faults build with these settings; none: the
 # real server. Both with the shipped settings file and the suite's TEST_SETTINGS.
 green_faults() {
   local dropin=/etc/systemd/system/ws@green.service.d/faults.conf
-  {
-    cat "$REPO/systemd/instances/green.env"
-    echo "$TEST_SETTINGS"
-    printf '%s\n' "$@"
-  } | IN tee /etc/concurrent-socket/green.env > /dev/null
+  colour_env green "$@"
   if [ $# -eq 0 ]; then
     IN rm -f "$dropin"
   else
@@ -415,6 +436,46 @@ done
 assert_build "blue after kill -9" blue "$OLD_BUILD"
 [ "$(serving_colour)" = blue ] || die "after kill -9 new connections reach $(serving_colour), not blue alone"
 echo "RESULT rollback keeps the code: blue killed (pid $killed), restarted by systemd as pid $(main_pid ws@blue.service) on $(build_of blue), the old build (new build: $NEW_BUILD)"
+
+# --- 5b. chat across the switch: both colours on one Redis, and the in-memory control -----
+# Rooms of users publishing and subscribed through the public address while wsctl moves
+# them: drained from one colour (goodbye server_shutdown), they reconnect to the other and
+# subscribe with `recover` from the last offset they saw (ci/deploy/chat.sh). With
+# BROKER=redis (a redis-server in the container's network, append-only file) both colours
+# are one chat: 0 failed connections and, over every recovered subscription, 0 publications
+# lost (by offset, by acknowledgement, and by count: every acknowledged publication received
+# by every user of its room, live or by recovery) or doubled; recovered:false must not
+# happen (Redis keeps the history). Then the same
+# with BROKER=memory (green -> blue, back to where scenario 6 starts): each colour is a
+# chat of its own, so the moved users get recovered:false and lose what was published
+# meanwhile. That control is printed, not judged, except that it must show the loss: else
+# the Redis run's 0 would prove nothing.
+log "scenario 5b: chat through the switch, both colours on one Redis"
+redis_start "$WORK/redis" aof
+name=chat-redis users=$((CHAT_ROOMS * CHAT_ROOM_SIZE))
+chat_deploy "$name" blue green BROKER=redis "REDIS_URL=redis://127.0.0.1:$REDIS_PORT"
+echo "RESULT $name ($DATA_PATH): wsctl exit $DEPLOY_RC ($(d "$name" .outcome)), deploy time $(d "$name" '.totalSeconds * 10 | round / 10')s; $(chat_counts "$name")"
+[ "$DEPLOY_RC" -eq 0 ] || die "$name: wsctl deploy exited $DEPLOY_RC: $(d "$name" .error)"
+# shellcheck disable=SC2016 # jq variables
+jq -e --argjson users "$users" '.connections.failed == 0 and .connections.reconnects >= $users and
+  (.channels.counts | .missing == 0 and .duplicates == 0 and .out_of_order == 0 and .acked_lost == 0
+    and .not_recovered == 0 and .epoch_changes == 0 and .acked_unrecovered == 0 and .recovered >= $users
+    and .publish_refused == 0 and .published > 0)
+  and .messages.protocol_errors == 0 and .failed_thresholds == []' "$WORK/$name.load.json" > /dev/null ||
+  die "$name: the chat lost, doubled or failed something across the deploy: $(jq -c '.connections, .channels.counts, .failed_thresholds' "$WORK/$name.load.json")"
+[ "$(l "$name" never_received)" -eq 0 ] ||
+  die "$name: $(l "$name" never_received) of the acknowledged publications x room size were never received by a room user"
+[ "$(most_on_both "$name")" -gt 0 ] ||
+  die "$name: no moment with users on both colours: the scenario did not test a mixed chat"
+redis_stop
+
+log "scenario 5b control: the same chat with BROKER=memory, green -> blue (printed, not a pass of anything)"
+chat_deploy chat-memory green blue BROKER=memory
+echo "RESULT chat-memory CONTROL, in-memory broker, not the guarantee ($DATA_PATH): wsctl exit $DEPLOY_RC ($(d chat-memory .outcome)); $(chat_counts chat-memory)"
+[ "$DEPLOY_RC" -eq 0 ] || die "chat-memory: wsctl deploy exited $DEPLOY_RC: $(d chat-memory .error)"
+[ "$(l chat-memory .channels.counts.not_recovered)" -gt 0 ] ||
+  die "chat-memory: the in-memory control recovered every moved subscription: the chat scenario cannot tell a lossy broker"
+BROKER_SETTINGS=()
 
 # queued_on_listeners: connections waiting in the accept queues of the shared port's listeners.
 queued_on_listeners() { ss -Hltn "sport = :$DIRECT_PORT" | awk '{q += $2} END {print q + 0}'; }

@@ -23,8 +23,16 @@ pub enum ChannelScenario {
         channels: u64,
     },
     /// `rooms` rooms of `size` users; each user subscribes to its room and publishes `rate`
-    /// times a second to it.
-    Rooms { rooms: u64, size: u64, rate: f64 },
+    /// times a second to it. A room's users are consecutive user numbers, or with `spread`
+    /// every `rooms`-th one, so that they connect (and a drain moves them) at different
+    /// moments rather than together.
+    Rooms {
+        rooms: u64,
+        size: u64,
+        rate: f64,
+        #[serde(default)]
+        spread: bool,
+    },
 }
 
 /// What every user of a channel run does (part of the plan a worker receives).
@@ -103,8 +111,20 @@ impl ChannelPlan {
                     publish_rate: if publisher { rate } else { 0.0 },
                 }
             }
-            ChannelScenario::Rooms { size, rate, .. } => Role {
-                channel: format!("lt:{run_tag}:room-{}", global / size.max(1)),
+            ChannelScenario::Rooms {
+                rooms,
+                size,
+                rate,
+                spread,
+            } => Role {
+                channel: format!(
+                    "lt:{run_tag}:room-{}",
+                    if spread {
+                        global % rooms.max(1)
+                    } else {
+                        global / size.max(1)
+                    }
+                ),
                 subscribes: true,
                 publish_rate: rate,
             },
@@ -148,6 +168,16 @@ pub struct ChannelCounts {
     pub not_recovered: u64,
     /// Resubscriptions answered with another epoch than the subscription had.
     pub epoch_changes: u64,
+    /// Publications received in order in a recovery's `publications` (not live, so not
+    /// deliveries).
+    #[serde(default)]
+    pub recovered_publications: u64,
+    /// The channel's offset at each user's first subscription: publications made before
+    /// it joined, never owed to it. In `rooms`, where every user receives its room's
+    /// publications, `deliveries + recovered_publications + published_before_joining` =
+    /// `published` x the room size when every publish was answered and none was lost.
+    #[serde(default)]
+    pub published_before_joining: u64,
 }
 
 impl ChannelCounts {
@@ -166,6 +196,8 @@ impl ChannelCounts {
         self.recovered += other.recovered;
         self.not_recovered += other.not_recovered;
         self.epoch_changes += other.epoch_changes;
+        self.recovered_publications += other.recovered_publications;
+        self.published_before_joining += other.published_before_joining;
     }
 
     /// `publish`es that got neither `published` nor an `error` (lost with a connection, or
@@ -290,7 +322,7 @@ impl ChannelReport {
     pub fn table(&self) -> String {
         let c = &self.counts;
         format!(
-            "  channels     publishes {}  published {}  refused {}  unanswered {}  deliveries {} ({:.0}/s)\n               missing {}  duplicates {}  out of order {}  acked lost {}  acked not recovered {}\n               insufficient_state {}  recovered {}  not recovered {}  epoch changes {}  subscribes refused {}\n",
+            "  channels     publishes {}  published {}  refused {}  unanswered {}  deliveries {} ({:.0}/s)\n               missing {}  duplicates {}  out of order {}  acked lost {}  acked not recovered {}\n               insufficient_state {}  recovered {} ({} publications)  not recovered {}  epoch changes {}  subscribes refused {}\n",
             c.publishes,
             c.published,
             c.publish_refused,
@@ -304,6 +336,7 @@ impl ChannelReport {
             c.acked_unrecovered,
             c.insufficient_state,
             c.recovered,
+            c.recovered_publications,
             c.not_recovered,
             c.epoch_changes,
             c.subscribe_refused
@@ -363,6 +396,7 @@ mod tests {
                 rooms: 2,
                 size: 5,
                 rate: 1.0,
+                spread: false,
             },
             publish_for_ms: 1000,
             publish_from_ms: 0,
@@ -373,6 +407,23 @@ mod tests {
         assert_eq!(rooms.role("t", 4).channel, "lt:t:room-0");
         assert_eq!(rooms.role("t", 5).channel, "lt:t:room-1");
         assert!(!rooms.publishes_only(0));
+        let spread = ChannelPlan {
+            scenario: ChannelScenario::Rooms {
+                rooms: 2,
+                size: 5,
+                rate: 1.0,
+                spread: true,
+            },
+            ..rooms
+        };
+        assert_eq!(spread.users(), 10);
+        let members = |room: &str| {
+            (0..10)
+                .filter(|&u| spread.role("t", u).channel == room)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(members("lt:t:room-0"), [0, 2, 4, 6, 8]);
+        assert_eq!(members("lt:t:room-1"), [1, 3, 5, 7, 9]);
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub struct RoomsArgs {
     /// Publishes per second of each user.
     #[arg(long, default_value_t = 1.0)]
     pub publish_rate: f64,
+    /// A room's users are every --rooms-th user (room = user number mod --rooms) instead of
+    /// consecutive ones: they connect, and a server's drain moves them, at different moments.
+    #[arg(long)]
+    pub spread_rooms: bool,
     #[command(flatten)]
     pub channel: ChannelArgs,
 }
@@ -66,6 +70,7 @@ impl RoomsArgs {
             rooms: self.rooms,
             size: self.room_size,
             rate: self.publish_rate,
+            spread: self.spread_rooms,
         };
         channel_spec("rooms", shape, self.channel)
     }
@@ -142,7 +147,9 @@ fn channel_spec(
         ChannelScenario::Fanout {
             subscribers, rate, ..
         } => (subscribers, rate),
-        ChannelScenario::Rooms { rooms, size, rate } => {
+        ChannelScenario::Rooms {
+            rooms, size, rate, ..
+        } => {
             if !(1..=MAX_USERS).contains(&size) {
                 return Err(format!("--room-size must be between 1 and {MAX_USERS}"));
             }

@@ -59,7 +59,10 @@ impl ChannelMemory {
             self.tally.epoch_changes += 1;
         }
         match recovered {
-            None => self.last = offset,
+            None => {
+                self.last = offset;
+                self.tally.published_before_joining += offset;
+            }
             Some(true) => self.tally.recovered += 1,
             Some(false) => {
                 self.tally.not_recovered += 1;
@@ -108,6 +111,14 @@ impl ChannelMemory {
             self.settle_acks(offset, own);
         }
         true
+    }
+
+    /// A publication of a recovery's `publications`: received like a live one, and counted
+    /// as recovered when it is the next one.
+    pub(super) fn recovered_publication(&mut self, offset: u64, own: bool) {
+        if self.receive(offset, own) {
+            self.tally.recovered_publications += 1;
+        }
     }
 
     /// Acknowledgements of the current epoch at or below the newest offset are settled: the
@@ -196,6 +207,15 @@ mod tests {
     }
 
     #[test]
+    fn the_first_subscription_counts_what_was_published_before_the_user_joined() {
+        let mut m = subscribed_at(3);
+        assert_eq!(m.take_tally().unwrap().published_before_joining, 3);
+        // A resubscription with `recover` owes everything after the last offset received.
+        m.subscribed("E".into(), 9, Some(true));
+        assert_eq!(m.take_tally().unwrap().published_before_joining, 0);
+    }
+
+    #[test]
     fn an_acknowledged_publication_must_come_back_from_its_publisher() {
         let mut m = subscribed_at(0);
         // Acknowledged before it arrives, and after.
@@ -243,10 +263,13 @@ mod tests {
         let mut m = subscribed_at(2);
         m.subscribed("E".into(), 5, Some(true));
         for k in 3..=5 {
-            assert!(m.receive(k, false));
+            m.recovered_publication(k, false);
         }
+        // One the recovery brought twice is a duplicate, not a second recovered publication.
+        m.recovered_publication(5, false);
         assert_eq!(m.recover_from(), Some((5, "E")));
         let t = m.take_tally().unwrap();
         assert_eq!((t.recovered, t.missing, t.epoch_changes), (1, 0, 0));
+        assert_eq!((t.recovered_publications, t.duplicates), (3, 1));
     }
 }

@@ -4,7 +4,8 @@
 //! `--resubscribe-every`), tries again a moment later when a `subscribe` is refused
 //! (`broker_unavailable`), publishes on an open-loop schedule until the publishing window
 //! ends, and hands every answer and publication to its [`ChannelMemory`], which does the
-//! accounting. When the run stops it, it settles its subscription, unsubscribes and
+//! accounting. On `goodbye` it publishes nothing more, closes its side and takes what the
+//! server still sends before its close (the answers to publishes that crossed the goodbye). When the run stops it, it settles its subscription, unsubscribes and
 //! subscribes again with `recover`: the channel's newest offset then tells how many
 //! publications it never received live (missing).
 
@@ -145,7 +146,8 @@ impl<'a> ChannelSession<'a> {
                         return end;
                     }
                     if let Some(reconnect) = self.goodbye {
-                        self.close().await;
+                        self.leave_after_goodbye().await;
+                        self.flush();
                         return SessionEnd::Goodbye { reconnect };
                     }
                 }
@@ -296,7 +298,7 @@ impl<'a> ChannelSession<'a> {
         // Received, but not live: no delivery latency for them.
         for item in publications {
             let own = self.is_own(&item);
-            self.memory.receive(item.offset, own);
+            self.memory.recovered_publication(item.offset, own);
         }
         self.state = Subscription::Live;
         for item in std::mem::take(&mut self.early) {
@@ -401,14 +403,36 @@ impl<'a> ChannelSession<'a> {
         ended(self.goodbye)
     }
 
-    async fn close(&mut self) {
+    async fn send_close(&mut self) {
         let frame = CloseFrame {
             code: CloseCode::Normal,
             reason: "".into(),
         };
         let _ = self.ws.close(Some(frame)).await;
+    }
+
+    async fn close(&mut self) {
+        self.send_close().await;
         let _ = timeout(CLOSE_REPLY_WAIT, async {
             while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+    }
+
+    /// The server said `goodbye`: publish nothing more, close our side, and take what the
+    /// server sends until its close. It answers every request that came before our close
+    /// (docs/protocol.md, the grace of `server_shutdown`), so the `published` answers to
+    /// publishes that crossed the goodbye count as acknowledged, and publications still
+    /// arriving count too (the next connection recovers from the last one taken). Nothing
+    /// is subscribed again here: that is the next connection's first request.
+    async fn leave_after_goodbye(&mut self) {
+        self.send_close().await;
+        let _ = timeout(CLOSE_REPLY_WAIT, async {
+            while let Some(Ok(frame)) = self.ws.next().await {
+                if let Message::Text(text) = frame {
+                    self.on_text(&text);
+                }
+            }
         })
         .await;
     }

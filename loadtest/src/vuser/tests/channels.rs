@@ -31,6 +31,19 @@ async fn publication(ws: &mut Ws, offset: u64, from: &str) {
     tell(ws, "publication", fields).await;
 }
 
+/// Accepts the user and answers its first request, a `subscribe`, at `offset` of epoch E.
+async fn accept_subscriber(listener: &TcpListener, offset: u64) -> Ws {
+    let mut ws = accept(listener).await;
+    assert_eq!(request(&mut ws).await["type"], "subscribe");
+    tell(
+        &mut ws,
+        "subscribed",
+        json!({"channel": "c", "id": "s", "epoch": "E", "offset": offset, "ts": 1}),
+    )
+    .await;
+    ws
+}
+
 fn subscriber(resubscribe_every_ms: Option<u64>) -> Behaviour {
     Behaviour {
         channels: Some(ChannelPlan {
@@ -38,6 +51,7 @@ fn subscriber(resubscribe_every_ms: Option<u64>) -> Behaviour {
                 rooms: 1,
                 size: 1,
                 rate: 1.0,
+                spread: false,
             },
             publish_for_ms: 1,
             publish_from_ms: 0,
@@ -48,20 +62,26 @@ fn subscriber(resubscribe_every_ms: Option<u64>) -> Behaviour {
     }
 }
 
-/// Runs one channel session of user `u` on channel `c` (no publishing) until `stop` and the
-/// user's final check are over.
-async fn run_subscriber(ctx: &UserContext, stop: &CancellationToken) -> SessionEnd {
+/// Runs one channel session of user `u` on channel `c`, publishing `publish_rate` times a
+/// second for up to 10 s, until `stop` and the user's final check are over, or the server
+/// ends it.
+async fn run_subscriber(
+    ctx: &UserContext,
+    stop: &CancellationToken,
+    publish_rate: f64,
+) -> SessionEnd {
     let (ws, _) = connect(ctx, "u", None).await.unwrap();
     let role = Role {
         channel: "c".into(),
         subscribes: true,
-        publish_rate: 0.0,
+        publish_rate,
     };
     let mut memory = ChannelMemory::default();
     let session = ChannelSession::new(ctx, ws, &role, "u", &mut memory);
+    let now = Instant::now();
     timeout(
         Duration::from_secs(20),
-        session.run(stop, (Instant::now(), Instant::now())),
+        session.run(stop, (now, now + Duration::from_secs(10))),
     )
     .await
     .expect("the user left by itself")
@@ -137,7 +157,7 @@ async fn refusals_and_insufficient_state_are_recovered_from_and_accounted() {
         read_to_end(&mut ws).await;
     });
     let ctx = context(target, subscriber(None));
-    let end = run_subscriber(&ctx, &stop).await;
+    let end = run_subscriber(&ctx, &stop, 0.0).await;
     server.await.unwrap();
     assert_eq!(end, SessionEnd::Stopped);
     let c = ctx.recorder.take(1).counts.channels;
@@ -158,14 +178,7 @@ async fn a_subscriber_told_to_resubscribe_leaves_and_comes_back_with_recover() {
     let stop = CancellationToken::new();
     let stopper = stop.clone();
     let server = tokio::spawn(async move {
-        let mut ws = accept(&listener).await;
-        assert_eq!(request(&mut ws).await["type"], "subscribe");
-        tell(
-            &mut ws,
-            "subscribed",
-            json!({"channel": "c", "id": "s", "epoch": "E", "offset": 2, "ts": 1}),
-        )
-        .await;
+        let mut ws = accept_subscriber(&listener, 2).await;
         publication(&mut ws, 3, "v").await;
         // Within 50..150 ms: it leaves on its own.
         assert_eq!(request(&mut ws).await["type"], "unsubscribe");
@@ -200,7 +213,7 @@ async fn a_subscriber_told_to_resubscribe_leaves_and_comes_back_with_recover() {
         read_to_end(&mut ws).await;
     });
     let ctx = context(target, subscriber(Some(100)));
-    let end = run_subscriber(&ctx, &stop).await;
+    let end = run_subscriber(&ctx, &stop, 0.0).await;
     server.await.unwrap();
     assert_eq!(end, SessionEnd::Stopped);
     let c = ctx.recorder.take(1).counts.channels;
@@ -209,4 +222,52 @@ async fn a_subscriber_told_to_resubscribe_leaves_and_comes_back_with_recover() {
         c.duplicates, 1,
         "offset 5 live after the recovery that brought it: the seam failed"
     );
+}
+
+#[tokio::test]
+async fn publishes_that_crossed_the_goodbye_are_answered_and_counted_before_the_user_leaves() {
+    let (target, listener) = listen().await;
+    let server = tokio::spawn(async move {
+        let mut ws = accept_subscriber(&listener, 0).await;
+        // The drain: `goodbye` comes between the first publish and its answer. The server
+        // answers it and every later publish until the user's close, as it does in its grace.
+        let mut offset = 0;
+        let mut said_goodbye = false;
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    let publish: Value = serde_json::from_str(&text).unwrap();
+                    assert_eq!(publish["type"], "publish");
+                    if !said_goodbye {
+                        say(&mut ws, goodbye("server_shutdown", true)).await;
+                        said_goodbye = true;
+                    }
+                    offset += 1;
+                    tell(
+                        &mut ws,
+                        "published",
+                        json!({"channel": "c", "id": publish["id"], "offset": offset, "epoch": "E", "ts": 1}),
+                    )
+                    .await;
+                    publication(&mut ws, offset, "u").await;
+                }
+                Some(Ok(Message::Close(_))) => break,
+                other => panic!("expected a publish or the user's close, got {other:?}"),
+            }
+        }
+        read_to_end(&mut ws).await;
+        offset
+    });
+    let ctx = context(target, subscriber(None));
+    let end = run_subscriber(&ctx, &CancellationToken::new(), 20.0).await;
+    let answered = server.await.unwrap();
+    assert_eq!(end, SessionEnd::Goodbye { reconnect: true });
+    let c = ctx.recorder.take(1).counts.channels;
+    assert!(answered >= 1);
+    assert_eq!(
+        (c.publishes, c.published),
+        (answered, answered),
+        "every publish answered and taken"
+    );
+    assert_eq!((c.deliveries, c.acked_lost, c.missing), (answered, 0, 0));
 }
