@@ -39,8 +39,8 @@ run() {
     LOG_LEVEL=warn valgrind --tool=callgrind --callgrind-out-file=/dev/null "$binary" \
     > "$WORK/server.log" 2>&1 &
   pid=$!
-  # valgrind starts slowly: wait for the port.
-  for _ in $(seq 100); do
+  # valgrind starts slowly (a minute on a busy host): wait for the port.
+  for _ in $(seq 600); do
     (exec 3<> "/dev/tcp/127.0.0.1/$PORT") 2> /dev/null && break
     sleep 0.1
   done
