@@ -48,7 +48,7 @@ run() {
     echo)
       "$LOADTEST" custom --url "ws://127.0.0.1:$PORT" --quiet --json --timeout 10s --users 50 \
         --ramp 0s --duration "$duration" --closed-loop 1 --payload-bytes 64 > "$WORK/load.json" \
-        2> "$WORK/load.err"
+        2> "$WORK/load.err" || [ $? -eq 1 ]  # 1: a latency threshold failed under valgrind
       ;;
     fanout)
       # Publishing stops 2 s before the end: the 2 s run publishes for 1 s (half of it).
