@@ -7,7 +7,8 @@
 #   bench/instructions.sh [SERVER_BINARY...]    # default: target/release/concurrent-socket
 #   LOAD=fanout bench/instructions.sh [SERVER_BINARY...]
 #
-# For each binary: two runs under callgrind of the same load, 2 s and 8 s long; the difference
+# For each binary: two runs under callgrind of the same load, 2 s and 8 s long (SHORT and LONG:
+# longer on a busy host, where the short run may answer nothing); the difference
 # of their instruction totals divided by the difference of their messages answered leaves out
 # start-up, handshakes and shutdown. LOAD=echo (the default): a closed loop of 50 users with
 # 64-byte payloads. LOAD=fanout: one channel of 100 subscribers and one publisher at 20
@@ -63,8 +64,8 @@ run() {
 }
 
 for binary in "$@"; do
-  read -r short_msgs short_ir < <(run "$binary" 2s)
-  read -r long_msgs long_ir < <(run "$binary" 8s)
+  read -r short_msgs short_ir < <(run "$binary" "${SHORT:-2s}")
+  read -r long_msgs long_ir < <(run "$binary" "${LONG:-8s}")
   echo "$binary: $(((long_ir - short_ir) / (long_msgs - short_msgs))) instructions per $UNIT" \
     "($short_msgs and $long_msgs $UNITS, load $LOAD)"
 done

@@ -9,12 +9,12 @@
 //! write all the answers of one wake-up in one system call.
 
 use axum::extract::FromRequestParts;
-use futures_util::FutureExt;
-use futures_util::future::Either;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;

@@ -14,12 +14,11 @@ thread_local! {
     static WRITE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
-/// An empty read buffer with at least `capacity` bytes free: the thread's spare, or a new one.
+/// An empty read buffer: the thread's spare (reading goes on in what it has left free, as it
+/// would in the connection's own), or a new one of `capacity` bytes.
 pub(super) fn read_buffer(capacity: usize) -> BytesMut {
-    let mut buffer = READ.with(Cell::take).unwrap_or_default();
-    // The spare's memory is reused when no frame read into it is still alive.
-    buffer.reserve(capacity);
-    buffer
+    READ.with(Cell::take)
+        .unwrap_or_else(|| BytesMut::with_capacity(capacity))
 }
 
 /// Gives an empty read buffer back to this thread, unless it has no memory or more than
@@ -76,6 +75,7 @@ mod tests {
         let frame = buffer.split_to(7).freeze();
         give_back_read_buffer(buffer, 1024);
         let mut again = read_buffer(64);
+        again.reserve(64);
         again.extend_from_slice(b"another");
         assert_eq!(&frame[..], b"payload");
         assert!(again.capacity() >= 64);
