@@ -13,6 +13,8 @@ use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -131,11 +133,14 @@ impl UpgradeRequest {
         Served: Future<Output = ()> + Send + 'static,
     {
         let UpgradeRequest { key, on_upgrade } = self;
-        tokio::spawn(async move {
-            if let Some(upgraded) = take_over(on_upgrade).await {
-                serve(upgraded).await;
-            }
+        // Combinators, not an `async` block: a block would keep `serve` (what the session is
+        // made of) captured beside the session for the connection's whole life; `then` holds
+        // one, then the other.
+        let task = take_over(on_upgrade).then(|upgraded| match upgraded {
+            Some(upgraded) => Either::Left(serve(upgraded)),
+            None => Either::Right(std::future::ready(())),
         });
+        tokio::spawn(task);
         let accept = HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
             .expect("base64 is a valid header value");
         (

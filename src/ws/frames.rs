@@ -17,11 +17,14 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control
 use tokio_tungstenite::tungstenite::protocol::frame::{FrameHeader, Utf8Bytes};
 use tokio_util::io::poll_read_buf;
 
+use super::spare;
 use super::utf8::{InvalidUtf8, Utf8Stream, unmask};
 
-/// The read buffer of a connection (tungstenite's default, 128 KiB, would be allocated for
-/// every socket up front). Larger frames still arrive whole: the buffer is grown to the
-/// announced frame length, and given back once the frame is read.
+/// The read buffer a connection reads into (tungstenite's default, 128 KiB, would be
+/// allocated for every socket up front). It is lent by the thread ([`spare`]) for each read
+/// and given back when everything read has been parsed, so an idle connection holds none.
+/// Larger frames still arrive whole: the buffer is grown to the announced frame length, and
+/// given back once the frame is read.
 pub const READ_BUFFER_BYTES: usize = 1024;
 /// The longest frame header (RFC 6455 5.2).
 const HEADER_MAX_BYTES: usize = 14;
@@ -74,11 +77,8 @@ pub(super) struct FrameReader {
 impl FrameReader {
     pub(super) fn new(already_read: Vec<u8>, hard_limit: usize) -> FrameReader {
         FrameReader {
-            buffer: {
-                let mut buffer = BytesMut::with_capacity(READ_BUFFER_BYTES.max(already_read.len()));
-                buffer.extend_from_slice(&already_read);
-                buffer
-            },
+            // No memory unless the HTTP server read past the request: reads borrow a buffer.
+            buffer: BytesMut::from(&already_read[..]),
             frame: None,
             message: None,
             utf8: Utf8Stream::default(),
@@ -118,14 +118,28 @@ impl FrameReader {
             }
             // Reads into the free capacity: a frame header's worth at least, the whole frame
             // when its header announced it (`next_frame` reserved it).
+            if self.buffer.capacity() == 0 {
+                self.buffer = spare::read_buffer(READ_BUFFER_BYTES);
+            }
             self.buffer.reserve(HEADER_MAX_BYTES);
             match poll_read_buf(Pin::new(&mut *stream), cx, &mut self.buffer) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Ok(None)),
                 Poll::Ready(Ok(_)) => arrived = true,
                 Poll::Ready(Err(_)) => return Poll::Ready(Err(ReadFailure::Transport)),
                 Poll::Pending if arrived => return Poll::Ready(Ok(Some(Incoming::Partial))),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    self.give_back_if_parsed();
+                    return Poll::Pending;
+                }
             }
+        }
+    }
+
+    /// Everything read is parsed and no frame is half read: the buffer goes back to the
+    /// thread until the next read, so that a connection waiting for data holds none.
+    fn give_back_if_parsed(&mut self) {
+        if self.buffer.is_empty() && self.frame.is_none() {
+            spare::give_back_read_buffer(std::mem::take(&mut self.buffer), READ_BUFFER_BYTES);
         }
     }
 

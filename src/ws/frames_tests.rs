@@ -179,3 +179,26 @@ fn a_large_frame_leaves_no_large_buffer_behind() {
     assert!(matches!(message, Some(Incoming::Binary(b)) if b.len() == 200_000));
     assert!(reader.buffer.capacity() < 4 * READ_BUFFER_BYTES);
 }
+
+#[test]
+fn a_reader_waiting_for_data_holds_no_buffer_but_one_with_half_a_frame_does() {
+    let mut reader = FrameReader::new(Vec::new(), 1 << 20);
+    let whole = frame(0x81, b"hello");
+    let mut stream = Pieces::new([whole.clone(), whole[..3].to_vec()].into_iter());
+    assert!(matches!(
+        next(&mut reader, &mut stream),
+        Some(Ok(Some(Incoming::Text(_))))
+    ));
+    assert!(next(&mut reader, &mut stream).is_none());
+    assert_eq!(
+        reader.buffer.capacity(),
+        0,
+        "idle: the buffer went back to the thread"
+    );
+    assert!(matches!(
+        next(&mut reader, &mut stream),
+        Some(Ok(Some(Incoming::Partial)))
+    ));
+    assert!(next(&mut reader, &mut stream).is_none());
+    assert!(reader.buffer.capacity() > 0, "half a frame keeps its bytes");
+}

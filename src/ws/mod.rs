@@ -10,6 +10,7 @@ mod cork;
 mod detach;
 mod frames;
 mod outbox;
+mod spare;
 mod stream;
 mod utf8;
 

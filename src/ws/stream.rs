@@ -1,7 +1,7 @@
 //! The stream adapter: one WebSocket on the connection's own TCP stream, driven from the
 //! connection's task (no extra task, no waker proxy): frames read by [`FrameReader`], frames
-//! written through one corking buffer that is given back after a large write, and the state of
-//! the closing handshake.
+//! written through one corking buffer that the thread lends while frames wait for the kernel,
+//! and the state of the closing handshake.
 
 use std::io;
 use std::pin::Pin;
@@ -15,12 +15,14 @@ use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
 use super::frames::{FrameReader, Incoming, ReadFailure};
+use super::spare;
 
 /// Frames queued in one wake-up are gathered up to this many bytes before they are written:
 /// one `write` system call carries every answer of a wake-up (a pipelining client, a
 /// heartbeat with its ping) instead of one call per frame.
 pub const CORK_BYTES: usize = 16 * 1024;
-/// A write buffer that grew beyond this for a large answer is freed once written.
+/// A written-out buffer goes back to the thread ([`spare`]) for the next connection it
+/// writes for, unless it grew beyond this for a large answer: then it is freed.
 const WRITE_BUFFER_KEPT_BYTES: usize = 2 * CORK_BYTES;
 /// Frames larger than this many times `MAX_MESSAGE_BYTES` are not read at all: the
 /// connection is closed with 1009. Between 1x and this, the message is read and answered with
@@ -31,7 +33,8 @@ pub const HARD_LIMIT_FACTOR: usize = 4;
 pub struct WebSocket {
     stream: TcpStream,
     reader: FrameReader,
-    /// Frames formatted and not yet taken by the kernel.
+    /// Frames formatted and not yet taken by the kernel; no memory while empty (lent by the
+    /// thread while frames are written).
     unsent: Vec<u8>,
     /// Our close frame is in `unsent` or sent: nothing more may be (RFC 6455 5.5.1).
     close_sent: bool,
@@ -101,7 +104,27 @@ impl WebSocket {
 
     /// Formats `message` behind what waits, without writing.
     pub(super) fn queue_frame(&mut self, message: Message) {
-        format_frame(message, &mut self.unsent);
+        format_frame(message, self.write_buffer());
+    }
+
+    /// The buffer frames are formatted into, borrowed from the thread when empty.
+    fn write_buffer(&mut self) -> &mut Vec<u8> {
+        if self.unsent.capacity() == 0 {
+            self.unsent = spare::write_buffer();
+        }
+        &mut self.unsent
+    }
+
+    /// Takes `written` bytes off the front of the write buffer; an empty one goes back to
+    /// the thread (a large one is freed), so that an idle connection holds none.
+    fn consume_written(&mut self, written: usize) {
+        self.unsent.drain(..written);
+        if self.unsent.is_empty() {
+            spare::give_back_write_buffer(
+                std::mem::take(&mut self.unsent),
+                WRITE_BUFFER_KEPT_BYTES,
+            );
+        }
     }
 
     /// Writes what the kernel takes now, without waiting; stops at the first error (the
@@ -114,7 +137,7 @@ impl WebSocket {
                 _ => break,
             }
         }
-        self.unsent.drain(..written);
+        self.consume_written(written);
     }
 
     /// The socket off the runtime, the bytes read and not parsed, the frames not written.
@@ -144,7 +167,7 @@ impl WebSocket {
     pub(super) fn write(&mut self, message: Message, cx: &mut Context<'_>) -> io::Result<bool> {
         if !self.close_sent {
             self.close_sent = matches!(message, Message::Close(_));
-            format_frame(message, &mut self.unsent);
+            format_frame(message, self.write_buffer());
         }
         if self.unsent.len() <= CORK_BYTES {
             return Ok(true);
@@ -166,10 +189,7 @@ impl WebSocket {
                 Poll::Pending => break Ok(false),
             }
         };
-        self.unsent.drain(..written);
-        if self.unsent.is_empty() && self.unsent.capacity() > WRITE_BUFFER_KEPT_BYTES {
-            self.unsent = Vec::new();
-        }
+        self.consume_written(written);
         result
     }
 }
