@@ -199,6 +199,7 @@ mod tests {
             rooms: 2,
             size: 4,
             rate: 1.0,
+            spread: false,
         };
         assert_eq!(servers(&plan(Some(p), rooms)), [a, b, a, b, a, b, a, b]);
     }
