@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
-use futures_util::future::join_all;
 use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
@@ -24,8 +23,10 @@ use super::super::broker::{SinkEvent, StreamPosition};
 use super::shared::Shared;
 use crate::metrics::{BrokerOperation, GapRepair};
 
-/// Channels named in one SUBSCRIBE when a new connection takes them all back.
-const RESUBSCRIBE_BATCH: usize = 256;
+/// Channels named in one SUBSCRIBE (a new connection taking them all back), and requests
+/// served together: a burst of subscribes costs one SUBSCRIBE and one round of position reads
+/// per batch, and between batches the task can serve pub/sub again.
+const SUBSCRIBE_BATCH: usize = 256;
 /// Position reads in flight at once during a check.
 const CHECK_BATCH: usize = 256;
 
@@ -35,6 +36,14 @@ pub(super) enum Control {
     Subscribe(Arc<str>, oneshot::Sender<Result<(), ()>>),
     /// One local subscriber fewer.
     Unsubscribe(Arc<str>),
+}
+
+/// A channel no longer subscribed when a batch of requests began: how many of its subscribes
+/// and unsubscribes the batch holds, in their order, and the subscribes that wait for it.
+#[derive(Default)]
+struct Pending {
+    subscribers: usize,
+    waiting: Vec<oneshot::Sender<Result<(), ()>>>,
 }
 
 /// A channel subscribed here.
@@ -131,14 +140,7 @@ impl Task {
             .keys()
             .map(|channel| self.shared.keys.topic(channel))
             .collect();
-        for batch in topics.chunks(RESUBSCRIBE_BATCH) {
-            if !matches!(
-                tokio::time::timeout(timeout, sink.subscribe(batch)).await,
-                Ok(Ok(()))
-            ) {
-                return None;
-            }
-        }
+        subscribe(&mut sink, &topics, timeout).await.ok()?;
         self.shared.set_pubsub_up(true);
         self.shared.probe().await;
         // Whatever was published while no connection listened is in the history, or lost.
@@ -158,7 +160,8 @@ impl Task {
                 biased;
                 request = self.control.recv() => match request {
                     Some(request) => {
-                        if self.apply(request, &mut sink).await.is_err() {
+                        let requests = self.queued_behind(request);
+                        if self.apply(requests, &mut sink).await.is_err() {
                             return Ended::Lost;
                         }
                     }
@@ -215,56 +218,130 @@ impl Task {
         true
     }
 
-    /// Serves a request; an error means the connection failed under it.
-    async fn apply(&mut self, request: Control, sink: &mut PubSubSink) -> Result<(), ()> {
-        let timeout = self.shared.timeout;
-        match request {
-            Control::Subscribe(channel, reply) => {
-                if let Some(tracker) = self.channels.get_mut(&channel) {
-                    tracker.subscribers += 1;
-                    let _ = reply.send(Ok(()));
-                    return Ok(());
-                }
-                let topic = self.shared.keys.topic(&channel);
-                if !matches!(
-                    tokio::time::timeout(timeout, sink.subscribe(&topic)).await,
-                    Ok(Ok(()))
-                ) {
-                    let _ = reply.send(Err(()));
-                    return Err(());
-                }
-                // From here on every publication reaches this connection; the position read
-                // after it says which ones the subscribers' history reads will cover.
-                let Ok(position) = self.shared.read(&channel, None).await else {
-                    let _ = reply.send(Err(()));
-                    return unsubscribe(sink, &topic, timeout).await;
-                };
-                let tracker = Tracker {
-                    subscribers: 1,
-                    epoch: position.epoch,
-                    delivered: position.top,
-                    seen_ahead: None,
-                    unrepaired: false,
-                };
-                self.channels.insert(channel, tracker);
-                let _ = reply.send(Ok(()));
-                Ok(())
-            }
-            Control::Unsubscribe(channel) => {
-                if !self.release(&channel) {
-                    return Ok(());
-                }
-                let topic = self.shared.keys.topic(&channel);
-                let result = unsubscribe(sink, &topic, timeout).await;
-                if result.is_err() {
-                    self.shared
-                        .gauges
-                        .metrics
-                        .error(BrokerOperation::Unsubscribe);
-                }
-                result
+    /// `first` and the requests queued behind it, up to [`SUBSCRIBE_BATCH`], in their order.
+    fn queued_behind(&mut self, first: Control) -> Vec<Control> {
+        let mut requests = vec![first];
+        while requests.len() < SUBSCRIBE_BATCH {
+            match self.control.try_recv() {
+                Ok(request) => requests.push(request),
+                Err(_) => break, // empty, or closed: the next `recv` says so
             }
         }
+        requests
+    }
+
+    /// Serves a batch of requests; an error means the connection failed under it. The counts
+    /// follow the requests in order; Redis then gets one UNSUBSCRIBE for the channels left
+    /// without subscribers and one SUBSCRIBE for those that got their first. A channel whose
+    /// count passes through zero within the batch stays as it was in Redis: no pub/sub
+    /// message is dispatched in between, so that is what serving them one by one gives.
+    async fn apply(&mut self, requests: Vec<Control>, sink: &mut PubSubSink) -> Result<(), ()> {
+        let mut pending: HashMap<Arc<str>, Pending> = HashMap::new();
+        let mut released = Vec::new();
+        for request in requests {
+            match request {
+                Control::Subscribe(channel, reply) => {
+                    if let Some(tracker) = self.channels.get_mut(&channel) {
+                        tracker.subscribers += 1;
+                        let _ = reply.send(Ok(()));
+                    } else {
+                        let waiting = pending.entry(channel).or_default();
+                        waiting.subscribers += 1;
+                        waiting.waiting.push(reply);
+                    }
+                }
+                Control::Unsubscribe(channel) => {
+                    if let Some(tracker) = self.channels.get_mut(&channel) {
+                        tracker.subscribers = tracker.subscribers.saturating_sub(1);
+                        released.push(channel);
+                    } else if let Some(waiting) = pending.get_mut(&channel) {
+                        waiting.subscribers = waiting.subscribers.saturating_sub(1);
+                    }
+                }
+            }
+        }
+        self.unsubscribe_unused(released, sink).await?;
+        // Subscribed and unsubscribed again within the batch: served, never in Redis.
+        pending.retain(|_, waiting| {
+            let unused = waiting.subscribers == 0;
+            if unused {
+                answer(std::mem::take(&mut waiting.waiting), Ok(()));
+            }
+            !unused
+        });
+        self.subscribe_new(pending, sink).await
+    }
+
+    /// Drops the channels of `released` left without subscribers, in one UNSUBSCRIBE.
+    async fn unsubscribe_unused(
+        &mut self,
+        released: Vec<Arc<str>>,
+        sink: &mut PubSubSink,
+    ) -> Result<(), ()> {
+        let mut topics = Vec::new();
+        for channel in released {
+            let unused = self
+                .channels
+                .get(&channel)
+                .is_some_and(|tracker| tracker.subscribers == 0);
+            if unused {
+                self.channels.remove(&channel);
+                topics.push(self.shared.keys.topic(&channel));
+            }
+        }
+        let result = unsubscribe(sink, &topics, self.shared.timeout).await;
+        if result.is_err() {
+            self.shared
+                .gauges
+                .metrics
+                .error(BrokerOperation::Unsubscribe);
+        }
+        result
+    }
+
+    /// Subscribes the channels of `pending` in one SUBSCRIBE, reads their positions in one
+    /// round, and answers their waiting subscribes: a channel whose read failed is refused
+    /// and unsubscribed; a SUBSCRIBE that failed refuses them all and is the connection's end.
+    async fn subscribe_new(
+        &mut self,
+        pending: HashMap<Arc<str>, Pending>,
+        sink: &mut PubSubSink,
+    ) -> Result<(), ()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let timeout = self.shared.timeout;
+        let (names, pending): (Vec<Arc<str>>, Vec<Pending>) = pending.into_iter().unzip();
+        let topics: Vec<String> = names.iter().map(|c| self.shared.keys.topic(c)).collect();
+        if subscribe(sink, &topics, timeout).await.is_err() {
+            for waiting in pending {
+                answer(waiting.waiting, Err(()));
+            }
+            return Err(());
+        }
+        // From here on every publication reaches this connection; the position reads after
+        // it say which ones the subscribers' history reads will cover.
+        let positions = self.shared.positions(&names).await;
+        let mut unread = Vec::new();
+        for (((channel, topic), waiting), position) in
+            names.into_iter().zip(topics).zip(pending).zip(positions)
+        {
+            let Ok(position) = position else {
+                answer(waiting.waiting, Err(()));
+                unread.push(topic);
+                continue;
+            };
+            let tracker = Tracker {
+                subscribers: waiting.subscribers,
+                epoch: position.epoch,
+                delivered: position.top,
+                seen_ahead: None,
+                unrepaired: false,
+            };
+            self.channels.insert(channel, tracker);
+            answer(waiting.waiting, Ok(()));
+        }
+        unsubscribe(sink, &unread, timeout).await
     }
 
     /// A pub/sub message: handed on when it is the channel's next offset, dropped when
@@ -355,8 +432,7 @@ impl Task {
     async fn check_positions(&mut self, after_loss: bool) {
         let names: Vec<Arc<str>> = self.channels.keys().cloned().collect();
         for batch in names.chunks(CHECK_BATCH) {
-            let reads = batch.iter().map(|channel| self.shared.read(channel, None));
-            let positions = join_all(reads).await;
+            let positions = self.shared.positions(batch).await;
             for (channel, position) in batch.iter().zip(positions) {
                 let Some(tracker) = self.channels.get_mut(channel) else {
                     continue;
@@ -381,8 +457,36 @@ impl Task {
     }
 }
 
-async fn unsubscribe(sink: &mut PubSubSink, topic: &str, timeout: Duration) -> Result<(), ()> {
-    match tokio::time::timeout(timeout, sink.unsubscribe(topic)).await {
+fn answer(waiting: Vec<oneshot::Sender<Result<(), ()>>>, result: Result<(), ()>) {
+    for reply in waiting {
+        let _ = reply.send(result);
+    }
+}
+
+/// SUBSCRIBEs to `topics`, [`SUBSCRIBE_BATCH`] in one command.
+async fn subscribe(sink: &mut PubSubSink, topics: &[String], timeout: Duration) -> Result<(), ()> {
+    for batch in topics.chunks(SUBSCRIBE_BATCH) {
+        if !matches!(
+            tokio::time::timeout(timeout, sink.subscribe(batch)).await,
+            Ok(Ok(()))
+        ) {
+            return Err(());
+        }
+    }
+    Ok(())
+}
+
+/// UNSUBSCRIBEs from `topics` in one command; none is no command (an UNSUBSCRIBE naming no
+/// topic would drop them all).
+async fn unsubscribe(
+    sink: &mut PubSubSink,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<(), ()> {
+    if topics.is_empty() {
+        return Ok(());
+    }
+    match tokio::time::timeout(timeout, sink.unsubscribe(topics)).await {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
     }
