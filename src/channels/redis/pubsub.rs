@@ -1,12 +1,12 @@
 //! The pub/sub side of the Redis engine: one task owns the process's pub/sub connection, the
 //! reference count of local subscribers per channel (SUBSCRIBE on the first, UNSUBSCRIBE
-//! after the last) and, per channel, the epoch and last offset handed to the sink. Nothing is
-//! handed on out of sequence: an offset that skips, a lost connection (resubscribed in
-//! batches on the next one) or a position check that finds Redis ahead of what arrived are
-//! repaired from the history stream in order, and when the history cannot fill the gap the
-//! sink is told so ([`SinkEvent::Gap`]: the hub ends the local subscriptions with
-//! `insufficient_state`). The connection is made again with exponential backoff; meanwhile
-//! subscribes are refused.
+//! after the last; the requests queued at once served as one batch) and, per channel, the
+//! epoch and last offset handed to the sink. Nothing is handed on out of sequence: an offset
+//! that skips, a lost connection (resubscribed in batches on the next one) or a position check
+//! that finds Redis ahead of what arrived are repaired from the history stream in order, and
+//! when the history cannot fill the gap the sink is told so ([`SinkEvent::Gap`]: the hub ends
+//! the local subscriptions with `insufficient_state`). The connection is made again with
+//! exponential backoff; meanwhile subscribes are refused.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,8 +38,8 @@ pub(super) enum Control {
     Unsubscribe(Arc<str>),
 }
 
-/// A channel no longer subscribed when a batch of requests began: how many of its subscribes
-/// and unsubscribes the batch holds, in their order, and the subscribes that wait for it.
+/// A channel not subscribed here when a batch of requests began: its local subscribers after
+/// the batch's requests so far, and the subscribes that wait for it to be subscribed.
 #[derive(Default)]
 struct Pending {
     subscribers: usize,
