@@ -260,7 +260,10 @@ impl Task {
                 }
             }
         }
-        self.unsubscribe_unused(released, sink).await?;
+        if self.unsubscribe_unused(released, sink).await.is_err() {
+            refuse(pending.into_values());
+            return Err(());
+        }
         // Subscribed and unsubscribed again within the batch: served, never in Redis.
         pending.retain(|_, waiting| {
             let unused = waiting.subscribers == 0;
@@ -314,9 +317,7 @@ impl Task {
         let (names, pending): (Vec<Arc<str>>, Vec<Pending>) = pending.into_iter().unzip();
         let topics: Vec<String> = names.iter().map(|c| self.shared.keys.topic(c)).collect();
         if subscribe(sink, &topics, timeout).await.is_err() {
-            for waiting in pending {
-                answer(waiting.waiting, Err(()));
-            }
+            refuse(pending);
             return Err(());
         }
         // From here on every publication reaches this connection; the position reads after
@@ -457,6 +458,14 @@ impl Task {
     }
 }
 
+/// Refuses every subscribe waiting for these channels: the connection failed under them.
+fn refuse(pending: impl IntoIterator<Item = Pending>) {
+    for waiting in pending {
+        answer(waiting.waiting, Err(()));
+    }
+}
+
+/// Answers every subscribe of `waiting` with `result`.
 fn answer(waiting: Vec<oneshot::Sender<Result<(), ()>>>, result: Result<(), ()>) {
     for reply in waiting {
         let _ = reply.send(result);
