@@ -1,12 +1,12 @@
 //! The pub/sub side of the Redis engine: one task owns the process's pub/sub connection, the
 //! reference count of local subscribers per channel (SUBSCRIBE on the first, UNSUBSCRIBE
-//! after the last) and, per channel, the epoch and last offset handed to the sink. Nothing is
-//! handed on out of sequence: an offset that skips, a lost connection (resubscribed in
-//! batches on the next one) or a position check that finds Redis ahead of what arrived are
-//! repaired from the history stream in order, and when the history cannot fill the gap the
-//! sink is told so ([`SinkEvent::Gap`]: the hub ends the local subscriptions with
-//! `insufficient_state`). The connection is made again with exponential backoff; meanwhile
-//! subscribes are refused.
+//! after the last; the requests queued at once served as one batch) and, per channel, the
+//! epoch and last offset handed to the sink. Nothing is handed on out of sequence: an offset
+//! that skips, a lost connection (resubscribed in batches on the next one) or a position check
+//! that finds Redis ahead of what arrived are repaired from the history stream in order, and
+//! when the history cannot fill the gap the sink is told so ([`SinkEvent::Gap`]: the hub ends
+//! the local subscriptions with `insufficient_state`). The connection is made again with
+//! exponential backoff; meanwhile subscribes are refused.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
-use futures_util::future::join_all;
 use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
@@ -24,8 +23,12 @@ use super::super::broker::{SinkEvent, StreamPosition};
 use super::shared::Shared;
 use crate::metrics::{BrokerOperation, GapRepair};
 
-/// Channels named in one SUBSCRIBE when a new connection takes them all back.
-const RESUBSCRIBE_BATCH: usize = 256;
+mod requests;
+
+/// Channels named in one SUBSCRIBE (a new connection taking them all back), and requests
+/// served together: a burst of subscribes costs one SUBSCRIBE and one round of position reads
+/// per batch, and between batches the task can serve pub/sub again.
+const SUBSCRIBE_BATCH: usize = 256;
 /// Position reads in flight at once during a check.
 const CHECK_BATCH: usize = 256;
 
@@ -131,14 +134,7 @@ impl Task {
             .keys()
             .map(|channel| self.shared.keys.topic(channel))
             .collect();
-        for batch in topics.chunks(RESUBSCRIBE_BATCH) {
-            if !matches!(
-                tokio::time::timeout(timeout, sink.subscribe(batch)).await,
-                Ok(Ok(()))
-            ) {
-                return None;
-            }
-        }
+        subscribe(&mut sink, &topics, timeout).await.ok()?;
         self.shared.set_pubsub_up(true);
         self.shared.probe().await;
         // Whatever was published while no connection listened is in the history, or lost.
@@ -158,7 +154,8 @@ impl Task {
                 biased;
                 request = self.control.recv() => match request {
                     Some(request) => {
-                        if self.apply(request, &mut sink).await.is_err() {
+                        let requests = self.queued_behind(request);
+                        if self.apply(requests, &mut sink).await.is_err() {
                             return Ended::Lost;
                         }
                     }
@@ -213,58 +210,6 @@ impl Task {
         }
         self.channels.remove(channel);
         true
-    }
-
-    /// Serves a request; an error means the connection failed under it.
-    async fn apply(&mut self, request: Control, sink: &mut PubSubSink) -> Result<(), ()> {
-        let timeout = self.shared.timeout;
-        match request {
-            Control::Subscribe(channel, reply) => {
-                if let Some(tracker) = self.channels.get_mut(&channel) {
-                    tracker.subscribers += 1;
-                    let _ = reply.send(Ok(()));
-                    return Ok(());
-                }
-                let topic = self.shared.keys.topic(&channel);
-                if !matches!(
-                    tokio::time::timeout(timeout, sink.subscribe(&topic)).await,
-                    Ok(Ok(()))
-                ) {
-                    let _ = reply.send(Err(()));
-                    return Err(());
-                }
-                // From here on every publication reaches this connection; the position read
-                // after it says which ones the subscribers' history reads will cover.
-                let Ok(position) = self.shared.read(&channel, None).await else {
-                    let _ = reply.send(Err(()));
-                    return unsubscribe(sink, &topic, timeout).await;
-                };
-                let tracker = Tracker {
-                    subscribers: 1,
-                    epoch: position.epoch,
-                    delivered: position.top,
-                    seen_ahead: None,
-                    unrepaired: false,
-                };
-                self.channels.insert(channel, tracker);
-                let _ = reply.send(Ok(()));
-                Ok(())
-            }
-            Control::Unsubscribe(channel) => {
-                if !self.release(&channel) {
-                    return Ok(());
-                }
-                let topic = self.shared.keys.topic(&channel);
-                let result = unsubscribe(sink, &topic, timeout).await;
-                if result.is_err() {
-                    self.shared
-                        .gauges
-                        .metrics
-                        .error(BrokerOperation::Unsubscribe);
-                }
-                result
-            }
-        }
     }
 
     /// A pub/sub message: handed on when it is the channel's next offset, dropped when
@@ -355,8 +300,7 @@ impl Task {
     async fn check_positions(&mut self, after_loss: bool) {
         let names: Vec<Arc<str>> = self.channels.keys().cloned().collect();
         for batch in names.chunks(CHECK_BATCH) {
-            let reads = batch.iter().map(|channel| self.shared.read(channel, None));
-            let positions = join_all(reads).await;
+            let positions = self.shared.positions(batch).await;
             for (channel, position) in batch.iter().zip(positions) {
                 let Some(tracker) = self.channels.get_mut(channel) else {
                     continue;
@@ -381,9 +325,15 @@ impl Task {
     }
 }
 
-async fn unsubscribe(sink: &mut PubSubSink, topic: &str, timeout: Duration) -> Result<(), ()> {
-    match tokio::time::timeout(timeout, sink.unsubscribe(topic)).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(()),
+/// SUBSCRIBEs to `topics`, [`SUBSCRIBE_BATCH`] in one command.
+async fn subscribe(sink: &mut PubSubSink, topics: &[String], timeout: Duration) -> Result<(), ()> {
+    for batch in topics.chunks(SUBSCRIBE_BATCH) {
+        if !matches!(
+            tokio::time::timeout(timeout, sink.subscribe(batch)).await,
+            Ok(Ok(()))
+        ) {
+            return Err(());
+        }
     }
+    Ok(())
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::future::join_all;
 use prometheus::IntGauge;
 use redis::aio::ConnectionManager;
 use redis::{Client, Script};
@@ -168,6 +169,15 @@ impl Shared {
             )
             .await?;
         Ok(history_of(channel, epoch.into(), top, since, &entries))
+    }
+
+    /// The positions of `channels`, read all at once: the reads share the multiplexed
+    /// connection, so they cost one round trip together rather than one each.
+    pub(super) async fn positions(
+        &self,
+        channels: &[Arc<str>],
+    ) -> Vec<Result<History, BrokerError>> {
+        join_all(channels.iter().map(|channel| self.read(channel, None))).await
     }
 }
 

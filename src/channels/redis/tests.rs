@@ -48,11 +48,23 @@ fn engine(
     gauges: RedisGauges,
     sink: PublicationSink,
 ) -> Arc<RedisBroker> {
+    engine_checking(redis, prefix, CHECK, limits, gauges, sink)
+}
+
+/// An engine whose position checks run every `check`.
+fn engine_checking(
+    redis: &RedisServer,
+    prefix: &str,
+    check: Duration,
+    limits: MemoryLimits,
+    gauges: RedisGauges,
+    sink: PublicationSink,
+) -> Arc<RedisBroker> {
     let settings = RedisSettings {
         connection: redis.url().as_str().into_connection_info().unwrap(),
         key_prefix: prefix.to_owned(),
         timeout: Duration::from_secs(1),
-        position_check_interval: CHECK,
+        position_check_interval: check,
     };
     RedisBroker::start(settings, limits, gauges, sink)
 }
@@ -268,4 +280,96 @@ async fn while_redis_is_down_calls_are_refused_and_service_comes_back() {
         !history.complete,
         "a restart without persistence: another epoch"
     );
+}
+
+/// `INFO commandstats` calls of `command` so far.
+fn calls(redis: &RedisServer, command: &str) -> u64 {
+    let prefix = format!("cmdstat_{command}:calls=");
+    let stats = redis.cli(&["info", "commandstats"]);
+    let count = stats.lines().find_map(|line| line.strip_prefix(&prefix));
+    count
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().expect("a count"))
+}
+
+/// The topics Redis has subscribers for.
+fn topics(redis: &RedisServer) -> Vec<String> {
+    let listed = redis.cli(&["pubsub", "channels"]);
+    listed.lines().map(str::to_owned).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_subscribes_all_succeed_and_deliveries_go_on() {
+    const BURST: usize = 2000;
+    let test = "a_burst_of_subscribes_all_succeed_and_deliveries_go_on";
+    let Some(redis) = RedisServer::start_or_skip(test) else {
+        return;
+    };
+    let limits = MemoryLimits {
+        max_channels: 2 * BURST,
+        ..LIMITS
+    };
+    let (prefix, (sink, seen)) = (fresh_prefix(), recorder());
+    // No position check within the test: every EVALSHA counted is a subscribe's or publish's.
+    let hour = Duration::from_secs(3600);
+    let broker = engine_checking(&redis, &prefix, hour, limits, gauges(), sink);
+    broker.subscribe("early").await.unwrap();
+    let before = [calls(&redis, "subscribe"), calls(&redis, "evalsha")];
+    let started = std::time::Instant::now();
+    let delivered = tokio::spawn({
+        let seen = Arc::clone(&seen);
+        async move {
+            wait_for(&seen, &[1]).await;
+            started.elapsed()
+        }
+    });
+    let burst = (0..BURST).map(|i| {
+        let broker = Arc::clone(&broker);
+        tokio::spawn(async move { broker.subscribe(&format!("burst{i}")).await })
+    });
+    let burst = futures_util::future::join_all(burst);
+    let (answers, published) = tokio::join!(burst, broker.publish("early", message("during")));
+    let elapsed = started.elapsed();
+    let refused = answers.iter().filter(|a| !matches!(a, Ok(Ok(())))).count();
+    assert_eq!(refused, 0, "subscribes refused in the burst");
+    assert_eq!(published.unwrap().offset, 1);
+    let delivered = delivered.await.unwrap();
+    assert_eq!(topics(&redis).len(), BURST + 1, "one topic per channel");
+    let after = [calls(&redis, "subscribe"), calls(&redis, "evalsha")];
+    println!(
+        "{BURST} subscribes from {BURST} tasks at once: {elapsed:?}, {} SUBSCRIBE and {} EVALSHA \
+         commands (the publication's included); the publication made with them delivered after \
+         {delivered:?}",
+        after[0] - before[0],
+        after[1] - before[1]
+    );
+}
+
+#[tokio::test]
+async fn a_subscribe_and_an_unsubscribe_in_one_batch_keep_the_count() {
+    let test = "a_subscribe_and_an_unsubscribe_in_one_batch_keep_the_count";
+    let Some(redis) = RedisServer::start_or_skip(test) else {
+        return;
+    };
+    let (prefix, (sink, seen)) = (fresh_prefix(), recorder());
+    let broker = engine(&redis, &prefix, LIMITS, gauges(), sink);
+    let keys = wire::Keys::new(&prefix);
+    // One thread: both requests are queued before the pub/sub task runs.
+    let mut subscribing = broker.subscribe("new");
+    assert!(futures_util::poll!(&mut subscribing).is_pending());
+    broker.unsubscribe("new").await;
+    subscribing.await.unwrap();
+    broker.subscribe("kept").await.unwrap();
+    broker.unsubscribe("kept").await;
+    broker.subscribe("kept").await.unwrap();
+    assert_eq!(topics(&redis), [keys.topic("kept")]);
+    // One subscriber each now: one publication each, and one unsubscribe each ends them.
+    broker.subscribe("new").await.unwrap();
+    broker.publish("new", message("1")).await.unwrap();
+    broker.publish("kept", message("1")).await.unwrap();
+    wait_until(&seen, "[1, 1]", |got| got == [1, 1]).await;
+    broker.unsubscribe("new").await;
+    broker.unsubscribe("kept").await;
+    settle(&*broker, &seen).await;
+    assert_eq!(topics(&redis), [keys.topic("conformance.settle")]);
 }
