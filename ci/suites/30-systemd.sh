@@ -349,6 +349,14 @@ blue_and_green_side_by_side() {
 bad_setting_fails_start() {
   set_instance_settings blue "MAX_CONNECTIONS=lots"
   if IN systemctl restart ws@blue.service 2> /dev/null; then die "ws@blue.service started with MAX_CONNECTIONS=lots"; fi
+  # Restart=on-failure with RestartSec=0 starts it again at once, and a new attempt's
+  # ExecMainStatus reads 0 while it runs: wait for systemd to give up (the start limit), so
+  # that the status read is the last attempt's.
+  local deadline=$((SECONDS + 30))
+  until [ "$(prop ws@blue.service ActiveState)" = failed ]; do
+    [ "$SECONDS" -lt "$deadline" ] || die "ws@blue.service is $(prop ws@blue.service ActiveState), not failed, 30 s after the bad setting"
+    sleep 0.2
+  done
   [ "$(prop ws@blue.service ExecMainStatus)" = 1 ] || die "the server did not refuse the bad setting (exit status $(prop ws@blue.service ExecMainStatus))"
   local line
   line=$(jq -nr 'first(inputs | select(.SYSLOG_IDENTIFIER == "concurrent-socket" and (.MESSAGE | tostring | test("MAX_CONNECTIONS.*lots"))))
