@@ -310,8 +310,10 @@ def check_replaced(port):
 def check_rate_limit(port):
     with Client(port, "check-rate") as c:
         for i in range(3 * RATE):
-            c.ws.send(f'{{"type":"ping","id":"{i}"}}')
-        answers = []
+            try:
+                c.ws.send(f'{{"type":"ping","id":"{i}"}}')
+            except ConnectionClosed:
+                break  # a server that reads fast closes the flood before its end: what it said still counts
         seen, code = c.closed()
         answers = [m for m in seen if m["type"] != "heartbeat"]
         pongs = sum(m["type"] == "pong" for m in answers)
