@@ -101,10 +101,6 @@ churn() {
   IN_NET "$PYTHON" "$REPO/ci/systemd/churn.py" --url "ws://127.0.0.1:$port" --prefix "$name" \
     --report "$WORK/$name.json" "$@"
 }
-# field NAME JQ: one value of a churn report.
-field() { jq -rc "$2" "$WORK/$1.json"; }
-
-prop() { IN systemctl show -P "$2" "$1"; }
 
 # ExecStopPost= gets the main process's $EXIT_CODE and $EXIT_STATUS from systemd; "+" runs it
 # outside the unit's sandbox. Its line lands in the unit's journal, under the invocation id.
@@ -144,13 +140,6 @@ journal_json() {
   echo "$file"
 }
 
-wait_file() {
-  local file=$1 deadline=$((SECONDS + ${2:-30}))
-  until [ -e "$file" ]; do
-    [ "$SECONDS" -lt "$deadline" ] || return 1
-    sleep 0.05
-  done
-}
 
 set_instance_settings() {
   local name=$1; shift

@@ -49,16 +49,6 @@ trap cleanup EXIT
 [ -x "$BIN_DIR/concurrent-socket-faults" ] || die "$BIN_DIR/concurrent-socket-faults missing (ci/test-all builds it)"
 "$PYTHON" -c 'import websockets' 2> /dev/null || die "python websockets missing in $VENV (ci/setup)"
 
-prop() { IN systemctl show -P "$2" "$1"; }
-wait_file() {
-  local file=$1 deadline=$((SECONDS + ${2:-30}))
-  until [ -e "$file" ]; do
-    [ "$SECONDS" -lt "$deadline" ] || return 1
-    sleep 0.05
-  done
-}
-field() { jq -rc "$2" "$WORK/$1.json"; }
-
 # held NAME COUNT [ARGS...]: the held-connections client in the background; report $WORK/NAME.json.
 held() {
   local name=$1 count=$2; shift 2

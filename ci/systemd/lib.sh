@@ -18,6 +18,9 @@
 #                                       container's file-limit drop-in (see below); default
 #                                       instances: blue green
 #   wait_active UNIT [SECONDS]          until `systemctl is-active UNIT` says active (default 20 s)
+#   prop UNIT PROPERTY                  a unit property (`systemctl show -P`)
+#   field NAME JQ                       a value of the client report $WORK/NAME.json
+#   wait_file FILE [SECONDS]            until FILE exists (default 30 s; status 1 if not)
 #   main_pid UNIT                       the unit's MainPID as the container sees it (0: none)
 #   stop_systemd                        power the container off (SIGKILL after 20 s); idempotent,
 #                                       meant for `trap stop_systemd EXIT`
@@ -74,6 +77,21 @@ boot_systemd() {
 }
 
 IN() { nsenter -t "$SYSTEMD_LEADER" -a "$@"; }
+
+# prop UNIT PROPERTY: one property of a unit in the container, as `systemctl show -P` gives it.
+prop() { IN systemctl show -P "$2" "$1"; }
+
+# field NAME JQ: a value of the client report $WORK/NAME.json.
+field() { jq -rc "$2" "$WORK/$1.json"; }
+
+# wait_file FILE [SECONDS]: until FILE exists (default 30 s); status 1 when it never does.
+wait_file() {
+  local file=$1 deadline=$((SECONDS + ${2:-30}))
+  until [ -e "$file" ]; do
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 0.05
+  done
+}
 
 IN_NET() { nsenter -t "$SYSTEMD_LEADER" -n "$@"; }
 
