@@ -22,7 +22,7 @@
 #
 # bench/redis.sh runs the same kind of run with the Redis engine, through channel_run's hooks:
 # CHANNEL_START and CHANNEL_STOP (functions that start and stop the server or servers),
-# CHANNEL_CPU (prints their CPU seconds so far) and BROKER_STATS (prints, as JSON, the
+# CHANNEL_CPU (prints their user and system CPU seconds so far, as cpu_split does) and BROKER_STATS (prints, as JSON, the
 # broker's `cpu_seconds` and the `publications` it ran so far, when the broker is a process of
 # its own). A run also writes the publishes sent in the CPU window, and with BROKER_STATS the
 # broker's CPU per publication it ran in that window.
@@ -44,7 +44,7 @@ CHMEM_HISTORY_SIZE=100
 channel_start() { start_server "$SERVER" 30000; }
 CHANNEL_START=channel_start
 CHANNEL_STOP=stop_server
-CHANNEL_CPU=cpu_seconds
+CHANNEL_CPU=cpu_split
 BROKER_STATS=
 
 # speaks_channels: true when $SERVER speaks protocol v1.1's channels; says so when not.
@@ -62,7 +62,7 @@ speaks_channels() {
 # (SERVER-NAME.json), and the server's CPU over the steady publishing seconds
 # (SERVER-NAME-cpu.json).
 channel_run() {
-  local name=$1 scenario=$2 from to cpu0 cpu1 broker0=null broker1=null load_pid rc=0
+  local name=$1 scenario=$2 from to user0 system0 user1 system1 broker0=null broker1=null load_pid rc=0
   shift 2
   # Seconds of the run (from loadtest's start) between which the CPU is taken: from 2 s
   # after the ramp to 1 s before publishing stops (2 s before the hold ends).
@@ -73,21 +73,24 @@ channel_run() {
     --publish-after-ramp --payload-bytes 64 --max-delivery-p99 1s "$@" &
   load_pid=$!
   sleep "$from"
-  cpu0=$("$CHANNEL_CPU")
+  read -r user0 system0 < <("$CHANNEL_CPU")
   [ -z "$BROKER_STATS" ] || broker0=$("$BROKER_STATS")
   sleep $((to - from))
-  cpu1=$("$CHANNEL_CPU")
+  read -r user1 system1 < <("$CHANNEL_CPU")
   [ -z "$BROKER_STATS" ] || broker1=$("$BROKER_STATS")
   wait "$load_pid" || rc=$?
   "$CHANNEL_STOP"
   [ "$rc" -eq 0 ] || die "loadtest $name against $SERVER failed (log: $RUN_DIR/$SERVER-$name.err)"
-  jq -n --argjson c0 "$cpu0" --argjson c1 "$cpu1" --argjson from "$from" --argjson to "$to" \
+  jq -n --argjson u0 "$user0" --argjson s0 "$system0" --argjson u1 "$user1" --argjson s1 "$system1" \
+    --argjson from "$from" --argjson to "$to" \
     --argjson b0 "$broker0" --argjson b1 "$broker1" --slurpfile r "$RUN_DIR/$SERVER-$name.json" \
     '$r[0] as $r | [$r.timeline[] | select(.second > $from and .second <= $to)] as $w |
      ([$w[].deliveries] | add) as $d | ([$w[].publishes] | add) as $p |
-     {cpu_seconds: ($c1 - $c0), window_s: ($to - $from), deliveries: $d, publishes: $p,
-      cpu_cores: (($c1 - $c0) / ($to - $from)),
-      cpu_s_per_100k: (if $d > 0 then ($c1 - $c0) / $d * 100000 else null end)} +
+     ($u1 - $u0) as $user | ($s1 - $s0) as $system | ($user + $system) as $cpu |
+     def per_100k(seconds): if $d > 0 then seconds / $d * 100000 else null end;
+     {cpu_seconds: $cpu, window_s: ($to - $from), deliveries: $d, publishes: $p,
+      cpu_cores: ($cpu / ($to - $from)), cpu_s_per_100k: per_100k($cpu),
+      user_s_per_100k: per_100k($user), system_s_per_100k: per_100k($system)} +
      (if $b0 == null then {} else
       ($b1.cpu_seconds - $b0.cpu_seconds) as $bc | ($b1.publications - $b0.publications) as $bp |
       {broker_cpu_seconds: $bc, broker_publications: $bp, broker_cpu_cores: ($bc / ($to - $from)),
@@ -106,6 +109,7 @@ channel_runs() {
   done
   jq -s 'def median(f): map(f) | sort | .[length / 2 | floor];
          {cpu_s_per_100k: median(.cpu_s_per_100k), cpu_cores: median(.cpu_cores),
+          user_s_per_100k: median(.user_s_per_100k), system_s_per_100k: median(.system_s_per_100k),
           publishes_per_s: median(if .publishes then .publishes / .window_s else null end),
           broker_publications_per_s: median(if .broker_publications then .broker_publications / .window_s else null end),
           broker_cpu_us_per_publication: median(.broker_cpu_us_per_publication),

@@ -103,7 +103,7 @@ redis_two_stop() {
   PID_B=
   redis_down
 }
-two_servers_cpu() { echo "$(cpu_seconds) $(cpu_seconds "$PID_B")" | awk '{ print $1 + $2 }'; }
+two_servers_cpu() { echo "$(cpu_split) $(cpu_split "$PID_B")" | awk '{ print $1 + $3, $2 + $4 }'; }
 # redis_stats: Redis's CPU seconds so far and the PUBLISHes it ran (one per publication, by
 # publish.lua; its command statistics count the commands scripts call), as JSON.
 redis_stats() {

@@ -100,10 +100,13 @@ stop_server() {
 }
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$PID/status"; }
-# cpu_seconds [PID]: CPU seconds (user + system) the server (or PID) has used so far.
-cpu_seconds() {
-  awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print ($12 + $13) / hz }' "/proc/${1:-$PID}/stat"
+# cpu_split [PID]: the user and the system CPU seconds (utime, stime) the server (or PID) has
+# used so far, on one line.
+cpu_split() {
+  awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print $12 / hz, $13 / hz }' "/proc/${1:-$PID}/stat"
 }
+# cpu_seconds [PID]: CPU seconds (user + system) the server (or PID) has used so far.
+cpu_seconds() { cpu_split "$@" | awk '{ print $1 + $2 }'; }
 server_connections() { curl -fsS "http://127.0.0.1:$PORT/health" | jq -r .connections; }
 
 # loadtest_run SCENARIO NAME ARGS...: run loadtest's SCENARIO (JSON to
