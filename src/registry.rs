@@ -110,6 +110,7 @@ struct Tables {
 /// All open WebSockets of this process.
 pub struct Registry {
     permits: Arc<Semaphore>,
+    capacity: usize,
     max_per_ip: u32,
     next_serial: AtomicU64,
     tables: Mutex<Tables>,
@@ -136,6 +137,7 @@ impl Registry {
     pub fn new(max_connections: u32, max_per_ip: u32) -> Arc<Registry> {
         Arc::new(Registry {
             permits: Arc::new(Semaphore::new(max_connections as usize)),
+            capacity: max_connections as usize,
             max_per_ip,
             next_serial: AtomicU64::new(1),
             tables: Mutex::new(Tables::default()),
@@ -198,6 +200,12 @@ impl Registry {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Slots reserved: every open WebSocket, and every upgrade answered whose session has not
+    /// registered yet.
+    pub fn admitted(&self) -> usize {
+        self.capacity - self.permits.available_permits()
     }
 
     /// The mailboxes of every open WebSocket, oldest first.
@@ -291,6 +299,17 @@ mod tests {
         drop(a1);
         assert_eq!(registry.count_for(A), 1);
         assert!(registry.admit(A).is_ok());
+    }
+
+    #[test]
+    fn admitted_counts_slots_reserved_before_and_after_registering() {
+        let registry = Registry::new(3, 0);
+        let reserved = registry.admit(A).unwrap();
+        assert_eq!((registry.admitted(), registry.len()), (1, 0));
+        let registered = registry.register(reserved);
+        assert_eq!((registry.admitted(), registry.len()), (1, 1));
+        drop(registered);
+        assert_eq!((registry.admitted(), registry.len()), (0, 0));
     }
 
     fn claimed(registry: &Arc<Registry>, id: &str, owner: Owner) -> Registration {

@@ -203,6 +203,53 @@ async fn a_chat_connection_goes_on_over_the_same_socket_in_the_next_process() {
     launch::assert_clean_exit(new.terminate());
 }
 
+/// A connection the old process accepted before the handover but whose upgrade request comes
+/// only while the others park is answered before HTTP stops, not closed unanswered: it is
+/// upgraded, told to reconnect (`goodbye`), and reconnects to the new process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_accepted_before_the_handover_gets_its_answer() {
+    let unit = Unit::new(&[]);
+    let addr = unit.addr();
+    let (mut old, notify) = unit.start("old", None);
+    wait_for_200(addr, "/health").await;
+    let (_kept, _) = chat(addr, "kept").await;
+    let late = tokio::net::TcpStream::connect(addr).await.unwrap();
+    wait_for_200(addr, "/health").await; // the old process accepts in order: `late` is in
+
+    old.signal(libc::SIGUSR2);
+    let stored = tokio::task::spawn_blocking(move || receive_until_barrier(&notify));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut late, response) =
+        tokio_tungstenite::client_async(format!("ws://{addr}/ws/chat/late"), late)
+            .await
+            .expect("the upgrade is answered");
+    assert_eq!(response.status(), 101);
+    let mut said = Vec::new();
+    while let Some(Ok(Message::Text(text))) = late.next().await {
+        let message: Value = serde_json::from_str(&text).unwrap();
+        let goodbye = message["type"] == "goodbye";
+        said.push(message);
+        if goodbye {
+            break;
+        }
+    }
+    let goodbye = said.last().expect("a goodbye");
+    assert_eq!(
+        (goodbye["type"].as_str(), goodbye["reconnect"].as_bool()),
+        (Some("goodbye"), Some(true)),
+        "{said:?}"
+    );
+    drop(late);
+
+    let store = stored.await.unwrap();
+    assert_eq!(old.wait().code(), Some(75), "{:?}", store.lines);
+    let (mut new, _new_notify) = unit.start("new", Some(&store));
+    drop(store);
+    let (_again, welcome) = chat(addr, "late").await;
+    assert_eq!(welcome["serverId"], "new");
+    launch::assert_clean_exit(new.terminate());
+}
+
 /// SIGUSR2 without a file descriptor store (no `FDSTORE`): refused, the server serves on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_store_sigusr2_is_refused_and_nothing_changes() {

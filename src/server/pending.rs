@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::config::ProxyProtocol;
@@ -19,6 +20,9 @@ use crate::state::AppState;
 pub struct PendingGate {
     state: Arc<AppState>,
     counts: Mutex<Counts>,
+    /// Connections accepted whose first request has no response yet: a handover waits for
+    /// them, since stopping HTTP would close them unanswered.
+    unanswered: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -32,6 +36,23 @@ pub struct PendingSlot {
     gate: Arc<PendingGate>,
     /// The per-client key, `None` for an exempt peer.
     client: Option<IpAddr>,
+    first_answer: Arc<FirstAnswer>,
+}
+
+/// Whether a connection's first request was answered; until then (or until the connection
+/// ends) it counts among its gate's unanswered connections.
+pub struct FirstAnswer {
+    gate: Arc<PendingGate>,
+    given: AtomicBool,
+}
+
+impl FirstAnswer {
+    /// The response to the connection's first request is ready (later calls do nothing).
+    pub fn given(&self) {
+        if !self.given.swap(true, Ordering::AcqRel) {
+            self.gate.unanswered.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 impl PendingGate {
@@ -39,7 +60,13 @@ impl PendingGate {
         Arc::new(PendingGate {
             state,
             counts: Mutex::new(Counts::default()),
+            unanswered: AtomicUsize::new(0),
         })
+    }
+
+    /// Connections accepted whose first request has no response yet.
+    pub fn unanswered(&self) -> usize {
+        self.unanswered.load(Ordering::Acquire)
     }
 
     fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
@@ -87,9 +114,14 @@ impl PendingGate {
         }
         drop(counts);
         self.state.metrics.http.pending.inc();
+        self.unanswered.fetch_add(1, Ordering::AcqRel);
         Ok(PendingSlot {
             gate: Arc::clone(self),
             client,
+            first_answer: Arc::new(FirstAnswer {
+                gate: Arc::clone(self),
+                given: AtomicBool::new(false),
+            }),
         })
     }
 
@@ -121,6 +153,11 @@ impl Counts {
 }
 
 impl PendingSlot {
+    /// What the connection's service marks when it has answered the first request.
+    pub fn first_answer(&self) -> Arc<FirstAnswer> {
+        Arc::clone(&self.first_answer)
+    }
+
     /// Counts this connection under `client`, the address its PROXY header names, instead of
     /// the balancer that carried it; refused (counted) when `client` has its share waiting.
     pub fn attribute(&mut self, client: IpAddr) -> Result<(), HttpRefusal> {
@@ -146,6 +183,8 @@ impl PendingSlot {
 
 impl Drop for PendingSlot {
     fn drop(&mut self) {
+        // Upgraded or closed: an unanswered connection is no longer waiting for an answer.
+        self.first_answer.given();
         let mut counts = self.gate.counts();
         counts.total -= 1;
         counts.release(self.client);
@@ -195,6 +234,30 @@ mod tests {
         drop(second);
         assert!(gate.enter(ip("203.0.113.2")).is_ok(), "and freed with it");
         assert_eq!(gate.counts().total, 1, "the first one waits still");
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_unanswered_until_its_first_answer_or_its_end() {
+        let gate = gate(&[]);
+        let answered = gate.enter(ip("192.0.2.1")).unwrap();
+        let closed = gate.enter(ip("192.0.2.2")).unwrap();
+        assert_eq!(gate.unanswered(), 2);
+        let first_answer = answered.first_answer();
+        first_answer.given();
+        first_answer.given();
+        assert_eq!(
+            gate.unanswered(),
+            1,
+            "counted once, however often the service says so"
+        );
+        drop(closed);
+        assert_eq!(gate.unanswered(), 0);
+        drop(answered);
+        assert_eq!(
+            gate.unanswered(),
+            0,
+            "a keep-alive connection answered waits for nothing"
+        );
     }
 
     #[tokio::test]

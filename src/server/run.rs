@@ -90,6 +90,8 @@ struct Servers {
     stop_accepting: CancellationToken,
     /// Ends both HTTP servers (in-flight requests finish).
     stop_http: CancellationToken,
+    /// The public listeners' connections waiting for their upgrade.
+    pending: Arc<PendingGate>,
 }
 
 impl Servers {
@@ -137,8 +139,9 @@ impl Servers {
         };
         // The pending caps and PROXY headers are the public listener's: scrapes get through
         // while the caps are full, and come from Prometheus, not through a load balancer.
+        let pending = PendingGate::new(Arc::clone(state));
         let public_bounds = HttpBounds {
-            gate: Some(PendingGate::new(Arc::clone(state))),
+            gate: Some(Arc::clone(&pending)),
             proxy: ProxyHeaders::new(state),
             ..bounds.clone()
         };
@@ -167,6 +170,7 @@ impl Servers {
             summary: Arc::default(),
             stop_accepting,
             stop_http,
+            pending,
         })
     }
 }
@@ -253,7 +257,8 @@ async fn hand_over(state: &Arc<AppState>, mut servers: Servers) {
         servers.stop_accepting.cancel();
         state.lifecycle.set(Phase::Draining);
     };
-    handover::hand_over(state, signalled_at, stop_accepting).await;
+    let unanswered = || servers.pending.unanswered();
+    handover::hand_over(state, signalled_at, stop_accepting, unanswered).await;
     servers.stop_http.cancel();
     let _ = tokio::time::timeout(HTTP_STOP_WAIT, servers.stopped()).await;
 }

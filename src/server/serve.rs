@@ -13,6 +13,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::extract::Request;
+use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -129,10 +130,17 @@ impl Connection {
         } = self;
         let served_a_request = Arc::new(AtomicBool::new(false));
         let served = Arc::clone(&served_a_request);
+        let first_answer = slot.as_ref().map(PendingSlot::first_answer);
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             served.store(true, Ordering::Relaxed);
             request.extensions_mut().insert(ConnectInfo(client));
-            router.clone().oneshot(request)
+            let first_answer = first_answer.clone();
+            router.clone().oneshot(request).inspect(move |_| {
+                // An upgrade's answer is ready once its connection holds a registry slot.
+                if let Some(first_answer) = first_answer {
+                    first_answer.given();
+                }
+            })
         });
         let connection = http
             .serve_connection(TokioIo::new(stream), service)

@@ -58,6 +58,7 @@ pub async fn hand_over(
     state: &Arc<AppState>,
     signalled_at: SystemTime,
     stop_accepting: impl FnOnce(),
+    unanswered: impl Fn() -> usize,
 ) -> usize {
     let started = Instant::now();
     let open = state.registry.len();
@@ -65,11 +66,15 @@ pub async fn hand_over(
     for control in state.registry.snapshot() {
         control.send(Command::Handover);
     }
-    all_parked(state, started + ACCEPT_BOUND).await;
+    wait_until(started + ACCEPT_BOUND, || state.registry.is_empty()).await;
     stop_accepting();
     let accepted_for_ms = started.elapsed().as_millis() as u64;
-    // Connections whose upgrade was under way park (or, opened now, say goodbye) too.
-    all_parked(state, started + HANDOVER_BOUND).await;
+    // Connections already accepted get their answer before HTTP stops (stopping would close
+    // them unanswered): an upgrade under way parks (or, opened now, says goodbye) too.
+    wait_until(started + HANDOVER_BOUND, || {
+        unanswered() == 0 && state.registry.admitted() == 0
+    })
+    .await;
     let parked = state.parked.take();
     let parked_ms = started.elapsed().as_millis() as u64;
     // After the parking: every publication a parked connection was answered is in it, and
@@ -98,9 +103,9 @@ pub async fn hand_over(
     handed
 }
 
-/// Waits until no connection is left in the registry (each parked or closed), or `deadline`.
-async fn all_parked(state: &AppState, deadline: Instant) {
-    while !state.registry.is_empty() && Instant::now() < deadline {
+/// Waits until `done` (every connection parked or closed), or `deadline`.
+async fn wait_until(deadline: Instant, done: impl Fn() -> bool) {
+    while !done() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
