@@ -28,6 +28,10 @@ const HANDOVER_BOUND: Duration = Duration::from_secs(3);
 /// The longest the process accepts on while the connections park (a steady stream of new
 /// ones could otherwise keep it from ever finding all parked).
 const ACCEPT_BOUND: Duration = Duration::from_millis(1500);
+/// How long a connection accepted before the process stopped accepting may take to send its
+/// request: a client sends it a round trip after connecting, and a silent one (a probe, a
+/// slowloris) must not keep every new client waiting in the socket's queue for longer.
+const ANSWER_BOUND: Duration = Duration::from_millis(1000);
 /// How long systemd has to read the store messages.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Fewest entries the store must take: the queue and the state.
@@ -71,10 +75,12 @@ pub async fn hand_over(
     let accepted_for_ms = started.elapsed().as_millis() as u64;
     // Connections already accepted get their answer before HTTP stops (stopping would close
     // them unanswered): an upgrade under way parks (or, opened now, says goodbye) too.
-    wait_until(started + HANDOVER_BOUND, || {
-        unanswered() == 0 && state.registry.admitted() == 0
+    let bound = started + HANDOVER_BOUND;
+    wait_until(bound.min(Instant::now() + ANSWER_BOUND), || {
+        unanswered() == 0
     })
     .await;
+    wait_until(bound, || state.registry.admitted() == 0).await;
     let parked = state.parked.take();
     let parked_ms = started.elapsed().as_millis() as u64;
     // After the parking: every publication a parked connection was answered is in it, and
