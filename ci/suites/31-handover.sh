@@ -11,6 +11,13 @@
 #     Channel subscribers (SUBSCRIBERS over CHANNELS channels, BROKER=memory) with a publisher
 #     per channel publishing every PUBLISH_INTERVAL s all along: every subscriber receives every
 #     publication once, in order, in one epoch per channel; no goodbye, close or unsubscribed.
+#  1b. `nixos-rebuild switch` of a colour upgraded by handover (nixos/module.nix,
+#     instances.<name>.upgrade = "handover"), done step by step as switch-to-configuration does
+#     it for a changed unit with X-ReloadIfChanged=true: the unit drop-in and the activation the
+#     module's evaluation renders for the running build (nixos/tests/eval/handover-switch.nix),
+#     then the new generation's: its activation (the profile moves), its drop-in,
+#     `systemctl daemon-reload`, `systemctl reload`. Every connection kept, no goodbye or close,
+#     and the new main process runs the new build.
 #  2. A new process that cannot read the state (FAULT_HANDOVER_UNREADABLE=1): every handed-over
 #     connection gets goodbye server_shutdown and close 1001, and every client reconnects.
 #  3. A bad setting in the environment file: `systemctl reload` fails in check-config
@@ -136,6 +143,7 @@ printf '%s\n' "MAX_CONNECTIONS=${MAX_CONNECTIONS:-19000}" "MAX_CONNECTIONS_PER_I
 IN systemctl start ws@blue.socket ws-metrics@blue.socket "$UNIT"
 wait_active "$UNIT" || die "$UNIT did not start"
 FAULTS_BUILD=/opt/concurrent-socket/builds/faults
+RELEASE_BUILD=$(IN readlink -f "$PROFILE")
 IN install -D -m 0755 "$CONTAINER_BINDIR/concurrent-socket-faults" "$FAULTS_BUILD/bin/concurrent-socket"
 log "FileDescriptorStoreMax=$(prop "$UNIT" FileDescriptorStoreMax) LimitNOFILE=$(prop "$UNIT" LimitNOFILE)"
 
@@ -236,6 +244,53 @@ if [ "$published" = 0 ] || [ "$(field chan .received)" != "$(field chan .expecte
   die "channels: received $(field chan .received) of $(field chan .expected) publications due ($published published)"
 fi
 echo "RESULT handover, channels: $SUBSCRIBERS/$SUBSCRIBERS subscribers on $CHANNELS channels received every one of $published publications across 2 restarts ($(field chan .received) deliveries), lost 0, duplicated 0, one epoch per channel"
+
+# --- 1b. nixos-rebuild switch of a colour upgraded by handover -----------------------------
+# generation PACKAGE: installs what the module renders for blue on PACKAGE, as an activation
+# and switch-to-configuration do (the profile moved, then ws@blue.service.d/overrides.conf).
+DROPIN=/etc/systemd/system/ws@blue.service.d/overrides.conf
+generation() {
+  local rendered
+  rendered=$(NIX_CONFIG="$NIX_CONFIG"$'\nbuild-users-group =' nix-instantiate --eval --strict --json \
+    --argstr package "$1" --arg limitNOFILE "$CONTAINER_FILE_LIMIT" "$REPO/nixos/tests/eval/handover-switch.nix") ||
+    die "nixos/tests/eval/handover-switch.nix does not evaluate"
+  IN sh -euc "$(jq -r .activation <<< "$rendered")"
+  IN mkdir -p "$(dirname "$DROPIN")"
+  jq -r .dropIn <<< "$rendered" | IN tee "$DROPIN" > /dev/null
+}
+build_of() { IN sha256sum "$(IN readlink -f "$1")" | cut -c1-12; }
+# The running generation: blue on the build it runs now (the second handover's).
+generation "$FAULTS_BUILD"
+IN systemctl daemon-reload
+[ "$(prop "$UNIT" LimitNOFILE)" = "$CONTAINER_FILE_LIMIT" ] || die "the module's drop-in is not in effect"
+held switched "$FAULT_HELD"
+sleep "$INTERVAL"
+before=$(main_pid "$UNIT")
+# The new generation, another package: the activation moves the profile, then
+# switch-to-configuration reloads systemd and reloads the changed unit (X-ReloadIfChanged).
+generation "$RELEASE_BUILD"
+IN grep -qx 'X-ReloadIfChanged=true' "$DROPIN" || die "the new generation's drop-in has no X-ReloadIfChanged=true"
+IN systemctl daemon-reload
+switched=$(reload_to_new_process)
+read -r resumed4 unresumable4 _ _ <<< "$(taken_over "$switched")"
+store_empty "the switch"
+sleep "$INTERVAL"
+finish switched
+for counter in missing out_of_order duplicates; do
+  [ "$(field switched ".$counter")" = 0 ] || die "switch: $(field switched ".$counter") answers $counter"
+done
+if [ "$(field switched .still_open)" != "$FAULT_HELD" ] || [ "$(field switched .server_closes)" != "{}" ] ||
+  [ "$(field switched .goodbyes)" != "{}" ] || [ "$resumed4" -lt "$FAULT_HELD" ] || [ "$unresumable4" != 0 ]; then
+  die "switch: $(field switched .still_open) of $FAULT_HELD open, closes $(field switched .server_closes), goodbyes $(field switched .goodbyes), resumed $resumed4, unresumable $unresumable4"
+fi
+exe_switched=$(build_of "/proc/$switched/exe")
+if [ "$exe_switched" != "$(build_of "$RELEASE_BUILD/bin/concurrent-socket")" ] ||
+  [ "$exe_switched" = "$(build_of "$FAULTS_BUILD/bin/concurrent-socket")" ]; then
+  die "after the switch process $switched runs build $exe_switched, not the new generation's"
+fi
+echo "RESULT handover, nixos-rebuild switch (upgrade = \"handover\"): the module's drop-in and activation for the next package, daemon-reload, reload: $FAULT_HELD/$FAULT_HELD connections kept (0 goodbyes, 0 closes, every answer once in order), process $before -> $switched, build $(build_of "$FAULTS_BUILD/bin/concurrent-socket") -> $exe_switched"
+IN rm "$DROPIN"
+IN systemctl daemon-reload
 
 # --- 2. a new process that cannot read the state -------------------------------------------
 IN mkdir -p /etc/systemd/system/ws@blue.service.d
