@@ -246,13 +246,14 @@ fi
 echo "RESULT handover, channels: $SUBSCRIBERS/$SUBSCRIBERS subscribers on $CHANNELS channels received every one of $published publications across 2 restarts ($(field chan .received) deliveries), lost 0, duplicated 0, one epoch per channel"
 
 # --- 1b. nixos-rebuild switch of a colour upgraded by handover -----------------------------
-# generation PACKAGE: installs what the module renders for blue on PACKAGE, as an activation
-# and switch-to-configuration do (the profile moved, then ws@blue.service.d/overrides.conf).
+# generation PACKAGE LIMIT: installs what the module renders for blue on PACKAGE with
+# tuning.limitNOFILE = LIMIT, as an activation and switch-to-configuration do (the profile
+# moved, then ws@blue.service.d/overrides.conf).
 DROPIN=/etc/systemd/system/ws@blue.service.d/overrides.conf
 generation() {
   local rendered
   rendered=$(NIX_CONFIG="$NIX_CONFIG"$'\nbuild-users-group =' nix-instantiate --eval --strict --json \
-    --argstr package "$1" --arg limitNOFILE "$CONTAINER_FILE_LIMIT" "$REPO/nixos/tests/eval/handover-switch.nix") ||
+    --argstr package "$1" --arg limitNOFILE "$2" "$REPO/nixos/tests/eval/handover-switch.nix") ||
     die "nixos/tests/eval/handover-switch.nix does not evaluate"
   IN sh -euc "$(jq -r .activation <<< "$rendered")"
   IN mkdir -p "$(dirname "$DROPIN")"
@@ -260,7 +261,7 @@ generation() {
 }
 build_of() { IN sha256sum "$(IN readlink -f "$1")" | cut -c1-12; }
 # The running generation: blue on the build it runs now (the second handover's).
-generation "$FAULTS_BUILD"
+generation "$FAULTS_BUILD" "$CONTAINER_FILE_LIMIT"
 IN systemctl daemon-reload
 [ "$(prop "$UNIT" LimitNOFILE)" = "$CONTAINER_FILE_LIMIT" ] || die "the module's drop-in is not in effect"
 held switched "$FAULT_HELD"
@@ -268,7 +269,9 @@ sleep "$INTERVAL"
 before=$(main_pid "$UNIT")
 # The new generation, another package: the activation moves the profile, then
 # switch-to-configuration reloads systemd and reloads the changed unit (X-ReloadIfChanged).
-generation "$RELEASE_BUILD"
+# Its LimitNOFILE is one lower, to see that the process systemd starts after the handover
+# gets the unit as the daemon-reload left it.
+generation "$RELEASE_BUILD" $((CONTAINER_FILE_LIMIT - 1))
 IN grep -qx 'X-ReloadIfChanged=true' "$DROPIN" || die "the new generation's drop-in has no X-ReloadIfChanged=true"
 IN systemctl daemon-reload
 switched=$(reload_to_new_process)
@@ -288,7 +291,9 @@ if [ "$exe_switched" != "$(build_of "$RELEASE_BUILD/bin/concurrent-socket")" ] |
   [ "$exe_switched" = "$(build_of "$FAULTS_BUILD/bin/concurrent-socket")" ]; then
   die "after the switch process $switched runs build $exe_switched, not the new generation's"
 fi
-echo "RESULT handover, nixos-rebuild switch (upgrade = \"handover\"): the module's drop-in and activation for the next package, daemon-reload, reload: $FAULT_HELD/$FAULT_HELD connections kept (0 goodbyes, 0 closes, every answer once in order), process $before -> $switched, build $(build_of "$FAULTS_BUILD/bin/concurrent-socket") -> $exe_switched"
+read -r _ _ _ limit _ < <(IN grep '^Max open files' "/proc/$switched/limits")
+[ "$limit" = $((CONTAINER_FILE_LIMIT - 1)) ] || die "after the switch process $switched has LimitNOFILE $limit, not the new generation's $((CONTAINER_FILE_LIMIT - 1))"
+echo "RESULT handover, nixos-rebuild switch (upgrade = \"handover\"): the module's drop-in and activation for the next package, daemon-reload, reload: $FAULT_HELD/$FAULT_HELD connections kept (0 goodbyes, 0 closes, every answer once in order), process $before -> $switched, build $(build_of "$FAULTS_BUILD/bin/concurrent-socket") -> $exe_switched, the new unit's LimitNOFILE $limit"
 IN rm "$DROPIN"
 IN systemctl daemon-reload
 
