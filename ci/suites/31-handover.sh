@@ -314,6 +314,8 @@ read -r _ _ _ limit _ < <(IN grep '^Max open files' "/proc/$switched/limits")
 echo "RESULT handover, nixos-rebuild switch (upgrade = \"handover\"): the module's drop-in and activation for the next package, daemon-reload, reload: $FAULT_HELD/$FAULT_HELD connections kept (0 goodbyes, 0 closes, every answer once in order), process $before -> $switched, build $(build_of "$FAULTS_BUILD/bin/concurrent-socket") -> $exe_switched, the new unit's LimitNOFILE $limit"
 IN rm "$DROPIN"
 IN systemctl daemon-reload
+# The next process is the fault-injection build again: step 2 needs its fault.
+IN ln -sfn "$FAULTS_BUILD" "$PROFILE"
 
 # --- 2. a new process that cannot read the state -------------------------------------------
 IN mkdir -p /etc/systemd/system/ws@blue.service.d
