@@ -187,7 +187,8 @@ bench_row() {
   gap=$(jq -r '.longest_gap_s * 1000 | round' "$WORK/churn$n.json")
   if [ "$resumed" -lt "$n" ] || [ "$unresumable" != 0 ] || [ "$(field "held$n" .still_open)" != "$n" ] ||
     [ "$(field "churn$n" .failed)" != 0 ]; then
-    die "$n connections: resumed $resumed, unresumable $unresumable, $(field "held$n" .still_open) still open, $(field "churn$n" .failed) new connections failed"
+    IN_NET curl -fsS http://127.0.0.1:9464/metrics | grep -E '^websocket_(accept_errors|http_refused)_total|^websocket_handover' >&2 || true
+    die "$n connections: resumed $resumed, unresumable $unresumable, $(field "held$n" .still_open) still open, $(field "churn$n" .failed) new connections failed ($(field "churn$n" '{failures, failure_examples}')); the old process had $fds descriptors, the new one $(IN find "/proc/$new/fd" -mindepth 1 -maxdepth 1 | wc -l)"
   fi
   printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$n" "$fds" "$serving" "$since" "$all" "$gap" "$accepted" "$handed"
 }
