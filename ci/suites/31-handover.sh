@@ -17,7 +17,8 @@
 #     module's evaluation renders for the running build (nixos/tests/eval/handover-switch.nix),
 #     then the new generation's: its activation (the profile moves), its drop-in,
 #     `systemctl daemon-reload`, `systemctl reload`. Every connection kept, no goodbye or close,
-#     and the new main process runs the new build.
+#     and the new main process runs the new build with the new unit; then a generation whose
+#     build fails check-config: the reload fails and the process serves on.
 #  2. A new process that cannot read the state (FAULT_HANDOVER_UNREADABLE=1): every handed-over
 #     connection gets goodbye server_shutdown and close 1001, and every client reconnects.
 #  3. A bad setting in the environment file: `systemctl reload` fails in check-config
@@ -297,6 +298,19 @@ switched=$(reload_to_new_process)
 read -r resumed4 unresumable4 _ _ <<< "$(taken_over "$switched")"
 store_empty "the switch"
 sleep "$INTERVAL"
+# Then a generation whose build fails its check-config (here: cannot run at all): the reload
+# fails, as switch-to-configuration would report, and the running process serves on.
+BROKEN_BUILD=/opt/concurrent-socket/builds/broken
+IN mkdir -p "$BROKEN_BUILD/bin"
+printf '%s\n' '#!/bin/sh' 'echo "this build cannot run" >&2' 'exit 1' | IN tee "$BROKEN_BUILD/bin/concurrent-socket" > /dev/null
+IN chmod 0755 "$BROKEN_BUILD/bin/concurrent-socket"
+generation "$BROKEN_BUILD" $((CONTAINER_FILE_LIMIT - 1))
+IN systemctl daemon-reload
+if IN systemctl reload "$UNIT" 2> /dev/null; then die "a switch to a build that fails check-config: systemctl reload succeeded"; fi
+if [ "$(main_pid "$UNIT")" != "$switched" ] || [ "$(IN systemctl is-active "$UNIT")" != active ]; then
+  die "a failed switch did not leave process $switched serving"
+fi
+sleep "$INTERVAL"
 finish switched
 for counter in missing out_of_order duplicates; do
   [ "$(field switched ".$counter")" = 0 ] || die "switch: $(field switched ".$counter") answers $counter"
@@ -312,7 +326,7 @@ if [ "$exe_switched" != "$(build_of "$RELEASE_BUILD/bin/concurrent-socket")" ] |
 fi
 read -r _ _ _ limit _ < <(IN grep '^Max open files' "/proc/$switched/limits")
 [ "$limit" = $((CONTAINER_FILE_LIMIT - 1)) ] || die "after the switch process $switched has LimitNOFILE $limit, not the new generation's $((CONTAINER_FILE_LIMIT - 1))"
-echo "RESULT handover, nixos-rebuild switch (upgrade = \"handover\"): the module's drop-in and activation for the next package, daemon-reload, reload: $FAULT_HELD/$FAULT_HELD connections kept (0 goodbyes, 0 closes, every answer once in order), process $before -> $switched, build $(build_of "$FAULTS_BUILD/bin/concurrent-socket") -> $exe_switched, the new unit's LimitNOFILE $limit"
+echo "RESULT handover, nixos-rebuild switch (upgrade = \"handover\"): the module's drop-in and activation for the next package, daemon-reload, reload: $FAULT_HELD/$FAULT_HELD connections kept (0 goodbyes, 0 closes, every answer once in order), process $before -> $switched, build $(build_of "$FAULTS_BUILD/bin/concurrent-socket") -> $exe_switched, the new unit's LimitNOFILE $limit; then a generation whose build fails check-config: reload refused, process $switched served on and kept them all"
 IN rm "$DROPIN"
 IN systemctl daemon-reload
 # The next process is the fault-injection build again: step 2 needs its fault.
