@@ -123,6 +123,8 @@ let
 
   # The package each instance is deployed with: its own, or the module's.
   instancePackage = name: if cfg.instances.${name}.package != null then cfg.instances.${name}.package else cfg.package;
+  # The colours that `nixos-rebuild switch` upgrades in place (instances.<name>.upgrade).
+  byHandover = name: cfg.instances.${name}.upgrade == "handover";
 
   # wsctl's view of the host (wsctl/src/config.rs): the same ports, URLs and directories,
   # and the package `wsctl deploy` pins each colour's profile to.
@@ -190,7 +192,31 @@ let
         package = mkOption {
           type = types.nullOr types.package;
           default = null;
-          description = "Server package for this instance only (for example a candidate build on green); null = services.concurrent-socket.package. `wsctl deploy` pins the instance's profile to it; a rebuild alone never changes what a colour runs.";
+          description = "Server package for this instance only (for example a candidate build on green); null = services.concurrent-socket.package. `wsctl deploy` pins the instance's profile to it; a rebuild alone never changes what a colour runs, unless `upgrade` is `handover`.";
+        };
+        upgrade = mkOption {
+          type = types.enum instancesLib.upgradePaths;
+          default = "wsctl";
+          example = "handover";
+          description = ''
+            How a new `package` or new `settings` reach this colour while it runs.
+
+            `wsctl` (the default, blue/green): `nixos-rebuild switch` never touches the running
+            colour; `wsctl deploy` points its profile at the package, starts it, checks it and
+            moves new connections to it (docs/deploy.md).
+
+            `handover` (in place, docs/handover.md): every activation points the colour's profile
+            at its package, and the colour's unit names the package and the settings
+            (`restartTriggers`) with `reloadIfChanged`, so a switch that changes either reloads
+            the running colour instead of restarting it: the new build's `check-config`, then
+            the handover, and every WebSocket stays open on the new process. If the check fails
+            the reload fails, the switch reports it, and the old process serves on (the profile
+            already names the new build: roll back with `nixos-rebuild switch --rollback`).
+            The running build must support the handover (SIGUSR2); listen ports (the socket
+            units) change only when the sockets are restarted. `wsctl deploy` and `rollback` still
+            work on such a colour, but the next activation points its profile at the configured
+            package again.
+          '';
         };
         settings = mkOption {
           type = types.submodule [
@@ -654,8 +680,16 @@ in
             wantedBy = [ "multi-user.target" ];
             # A restart closes every WebSocket of the colour, so `nixos-rebuild switch` never
             # restarts an instance: `wsctl deploy` restarts the idle colour, checks it, then
-            # moves new connections to it.
+            # moves new connections to it. A colour upgraded by handover is reloaded instead
+            # when its unit changes: the triggers put its package and settings in the unit
+            # (restartTriggers, not reloadTriggers: with reloadIfChanged any change reloads,
+            # and nixpkgs warns about reloadTriggers beside reloadIfChanged).
             restartIfChanged = false;
+            reloadIfChanged = byHandover name;
+            restartTriggers = optionals (byHandover name) [
+              "${instancePackage name}"
+              (instancesLib.unitSettings name inst).envFileText
+            ];
             # The colour's profile, whatever the package's template says: a restart keeps
             # the colour's build (nixos/lib/instances.nix).
             serviceConfig = {
@@ -716,6 +750,12 @@ in
             "/nix/var/nix/gcroots/concurrent-socket-${name}"."L+".argument = profile;
           })
         instances;
+
+      # The profile of a colour upgraded by handover follows its package on every activation
+      # (before switch-to-configuration reloads the colour, and at boot).
+      system.activationScripts = mapAttrs'
+        (name: _: nameValuePair "concurrent-socket-profile-${name}" (instancesLib.pinProfileScript name (instancePackage name)))
+        (filterAttrs (name: _: byHandover name) instances);
 
       boot.kernel.sysctl = mkIf cfg.tuning.enable {
         "net.core.somaxconn" = mkDefault cfg.tuning.somaxconn;

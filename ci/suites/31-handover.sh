@@ -11,6 +11,14 @@
 #     Channel subscribers (SUBSCRIBERS over CHANNELS channels, BROKER=memory) with a publisher
 #     per channel publishing every PUBLISH_INTERVAL s all along: every subscriber receives every
 #     publication once, in order, in one epoch per channel; no goodbye, close or unsubscribed.
+#  1b. `nixos-rebuild switch` of a colour upgraded by handover (nixos/module.nix,
+#     instances.<name>.upgrade = "handover"), done step by step as switch-to-configuration does
+#     it for a changed unit with X-ReloadIfChanged=true: the unit drop-in and the activation the
+#     module's evaluation renders for the running build (nixos/tests/eval/handover-switch.nix),
+#     then the new generation's: its activation (the profile moves), its drop-in,
+#     `systemctl daemon-reload`, `systemctl reload`. Every connection kept, no goodbye or close,
+#     and the new main process runs the new build with the new unit; then a generation whose
+#     build fails check-config: the reload fails and the process serves on.
 #  2. A new process that cannot read the state (FAULT_HANDOVER_UNREADABLE=1): every handed-over
 #     connection gets goodbye server_shutdown and close 1001, and every client reconnects.
 #  3. A bad setting in the environment file: `systemctl reload` fails in check-config
@@ -136,19 +144,38 @@ printf '%s\n' "MAX_CONNECTIONS=${MAX_CONNECTIONS:-19000}" "MAX_CONNECTIONS_PER_I
 IN systemctl start ws@blue.socket ws-metrics@blue.socket "$UNIT"
 wait_active "$UNIT" || die "$UNIT did not start"
 FAULTS_BUILD=/opt/concurrent-socket/builds/faults
+RELEASE_BUILD=$(IN readlink -f "$PROFILE")
 IN install -D -m 0755 "$CONTAINER_BINDIR/concurrent-socket-faults" "$FAULTS_BUILD/bin/concurrent-socket"
 log "FileDescriptorStoreMax=$(prop "$UNIT" FileDescriptorStoreMax) LimitNOFILE=$(prop "$UNIT" LimitNOFILE)"
 
 # --- bench/handover.sh: one reload per connection count, the table ---------------------------
+# Near LimitNOFILE (19,000 connections of 20,000 descriptors) the server's descriptors are
+# the held connections plus every handshake in progress: a handshake burst beyond the margin
+# is shed (closed at accept, the first 19,000 run). So each row starts on an idle server (the
+# previous row's connections all gone), opens its held connections BENCH_OPEN_CONCURRENCY at a
+# time, and only then starts the churn client, whose handshakes never overlap the ramp.
+BENCH_OPEN_CONCURRENCY=${BENCH_OPEN_CONCURRENCY:-50}
+# server_idle: until the serving process has no connection and no pending handshake.
+server_idle() {
+  local deadline=$((SECONDS + 60))
+  until [ "$(IN_NET curl -fsS http://127.0.0.1:3001/health | jq '.connections')" = 0 ] &&
+    IN_NET curl -fsS http://127.0.0.1:9464/metrics | grep -qx 'websocket_http_pending 0'; do
+    [ "$SECONDS" -lt "$deadline" ] || die "the server still holds connections 60 s after the previous row"
+    sleep 0.2
+  done
+}
 # bench_row N: N held connections and the churn client, one `systemctl reload`; prints the row.
 bench_row() {
-  local n=$1 old new reload_ms resumed unresumable since all accepted handed serving gap
+  local n=$1 old new reload_ms resumed unresumable since all accepted handed serving gap fds
+  server_idle
+  held "held$n" "$n" --open-concurrency "$BENCH_OPEN_CONCURRENCY"
   IN_NET "$PYTHON" "$REPO/ci/systemd/churn.py" --url ws://127.0.0.1:3001 --prefix "churn$n" \
     --rate "$CHURN_RATE" --duration 600 --stop-file "$WORK/churn$n.stop" --report "$WORK/churn$n.json" &
   BACKGROUND+=($!)
-  held "held$n" "$n"
   sleep "$INTERVAL"
   old=$(main_pid "$UNIT")
+  # The old process's descriptors at the reload: the held and churn connections, its own.
+  fds=$(IN find "/proc/$old/fd" -mindepth 1 -maxdepth 1 | wc -l)
   reload_ms=$(date +%s%3N)
   new=$(reload_to_new_process)
   read -r resumed unresumable since all <<< "$(taken_over "$new")"
@@ -161,9 +188,10 @@ bench_row() {
   gap=$(jq -r '.longest_gap_s * 1000 | round' "$WORK/churn$n.json")
   if [ "$resumed" -lt "$n" ] || [ "$unresumable" != 0 ] || [ "$(field "held$n" .still_open)" != "$n" ] ||
     [ "$(field "churn$n" .failed)" != 0 ]; then
-    die "$n connections: resumed $resumed, unresumable $unresumable, $(field "held$n" .still_open) still open, $(field "churn$n" .failed) new connections failed"
+    IN_NET curl -fsS http://127.0.0.1:9464/metrics | grep -E '^websocket_(accept_errors|http_refused)_total|^websocket_handover' >&2 || true
+    die "$n connections: resumed $resumed, unresumable $unresumable, $(field "held$n" .still_open) still open, $(field "churn$n" .failed) new connections failed ($(field "churn$n" '{failures, failure_examples}')); the old process had $fds descriptors, the new one $(IN find "/proc/$new/fd" -mindepth 1 -maxdepth 1 | wc -l)"
   fi
-  printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$n" "$serving" "$since" "$all" "$gap" "$accepted" "$handed"
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$n" "$fds" "$serving" "$since" "$all" "$gap" "$accepted" "$handed"
 }
 
 # The table goes to $LOG_DIR/handover-bench.md row by row, so that the rows measured survive
@@ -171,8 +199,8 @@ bench_row() {
 if [ -n "${HANDOVER_BENCH:-}" ]; then
   table="$LOG_DIR/handover-bench.md"
   {
-    echo "| connections | reload to serving (ms) | SIGUSR2 to serving (ms) | SIGUSR2 to all resumed (ms) | new-connection gap (ms) | old process accepting (ms) | old process handover (ms) |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| connections | old process's fds (of $(prop "$UNIT" LimitNOFILE)) | reload to serving (ms) | SIGUSR2 to serving (ms) | SIGUSR2 to all resumed (ms) | new-connection gap (ms) | old process accepting (ms) | old process handover (ms) |"
+    echo "|---|---|---|---|---|---|---|---|"
   } > "$table"
   for n in $HANDOVER_BENCH; do bench_row "$n" >> "$table"; done
   cat "$table"
@@ -236,6 +264,73 @@ if [ "$published" = 0 ] || [ "$(field chan .received)" != "$(field chan .expecte
   die "channels: received $(field chan .received) of $(field chan .expected) publications due ($published published)"
 fi
 echo "RESULT handover, channels: $SUBSCRIBERS/$SUBSCRIBERS subscribers on $CHANNELS channels received every one of $published publications across 2 restarts ($(field chan .received) deliveries), lost 0, duplicated 0, one epoch per channel"
+
+# --- 1b. nixos-rebuild switch of a colour upgraded by handover -----------------------------
+# generation PACKAGE LIMIT: installs what the module renders for blue on PACKAGE with
+# tuning.limitNOFILE = LIMIT, as an activation and switch-to-configuration do (the profile
+# moved, then ws@blue.service.d/overrides.conf).
+DROPIN=/etc/systemd/system/ws@blue.service.d/overrides.conf
+generation() {
+  local rendered
+  rendered=$(NIX_CONFIG="$NIX_CONFIG"$'\nbuild-users-group =' nix-instantiate --eval --strict --json \
+    --argstr package "$1" --arg limitNOFILE "$2" "$REPO/nixos/tests/eval/handover-switch.nix") ||
+    die "nixos/tests/eval/handover-switch.nix does not evaluate"
+  IN sh -euc "$(jq -r .activation <<< "$rendered")"
+  IN mkdir -p "$(dirname "$DROPIN")"
+  jq -r .dropIn <<< "$rendered" | IN tee "$DROPIN" > /dev/null
+}
+build_of() { IN sha256sum "$(IN readlink -f "$1")" | cut -c1-12; }
+# The running generation: blue on the build it runs now (the second handover's).
+generation "$FAULTS_BUILD" "$CONTAINER_FILE_LIMIT"
+IN systemctl daemon-reload
+[ "$(prop "$UNIT" LimitNOFILE)" = "$CONTAINER_FILE_LIMIT" ] || die "the module's drop-in is not in effect"
+held switched "$FAULT_HELD"
+sleep "$INTERVAL"
+before=$(main_pid "$UNIT")
+# The new generation, another package: the activation moves the profile, then
+# switch-to-configuration reloads systemd and reloads the changed unit (X-ReloadIfChanged).
+# Its LimitNOFILE is one lower, to see that the process systemd starts after the handover
+# gets the unit as the daemon-reload left it.
+generation "$RELEASE_BUILD" $((CONTAINER_FILE_LIMIT - 1))
+IN grep -qx 'X-ReloadIfChanged=true' "$DROPIN" || die "the new generation's drop-in has no X-ReloadIfChanged=true"
+IN systemctl daemon-reload
+switched=$(reload_to_new_process)
+read -r resumed4 unresumable4 _ _ <<< "$(taken_over "$switched")"
+store_empty "the switch"
+sleep "$INTERVAL"
+# Then a generation whose build fails its check-config (here: cannot run at all): the reload
+# fails, as switch-to-configuration would report, and the running process serves on.
+BROKEN_BUILD=/opt/concurrent-socket/builds/broken
+IN mkdir -p "$BROKEN_BUILD/bin"
+printf '%s\n' '#!/bin/sh' 'echo "this build cannot run" >&2' 'exit 1' | IN tee "$BROKEN_BUILD/bin/concurrent-socket" > /dev/null
+IN chmod 0755 "$BROKEN_BUILD/bin/concurrent-socket"
+generation "$BROKEN_BUILD" $((CONTAINER_FILE_LIMIT - 1))
+IN systemctl daemon-reload
+if IN systemctl reload "$UNIT" 2> /dev/null; then die "a switch to a build that fails check-config: systemctl reload succeeded"; fi
+if [ "$(main_pid "$UNIT")" != "$switched" ] || [ "$(IN systemctl is-active "$UNIT")" != active ]; then
+  die "a failed switch did not leave process $switched serving"
+fi
+sleep "$INTERVAL"
+finish switched
+for counter in missing out_of_order duplicates; do
+  [ "$(field switched ".$counter")" = 0 ] || die "switch: $(field switched ".$counter") answers $counter"
+done
+if [ "$(field switched .still_open)" != "$FAULT_HELD" ] || [ "$(field switched .server_closes)" != "{}" ] ||
+  [ "$(field switched .goodbyes)" != "{}" ] || [ "$resumed4" -lt "$FAULT_HELD" ] || [ "$unresumable4" != 0 ]; then
+  die "switch: $(field switched .still_open) of $FAULT_HELD open, closes $(field switched .server_closes), goodbyes $(field switched .goodbyes), resumed $resumed4, unresumable $unresumable4"
+fi
+exe_switched=$(build_of "/proc/$switched/exe")
+if [ "$exe_switched" != "$(build_of "$RELEASE_BUILD/bin/concurrent-socket")" ] ||
+  [ "$exe_switched" = "$(build_of "$FAULTS_BUILD/bin/concurrent-socket")" ]; then
+  die "after the switch process $switched runs build $exe_switched, not the new generation's"
+fi
+read -r _ _ _ limit _ < <(IN grep '^Max open files' "/proc/$switched/limits")
+[ "$limit" = $((CONTAINER_FILE_LIMIT - 1)) ] || die "after the switch process $switched has LimitNOFILE $limit, not the new generation's $((CONTAINER_FILE_LIMIT - 1))"
+echo "RESULT handover, nixos-rebuild switch (upgrade = \"handover\"): the module's drop-in and activation for the next package, daemon-reload, reload: $FAULT_HELD/$FAULT_HELD connections kept (0 goodbyes, 0 closes, every answer once in order), process $before -> $switched, build $(build_of "$FAULTS_BUILD/bin/concurrent-socket") -> $exe_switched, the new unit's LimitNOFILE $limit; then a generation whose build fails check-config: reload refused, process $switched served on and kept them all"
+IN rm "$DROPIN"
+IN systemctl daemon-reload
+# The next process is the fault-injection build again: step 2 needs its fault.
+IN ln -sfn "$FAULTS_BUILD" "$PROFILE"
 
 # --- 2. a new process that cannot read the state -------------------------------------------
 IN mkdir -p /etc/systemd/system/ws@blue.service.d

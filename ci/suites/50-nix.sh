@@ -108,6 +108,7 @@ result_from_checks "host builds run no tests (issue 13 item 7)" "runs no tests"
 result_from_checks "binary cache (issue 13 item 7)" ": the cache is a substituter"
 result_from_checks "other modules' options with mkDefault (issue 13 item 3)" "mkDefault" "no fs.file-max" "ports reserved|ports are reserved"
 result_from_checks "Redis broker (issue 17 item 7)" "^Redis broker on this host: " "^external Redis over TLS" "^fleet WebSocket host on the fleet's Redis: "
+result_from_checks "upgrade by handover on nixos-rebuild switch (issue 18 item 4)" "^a colour upgraded by handover on nixos-rebuild switch: " "^defaults: switch-to-configuration skips both colours"
 
 # The VM test cannot boot here; its Python gets the lint the NixOS test driver applies
 # (pyflakes, the driver's globals as builtins), the probe the flake8 of writePython3Bin.

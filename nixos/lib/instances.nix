@@ -177,6 +177,20 @@ rec {
     envFileText = envFile (inst.settings or { });
   };
 
+  # The upgrade paths of a colour (the module's instances.<name>.upgrade): `wsctl` (a rebuild
+  # never touches a running colour) or `handover` (`nixos-rebuild switch` reloads it).
+  upgradePaths = [ "wsctl" "handover" ];
+
+  # For a colour upgraded by handover: the shell an activation runs to point the colour's
+  # profile at `package`, atomically (a new symlink renamed over the old one, as wsctl pins
+  # it). Activation runs before switch-to-configuration's daemon-reload and reloads, and at
+  # boot before systemd, so the reload's check-config and the process it starts run `package`.
+  pinProfileScript = name: package: ''
+    mkdir -p ${profilesDir}
+    ln -sfnT ${package} ${profilesDir}/${name}.nixos
+    mv -fT ${profilesDir}/${name}.nixos ${profilesDir}/${name}
+  '';
+
   # The loopback URL Traefik forwards to, and the metrics target Prometheus scrapes.
   upstreamUrl = inst: "http://${listenAddress}:${toString inst.port}";
   metricsTarget = inst: "${listenAddress}:${toString inst.metricsPort}";

@@ -67,6 +67,15 @@ let
   wsctlConfig = config: builtins.fromJSON config.environment.etc."concurrent-socket/wsctl.json".source.text;
   hasLine = text: line: lib.elem line (lib.splitString "\n" text);
   sysctl = config: config.boot.kernel.sysctl;
+  # A colour's unit drop-in as NixOS writes it (./units.nix), which switch-to-configuration
+  # compares between generations, and its lines.
+  units = import ./units.nix { inherit lib pkgs; };
+  dropIn = config: colour: units.service "ws@${colour}" config.systemd.services."ws@${colour}";
+  dropInHas = config: colour: hasLine (dropIn config colour);
+
+  # A host whose blue colour is upgraded by handover, with more of its configuration.
+  handoverModules = extra: [ enabled { services.concurrent-socket.instances.blue.upgrade = "handover"; } extra ];
+  handoverHost = extra: evaluated "handover host" (evalHost { shape = "classic"; modules = handoverModules extra; });
 
   expect = name: got: want: { inherit name got want; };
 
@@ -110,6 +119,46 @@ let
           (expect "the Traefik data path: no shared public socket" (c.systemd.sockets ? "ws-public@blue") false)
           (expect "the Traefik data path: the kernel's default for a closing listener's queue" ((sysctl c) ? "net.ipv4.tcp_migrate_req") false)
           (expect "wsctl probes through Traefik's loopback entry point" (with wsctlConfig c; [ dataPath publicUrl ]) [ "traefik" "ws://127.0.0.1:8081" ])
+          (expect "switch-to-configuration skips both colours (X-RestartIfChanged=false, no X-ReloadIfChanged, no triggers)"
+            (map (colour: map (dropInHas c colour) [ "X-RestartIfChanged=false" "X-ReloadIfChanged=true" ] ++ [ (lib.hasInfix "X-Restart-Triggers" (dropIn c colour)) ]) [ "blue" "green" ])
+            [ [ true false false ] [ true false false ] ])
+          (expect "no activation moves a profile" (lib.attrNames c.system.activationScripts) [ ])
+        ];
+    }
+    {
+      name = "a colour upgraded by handover on nixos-rebuild switch";
+      modules = handoverModules { };
+      expect = _: c:
+        let
+          # The same host after a rebuild with another package, or other settings for blue.
+          newPackage = handoverHost { services.concurrent-socket.package = lib.mkForce (package "concurrent-socket-0.2.0"); };
+          newSettings = handoverHost { services.concurrent-socket.instances.blue.settings.MAX_CONNECTIONS = 20000; };
+          blueEnv = envFile c "blue";
+        in
+        [
+          (expect "blue's unit is reloaded, never restarted, when it changes (X-ReloadIfChanged=true, no X-RestartIfChanged)"
+            (map (dropInHas c "blue") [ "X-ReloadIfChanged=true" "X-RestartIfChanged=false" ]) [ true false ])
+          (expect "green, upgraded by wsctl, is still skipped" (map (dropInHas c "green") [ "X-RestartIfChanged=false" "X-ReloadIfChanged=true" ]) [ true false ])
+          (expect "blue's unit names its package and its settings (restartTriggers)"
+            c.systemd.services."ws@blue".restartTriggers [ "${serverPackage}" blueEnv ])
+          (expect "its X-Restart-Triggers file holds both"
+            (lib.any (line: line == "X-Restart-Triggers=${pkgs.writeText "X-Restart-Triggers-ws@blue" "${serverPackage} ${blueEnv}"}") (lib.splitString "\n" (dropIn c "blue")))
+            true)
+          (expect "both colours still run their profiles, the template's ExecReload checks the profile's build"
+            (map (colour: c.systemd.services."ws@${colour}".serviceConfig.ExecStart) [ "blue" "green" ])
+            [ [ "" "/var/lib/concurrent-socket/profiles/blue/bin/concurrent-socket" ] [ "" "/var/lib/concurrent-socket/profiles/green/bin/concurrent-socket" ] ])
+          (expect "every activation points blue's profile at its package, atomically; green's is wsctl's"
+            c.system.activationScripts
+            { concurrent-socket-profile-blue = "mkdir -p /var/lib/concurrent-socket/profiles\nln -sfnT ${serverPackage} /var/lib/concurrent-socket/profiles/blue.nixos\nmv -fT /var/lib/concurrent-socket/profiles/blue.nixos /var/lib/concurrent-socket/profiles/blue\n"; })
+          (expect "a new package changes blue's unit (switch reloads it) and not green's (switch skips it)"
+            [ (dropIn newPackage "blue" != dropIn c "blue") (dropIn newPackage "green" == dropIn c "green") ]
+            [ true true ])
+          (expect "new settings for blue change its unit and its env file together"
+            [ (dropIn newSettings "blue" != dropIn c "blue") (hasLine (envFile newSettings "blue") "MAX_CONNECTIONS=\"20000\"") (dropIn newSettings "green" == dropIn c "green") ]
+            [ true true true ])
+          (expect "a rebuild with nothing new leaves blue's unit as it was (no reload)" (dropIn (handoverHost { }) "blue" == dropIn c "blue") true)
+          (expect "no warning (nixpkgs warns about reloadTriggers beside reloadIfChanged)" c.warnings [ ])
+          (expect "wsctl still knows blue's package" (wsctlConfig c).packages.blue "${serverPackage}")
         ];
     }
     {
@@ -447,6 +496,12 @@ let
       error = "assertions";
     }
     {
+      name = "an upgrade path that does not exist";
+      shape = "refactored";
+      modules = [ enabled { services.concurrent-socket.instances.green.upgrade = "restart"; } ];
+      error = "not of type";
+    }
+    {
       name = "a setting of the wrong type";
       shape = "classic";
       modules = [ enabled { services.concurrent-socket.instances.blue.settings.MAX_CONNECTIONS = "many"; } ];
@@ -489,6 +544,19 @@ in
   };
   # The evaluation of failing case N (which must throw).
   refusal = n: refusal (lib.elemAt failingCases n);
+  # What `nixos-rebuild switch` gives ws@blue.service when blue is upgraded by handover and
+  # its package is the directory `package` (ci/suites/31-handover.sh installs it in a real
+  # systemd): the unit's drop-in and the activation that moves the profile.
+  handoverSwitch = { package, limitNOFILE }:
+    let
+      c = handoverHost {
+        services.concurrent-socket = {
+          instances.blue.package = { type = "derivation"; name = "concurrent-socket"; outPath = package; };
+          tuning.limitNOFILE = limitNOFILE;
+        };
+      };
+    in
+    { dropIn = dropIn c "blue"; activation = c.system.activationScripts.concurrent-socket-profile-blue; };
   # A single host with the module's defaults: what ci/suites/50-nix.sh runs real servers with.
   hostConfig = evaluated "defaults" (evalHost { shape = "classic"; modules = [ enabled ]; });
 }

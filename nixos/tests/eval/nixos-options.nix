@@ -11,6 +11,8 @@
 #   services/monitoring/prometheus/default.nix  (2025-26: mkOpt/nullable scrape options)
 #   services/monitoring/grafana.nix  (26.05: secret_key without default, asserted)
 #   lib/systemd-unit-options.nix, lib/systemd-lib.nix  (units; unitOption merging)
+#   system/boot/systemd.nix  (the warning about reloadIfChanged beside reloadTriggers)
+#   system/activation/activation-script.nix  (system.activationScripts)
 #   services/databases/redis.nix  (servers.<name>, as in a 2025 nixpkgs checkout: `group`,
 #                                  `extraParams`, vmOverCommit on by default; the file
 #                                  NixOS 24.11 and 25.05 ship has these declarations)
@@ -60,6 +62,7 @@ let
         partOf = listOfUnits;
         unitConfig = mkOption { type = types.attrsOf unitOption; default = { }; };
         restartTriggers = mkOption { type = types.listOf types.unspecified; default = [ ]; };
+        reloadTriggers = mkOption { type = types.listOf types.unspecified; default = [ ]; };
       };
       service = {
         options = unitOptions // {
@@ -134,6 +137,17 @@ let
         warnings = mkOption { type = types.listOf types.str; internal = true; default = [ ]; };
 
         system.stateVersion = mkOption { type = types.str; default = "26.05"; };
+        # nixos/modules/system/activation/activation-script.nix: a fragment, or one with deps.
+        system.activationScripts = mkOption {
+          type = types.attrsOf (types.either types.str (types.submodule {
+            options = {
+              deps = mkOption { type = types.listOf types.str; default = [ ]; };
+              text = mkOption { type = types.lines; };
+              supportsDryActivation = mkOption { type = types.bool; default = false; };
+            };
+          }));
+          default = { };
+        };
         # nixos/modules/system/activation/specialisation.nix: each configuration extends the
         # parent's (inheritParentConfig); cases.nix evaluates them that way.
         specialisation = mkOption {
@@ -227,6 +241,11 @@ let
           substituters = lib.mkAfter [ "https://cache.nixos.org/" ];
           trusted-public-keys = lib.mkAfter [ "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=" ];
         };
+        # nixos/modules/system/boot/systemd.nix
+        warnings = lib.concatLists (lib.mapAttrsToList
+          (name: service: lib.optional (service.reloadIfChanged && service.reloadTriggers != [ ])
+            "Service '${name}.service' has both 'reloadIfChanged' and 'reloadTriggers' set. This is probably not what you want, because 'reloadTriggers' behave the same whay as 'restartTriggers' if 'reloadIfChanged' is set.")
+          config.systemd.services);
         assertions = [{
           assertion = !config.services.loki.enable || ((config.services.loki.configuration == { }) != (config.services.loki.configFile == null));
           message = "Please specify either services.loki.configuration or services.loki.configFile.";
