@@ -60,9 +60,14 @@ impl LocalChannels {
         }
     }
 
-    /// Changes the channel's entry, made when `MAX_CHANNELS` leaves room.
+    /// Changes the channel's entry, made when `MAX_CHANNELS` leaves room (a channel already
+    /// held, as on every publish but its first, costs no allocation).
     fn with(&self, channel: &str, change: impl FnOnce(&mut Held)) -> Result<(), BrokerError> {
         let mut held = self.lock();
+        if let Some(entry) = held.get_mut(channel) {
+            change(entry);
+            return Ok(());
+        }
         self.room(&mut held, channel)?;
         change(held.entry(channel.into()).or_default());
         self.gauge.set(held.len() as i64);

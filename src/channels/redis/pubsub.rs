@@ -42,6 +42,8 @@ pub(super) enum Control {
 
 /// A channel subscribed here.
 struct Tracker {
+    /// The channel's name, shared with the sink's events.
+    name: Arc<str>,
     subscribers: usize,
     epoch: Arc<str>,
     /// The last offset handed to the sink (or known to be in the subscribers' history reads).
@@ -218,11 +220,7 @@ impl Task {
         let Some(channel) = self.shared.keys.channel_of(message.get_channel_name()) else {
             return;
         };
-        let Some(name) = self
-            .channels
-            .get_key_value(channel)
-            .map(|(k, _)| Arc::clone(k))
-        else {
+        let Some(tracker) = self.channels.get_mut(channel) else {
             return; // no local subscriber left
         };
         let Some((offset, epoch, publication)) = super::wire::message(message.get_payload_bytes())
@@ -231,19 +229,20 @@ impl Task {
             self.shared.gauges.metrics.error(BrokerOperation::Pubsub);
             return;
         };
-        let tracker = self.channels.get_mut(&name).expect("looked up above");
         if *tracker.epoch == *epoch {
             if offset <= tracker.delivered {
                 return; // handed on already, by a repair
             }
             if offset == tracker.delivered + 1 {
                 tracker.delivered = offset;
-                (self.shared.sink)(&name, SinkEvent::Publication(Arc::new(publication)));
+                let event = SinkEvent::Publication(Arc::new(publication));
+                (self.shared.sink)(&tracker.name, event);
                 return;
             }
         }
         // A hole before this offset, or another epoch (a newer one, or a late message of an
         // older one): the history says which.
+        let name = Arc::clone(&tracker.name);
         self.repair(&name).await;
     }
 

@@ -1,6 +1,7 @@
 //! What the Redis engine's calls and its pub/sub task share: the command connection with
 //! its timeout and health (`websocket_broker_up`), the two scripts, the keys, the local
-//! channel table and the sink. A publish and a history read are one script call each.
+//! channel table and the sink. A publish and a history read are one script call each, an
+//! `EVALSHA` built in one buffer (the script loaded when Redis does not have it).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use prometheus::IntGauge;
 use redis::aio::ConnectionManager;
-use redis::{Client, Script};
+use redis::{Client, Cmd, ErrorKind, FromRedisValue, RedisResult, Script, ServerErrorKind};
 use tracing::{debug, warn};
 
 use super::super::broker::{
@@ -120,21 +121,16 @@ impl Shared {
     ) -> Result<Accepted, BrokerError> {
         self.local.published(channel)?;
         let started = Instant::now();
-        let [meta, history] = self.keys.channel(channel);
-        let mut commands = self.commands.clone();
-        let mut invocation = self.publish.key(meta);
-        invocation
-            .key(history)
-            .arg(self.limits.history_size)
+        let body = wire::Body(&publication);
+        let size = channel.len() * 3 + publication.data.get().len() + publication.from.len();
+        let mut call = self.script_call(&self.publish, channel, size);
+        call.arg(self.limits.history_size)
             .arg(self.limits.history_ttl.as_millis() as u64)
-            .arg(self.keys.topic(channel))
-            .arg(&*wire::new_epoch())
-            .arg(wire::body(&publication));
+            .arg(self.keys.topic_arg(channel))
+            .arg(wire::new_epoch())
+            .arg(body);
         let (offset, epoch): (u64, String) = self
-            .call(
-                BrokerOperation::Publish,
-                invocation.invoke_async(&mut commands),
-            )
+            .call(BrokerOperation::Publish, self.eval(&self.publish, &call))
             .await?;
         self.gauges
             .metrics
@@ -153,22 +149,40 @@ impl Shared {
         channel: &str,
         since: Option<&StreamPosition>,
     ) -> Result<History, BrokerError> {
-        let [meta, history] = self.keys.channel(channel);
-        let mut commands = self.commands.clone();
-        let mut invocation = self.history.key(meta);
-        invocation
-            .key(history)
-            .arg(self.limits.history_ttl.as_millis() as u64)
-            .arg(&*wire::new_epoch())
+        let mut call = self.script_call(&self.history, channel, channel.len() * 2);
+        call.arg(self.limits.history_ttl.as_millis() as u64)
+            .arg(wire::new_epoch())
             .arg(since.map_or(String::new(), |s| s.offset.to_string()))
             .arg(since.map_or("", |s| s.epoch.as_str()));
         let (epoch, top, entries): RawHistory = self
-            .call(
-                BrokerOperation::History,
-                invocation.invoke_async(&mut commands),
-            )
+            .call(BrokerOperation::History, self.eval(&self.history, &call))
             .await?;
         Ok(history_of(channel, epoch.into(), top, since, &entries))
+    }
+
+    /// `EVALSHA` of `script` on `channel`'s two keys (meta hash, history stream), its
+    /// arguments to follow, in a buffer sized for about `size` bytes of them.
+    fn script_call(&self, script: &Script, channel: &str, size: usize) -> Cmd {
+        let mut call = Cmd::with_capacity(10, 128 + 2 * self.keys.prefix_len() + size);
+        call.arg("EVALSHA")
+            .arg(script.get_hash())
+            .arg(2)
+            .arg(self.keys.meta(channel))
+            .arg(self.keys.history(channel));
+        call
+    }
+
+    /// Runs a script call; a Redis without the script (restarted, flushed) gets it loaded
+    /// and the call again.
+    async fn eval<T: FromRedisValue>(&self, script: &Script, call: &Cmd) -> RedisResult<T> {
+        let mut commands = self.commands.clone();
+        match call.query_async(&mut commands).await {
+            Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                script.load_async(&mut commands).await?;
+                call.query_async(&mut commands).await
+            }
+            result => result,
+        }
     }
 
     /// The positions of `channels`, read all at once: the reads share the multiplexed

@@ -74,15 +74,15 @@ fn engine_checking(
 async fn publish_unseen(redis: &RedisServer, prefix: &str, channel: &str, history_size: usize) {
     let client = Client::open(redis.url()).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let [meta, history] = wire::Keys::new(prefix).channel(channel);
+    let keys = wire::Keys::new(prefix);
     let (_, _): (u64, String) = Script::new(include_str!("publish.lua"))
-        .key(meta)
-        .key(history)
+        .key(keys.meta(channel))
+        .key(keys.history(channel))
         .arg(history_size)
         .arg(300_000)
         .arg("nobody-listens")
         .arg("unused-epoch")
-        .arg(wire::body(&message("unseen")))
+        .arg(wire::Body(&message("unseen")))
         .invoke_async(&mut connection)
         .await
         .unwrap();

@@ -142,6 +142,7 @@ impl Task {
                 continue;
             };
             let tracker = Tracker {
+                name: Arc::clone(&channel),
                 subscribers: waiting.subscribers,
                 epoch: position.epoch,
                 delivered: position.top,
