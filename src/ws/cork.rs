@@ -34,6 +34,18 @@ pub async fn next_io(
     outbox: &mut Outbox,
     on_answered: impl Fn(Duration),
 ) -> Io {
+    next_io_or_write(socket, outbox, on_answered, true).await
+}
+
+/// [`next_io`] when `read`; otherwise only writes what the outbox holds (ready only when
+/// writing fails): a session that owes as many answers as it may stops reading, and what it
+/// queued still leaves.
+pub async fn next_io_or_write(
+    socket: &mut WebSocket,
+    outbox: &mut Outbox,
+    on_answered: impl Fn(Duration),
+    read: bool,
+) -> Io {
     poll_fn(|cx| {
         // Frames already read are answered before anything is written, so that the answers
         // of one wake-up leave together; a client that keeps the read side busy still gets
@@ -41,7 +53,12 @@ pub async fn next_io(
         if outbox.is_corked_full() && send_queued(socket, outbox, &on_answered, cx).is_err() {
             return Poll::Ready(Io::WriteFailed);
         }
-        if let Poll::Ready(read) = socket.poll_read(cx) {
+        let polled = if read {
+            socket.poll_read(cx)
+        } else {
+            Poll::Pending
+        };
+        if let Poll::Ready(read) = polled {
             if let Some(Ok(incoming)) = &read {
                 answer_control_frame(socket, outbox, incoming);
             }

@@ -1,6 +1,8 @@
 //! What the Redis engine's calls and its pub/sub task share: the command connection with
 //! its timeout and health (`websocket_broker_up`), the two scripts, the keys, the local
-//! channel table and the sink. A publish and a history read are one script call each.
+//! channel table and the sink. A publish and a history read are one script call each; a
+//! publish is one command, never retried, so that a connection's publishes reach Redis in the
+//! order the session issued them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +31,9 @@ pub struct RedisGauges {
     pub metrics: Arc<BrokerMetrics>,
 }
 
+/// The publish script's text, sent with `EVAL` while Redis may not hold it.
+pub(super) const PUBLISH_SCRIPT: &str = include_str!("publish.lua");
+
 /// What the broker's calls and its pub/sub task share.
 pub(super) struct Shared {
     pub(super) commands: ConnectionManager,
@@ -38,6 +43,10 @@ pub(super) struct Shared {
     pub(super) timeout: Duration,
     pub(super) check_interval: Duration,
     pub(super) publish: Script,
+    /// Whether Redis is believed to hold the publish script: publishes send `EVALSHA` then;
+    /// otherwise (at start, and after any failed publish: a new Redis, a `SCRIPT FLUSH`)
+    /// `EVAL` with its text, which runs it and caches it, until one succeeds.
+    pub(super) publish_cached: AtomicBool,
     pub(super) history: Script,
     pub(super) local: LocalChannels,
     pub(super) sink: PublicationSink,
@@ -120,22 +129,19 @@ impl Shared {
     ) -> Result<Accepted, BrokerError> {
         self.local.published(channel)?;
         let started = Instant::now();
-        let [meta, history] = self.keys.channel(channel);
+        let cached = self.publish_cached.load(Ordering::Relaxed);
+        let command = self.publish_command(cached, channel, &publication);
         let mut commands = self.commands.clone();
-        let mut invocation = self.publish.key(meta);
-        invocation
-            .key(history)
-            .arg(self.limits.history_size)
-            .arg(self.limits.history_ttl.as_millis() as u64)
-            .arg(self.keys.topic(channel))
-            .arg(&*wire::new_epoch())
-            .arg(wire::body(&publication));
-        let (offset, epoch): (u64, String) = self
-            .call(
-                BrokerOperation::Publish,
-                invocation.invoke_async(&mut commands),
-            )
-            .await?;
+        let answer = self
+            .call(BrokerOperation::Publish, command.query_async(&mut commands))
+            .await;
+        // No `SCRIPT LOAD` and retry on `NOSCRIPT` (what `Script::invoke_async` does): a retry
+        // would reach Redis after the publishes issued behind this one, and take a later
+        // offset. A refused publish was not run; the next ones send the text.
+        if answer.is_ok() != cached {
+            self.publish_cached.store(answer.is_ok(), Ordering::Relaxed);
+        }
+        let (offset, epoch): (u64, String) = answer?;
         self.gauges
             .metrics
             .publish_duration
@@ -144,6 +150,35 @@ impl Shared {
             offset,
             epoch: epoch.into(),
         })
+    }
+
+    /// The publish script's call: `EVALSHA` when Redis is believed to hold it, else `EVAL`.
+    fn publish_command(
+        &self,
+        cached: bool,
+        channel: &str,
+        publication: &NewPublication,
+    ) -> redis::Cmd {
+        let mut command = if cached {
+            let mut command = redis::cmd("EVALSHA");
+            command.arg(self.publish.get_hash());
+            command
+        } else {
+            let mut command = redis::cmd("EVAL");
+            command.arg(PUBLISH_SCRIPT);
+            command
+        };
+        let [meta, history] = self.keys.channel(channel);
+        command
+            .arg(2)
+            .arg(meta)
+            .arg(history)
+            .arg(self.limits.history_size)
+            .arg(self.limits.history_ttl.as_millis() as u64)
+            .arg(self.keys.topic(channel))
+            .arg(&*wire::new_epoch())
+            .arg(wire::body(publication));
+        command
     }
 
     /// The channel's epoch and top, and with `since` the publications after it when the

@@ -1,0 +1,272 @@
+//! Pipelined publishes over real sockets, with both engines (the Redis ones on a real
+//! redis-server, skipped with the reason when the machine has none): a client that sends a
+//! burst of publishes without waiting gets every one answered, in request order, with offsets
+//! that grow in that order per channel, and every subscriber gets each publication once, in
+//! order; requests of other kinds read between publishes are answered in request order too (a
+//! subscribe after the publishes before it are done); a client that closes with publishes in
+//! flight gets their answers before the close frame (docs/protocol.md, "Channels").
+
+mod common;
+
+use std::time::Duration;
+
+use common::chat::{offsets, publications, subscribe};
+use common::redis_server::RedisServer;
+use common::{Client, Server};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+/// Without limits: the bursts below are not floods.
+const UNLIMITED: [(&str, &str); 2] = [("RATE_LIMIT_MSGS_PER_SEC", "0"), ("FRAME_RATE_LIMIT", "0")];
+
+const CHANNELS: [&str; 2] = ["room:a", "room:b"];
+
+async fn memory_server() -> Server {
+    Server::start(&UNLIMITED).await
+}
+
+async fn redis_server(redis: &RedisServer) -> Server {
+    Server::builder()
+        .env("BROKER", "redis")
+        .env("REDIS_URL", redis.url())
+        .envs(&UNLIMITED)
+        .start()
+        .await
+}
+
+fn publish_request(n: usize) -> Value {
+    let channel = CHANNELS[n % 2];
+    json!({"type":"publish","channel":channel,"id":format!("p{n}"),"data":{"n":n}})
+}
+
+/// The next `count` messages that are not publications (heartbeats skipped too).
+async fn answers(client: &mut Client, count: usize) -> Vec<Value> {
+    let mut seen = Vec::new();
+    while seen.len() < count {
+        let message = client.recv_reply().await;
+        if message["type"] != "publication" {
+            seen.push(message);
+        }
+    }
+    seen
+}
+
+/// 200 publishes sent without waiting, alternating between two channels, with two
+/// subscribers of both.
+async fn burst_is_answered_in_order(server: &Server) {
+    let mut subscribers = Vec::new();
+    for i in 0..2 {
+        let (mut client, _) = Client::chat(server, &format!("sub{i}")).await;
+        for channel in CHANNELS {
+            subscribe(&mut client, channel).await;
+        }
+        subscribers.push(client);
+    }
+    let (mut publisher, _) = Client::chat(server, "publisher").await;
+    const COUNT: usize = 200;
+    for n in 0..COUNT {
+        publisher.send_json(&publish_request(n)).await;
+    }
+    let answered = answers(&mut publisher, COUNT).await;
+    let mut last = [0, 0];
+    for (n, answer) in answered.iter().enumerate() {
+        assert_eq!(answer["type"], "published", "{answer}");
+        assert_eq!(answer["id"], format!("p{n}"), "answers in request order");
+        let offset = answer["offset"].as_u64().unwrap();
+        assert!(offset > last[n % 2], "offsets grow per channel: {answer}");
+        last[n % 2] = offset;
+    }
+    println!("pipelined: {COUNT} publishes answered in order, last offsets {last:?}");
+    for subscriber in &mut subscribers {
+        let seen = publications(subscriber, COUNT).await;
+        for (i, channel) in CHANNELS.iter().enumerate() {
+            let mine: Vec<&Value> = seen.iter().filter(|p| p["channel"] == *channel).collect();
+            let sent: Vec<u64> = mine
+                .iter()
+                .map(|p| p["data"]["n"].as_u64().unwrap())
+                .collect();
+            let expected: Vec<u64> = (0..COUNT as u64).filter(|n| *n as usize % 2 == i).collect();
+            assert_eq!(sent, expected, "each publication once, in order");
+            let owned: Vec<Value> = mine.into_iter().cloned().collect();
+            assert_eq!(offsets(&owned), (1..=COUNT as u64 / 2).collect::<Vec<_>>());
+        }
+    }
+}
+
+/// Publishes, then a `message`, a `ping`, a frame that is not JSON and a `subscribe`, more
+/// publishes, a `message` and one more publish, all sent without waiting: answered in
+/// exactly that order; the subscribe is served after the publishes before it (its offset
+/// counts them), and the subscriber gets the later ones.
+async fn other_requests_keep_their_place(server: &Server) {
+    let (mut client, _) = Client::chat(server, "mixed").await;
+    let publish =
+        |n: usize| json!({"type":"publish","channel":"room:m","id":format!("p{n}"),"data":n});
+    let mut expected: Vec<(String, &str)> = Vec::new();
+    for n in 0..20 {
+        client.send_json(&publish(n)).await;
+        expected.push((format!("p{n}"), "published"));
+    }
+    client
+        .send_json(&json!({"type":"message","id":"m1","data":"between"}))
+        .await;
+    expected.push(("m1".into(), "message_response"));
+    client.send_json(&json!({"type":"ping","id":"g1"})).await;
+    expected.push(("g1".into(), "pong"));
+    client.send_text("not json").await;
+    expected.push((String::new(), "error"));
+    client
+        .send_json(&json!({"type":"subscribe","channel":"room:m","id":"s1"}))
+        .await;
+    expected.push(("s1".into(), "subscribed"));
+    for n in 20..40 {
+        client.send_json(&publish(n)).await;
+        expected.push((format!("p{n}"), "published"));
+    }
+    client
+        .send_json(&json!({"type":"message","id":"m2","data":"after"}))
+        .await;
+    expected.push(("m2".into(), "message_response"));
+    client.send_json(&publish(40)).await;
+    expected.push(("p40".into(), "published"));
+
+    let mut seen_publications = Vec::new();
+    for (id, kind) in &expected {
+        let answer = loop {
+            let message = client.recv_reply().await;
+            if message["type"] != "publication" {
+                break message;
+            }
+            seen_publications.push(message);
+        };
+        assert_eq!(answer["type"], *kind, "in request order: {answer}");
+        assert_eq!(answer["id"].as_str().unwrap_or(""), id, "{answer}");
+        if *kind == "subscribed" {
+            assert_eq!(answer["offset"], 20, "served after the publishes before it");
+        }
+    }
+    let missing = 21 - seen_publications.len();
+    seen_publications.extend(publications(&mut client, missing).await);
+    assert_eq!(
+        offsets(&seen_publications),
+        (21..=41).collect::<Vec<_>>(),
+        "the subscriber gets the publishes after its subscribe, once, in order"
+    );
+}
+
+/// 50 publishes, then the client's close frame at once: every publish is answered before
+/// the server's close.
+async fn close_waits_for_the_answers(server: &Server) {
+    let (mut client, _) = Client::chat(server, "closer").await;
+    for n in 0..50 {
+        client.send_json(&publish_request(n)).await;
+    }
+    let close = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "done".into(),
+    };
+    client.send(Message::Close(Some(close))).await.unwrap();
+    let (close, seen) = client.recv_until_close(Duration::from_secs(10)).await;
+    let code = close.map(|frame| u16::from(frame.code));
+    assert_eq!(code, Some(1000), "the server answers the close");
+    let ids: Vec<&str> = seen
+        .iter()
+        .filter(|m| m["type"] != "heartbeat")
+        .map(|m| m["id"].as_str().unwrap_or("?"))
+        .collect();
+    let expected: Vec<String> = (0..50).map(|n| format!("p{n}")).collect();
+    assert_eq!(
+        ids, expected,
+        "every publish answered, in order, before the close"
+    );
+}
+
+#[tokio::test]
+async fn a_burst_of_publishes_is_answered_in_order_memory() {
+    burst_is_answered_in_order(&memory_server().await).await;
+}
+
+#[tokio::test]
+async fn a_burst_of_publishes_is_answered_in_order_redis() {
+    let test = "a_burst_of_publishes_is_answered_in_order_redis";
+    let Some(redis) = RedisServer::start_or_skip(test) else {
+        return;
+    };
+    burst_is_answered_in_order(&redis_server(&redis).await).await;
+}
+
+#[tokio::test]
+async fn requests_between_publishes_are_answered_in_request_order_memory() {
+    other_requests_keep_their_place(&memory_server().await).await;
+}
+
+#[tokio::test]
+async fn requests_between_publishes_are_answered_in_request_order_redis() {
+    let test = "requests_between_publishes_are_answered_in_request_order_redis";
+    let Some(redis) = RedisServer::start_or_skip(test) else {
+        return;
+    };
+    other_requests_keep_their_place(&redis_server(&redis).await).await;
+}
+
+#[tokio::test]
+async fn a_close_with_publishes_in_flight_comes_after_their_answers_redis() {
+    let test = "a_close_with_publishes_in_flight_comes_after_their_answers_redis";
+    let Some(redis) = RedisServer::start_or_skip(test) else {
+        return;
+    };
+    close_waits_for_the_answers(&redis_server(&redis).await).await;
+}
+
+#[tokio::test]
+async fn a_publish_after_script_flush_is_refused_or_published_never_reordered() {
+    let test = "a_publish_after_script_flush_is_refused_or_published_never_reordered";
+    let Some(redis) = RedisServer::start_or_skip(test) else {
+        return;
+    };
+    let server = redis_server(&redis).await;
+    let (mut client, _) = Client::chat(&server, "flusher").await;
+    for n in 0..10 {
+        client.send_json(&publish_request(n)).await;
+    }
+    let before = answers(&mut client, 10).await;
+    assert!(
+        before.iter().all(|a| a["type"] == "published"),
+        "{before:?}"
+    );
+    redis.cli(&["SCRIPT", "FLUSH"]);
+    for n in 10..60 {
+        client.send_json(&publish_request(n)).await;
+    }
+    let after = answers(&mut client, 50).await;
+    let mut last = [0, 0];
+    let mut refused = 0;
+    for (answer, n) in after.iter().zip(10..) {
+        assert_eq!(answer["id"], format!("p{n}"), "in request order: {answer}");
+        match answer["type"].as_str() {
+            Some("published") => {
+                let offset = answer["offset"].as_u64().unwrap();
+                assert!(offset > last[n % 2], "offsets grow per channel: {answer}");
+                last[n % 2] = offset;
+            }
+            _ => {
+                assert_eq!(answer["code"], "broker_unavailable", "{answer}");
+                refused += 1;
+            }
+        }
+    }
+    println!(
+        "after SCRIPT FLUSH: {} published, {refused} refused",
+        50 - refused
+    );
+    assert!(
+        refused < 50,
+        "publishing goes on once the script is sent again"
+    );
+}
+
+#[tokio::test]
+async fn a_close_with_publishes_in_flight_comes_after_their_answers_memory() {
+    close_waits_for_the_answers(&memory_server().await).await;
+}
