@@ -39,14 +39,15 @@ pub async fn next_io(
 
 /// [`next_io`] when `read`; otherwise only writes what the outbox holds (ready only when
 /// writing fails): a session that owes as many answers as it may stops reading, and what it
-/// queued still leaves.
-pub async fn next_io_or_write(
-    socket: &mut WebSocket,
-    outbox: &mut Outbox,
-    on_answered: impl Fn(Duration),
+/// queued still leaves. Not an `async fn`: its future holds the arguments once, and every
+/// idle connection's task holds this future.
+pub fn next_io_or_write<'a>(
+    socket: &'a mut WebSocket,
+    outbox: &'a mut Outbox,
+    on_answered: impl Fn(Duration) + 'a,
     read: bool,
-) -> Io {
-    poll_fn(|cx| {
+) -> impl Future<Output = Io> + 'a {
+    poll_fn(move |cx| {
         // Frames already read are answered before anything is written, so that the answers
         // of one wake-up leave together; a client that keeps the read side busy still gets
         // its answers once they fill the cork.
@@ -71,7 +72,6 @@ pub async fn next_io_or_write(
             Err(_) => Poll::Ready(Io::WriteFailed),
         }
     })
-    .await
 }
 
 /// RFC 6455 5.5: a ping is answered with a pong (only the latest one when several arrive
