@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
 
-use crate::auth::{AuthRefusal, Identity};
+use crate::auth::Identity;
 use crate::channels::{
     BrokerError, Delivery, History, Inbox, Publication, Slot, StreamPosition, Subscriber,
 };
@@ -26,8 +26,11 @@ use crate::ws::{self, Outbox};
 pub(super) mod handover;
 mod insufficient;
 mod publish;
+mod refusals;
 
 pub(super) use publish::PublishRequest;
+pub(super) use refusals::Reply;
+use refusals::{broker_error, forbidden};
 
 /// A channel request read, owned: it outlives the frame it was read from while the broker
 /// works. A publish is served on its own ([`PublishRequest`]); the others through the
@@ -87,9 +90,6 @@ struct Subscription {
     slot: Slot,
     position: u64,
 }
-
-/// The answer to a channel request: a serialised message, or the `error` to answer with.
-pub(super) type Reply = Result<(String, ServerType), ProtocolError>;
 
 /// The subscriptions of one connection.
 pub(super) struct Subscriptions {
@@ -359,42 +359,9 @@ pub(super) async fn inbox_ready(subscriptions: Option<&Subscriptions>) {
     }
 }
 
-/// `forbidden` when authentication is on and the token does not allow `channel`.
-fn forbidden(
-    state: &AppState,
-    identity: Option<&Identity>,
-    channel: &str,
-    id: Option<&str>,
-) -> Result<(), ProtocolError> {
-    if identity.is_none_or(|who| who.may_access(channel)) {
-        return Ok(());
-    }
-    state.metrics.auth.refused(AuthRefusal::ForbiddenChannel);
-    let message = "the token does not allow this channel";
-    Err(ProtocolError::new(ErrorCode::Forbidden, message, id))
-}
-
 /// Takes a subscription out of the hub and the broker, and counts why it ended.
 async fn release(state: &AppState, channel: &str, slot: Slot, why: SubscriptionEnd) {
     state.channels.hub.remove(channel, slot);
     state.channels.broker.unsubscribe(channel).await;
     state.metrics.channels.subscription_ended(why);
-}
-
-fn broker_error(error: BrokerError, state: &AppState, id: Option<&str>) -> ProtocolError {
-    match error {
-        BrokerError::Unavailable => ProtocolError::new(
-            ErrorCode::BrokerUnavailable,
-            "the broker cannot take this request now; retry",
-            id,
-        ),
-        BrokerError::ChannelLimit => ProtocolError::new(
-            ErrorCode::ChannelLimit,
-            format!(
-                "the server holds its maximum of {} channels; existing channels still work",
-                state.config.channels.max_channels
-            ),
-            id,
-        ),
-    }
 }

@@ -10,7 +10,7 @@ use futures_util::future::{BoxFuture, ready};
 use serde_json::value::RawValue;
 use tracing::debug;
 
-use super::{Reply, broker_error, forbidden};
+use super::refusals::{Reply, broker_error, forbidden};
 use crate::auth::Identity;
 use crate::channels::NewPublication;
 use crate::metrics::PublishResult;
