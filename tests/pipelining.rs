@@ -4,7 +4,8 @@
 //! that grow in that order per channel, and every subscriber gets each publication once, in
 //! order; requests of other kinds read between publishes are answered in request order too (a
 //! subscribe after the publishes before it are done); a client that closes with publishes in
-//! flight gets their answers before the close frame (docs/protocol.md, "Channels").
+//! flight, or a drain that starts with some in flight, gets every answer before the close
+//! frame (docs/protocol.md, "Pipelined publishes"). No timing is asserted.
 
 mod common;
 
@@ -27,11 +28,11 @@ async fn memory_server() -> Server {
     Server::start(&UNLIMITED).await
 }
 
-async fn redis_server(redis: &RedisServer) -> Server {
+async fn redis_server(redis: &RedisServer, vars: &[(&str, &str)]) -> Server {
     Server::builder()
         .env("BROKER", "redis")
         .env("REDIS_URL", redis.url())
-        .envs(&UNLIMITED)
+        .envs(vars)
         .start()
         .await
 }
@@ -182,6 +183,75 @@ async fn close_waits_for_the_answers(server: &Server) {
     );
 }
 
+/// A drain with publishes in flight: 100 publishes, then SIGTERM; the client closes on its
+/// `goodbye` as docs/protocol.md asks. Every publish is answered, in order, before the
+/// server's close; those read before the drain began, before the goodbye.
+async fn a_drain_answers_every_publish(server: Server) {
+    let (mut client, _) = Client::chat(&server, "drained").await;
+    for n in 0..100 {
+        client.send_json(&publish_request(n)).await;
+    }
+    server.signal("TERM");
+    let mut seen = Vec::new();
+    loop {
+        let message = client.recv_reply().await;
+        if message["type"] == "goodbye" {
+            break;
+        }
+        seen.push(message);
+    }
+    let before_goodbye = seen.len();
+    client.send(Message::Close(None)).await.unwrap();
+    let (_, after) = client.recv_until_close(Duration::from_secs(10)).await;
+    seen.extend(after.into_iter().filter(|m| m["type"] != "heartbeat"));
+    let ids: Vec<&str> = seen
+        .iter()
+        .map(|m| m["id"].as_str().unwrap_or("?"))
+        .collect();
+    let expected: Vec<String> = (0..100).map(|n| format!("p{n}")).collect();
+    assert_eq!(ids, expected, "every publish answered, in order: {seen:?}");
+    println!("drain: {before_goodbye} of 100 answers before the goodbye, the rest after it");
+}
+
+/// 18 publishes at `RATE_LIMIT_MSGS_PER_SEC=10`: each costs a token when read, in flight or
+/// not, so some are refused `rate_limited`; every one is answered, in request order.
+async fn rate_limited_publishes_are_refused_in_place(server: &Server) {
+    let (mut client, _) = Client::chat(server, "eager").await;
+    for n in 0..18 {
+        client.send_json(&publish_request(n)).await;
+    }
+    let answered = answers(&mut client, 18).await;
+    let published: Vec<u64> = answered
+        .iter()
+        .filter(|a| a["type"] == "published")
+        .map(|a| a["id"].as_str().unwrap()[1..].parse().unwrap())
+        .collect();
+    let limited = answered
+        .iter()
+        .filter(|a| a["code"] == "rate_limited")
+        .count();
+    assert_eq!(published.len() + limited, 18, "{answered:?}");
+    assert!(
+        limited > 0 && published.windows(2).all(|w| w[0] < w[1]),
+        "{answered:?}"
+    );
+    println!(
+        "rate limit: {} published, {limited} refused rate_limited",
+        published.len()
+    );
+}
+
+/// A server on a fresh redis-server, or `None` after saying why the test is skipped.
+async fn on_redis(test: &str) -> Option<(RedisServer, Server)> {
+    on_redis_with(test, &UNLIMITED).await
+}
+
+async fn on_redis_with(test: &str, vars: &[(&str, &str)]) -> Option<(RedisServer, Server)> {
+    let redis = RedisServer::start_or_skip(test)?;
+    let server = redis_server(&redis, vars).await;
+    Some((redis, server))
+}
+
 #[tokio::test]
 async fn a_burst_of_publishes_is_answered_in_order_memory() {
     burst_is_answered_in_order(&memory_server().await).await;
@@ -189,11 +259,11 @@ async fn a_burst_of_publishes_is_answered_in_order_memory() {
 
 #[tokio::test]
 async fn a_burst_of_publishes_is_answered_in_order_redis() {
-    let test = "a_burst_of_publishes_is_answered_in_order_redis";
-    let Some(redis) = RedisServer::start_or_skip(test) else {
-        return;
-    };
-    burst_is_answered_in_order(&redis_server(&redis).await).await;
+    if let Some((_redis, server)) =
+        on_redis("a_burst_of_publishes_is_answered_in_order_redis").await
+    {
+        burst_is_answered_in_order(&server).await;
+    }
 }
 
 #[tokio::test]
@@ -204,28 +274,58 @@ async fn requests_between_publishes_are_answered_in_request_order_memory() {
 #[tokio::test]
 async fn requests_between_publishes_are_answered_in_request_order_redis() {
     let test = "requests_between_publishes_are_answered_in_request_order_redis";
-    let Some(redis) = RedisServer::start_or_skip(test) else {
-        return;
-    };
-    other_requests_keep_their_place(&redis_server(&redis).await).await;
+    if let Some((_redis, server)) = on_redis(test).await {
+        other_requests_keep_their_place(&server).await;
+    }
+}
+
+#[tokio::test]
+async fn a_close_with_publishes_in_flight_comes_after_their_answers_memory() {
+    close_waits_for_the_answers(&memory_server().await).await;
 }
 
 #[tokio::test]
 async fn a_close_with_publishes_in_flight_comes_after_their_answers_redis() {
     let test = "a_close_with_publishes_in_flight_comes_after_their_answers_redis";
-    let Some(redis) = RedisServer::start_or_skip(test) else {
-        return;
-    };
-    close_waits_for_the_answers(&redis_server(&redis).await).await;
+    if let Some((_redis, server)) = on_redis(test).await {
+        close_waits_for_the_answers(&server).await;
+    }
+}
+
+#[tokio::test]
+async fn a_drain_answers_every_publish_in_flight_memory() {
+    a_drain_answers_every_publish(memory_server().await).await;
+}
+
+#[tokio::test]
+async fn a_drain_answers_every_publish_in_flight_redis() {
+    if let Some((_redis, server)) = on_redis("a_drain_answers_every_publish_in_flight_redis").await
+    {
+        a_drain_answers_every_publish(server).await;
+    }
+}
+
+const LIMITED: [(&str, &str); 1] = [("RATE_LIMIT_MSGS_PER_SEC", "10")];
+
+#[tokio::test]
+async fn publishes_count_toward_the_rate_limit_when_read_memory() {
+    rate_limited_publishes_are_refused_in_place(&Server::start(&LIMITED).await).await;
+}
+
+#[tokio::test]
+async fn publishes_count_toward_the_rate_limit_when_read_redis() {
+    let test = "publishes_count_toward_the_rate_limit_when_read_redis";
+    if let Some((_redis, server)) = on_redis_with(test, &LIMITED).await {
+        rate_limited_publishes_are_refused_in_place(&server).await;
+    }
 }
 
 #[tokio::test]
 async fn a_publish_after_script_flush_is_refused_or_published_never_reordered() {
     let test = "a_publish_after_script_flush_is_refused_or_published_never_reordered";
-    let Some(redis) = RedisServer::start_or_skip(test) else {
+    let Some((redis, server)) = on_redis(test).await else {
         return;
     };
-    let server = redis_server(&redis).await;
     let (mut client, _) = Client::chat(&server, "flusher").await;
     for n in 0..10 {
         client.send_json(&publish_request(n)).await;
@@ -264,9 +364,4 @@ async fn a_publish_after_script_flush_is_refused_or_published_never_reordered() 
         refused < 50,
         "publishing goes on once the script is sent again"
     );
-}
-
-#[tokio::test]
-async fn a_close_with_publishes_in_flight_comes_after_their_answers_memory() {
-    close_waits_for_the_answers(&memory_server().await).await;
 }

@@ -82,6 +82,7 @@ impl RedisBroker {
             check_interval: settings.position_check_interval,
             publish: Script::new(shared::PUBLISH_SCRIPT),
             publish_cached: AtomicBool::new(false),
+            publish_line: tokio::sync::Mutex::new(()),
             history: Script::new(include_str!("history.lua")),
             local: LocalChannels::new(limits, gauges.channels.clone()),
             sink,

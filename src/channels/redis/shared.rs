@@ -47,6 +47,8 @@ pub(super) struct Shared {
     /// otherwise (at start, and after any failed publish: a new Redis, a `SCRIPT FLUSH`)
     /// `EVAL` with its text, which runs it and caches it, until one succeeds.
     pub(super) publish_cached: AtomicBool,
+    /// Publishes take their place in line here, first come first served: see [`Shared::publish`].
+    pub(super) publish_line: tokio::sync::Mutex<()>,
     pub(super) history: Script,
     pub(super) local: LocalChannels,
     pub(super) sink: PublicationSink,
@@ -132,8 +134,9 @@ impl Shared {
         let cached = self.publish_cached.load(Ordering::Relaxed);
         let command = self.publish_command(cached, channel, &publication);
         let mut commands = self.commands.clone();
+        let query = command.query_async(&mut commands);
         let answer = self
-            .call(BrokerOperation::Publish, command.query_async(&mut commands))
+            .in_line(self.call(BrokerOperation::Publish, query))
             .await;
         // No `SCRIPT LOAD` and retry on `NOSCRIPT` (what `Script::invoke_async` does): a retry
         // would reach Redis after the publishes issued behind this one, and take a later
@@ -150,6 +153,27 @@ impl Shared {
             offset,
             epoch: epoch.into(),
         })
+    }
+
+    /// Runs a publish's call in request order: the publishes of a connection come here in
+    /// the order it read them (its session polls them oldest first), and take their place in
+    /// the publish line in that order. While the command connection is up, a call's first
+    /// poll writes its command to the connection's queue, first in first out, so the line is
+    /// left right after it and the publishes are pipelined. Otherwise (at start, or after a
+    /// failed call) the connection may still be under way, and a later publish polled just
+    /// as it arrives would go first: then the line is held until the call ends, one publish
+    /// at a time, until one succeeds.
+    async fn in_line<T>(&self, call: impl Future<Output = T>) -> T {
+        let place = self.publish_line.lock().await;
+        let mut call = std::pin::pin!(call);
+        if !self.commands_up.load(Ordering::Relaxed) {
+            return call.await;
+        }
+        if let std::task::Poll::Ready(answer) = futures_util::poll!(call.as_mut()) {
+            return answer;
+        }
+        drop(place);
+        call.await
     }
 
     /// The publish script's call: `EVALSHA` when Redis is believed to hold it, else `EVAL`.
