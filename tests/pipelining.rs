@@ -102,35 +102,39 @@ async fn burst_is_answered_in_order(server: &Server) {
 /// counts them), and the subscriber gets the later ones.
 async fn other_requests_keep_their_place(server: &Server) {
     let (mut client, _) = Client::chat(server, "mixed").await;
-    let publish =
-        |n: usize| json!({"type":"publish","channel":"room:m","id":format!("p{n}"),"data":n});
-    let mut expected: Vec<(String, &str)> = Vec::new();
-    for n in 0..20 {
-        client.send_json(&publish(n)).await;
-        expected.push((format!("p{n}"), "published"));
+    // (frame, the answer's id, its type)
+    let publish = |n: usize| {
+        let request = json!({"type":"publish","channel":"room:m","id":format!("p{n}"),"data":n});
+        (request.to_string(), format!("p{n}"), "published")
+    };
+    let other = |request: Value, kind| {
+        let id = request["id"].as_str().unwrap().to_owned();
+        (request.to_string(), id, kind)
+    };
+    let mut requests: Vec<(String, String, &str)> = (0..20).map(publish).collect();
+    requests.push(other(
+        json!({"type":"message","id":"m1","data":"x"}),
+        "message_response",
+    ));
+    requests.push(other(json!({"type":"ping","id":"g1"}), "pong"));
+    requests.push(("not json".into(), String::new(), "error"));
+    requests.push(other(
+        json!({"type":"subscribe","channel":"room:m","id":"s1"}),
+        "subscribed",
+    ));
+    requests.extend((20..40).map(publish));
+    requests.push(other(
+        json!({"type":"message","id":"m2","data":"y"}),
+        "message_response",
+    ));
+    requests.push(publish(40));
+    for (frame, _, _) in &requests {
+        client.send_text(frame).await;
     }
-    client
-        .send_json(&json!({"type":"message","id":"m1","data":"between"}))
-        .await;
-    expected.push(("m1".into(), "message_response"));
-    client.send_json(&json!({"type":"ping","id":"g1"})).await;
-    expected.push(("g1".into(), "pong"));
-    client.send_text("not json").await;
-    expected.push((String::new(), "error"));
-    client
-        .send_json(&json!({"type":"subscribe","channel":"room:m","id":"s1"}))
-        .await;
-    expected.push(("s1".into(), "subscribed"));
-    for n in 20..40 {
-        client.send_json(&publish(n)).await;
-        expected.push((format!("p{n}"), "published"));
-    }
-    client
-        .send_json(&json!({"type":"message","id":"m2","data":"after"}))
-        .await;
-    expected.push(("m2".into(), "message_response"));
-    client.send_json(&publish(40)).await;
-    expected.push(("p40".into(), "published"));
+    let expected: Vec<(String, &str)> = requests
+        .into_iter()
+        .map(|(_, id, kind)| (id, kind))
+        .collect();
 
     let mut seen_publications = Vec::new();
     for (id, kind) in &expected {
@@ -186,8 +190,8 @@ async fn close_waits_for_the_answers(server: &Server) {
 /// A drain with publishes in flight: 100 publishes, then SIGTERM; the client closes on its
 /// `goodbye` as docs/protocol.md asks. Every publish is answered, in order, before the
 /// server's close; those read before the drain began, before the goodbye.
-async fn a_drain_answers_every_publish(server: Server) {
-    let (mut client, _) = Client::chat(&server, "drained").await;
+async fn a_drain_answers_every_publish(server: &Server) {
+    let (mut client, _) = Client::chat(server, "drained").await;
     for n in 0..100 {
         client.send_json(&publish_request(n)).await;
     }
@@ -252,57 +256,37 @@ async fn on_redis_with(test: &str, vars: &[(&str, &str)]) -> Option<(RedisServer
     Some((redis, server))
 }
 
-#[tokio::test]
-async fn a_burst_of_publishes_is_answered_in_order_memory() {
-    burst_is_answered_in_order(&memory_server().await).await;
+/// For each scenario, a test with the in-memory engine and one with the Redis engine
+/// (skipped, saying why, without redis-server).
+macro_rules! on_both_engines {
+    ($($scenario:ident => $memory:ident, $redis:ident;)*) => {$(
+        #[tokio::test]
+        async fn $memory() {
+            $scenario(&memory_server().await).await;
+        }
+
+        #[tokio::test]
+        async fn $redis() {
+            if let Some((_redis, server)) = on_redis(stringify!($redis)).await {
+                $scenario(&server).await;
+            }
+        }
+    )*};
 }
 
-#[tokio::test]
-async fn a_burst_of_publishes_is_answered_in_order_redis() {
-    if let Some((_redis, server)) =
-        on_redis("a_burst_of_publishes_is_answered_in_order_redis").await
-    {
-        burst_is_answered_in_order(&server).await;
-    }
-}
-
-#[tokio::test]
-async fn requests_between_publishes_are_answered_in_request_order_memory() {
-    other_requests_keep_their_place(&memory_server().await).await;
-}
-
-#[tokio::test]
-async fn requests_between_publishes_are_answered_in_request_order_redis() {
-    let test = "requests_between_publishes_are_answered_in_request_order_redis";
-    if let Some((_redis, server)) = on_redis(test).await {
-        other_requests_keep_their_place(&server).await;
-    }
-}
-
-#[tokio::test]
-async fn a_close_with_publishes_in_flight_comes_after_their_answers_memory() {
-    close_waits_for_the_answers(&memory_server().await).await;
-}
-
-#[tokio::test]
-async fn a_close_with_publishes_in_flight_comes_after_their_answers_redis() {
-    let test = "a_close_with_publishes_in_flight_comes_after_their_answers_redis";
-    if let Some((_redis, server)) = on_redis(test).await {
-        close_waits_for_the_answers(&server).await;
-    }
-}
-
-#[tokio::test]
-async fn a_drain_answers_every_publish_in_flight_memory() {
-    a_drain_answers_every_publish(memory_server().await).await;
-}
-
-#[tokio::test]
-async fn a_drain_answers_every_publish_in_flight_redis() {
-    if let Some((_redis, server)) = on_redis("a_drain_answers_every_publish_in_flight_redis").await
-    {
-        a_drain_answers_every_publish(server).await;
-    }
+on_both_engines! {
+    burst_is_answered_in_order =>
+        a_burst_of_publishes_is_answered_in_order_memory,
+        a_burst_of_publishes_is_answered_in_order_redis;
+    other_requests_keep_their_place =>
+        requests_between_publishes_are_answered_in_request_order_memory,
+        requests_between_publishes_are_answered_in_request_order_redis;
+    close_waits_for_the_answers =>
+        a_close_with_publishes_in_flight_comes_after_their_answers_memory,
+        a_close_with_publishes_in_flight_comes_after_their_answers_redis;
+    a_drain_answers_every_publish =>
+        a_drain_answers_every_publish_in_flight_memory,
+        a_drain_answers_every_publish_in_flight_redis;
 }
 
 const LIMITED: [(&str, &str); 1] = [("RATE_LIMIT_MSGS_PER_SEC", "10")];
