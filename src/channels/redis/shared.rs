@@ -162,9 +162,19 @@ impl Shared {
     /// left right after it and the publishes are pipelined. Otherwise (at start, or after a
     /// failed call) the connection may still be under way, and a later publish polled just
     /// as it arrives would go first: then the line is held until the call ends, one publish
-    /// at a time, until one succeeds.
-    async fn in_line<T>(&self, call: impl Future<Output = T>) -> T {
-        let place = self.publish_line.lock().await;
+    /// at a time, until one succeeds. The wait for a place is bounded by `REDIS_TIMEOUT` too:
+    /// past it the publish is refused without being sent, so while Redis is away the line
+    /// refuses publishes as calls do (a publish is answered within twice `REDIS_TIMEOUT`).
+    async fn in_line<T>(
+        &self,
+        call: impl Future<Output = Result<T, BrokerError>>,
+    ) -> Result<T, BrokerError> {
+        let line = tokio::time::timeout(self.timeout, self.publish_line.lock()).await;
+        let Ok(place) = line else {
+            self.gauges.metrics.error(BrokerOperation::Publish);
+            debug!("redis publish refused: no place in the publish line within the timeout");
+            return Err(BrokerError::Unavailable);
+        };
         let mut call = std::pin::pin!(call);
         if !self.commands_up.load(Ordering::Relaxed) {
             return call.await;
