@@ -112,7 +112,11 @@ pub type PublicationSink = Arc<dyn Fn(&Arc<str>, SinkEvent) + Send + Sync>;
 /// `history` call began is in its answer, and one accepted after it is handed to the sink.
 pub trait Broker: Send + Sync + 'static {
     /// Assigns the next offset, appends to the history (when history is on) and hands the
-    /// publication to the sink of every process subscribed to the channel.
+    /// publication to the sink of every process subscribed to the channel. Publishes whose
+    /// futures one task polls oldest first (a connection's pipelined publishes) get offsets
+    /// in that order: an engine takes a publish's place in line when first polled (the
+    /// in-memory engine does all its work then; the Redis engine queues it as one command,
+    /// never retried, on its one connection, first in first out, across a reconnection too).
     fn publish<'a>(
         &'a self,
         channel: &'a str,

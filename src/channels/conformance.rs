@@ -2,7 +2,9 @@
 //! in-memory engine runs them below, and the Redis engine of issue 17 runs the same
 //! [`run_all`] with its own constructor.
 
+use std::future::poll_fn;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
@@ -90,6 +92,7 @@ pub(crate) async fn run_all<B: Broker>(engine: impl Engine<B>) {
     another_epoch_or_a_future_offset_is_not_complete(&engine).await;
     the_sink_follows_the_reference_count(&engine).await;
     concurrent_publishers_get_every_offset_once_in_order(&engine).await;
+    publishes_in_flight_get_offsets_in_the_order_polled(&engine).await;
     no_history_keeps_offsets(&engine).await;
     the_channel_limit_refuses_only_new_channels(&engine).await;
     expired_history_is_gone_and_a_freed_channel_starts_a_new_epoch(&engine).await;
@@ -202,6 +205,42 @@ async fn concurrent_publishers_get_every_offset_once_in_order<B: Broker>(engine:
     settle(&*broker, &seen).await;
     let handed: Vec<u64> = seen.lock().unwrap().iter().map(|(_, o)| *o).collect();
     assert_eq!(handed, (1..=200).collect::<Vec<u64>>(), "in offset order");
+}
+
+/// The session's pipelining (session/chat/pipeline.rs): publishes made one after the other,
+/// all in flight at once, each polled oldest first on every wake-up. Their offsets follow
+/// that order in each channel.
+async fn publishes_in_flight_get_offsets_in_the_order_polled<B: Broker>(engine: &impl Engine<B>) {
+    const COUNT: usize = 64;
+    let broker = engine(LIMITS, recorder().0);
+    let channel = |n: usize| if n % 2 == 0 { "c" } else { "d" };
+    let mut running: Vec<_> = (0..COUNT)
+        .map(|n| Some(broker.publish(channel(n), message(&n.to_string()))))
+        .collect();
+    let mut offsets = [0; COUNT];
+    poll_fn(|cx| {
+        for (n, slot) in running.iter_mut().enumerate() {
+            let Some(publish) = slot else { continue };
+            if let Poll::Ready(accepted) = publish.as_mut().poll(cx) {
+                offsets[n] = accepted.unwrap().offset;
+                *slot = None;
+            }
+        }
+        if running.iter().all(Option::is_none) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    for parity in 0..2 {
+        let mine: Vec<u64> = offsets.iter().skip(parity).step_by(2).copied().collect();
+        assert_eq!(
+            mine,
+            (1..=COUNT as u64 / 2).collect::<Vec<_>>(),
+            "{offsets:?}"
+        );
+    }
 }
 
 async fn no_history_keeps_offsets<B: Broker>(engine: &impl Engine<B>) {

@@ -6,6 +6,7 @@
 
 mod closing;
 pub(crate) mod handover;
+mod pipeline;
 mod requests;
 
 use std::net::IpAddr;
@@ -20,7 +21,7 @@ use tracing::debug;
 use super::auth::Credentials;
 use super::ending::{answered_into, goodbye_frame};
 use super::frames::FrameGuard;
-use super::subscriptions::{ChannelRequest, Subscriptions, inbox_ready};
+use super::subscriptions::{Subscriptions, inbox_ready};
 use crate::auth::{AuthRefusal, Identity};
 use crate::protocol::{
     ClientType, DisconnectReason, ErrorCode, GoodbyeReason, ProtocolError, ServerMessage,
@@ -67,8 +68,9 @@ struct Session {
     leaving: Option<(GoodbyeReason, Instant)>,
     /// Channel subscriptions (protocol v1.1), from the first channel request on.
     subscriptions: Option<Box<Subscriptions>>,
-    /// A channel request read, to serve before the next read (the broker may take time).
-    pending: Option<Box<(ChannelRequest, Instant)>>,
+    /// The answers owed while publishes are in flight (`pipeline.rs`), from a channel request
+    /// until nothing is owed.
+    work: Option<Box<pipeline::Work>>,
     /// Where the connection stands with authentication; its identity is what channels ask.
     credentials: Credentials,
 }
@@ -120,7 +122,7 @@ impl Session {
             client_close_code: None,
             leaving: None,
             subscriptions: None,
-            pending: None,
+            work: None,
             credentials,
             registration,
             peer,
@@ -244,27 +246,38 @@ impl Session {
         let state = Arc::clone(&self.state);
         let control = Arc::clone(self.registration.control());
         loop {
+            let reading = self.reads();
             let step = tokio::select! {
                 biased;
                 command = control.recv(), if self.leaving.is_none() => match command {
                     Command::Replaced => Err(Ending::Goodbye(GoodbyeReason::Replaced)),
                     Command::Handover => Err(Ending::Handover),
-                    Command::Shutdown => {
-                        self.say_goodbye_with_grace(GoodbyeReason::ServerShutdown);
-                        timer.as_mut().reset(self.next_deadline().into());
-                        Ok(())
-                    }
+                    // Every request read before the goodbye is answered before it.
+                    Command::Shutdown => match Box::pin(self.answer_all()).await {
+                        Ok(()) => {
+                            self.say_goodbye_with_grace(GoodbyeReason::ServerShutdown);
+                            timer.as_mut().reset(self.next_deadline().into());
+                            Ok(())
+                        }
+                        Err(ending) => Err(ending),
+                    },
                 },
                 () = &mut timer => {
                     let step = self.on_timer(Instant::now());
                     timer.as_mut().reset(self.next_deadline().into());
                     step
                 }
-                io = ws::next_io(socket, &mut self.outbox, answered_into(&state.metrics)) => {
+                // Before reading on: a publisher's answers leave as they come.
+                () = pipeline::answer_ready(self.work.as_deref_mut()) => {
+                    Box::pin(self.settle()).await
+                }
+                io = ws::next_io_or_write(
+                    socket, &mut self.outbox, answered_into(&state.metrics), reading,
+                ) => {
                     let fragment_deadline = self.frames.deadline();
                     let mut step = self.on_io(io);
-                    if let Some(request) = self.pending.take() {
-                        step = Box::pin(self.on_channel_request(*request)).await;
+                    if step.is_ok() && self.work.is_some() {
+                        step = Box::pin(self.settle()).await;
                     }
                     if self.frames.deadline() != fragment_deadline {
                         timer.as_mut().reset(self.next_deadline().into());
@@ -379,7 +392,7 @@ impl Session {
                     message: "binary frames are not supported".into(),
                     id: None,
                 };
-                self.reject(&error, now)
+                self.reject(error, now)
             }
             Incoming::Pong => {
                 if let Some(sent) = self.ping_sent.take() {
@@ -396,6 +409,7 @@ impl Session {
                 self.received_close = true;
                 self.client_close_code = frame.as_ref().map(|f| u16::from(f.code));
                 debug!(close_code = self.client_close_code, "client closed");
+                self.hold_close();
                 Ok(())
             }
         }

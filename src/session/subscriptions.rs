@@ -2,22 +2,20 @@
 //! may access, and the move of its publications from its inbox into its outbox, merged by
 //! offset so that a subscriber sees each offset once, in order, or is told
 //! `insufficient_state` (`insufficient.rs`); parked and resumed across a handover
-//! (`handover.rs`). Created on the connection's first channel request: a v1 connection pays
+//! (`handover.rs`). Publishes are served apart, each a future of its own (`publish.rs`). Created on the connection's first channel request: a v1 connection pays
 //! one empty pointer for it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
 
-use crate::auth::{AuthRefusal, Identity};
+use crate::auth::Identity;
 use crate::channels::{
-    BrokerError, Delivery, History, Inbox, NewPublication, Publication, Slot, StreamPosition,
-    Subscriber,
+    BrokerError, Delivery, History, Inbox, Publication, Slot, StreamPosition, Subscriber,
 };
-use crate::metrics::{PublishResult, RecoveryOutcome, SubscriptionEnd};
+use crate::metrics::{RecoveryOutcome, SubscriptionEnd};
 use crate::protocol::{
     ClientMessage, ErrorCode, ProtocolError, PublicationItem, Recover, ServerMessage, ServerType,
     now_ms,
@@ -27,8 +25,22 @@ use crate::ws::{self, Outbox};
 
 pub(super) mod handover;
 mod insufficient;
+mod publish;
+mod refusals;
 
-/// A channel request, owned: it outlives the frame it was read from while the broker works.
+pub(super) use publish::PublishRequest;
+pub(super) use refusals::Reply;
+use refusals::{broker_error, forbidden};
+
+/// A channel request read, owned: it outlives the frame it was read from while the broker
+/// works. A publish is served on its own ([`PublishRequest`]); the others through the
+/// connection's [`Subscriptions`].
+pub(super) enum Request {
+    Publish(PublishRequest),
+    Channel(ChannelRequest),
+}
+
+/// A subscribe or an unsubscribe.
 pub(super) struct ChannelRequest {
     id: Option<Box<str>>,
     channel: Box<str>,
@@ -38,12 +50,14 @@ pub(super) struct ChannelRequest {
 enum RequestKind {
     Subscribe(Option<Recover>),
     Unsubscribe,
-    Publish(Box<RawValue>),
 }
 
-impl ChannelRequest {
+impl Request {
     /// The request, when `message` is a channel request.
-    pub(super) fn from_message(message: &ClientMessage<'_>) -> Option<ChannelRequest> {
+    pub(super) fn from_message(message: &ClientMessage<'_>) -> Option<Request> {
+        let owned = |id: &Option<std::borrow::Cow<'_, str>>, channel: &str| {
+            (id.as_deref().map(Box::from), Box::from(channel))
+        };
         let (id, channel, kind) = match message {
             ClientMessage::Subscribe {
                 id,
@@ -52,17 +66,16 @@ impl ChannelRequest {
             } => (id, channel, RequestKind::Subscribe(recover.clone())),
             ClientMessage::Unsubscribe { id, channel } => (id, channel, RequestKind::Unsubscribe),
             ClientMessage::Publish { id, channel, data } => {
-                (id, channel, RequestKind::Publish((*data).to_owned()))
+                let (id, channel) = owned(id, channel);
+                let data = (*data).to_owned();
+                return Some(Request::Publish(PublishRequest { id, channel, data }));
             }
             ClientMessage::Message { .. }
             | ClientMessage::Ping { .. }
             | ClientMessage::Authenticate { .. } => return None,
         };
-        Some(ChannelRequest {
-            id: id.as_deref().map(Box::from),
-            channel: Box::from(channel.as_ref()),
-            kind,
-        })
+        let (id, channel) = owned(id, channel);
+        Some(Request::Channel(ChannelRequest { id, channel, kind }))
     }
 }
 
@@ -77,9 +90,6 @@ struct Subscription {
     slot: Slot,
     position: u64,
 }
-
-/// The answer to a channel request: a serialised message, or the `error` to answer with.
-pub(super) type Reply = Result<(String, ServerType), ProtocolError>;
 
 /// The subscriptions of one connection.
 pub(super) struct Subscriptions {
@@ -117,7 +127,7 @@ impl Subscriptions {
         subscription
     }
 
-    /// Serves a channel request of connection `from`.
+    /// Serves a subscribe or an unsubscribe of connection `from`.
     pub(super) async fn handle(
         &mut self,
         state: &AppState,
@@ -127,35 +137,12 @@ impl Subscriptions {
     ) -> Reply {
         let ChannelRequest { id, channel, kind } = request;
         let id = id.as_deref();
-        let allowed = identity.is_none_or(|who| who.may_access(&channel));
         match kind {
-            RequestKind::Subscribe(_) | RequestKind::Publish(_) if !allowed => {
-                state.metrics.auth.refused(AuthRefusal::ForbiddenChannel);
-                Err(ProtocolError::new(
-                    ErrorCode::Forbidden,
-                    "the token does not allow this channel",
-                    id,
-                ))
-            }
             RequestKind::Subscribe(recover) => {
+                forbidden(state, identity, &channel, id)?;
                 self.subscribe(state, from, id, &channel, recover).await
             }
             RequestKind::Unsubscribe => self.unsubscribe(state, from, id, &channel).await,
-            RequestKind::Publish(data) => {
-                let user = identity.map(|who| Box::from(&*who.user));
-                publish(
-                    state,
-                    from,
-                    id,
-                    &channel,
-                    NewPublication {
-                        data,
-                        from: from.into(),
-                        user,
-                    },
-                )
-                .await
-            }
         }
     }
 
@@ -377,50 +364,4 @@ async fn release(state: &AppState, channel: &str, slot: Slot, why: SubscriptionE
     state.channels.hub.remove(channel, slot);
     state.channels.broker.unsubscribe(channel).await;
     state.metrics.channels.subscription_ended(why);
-}
-
-async fn publish(
-    state: &AppState,
-    from: &str,
-    id: Option<&str>,
-    channel: &str,
-    publication: NewPublication,
-) -> Reply {
-    let metrics = &state.metrics.channels;
-    match state.channels.broker.publish(channel, publication).await {
-        Ok(accepted) => {
-            metrics.publication(PublishResult::Accepted);
-            let answer = ServerMessage::Published {
-                channel,
-                id,
-                offset: accepted.offset,
-                epoch: &accepted.epoch,
-                ts: now_ms(),
-            };
-            Ok((answer.to_json(), ServerType::Published))
-        }
-        Err(error) => {
-            metrics.publication(PublishResult::Refused);
-            debug!(connection_id = from, channel, ?error, "publish refused");
-            Err(broker_error(error, state, id))
-        }
-    }
-}
-
-fn broker_error(error: BrokerError, state: &AppState, id: Option<&str>) -> ProtocolError {
-    match error {
-        BrokerError::Unavailable => ProtocolError::new(
-            ErrorCode::BrokerUnavailable,
-            "the broker cannot take this request now; retry",
-            id,
-        ),
-        BrokerError::ChannelLimit => ProtocolError::new(
-            ErrorCode::ChannelLimit,
-            format!(
-                "the server holds its maximum of {} channels; existing channels still work",
-                state.config.channels.max_channels
-            ),
-            id,
-        ),
-    }
 }

@@ -34,14 +34,32 @@ pub async fn next_io(
     outbox: &mut Outbox,
     on_answered: impl Fn(Duration),
 ) -> Io {
-    poll_fn(|cx| {
+    next_io_or_write(socket, outbox, on_answered, true).await
+}
+
+/// [`next_io`] when `read`; otherwise only writes what the outbox holds (ready only when
+/// writing fails): a session that owes as many answers as it may stops reading, and what it
+/// queued still leaves. Not an `async fn`: its future holds the arguments once, and every
+/// idle connection's task holds this future.
+pub fn next_io_or_write<'a>(
+    socket: &'a mut WebSocket,
+    outbox: &'a mut Outbox,
+    on_answered: impl Fn(Duration) + 'a,
+    read: bool,
+) -> impl Future<Output = Io> + 'a {
+    poll_fn(move |cx| {
         // Frames already read are answered before anything is written, so that the answers
         // of one wake-up leave together; a client that keeps the read side busy still gets
         // its answers once they fill the cork.
         if outbox.is_corked_full() && send_queued(socket, outbox, &on_answered, cx).is_err() {
             return Poll::Ready(Io::WriteFailed);
         }
-        if let Poll::Ready(read) = socket.poll_read(cx) {
+        let polled = if read {
+            socket.poll_read(cx)
+        } else {
+            Poll::Pending
+        };
+        if let Poll::Ready(read) = polled {
             if let Some(Ok(incoming)) = &read {
                 answer_control_frame(socket, outbox, incoming);
             }
@@ -54,7 +72,6 @@ pub async fn next_io(
             Err(_) => Poll::Ready(Io::WriteFailed),
         }
     })
-    .await
 }
 
 /// RFC 6455 5.5: a ping is answered with a pong (only the latest one when several arrive

@@ -94,6 +94,22 @@ impl Outbox {
         }
     }
 
+    /// Takes back the reply to the peer's close frame, queued last when the close was read:
+    /// a session that still owes answers queues them first, then the reply again
+    /// ([`Outbox::push_last`]). `None` when the last message queued is no close frame.
+    pub fn take_close(&mut self) -> Option<Message> {
+        let is_close = |out: &Outgoing| matches!(out.message, Message::Close(_));
+        let out = if self.rest.back().is_some_and(is_close) {
+            self.rest.pop_back()
+        } else if self.rest.is_empty() && self.head.as_ref().is_some_and(is_close) {
+            self.head.take()
+        } else {
+            None
+        }?;
+        self.queued_bytes -= message_len(&out.message);
+        Some(out.message)
+    }
+
     /// An outbox that answers every ping instead of the latest: RFC 6455 5.5.3 allows either,
     /// Autobahn's cases 2.10 and 2.11 expect every pong. For the echo endpoint only: a chat
     /// client's ping flood must not cost one write each.
@@ -190,6 +206,28 @@ const ENTRY_OVERHEAD_BYTES: usize = FRAME_HEADER_BYTES + size_of::<Outgoing>() +
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_close_reply_is_taken_back_only_when_queued_last() {
+        let now = Instant::now();
+        let mut outbox = Outbox::new(1 << 20, now);
+        outbox.push(Message::text("answer"), None).unwrap();
+        assert!(outbox.take_close().is_none());
+        outbox.push_last(Message::Close(None));
+        let before = outbox.queued_bytes;
+        assert!(matches!(outbox.take_close(), Some(Message::Close(None))));
+        assert_eq!(
+            outbox.queued_bytes,
+            before - message_len(&Message::Close(None))
+        );
+        assert!(matches!(
+            outbox.pop().map(|o| o.message),
+            Some(Message::Text(_))
+        ));
+        outbox.push_last(Message::Close(None));
+        assert!(outbox.take_close().is_some());
+        assert!(outbox.is_empty());
+    }
 
     #[test]
     fn one_message_is_always_taken_then_the_bound_holds() {

@@ -50,6 +50,20 @@ pub async fn publish(client: &mut Client, channel: &str, data: Value) -> Value {
     answer
 }
 
+/// Publishes to a channel `client` is subscribed to; returns the `publication` it gets back,
+/// which may come before or after `published` (docs/protocol.md: with `BROKER=redis` it comes
+/// through Redis while the answer is on its way).
+pub async fn publish_own(client: &mut Client, channel: &str, data: Value) -> Value {
+    let request = json!({"type":"publish","channel":channel,"id":"p","data":data});
+    client.send_json(&request).await;
+    let (answer, mut seen) = reply_to(client, Some("p")).await;
+    assert_eq!(answer["type"], "published", "{answer}");
+    if seen.is_empty() {
+        seen = publications(client, 1).await;
+    }
+    seen.remove(0)
+}
+
 /// The next `count` publications (skipping heartbeats).
 pub async fn publications(client: &mut Client, count: usize) -> Vec<Value> {
     let mut seen = Vec::new();

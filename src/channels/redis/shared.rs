@@ -1,7 +1,8 @@
 //! What the Redis engine's calls and its pub/sub task share: the command connection with
 //! its timeout and health (`websocket_broker_up`), the two scripts, the keys, the local
-//! channel table and the sink. A publish and a history read are one script call each, an
-//! `EVALSHA` built in one buffer (the script loaded when Redis does not have it).
+//! channel table and the sink. A publish and a history read are one script call each, built
+//! in one buffer; a publish is one command, never retried, so that a connection's publishes
+//! reach Redis in the order the session issued them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +31,9 @@ pub struct RedisGauges {
     pub metrics: Arc<BrokerMetrics>,
 }
 
+/// The publish script's text, sent with `EVAL` while Redis may not hold it.
+pub(super) const PUBLISH_SCRIPT: &str = include_str!("publish.lua");
+
 /// What the broker's calls and its pub/sub task share.
 pub(super) struct Shared {
     pub(super) commands: ConnectionManager,
@@ -39,6 +43,12 @@ pub(super) struct Shared {
     pub(super) timeout: Duration,
     pub(super) check_interval: Duration,
     pub(super) publish: Script,
+    /// Whether Redis is believed to hold the publish script: publishes send `EVALSHA` then;
+    /// otherwise (at start, and after any failed publish: a new Redis, a `SCRIPT FLUSH`)
+    /// `EVAL` with its text, which runs it and caches it, until one succeeds.
+    pub(super) publish_cached: AtomicBool,
+    /// Publishes take their place in line here, first come first served: see [`Shared::publish`].
+    pub(super) publish_line: tokio::sync::Mutex<()>,
     pub(super) history: Script,
     pub(super) local: LocalChannels,
     pub(super) sink: PublicationSink,
@@ -121,17 +131,20 @@ impl Shared {
     ) -> Result<Accepted, BrokerError> {
         self.local.published(channel)?;
         let started = Instant::now();
-        let body = wire::Body(&publication);
-        let size = channel.len() * 3 + publication.data.get().len() + publication.from.len();
-        let mut call = self.script_call(&self.publish, channel, size);
-        call.arg(self.limits.history_size)
-            .arg(self.limits.history_ttl.as_millis() as u64)
-            .arg(self.keys.topic_arg(channel))
-            .arg(wire::new_epoch())
-            .arg(body);
-        let (offset, epoch): (u64, String) = self
-            .call(BrokerOperation::Publish, self.eval(&self.publish, &call))
-            .await?;
+        let cached = self.publish_cached.load(Ordering::Relaxed);
+        let command = self.publish_command(cached, channel, &publication);
+        let mut commands = self.commands.clone();
+        let query = command.query_async(&mut commands);
+        let answer = self
+            .in_line(self.call(BrokerOperation::Publish, query))
+            .await;
+        // No `SCRIPT LOAD` and retry on `NOSCRIPT` (what `Script::invoke_async` does): a retry
+        // would reach Redis after the publishes issued behind this one, and take a later
+        // offset. A refused publish was not run; the next ones send the text.
+        if answer.is_ok() != cached {
+            self.publish_cached.store(answer.is_ok(), Ordering::Relaxed);
+        }
+        let (offset, epoch): (u64, String) = answer?;
         self.gauges
             .metrics
             .publish_duration
@@ -142,6 +155,54 @@ impl Shared {
         })
     }
 
+    /// Runs a publish's call in request order: the publishes of a connection come here in
+    /// the order it read them (its session polls them oldest first), and take their place in
+    /// the publish line in that order. While the command connection is up, a call's first
+    /// poll writes its command to the connection's queue, first in first out, so the line is
+    /// left right after it and the publishes are pipelined. Otherwise (at start, or after a
+    /// failed call) the connection may still be under way, and a later publish polled just
+    /// as it arrives would go first: then the line is held until the call ends, one publish
+    /// at a time, until one succeeds. The wait for a place is bounded by `REDIS_TIMEOUT` too:
+    /// past it the publish is refused without being sent, so while Redis is away the line
+    /// refuses publishes as calls do (a publish is answered within twice `REDIS_TIMEOUT`).
+    async fn in_line<T>(
+        &self,
+        call: impl Future<Output = Result<T, BrokerError>>,
+    ) -> Result<T, BrokerError> {
+        let line = tokio::time::timeout(self.timeout, self.publish_line.lock()).await;
+        let Ok(place) = line else {
+            self.gauges.metrics.error(BrokerOperation::Publish);
+            debug!("redis publish refused: no place in the publish line within the timeout");
+            return Err(BrokerError::Unavailable);
+        };
+        let mut call = std::pin::pin!(call);
+        if !self.commands_up.load(Ordering::Relaxed) {
+            return call.await;
+        }
+        if let std::task::Poll::Ready(answer) = futures_util::poll!(call.as_mut()) {
+            return answer;
+        }
+        drop(place);
+        call.await
+    }
+
+    /// The publish script's call: `EVALSHA` when Redis is believed to hold it, else `EVAL`
+    /// with its text.
+    fn publish_command(&self, cached: bool, channel: &str, publication: &NewPublication) -> Cmd {
+        let size = channel.len() * 3 + publication.data.get().len() + publication.from.len();
+        let mut call = if cached {
+            self.script_call("EVALSHA", self.publish.get_hash(), channel, size)
+        } else {
+            self.script_call("EVAL", PUBLISH_SCRIPT, channel, size + PUBLISH_SCRIPT.len())
+        };
+        call.arg(self.limits.history_size)
+            .arg(self.limits.history_ttl.as_millis() as u64)
+            .arg(self.keys.topic_arg(channel))
+            .arg(wire::new_epoch())
+            .arg(wire::Body(publication));
+        call
+    }
+
     /// The channel's epoch and top, and with `since` the publications after it when the
     /// stream holds every one of them.
     pub(super) async fn read(
@@ -149,7 +210,8 @@ impl Shared {
         channel: &str,
         since: Option<&StreamPosition>,
     ) -> Result<History, BrokerError> {
-        let mut call = self.script_call(&self.history, channel, channel.len() * 2);
+        let hash = self.history.get_hash();
+        let mut call = self.script_call("EVALSHA", hash, channel, channel.len() * 2);
         call.arg(self.limits.history_ttl.as_millis() as u64)
             .arg(wire::new_epoch())
             .arg(since.map_or(String::new(), |s| s.offset.to_string()))
@@ -160,12 +222,13 @@ impl Shared {
         Ok(history_of(channel, epoch.into(), top, since, &entries))
     }
 
-    /// `EVALSHA` of `script` on `channel`'s two keys (meta hash, history stream), its
-    /// arguments to follow, in a buffer sized for about `size` bytes of them.
-    fn script_call(&self, script: &Script, channel: &str, size: usize) -> Cmd {
+    /// `verb` (`EVALSHA` with a script's hash, or `EVAL` with its text) of `script` on
+    /// `channel`'s two keys (meta hash, history stream), its arguments to follow, in a buffer
+    /// sized for about `size` bytes of them.
+    fn script_call(&self, verb: &str, script: &str, channel: &str, size: usize) -> Cmd {
         let mut call = Cmd::with_capacity(10, 128 + 2 * self.keys.prefix_len() + size);
-        call.arg("EVALSHA")
-            .arg(script.get_hash())
+        call.arg(verb)
+            .arg(script)
             .arg(2)
             .arg(self.keys.meta(channel))
             .arg(self.keys.history(channel));

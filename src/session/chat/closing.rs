@@ -1,5 +1,7 @@
-//! How a chat connection ends: the close that each [`Ending`] calls for, after the goodbye
-//! when the server decided it.
+//! How a chat connection ends: the close that each [`Ending`] calls for, after the answers
+//! still owed (publishes in flight) and the goodbye when the server decided it. A connection
+//! that broke, or whose client closed, owes nothing it could still send: its publishes in
+//! flight are dropped unanswered (one the broker already took is still published).
 
 use super::super::ending::{self, Farewell};
 use super::{Ending, Session};
@@ -14,8 +16,14 @@ impl Session {
         socket: &mut WebSocket,
         ending: Ending,
     ) -> (DisconnectReason, Option<u16>) {
+        // Every request read is answered before the goodbye or the close frame.
+        let answered = match ending {
+            Ending::Closed(_) | Ending::Goodbye(GoodbyeReason::SlowConsumer) => Ok(()),
+            _ => Box::pin(self.answer_all()).await,
+        };
         match ending {
             Ending::Goodbye(reason) => {
+                let reason = answered.map_or(GoodbyeReason::SlowConsumer, |()| reason);
                 if reason == GoodbyeReason::SlowConsumer {
                     self.outbox.clear();
                 }

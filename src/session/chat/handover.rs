@@ -89,12 +89,10 @@ impl Session {
                 .await
                 .map_err(|_| Ending::Handover)?;
             self.on_io(io)?;
-            if let Some(request) = self.pending.take() {
-                // Served here, before the channels are handed over, as `serve` would.
-                Box::pin(self.on_channel_request(*request)).await?;
-            }
         }
-        Ok(())
+        // Every request read is answered here, before the channels are handed over: the
+        // record has no place for a publish in flight.
+        Box::pin(self.answer_all()).await
     }
 
     /// Parks the connection for the next process, or gives the socket back when it cannot
@@ -102,7 +100,7 @@ impl Session {
     fn park(&mut self, socket: WebSocket) -> Option<WebSocket> {
         let parkable = self.leaving.is_none()
             && !self.received_close
-            && self.pending.is_none()
+            && self.work.is_none()
             && !self.credentials.is_awaiting();
         if !parkable || !socket.is_between_frames() {
             return Some(socket);

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use super::super::auth::{Accepted, refusal_before_token, report_refusal};
 use super::super::frames::FrameVerdict;
-use super::super::subscriptions::{ChannelRequest, Subscriptions};
-use super::{Ending, Session, slow};
+use super::super::subscriptions::{ChannelRequest, Request, Subscriptions};
+use super::{Ending, Session};
 use crate::auth::AuthRefusal;
 use crate::protocol::{
     ClientMessage, ClientType, ErrorCode, GoodbyeReason, ProtocolError, ServerMessage, now_ms,
@@ -32,7 +32,7 @@ impl Session {
                     ),
                     id: None,
                 };
-                self.reject(&error, now)
+                self.reject(error, now)
             }
             FrameVerdict::Violation => Err(Ending::Goodbye(GoodbyeReason::PolicyViolation)),
         }
@@ -54,7 +54,7 @@ impl Session {
                     ),
                     id: None,
                 };
-                self.reject(&error, now).map(|()| false)
+                self.reject(error, now).map(|()| false)
             }
             Verdict::Abusive => {
                 self.state.metrics.message_in(ClientType::Invalid);
@@ -85,21 +85,24 @@ impl Session {
             Ok(ClientMessage::Authenticate { id, .. }) => {
                 let message = "authentication is off on this server";
                 let error = ProtocolError::new(ErrorCode::InvalidMessage, message, id.as_deref());
-                self.reject(&error, now)
+                self.reject(error, now)
             }
             Ok(request) => match ServerMessage::answer(&request, now_ms()) {
-                Some(answer) => self.send(&answer, Some(now)).map_err(slow),
+                Some(answer) => self.answer(Ok((answer.to_json(), answer.kind())), now),
                 None => {
-                    self.pending = ChannelRequest::from_message(&request)
-                        .map(|channel_request| Box::new((channel_request, now)));
+                    match Request::from_message(&request) {
+                        Some(Request::Publish(publish)) => self.start_publish(publish, now),
+                        Some(Request::Channel(channel)) => self.hold(channel, now),
+                        None => {}
+                    }
                     Ok(())
                 }
             },
-            Err(error) => self.reject(&error, now),
+            Err(error) => self.reject(error, now),
         }
     }
 
-    /// Serves a channel request (subscribe, unsubscribe, publish) read at `received`.
+    /// Serves a subscribe or unsubscribe read at `received`, once nothing is owed before it.
     pub(super) async fn on_channel_request(
         &mut self,
         (request, received): (ChannelRequest, Instant),
@@ -109,13 +112,10 @@ impl Session {
             .subscriptions
             .get_or_insert_with(|| Subscriptions::new(inbox_bytes));
         let identity = self.credentials.identity();
-        match subscriptions
+        let reply = subscriptions
             .handle(&self.state, identity, &self.id, request)
-            .await
-        {
-            Ok((json, kind)) => self.queue(json, kind, Some(received)).map_err(slow),
-            Err(error) => self.reject(&error, received),
-        }
+            .await;
+        self.answer(reply, received)
     }
 
     /// Moves the publications waiting for this connection into its outbox; returns the
@@ -143,14 +143,8 @@ impl Session {
         Ending::Goodbye(GoodbyeReason::Unauthorized)
     }
 
-    /// Answers a request that cannot be served with an `error`.
-    pub(super) fn reject(
-        &mut self,
-        error: &ProtocolError,
-        received: Instant,
-    ) -> Result<(), Ending> {
-        self.state.metrics.error(error.code);
-        self.send(&ServerMessage::error(error, now_ms()), Some(received))
-            .map_err(slow)
+    /// Answers a request that cannot be served with an `error`, in request order.
+    pub(super) fn reject(&mut self, error: ProtocolError, received: Instant) -> Result<(), Ending> {
+        self.answer(Err(error), received)
     }
 }

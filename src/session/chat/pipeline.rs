@@ -1,0 +1,205 @@
+//! What a chat connection owes between reading requests and answering them, so that its
+//! publishes are pipelined: the session reads on while the broker works, up to
+//! [`MAX_OWED`] answers owed (publishes in flight or done, and the answers of the requests
+//! read behind them), then stops reading until the oldest is answered (backpressure: no queue
+//! grows without bound). Answers leave in request order: one that is ready early waits for
+//! those before it; a subscribe or unsubscribe read meanwhile, and the reply to the client's
+//! close frame, wait until every answer before them is out. Allocated on the first channel
+//! request and freed once nothing is owed: an idle connection pays one empty pointer.
+//! docs/protocol.md, "Channels", says what clients see.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures_util::future::BoxFuture;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::super::subscriptions::{ChannelRequest, PublishRequest, Reply};
+use super::{Ending, Session, slow};
+use crate::protocol::{ServerMessage, now_ms};
+
+/// Answers one connection may owe before it stops reading: publishes in flight at once, at
+/// most. 32 keeps a saturated publisher far from the Redis round trip's bound (32 per round
+/// trip) while what it can make the server hold stays small (32 requests of at most
+/// `MAX_MESSAGE_BYTES`).
+pub(super) const MAX_OWED: usize = 32;
+
+/// What a connection owes, oldest first.
+#[derive(Default)]
+pub(super) struct Work {
+    owed: VecDeque<Owed>,
+    /// A subscribe or unsubscribe read: served once nothing before it is owed.
+    waiting: Option<(ChannelRequest, Instant)>,
+    /// The reply to the client's close frame: queued once nothing before it is owed.
+    close: Option<Message>,
+}
+
+/// One answer owed to a request read at `received`.
+struct Owed {
+    answer: Answer,
+    received: Instant,
+}
+
+enum Answer {
+    /// A publish the broker works on.
+    Running(BoxFuture<'static, Reply>),
+    Done(Reply),
+}
+
+impl Work {
+    /// Polls the publishes in flight, oldest first: a publish reaches the broker on its first
+    /// poll, and each is one broker call that is never retried, so the broker gets them in
+    /// request order (the Redis engine writes them to its connection in that order).
+    fn poll_running(&mut self, cx: &mut Context<'_>) {
+        for owed in &mut self.owed {
+            if let Answer::Running(future) = &mut owed.answer {
+                if let Poll::Ready(reply) = future.as_mut().poll(cx) {
+                    owed.answer = Answer::Done(reply);
+                }
+            }
+        }
+    }
+
+    /// The oldest answer owed, when it is done.
+    fn pop_done(&mut self) -> Option<(Reply, Instant)> {
+        if !matches!(self.owed.front()?.answer, Answer::Done(_)) {
+            return None;
+        }
+        let Owed { answer, received } = self.owed.pop_front()?;
+        match answer {
+            Answer::Done(reply) => Some((reply, received)),
+            Answer::Running(_) => None,
+        }
+    }
+}
+
+/// Ready when the oldest answer owed is done (and meanwhile drives the publishes in
+/// flight); never while nothing is owed.
+pub(super) fn answer_ready(mut work: Option<&mut Work>) -> impl Future<Output = ()> + Send {
+    poll_fn(move |cx| match work.as_deref_mut() {
+        Some(work) if !work.owed.is_empty() => {
+            work.poll_running(cx);
+            match work.owed.front() {
+                Some(Owed {
+                    answer: Answer::Done(_),
+                    ..
+                }) => Poll::Ready(()),
+                _ => Poll::Pending,
+            }
+        }
+        _ => Poll::Pending,
+    })
+}
+
+impl Session {
+    /// Whether the session reads the socket: not while it owes [`MAX_OWED`] answers, nor
+    /// while a request or the reply to the client's close waits for the answers before it.
+    pub(super) fn reads(&self) -> bool {
+        self.work.as_deref().is_none_or(|work| {
+            work.owed.len() < MAX_OWED && work.waiting.is_none() && work.close.is_none()
+        })
+    }
+
+    fn owes(&self) -> bool {
+        self.work
+            .as_deref()
+            .is_some_and(|work| !work.owed.is_empty())
+    }
+
+    fn work(&mut self) -> &mut Work {
+        self.work.get_or_insert_with(Box::default)
+    }
+
+    /// Answers a request read at `received`: at once, or after the answers owed before it.
+    pub(super) fn answer(&mut self, reply: Reply, received: Instant) -> Result<(), Ending> {
+        if self.owes() {
+            let answer = Answer::Done(reply);
+            self.work().owed.push_back(Owed { answer, received });
+            return Ok(());
+        }
+        self.write_answer(reply, received)
+    }
+
+    /// Queues an answer in the outbox (an `error` counted by its code).
+    fn write_answer(&mut self, reply: Reply, received: Instant) -> Result<(), Ending> {
+        match reply {
+            Ok((json, kind)) => self.queue(json, kind, Some(received)).map_err(slow),
+            Err(error) => {
+                self.state.metrics.error(error.code);
+                let message = ServerMessage::error(&error, now_ms());
+                self.send(&message, Some(received)).map_err(slow)
+            }
+        }
+    }
+
+    /// A publish read at `received`: it reaches the broker at the next [`Session::settle`].
+    pub(super) fn start_publish(&mut self, request: PublishRequest, received: Instant) {
+        let state = Arc::clone(&self.state);
+        let future = request.serve(state, self.credentials.identity(), &self.id);
+        let answer = Answer::Running(future);
+        self.work().owed.push_back(Owed { answer, received });
+    }
+
+    /// A subscribe or unsubscribe read at `received`: served by [`Session::settle`] once
+    /// nothing before it is owed; the session reads nothing more meanwhile.
+    pub(super) fn hold(&mut self, request: ChannelRequest, received: Instant) {
+        self.work().waiting = Some((request, received));
+    }
+
+    /// The client's close frame was read: when answers are still owed, the transport's reply
+    /// to it is held back until they are queued (no answer may follow a close frame).
+    pub(super) fn hold_close(&mut self) {
+        if self.owes() {
+            if let Some(close) = self.outbox.take_close() {
+                self.work().close = Some(close);
+            }
+        }
+    }
+
+    /// After a read, or once the oldest answer owed is done: starts the publishes just read
+    /// (in request order), queues the answers that are done, oldest first, up to the first
+    /// still running; once nothing is owed, serves the request that waited and queues the
+    /// held close reply, and frees what the connection owed.
+    pub(super) async fn settle(&mut self) -> Result<(), Ending> {
+        if let Some(work) = self.work.as_deref_mut() {
+            poll_fn(|cx| {
+                work.poll_running(cx);
+                Poll::Ready(())
+            })
+            .await;
+        }
+        while let Some((reply, received)) = self.work.as_deref_mut().and_then(Work::pop_done) {
+            self.write_answer(reply, received)?;
+        }
+        if self.owes() {
+            return Ok(());
+        }
+        let Some(work) = self.work.take() else {
+            return Ok(());
+        };
+        let Work { waiting, close, .. } = *work;
+        if let Some(request) = waiting {
+            self.on_channel_request(request).await?;
+        }
+        if let Some(close) = close {
+            self.outbox.push_last(close);
+        }
+        Ok(())
+    }
+
+    /// Waits for every answer owed and queues them in order, without reading: before a
+    /// `goodbye`, or before the connection is handed over. Bounded: each broker call ends
+    /// within the broker's own timeout (`REDIS_TIMEOUT`; the in-memory engine's at once).
+    pub(super) async fn answer_all(&mut self) -> Result<(), Ending> {
+        while self.work.is_some() {
+            if self.owes() {
+                answer_ready(self.work.as_deref_mut()).await;
+            }
+            self.settle().await?;
+        }
+        Ok(())
+    }
+}
