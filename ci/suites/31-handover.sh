@@ -159,7 +159,7 @@ BENCH_OPEN_CONCURRENCY=${BENCH_OPEN_CONCURRENCY:-50}
 server_idle() {
   local deadline=$((SECONDS + 60))
   until [ "$(IN_NET curl -fsS http://127.0.0.1:3001/health | jq '.connections')" = 0 ] &&
-    IN_NET curl -fsS http://127.0.0.1:9464/metrics | grep -qx 'websocket_http_pending 0'; do
+    IN_NET curl -fsS http://127.0.0.1:9464/metrics | grep -x 'websocket_http_pending 0' > /dev/null; do
     [ "$SECONDS" -lt "$deadline" ] || die "the server still holds connections 60 s after the previous row"
     sleep 0.2
   done
