@@ -126,11 +126,11 @@ impl PendingGate {
     }
 
     /// Counts a connection hyper ended with `error`: a head too large (`431`) or not complete
-    /// in time (only before any request: an idle keep-alive closing is no refusal).
-    pub fn ended_with(&self, error: &hyper::Error, served_a_request: bool) {
+    /// in time (only before its first answer: an idle keep-alive closing is no refusal).
+    fn ended_with(&self, error: &hyper::Error, answered: bool) {
         let refusal = if error.is_parse_too_large() {
             HttpRefusal::HeaderTooLarge
-        } else if error.is_timeout() && !served_a_request {
+        } else if error.is_timeout() && !answered {
             HttpRefusal::HeaderTimeout
         } else {
             return;
@@ -153,6 +153,13 @@ impl Counts {
 }
 
 impl PendingSlot {
+    /// Counts how hyper ended the connection with `error` (a refusal only before its first
+    /// answer, see [`PendingGate::ended_with`]), and frees the place.
+    pub fn ended_with(self, error: &hyper::Error) {
+        let answered = self.first_answer.given.load(Ordering::Acquire);
+        self.gate.ended_with(error, answered);
+    }
+
     /// What the connection's service marks when it has answered the first request.
     pub fn first_answer(&self) -> Arc<FirstAnswer> {
         Arc::clone(&self.first_answer)

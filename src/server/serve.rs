@@ -7,7 +7,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -77,7 +76,6 @@ where
             http: Arc::clone(&http),
             router: router.clone(),
             stop: stop.clone(),
-            gate: bounds.gate.clone(),
         };
         let proxy = bounds.proxy.clone();
         tokio::spawn(async move {
@@ -115,24 +113,15 @@ struct Connection {
     http: Arc<http1::Builder>,
     router: Router,
     stop: CancellationToken,
-    gate: Option<Arc<PendingGate>>,
 }
 
 impl Connection {
     /// Runs hyper on `stream` for `client` (the TCP peer, or the PROXY header's source) until
     /// the connection closes or is upgraded; `slot` is held until then.
     async fn serve(self, stream: TcpStream, client: SocketAddr, slot: Option<PendingSlot>) {
-        let Connection {
-            http,
-            router,
-            stop,
-            gate,
-        } = self;
-        let served_a_request = Arc::new(AtomicBool::new(false));
-        let served = Arc::clone(&served_a_request);
+        let Connection { http, router, stop } = self;
         let first_answer = slot.as_ref().map(PendingSlot::first_answer);
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-            served.store(true, Ordering::Relaxed);
             request.extensions_mut().insert(ConnectInfo(client));
             let first_answer = first_answer.clone();
             router.clone().oneshot(request).inspect(move |_| {
@@ -153,13 +142,12 @@ impl Connection {
                 connection.await
             }
         };
-        // Upgraded or closed: the connection waits no more.
-        drop(slot);
-        if let Err(error) = result {
-            if let Some(gate) = gate {
-                gate.ended_with(&error, served_a_request.load(Ordering::Relaxed));
-            }
+        if let Err(error) = &result {
             debug!(peer = %client, %error, "HTTP connection ended with an error");
+        }
+        // Upgraded or closed: the connection waits no more.
+        if let (Some(slot), Err(error)) = (slot, &result) {
+            slot.ended_with(error);
         }
     }
 }
