@@ -43,8 +43,6 @@ if (positionals.length !== 1) {
 /** Dashboard queries the truth test's traffic cannot move, and why. */
 const EXPECTED_FLAT = new Map([
   ['deploy.json / Draining / A', 'nothing drains while the traffic runs (the drain comes after truth.mjs)'],
-  ['overview.json / CPU / A', 'process_cpu_seconds_total counts whole seconds (the prometheus crate\'s process '
-    + 'collector, tikv/rust-prometheus#451), and the traffic costs each server well under one'],
   ['overview.json / Auth refusals by reason / A', 'authentication is off on these servers (no AUTH_JWT_* key)'],
   ['overview.json / Channel failure shares (5m) / A', 'no publication is refused: the traffic\'s few channels are '
     + 'far below MAX_CHANNELS and the memory broker is always up'],

@@ -10,6 +10,8 @@ mod channels;
 mod children;
 mod handover;
 mod pre_upgrade;
+#[cfg(target_os = "linux")]
+mod process;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -168,9 +170,7 @@ impl Metrics {
         build_info.with_label_values(&[version, server_id]).set(1);
         #[cfg(target_os = "linux")]
         registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
+            .register(Box::new(process::ProcessMetrics::for_self()))
             .expect("process collector registers once");
 
         Metrics {
