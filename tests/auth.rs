@@ -112,16 +112,21 @@ async fn assert_alive(client: &mut Client) {
 
 /// The answer of an upgrade request refused before the upgrade: status and JSON body.
 async fn refused_upgrade(server: &Server, id: &str, authorization: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
+    refused_upgrade_with(server, id, &[("authorization", authorization)]).await
+}
+
+/// The same with `headers` added to the handshake's.
+async fn refused_upgrade_with(server: &Server, id: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
         .get(server.url(&format!("/ws/chat/{id}")))
         .header("connection", "upgrade")
         .header("upgrade", "websocket")
         .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .header("authorization", authorization)
-        .send()
-        .await
-        .unwrap();
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
@@ -157,6 +162,40 @@ async fn a_bad_bearer_token_is_answered_401_and_not_upgraded() {
         s.server.metric("websocket_connections_total").await,
         Some(0.0)
     );
+}
+
+#[tokio::test]
+async fn a_forged_origin_is_refused_before_its_token_is_read() {
+    let s = auth_server(&[("ALLOWED_ORIGINS", "https://app.example")]).await;
+    let forged = token(&random_secret(), "alice", 60);
+    let valid = s.token("alice", 60);
+    for token in [&forged, &valid] {
+        let bearer = format!("Bearer {token}");
+        let headers = [
+            ("authorization", bearer.as_str()),
+            ("origin", "https://evil.example"),
+        ];
+        let (status, body) = refused_upgrade_with(&s.server, "o", &headers).await;
+        assert_eq!((status, body), (403, json!({"error": "forbidden_origin"})));
+    }
+    // Neither token was verified: no auth refusal, and the refusals say why.
+    assert_eq!(s.refusals("bad_signature").await, 0.0);
+    let rejected =
+        |reason: &str| format!("websocket_connections_rejected_total{{reason=\"{reason}\"}}");
+    assert_eq!(
+        s.server.metric(&rejected("forbidden_origin")).await,
+        Some(2.0)
+    );
+    assert_eq!(s.server.metric(&rejected("unauthorized")).await, Some(0.0));
+    // The allowed Origin with the forged token is the token's refusal.
+    let bearer = format!("Bearer {forged}");
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("origin", "https://app.example"),
+    ];
+    let (status, _) = refused_upgrade_with(&s.server, "o", &headers).await;
+    assert_eq!(status, 401);
+    assert_eq!(s.refusals("bad_signature").await, 1.0);
 }
 
 #[tokio::test]

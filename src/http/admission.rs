@@ -1,9 +1,10 @@
 //! Who may open a WebSocket, judged before the upgrade: first, as a layer on the WebSocket
 //! routes, the upgrade rate of the client IP (`UPGRADE_RATE_PER_IP`); then, once the request
-//! is a valid handshake, in order: the `Origin` policy ([`super::origin`]), draining, then in
-//! the registry the connection id (held by another client: `409`), the global cap and the
-//! per-IP limit, the client being identified by [`super::client`]. A refusal is counted,
-//! logged and answered with its status.
+//! is a valid handshake, the `Origin` policy ([`super::origin`]), before any token is read
+//! (a page of another site is refused as such, whatever it sends); then, after the token
+//! ([`super::auth`]), draining and in the registry the connection id (held by another
+//! client: `409`), the global cap and the per-IP limit, the client being identified by
+//! [`super::client`]. A refusal is counted, logged and answered with its status.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -71,8 +72,27 @@ impl Refusal {
     }
 }
 
-/// The checks every upgrade passes, in order: Origin, draining, connection id, capacity,
-/// per-IP. `id` is the connection id asked for (chat), if any.
+/// The `Origin` policy, or counts and logs the refusal.
+pub(crate) fn check_origin(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<(), Refusal> {
+    let config = &state.config;
+    let origins = OriginPolicy {
+        allowed: &config.allowed_origins,
+        public_origin: config.http.public_origin.as_deref(),
+        request_scheme: &request_scheme(peer.ip(), headers, &config.trusted_proxies),
+    };
+    if origins.allows(headers) {
+        return Ok(());
+    }
+    count_refusal(state, peer, Refusal::ForbiddenOrigin);
+    Err(Refusal::ForbiddenOrigin)
+}
+
+/// The checks an upgrade passes after its Origin and token, in order: draining, connection
+/// id, capacity, per-IP. `id` is the connection id asked for (chat), if any.
 fn check_admission(
     state: &Arc<AppState>,
     headers: &HeaderMap,
@@ -80,14 +100,6 @@ fn check_admission(
     id: Option<&str>,
 ) -> Result<(Admission, IpAddr), Refusal> {
     let config = &state.config;
-    let origins = OriginPolicy {
-        allowed: &config.allowed_origins,
-        public_origin: config.http.public_origin.as_deref(),
-        request_scheme: &request_scheme(peer.ip(), headers, &config.trusted_proxies),
-    };
-    if !origins.allows(headers) {
-        return Err(Refusal::ForbiddenOrigin);
-    }
     // Under socket activation the listening socket is closed when draining starts, so what
     // still arrives came on a connection accepted before: serve it, its goodbye follows at once.
     if state.lifecycle.is_draining() && !state.socket_activated {
@@ -110,7 +122,8 @@ fn check_admission(
     }
 }
 
-/// Admits an upgrade, or counts and logs the refusal.
+/// Admits an upgrade whose Origin ([`check_origin`]) and token passed, or counts and logs
+/// the refusal.
 pub(crate) fn admit(
     state: &Arc<AppState>,
     headers: &HeaderMap,

@@ -16,8 +16,8 @@ use axum::{Json, Router};
 use serde_json::json;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use super::admission::{admit, limit_upgrade_rate};
-use super::auth::upgrade_identity;
+use super::admission::{admit, check_origin, limit_upgrade_rate};
+use super::auth::{Refusal as AuthRefusal, upgrade_identity};
 use super::response::json_error;
 use super::upgrade::{NotAnUpgrade, UpgradeRequest};
 use crate::lifecycle::{Phase, unix_ms};
@@ -180,10 +180,6 @@ async fn chat_upgrade(
         Ok(Path(id)) if is_valid_connection_id(&id) => id,
         _ => return invalid_connection_id(State(state)).await,
     };
-    let identity = match upgrade_identity(&state, &headers, &id, peer) {
-        Ok(identity) => identity,
-        Err(refusal) => return refusal.into_response(),
-    };
     let claimed = id.clone();
     admit_and_upgrade(
         state,
@@ -191,7 +187,8 @@ async fn chat_upgrade(
         peer,
         upgrade,
         Some(&claimed),
-        move |ws, state, admission, ip| chat::run(ws, state, admission, id, ip, identity),
+        |state| upgrade_identity(state, &headers, &claimed, peer),
+        move |ws, state, admission, ip, identity| chat::run(ws, state, admission, id, ip, identity),
     )
 }
 
@@ -201,22 +198,35 @@ async fn echo_upgrade(
     headers: HeaderMap,
     upgrade: Result<UpgradeRequest, NotAnUpgrade>,
 ) -> Response {
-    admit_and_upgrade(state, &headers, peer, upgrade, None, echo::run)
+    admit_and_upgrade(
+        state,
+        &headers,
+        peer,
+        upgrade,
+        None,
+        |_| Ok(()),
+        |ws, state, admission, ip, ()| echo::run(ws, state, admission, ip),
+    )
 }
 
-/// Checks the handshake (a bad one is counted as refused before the upgrade), admits the
-/// request (Origin, draining, connection id `id`, capacity, per-IP) and hands the upgraded
-/// socket, with its reserved slot, to `serve`; answers the refusal otherwise.
-fn admit_and_upgrade<Serve, Served>(
+/// Checks the handshake (a bad one is counted as refused before the upgrade) and the
+/// Origin, then `authenticate`s the request (its proof: the chat's identity, if any), admits
+/// it (draining, connection id `id`, capacity, per-IP) and hands the upgraded socket, with
+/// its reserved slot and the proof, to `serve`; answers the refusal otherwise. The Origin
+/// comes before the token so that a page of another site is refused for what it is, without
+/// a token verification spent on it.
+fn admit_and_upgrade<Proof, Serve, Served>(
     state: Arc<AppState>,
     headers: &HeaderMap,
     peer: SocketAddr,
     upgrade: Result<UpgradeRequest, NotAnUpgrade>,
     id: Option<&str>,
+    authenticate: impl FnOnce(&AppState) -> Result<Proof, AuthRefusal>,
     serve: Serve,
 ) -> Response
 where
-    Serve: FnOnce(WebSocket, Arc<AppState>, Admission, IpAddr) -> Served + Send + 'static,
+    Proof: Send + 'static,
+    Serve: FnOnce(WebSocket, Arc<AppState>, Admission, IpAddr, Proof) -> Served + Send + 'static,
     Served: Future<Output = ()> + Send + 'static,
 {
     let upgrade = match upgrade {
@@ -225,6 +235,13 @@ where
             state.metrics.http.refused(HttpRefusal::BadHandshake);
             return not_an_upgrade.into_response();
         }
+    };
+    if let Err(refusal) = check_origin(&state, headers, peer) {
+        return refusal.into_response();
+    }
+    let proof = match authenticate(&state) {
+        Ok(proof) => proof,
+        Err(refusal) => return refusal.into_response(),
     };
     let (admission, ip) = match admit(&state, headers, peer, id) {
         Ok(admitted) => admitted,
@@ -236,6 +253,6 @@ where
             upgraded.already_read,
             state.config.max_message_bytes,
         );
-        serve(ws, state, admission, ip)
+        serve(ws, state, admission, ip, proof)
     })
 }
