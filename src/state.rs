@@ -4,7 +4,7 @@
 
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::auth::Verifier;
@@ -102,9 +102,19 @@ impl AppState {
 
 /// Connections parked for a handover: each socket, off the runtime, with its session's
 /// record (opaque here), in the order they parked; and whether a handover is collecting
-/// them (connections opened meanwhile park as well).
-#[derive(Default)]
-pub struct Parked(Mutex<Vec<(TcpStream, Vec<u8>)>>, AtomicBool);
+/// them (connections opened meanwhile park as well). The handover takes them once: a
+/// connection that would park after that finds no [`Place`] and says goodbye instead of
+/// being left in a list nobody reads.
+pub struct Parked(Mutex<Option<Vec<ParkedSocket>>>, AtomicBool);
+
+/// A parked connection: its socket and its session's record.
+pub type ParkedSocket = (TcpStream, Vec<u8>);
+
+impl Default for Parked {
+    fn default() -> Parked {
+        Parked(Mutex::new(Some(Vec::new())), AtomicBool::new(false))
+    }
+}
 
 impl Parked {
     /// From now on, every connection that opens is told to park (the handover has begun
@@ -117,20 +127,34 @@ impl Parked {
         self.1.load(Ordering::SeqCst)
     }
 
-    pub fn park(&self, stream: TcpStream, record: Vec<u8>) {
-        self.lock().push((stream, record));
+    /// A place in the list, held while the connection leaves the runtime (so the handover
+    /// cannot take the list in between), or `None` once the handover has taken it.
+    pub fn place(&self) -> Option<Place<'_>> {
+        let list = self.lock();
+        list.is_some().then_some(Place(list))
     }
 
-    /// Every connection parked so far.
-    pub fn take(&self) -> Vec<(TcpStream, Vec<u8>)> {
-        std::mem::take(&mut *self.lock())
+    /// Every connection parked, once: later connections find no place.
+    pub fn take(&self) -> Vec<ParkedSocket> {
+        self.lock().take().unwrap_or_default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(TcpStream, Vec<u8>)>> {
+    fn lock(&self) -> MutexGuard<'_, Option<Vec<ParkedSocket>>> {
         // A push or a take cannot leave the list half-updated.
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A connection's place in the parked list ([`Parked::place`]).
+pub struct Place<'a>(MutexGuard<'a, Option<Vec<ParkedSocket>>>);
+
+impl Place<'_> {
+    pub fn park(mut self, stream: TcpStream, record: Vec<u8>) {
+        if let Some(list) = self.0.as_mut() {
+            list.push((stream, record));
+        }
     }
 }
 
@@ -169,5 +193,21 @@ mod tests {
         state.lifecycle.set(Phase::Draining);
         let after = opened(&state);
         assert_eq!(pending(&after), Some(Command::Shutdown));
+    }
+
+    #[test]
+    fn once_the_handover_took_the_parked_connections_none_finds_a_place() {
+        let parked = Parked::default();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let socket = || TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        parked
+            .place()
+            .expect("a place before the take")
+            .park(socket(), b"a".to_vec());
+        let taken = parked.take();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].1, b"a");
+        assert!(parked.place().is_none(), "a place after the take");
+        assert!(parked.take().is_empty());
     }
 }

@@ -96,7 +96,8 @@ impl Session {
     }
 
     /// Parks the connection for the next process, or gives the socket back when it cannot
-    /// go: in the middle of a frame or of a goodbye, or still owing its token.
+    /// go: in the middle of a frame or of a goodbye, still owing its token, or too late (the
+    /// handover has taken the parked connections).
     fn park(&mut self, socket: WebSocket) -> Option<WebSocket> {
         let parkable = self.leaving.is_none()
             && !self.received_close
@@ -105,6 +106,10 @@ impl Session {
         if !parkable || !socket.is_between_frames() {
             return Some(socket);
         }
+        let state = Arc::clone(&self.state);
+        let Some(place) = state.parked.place() else {
+            return Some(socket);
+        };
         let detached = match ws::detach(socket, &mut self.outbox) {
             Err(error) => {
                 // The socket could not leave the runtime: it is closed with it.
@@ -119,7 +124,7 @@ impl Session {
             record.subscriptions = subscriptions.park(&self.state);
         }
         let record = serde_json::to_vec(&record).expect("a record serialises");
-        self.state.parked.park(detached.stream, record);
+        place.park(detached.stream, record);
         let metrics = &self.state.metrics;
         metrics.connections_active.dec();
         metrics.handover.count(HandoverOutcome::HandedOver, 1);
