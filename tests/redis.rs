@@ -228,3 +228,113 @@ async fn a_gap_the_history_cannot_fill_ends_the_subscription_with_insufficient_s
         (Some(false), Some(5))
     );
 }
+
+/// Makes Redis forget `room`'s last two publications of five, epoch kept, as a failover to a
+/// replica that lagged (or a crash between fsyncs) does: top 3, entries 4 and 5 gone, the
+/// stream's last id 3.
+fn go_back_two(redis: &RedisServer, room: &str) {
+    let meta = format!("cs:{{{room}}}:meta");
+    let history = format!("cs:{{{room}}}:history");
+    redis.cli(&["hset", &meta, "top", "3"]);
+    redis.cli(&["xdel", &history, "4-0", "5-0"]);
+    // A replica that never had them never moved the stream's last id past 3 either.
+    redis.cli(&["xsetid", &history, "3-0"]);
+}
+
+/// Subscribes `reader` to `room` and has `writer` publish 1..=5 to it, all delivered;
+/// returns the channel's epoch.
+async fn five_delivered(reader: &mut Client, writer: &mut Client, room: &str) -> Value {
+    let epoch = subscribe(reader, room).await["epoch"].clone();
+    for n in 1..=5 {
+        publish(writer, room, json!(n)).await;
+    }
+    assert_eq!(offsets(&publications(reader, 5).await), [1, 2, 3, 4, 5]);
+    epoch
+}
+
+/// Reads the `unsubscribed` `insufficient_state` that ends `room`'s subscription, with no
+/// publication before it.
+async fn ended_with_insufficient_state(reader: &mut Client, room: &str) {
+    let (ended, before) = reply_to(reader, None).await;
+    assert!(
+        before.is_empty(),
+        "nothing delivered from a Redis that went back: {before:?}"
+    );
+    assert_eq!(
+        (&ended["type"], &ended["channel"], &ended["reason"]),
+        (
+            &json!("unsubscribed"),
+            &json!(room),
+            &json!("insufficient_state")
+        ),
+        "{ended}"
+    );
+}
+
+/// Recovers `room` from offset 5 of `epoch`: answered `recovered: false` in a new epoch.
+async fn recovery_is_refused_in_a_new_epoch(reader: &mut Client, room: &str, epoch: &Value) {
+    let again = ask(
+        reader,
+        json!({"type":"subscribe","channel":room,"id":"r","recover":{"offset":5,"epoch":epoch}}),
+    )
+    .await;
+    assert_eq!(again["type"], "subscribed", "{again}");
+    assert_eq!(again["recovered"], false, "{again}");
+    assert_ne!(&again["epoch"], epoch, "{again}");
+}
+
+#[tokio::test]
+async fn an_offset_redis_assigns_again_gives_the_channel_a_new_epoch() {
+    let test = "an_offset_redis_assigns_again_gives_the_channel_a_new_epoch";
+    let Some(redis) = RedisServer::start_or_skip(test) else {
+        return;
+    };
+    // The position check is slow here: the reused offset itself must give it away.
+    let server = server_on(&redis, &[("REDIS_POSITION_CHECK_INTERVAL", "60000")]).await;
+    let (mut reader, _) = Client::chat(&server, "reader").await;
+    let (mut writer, _) = Client::chat(&server, "writer").await;
+    let epoch = five_delivered(&mut reader, &mut writer, "room:w").await;
+    go_back_two(&redis, "room:w");
+    // Redis answers this one with offset 4 again: a reader that took it for a duplicate of
+    // the 4 it holds would silently miss it.
+    let reused = publish(&mut writer, "room:w", json!("after")).await;
+    assert_eq!(reused["offset"], 4, "{reused}");
+    ended_with_insufficient_state(&mut reader, "room:w").await;
+    recovery_is_refused_in_a_new_epoch(&mut reader, "room:w", &epoch).await;
+    server
+        .wait_metric(
+            "websocket_broker_gap_repairs_total{outcome=\"insufficient_state\"}",
+            |v| v == 1.0,
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn a_position_check_that_finds_redis_behind_gives_the_channel_a_new_epoch() {
+    let test = "a_position_check_that_finds_redis_behind_gives_the_channel_a_new_epoch";
+    let Some(redis) = RedisServer::start_or_skip(test) else {
+        return;
+    };
+    let server = server_on(&redis, &[]).await;
+    let (mut reader, _) = Client::chat(&server, "reader").await;
+    let (mut writer, _) = Client::chat(&server, "writer").await;
+    let epoch = five_delivered(&mut reader, &mut writer, "room:c").await;
+    // A client's claim of an offset beyond the top is its own business: recovered: false
+    // for it, the channel untouched.
+    let (mut claimant, _) = Client::chat(&server, "claimant").await;
+    let claim = ask(
+        &mut claimant,
+        json!({"type":"subscribe","channel":"room:c","id":"c","recover":{"offset":999,"epoch":epoch}}),
+    )
+    .await;
+    assert_eq!(
+        (&claim["recovered"], &claim["epoch"]),
+        (&json!(false), &epoch),
+        "{claim}"
+    );
+    // Redis goes back with nothing published after: the next position check (300 ms here)
+    // sees a top below what was delivered.
+    go_back_two(&redis, "room:c");
+    ended_with_insufficient_state(&mut reader, "room:c").await;
+    recovery_is_refused_in_a_new_epoch(&mut reader, "room:c", &epoch).await;
+}

@@ -32,7 +32,7 @@ use crate::metrics::BrokerOperation;
 use local::LocalChannels;
 use pubsub::Control;
 pub use shared::RedisGauges;
-use shared::Shared;
+use shared::{ReadFrom, Shared};
 use wire::Keys;
 
 /// Where Redis is and how long to wait for it (from `RedisConfig`). No `Debug`: the
@@ -113,7 +113,8 @@ impl Broker for RedisBroker {
     ) -> BoxFuture<'a, Result<History, BrokerError>> {
         async move {
             self.shared.local.admits(channel)?;
-            self.shared.read(channel, since).await
+            let from = since.map_or(ReadFrom::Top, ReadFrom::Client);
+            self.shared.read(channel, from).await
         }
         .boxed()
     }

@@ -5,7 +5,9 @@
 //! that skips, a lost connection (resubscribed in batches on the next one) or a position check
 //! that finds Redis ahead of what arrived are repaired from the history stream in order, and
 //! when the history cannot fill the gap the sink is told so ([`SinkEvent::Gap`]: the hub ends
-//! the local subscriptions with `insufficient_state`). The connection is made again with
+//! the local subscriptions with `insufficient_state`). Redis going back (an offset brought
+//! twice, a top below what was delivered) is told to the history script, which gives the
+//! channel a new epoch: a gap too, never reused offsets taken for duplicates. The connection is made again with
 //! exponential backoff; meanwhile subscribes are refused.
 
 use std::collections::HashMap;
@@ -20,7 +22,7 @@ use tokio::time::MissedTickBehavior;
 use tracing::{info, warn};
 
 use super::super::broker::{SinkEvent, StreamPosition};
-use super::shared::Shared;
+use super::shared::{ReadFrom, Shared};
 use crate::metrics::{BrokerOperation, GapRepair};
 
 mod requests;
@@ -48,6 +50,13 @@ struct Tracker {
     epoch: Arc<str>,
     /// The last offset handed to the sink (or known to be in the subscribers' history reads).
     delivered: u64,
+    /// The last offset pub/sub brought in this epoch. Redis publishes a channel's offsets in
+    /// increasing order, so one at or below it means Redis went back (lost answered writes)
+    /// and is reusing offsets.
+    live: u64,
+    /// Pub/sub brought an offset again: the next repair (until one reads) tells the history
+    /// script so, which gives the channel a new epoch.
+    went_back: bool,
     /// The top a position check saw ahead of `delivered`; still ahead at the next check means
     /// pub/sub lost it.
     seen_ahead: Option<u64>,
@@ -230,6 +239,19 @@ impl Task {
             return;
         };
         if *tracker.epoch == *epoch {
+            if offset <= tracker.live {
+                warn!(
+                    channel,
+                    offset,
+                    last = tracker.live,
+                    "redis assigned an offset again: it went back"
+                );
+                tracker.went_back = true;
+                let name = Arc::clone(&tracker.name);
+                self.repair(&name).await;
+                return;
+            }
+            tracker.live = offset;
             if offset <= tracker.delivered {
                 return; // handed on already, by a repair
             }
@@ -247,7 +269,8 @@ impl Task {
     }
 
     /// Brings the channel up to Redis's top: the missing publications from the history, in
-    /// order, or a gap when the history no longer holds them.
+    /// order, or a gap when the history no longer holds them (or Redis went back: the
+    /// history script then gives the channel a new epoch).
     async fn repair(&mut self, channel: &Arc<str>) {
         let Some(tracker) = self.channels.get(channel) else {
             return;
@@ -256,7 +279,12 @@ impl Task {
             offset: tracker.delivered,
             epoch: tracker.epoch.to_string(),
         };
-        let read = self.shared.read(channel, Some(&since)).await;
+        let from = if tracker.went_back {
+            ReadFrom::WentBack(&since)
+        } else {
+            ReadFrom::Delivered(&since)
+        };
+        let read = self.shared.read(channel, from).await;
         let Some(tracker) = self.channels.get_mut(channel) else {
             return;
         };
@@ -265,6 +293,7 @@ impl Task {
             return;
         };
         tracker.unrepaired = false;
+        tracker.went_back = false;
         tracker.seen_ahead = None;
         let metrics = &self.shared.gauges.metrics;
         if history.complete {
@@ -283,6 +312,9 @@ impl Task {
             );
         } else {
             (self.shared.sink)(channel, SinkEvent::Gap);
+            if *tracker.epoch != *history.epoch {
+                tracker.live = 0;
+            }
             tracker.epoch = history.epoch;
             tracker.delivered = history.top;
             metrics.gap_repaired(GapRepair::InsufficientState);
@@ -294,8 +326,8 @@ impl Task {
     }
 
     /// Compares each channel's top in Redis with what was handed on; a top still ahead one
-    /// check later (pub/sub dropped it silently), another epoch, or a repair that failed is
-    /// repaired. `after_loss`: pub/sub was down, so a top ahead now is repaired at once.
+    /// check later (pub/sub dropped it silently), a top behind (Redis went back), another
+    /// epoch, or a repair that failed is repaired. `after_loss`: pub/sub was down, so a top ahead now is repaired at once.
     async fn check_positions(&mut self, after_loss: bool) {
         let names: Vec<Arc<str>> = self.channels.keys().cloned().collect();
         for batch in names.chunks(CHECK_BATCH) {
@@ -309,8 +341,12 @@ impl Task {
                     continue;
                 };
                 let ahead = position.top > tracker.delivered;
+                let same_epoch = *position.epoch == *tracker.epoch;
+                // The repair's read tells the history script, which gives it a new epoch.
+                let behind = same_epoch && position.top < tracker.delivered;
                 let lost = tracker.unrepaired
-                    || *position.epoch != *tracker.epoch
+                    || behind
+                    || !same_epoch
                     || (after_loss && ahead)
                     || tracker
                         .seen_ahead

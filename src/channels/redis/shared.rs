@@ -57,6 +57,42 @@ pub(super) struct Shared {
     pub(super) pubsub_up: AtomicBool,
 }
 
+/// Where a history read starts.
+#[derive(Clone, Copy)]
+pub(super) enum ReadFrom<'a> {
+    /// Nowhere: the channel's position only.
+    Top,
+    /// After a client's position: its claim, which never changes the channel.
+    Client(&'a StreamPosition),
+    /// After what this process delivered from Redis: a position beyond Redis's top in the
+    /// same epoch proves that Redis lost answered writes, and the history script gives the
+    /// channel a new epoch (docs/redis.md, "Redis going back").
+    Delivered(&'a StreamPosition),
+    /// After what this process delivered, once its pub/sub brought an offset it had brought
+    /// before in the same epoch: Redis went back, and the channel gets a new epoch.
+    WentBack(&'a StreamPosition),
+}
+
+impl<'a> ReadFrom<'a> {
+    fn position(self) -> Option<&'a StreamPosition> {
+        match self {
+            ReadFrom::Top => None,
+            ReadFrom::Client(position)
+            | ReadFrom::Delivered(position)
+            | ReadFrom::WentBack(position) => Some(position),
+        }
+    }
+
+    /// The history script's word for whose position it is.
+    fn claim(self) -> &'static str {
+        match self {
+            ReadFrom::Top | ReadFrom::Client(_) => "",
+            ReadFrom::Delivered(_) => "delivered",
+            ReadFrom::WentBack(_) => "went-back",
+        }
+    }
+}
+
 /// A history read as Redis answered it: epoch, top, and `(id, [field, value])` entries.
 type RawHistory = (String, u64, Vec<(String, Vec<Vec<u8>>)>);
 
@@ -203,19 +239,21 @@ impl Shared {
         call
     }
 
-    /// The channel's epoch and top, and with `since` the publications after it when the
-    /// stream holds every one of them.
+    /// The channel's epoch and top, and after a position the publications since it when
+    /// the stream holds every one of them.
     pub(super) async fn read(
         &self,
         channel: &str,
-        since: Option<&StreamPosition>,
+        from: ReadFrom<'_>,
     ) -> Result<History, BrokerError> {
+        let since = from.position();
         let hash = self.history.get_hash();
         let mut call = self.script_call("EVALSHA", hash, channel, channel.len() * 2);
         call.arg(self.limits.history_ttl.as_millis() as u64)
             .arg(wire::new_epoch())
             .arg(since.map_or(String::new(), |s| s.offset.to_string()))
-            .arg(since.map_or("", |s| s.epoch.as_str()));
+            .arg(since.map_or("", |s| s.epoch.as_str()))
+            .arg(from.claim());
         let (epoch, top, entries): RawHistory = self
             .call(BrokerOperation::History, self.eval(&self.history, &call))
             .await?;
@@ -254,7 +292,12 @@ impl Shared {
         &self,
         channels: &[Arc<str>],
     ) -> Vec<Result<History, BrokerError>> {
-        join_all(channels.iter().map(|channel| self.read(channel, None))).await
+        join_all(
+            channels
+                .iter()
+                .map(|channel| self.read(channel, ReadFrom::Top)),
+        )
+        .await
     }
 }
 

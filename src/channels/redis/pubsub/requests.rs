@@ -146,6 +146,8 @@ impl Task {
                 subscribers: waiting.subscribers,
                 epoch: position.epoch,
                 delivered: position.top,
+                live: 0,
+                went_back: false,
                 seen_ahead: None,
                 unrepaired: false,
             };
