@@ -1,6 +1,7 @@
 //! What the server does in place of a proxy on the direct data path (issue 20), over real
 //! sockets: the upgrade rate limit per client IP (`UPGRADE_RATE_PER_IP`), and the client
-//! address from PROXY protocol v2 headers of the trusted load balancers (`PROXY_PROTOCOL`).
+//! address from PROXY protocol headers (v2, and v1's text line) of the trusted load balancers
+//! (`PROXY_PROTOCOL`).
 //! The balancer is played by connections bound to 127.0.0.2; the harness itself (127.0.0.1)
 //! is an untrusted peer, served as before.
 
@@ -17,11 +18,20 @@ use tokio::net::{TcpSocket, TcpStream};
 const BALANCER: &str = "127.0.0.2";
 
 fn proxy_settings() -> Vec<(&'static str, &'static str)> {
+    proxy_settings_for("v2")
+}
+
+fn proxy_settings_for(versions: &'static str) -> Vec<(&'static str, &'static str)> {
     vec![
-        ("PROXY_PROTOCOL", "v2"),
+        ("PROXY_PROTOCOL", versions),
         ("PROXY_PROTOCOL_TRUSTED", BALANCER),
         ("MAX_CONNECTIONS_PER_IP", "1"),
     ]
+}
+
+/// A v1 (text) header naming `client`, as nginx's `proxy_protocol on` sends it.
+fn text_header(client: &str) -> Vec<u8> {
+    format!("PROXY TCP4 {client} 10.0.0.5 40000 3001\r\n").into_bytes()
 }
 
 /// A connection to `server` from `source` (any 127/8 address is local).
@@ -77,6 +87,57 @@ async fn the_headers_source_is_the_client_for_the_per_ip_limit() {
     assert_eq!(hello["type"], "connection_established");
     let rejected = r#"websocket_connections_rejected_total{reason="ip_limit"}"#;
     assert_eq!(server.wait_metric(rejected, |v| v == 1.0).await, 1.0);
+}
+
+#[tokio::test]
+async fn with_any_version_a_text_or_binary_header_names_the_same_client() {
+    let server = Server::start(&proxy_settings_for("any")).await;
+    let (status, _alice) = through_balancer(
+        &server,
+        &text_header("203.0.113.1"),
+        &upgrade(&server, "a1"),
+    )
+    .await;
+    assert_eq!(status, 101);
+    let binary = header(Command::Proxy, [203, 0, 113, 1]);
+    let (status, _) = through_balancer(&server, &binary, &upgrade(&server, "a2")).await;
+    assert_eq!(status, 429, "203.0.113.1 again, in the other version");
+    // A text header that comes in pieces is read to its end, and not a byte further.
+    let mut bob = connect_from(BALANCER, &server).await;
+    let text = text_header("203.0.113.2");
+    bob.write_all(&text[..9]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let rest = [&text[9..], upgrade(&server, "b1").as_bytes()].concat();
+    assert_eq!(send_and_read(&mut bob, &rest).await.0, 101);
+    let unknown = b"PROXY UNKNOWN\r\n";
+    let health = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_eq!(through_balancer(&server, unknown, health).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_header_of_a_version_not_configured_is_refused() {
+    let health = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+    let text_only = Server::start(&proxy_settings_for("v1")).await;
+    let binary = header(Command::Proxy, [203, 0, 113, 1]);
+    assert_eq!(through_balancer(&text_only, &binary, health).await.0, 0);
+    // No line end within the 107 bytes a text header may take.
+    let endless = [b"PROXY TCP4 ".as_slice(), &[b'1'; 120]].concat();
+    assert_eq!(through_balancer(&text_only, &endless, health).await.0, 0);
+    let good = text_header("203.0.113.1");
+    assert_eq!(through_balancer(&text_only, &good, health).await.0, 200);
+    let binary_only = Server::start(&proxy_settings()).await;
+    assert_eq!(through_balancer(&binary_only, &good, health).await.0, 0);
+    for (server, reason) in [
+        (&text_only, "proxy_header_missing"),
+        (&text_only, "proxy_header_invalid"),
+        (&binary_only, "proxy_header_missing"),
+    ] {
+        assert_eq!(
+            server.wait_metric(&refused(reason), |v| v == 1.0).await,
+            1.0,
+            "{reason}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -19,7 +19,8 @@ pub struct RawEdgeSettings {
     /// Upgrade requests one client IP may make at once (the bucket's size)
     #[arg(long, env = "UPGRADE_BURST_PER_IP", default_value = "10")]
     pub upgrade_burst_per_ip: String,
-    /// `off`, or `v2`: PROXY_PROTOCOL_TRUSTED peers must open with a PROXY protocol v2 header
+    /// `off`, `v1`, `v2` or `any`: PROXY_PROTOCOL_TRUSTED peers must open with a PROXY
+    /// protocol header of that version (`any`: either, as HAProxy's `accept-proxy` takes them)
     #[arg(long, env = "PROXY_PROTOCOL", default_value = "off")]
     pub proxy_protocol: String,
     /// Comma list of IPs or CIDRs allowed (and required) to send a PROXY header
@@ -31,23 +32,41 @@ pub struct RawEdgeSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyProtocol {
     Off,
+    /// The text header (nginx's `proxy_protocol on`, HAProxy's `send-proxy`).
+    V1,
+    /// The binary header (AWS NLB, HAProxy's `send-proxy-v2`).
     V2,
+    /// Either, told apart by its first byte.
+    Any,
 }
 
 impl ProxyProtocol {
     fn parse(s: &str) -> Result<ProxyProtocol, String> {
         match s.to_ascii_lowercase().as_str() {
             "off" => Ok(ProxyProtocol::Off),
+            "v1" => Ok(ProxyProtocol::V1),
             "v2" => Ok(ProxyProtocol::V2),
-            _ => Err("expected off or v2".into()),
+            "any" => Ok(ProxyProtocol::Any),
+            _ => Err("expected off, v1, v2 or any".into()),
         }
     }
 
     fn as_str(self) -> &'static str {
         match self {
             ProxyProtocol::Off => "off",
+            ProxyProtocol::V1 => "v1",
             ProxyProtocol::V2 => "v2",
+            ProxyProtocol::Any => "any",
         }
+    }
+
+    /// Whether a header of version 1 (`text`) or 2 is accepted.
+    pub fn accepts_v1(self) -> bool {
+        matches!(self, ProxyProtocol::V1 | ProxyProtocol::Any)
+    }
+
+    pub fn accepts_v2(self) -> bool {
+        matches!(self, ProxyProtocol::V2 | ProxyProtocol::Any)
     }
 }
 
@@ -76,15 +95,16 @@ impl EdgeSettings {
             integer_in(1u32, 1_000_000),
         );
         let proxy_protocol = v.check("PROXY_PROTOCOL", &raw.proxy_protocol, ProxyProtocol::parse);
-        // Without a list, `v2` would either trust everyone or refuse everyone: both are wrong.
-        let needs_peers = proxy_protocol == Some(ProxyProtocol::V2);
+        // Without a list, a header would either be trusted from everyone or refused from
+        // everyone: both are wrong.
+        let needs_peers = proxy_protocol.is_some_and(|p| p != ProxyProtocol::Off);
         let trusted =
             v.check(
                 "PROXY_PROTOCOL_TRUSTED",
                 &raw.proxy_protocol_trusted,
                 |s| match proxies(s)? {
                     list if list.is_empty() && needs_peers => Err(
-                        "PROXY_PROTOCOL=v2 needs the addresses of the load balancers sending it"
+                        "PROXY_PROTOCOL needs the addresses of the load balancers sending it"
                             .into(),
                     ),
                     list => Ok(list),
@@ -148,7 +168,7 @@ mod tests {
         let mut bad = raw();
         bad.upgrade_rate_per_ip = "-5".into();
         bad.upgrade_burst_per_ip = "0".into();
-        bad.proxy_protocol = "v1".into();
+        bad.proxy_protocol = "v3".into();
         bad.proxy_protocol_trusted = "10.0.0.0/33".into();
         assert_eq!(
             check(&bad).unwrap_err(),
@@ -162,10 +182,24 @@ mod tests {
     }
 
     #[test]
-    fn v2_needs_its_trusted_peers() {
+    fn every_version_needs_its_trusted_peers() {
+        for (value, version) in [
+            ("v1", ProxyProtocol::V1),
+            ("V2", ProxyProtocol::V2),
+            ("any", ProxyProtocol::Any),
+        ] {
+            let mut on = raw();
+            on.proxy_protocol = value.into();
+            assert_eq!(
+                check(&on).unwrap_err(),
+                ["PROXY_PROTOCOL_TRUSTED"],
+                "{value}"
+            );
+            on.proxy_protocol_trusted = "10.0.0.1".into();
+            assert_eq!(check(&on).unwrap().proxy_protocol, version);
+        }
         let mut on = raw();
         on.proxy_protocol = "V2".into();
-        assert_eq!(check(&on).unwrap_err(), ["PROXY_PROTOCOL_TRUSTED"]);
         on.proxy_protocol_trusted = "10.0.0.0/16, 192.0.2.7".into();
         let settings = check(&on).unwrap();
         assert_eq!(settings.proxy_protocol, ProxyProtocol::V2);

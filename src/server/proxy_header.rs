@@ -1,10 +1,12 @@
-//! PROXY protocol v2 on the public listener (`PROXY_PROTOCOL=v2`): behind an L4 load balancer
-//! (the fleet's NLB) the TCP peer is the balancer, and the client's address comes in a binary
-//! header before the first HTTP byte. A peer in `PROXY_PROTOCOL_TRUSTED` must send one; its
-//! source address is then the client's for everything after (per-IP limits, the upgrade rate,
-//! logs), and a `LOCAL` header (the balancer's own health check) keeps the TCP peer. A header
-//! from any other peer, a trusted peer without one, and a malformed, cut short or oversized
-//! header close the connection, each counted in `websocket_http_refused_total`. Parsing is the
+//! PROXY protocol on the public listener (`PROXY_PROTOCOL=v1|v2|any`): behind an L4 load
+//! balancer (the fleet's NLB, nginx's stream module, HAProxy) the TCP peer is the balancer,
+//! and the client's address comes in a header before the first HTTP byte: binary (v2) or a
+//! text line (v1). A peer in `PROXY_PROTOCOL_TRUSTED` must send one of the version
+//! configured; its source address is then the client's for everything after (per-IP limits,
+//! the upgrade rate, logs), and a `LOCAL` (v2) or `UNKNOWN` (v1) header (the balancer's own
+//! health check) keeps the TCP peer. A header from any other peer, a trusted peer without
+//! one (or with one of another version), and a malformed, cut short or oversized header
+//! close the connection, each counted in `websocket_http_refused_total`. Parsing is the
 //! `ppp` crate's; this module reads exactly the header's bytes off the socket, so that what
 //! follows is still in the kernel for hyper (and, after the upgrade, for the WebSocket).
 
@@ -14,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use ppp::v1::Addresses as V1Addresses;
 use ppp::v2::{Addresses, Command, Header, PROTOCOL_PREFIX, ParseError};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -29,12 +32,16 @@ use crate::state::AppState;
 const FIXED_BYTES: usize = 16;
 /// The first bytes of a v1 (text) header, refused from untrusted peers like a v2 one.
 const V1_PREFIX: &[u8] = b"PROXY ";
+/// The longest v1 header, its `\r\n` included (the spec's 107 bytes).
+const V1_MAX_BYTES: usize = 107;
 /// Bytes of the v2 signature that identify it: `\r\n\r\n\0` never starts an HTTP request.
 const V2_TELLTALE: usize = 5;
 
 /// Reads the PROXY headers of the public listener's connections.
 pub struct ProxyHeaders {
     state: Arc<AppState>,
+    /// The versions a trusted peer may send.
+    versions: ProxyProtocol,
     trusted: Vec<IpNet>,
     /// Longest header accepted, fixed part included (`MAX_HEADER_BYTES`).
     max_bytes: usize,
@@ -46,9 +53,11 @@ impl ProxyHeaders {
     /// `None` unless `PROXY_PROTOCOL` is on.
     pub fn new(state: &Arc<AppState>) -> Option<Arc<ProxyHeaders>> {
         let config: &Config = &state.config;
-        (config.edge.proxy_protocol == ProxyProtocol::V2).then(|| {
+        let versions = config.edge.proxy_protocol;
+        (versions != ProxyProtocol::Off).then(|| {
             Arc::new(ProxyHeaders {
                 state: Arc::clone(state),
+                versions,
                 trusted: config.edge.proxy_protocol_trusted.clone(),
                 max_bytes: config.http.max_header_bytes,
                 timeout: config.http_idle_timeout,
@@ -69,7 +78,7 @@ impl ProxyHeaders {
         let trusted = self.trusts(peer.ip());
         let read = async {
             if trusted {
-                read_header(stream, self.max_bytes)
+                self.read_header(stream)
                     .await
                     .map(|source| source.unwrap_or(peer))
             } else if sends_a_header(stream).await {
@@ -99,6 +108,26 @@ impl ProxyHeaders {
     }
 }
 
+impl ProxyHeaders {
+    /// Reads a trusted peer's header, of a version it may send (told apart by the first
+    /// byte: `P` for v1, `\r` for v2): its source address, `None` for one that keeps the TCP
+    /// peer. `Err(None)`: closed before a byte, which is no refusal (a TCP health check).
+    async fn read_header(
+        &self,
+        stream: &mut TcpStream,
+    ) -> Result<Option<SocketAddr>, Option<HttpRefusal>> {
+        let mut first = [0u8; 1];
+        match stream.peek(&mut first).await {
+            Ok(0) | Err(_) => Err(None),
+            Ok(_) if first[0] == V1_PREFIX[0] && self.versions.accepts_v1() => {
+                read_v1_header(stream).await
+            }
+            Ok(_) if self.versions.accepts_v2() => read_v2_header(stream, self.max_bytes).await,
+            Ok(_) => Err(Some(HttpRefusal::ProxyHeaderMissing)),
+        }
+    }
+}
+
 /// Whether an untrusted peer's first bytes (peeked, not taken) are a PROXY header.
 async fn sends_a_header(stream: &TcpStream) -> bool {
     let mut first = [0u8; FIXED_BYTES];
@@ -116,10 +145,54 @@ fn is_a_header(first: &[u8]) -> bool {
     v2 || first.starts_with(V1_PREFIX)
 }
 
+/// Reads one v1 header, exactly its bytes (through its `\n`: every byte before it is the
+/// header's, so what is peeked without one is taken whole): its source address, `None` for
+/// `UNKNOWN` (the TCP peer is kept).
+async fn read_v1_header(stream: &mut TcpStream) -> Result<Option<SocketAddr>, Option<HttpRefusal>> {
+    let invalid = Some(HttpRefusal::ProxyHeaderInvalid);
+    let mut header = Vec::with_capacity(V1_MAX_BYTES);
+    let mut chunk = [0u8; V1_MAX_BYTES];
+    loop {
+        let room = V1_MAX_BYTES - header.len();
+        let peeked = match stream.peek(&mut chunk[..room]).await {
+            Ok(0) | Err(_) => return Err(invalid),
+            Ok(peeked) => peeked,
+        };
+        let end = chunk[..peeked].iter().position(|&b| b == b'\n');
+        let take = end.map_or(peeked, |at| at + 1);
+        let start = header.len();
+        header.resize(start + take, 0);
+        if read_full(stream, &mut header[start..]).await.ok() != Some(take) {
+            return Err(invalid);
+        }
+        if end.is_some() {
+            return v1_source_address(&header).ok_or(invalid);
+        }
+        if header.len() == V1_MAX_BYTES {
+            return Err(invalid);
+        }
+    }
+}
+
+/// The source address of a complete v1 header (ending in `\r\n`, nothing after): `Some(None)`
+/// for `UNKNOWN`, `None` when it is not one.
+fn v1_source_address(header: &[u8]) -> Option<Option<SocketAddr>> {
+    let text = std::str::from_utf8(header).ok()?;
+    let parsed = ppp::v1::Header::try_from(text).ok()?;
+    if parsed.header.len() != text.len() {
+        return None; // a `\r` before the end
+    }
+    Some(match parsed.addresses {
+        V1Addresses::Tcp4(ip) => Some(SocketAddr::from((ip.source_address, ip.source_port))),
+        V1Addresses::Tcp6(ip) => Some(SocketAddr::from((ip.source_address, ip.source_port))),
+        V1Addresses::Unknown => None,
+    })
+}
+
 /// Reads one v2 header, exactly its bytes: its source address, `None` for a `LOCAL` header or
 /// one without addresses (the TCP peer is kept). `Err(None)`: closed before a byte, which is
 /// no refusal (a TCP health check).
-async fn read_header(
+async fn read_v2_header(
     stream: &mut TcpStream,
     max_bytes: usize,
 ) -> Result<Option<SocketAddr>, Option<HttpRefusal>> {
@@ -251,6 +324,35 @@ mod tests {
         short.extend_from_slice(&[1, 2, 3, 4]);
         assert!(source_address(&short).is_err());
         assert!(source_address(&good[..20]).is_err(), "cut short");
+    }
+
+    #[test]
+    fn v1_headers_give_their_source() {
+        let v4 = b"PROXY TCP4 203.0.113.9 10.0.0.5 40000 3001\r\n";
+        assert_eq!(
+            v1_source_address(v4),
+            Some(Some("203.0.113.9:40000".parse().unwrap()))
+        );
+        let v6 = b"PROXY TCP6 2001:db8::7 fd00::1 5 3001\r\n";
+        assert_eq!(
+            v1_source_address(v6),
+            Some(Some("[2001:db8::7]:5".parse().unwrap()))
+        );
+        assert_eq!(v1_source_address(b"PROXY UNKNOWN\r\n"), Some(None));
+        for bad in [
+            b"PROXY TCP4 203.0.113.9 10.0.0.5 40000\r\n".as_slice(),
+            b"PROXY TCP4 203.0.113.9 10.0.0.5 40000 3001\n",
+            b"PROXY TCP4 203.0.113.9\r 10.0.0.5 40000 3001\r\n",
+            b"PROXY TCP5 203.0.113.9 10.0.0.5 40000 3001\r\n",
+            b"GET / HTTP/1.1\r\n",
+        ] {
+            assert_eq!(
+                v1_source_address(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]
