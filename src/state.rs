@@ -74,16 +74,19 @@ impl AppState {
     }
 
     /// Records an upgraded WebSocket (either endpoint) and counts it as open. One opened
-    /// after the drain took its snapshot is told to leave at once; one opened while a
-    /// handover parks the others is told to park too.
+    /// while a handover parks the others (even after it stopped accepting: an upgrade it
+    /// answers then) is told to park too; one opened after the drain took its snapshot is
+    /// told to leave at once.
     pub fn open_connection(&self, admission: Admission) -> Registration {
         let registration = self.registry.register(admission);
         // Registered first, then the flags read: the handover sets them, then looks at the
         // registry (both under its lock), so either it sees this connection or this sees them.
-        if self.lifecycle.is_draining() {
-            registration.control().send(Command::Shutdown);
-        } else if self.parked.is_collecting() {
+        // Collecting comes first: a handover marks the process draining when it stops
+        // accepting, and a connection that finds the parked list taken says goodbye then.
+        if self.parked.is_collecting() {
             registration.control().send(Command::Handover);
+        } else if self.lifecycle.is_draining() {
+            registration.control().send(Command::Shutdown);
         }
         self.metrics.connections_total.inc();
         self.metrics.connections_active.inc();
@@ -181,15 +184,27 @@ mod tests {
         registration.control().recv().now_or_never()
     }
 
-    #[tokio::test]
-    async fn a_connection_opened_during_a_handover_parks_and_one_opened_after_it_leaves() {
+    fn state() -> Arc<AppState> {
         let cli = Cli::try_parse_from(["concurrent-socket", "--server-id", "t"]).unwrap();
-        let state = AppState::new(Config::from_raw(&cli.settings).unwrap(), true);
+        AppState::new(Config::from_raw(&cli.settings).unwrap(), true)
+    }
+
+    #[tokio::test]
+    async fn a_connection_opened_during_a_handover_parks_even_after_accepting_stopped() {
+        let state = state();
         let before = opened(&state);
         assert_eq!(pending(&before), None, "serving: nothing asked");
         state.parked.collect();
         let during = opened(&state);
         assert_eq!(pending(&during), Some(Command::Handover));
+        state.lifecycle.set(Phase::Draining); // the handover stopped accepting
+        let answered_late = opened(&state);
+        assert_eq!(pending(&answered_late), Some(Command::Handover));
+    }
+
+    #[tokio::test]
+    async fn a_connection_opened_during_a_drain_leaves() {
+        let state = state();
         state.lifecycle.set(Phase::Draining);
         let after = opened(&state);
         assert_eq!(pending(&after), Some(Command::Shutdown));

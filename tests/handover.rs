@@ -204,8 +204,8 @@ async fn a_chat_connection_goes_on_over_the_same_socket_in_the_next_process() {
 }
 
 /// A connection the old process accepted before the handover but whose upgrade request comes
-/// only while the others park is answered before HTTP stops, not closed unanswered: it is
-/// upgraded, told to reconnect (`goodbye`), and reconnects to the new process.
+/// only while the others park (after it stopped accepting) is answered before HTTP stops, not
+/// closed unanswered: it is upgraded, parks with the others, and goes on in the new process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_accepted_before_the_handover_gets_its_answer() {
     let unit = Unit::new(&[]);
@@ -224,30 +224,45 @@ async fn a_connection_accepted_before_the_handover_gets_its_answer() {
             .await
             .expect("the upgrade is answered");
     assert_eq!(response.status(), 101);
-    let mut said = Vec::new();
-    while let Some(Ok(Message::Text(text))) = late.next().await {
-        let message: Value = serde_json::from_str(&text).unwrap();
-        let goodbye = message["type"] == "goodbye";
-        said.push(message);
-        if goodbye {
-            break;
-        }
-    }
-    let goodbye = said.last().expect("a goodbye");
-    assert_eq!(
-        (goodbye["type"].as_str(), goodbye["reconnect"].as_bool()),
-        (Some("goodbye"), Some(true)),
-        "{said:?}"
-    );
-    drop(late);
-
     let store = stored.await.unwrap();
     assert_eq!(old.wait().code(), Some(75), "{:?}", store.lines);
     let (mut new, _new_notify) = unit.start("new", Some(&store));
     drop(store);
-    let (_again, welcome) = chat(addr, "late").await;
-    assert_eq!(welcome["serverId"], "new");
+
+    let welcome = next_text(&mut late).await;
+    assert_eq!(
+        (welcome["type"].as_str(), welcome["serverId"].as_str()),
+        (Some("connection_established"), Some("old")),
+        "{welcome}"
+    );
+    let ping = json!({"type": "message", "id": "after", "data": "still here"});
+    late.send(Message::text(ping.to_string())).await.unwrap();
+    let answer = next_text(&mut late).await;
+    assert_eq!(
+        (answer["type"].as_str(), answer["id"].as_str()),
+        (Some("message_response"), Some("after")),
+        "handed over, not told to leave: {answer}"
+    );
+    let (_, health) = launch::get(addr, "/health").await.unwrap();
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(
+        (health["serverId"].as_str(), health["connections"].as_u64()),
+        (Some("new"), Some(2)),
+        "{health}"
+    );
+    drop(late);
     launch::assert_clean_exit(new.terminate());
+}
+
+/// The next message of `socket`, a text frame of JSON.
+async fn next_text<S>(socket: &mut tokio_tungstenite::WebSocketStream<S>) -> Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(PATIENCE, socket.next()).await {
+        Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str(&text).unwrap(),
+        other => panic!("a text message, not {other:?}"),
+    }
 }
 
 /// SIGUSR2 without a file descriptor store (no `FDSTORE`): refused, the server serves on.
