@@ -6,8 +6,6 @@
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
 
 use super::children::{Children, register};
-#[cfg(test)]
-use crate::label::Label;
 use crate::label::labels;
 
 labels! {
@@ -113,11 +111,7 @@ pub(super) fn labels_are_consistent() -> bool {
 
 #[cfg(test)]
 pub(super) fn every_series_at_zero(text: &str) -> bool {
-    fn all<L: Label>(text: &str, prefix: &str) -> bool {
-        L::ALL
-            .iter()
-            .all(|v| text.contains(&format!("{prefix}\"{}\"}} 0", v.name())))
-    }
+    use super::children::every_value_at_zero as all;
     all::<BrokerOperation>(text, "websocket_broker_errors_total{operation=")
         && all::<GapRepair>(text, "websocket_broker_gap_repairs_total{outcome=")
         && [

@@ -5,8 +5,6 @@
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use super::children::{Children, register};
-#[cfg(test)]
-use crate::label::Label;
 use crate::label::labels;
 
 labels! {
@@ -133,11 +131,7 @@ pub(super) fn labels_are_consistent() -> bool {
 
 #[cfg(test)]
 pub(super) fn every_series_at_zero(text: &str) -> bool {
-    fn all<L: Label>(text: &str, prefix: &str) -> bool {
-        L::ALL
-            .iter()
-            .all(|v| text.contains(&format!("{prefix}\"{}\"}} 0", v.name())))
-    }
+    use super::children::every_value_at_zero as all;
     all::<PublishResult>(text, "websocket_publications_total{result=")
         && all::<RecoveryOutcome>(text, "websocket_recoveries_total{outcome=")
         && all::<SubscriptionEnd>(text, "websocket_subscription_ends_total{reason=")

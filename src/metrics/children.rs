@@ -43,3 +43,12 @@ pub(super) fn register<T: prometheus::core::Collector + Clone + 'static>(
         .expect("metric names are unique and valid");
     collector
 }
+
+/// Whether the exposition `text` has `{prefix}"<value>"} 0` for every value of `L` (for the
+/// tests that every series exists from start-up).
+#[cfg(test)]
+pub(super) fn every_value_at_zero<L: Label>(text: &str, prefix: &str) -> bool {
+    L::ALL
+        .iter()
+        .all(|value| text.contains(&format!("{prefix}\"{}\"}} 0", value.name())))
+}

@@ -258,14 +258,8 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::label::Label;
 
-    /// Whether `text` has the series `{prefix}"<value>"}} 0` for every value of `L`.
-    fn every_series_at_zero<L: Label>(text: &str, prefix: &str) -> bool {
-        L::ALL
-            .iter()
-            .all(|value| text.contains(&format!("{prefix}\"{}\"}} 0", value.name())))
-    }
+    use super::children::every_value_at_zero as every_series_at_zero;
 
     #[test]
     fn every_label_value_exists_at_zero() {
