@@ -17,12 +17,6 @@
 
 PROXY_IDLE_USERS=${PROXY_IDLE_USERS:-5000}
 
-# proc_rss_kib PID, proc_cpu_seconds PID: as rss_kib and cpu_seconds, for any process.
-proc_rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-proc_cpu_seconds() {
-  awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print ($12 + $13) / hz }' "/proc/$1/stat"
-}
-
 # proxy_traefik_files DIR: base.yml (the module's, one colour on the bench server's port)
 # and routing.yml (everything to it), as the module and wsctl write them.
 proxy_traefik_files() {
@@ -48,11 +42,11 @@ proxy_start() {
 proxy_idle() {
   local path=$1 server0 traefik0 server1 traefik1 held load_pid
   proxy_start "$path"
-  server0=$(rss_kib) traefik0=$(proc_rss_kib "$TRAEFIK_PID")
+  server0=$(rss_kib) traefik0=$(rss_kib "$TRAEFIK_PID")
   load "proxy-$path-idle" --users "$PROXY_IDLE_USERS" --ramp 10s --duration 25s --rate 0 &
   load_pid=$!
   sleep 25
-  server1=$(rss_kib) traefik1=$(proc_rss_kib "$TRAEFIK_PID")
+  server1=$(rss_kib) traefik1=$(rss_kib "$TRAEFIK_PID")
   held=$(server_connections)
   wait "$load_pid"
   stop_server
@@ -69,9 +63,9 @@ proxy_cpu() {
   local path=$1 name=$2 s0 s1 t0 t1
   shift 2
   proxy_start "$path"
-  s0=$(cpu_seconds) t0=$(proc_cpu_seconds "$TRAEFIK_PID")
+  s0=$(cpu_seconds) t0=$(cpu_seconds "$TRAEFIK_PID")
   load "proxy-$path-$name" "$@"
-  s1=$(cpu_seconds) t1=$(proc_cpu_seconds "$TRAEFIK_PID")
+  s1=$(cpu_seconds) t1=$(cpu_seconds "$TRAEFIK_PID")
   stop_server
   jq -n --argjson s0 "$s0" --argjson s1 "$s1" --argjson t0 "$t0" --argjson t1 "$t1" --arg path "$path" \
     --slurpfile r "$RUN_DIR/$SERVER-proxy-$path-$name.json" \

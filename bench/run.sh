@@ -99,7 +99,8 @@ stop_server() {
   PID=
 }
 
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$PID/status"; }
+# rss_kib [PID]: the server's (or PID's) resident memory now, in KiB.
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/${1:-$PID}/status"; }
 # cpu_split [PID]: the user and the system CPU seconds (utime, stime) the server (or PID) has
 # used so far, on one line.
 cpu_split() {
