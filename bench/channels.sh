@@ -10,6 +10,9 @@
 #   chmem       RSS per idle connection with 0 and with 2 subscriptions (CHMEM_CONNECTIONS,
 #               10000), and per channel with a full history (CHMEM_CHANNELS (200) channels,
 #               HISTORY_SIZE publications of CHMEM_BYTES (64) bytes of padding each)
+#   syscalls    the fanout load once more, its system calls per delivery counted on the
+#               kernel's syscall tracepoints (perf stat, every thread of the server) over
+#               the CPU window: all of them, the sends, the waits for events, futex
 #
 # Each publication/s run: `loadtest fanout|rooms --publish-after-ramp`: users connect and
 # subscribe over CHANNEL_RAMP (10 s), then publishing runs from the end of the ramp to 2 s
@@ -184,4 +187,44 @@ bench_chmem() {
   hold_idle 0
   hold_idle 2
   history_memory
+}
+
+# The system calls bench_syscalls counts apart: the sends (a server that writes each delivery
+# on its own makes one per delivery) and the waits for socket events.
+SYSCALL_SENDS="sendto sendmsg write writev"
+SYSCALL_WAITS="epoll_wait epoll_pwait epoll_pwait2"
+
+# bench_syscalls: the fanout load's system calls per delivery (SERVER-syscalls.json), over
+# the seconds channel_run takes the CPU in.
+bench_syscalls() {
+  speaks_channels || return 0
+  if ! command -v perf > /dev/null; then
+    log "perf is not installed: syscalls skipped"
+    return 0
+  fi
+  local from=$((CHANNEL_RAMP + 2)) to=$((CHANNEL_RAMP + CHANNEL_HOLD - 3)) events call load_pid
+  local counts="$RUN_DIR/$SERVER-syscalls.perf"
+  events=raw_syscalls:sys_enter
+  for call in $SYSCALL_SENDS $SYSCALL_WAITS futex; do events+=",syscalls:sys_enter_$call"; done
+  start_server "$SERVER" 30000
+  loadtest_run fanout syscalls-load --ramp "${CHANNEL_RAMP}s" --duration "${CHANNEL_HOLD}s" \
+    --publish-after-ramp --payload-bytes 64 --subscribers "$FANOUT_SUBSCRIBERS" \
+    --publish-rate "$FANOUT_RATE" &
+  load_pid=$!
+  sleep "$from"
+  perf stat -x , -e "$events" -p "$PID" -o "$counts" -- sleep $((to - from)) || true
+  wait "$load_pid" || die "loadtest syscalls-load against $SERVER failed"
+  stop_server
+  # perf's CSV lines: count,unit,event,...
+  awk -F, '$3 ~ /^(raw_)?syscalls:/ {sub(/^.*sys_enter_?/, "", $3); print $3 "\t" $1}' "$counts" |
+    jq -R -s --argjson from "$from" --argjson to "$to" \
+      --arg sends "$SYSCALL_SENDS" --arg waits "$SYSCALL_WAITS" \
+      --slurpfile r "$RUN_DIR/$SERVER-syscalls-load.json" \
+      '[split("\n")[] | select(length > 0) | split("\t") | {(.[0]): (.[1] | tonumber? // 0)}] | add as $n |
+       ([$r[0].timeline[] | select(.second > $from and .second <= $to) | .deliveries] | add) as $d |
+       def sum(names): [names | split(" ")[] | $n[.] // 0] | add;
+       def per_delivery(count): if $d > 0 then count / $d else null end;
+       {deliveries: $d, counts: $n, calls_per_delivery: per_delivery($n[""]),
+        sends_per_delivery: per_delivery(sum($sends)), waits_per_delivery: per_delivery(sum($waits)),
+        futex_per_delivery: per_delivery($n.futex // 0)}' > "$RUN_DIR/$SERVER-syscalls.json"
 }

@@ -25,12 +25,13 @@
 #   churn    handshakes per second (200 users connecting, closing, reconnecting)
 #   profile  perf: the kernel's share of the server's CPU under the echo load, and the share
 #            spent receiving for the client (loopback runs it inside the server's send)
-#   fanout fanout_10k rooms chmem
+#   fanout fanout_10k rooms chmem syscalls
 #            channels (protocol v1.1; bench/channels.sh, which says how): deliveries per
 #            second, delivery latency and CPU per 100,000 deliveries for one channel of 1,000
-#            and of 10,000 subscribers and for 2,000 rooms of 5 users, and RSS per idle
-#            connection with 2 subscriptions and per channel with full history. Skipped, with
-#            the reason, for a server that does not speak channels (node-ws)
+#            and of 10,000 subscribers and for 2,000 rooms of 5 users, RSS per idle
+#            connection with 2 subscriptions and per channel with full history, and system
+#            calls per delivery under the 1,000-subscriber load. Skipped, with the reason,
+#            for a server that does not speak channels (node-ws)
 #   redis_cross redis_rooms redis_fanout
 #            the Redis engine (issue 17; bench/redis.sh, which says how), each run on its own
 #            redis-server: publish-to-receive latency, deliveries/s, the servers' CPU and
@@ -59,7 +60,7 @@ set -euo pipefail
 LOADTEST=${LOADTEST:-$REPO/target/release/loadtest}
 SERVERS=${SERVERS:-$ALL_SERVERS}
 read -ra SERVER_LIST <<< "$SERVERS"
-FIGURES=${FIGURES:-idle hold hold_1s echo latency churn profile fanout fanout_10k rooms chmem redis_cross redis_rooms redis_fanout}
+FIGURES=${FIGURES:-idle hold hold_1s echo latency churn profile fanout fanout_10k rooms chmem syscalls redis_cross redis_rooms redis_fanout}
 ECHO_RUNS=${ECHO_RUNS:-3}
 read -ra FIGURE_LIST <<< "$FIGURES"
 OUT=${OUT:-$CI_DIR/bench}

@@ -159,6 +159,14 @@ def channel_figures(run, server):
         "RSS per channel with full history (KiB)": dig(history, "rss_per_channel_kib"),
         "  publications kept per channel (HISTORY_SIZE, 64-byte padding)": dig(history, "history_size"),
     })
+    calls = load(run / f"{server}-syscalls.json")
+    rows.update({
+        "one channel, 1,000 subscribers: system calls per delivery (perf, every thread)":
+            dig(calls, "calls_per_delivery"),
+        "  of them, sends (sendto, sendmsg, write, writev)": dig(calls, "sends_per_delivery"),
+        "  of them, waits for events (epoll_wait, epoll_pwait, epoll_pwait2)": dig(calls, "waits_per_delivery"),
+        "  of them, futex": dig(calls, "futex_per_delivery"),
+    })
     return rows
 
 
