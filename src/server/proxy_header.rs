@@ -106,9 +106,7 @@ impl ProxyHeaders {
             }
         }
     }
-}
 
-impl ProxyHeaders {
     /// Reads a trusted peer's header, of a version it may send (told apart by the first
     /// byte: `P` for v1, `\r` for v2): its source address, `None` for one that keeps the TCP
     /// peer. `Err(None)`: closed before a byte, which is no refusal (a TCP health check).
