@@ -219,25 +219,28 @@ async fn a_connection_accepted_before_the_handover_gets_its_answer() {
     old.signal(libc::SIGUSR2);
     let stored = tokio::task::spawn_blocking(move || receive_until_barrier(&notify));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (mut late, response) =
-        tokio_tungstenite::client_async(format!("ws://{addr}/ws/chat/late"), late)
-            .await
-            .expect("the upgrade is answered");
+    let late = tokio_tungstenite::MaybeTlsStream::Plain(late);
+    let (ws, response) = tokio_tungstenite::client_async(format!("ws://{addr}/ws/chat/late"), late)
+        .await
+        .expect("the upgrade is answered");
+    let mut late = Client { ws };
     assert_eq!(response.status(), 101);
     let store = stored.await.unwrap();
     assert_eq!(old.wait().code(), Some(75), "{:?}", store.lines);
     let (mut new, _new_notify) = unit.start("new", Some(&store));
     drop(store);
 
-    let welcome = next_text(&mut late).await;
+    let welcome = late.recv_json().await;
     assert_eq!(
         (welcome["type"].as_str(), welcome["serverId"].as_str()),
         (Some("connection_established"), Some("old")),
         "{welcome}"
     );
     let ping = json!({"type": "message", "id": "after", "data": "still here"});
-    late.send(Message::text(ping.to_string())).await.unwrap();
-    let answer = next_text(&mut late).await;
+    late.send_json(&ping).await;
+    let answer = tokio::time::timeout(PATIENCE, late.recv_reply())
+        .await
+        .expect("answered by the new process");
     assert_eq!(
         (answer["type"].as_str(), answer["id"].as_str()),
         (Some("message_response"), Some("after")),
@@ -252,17 +255,6 @@ async fn a_connection_accepted_before_the_handover_gets_its_answer() {
     );
     drop(late);
     launch::assert_clean_exit(new.terminate());
-}
-
-/// The next message of `socket`, a text frame of JSON.
-async fn next_text<S>(socket: &mut tokio_tungstenite::WebSocketStream<S>) -> Value
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    match tokio::time::timeout(PATIENCE, socket.next()).await {
-        Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str(&text).unwrap(),
-        other => panic!("a text message, not {other:?}"),
-    }
 }
 
 /// SIGUSR2 without a file descriptor store (no `FDSTORE`): refused, the server serves on.
