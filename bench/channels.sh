@@ -44,6 +44,10 @@ CHMEM_CHANNELS=${CHMEM_CHANNELS:-200}
 CHMEM_BYTES=${CHMEM_BYTES:-64}
 # The servers' default, stated so that the figure says what it measured.
 CHMEM_HISTORY_SIZE=100
+# Seconds of a run (from loadtest's start) between which the CPU (and the system calls) are
+# taken: from 2 s after the ramp to 1 s before publishing stops (2 s before the hold ends).
+WINDOW_FROM=$((CHANNEL_RAMP + 2))
+WINDOW_TO=$((CHANNEL_RAMP + CHANNEL_HOLD - 3))
 channel_start() { start_server "$SERVER" 30000; }
 CHANNEL_START=channel_start
 CHANNEL_STOP=stop_server
@@ -65,12 +69,9 @@ speaks_channels() {
 # (SERVER-NAME.json), and the server's CPU over the steady publishing seconds
 # (SERVER-NAME-cpu.json).
 channel_run() {
-  local name=$1 scenario=$2 from to user0 system0 user1 system1 broker0=null broker1=null load_pid rc=0
+  local name=$1 scenario=$2 from=$WINDOW_FROM to=$WINDOW_TO user0 system0 user1 system1
+  local broker0=null broker1=null load_pid rc=0
   shift 2
-  # Seconds of the run (from loadtest's start) between which the CPU is taken: from 2 s
-  # after the ramp to 1 s before publishing stops (2 s before the hold ends).
-  from=$((CHANNEL_RAMP + 2))
-  to=$((CHANNEL_RAMP + CHANNEL_HOLD - 3))
   "$CHANNEL_START"
   loadtest_run "$scenario" "$name" --ramp "${CHANNEL_RAMP}s" --duration "${CHANNEL_HOLD}s" \
     --publish-after-ramp --payload-bytes 64 --max-delivery-p99 1s "$@" &
@@ -202,7 +203,7 @@ bench_syscalls() {
     log "perf is not installed: syscalls skipped"
     return 0
   fi
-  local from=$((CHANNEL_RAMP + 2)) to=$((CHANNEL_RAMP + CHANNEL_HOLD - 3)) events call load_pid
+  local from=$WINDOW_FROM to=$WINDOW_TO events call load_pid
   local counts="$RUN_DIR/$SERVER-syscalls.perf"
   events=raw_syscalls:sys_enter
   for call in $SYSCALL_SENDS $SYSCALL_WAITS futex; do events+=",syscalls:sys_enter_$call"; done
