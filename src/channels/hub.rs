@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use prometheus::IntCounter;
@@ -16,8 +17,11 @@ use super::broker::{Publication, PublicationSink, SinkEvent};
 use super::inbox::{Frame, Inbox};
 use crate::protocol::{ServerMessage, now_ms};
 
-/// Subscribers served between two yields to the runtime.
+/// Deliveries (subscribers times publications) made between two yields to the runtime.
 pub const FAN_OUT_BATCH: usize = 512;
+/// Events a shard's task takes off its queue at once: how many publications of a channel can
+/// go to its subscribers together.
+const RECEIVED_TOGETHER: usize = 64;
 
 /// A subscription as the hub knows it: the connection's inbox, and which of its subscriptions.
 #[derive(Clone)]
@@ -163,31 +167,56 @@ fn frame(channel: &str, publication: &Publication) -> Frame {
 }
 
 /// One shard's task: every publication handed on, in order, left in each local subscriber's
-/// inbox, a batch at a time; a gap marks every local subscriber of its channel lost.
+/// inbox, a batch of subscribers at a time; a gap marks every local subscriber of its channel
+/// lost. Publications of one channel that queued up behind each other while the task was busy
+/// are left together: each subscriber takes them in one push and one wake-up, and writes them
+/// in one send. So the busier the hub, the more each write carries (as uWebSockets sends what
+/// a loop iteration published to a subscriber at the iteration's end), while a hub that keeps
+/// up fans each publication out alone, at once.
 async fn fan_out(
     channels: Arc<Mutex<ChannelMap>>,
     mut events: mpsc::UnboundedReceiver<(Arc<str>, SinkEvent)>,
     deliveries: IntCounter,
 ) {
-    while let Some((channel, event)) = events.recv().await {
-        let publication = match event {
-            SinkEvent::Publication(publication) => publication,
-            SinkEvent::Gap => {
+    let mut received = Vec::with_capacity(RECEIVED_TOGETHER);
+    let mut frames = Vec::new();
+    while events.recv_many(&mut received, RECEIVED_TOGETHER).await > 0 {
+        let mut pending = received.drain(..).peekable();
+        while let Some((channel, event)) = pending.next() {
+            let SinkEvent::Publication(publication) = event else {
                 mark_lost(&channels, &channel);
                 continue;
+            };
+            frames.push(frame(&channel, &publication));
+            while let Some((_, SinkEvent::Publication(next))) = pending.next_if(|(next, event)| {
+                *next == channel && matches!(event, SinkEvent::Publication(_))
+            }) {
+                frames.push(frame(&channel, &next));
             }
-        };
-        let frame = frame(&channel, &publication);
-        let mut next = 0;
-        loop {
-            let (left, done) = deliver_batch(&channels, &channel, &frame, next);
-            deliveries.inc_by(left);
-            next += FAN_OUT_BATCH;
-            if done {
-                break;
-            }
-            tokio::task::yield_now().await;
+            leave_with_subscribers(&channels, &channel, &frames, &deliveries).await;
+            frames.clear();
         }
+    }
+}
+
+/// Leaves `frames` (one channel's, in order) with every local subscriber of `channel`, about
+/// [`FAN_OUT_BATCH`] deliveries between two yields to the runtime.
+async fn leave_with_subscribers(
+    channels: &Mutex<ChannelMap>,
+    channel: &str,
+    frames: &[Frame],
+    deliveries: &IntCounter,
+) {
+    let per_batch = (FAN_OUT_BATCH / frames.len()).max(1);
+    let mut next = 0;
+    loop {
+        let (left, done) = deliver_batch(channels, channel, frames, next..next + per_batch);
+        deliveries.inc_by(left);
+        next += per_batch;
+        if done {
+            break;
+        }
+        tokio::task::yield_now().await;
     }
 }
 
@@ -203,32 +232,29 @@ fn mark_lost(channels: &Mutex<ChannelMap>, channel: &str) {
     }
 }
 
-/// Leaves `frame` with the subscribers in slots `from .. from + FAN_OUT_BATCH`; returns how
-/// many took it and whether the list ends there. A subscriber added between two batches
-/// subscribed after the publication was accepted: its history read covers it, whichever
-/// slot it took.
+/// Leaves `frames` with the subscribers in `slots`; returns how many publications they took
+/// and whether the list ends there. A subscriber added between two batches subscribed after
+/// the publications were accepted: its history read covers them, whichever slot it took.
 fn deliver_batch(
     channels: &Mutex<ChannelMap>,
     channel: &str,
-    frame: &Frame,
-    from: usize,
+    frames: &[Frame],
+    slots: Range<usize>,
 ) -> (u64, bool) {
     let channels = lock(channels);
     let Some(listeners) = channels.get(channel) else {
         return (0, true);
     };
-    let end = (from + FAN_OUT_BATCH).min(listeners.slots.len());
+    let end = slots.end.min(listeners.slots.len());
     let mut left = 0;
     for subscriber in listeners
         .slots
-        .get(from..end)
+        .get(slots.start..end)
         .unwrap_or_default()
         .iter()
         .flatten()
     {
-        if subscriber.inbox.push(subscriber.key, frame) == super::inbox::Pushed::Queued {
-            left += 1;
-        }
+        left += subscriber.inbox.push(subscriber.key, frames) as u64;
     }
     (left, end >= listeners.slots.len())
 }
@@ -292,6 +318,34 @@ mod tests {
             assert_eq!(taken[0].text.as_ptr(), first[0].text.as_ptr());
         }
         assert_eq!(deliveries.get(), 3 * subscribers as u64);
+    }
+
+    /// Publications of a channel that queued while the hub was busy go to each subscriber
+    /// together: its task's first take finds all of them, on a channel of more subscribers
+    /// than one batch too.
+    #[tokio::test(flavor = "current_thread")]
+    async fn publications_queued_together_are_left_together() {
+        let hub = Hub::start(1, IntCounter::new("d", "d").unwrap());
+        let inboxes: Vec<_> = (0..2 * FAN_OUT_BATCH)
+            .map(|_| Inbox::new(1 << 20))
+            .collect();
+        for inbox in &inboxes {
+            let inbox = Arc::clone(inbox);
+            hub.add("busy", Subscriber { inbox, key: 0 });
+        }
+        let sink = hub.sink();
+        let name: Arc<str> = "busy".into();
+        for offset in 1..=3 {
+            sink(&name, SinkEvent::Publication(publication(offset)));
+        }
+        // The hub runs while this task yields, as a subscriber's task would.
+        let mut taken = VecDeque::new();
+        while taken.is_empty() {
+            tokio::task::yield_now().await;
+            inboxes[0].take(&mut taken);
+        }
+        let offsets: Vec<u64> = taken.iter().map(|d| d.offset).collect();
+        assert_eq!(offsets, [1, 2, 3]);
     }
 
     /// On a single thread, a task woken during the fan-out to 10,000 subscribers runs before

@@ -5,6 +5,7 @@
 //! shutdown commands. One task and one timer per connection keep an idle socket small.
 
 mod closing;
+mod events;
 pub(crate) mod handover;
 mod pipeline;
 mod requests;
@@ -19,9 +20,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
 
 use super::auth::Credentials;
-use super::ending::{answered_into, goodbye_frame};
+use super::ending::goodbye_frame;
 use super::frames::FrameGuard;
-use super::subscriptions::{Subscriptions, inbox_ready};
+use super::subscriptions::Subscriptions;
 use crate::auth::{AuthRefusal, Identity};
 use crate::protocol::{
     ClientType, DisconnectReason, ErrorCode, GoodbyeReason, ProtocolError, ServerMessage,
@@ -30,7 +31,8 @@ use crate::protocol::{
 use crate::ratelimit::RateLimiter;
 use crate::registry::{Admission, Command, Registration};
 use crate::state::AppState;
-use crate::ws::{self, Full, Incoming, Io, Outbox, ReadFailure, WebSocket};
+use crate::ws::{Full, Incoming, Io, Outbox, ReadFailure, WebSocket};
+use events::{Event, next_event};
 
 /// How a connection ends.
 enum Ending {
@@ -271,31 +273,28 @@ impl Session {
                 () = pipeline::answer_ready(self.work.as_deref_mut()) => {
                     Box::pin(self.settle()).await
                 }
-                io = ws::next_io_or_write(
-                    socket, &mut self.outbox, answered_into(&state.metrics), reading,
-                ) => {
-                    let fragment_deadline = self.frames.deadline();
-                    let mut step = self.on_io(io);
-                    if step.is_ok() && self.work.is_some() {
-                        step = Box::pin(self.settle()).await;
+                event = next_event(
+                    socket, &mut self.outbox, self.subscriptions.as_deref_mut(), &state, reading,
+                ) => match event {
+                    Event::Io(io) => {
+                        let fragment_deadline = self.frames.deadline();
+                        let mut step = self.on_io(io);
+                        if step.is_ok() && self.work.is_some() {
+                            step = Box::pin(self.settle()).await;
+                        }
+                        if self.frames.deadline() != fragment_deadline {
+                            timer.as_mut().reset(self.next_deadline().into());
+                        }
+                        #[cfg(feature = "fault-injection")]
+                        state.faults.delay_response().await;
+                        step
                     }
-                    if self.frames.deadline() != fragment_deadline {
-                        timer.as_mut().reset(self.next_deadline().into());
-                    }
-                    #[cfg(feature = "fault-injection")]
-                    state.faults.delay_response().await;
-                    step
-                }
-                // After the socket: polling it is what writes the outbox, so a busy channel
-                // must not keep the session from writing what it delivered.
-                () = inbox_ready(self.subscriptions.as_deref()) => {
-                    let lost = self.deliver_publications();
-                    if !lost.is_empty() {
+                    Event::Lost(lost) => {
                         // Boxed: the awaits of ending subscriptions are allocated only then.
                         Box::pin(self.end_lost_subscriptions(lost)).await;
+                        Ok(())
                     }
-                    Ok(())
-                }
+                },
             };
             if let Err(ending) = step {
                 return ending;

@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
@@ -318,6 +319,20 @@ impl Subscriptions {
         lost
     }
 
+    /// [`Subscriptions::deliver`] when publications arrived since the last call; otherwise
+    /// the task is woken by the next one.
+    pub(super) fn poll_deliver(
+        &mut self,
+        state: &AppState,
+        outbox: &mut Outbox,
+        cx: &mut Context<'_>,
+    ) -> Vec<u32> {
+        match self.inbox.poll_ready(cx) {
+            Poll::Ready(()) => self.deliver(state, outbox),
+            Poll::Pending => Vec::new(),
+        }
+    }
+
     /// Releases every subscription of a connection that ended.
     pub(super) async fn release_all(self: Box<Self>, state: &AppState) {
         for Subscription { channel, slot, .. } in self.list {
@@ -349,14 +364,6 @@ fn recovery_bytes(publications: &[Arc<Publication>]) -> usize {
                 + ITEM_OVERHEAD
         })
         .sum()
-}
-
-/// Ready when publications wait in the connection's inbox; never without subscriptions.
-pub(super) async fn inbox_ready(subscriptions: Option<&Subscriptions>) {
-    match subscriptions {
-        Some(subscriptions) => subscriptions.inbox.ready().await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Takes a subscription out of the hub and the broker, and counts why it ended.

@@ -34,44 +34,43 @@ pub async fn next_io(
     outbox: &mut Outbox,
     on_answered: impl Fn(Duration),
 ) -> Io {
-    next_io_or_write(socket, outbox, on_answered, true).await
+    poll_fn(|cx| poll_io(socket, outbox, &on_answered, true, cx)).await
 }
 
-/// [`next_io`] when `read`; otherwise only writes what the outbox holds (ready only when
-/// writing fails): a session that owes as many answers as it may stops reading, and what it
-/// queued still leaves. Not an `async fn`: its future holds the arguments once, and every
-/// idle connection's task holds this future.
-pub fn next_io_or_write<'a>(
-    socket: &'a mut WebSocket,
-    outbox: &'a mut Outbox,
-    on_answered: impl Fn(Duration) + 'a,
+/// One poll of [`next_io`] when `read`; otherwise only writes what the outbox holds (ready
+/// only when writing fails): a session that owes as many answers as it may stops reading, and
+/// what it queued still leaves. A poll function, not a future, so that a session can queue
+/// frames (its channels' publications) before the write of the same poll.
+pub fn poll_io(
+    socket: &mut WebSocket,
+    outbox: &mut Outbox,
+    on_answered: &impl Fn(Duration),
     read: bool,
-) -> impl Future<Output = Io> + 'a {
-    poll_fn(move |cx| {
-        // Frames already read are answered before anything is written, so that the answers
-        // of one wake-up leave together; a client that keeps the read side busy still gets
-        // its answers once they fill the cork.
-        if outbox.is_corked_full() && send_queued(socket, outbox, &on_answered, cx).is_err() {
-            return Poll::Ready(Io::WriteFailed);
+    cx: &mut Context<'_>,
+) -> Poll<Io> {
+    // Frames already read are answered before anything is written, so that the answers of
+    // one wake-up leave together; a client that keeps the read side busy still gets its
+    // answers once they fill the cork.
+    if outbox.is_corked_full() && send_queued(socket, outbox, on_answered, cx).is_err() {
+        return Poll::Ready(Io::WriteFailed);
+    }
+    let polled = if read {
+        socket.poll_read(cx)
+    } else {
+        Poll::Pending
+    };
+    if let Poll::Ready(read) = polled {
+        if let Some(Ok(incoming)) = &read {
+            answer_control_frame(socket, outbox, incoming);
         }
-        let polled = if read {
-            socket.poll_read(cx)
-        } else {
-            Poll::Pending
-        };
-        if let Poll::Ready(read) = polled {
-            if let Some(Ok(incoming)) = &read {
-                answer_control_frame(socket, outbox, incoming);
-            }
-            return Poll::Ready(Io::Read(read));
-        }
-        match send_queued(socket, outbox, &on_answered, cx) {
-            // The reply to the peer's close frame is written: the connection is over.
-            Ok(()) if socket.is_finished() => Poll::Ready(Io::Read(None)),
-            Ok(()) => Poll::Pending,
-            Err(_) => Poll::Ready(Io::WriteFailed),
-        }
-    })
+        return Poll::Ready(Io::Read(read));
+    }
+    match send_queued(socket, outbox, on_answered, cx) {
+        // The reply to the peer's close frame is written: the connection is over.
+        Ok(()) if socket.is_finished() => Poll::Ready(Io::Read(None)),
+        Ok(()) => Poll::Pending,
+        Err(_) => Poll::Ready(Io::WriteFailed),
+    }
 }
 
 /// RFC 6455 5.5: a ping is answered with a pong (only the latest one when several arrive

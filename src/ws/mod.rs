@@ -15,7 +15,7 @@ mod stream;
 mod utf8;
 
 pub(crate) use close::{close_after_read_error, close_frame, close_gracefully};
-pub(crate) use cork::{Io, next_io, next_io_or_write};
+pub(crate) use cork::{Io, next_io, poll_io};
 pub(crate) use detach::{Detached, detach, resume};
 pub(crate) use frames::{Incoming, ReadFailure};
 pub(crate) use outbox::{Full, Outbox};

@@ -118,16 +118,6 @@ impl Session {
         self.answer(reply, received)
     }
 
-    /// Moves the publications waiting for this connection into its outbox; returns the
-    /// subscriptions that lost one (empty: no allocation), for
-    /// [`Session::end_lost_subscriptions`].
-    pub(super) fn deliver_publications(&mut self) -> Vec<u32> {
-        match self.subscriptions.as_mut() {
-            Some(subscriptions) => subscriptions.deliver(&self.state, &mut self.outbox),
-            None => Vec::new(),
-        }
-    }
-
     /// Ends the subscriptions that lost a publication with `insufficient_state`.
     pub(super) async fn end_lost_subscriptions(&mut self, lost: Vec<u32>) {
         if let Some(subscriptions) = self.subscriptions.as_mut() {
