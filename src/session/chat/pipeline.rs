@@ -10,11 +10,14 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::super::subscriptions::{ChannelRequest, PublishRequest, Reply};
@@ -31,48 +34,74 @@ pub(super) const MAX_OWED: usize = 32;
 #[derive(Default)]
 pub(super) struct Work {
     owed: VecDeque<Owed>,
+    /// The number of `owed`'s oldest entry: entries are numbered in request order, so that a
+    /// publish that ends finds its place.
+    front: u64,
+    /// The publishes in flight. Only those whose broker call woke the session are polled:
+    /// polling every one of up to [`MAX_OWED`] on each wake-up made a saturated Redis path
+    /// spend up to twice the CPU per delivery (docs/benchmarks.md).
+    running: FuturesUnordered<Numbered>,
     /// A subscribe or unsubscribe read: served once nothing before it is owed.
     waiting: Option<(ChannelRequest, Instant)>,
     /// The reply to the client's close frame: queued once nothing before it is owed.
     close: Option<Message>,
 }
 
-/// One answer owed to a request read at `received`.
+/// One answer owed to a request read at `received`; `None` while its publish runs.
 struct Owed {
-    answer: Answer,
+    reply: Option<Reply>,
     received: Instant,
 }
 
-enum Answer {
-    /// A publish the broker works on.
-    Running(BoxFuture<'static, Reply>),
-    Done(Reply),
+/// A publish in flight with the number of its place in [`Work::owed`].
+struct Numbered {
+    number: u64,
+    publish: BoxFuture<'static, Reply>,
+}
+
+impl Future for Numbered {
+    type Output = (u64, Reply);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let number = self.number;
+        self.publish.as_mut().poll(cx).map(|reply| (number, reply))
+    }
 }
 
 impl Work {
-    /// Polls the publishes in flight, oldest first: a publish reaches the broker on its first
-    /// poll, and each is one broker call that is never retried, so the broker gets them in
-    /// request order (the Redis engine writes them to its connection in that order).
+    /// Polls the publishes in flight that were woken. A publish reaches the broker on its
+    /// first poll, and new ones are first polled in the order they were pushed, so the broker
+    /// gets them in request order (the Redis engine writes them to its connection in that
+    /// order); each is one broker call that is never retried.
     fn poll_running(&mut self, cx: &mut Context<'_>) {
-        for owed in &mut self.owed {
-            if let Answer::Running(future) = &mut owed.answer {
-                if let Poll::Ready(reply) = future.as_mut().poll(cx) {
-                    owed.answer = Answer::Done(reply);
-                }
-            }
+        while let Poll::Ready(Some((number, reply))) = self.running.poll_next_unpin(cx) {
+            let place = usize::try_from(number - self.front).expect("an owed place fits memory");
+            self.owed[place].reply = Some(reply);
         }
+    }
+
+    fn front_is_done(&self) -> bool {
+        self.owed.front().is_some_and(|owed| owed.reply.is_some())
     }
 
     /// The oldest answer owed, when it is done.
     fn pop_done(&mut self) -> Option<(Reply, Instant)> {
-        if !matches!(self.owed.front()?.answer, Answer::Done(_)) {
+        if !self.front_is_done() {
             return None;
         }
-        let Owed { answer, received } = self.owed.pop_front()?;
-        match answer {
-            Answer::Done(reply) => Some((reply, received)),
-            Answer::Running(_) => None,
-        }
+        let Owed { reply, received } = self.owed.pop_front()?;
+        self.front += 1;
+        Some((reply?, received))
+    }
+
+    fn push(&mut self, reply: Option<Reply>, received: Instant) {
+        self.owed.push_back(Owed { reply, received });
+    }
+
+    fn start(&mut self, publish: BoxFuture<'static, Reply>, received: Instant) {
+        let number = self.front + self.owed.len() as u64;
+        self.running.push(Numbered { number, publish });
+        self.push(None, received);
     }
 }
 
@@ -82,12 +111,10 @@ pub(super) fn answer_ready(mut work: Option<&mut Work>) -> impl Future<Output = 
     poll_fn(move |cx| match work.as_deref_mut() {
         Some(work) if !work.owed.is_empty() => {
             work.poll_running(cx);
-            match work.owed.front() {
-                Some(Owed {
-                    answer: Answer::Done(_),
-                    ..
-                }) => Poll::Ready(()),
-                _ => Poll::Pending,
+            if work.front_is_done() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
             }
         }
         _ => Poll::Pending,
@@ -116,8 +143,7 @@ impl Session {
     /// Answers a request read at `received`: at once, or after the answers owed before it.
     pub(super) fn answer(&mut self, reply: Reply, received: Instant) -> Result<(), Ending> {
         if self.owes() {
-            let answer = Answer::Done(reply);
-            self.work().owed.push_back(Owed { answer, received });
+            self.work().push(Some(reply), received);
             return Ok(());
         }
         self.write_answer(reply, received)
@@ -138,9 +164,8 @@ impl Session {
     /// A publish read at `received`: it reaches the broker at the next [`Session::settle`].
     pub(super) fn start_publish(&mut self, request: PublishRequest, received: Instant) {
         let state = Arc::clone(&self.state);
-        let future = request.serve(state, self.credentials.identity(), &self.id);
-        let answer = Answer::Running(future);
-        self.work().owed.push_back(Owed { answer, received });
+        let publish = request.serve(state, self.credentials.identity(), &self.id);
+        self.work().start(publish, received);
     }
 
     /// A subscribe or unsubscribe read at `received`: served by [`Session::settle`] once
