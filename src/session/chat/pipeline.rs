@@ -228,3 +228,110 @@ impl Session {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::task::Waker;
+    use std::time::Duration;
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::protocol::ServerType;
+
+    /// Publishes whose polls are recorded (by number, in order) and which end when their
+    /// sender fires.
+    #[derive(Default)]
+    struct Publishes {
+        polls: Arc<Mutex<Vec<usize>>>,
+        ends: Vec<Option<oneshot::Sender<()>>>,
+    }
+
+    impl Publishes {
+        fn start(&mut self, work: &mut Work, received: Instant) {
+            let (end, mut ended) = oneshot::channel::<()>();
+            let (number, polls) = (self.ends.len(), Arc::clone(&self.polls));
+            self.ends.push(Some(end));
+            let publish = Box::pin(poll_fn(move |cx| {
+                polls.lock().unwrap().push(number);
+                let reply: Reply = Ok((number.to_string(), ServerType::Published));
+                Pin::new(&mut ended).poll(cx).map(|_| reply)
+            }));
+            work.start(publish, received);
+        }
+
+        fn end(&mut self, number: usize) {
+            let end = self.ends[number].take().expect("each publish ends once");
+            end.send(()).unwrap();
+        }
+
+        fn polls(&self) -> Vec<usize> {
+            self.polls.lock().unwrap().clone()
+        }
+    }
+
+    fn poll_running(work: &mut Work) {
+        work.poll_running(&mut Context::from_waker(Waker::noop()));
+    }
+
+    fn popped(work: &mut Work) -> Vec<String> {
+        std::iter::from_fn(|| work.pop_done())
+            .map(|(reply, _)| reply.unwrap().0)
+            .collect()
+    }
+
+    #[test]
+    fn a_publish_that_ends_is_the_only_one_polled_again() {
+        let (mut work, mut publishes) = (Work::default(), Publishes::default());
+        for _ in 0..MAX_OWED {
+            publishes.start(&mut work, Instant::now());
+        }
+        poll_running(&mut work);
+        for number in (0..MAX_OWED).rev() {
+            publishes.end(number);
+            poll_running(&mut work);
+        }
+        let polls = publishes.polls();
+        let (first, again) = polls.split_at(MAX_OWED);
+        assert_eq!(
+            first,
+            (0..MAX_OWED).collect::<Vec<_>>(),
+            "first polls in request order"
+        );
+        assert_eq!(
+            again,
+            (0..MAX_OWED).rev().collect::<Vec<_>>(),
+            "one poll per ending"
+        );
+    }
+
+    #[test]
+    fn answers_leave_in_request_order_whatever_order_publishes_end_in() {
+        let (mut work, mut publishes) = (Work::default(), Publishes::default());
+        let start = Instant::now();
+        publishes.start(&mut work, start);
+        work.push(Some(Ok(("done".into(), ServerType::Subscribed))), start);
+        publishes.start(&mut work, start + Duration::from_millis(1));
+        publishes.start(&mut work, start + Duration::from_millis(2));
+        poll_running(&mut work);
+
+        publishes.end(2);
+        poll_running(&mut work);
+        assert!(
+            popped(&mut work).is_empty(),
+            "nothing leaves before the oldest"
+        );
+        publishes.end(0);
+        poll_running(&mut work);
+        assert_eq!(popped(&mut work), ["0", "done"]);
+        publishes.start(&mut work, start + Duration::from_millis(3));
+        publishes.end(1);
+        poll_running(&mut work);
+        assert_eq!(popped(&mut work), ["1", "2"]);
+        publishes.end(3);
+        poll_running(&mut work);
+        assert_eq!(popped(&mut work), ["3"]);
+        assert!(work.owed.is_empty() && work.running.is_empty());
+    }
+}
