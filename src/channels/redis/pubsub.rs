@@ -25,14 +25,13 @@ use super::super::broker::{SinkEvent, StreamPosition};
 use super::shared::{ReadFrom, Shared};
 use crate::metrics::{BrokerOperation, GapRepair};
 
+mod check;
 mod requests;
 
 /// Channels named in one SUBSCRIBE (a new connection taking them all back), and requests
 /// served together: a burst of subscribes costs one SUBSCRIBE and one round of position reads
 /// per batch, and between batches the task can serve pub/sub again.
 const SUBSCRIBE_BATCH: usize = 256;
-/// Position reads in flight at once during a check.
-const CHECK_BATCH: usize = 256;
 
 /// What the broker's calls ask of the task.
 pub(super) enum Control {
@@ -149,7 +148,7 @@ impl Task {
         self.shared.set_pubsub_up(true);
         self.shared.probe().await;
         // Whatever was published while no connection listened is in the history, or lost.
-        self.check_positions(true).await;
+        self.check_after_loss().await;
         Some((sink, stream))
     }
 
@@ -158,6 +157,8 @@ impl Task {
         let interval = self.shared.check_interval;
         let mut checks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         checks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // The position check under way, read while pub/sub is served.
+        let mut check = None;
         loop {
             // Requests first: an unsubscribe sent before a publication was even made is
             // served before that publication's message, so the sink never gets it.
@@ -176,14 +177,19 @@ impl Task {
                     Some(message) => self.dispatch(&message).await,
                     None => return Ended::Lost,
                 },
-                _ = checks.tick() => {
-                    // A connection Redis stopped answering on ends no stream: ask it.
+                _ = checks.tick(), if check.is_none() => {
+                    // A connection Redis stopped answering on ends no stream: ask it. Here,
+                    // between the task's other requests: the client pairs pub/sub's answers
+                    // with its requests in order, and a SUBSCRIBE of many topics has many.
                     let ping = tokio::time::timeout(self.shared.timeout, sink.ping::<redis::Value>());
                     if !matches!(ping.await, Ok(Ok(_))) {
                         return Ended::Lost;
                     }
-                    self.shared.probe().await;
-                    self.check_positions(false).await;
+                    check = Some(self.begin_check());
+                }
+                checked = Task::finish_check(&mut check), if check.is_some() => {
+                    check = None;
+                    self.judge(checked, false).await;
                     self.shared.local.sweep();
                 }
             }
@@ -322,40 +328,6 @@ impl Task {
                 channel = &**channel,
                 "gap the history cannot fill: subscribers told insufficient_state"
             );
-        }
-    }
-
-    /// Compares each channel's top in Redis with what was handed on; a top still ahead one
-    /// check later (pub/sub dropped it silently), a top behind (Redis went back), another
-    /// epoch, or a repair that failed is repaired. `after_loss`: pub/sub was down, so a top ahead now is repaired at once.
-    async fn check_positions(&mut self, after_loss: bool) {
-        let names: Vec<Arc<str>> = self.channels.keys().cloned().collect();
-        for batch in names.chunks(CHECK_BATCH) {
-            let positions = self.shared.positions(batch).await;
-            for (channel, position) in batch.iter().zip(positions) {
-                let Some(tracker) = self.channels.get_mut(channel) else {
-                    continue;
-                };
-                let Ok(position) = position else {
-                    tracker.unrepaired |= after_loss;
-                    continue;
-                };
-                let ahead = position.top > tracker.delivered;
-                let same_epoch = *position.epoch == *tracker.epoch;
-                // The repair's read tells the history script, which gives it a new epoch.
-                let behind = same_epoch && position.top < tracker.delivered;
-                let lost = tracker.unrepaired
-                    || behind
-                    || !same_epoch
-                    || (after_loss && ahead)
-                    || tracker
-                        .seen_ahead
-                        .is_some_and(|top| top > tracker.delivered);
-                tracker.seen_ahead = ahead.then_some(position.top);
-                if lost {
-                    self.repair(channel).await;
-                }
-            }
         }
     }
 }

@@ -373,3 +373,51 @@ async fn a_subscribe_and_an_unsubscribe_in_one_batch_keep_the_count() {
     settle(&*broker, &seen).await;
     assert_eq!(topics(&redis), [keys.topic("conformance.settle")]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribes_and_deliveries_go_on_while_position_checks_read() {
+    const CHANNELS: usize = 1000;
+    const WAVES: usize = 20;
+    let test = "subscribes_and_deliveries_go_on_while_position_checks_read";
+    let Some(redis) = RedisServer::start_or_skip(test) else {
+        return;
+    };
+    let limits = MemoryLimits {
+        max_channels: 2 * CHANNELS + 1,
+        ..LIMITS
+    };
+    let (prefix, (sink, seen)) = (fresh_prefix(), recorder());
+    // Checks back to back: each reads every channel, four batches of reads a check.
+    let check = Duration::from_millis(1);
+    let broker = engine_checking(&redis, &prefix, check, limits, gauges(), sink);
+    broker.subscribe("watched").await.unwrap();
+    let subscribe_wave = |wave: usize| {
+        let subscribes = (0..CHANNELS / WAVES).map(|i| {
+            let broker = Arc::clone(&broker);
+            tokio::spawn(async move { broker.subscribe(&format!("wave{wave}-{i}")).await })
+        });
+        futures_util::future::join_all(subscribes)
+    };
+    let mut refused = 0;
+    for wave in 0..2 * WAVES {
+        let answers = subscribe_wave(wave).await;
+        refused += answers.iter().filter(|a| !matches!(a, Ok(Ok(())))).count();
+        if wave == WAVES {
+            broker.publish("watched", message("during")).await.unwrap();
+        }
+    }
+    // Every read is an EVALSHA: one per channel subscribed, the rest the checks'.
+    let check_reads = (calls(&redis, "evalsha") as usize).saturating_sub(2 * CHANNELS + 1);
+    assert_eq!(
+        refused, 0,
+        "subscribes refused beside {check_reads} check reads"
+    );
+    wait_for(&seen, &[1]).await;
+    println!(
+        "{} subscribes in {} waves of {}, beside {check_reads} position reads of the checks: \
+         none refused, the publication made meanwhile delivered",
+        2 * CHANNELS,
+        2 * WAVES,
+        CHANNELS / WAVES
+    );
+}
