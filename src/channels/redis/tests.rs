@@ -387,7 +387,7 @@ async fn subscribes_and_deliveries_go_on_while_position_checks_read() {
         ..LIMITS
     };
     let (prefix, (sink, seen)) = (fresh_prefix(), recorder());
-    // Checks back to back: each reads every channel, four batches of reads a check.
+    // Checks back to back, each reading every channel subscribed so far, 256 reads at a time.
     let check = Duration::from_millis(1);
     let broker = engine_checking(&redis, &prefix, check, limits, gauges(), sink);
     broker.subscribe("watched").await.unwrap();
