@@ -12,7 +12,9 @@
 #               HISTORY_SIZE publications of CHMEM_BYTES (64) bytes of padding each)
 #   syscalls    the fanout load once more, its system calls per delivery counted on the
 #               kernel's syscall tracepoints (perf stat, every thread of the server) over
-#               the CPU window: all of them, the sends, the waits for events, futex
+#               the CPU window: all of them, the sends, the waits for events, futex; and
+#               the same seconds sampled (perf record): the share of the server's CPU in
+#               the kernel, and in the client's TCP receive that loopback runs inside it
 #
 # Each publication/s run: `loadtest fanout|rooms --publish-after-ramp`: users connect and
 # subscribe over CHANNEL_RAMP (10 s), then publishing runs from the end of the ramp to 2 s
@@ -203,8 +205,8 @@ bench_syscalls() {
     log "perf is not installed: syscalls skipped"
     return 0
   fi
-  local from=$WINDOW_FROM to=$WINDOW_TO events call load_pid
-  local counts="$RUN_DIR/$SERVER-syscalls.perf"
+  local from=$WINDOW_FROM to=$WINDOW_TO events call load_pid record_pid
+  local counts="$RUN_DIR/$SERVER-syscalls.perf" samples="$RUN_DIR/$SERVER-syscalls.perf.data"
   events=raw_syscalls:sys_enter
   for call in $SYSCALL_SENDS $SYSCALL_WAITS futex; do events+=",syscalls:sys_enter_$call"; done
   start_server "$SERVER" 30000
@@ -213,9 +215,14 @@ bench_syscalls() {
     --publish-rate "$FANOUT_RATE" &
   load_pid=$!
   sleep "$from"
+  # The same seconds sampled too (at a low rate, as the profile figure): where the CPU goes.
+  perf record -q -F 499 -g -p "$PID" -o "$samples" -- sleep $((to - from)) > /dev/null 2>&1 &
+  record_pid=$!
   perf stat -x , -e "$events" -p "$PID" -o "$counts" -- sleep $((to - from)) || true
+  wait "$record_pid" || true
   wait "$load_pid" || die "loadtest syscalls-load against $SERVER failed"
   stop_server
+  perf_shares "$samples" > "$RUN_DIR/$SERVER-syscalls-profile.json"
   # perf's CSV lines: count,unit,event,...
   awk -F, '$3 ~ /^(raw_)?syscalls:/ {sub(/^.*sys_enter_?/, "", $3); print $3 "\t" $1}' "$counts" |
     jq -R -s --argjson from "$from" --argjson to "$to" \

@@ -237,20 +237,29 @@ bench_profile() {
     log "perf is not installed: profile skipped"
     return 0
   fi
-  local data="$RUN_DIR/$SERVER-perf.data" perf_pid kernel net_rx
+  local data="$RUN_DIR/$SERVER-perf.data" perf_pid
   start_server "$SERVER" 30000
   perf record -q -F 499 -g -p "$PID" -o "$data" -- sleep 15 > /dev/null 2>&1 &
   perf_pid=$!
   load profile-load --users 1000 --ramp 2s --duration 20s --closed-loop 1 --payload-bytes 64
   wait "$perf_pid" || true
   stop_server
+  perf_shares "$data" > "$RUN_DIR/$SERVER-profile.json"
+}
+
+# perf_shares DATA: from a `perf record -g` of the server, as JSON, the share of its CPU
+# samples in the kernel and the share under net_rx_action: on loopback the receiving side of
+# every packet the server sends (the client's TCP receive) runs inside the server's send, in
+# a softirq charged to the server. Deletes DATA.
+perf_shares() {
+  local data=$1 kernel net_rx
   # Lines like "71.73%  [kernel.kallsyms]" and "29.25%  0.62%  [k] net_rx_action".
   kernel=$(perf report -i "$data" --no-children --sort dso -g none --stdio 2> /dev/null |
     awk '$2 == "[kernel.kallsyms]" && !seen++ {sub(/%/, "", $1); print $1}')
   net_rx=$(perf report -i "$data" --children --sort symbol -g none --stdio 2> /dev/null |
     awk '$3 == "[k]" && $4 == "net_rx_action" && !seen++ {sub(/%/, "", $1); print $1}')
   jq -n --argjson kernel "${kernel:-null}" --argjson net_rx "${net_rx:-null}" \
-    '{kernel_pct: $kernel, peer_receive_pct: $net_rx}' > "$RUN_DIR/$SERVER-profile.json"
+    '{kernel_pct: $kernel, peer_receive_pct: $net_rx}'
   rm -f "$data"
 }
 

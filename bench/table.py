@@ -167,6 +167,16 @@ def channel_figures(run, server):
         "  of them, waits for events (epoll_wait, epoll_pwait, epoll_pwait2)": dig(calls, "waits_per_delivery"),
         "  of them, futex": dig(calls, "futex_per_delivery"),
     })
+    shares = load(run / f"{server}-syscalls-profile.json")
+    rows.update({
+        "one channel, 1,000 subscribers: share of server CPU in the kernel (perf, %)":
+            dig(shares, "kernel_pct"),
+        "  of the server CPU, the clients' TCP receive run inside its sends (%)":
+            dig(shares, "peer_receive_pct"),
+        "  CPU s per 100,000 deliveries without the clients' receive (estimate)":
+            without_peer_receive(dig(load(run / f"{server}-fanout-cpu.json"), "cpu_s_per_100k"),
+                                 dig(shares, "peer_receive_pct")),
+    })
     return rows
 
 
