@@ -119,6 +119,46 @@ fn repairs(gauges: &RedisGauges) -> (u64, u64) {
     )
 }
 
+/// One test's engine on a keyspace of its own, with its gauges and what its sink saw.
+struct Fixture {
+    prefix: String,
+    limits: MemoryLimits,
+    gauges: RedisGauges,
+    seen: Seen,
+    broker: Arc<RedisBroker>,
+}
+
+impl Fixture {
+    /// An engine on `redis` with position checks every [`CHECK`].
+    fn new(redis: &RedisServer, limits: MemoryLimits) -> Fixture {
+        let (prefix, gauges, (sink, seen)) = (fresh_prefix(), gauges(), recorder());
+        let broker = engine(redis, &prefix, limits, gauges.clone(), sink);
+        Fixture {
+            prefix,
+            limits,
+            gauges,
+            seen,
+            broker,
+        }
+    }
+
+    /// An engine subscribed to channel `c`, after that channel's first publication (offset
+    /// 1, delivered or on its way).
+    async fn listening(redis: &RedisServer, limits: MemoryLimits) -> Fixture {
+        let fixture = Fixture::new(redis, limits);
+        fixture.broker.subscribe("c").await.unwrap();
+        fixture.broker.publish("c", message("1")).await.unwrap();
+        fixture
+    }
+
+    /// `count` publications to `c` that pub/sub does not bring to this engine.
+    async fn publish_unseen(&self, redis: &RedisServer, count: usize) {
+        for _ in 0..count {
+            publish_unseen(redis, &self.prefix, "c", self.limits.history_size).await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_redis_engine_conforms() {
     let Some(redis) = RedisServer::start_or_skip("the_redis_engine_conforms") else {
@@ -130,62 +170,50 @@ async fn the_redis_engine_conforms() {
 
 #[tokio::test]
 async fn an_offset_out_of_sequence_is_filled_from_history_in_order() {
-    let test = "an_offset_out_of_sequence_is_filled_from_history_in_order";
-    let Some(redis) = RedisServer::start_or_skip(test) else {
+    let name = "an_offset_out_of_sequence_is_filled_from_history_in_order";
+    let Some(redis) = RedisServer::start_or_skip(name) else {
         return;
     };
-    let (prefix, gauges, (sink, seen)) = (fresh_prefix(), gauges(), recorder());
-    let broker = engine(&redis, &prefix, LIMITS, gauges.clone(), sink);
-    broker.subscribe("c").await.unwrap();
-    broker.publish("c", message("1")).await.unwrap();
-    publish_unseen(&redis, &prefix, "c", LIMITS.history_size).await;
-    publish_unseen(&redis, &prefix, "c", LIMITS.history_size).await;
-    broker.publish("c", message("4")).await.unwrap();
-    wait_for(&seen, &[1, 2, 3, 4]).await;
-    assert_eq!(repairs(&gauges), (1, 0));
+    let test = Fixture::listening(&redis, LIMITS).await;
+    test.publish_unseen(&redis, 2).await;
+    test.broker.publish("c", message("4")).await.unwrap();
+    wait_for(&test.seen, &[1, 2, 3, 4]).await;
+    assert_eq!(repairs(&test.gauges), (1, 0));
 }
 
 #[tokio::test]
 async fn the_position_check_finds_what_pubsub_dropped_silently() {
-    let test = "the_position_check_finds_what_pubsub_dropped_silently";
-    let Some(redis) = RedisServer::start_or_skip(test) else {
+    let name = "the_position_check_finds_what_pubsub_dropped_silently";
+    let Some(redis) = RedisServer::start_or_skip(name) else {
         return;
     };
-    let (prefix, gauges, (sink, seen)) = (fresh_prefix(), gauges(), recorder());
-    let broker = engine(&redis, &prefix, LIMITS, gauges.clone(), sink);
-    broker.subscribe("c").await.unwrap();
-    broker.publish("c", message("1")).await.unwrap();
-    publish_unseen(&redis, &prefix, "c", LIMITS.history_size).await;
+    let test = Fixture::listening(&redis, LIMITS).await;
+    test.publish_unseen(&redis, 1).await;
     // No later publication shows the hole: two checks later it is filled.
-    wait_for(&seen, &[1, 2]).await;
-    assert_eq!(repairs(&gauges), (1, 0));
+    wait_for(&test.seen, &[1, 2]).await;
+    assert_eq!(repairs(&test.gauges), (1, 0));
 }
 
 #[tokio::test]
 async fn a_gap_beyond_the_history_ends_the_local_subscribers() {
-    let test = "a_gap_beyond_the_history_ends_the_local_subscribers";
-    let Some(redis) = RedisServer::start_or_skip(test) else {
+    let name = "a_gap_beyond_the_history_ends_the_local_subscribers";
+    let Some(redis) = RedisServer::start_or_skip(name) else {
         return;
     };
     let limits = MemoryLimits {
         history_size: 2,
         ..LIMITS
     };
-    let (prefix, gauges, (sink, seen)) = (fresh_prefix(), gauges(), recorder());
-    let broker = engine(&redis, &prefix, limits, gauges.clone(), sink);
-    broker.subscribe("c").await.unwrap();
-    broker.publish("c", message("1")).await.unwrap();
-    for _ in 0..3 {
-        publish_unseen(&redis, &prefix, "c", limits.history_size).await;
-    }
-    broker.publish("c", message("5")).await.unwrap();
+    let test = Fixture::listening(&redis, limits).await;
+    test.publish_unseen(&redis, 3).await;
+    test.broker.publish("c", message("5")).await.unwrap();
     // 2 was trimmed away: a gap (0) and no publication out of order; the channel then goes on
     // from Redis's top (5, or 4 when a position check found the hole first).
-    wait_until(&seen, "[1, 0]", |got| got.starts_with(&[1, 0])).await;
-    broker.publish("c", message("6")).await.unwrap();
+    wait_until(&test.seen, "[1, 0]", |got| got.starts_with(&[1, 0])).await;
+    test.broker.publish("c", message("6")).await.unwrap();
     let after_the_gap = |got: &[u64]| got == [1, 0, 6] || got == [1, 0, 5, 6];
-    wait_until(&seen, "[1, 0, 6]", after_the_gap).await;
-    assert_eq!(repairs(&gauges), (0, 1));
+    wait_until(&test.seen, "[1, 0, 6]", after_the_gap).await;
+    assert_eq!(repairs(&test.gauges), (0, 1));
 }
 
 #[tokio::test]
@@ -193,52 +221,47 @@ async fn a_new_epoch_is_a_gap() {
     let Some(redis) = RedisServer::start_or_skip("a_new_epoch_is_a_gap") else {
         return;
     };
-    let (prefix, gauges, (sink, seen)) = (fresh_prefix(), gauges(), recorder());
-    let broker = engine(&redis, &prefix, LIMITS, gauges.clone(), sink);
-    broker.subscribe("c").await.unwrap();
-    let first = broker.publish("c", message("1")).await.unwrap();
-    wait_for(&seen, &[1]).await;
+    let test = Fixture::listening(&redis, LIMITS).await;
+    wait_for(&test.seen, &[1]).await;
+    let first = test.broker.history("c", None).await.unwrap().epoch;
     // Redis loses the channel (a restart without persistence, a flush).
     redis.cli(&["flushall"]);
-    let later = broker.publish("c", message("again")).await.unwrap();
+    let later = test.broker.publish("c", message("again")).await.unwrap();
     assert_eq!(later.offset, 1);
-    assert_ne!(later.epoch, first.epoch);
+    assert_ne!(later.epoch, first);
     // The gap, found by the new epoch's message or by a position check; what follows in the
     // new epoch is handed on.
-    wait_until(&seen, "[1, 0]", |got| got.starts_with(&[1, 0])).await;
-    broker.publish("c", message("next")).await.unwrap();
+    wait_until(&test.seen, "[1, 0]", |got| got.starts_with(&[1, 0])).await;
+    test.broker.publish("c", message("next")).await.unwrap();
     let after_the_gap = |got: &[u64]| got == [1, 0, 2] || got == [1, 0, 1, 2];
-    wait_until(&seen, "[1, 0, 2]", after_the_gap).await;
-    assert_eq!(repairs(&gauges), (0, 1));
+    wait_until(&test.seen, "[1, 0, 2]", after_the_gap).await;
+    assert_eq!(repairs(&test.gauges), (0, 1));
 }
 
 #[tokio::test]
 async fn a_lost_pubsub_connection_is_made_again_without_a_gap() {
-    let test = "a_lost_pubsub_connection_is_made_again_without_a_gap";
-    let Some(redis) = RedisServer::start_or_skip(test) else {
+    let name = "a_lost_pubsub_connection_is_made_again_without_a_gap";
+    let Some(redis) = RedisServer::start_or_skip(name) else {
         return;
     };
-    let (prefix, gauges, (sink, seen)) = (fresh_prefix(), gauges(), recorder());
-    let broker = engine(&redis, &prefix, LIMITS, gauges.clone(), sink);
-    broker.subscribe("c").await.unwrap();
-    broker.publish("c", message("1")).await.unwrap();
-    wait_for(&seen, &[1]).await;
+    let test = Fixture::listening(&redis, LIMITS).await;
+    wait_for(&test.seen, &[1]).await;
     redis.cli(&["client", "kill", "type", "pubsub"]);
     for text in ["2", "3", "4"] {
-        broker.publish("c", message(text)).await.unwrap();
+        test.broker.publish("c", message(text)).await.unwrap();
     }
-    wait_for(&seen, &[1, 2, 3, 4]).await;
+    wait_for(&test.seen, &[1, 2, 3, 4]).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while gauges.metrics.pubsub_reconnects.get() == 0 {
+    while test.gauges.metrics.pubsub_reconnects.get() == 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "no reconnect counted"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    broker.publish("c", message("5")).await.unwrap();
-    wait_for(&seen, &[1, 2, 3, 4, 5]).await;
-    assert_eq!(repairs(&gauges).1, 0);
+    test.broker.publish("c", message("5")).await.unwrap();
+    wait_for(&test.seen, &[1, 2, 3, 4, 5]).await;
+    assert_eq!(repairs(&test.gauges).1, 0);
 }
 
 #[tokio::test]
@@ -247,8 +270,12 @@ async fn while_redis_is_down_calls_are_refused_and_service_comes_back() {
     let Some(mut redis) = RedisServer::start_or_skip(test) else {
         return;
     };
-    let (prefix, gauges, (sink, seen)) = (fresh_prefix(), gauges(), recorder());
-    let broker = engine(&redis, &prefix, LIMITS, gauges.clone(), sink);
+    let Fixture {
+        gauges,
+        seen,
+        broker,
+        ..
+    } = Fixture::new(&redis, LIMITS);
     broker.subscribe("c").await.unwrap();
     settle(&*broker, &seen).await;
     assert!(broker.is_up() && gauges.up.get() == 1);
