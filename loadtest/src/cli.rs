@@ -348,15 +348,18 @@ fn run_tag() -> String {
     )
 }
 
+/// The run `loadtest ARGS...` asks for, or clap's or the plan's complaint (for the tests of
+/// every scenario's flags).
+#[cfg(test)]
+fn spec(args: &[&str]) -> Result<RunSpec, String> {
+    let cli = Cli::try_parse_from(std::iter::once("loadtest").chain(args.iter().copied()))
+        .map_err(|e| e.to_string())?;
+    cli.command.into_spec().map(|s| s.expect("not a worker"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn spec(args: &[&str]) -> Result<RunSpec, String> {
-        let cli = Cli::try_parse_from(std::iter::once("loadtest").chain(args.iter().copied()))
-            .map_err(|e| e.to_string())?;
-        cli.command.into_spec().map(|s| s.expect("not a worker"))
-    }
 
     #[test]
     fn scenarios_carry_the_original_designs_targets() {

@@ -259,16 +259,7 @@ fn channel_spec(
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
-    use super::*;
-    use crate::cli::Cli;
-
-    fn spec(args: &[&str]) -> Result<RunSpec, String> {
-        let cli = Cli::try_parse_from(std::iter::once("loadtest").chain(args.iter().copied()))
-            .map_err(|e| e.to_string())?;
-        cli.command.into_spec().map(|s| s.expect("not a worker"))
-    }
+    use crate::cli::spec;
 
     #[test]
     fn channel_scenarios_size_the_run_and_stop_publishing_before_its_end() {
