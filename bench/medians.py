@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """The medians of the repeated figures over several bench/run.sh results directories
 (bench/rounds.sh makes them): every closed-loop echo run and every open-loop latency run
-(ECHO_RUNS of each per directory), per server. Prints the table of medians with the first
-server's ratio to each other one (the headline of docs/benchmarks.md), then every run's value.
+(ECHO_RUNS of each per directory), and every run of the channel figures (CHANNEL_RUNS of
+each), per server. Prints the table of medians with the first server's ratio to each other
+one (the headline of docs/benchmarks.md), then every run's value. A figure not run in the
+directories is left out.
 
     bench/medians.py RESULTS_DIR... -- SERVER...
 """
@@ -26,6 +28,29 @@ FIGURES = {
     "  round trip p99 (ms)": ("latency", "report", ("latency", "round_trip", "p99_ms")),
     "  round trip p99.9 (ms)": ("latency", "report", ("latency", "round_trip", "p999_ms")),
 }
+
+
+def channel_figures(kind, title):
+    """The rows of one channel figure (bench/channels.sh): its runs are SERVER-KIND-N.json."""
+    latency = ("channels", "delivery_latency")
+    return {
+        f"{title}: deliveries per second": (kind, "report", ("channels", "deliveries_per_s")),
+        f"  {title}: delivery p50 (ms)": (kind, "report", latency + ("p50_ms",)),
+        f"  {title}: delivery p99 (ms)": (kind, "report", latency + ("p99_ms",)),
+        f"  {title}: delivery p99.9 (ms)": (kind, "report", latency + ("p999_ms",)),
+        f"  {title}: server CPU seconds per 100,000 deliveries": (kind, "cpu", ("cpu_s_per_100k",)),
+        f"  {title}: of it, user space (utime)": (kind, "cpu", ("user_s_per_100k",)),
+        f"  {title}: of it, kernel (stime)": (kind, "cpu", ("system_s_per_100k",)),
+        f"  {title}: missing publications, all runs (must be 0)": (kind, "report", ("channels", "counts", "missing")),
+        f"  {title}: duplicate publications, all runs (must be 0)": (kind, "report", ("channels", "counts", "duplicates")),
+    }
+
+
+FIGURES.update(channel_figures("fanout", "one channel, 1,000 subscribers"))
+FIGURES.update(channel_figures("fanout-10k", "one channel, 10,000 subscribers"))
+FIGURES.update(channel_figures("rooms", "2,000 rooms of 5"))
+# Summed over the runs, not their median.
+TOTALS = ("failed", "missing", "duplicate")
 
 
 def run_numbers(results, server, kind):
@@ -53,18 +78,21 @@ def main():
         flat = [v for run in per_dir for v in run if v is not None]
         if not flat:
             return None
-        return sum(flat) if name.strip().startswith("failed") else statistics.median(flat)
+        return sum(flat) if any(word in name for word in TOTALS) else statistics.median(flat)
 
-    counts = {s: sum(len(r) for r in runs[s]["  round trip p99 (ms)"]) for s in servers}
+    counts = {s: max(sum(len(run) for run in per_dir) for per_dir in runs[s].values()) for s in servers}
     print(f"Medians over every run in {len(results_dirs)} results directories "
-          f"({', '.join(f'{s}: {n} runs' for s, n in counts.items())}):\n")
+          f"({', '.join(f'{s}: {n} runs of each figure' for s, n in counts.items())}):\n")
     print_table({s: {name: summary(name, per_dir) for name, per_dir in runs[s].items()} for s in servers}, servers)
-    print("\nEvery run (results directories separated by /):\n")
+    print("\nEvery run (results directories that ran the figure separated by /):\n")
     print("| figure | " + " | ".join(servers) + " |")
     print("|" + "---|" * (len(servers) + 1))
     for name in FIGURES:
-        cells = [" / ".join(" ".join(fmt(v) for v in run) for run in runs[s][name])
-                 if any(runs[s][name]) else "n/a" for s in servers]
+        measured = {s: any(v is not None for run in runs[s][name] for v in run) for s in servers}
+        if not any(measured.values()):
+            continue
+        cells = [" / ".join(" ".join(fmt(v) for v in run) for run in runs[s][name] if run)
+                 if measured[s] else "n/a" for s in servers]
         print(f"| {name.strip()} | " + " | ".join(cells) + " |")
 
 

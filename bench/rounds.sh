@@ -5,6 +5,8 @@
 # and by a factor of two or more (p99) on a shared host; the median of nine does not.
 #
 #   bench/rounds.sh [ROUNDS]     # default 3 rounds of ECHO_RUNS (3) runs: nine per figure
+#   FIGURES="fanout fanout_10k rooms" bench/rounds.sh    # the channel figures' medians,
+#                                # CHANNEL_RUNS (3) runs of each per round
 #
 # Each round is one `bench/run.sh` with FIGURES (default "echo latency") and SERVERS (default
 # "concurrent-socket elysia"), so the servers alternate; ECHO_RUNS, LOADTEST and SERVER_BIN
