@@ -9,6 +9,7 @@
 //! subscribes again with `recover`: the channel's newest offset then tells how many
 //! publications it never received live (missing).
 
+use std::pin::pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
@@ -18,6 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
+use super::aim;
 use super::channel_memory::ChannelMemory;
 use super::channel_wire::{self, ChannelIncoming, Item, SUBSCRIBE_ID};
 use super::connect::Ws;
@@ -125,15 +127,19 @@ impl<'a> ChannelSession<'a> {
         // A random phase spreads the publishes of users that connected together.
         let mut next =
             interval.map(|i| Instant::now().max(publish_from) + i.mul_f64(fastrand::f64()));
+        // Made once, not on every turn (see `aim`); the rare resubscription timers are not.
+        let mut stopped = pin!(stop.cancelled());
+        let mut publish_timer = pin!(sleep_until(Instant::now()));
         loop {
             // A subscriber publishes once it has been subscribed (then also while it is
             // away from its channel: that is what recovery must make up for).
             let ready = !self.role.subscribes || self.memory.recover_from().is_some();
             let due = next.filter(|&at| at < publish_until && ready);
+            aim(publish_timer.as_mut(), due);
             let (subscribe_at, leave_at) = (self.subscribe_at, self.leave_at);
             tokio::select! {
                 biased;
-                () = stop.cancelled() => {
+                () = &mut stopped => {
                     self.final_check().await;
                     self.flush();
                     self.close().await;
@@ -151,7 +157,7 @@ impl<'a> ChannelSession<'a> {
                         return SessionEnd::Goodbye { reconnect };
                     }
                 }
-                () = sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                () = &mut publish_timer, if due.is_some() => {
                     next = next.zip(interval).map(|(at, i)| at + i);
                     if self.publish().await.is_err() {
                         return self.lost();

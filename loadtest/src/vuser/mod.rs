@@ -29,3 +29,17 @@ mod tests;
 
 pub use reconnect::{backoff, run_user};
 pub use settings::{Behaviour, UserContext};
+
+use std::pin::Pin;
+
+use tokio::time::{Instant, Sleep};
+
+/// Points `timer` at `at` when that is a new deadline. A session keeps its timers across the
+/// turns of its loop: a `sleep_until` made on every turn is entered into the runtime's timer
+/// wheel and taken out again each time, under the wheel's lock, while a kept timer whose
+/// deadline stays, or moves later before it fired, does not touch the wheel.
+fn aim(timer: Pin<&mut Sleep>, at: Option<Instant>) {
+    if let Some(at) = at.filter(|&at| at != timer.deadline()) {
+        timer.reset(at);
+    }
+}

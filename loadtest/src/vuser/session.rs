@@ -3,6 +3,7 @@
 //! answers still on their way, then close first), the run's stop (write what the schedule
 //! owes, wait for answers, close), and how the connection ended, counted for the report.
 
+use std::pin::pin;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -12,6 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
+use super::aim;
 use super::connect::Ws;
 use super::in_flight::InFlight;
 use super::schedule::{Schedule, overdue};
@@ -80,13 +82,20 @@ impl<'a> Session<'a> {
             return SessionEnd::Churned;
         }
         let mut schedule = Schedule::start(&self.ctx.behaviour);
+        // Made once, not on every turn: see `aim`. A wait for the stop, too, enters the
+        // token's list of waiters when first polled and leaves it when dropped.
+        let mut stopped = pin!(stop.cancelled());
+        let mut expiry_timer = pin!(sleep_until(Instant::now()));
+        let mut due_timer = pin!(sleep_until(Instant::now()));
         let end = loop {
             let window_open = schedule.window_open(self.in_flight.len());
             let next_due = schedule.next_due();
             let expiry = self.in_flight.next_expiry();
+            aim(expiry_timer.as_mut(), expiry);
+            aim(due_timer.as_mut(), next_due);
             tokio::select! {
                 biased;
-                () = stop.cancelled() => {
+                () = &mut stopped => {
                     let end = self.leave(schedule.owed(), self.ctx.drain_grace()).await;
                     break end.unwrap_or(SessionEnd::Stopped);
                 }
@@ -101,13 +110,13 @@ impl<'a> Session<'a> {
                         break end.unwrap_or(SessionEnd::Goodbye { reconnect });
                     }
                 }
-                () = sleep_until(expiry.unwrap_or_else(Instant::now)), if expiry.is_some() => self.expire(),
+                () = &mut expiry_timer, if expiry.is_some() => self.expire(),
                 () = async {}, if window_open => {
                     if self.send(Instant::now()).await.is_err() {
                         break self.lost();
                     }
                 }
-                () = sleep_until(next_due.unwrap_or_else(Instant::now)), if next_due.is_some() => {
+                () = &mut due_timer, if next_due.is_some() => {
                     let scheduled = next_due.expect("guarded by the branch condition");
                     schedule.advance();
                     if self.send(scheduled).await.is_err() {
