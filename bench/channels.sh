@@ -69,34 +69,41 @@ speaks_channels() {
 
 # channel_run NAME SCENARIO ARGS...: a fresh server, one loadtest channel run
 # (SERVER-NAME.json), and the server's CPU over the steady publishing seconds
-# (SERVER-NAME-cpu.json).
+# (SERVER-NAME-cpu.json), with the client's over the same seconds: on loopback it shares the
+# server's cores, so the two together say how busy the machine was.
 channel_run() {
   local name=$1 scenario=$2 from=$WINDOW_FROM to=$WINDOW_TO user0 system0 user1 system1
-  local broker0=null broker1=null load_pid rc=0
+  local broker0=null broker1=null load_pid client client0=null client1=null rc=0
   shift 2
   "$CHANNEL_START"
   loadtest_run "$scenario" "$name" --ramp "${CHANNEL_RAMP}s" --duration "${CHANNEL_HOLD}s" \
     --publish-after-ramp --payload-bytes 64 --max-delivery-p99 1s "$@" &
   load_pid=$!
   sleep "$from"
+  # loadtest itself: the child of loadtest_run's background shell (one process: workers 1).
+  client=$(pgrep -P "$load_pid" | head -n 1)
   read -r user0 system0 < <("$CHANNEL_CPU")
+  [ -z "$client" ] || client0=$(cpu_seconds "$client")
   [ -z "$BROKER_STATS" ] || broker0=$("$BROKER_STATS")
   sleep $((to - from))
   read -r user1 system1 < <("$CHANNEL_CPU")
+  [ -z "$client" ] || client1=$(cpu_seconds "$client" 2> /dev/null || echo null)
   [ -z "$BROKER_STATS" ] || broker1=$("$BROKER_STATS")
   wait "$load_pid" || rc=$?
   "$CHANNEL_STOP"
   [ "$rc" -eq 0 ] || die "loadtest $name against $SERVER failed (log: $RUN_DIR/$SERVER-$name.err)"
   jq -n --argjson u0 "$user0" --argjson s0 "$system0" --argjson u1 "$user1" --argjson s1 "$system1" \
     --argjson from "$from" --argjson to "$to" \
-    --argjson b0 "$broker0" --argjson b1 "$broker1" --slurpfile r "$RUN_DIR/$SERVER-$name.json" \
+    --argjson b0 "$broker0" --argjson b1 "$broker1" --argjson c0 "$client0" --argjson c1 "$client1" \
+    --slurpfile r "$RUN_DIR/$SERVER-$name.json" \
     '$r[0] as $r | [$r.timeline[] | select(.second > $from and .second <= $to)] as $w |
      ([$w[].deliveries] | add) as $d | ([$w[].publishes] | add) as $p |
      ($u1 - $u0) as $user | ($s1 - $s0) as $system | ($user + $system) as $cpu |
      def per_100k(seconds): if $d > 0 then seconds / $d * 100000 else null end;
      {cpu_seconds: $cpu, window_s: ($to - $from), deliveries: $d, publishes: $p,
       cpu_cores: ($cpu / ($to - $from)), cpu_s_per_100k: per_100k($cpu),
-      user_s_per_100k: per_100k($user), system_s_per_100k: per_100k($system)} +
+      user_s_per_100k: per_100k($user), system_s_per_100k: per_100k($system),
+      client_cpu_cores: (if $c0 == null or $c1 == null then null else ($c1 - $c0) / ($to - $from) end)} +
      (if $b0 == null then {} else
       ($b1.cpu_seconds - $b0.cpu_seconds) as $bc | ($b1.publications - $b0.publications) as $bp |
       {broker_cpu_seconds: $bc, broker_publications: $bp, broker_cpu_cores: ($bc / ($to - $from)),
@@ -119,7 +126,8 @@ channel_runs() {
           publishes_per_s: median(if .publishes then .publishes / .window_s else null end),
           broker_publications_per_s: median(if .broker_publications then .broker_publications / .window_s else null end),
           broker_cpu_us_per_publication: median(.broker_cpu_us_per_publication),
-          broker_cpu_cores: median(.broker_cpu_cores), runs: .}' \
+          broker_cpu_cores: median(.broker_cpu_cores), client_cpu_cores: median(.client_cpu_cores),
+          runs: .}' \
     "$RUN_DIR/$SERVER-$name"-[0-9]*-cpu.json > "$RUN_DIR/$SERVER-$name-cpu.json"
 }
 

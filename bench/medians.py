@@ -41,6 +41,8 @@ def channel_figures(kind, title):
         f"  {title}: server CPU seconds per 100,000 deliveries": (kind, "cpu", ("cpu_s_per_100k",)),
         f"  {title}: of it, user space (utime)": (kind, "cpu", ("user_s_per_100k",)),
         f"  {title}: of it, kernel (stime)": (kind, "cpu", ("system_s_per_100k",)),
+        f"  {title}: server CPU (cores busy while publishing)": (kind, "cpu", ("cpu_cores",)),
+        f"  {title}: client CPU, loadtest on the same cores (cores busy)": (kind, "cpu", ("client_cpu_cores",)),
         f"  {title}: missing publications, all runs (must be 0)": (kind, "report", ("channels", "counts", "missing")),
         f"  {title}: duplicate publications, all runs (must be 0)": (kind, "report", ("channels", "counts", "duplicates")),
     }

@@ -125,6 +125,7 @@ def channel_rows(run, server, name, title, short, broker=False):
         f"  {short}: delivery p99.9 (ms)": latency.get("p999_ms"),
         f"  {short}: server CPU seconds per 100,000 deliveries": dig(cpu, "cpu_s_per_100k"),
         f"  {short}: server CPU (cores busy while publishing)": dig(cpu, "cpu_cores"),
+        f"  {short}: client CPU, loadtest on the same cores (cores busy while publishing)": dig(cpu, "client_cpu_cores"),
         f"  {short}: of the server CPU per 100,000 deliveries, user space (utime)": dig(cpu, "user_s_per_100k"),
         f"  {short}: of the server CPU per 100,000 deliveries, kernel (stime)": dig(cpu, "system_s_per_100k"),
         f"  {short}: missing + duplicate publications (must be 0)": lost(report),
