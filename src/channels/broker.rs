@@ -93,11 +93,29 @@ pub enum BrokerError {
     ChannelLimit,
 }
 
+/// An epoch as a queued publication carries it: a 64-bit digest of the epoch's name, which
+/// every delivery copies (a shared name would cost each one a reference count). A subscription
+/// takes only its own epoch's publications: a channel freed and created again while some of
+/// its publications still waited in the hub must not hand them to the new life's
+/// subscribers, whose offsets count again from the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochId(u64);
+
+impl EpochId {
+    pub fn of(epoch: &str) -> EpochId {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        // Keyed the same in every process (no random key): a digest, not a defence.
+        let mut hasher = DefaultHasher::new();
+        epoch.hash(&mut hasher);
+        EpochId(hasher.finish())
+    }
+}
+
 /// What the broker hands the hub for a channel this process subscribed to.
 #[derive(Debug)]
 pub enum SinkEvent {
-    /// The channel's next publication, in offset order.
-    Publication(Arc<Publication>),
+    /// The channel's next publication, in offset order, and the epoch its offset counts in.
+    Publication(Arc<Publication>, EpochId),
     /// Publications of the channel were lost on their way here and the history could not
     /// give them back (trimmed, expired, or the channel has a new epoch): every subscriber
     /// the channel has here now must be ended with `insufficient_state`.

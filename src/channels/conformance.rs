@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 
 use super::{
-    Broker, BrokerError, MemoryLimits, NewPublication, PublicationSink, SinkEvent, StreamPosition,
+    Broker, BrokerError, EpochId, MemoryLimits, NewPublication, PublicationSink, SinkEvent,
+    StreamPosition,
 };
 
 /// Builds a fresh engine (a fresh keyspace) with these limits and sink.
@@ -33,7 +34,7 @@ pub(crate) fn recorder() -> (PublicationSink, Seen) {
     let record = Arc::clone(&seen);
     let sink: PublicationSink = Arc::new(move |channel, event| {
         let offset = match event {
-            SinkEvent::Publication(publication) => publication.offset,
+            SinkEvent::Publication(publication, _) => publication.offset,
             SinkEvent::Gap => 0,
         };
         record.lock().unwrap().push((channel.to_string(), offset));
@@ -91,6 +92,7 @@ pub(crate) async fn run_all<B: Broker>(engine: impl Engine<B>) {
     history_beyond_the_ring_is_not_complete(&engine).await;
     another_epoch_or_a_future_offset_is_not_complete(&engine).await;
     the_sink_follows_the_reference_count(&engine).await;
+    the_sink_names_each_publications_epoch(&engine).await;
     concurrent_publishers_get_every_offset_once_in_order(&engine).await;
     publishes_in_flight_get_offsets_in_the_order_polled(&engine).await;
     no_history_keeps_offsets(&engine).await;
@@ -180,6 +182,28 @@ async fn the_sink_follows_the_reference_count<B: Broker>(engine: &impl Engine<B>
     settle(&*broker, &seen).await;
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen, [("c".to_owned(), 2), ("c".to_owned(), 3)]);
+}
+
+/// Each publication reaches the sink with the epoch its offset was accepted in: what a
+/// subscription checks its deliveries against.
+async fn the_sink_names_each_publications_epoch<B: Broker>(engine: &impl Engine<B>) {
+    let (record, seen) = recorder();
+    let epochs = Arc::new(Mutex::new(Vec::new()));
+    let sink: PublicationSink = {
+        let epochs = Arc::clone(&epochs);
+        Arc::new(move |channel, event| {
+            if let (SinkEvent::Publication(_, epoch), "c") = (&event, &**channel) {
+                epochs.lock().unwrap().push(*epoch);
+            }
+            record(channel, event);
+        })
+    };
+    let broker = engine(LIMITS, sink);
+    broker.subscribe("c").await.unwrap();
+    let accepted = broker.publish("c", message("a")).await.unwrap();
+    settle(&*broker, &seen).await;
+    assert_eq!(*epochs.lock().unwrap(), [EpochId::of(&accepted.epoch)]);
+    broker.unsubscribe("c").await;
 }
 
 async fn concurrent_publishers_get_every_offset_once_in_order<B: Broker>(engine: &impl Engine<B>) {

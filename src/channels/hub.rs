@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use prometheus::IntCounter;
 use tokio::sync::mpsc;
 
-use super::broker::{Publication, PublicationSink, SinkEvent};
+use super::broker::{EpochId, Publication, PublicationSink, SinkEvent};
 use super::inbox::{Frame, Inbox};
 use crate::protocol::{ServerMessage, now_ms};
 
@@ -149,8 +149,8 @@ fn lock(channels: &Mutex<ChannelMap>) -> MutexGuard<'_, ChannelMap> {
     channels.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The `publication` message, serialised once.
-fn frame(channel: &str, publication: &Publication) -> Frame {
+/// The `publication` message, serialised once, in its epoch.
+fn frame(channel: &str, publication: &Publication, epoch: EpochId) -> Frame {
     let text = ServerMessage::Publication {
         channel,
         offset: publication.offset,
@@ -162,6 +162,7 @@ fn frame(channel: &str, publication: &Publication) -> Frame {
     .to_json();
     Frame {
         offset: publication.offset,
+        epoch,
         text: text.into(),
     }
 }
@@ -183,15 +184,17 @@ async fn fan_out(
     while events.recv_many(&mut received, RECEIVED_TOGETHER).await > 0 {
         let mut pending = received.drain(..).peekable();
         while let Some((channel, event)) = pending.next() {
-            let SinkEvent::Publication(publication) = event else {
+            let SinkEvent::Publication(publication, epoch) = event else {
                 mark_lost(&channels, &channel);
                 continue;
             };
-            frames.push(frame(&channel, &publication));
-            while let Some((_, SinkEvent::Publication(next))) = pending.next_if(|(next, event)| {
-                *next == channel && matches!(event, SinkEvent::Publication(_))
-            }) {
-                frames.push(frame(&channel, &next));
+            frames.push(frame(&channel, &publication, epoch));
+            while let Some((_, SinkEvent::Publication(next, epoch))) =
+                pending.next_if(|(next, event)| {
+                    *next == channel && matches!(event, SinkEvent::Publication(..))
+                })
+            {
+                frames.push(frame(&channel, &next, epoch));
             }
             leave_with_subscribers(&channels, &channel, &frames, &deliveries).await;
             frames.clear();
@@ -265,13 +268,15 @@ mod tests {
     use std::collections::VecDeque;
     use std::time::Duration;
 
-    fn publication(offset: u64) -> Arc<Publication> {
-        Arc::new(Publication {
+    /// A publication of the channel at `offset`, in one epoch.
+    fn publication(offset: u64) -> SinkEvent {
+        let publication = Arc::new(Publication {
             offset,
             data: serde_json::value::RawValue::from_string(r#"{"b":1, "a":2}"#.into()).unwrap(),
             from: "alice".into(),
             user: None,
-        })
+        });
+        SinkEvent::Publication(publication, EpochId::of("e"))
     }
 
     async fn take_all(inbox: &Inbox, want: usize) -> VecDeque<super::super::inbox::Delivery> {
@@ -301,7 +306,7 @@ mod tests {
         let sink = hub.sink();
         let name: Arc<str> = "room".into();
         for offset in 1..=3 {
-            sink(&name, SinkEvent::Publication(publication(offset)));
+            sink(&name, publication(offset));
         }
         let first = take_all(&inboxes[0], 3).await;
         let text = &*first[0].text;
@@ -336,7 +341,7 @@ mod tests {
         let sink = hub.sink();
         let name: Arc<str> = "busy".into();
         for offset in 1..=3 {
-            sink(&name, SinkEvent::Publication(publication(offset)));
+            sink(&name, publication(offset));
         }
         // The hub runs while this task yields, as a subscriber's task would.
         let mut taken = VecDeque::new();
@@ -364,7 +369,7 @@ mod tests {
                 },
             );
         }
-        hub.sink()(&"big".into(), SinkEvent::Publication(publication(1)));
+        hub.sink()(&"big".into(), publication(1));
         let probe = tokio::spawn({
             let deliveries = deliveries.clone();
             async move { deliveries.get() }
@@ -399,7 +404,7 @@ mod tests {
         );
         assert!(Arc::ptr_eq(&first, &name), "one name per channel, shared");
         hub.remove("c", slot);
-        hub.sink()(&"c".into(), SinkEvent::Publication(publication(1)));
+        hub.sink()(&"c".into(), publication(1));
         take_all(&kept, 1).await;
         let mut taken = VecDeque::new();
         gone.take(&mut taken);
@@ -415,9 +420,9 @@ mod tests {
             hub.add(channel, Subscriber { inbox, key });
         }
         let sink = hub.sink();
-        sink(&"c".into(), SinkEvent::Publication(publication(1)));
+        sink(&"c".into(), publication(1));
         sink(&"c".into(), SinkEvent::Gap);
-        sink(&"d".into(), SinkEvent::Publication(publication(1)));
+        sink(&"d".into(), publication(1));
         take_all(&other, 1).await;
         for (inbox, key) in [(&a, 1), (&b, 2)] {
             let mut taken = VecDeque::new();

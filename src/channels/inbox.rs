@@ -11,20 +11,25 @@ use std::task::{Context, Poll};
 use futures_util::task::AtomicWaker;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use super::broker::EpochId;
+
 /// A publication as sent: its `publication` message, serialised once for every subscriber.
 #[derive(Debug)]
 pub struct Frame {
     pub offset: u64,
+    pub epoch: EpochId,
     /// The JSON text, shared: each subscriber's copy is a reference count.
     pub text: Utf8Bytes,
 }
 
-/// One publication for one subscription of the connection (`key` tells which): its offset and
-/// its text (a reference to the bytes every subscriber shares, moved on into the outbox).
+/// One publication for one subscription of the connection (`key` tells which): its offset, its
+/// epoch and its text (a reference to the bytes every subscriber shares, moved on into the
+/// outbox).
 #[derive(Debug)]
 pub struct Delivery {
     pub key: u32,
     pub offset: u64,
+    pub epoch: EpochId,
     pub text: Utf8Bytes,
 }
 
@@ -51,6 +56,7 @@ impl Queue {
             self.deliveries.push_back(Delivery {
                 key,
                 offset: frame.offset,
+                epoch: frame.epoch,
                 text: frame.text.clone(),
             });
             queued += 1;
@@ -163,6 +169,7 @@ mod tests {
 
     fn frame(text: &str) -> Frame {
         Frame {
+            epoch: EpochId::of("e"),
             offset: 1,
             text: text.to_owned().into(),
         }

@@ -16,7 +16,9 @@ mod snapshot;
 
 use std::sync::Arc;
 
-pub use broker::{Broker, BrokerError, History, NewPublication, Publication, StreamPosition};
+pub use broker::{
+    Broker, BrokerError, EpochId, History, NewPublication, Publication, StreamPosition,
+};
 #[cfg(test)]
 pub use broker::{PublicationSink, SinkEvent};
 pub use hub::{Hub, Slot, Subscriber};

@@ -14,7 +14,7 @@ use tracing::debug;
 
 use crate::auth::Identity;
 use crate::channels::{
-    BrokerError, Delivery, History, Inbox, Publication, Slot, StreamPosition, Subscriber,
+    BrokerError, Delivery, EpochId, History, Inbox, Publication, Slot, StreamPosition, Subscriber,
 };
 use crate::metrics::{RecoveryOutcome, SubscriptionEnd};
 use crate::protocol::{
@@ -87,6 +87,9 @@ struct Subscription {
     channel: Arc<str>,
     /// The epoch its offsets count in (shared with the broker's): what a handover carries.
     epoch: Arc<str>,
+    /// The same, as its deliveries carry it: a publication of another epoch is not this
+    /// subscription's to count.
+    epoch_id: EpochId,
     key: u32,
     slot: Slot,
     position: u64,
@@ -259,6 +262,7 @@ impl Subscriptions {
         self.list.push(Subscription {
             channel: Arc::clone(&channel),
             epoch: Arc::clone(&history.epoch),
+            epoch_id: EpochId::of(&history.epoch),
             key,
             slot,
             position: history.top,
@@ -298,14 +302,22 @@ impl Subscriptions {
     pub(super) fn deliver(&mut self, state: &AppState, outbox: &mut Outbox) -> Vec<u32> {
         let mut lost = self.inbox.take(&mut self.taken);
         let mut delivered = 0;
-        while let Some(Delivery { key, offset, text }) = self.taken.pop_front() {
+        while let Some(Delivery {
+            key,
+            offset,
+            epoch,
+            text,
+        }) = self.taken.pop_front()
+        {
             let Some(subscription) = self.list.iter_mut().find(|s| s.key == key) else {
                 continue; // an ended subscription's
             };
-            if offset <= subscription.position {
+            let in_epoch = epoch == subscription.epoch_id;
+            if in_epoch && offset <= subscription.position {
                 continue; // already in its history
             }
-            let in_order = offset == subscription.position + 1;
+            // Another epoch's offset says nothing of this one's: a gap cannot be excluded.
+            let in_order = in_epoch && offset == subscription.position + 1;
             if in_order && outbox.push(Message::Text(text), None).is_ok() {
                 subscription.position = offset;
                 delivered += 1;
@@ -372,3 +384,6 @@ async fn release(state: &AppState, channel: &str, slot: Slot, why: SubscriptionE
     state.channels.broker.unsubscribe(channel).await;
     state.metrics.channels.subscription_ended(why);
 }
+
+#[cfg(test)]
+mod tests;

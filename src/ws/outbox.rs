@@ -160,6 +160,17 @@ impl Outbox {
         self.head.is_none() && self.pong.is_none()
     }
 
+    /// The texts queued, taken out in order: what a session's tests read of what it sent.
+    #[cfg(test)]
+    pub(crate) fn take_texts(&mut self) -> Vec<String> {
+        std::iter::from_fn(|| self.pop())
+            .filter_map(|out| match out.message {
+                Message::Text(text) => Some(text.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub(super) fn pop(&mut self) -> Option<Outgoing> {
         if let Some(pong) = self.pong.take() {
             self.queued_bytes -= control_len(&pong);

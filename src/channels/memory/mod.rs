@@ -17,7 +17,7 @@ use futures_util::future::{BoxFuture, FutureExt, ready};
 use prometheus::IntGauge;
 
 use super::broker::{
-    Accepted, Broker, BrokerError, History, NewPublication, Publication, PublicationSink,
+    Accepted, Broker, BrokerError, EpochId, History, NewPublication, Publication, PublicationSink,
     SinkEvent, StreamPosition,
 };
 use super::snapshot::{ChannelsSnapshot, Restored};
@@ -141,7 +141,11 @@ impl MemoryBroker {
         let queue_expiry = !std::mem::replace(&mut ch.expiry_queued, true);
         // Handed on under the lock: the sink sees a channel's publications in offset order.
         if subscribed {
-            (self.sink)(&name, SinkEvent::Publication(Arc::clone(&publication)));
+            let epoch = EpochId::of(&ch.epoch);
+            (self.sink)(
+                &name,
+                SinkEvent::Publication(Arc::clone(&publication), epoch),
+            );
         }
         if queue_expiry {
             let ttl = engine.limits.history_ttl;

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
 use tracing::{info, warn};
 
-use super::super::broker::{SinkEvent, StreamPosition};
+use super::super::broker::{EpochId, SinkEvent, StreamPosition};
 use super::shared::{ReadFrom, Shared};
 use crate::metrics::{BrokerOperation, GapRepair};
 
@@ -263,7 +263,8 @@ impl Task {
             }
             if offset == tracker.delivered + 1 {
                 tracker.delivered = offset;
-                let event = SinkEvent::Publication(Arc::new(publication));
+                let epoch = EpochId::of(&tracker.epoch);
+                let event = SinkEvent::Publication(Arc::new(publication), epoch);
                 (self.shared.sink)(&tracker.name, event);
                 return;
             }
@@ -306,8 +307,10 @@ impl Task {
             if history.publications.is_empty() {
                 return; // nothing was missing
             }
+            // Complete: in the channel's epoch.
+            let epoch = EpochId::of(&tracker.epoch);
             for publication in history.publications {
-                (self.shared.sink)(channel, SinkEvent::Publication(publication));
+                (self.shared.sink)(channel, SinkEvent::Publication(publication, epoch));
             }
             tracker.delivered = history.top;
             metrics.gap_repaired(GapRepair::Filled);
