@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 
 use crate::colour::Colour;
 use crate::interrupt::Interrupt;
@@ -128,7 +128,10 @@ fn forward_steps(
 }
 
 /// Routing back to the old colour (when it was touched), then the new colour stopped.
-/// Every action is tried even when one fails; `true` when all of them succeeded.
+/// Every action is tried even when one fails, but one: while new connections cannot be shown
+/// to reach the old colour again, the new colour is left running, since stopping it could
+/// leave them no server at all (a slightly bad release made an outage). `true` when all of
+/// them succeeded.
 pub fn roll_back(
     plan: &DeployPlan,
     host: &mut impl Host,
@@ -136,18 +139,28 @@ pub fn roll_back(
     routed: bool,
 ) -> bool {
     let mut clean = true;
+    let mut routed_back = true;
     if routed {
         clean &= undo
             .run("restore-routing", || host.route(&Weights::only(&plan.from)))
             .is_ok();
-        clean &= undo
+        routed_back = undo
             .run("confirm-routing", || host.confirm_routing(&plan.from))
             .is_ok();
     }
-    clean &= undo
-        .run(&format!("stop-{}", plan.to), || host.stop(&plan.to))
-        .is_ok();
-    clean
+    let stop = format!("stop-{}", plan.to);
+    let stopped = if routed_back {
+        undo.run(&stop, || host.stop(&plan.to))
+    } else {
+        undo.run(&stop, || {
+            bail!(
+                "{} left running: new connections were not seen to reach {} again",
+                plan.to,
+                plan.from
+            )
+        })
+    };
+    clean && routed_back && stopped.is_ok()
 }
 
 /// `wsctl rollback`: everything back to `to`, which must still be running; `from`, the
@@ -388,11 +401,31 @@ mod tests {
 
     #[test]
     fn a_failed_rollback_action_needs_an_operator_but_the_rest_is_still_tried() {
+        let (report, calls) = run(&["verify", "stop"], 1);
+        assert_eq!(report.outcome, Outcome::NeedsOperator);
+        assert_eq!(
+            calls[calls.len() - 3..],
+            ["route blue=1", "confirm blue", "stop green"]
+        );
+        assert_eq!(report.rollback[2].status, StepStatus::Failed);
+        assert_eq!(report.outcome.exit_code(), 4);
+    }
+
+    #[test]
+    fn the_new_colour_keeps_running_while_connections_are_not_seen_back_on_the_old() {
         let (report, calls) = run(&["verify", "confirm"], 1);
         assert_eq!(report.outcome, Outcome::NeedsOperator);
-        assert_eq!(calls.last().unwrap(), "stop green");
-        assert_eq!(report.rollback[1].status, StepStatus::Failed);
-        assert_eq!(report.outcome.exit_code(), 4);
+        assert_eq!(calls.last().unwrap(), "confirm blue", "green not stopped");
+        let stop = &report.rollback[2];
+        assert_eq!(
+            (stop.name.as_str(), stop.status),
+            ("stop-green", StepStatus::Failed)
+        );
+        assert!(
+            stop.detail.contains("green left running"),
+            "{}",
+            stop.detail
+        );
     }
 
     #[test]
