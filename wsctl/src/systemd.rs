@@ -3,6 +3,7 @@
 //! the NixOS module, which installs the same template units.
 
 use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -179,9 +180,19 @@ fn wait_running(unit: &str, timeout: Duration) -> Result<UnitState> {
     }
 }
 
+/// `program` in a process group of its own. A Ctrl-C at the terminal, or the SIGHUP of a lost
+/// SSH session, goes to wsctl's whole group: wsctl takes it as a request to roll back at the
+/// next step, but a `systemctl stop` killed by it mid-drain would report a failed drain (and
+/// on the direct path leave the recorded group behind) while systemd finishes the job anyway.
+fn own_group(program: &str) -> Command {
+    let mut command = Command::new(program);
+    command.process_group(0);
+    command
+}
+
 fn systemctl(args: &[impl AsRef<str>]) -> Result<String> {
     let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
-    let out = Command::new("systemctl")
+    let out = own_group("systemctl")
         .args(&args)
         .output()
         .context("cannot run systemctl (is this a systemd host?)")?;
@@ -201,6 +212,33 @@ fn systemctl(args: &[impl AsRef<str>]) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pid and the process group in a /proc/PID/stat line (the group is the third field
+    /// after the command's name).
+    fn pid_and_group(stat: &str) -> (&str, &str) {
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let pid = stat.split(' ').next().unwrap();
+        (pid, after_name.split(' ').nth(2).unwrap())
+    }
+
+    #[test]
+    fn systemctl_runs_in_a_process_group_of_its_own() {
+        let stat = |command: &mut Command| {
+            let out = command.args(["-c", "cat /proc/$$/stat"]).output().unwrap();
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let own = stat(&mut own_group("sh"));
+        let (child, group) = pid_and_group(&own);
+        assert_eq!(group, child, "the child leads a group of its own");
+        let plain = stat(&mut Command::new("sh"));
+        let ours = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert_eq!(
+            pid_and_group(&plain).1,
+            pid_and_group(&ours).1,
+            "a plain child shares ours"
+        );
+        assert_ne!(group, pid_and_group(&ours).1);
+    }
 
     #[test]
     fn parses_systemctl_show() {
