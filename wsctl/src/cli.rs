@@ -81,20 +81,20 @@ pub struct DeployArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub steps: u32,
     /// How long each intermediate weight step is held and watched.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = step_duration)]
     pub step_interval: Duration,
     /// From starting the units to systemd's READY and /ready 200.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = step_duration)]
     pub ready_timeout: Duration,
     /// The smoke load test must finish within this.
-    #[arg(long, default_value = "3m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "3m", value_parser = step_duration)]
     pub load_test_timeout: Duration,
     /// Extra argument for `loadtest smoke` (repeat for several).
     #[arg(long = "load-test-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub load_test_args: Vec<String>,
     /// After the switch, how long the new colour is watched (new connections, crashes,
     /// error counters).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = step_duration)]
     pub verify_window: Duration,
     /// New errors and connection rejections of the new colour (its /metrics) tolerated
     /// while it is watched; 0: its error counters must stay flat.
@@ -110,8 +110,24 @@ pub struct SwitchArgs {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub verify_connections: u32,
     /// How long Traefik may take to apply a routing change.
-    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = step_duration)]
     pub switch_timeout: Duration,
+}
+
+/// The longest wait a deploy's option may ask for. Any wait is added to the clock's now, and
+/// one of centuries overflows it mid-deploy; no step of a deploy waits a day.
+const LONGEST_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+/// A duration as humantime writes it (`10s`, `3m`, `1h 30m`), at most [`LONGEST_WAIT`].
+fn step_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if duration > LONGEST_WAIT {
+        let hours = LONGEST_WAIT.as_secs() / 3600;
+        return Err(format!(
+            "at most {hours}h (no step of a deploy waits longer)"
+        ));
+    }
+    Ok(duration)
 }
 
 #[derive(Debug, Args)]
@@ -182,6 +198,15 @@ mod tests {
                 "--ready-timeout",
                 "soon",
             ],
+            &[
+                "wsctl",
+                "deploy",
+                "--to",
+                "green",
+                "--ready-timeout",
+                "300000000000y",
+            ],
+            &["wsctl", "deploy", "--to", "green", "--verify-window", "25h"],
             &["wsctl", "render-routing"],
             &[
                 "wsctl",
