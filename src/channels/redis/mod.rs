@@ -97,6 +97,33 @@ impl RedisBroker {
     }
 }
 
+/// A subscribe asked of the pub/sub task and not (or not yet) taken by its caller: given
+/// up (timed out, refused, or its future dropped), it takes back exactly what was counted for
+/// it. The task counts a subscriber only when its `Ok` reaches the answer, so the answer is
+/// closed first: an `Ok` that arrived before is given back with an unsubscribe, one after
+/// finds the answer closed and is not counted. (An unsubscribe sent for any subscribe that
+/// timed out took another subscriber's place when the task had refused this one.)
+struct Asked<'a> {
+    broker: &'a RedisBroker,
+    channel: &'a str,
+    answer: oneshot::Receiver<Result<(), ()>>,
+    taken: bool,
+}
+
+impl Drop for Asked<'_> {
+    fn drop(&mut self) {
+        if self.taken {
+            return;
+        }
+        self.answer.close();
+        if let Ok(Ok(())) = self.answer.try_recv() {
+            let unsubscribe = Control::Unsubscribe(self.channel.into());
+            let _ = self.broker.control.send(unsubscribe);
+        }
+        self.broker.shared.local.unsubscribed(self.channel);
+    }
+}
+
 impl Broker for RedisBroker {
     fn publish<'a>(
         &'a self,
@@ -123,18 +150,24 @@ impl Broker for RedisBroker {
         async move {
             self.shared.local.subscribed(channel)?;
             let (reply, answer) = oneshot::channel();
-            let sent = self.control.send(Control::Subscribe(channel.into(), reply));
-            // The task answers within its own timeouts (SUBSCRIBE, then the position read);
-            // this bound only guards against a task that is gone.
-            let answered = tokio::time::timeout(3 * self.shared.timeout, answer).await;
-            let live = sent.is_ok() && matches!(answered, Ok(Ok(Ok(()))));
-            if live {
-                return Ok(());
-            }
-            self.shared.local.unsubscribed(channel);
-            if sent.is_ok() && answered.is_err() {
-                // Timed out: the task may still count this subscriber; take it back.
-                let _ = self.control.send(Control::Unsubscribe(channel.into()));
+            let mut asked = Asked {
+                broker: self,
+                channel,
+                answer,
+                taken: false,
+            };
+            if self
+                .control
+                .send(Control::Subscribe(channel.into(), reply))
+                .is_ok()
+            {
+                // The task answers within its own timeouts (SUBSCRIBE, then the position
+                // read), or later when a batch or a reconnection holds it up.
+                let wait = 3 * self.shared.timeout;
+                if let Ok(Ok(Ok(()))) = tokio::time::timeout(wait, &mut asked.answer).await {
+                    asked.taken = true;
+                    return Ok(());
+                }
             }
             self.shared.gauges.metrics.error(BrokerOperation::Subscribe);
             Err(BrokerError::Unavailable)

@@ -270,7 +270,13 @@ impl Task {
             }
         }
         // A hole before this offset, or another epoch (a newer one, or a late message of an
-        // older one): the history says which.
+        // older one): the history says which. Unless Redis failed the channel's last repair:
+        // then the next position check tries again, instead of every message of the channel
+        // holding pub/sub up for a timeout while Redis is slow, and the process's unread
+        // pub/sub messages piling up meanwhile.
+        if tracker.unrepaired {
+            return;
+        }
         let name = Arc::clone(&tracker.name);
         self.repair(&name).await;
     }

@@ -8,6 +8,8 @@ mod redis_server;
 #[path = "../../../tests/common/skip.rs"]
 mod skip;
 
+mod counts;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use prometheus::{IntGauge, Registry};
@@ -370,35 +372,6 @@ async fn a_burst_of_subscribes_all_succeed_and_deliveries_go_on() {
         after[0] - before[0],
         after[1] - before[1]
     );
-}
-
-#[tokio::test]
-async fn a_subscribe_and_an_unsubscribe_in_one_batch_keep_the_count() {
-    let test = "a_subscribe_and_an_unsubscribe_in_one_batch_keep_the_count";
-    let Some(redis) = RedisServer::start_or_skip(test) else {
-        return;
-    };
-    let (prefix, (sink, seen)) = (fresh_prefix(), recorder());
-    let broker = engine(&redis, &prefix, LIMITS, gauges(), sink);
-    let keys = wire::Keys::new(&prefix);
-    // One thread: both requests are queued before the pub/sub task runs.
-    let mut subscribing = broker.subscribe("new");
-    assert!(futures_util::poll!(&mut subscribing).is_pending());
-    broker.unsubscribe("new").await;
-    subscribing.await.unwrap();
-    broker.subscribe("kept").await.unwrap();
-    broker.unsubscribe("kept").await;
-    broker.subscribe("kept").await.unwrap();
-    assert_eq!(topics(&redis), [keys.topic("kept")]);
-    // One subscriber each now: one publication each, and one unsubscribe each ends them.
-    broker.subscribe("new").await.unwrap();
-    broker.publish("new", message("1")).await.unwrap();
-    broker.publish("kept", message("1")).await.unwrap();
-    wait_until(&seen, "[1, 1]", |got| got == [1, 1]).await;
-    broker.unsubscribe("new").await;
-    broker.unsubscribe("kept").await;
-    settle(&*broker, &seen).await;
-    assert_eq!(topics(&redis), [keys.topic("conformance.settle")]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

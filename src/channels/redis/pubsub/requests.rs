@@ -51,8 +51,10 @@ impl Task {
             match request {
                 Control::Subscribe(channel, reply) => {
                     if let Some(tracker) = self.channels.get_mut(&channel) {
-                        tracker.subscribers += 1;
-                        let _ = reply.send(Ok(()));
+                        // Counted only when the caller takes the answer: see `Asked`.
+                        if reply.send(Ok(())).is_ok() {
+                            tracker.subscribers += 1;
+                        }
                     } else {
                         let waiting = pending.entry(channel).or_default();
                         waiting.subscribers += 1;
@@ -141,9 +143,16 @@ impl Task {
                 unread.push(topic);
                 continue;
             };
+            // Callers that gave up meanwhile are not counted (`Asked`).
+            let gone = answer(waiting.waiting, Ok(()));
+            let subscribers = waiting.subscribers.saturating_sub(gone);
+            if subscribers == 0 {
+                unread.push(topic);
+                continue;
+            }
             let tracker = Tracker {
                 name: Arc::clone(&channel),
-                subscribers: waiting.subscribers,
+                subscribers,
                 epoch: position.epoch,
                 delivered: position.top,
                 live: 0,
@@ -152,7 +161,6 @@ impl Task {
                 unrepaired: false,
             };
             self.channels.insert(channel, tracker);
-            answer(waiting.waiting, Ok(()));
         }
         unsubscribe(sink, &unread, timeout).await
     }
@@ -165,11 +173,13 @@ fn refuse(pending: impl IntoIterator<Item = Pending>) {
     }
 }
 
-/// Answers every subscribe of `waiting` with `result`.
-fn answer(waiting: Vec<oneshot::Sender<Result<(), ()>>>, result: Result<(), ()>) {
-    for reply in waiting {
-        let _ = reply.send(result);
-    }
+/// Answers every subscribe of `waiting` with `result`; returns how many callers had given up
+/// (their answer closed).
+fn answer(waiting: Vec<oneshot::Sender<Result<(), ()>>>, result: Result<(), ()>) -> usize {
+    waiting
+        .into_iter()
+        .map(|reply| usize::from(reply.send(result).is_err()))
+        .sum()
 }
 
 /// UNSUBSCRIBEs from `topics` in one command; none is no command (an UNSUBSCRIBE naming no
